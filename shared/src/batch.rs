@@ -1,0 +1,93 @@
+//! The one SQS batch helper: every queue-driven function processes its batch through it.
+//!
+//! Messages are processed concurrently, each in its own span. Only the ids of messages that
+//! failed are reported (`ReportBatchItemFailures`), so SQS redelivers just those. A message
+//! that cannot be decoded is reported as failed too: after `maxReceiveCount` receives SQS moves
+//! it to the dead-letter queue, where it stays for inspection instead of being dropped.
+
+use std::fmt::Display;
+use std::future::Future;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+/// Decodes each record as `M` and runs `handle` on it; reports the records that failed.
+pub async fn process_sqs_batch<M, E, F, Fut>(event: SqsEvent, handle: F) -> SqsBatchResponse
+where
+    M: DeserializeOwned,
+    E: Display,
+    F: Fn(M) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    let work = event.records.into_iter().map(|record| {
+        let message_id = record.message_id.clone().unwrap_or_default();
+        let span = tracing::info_span!(
+            "message",
+            message_id = %message_id,
+            receive_count = record
+                .attributes
+                .get("ApproximateReceiveCount")
+                .map(String::as_str)
+                .unwrap_or("?"),
+        );
+        let handled = decode::<M>(&record).map(&handle);
+        async move {
+            let result = match handled {
+                Ok(future) => future.await.map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => None,
+                Err(error) => {
+                    tracing::error!(%error, "message failed; SQS will deliver it again");
+                    Some(message_id)
+                }
+            }
+        }
+        .instrument(span)
+    });
+    let mut response = SqsBatchResponse::default();
+    for failed in futures::future::join_all(work).await.into_iter().flatten() {
+        response.add_failure(failed);
+    }
+    response
+}
+
+fn decode<M: DeserializeOwned>(record: &SqsMessage) -> Result<M, String> {
+    let body = record.body.as_deref().unwrap_or_default();
+    serde_json::from_str(body).map_err(|e| format!("undecodable message body: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(bodies: &[&str]) -> SqsEvent {
+        let records: Vec<_> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| serde_json::json!({"messageId": format!("m{i}"), "body": b}))
+            .collect();
+        serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_failed_and_undecodable_messages_are_reported() {
+        let response =
+            process_sqs_batch(event(&["1", "2", "not json", "4"]), |n: u32| async move {
+                if n == 2 {
+                    Err("two is unlucky")
+                } else {
+                    Ok(())
+                }
+            })
+            .await;
+        let failed: Vec<_> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["m1", "m2"]);
+    }
+}

@@ -1,0 +1,114 @@
+//! What follows the end of a task attempt, whoever ended it (execute-agent, route when no agent
+//! can take the task, cleanup when leases ran out): count the task on its workflow, release or
+//! skip its dependents, and finish the workflow.
+//!
+//! Every step is a conditional write, so a redelivered message can run this again from the
+//! start and only the steps that did not happen yet take effect.
+
+use crate::config::Settings;
+use crate::domain::task::{TaskFailure, WorkflowStatus};
+use crate::messages::{RouteMessage, TaskRef, FORMAT_VERSION};
+use crate::queue::{QueueError, TaskQueue};
+use crate::store::{Finish, Release, StoreError, WorkflowProgress, WorkflowStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompletionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// The timestamps of a terminal write at `now_ms` under the configured retention.
+pub fn finish_at(settings: &Settings, now_ms: i64) -> Finish {
+    Finish {
+        now_ms,
+        expires_at_s: now_ms / 1000 + settings.retention.as_secs() as i64,
+    }
+}
+
+/// Runs the steps after `task` ended (with `failure`, or successfully) and was recorded.
+pub async fn complete_task<S, Q>(
+    store: &S,
+    queue: &Q,
+    settings: &Settings,
+    task: &TaskRef,
+    dependents: &[String],
+    failure: Option<&TaskFailure>,
+    now_ms: i64,
+) -> Result<WorkflowProgress, CompletionError>
+where
+    S: WorkflowStore + ?Sized,
+    Q: TaskQueue + ?Sized,
+{
+    let finish = finish_at(settings, now_ms);
+    let (tenant, workflow_id) = (&task.tenant, &task.workflow_id);
+    let progress = store
+        .count_finished_task(tenant, workflow_id, &task.task_id, failure, finish)
+        .await?;
+    if progress.status != WorkflowStatus::Running || failure.is_some() {
+        skip_descendants(store, tenant, workflow_id, dependents, finish).await?;
+        return Ok(progress);
+    }
+
+    let dispatch_until = now_ms + settings.dispatch_timeout.as_millis() as i64;
+    let mut ready = Vec::new();
+    for dependent in dependents {
+        let release = store
+            .release_dependent(
+                tenant,
+                workflow_id,
+                dependent,
+                &task.task_id,
+                dispatch_until,
+            )
+            .await?;
+        if let Release::Ready {
+            attempt,
+            capability,
+        } = release
+        {
+            tracing::info!(dependent = %dependent, "dependent released");
+            ready.push(RouteMessage {
+                v: FORMAT_VERSION,
+                task: TaskRef {
+                    tenant: tenant.clone(),
+                    workflow_id: workflow_id.clone(),
+                    task_id: dependent.clone(),
+                    attempt,
+                },
+                capability,
+            });
+        }
+    }
+    queue.send_route(&ready).await?;
+
+    if progress.tasks_remaining == 0 && store.complete_workflow(tenant, workflow_id, finish).await?
+    {
+        tracing::info!(workflow = %workflow_id, "workflow succeeded");
+    }
+    Ok(progress)
+}
+
+/// Marks every task downstream of `dependents` skipped: they can no longer run.
+async fn skip_descendants<S>(
+    store: &S,
+    tenant: &str,
+    workflow_id: &str,
+    dependents: &[String],
+    finish: Finish,
+) -> Result<(), StoreError>
+where
+    S: WorkflowStore + ?Sized,
+{
+    let mut frontier = dependents.to_vec();
+    while let Some(task_id) = frontier.pop() {
+        if let Some(next) = store
+            .skip_task(tenant, workflow_id, &task_id, finish)
+            .await?
+        {
+            frontier.extend(next);
+        }
+    }
+    Ok(())
+}

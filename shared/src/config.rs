@@ -1,0 +1,113 @@
+//! Typed configuration, read once at start-up from the environment the template sets.
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is required but not set")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// Names of the tables and queues, and the timing knobs, shared by all five functions.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub state_table: String,
+    pub memory_table: String,
+    pub route_queue_url: String,
+    pub execute_queue_url: String,
+    pub learn_queue_url: String,
+    /// How long finished workflows, tasks and outcome records are kept before TTL removes them.
+    pub retention: Duration,
+    /// How long a queued task may wait for an execute handler before cleanup sends it again.
+    pub dispatch_timeout: Duration,
+    /// How many times a task may be claimed by a handler that then dies, before it fails.
+    pub max_lease_attempts: u32,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so the local stack can feed the template's values.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let required = |name: &'static str| {
+            lookup(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or(ConfigError::Missing(name))
+        };
+        let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+            match lookup(name).filter(|v| !v.trim().is_empty()) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| ConfigError::Invalid {
+                        name,
+                        reason: format!("expected a positive integer, got `{v}`"),
+                    }),
+            }
+        };
+        Ok(Settings {
+            state_table: required("STATE_TABLE")?,
+            memory_table: required("MEMORY_TABLE")?,
+            route_queue_url: required("ROUTE_QUEUE_URL")?,
+            execute_queue_url: required("EXECUTE_QUEUE_URL")?,
+            learn_queue_url: required("LEARN_QUEUE_URL")?,
+            retention: Duration::from_secs(number("RETENTION_DAYS", 7)? * 86_400),
+            dispatch_timeout: Duration::from_secs(number("DISPATCH_TIMEOUT_SECONDS", 300)?),
+            max_lease_attempts: number("MAX_LEASE_ATTEMPTS", 3)?.min(100) as u32,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const ALL: [(&str, &str); 5] = [
+        ("STATE_TABLE", "s"),
+        ("MEMORY_TABLE", "m"),
+        ("ROUTE_QUEUE_URL", "r"),
+        ("EXECUTE_QUEUE_URL", "e"),
+        ("LEARN_QUEUE_URL", "l"),
+    ];
+
+    #[test]
+    fn missing_variable_is_named() {
+        let err = Settings::from_lookup(lookup(&ALL[1..])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable STATE_TABLE is required but not set"
+        );
+    }
+
+    #[test]
+    fn defaults_apply_and_bad_numbers_are_rejected() {
+        let s = Settings::from_lookup(lookup(&ALL)).unwrap();
+        assert_eq!(s.retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(s.max_lease_attempts, 3);
+        let mut bad = ALL.to_vec();
+        bad.push(("RETENTION_DAYS", "soon"));
+        assert!(matches!(
+            Settings::from_lookup(lookup(&bad)),
+            Err(ConfigError::Invalid {
+                name: "RETENTION_DAYS",
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,199 @@
+//! Agents: what a team registers, and the rules a registration must pass.
+
+use serde::{Deserialize, Serialize};
+
+use super::names::{check_name, InvalidName, NameKind};
+
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// The execute-agent function's own timeout bounds how long it can wait for an agent.
+pub const MAX_TIMEOUT_MS: u64 = 120_000;
+pub const MAX_CAPABILITIES: usize = 32;
+
+/// How Baton reaches an agent. Only HTTP agents exist today; Lambda and LLM APIs come later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentKind {
+    #[default]
+    Http,
+}
+
+/// The body of `POST /v1/agents`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRegistration {
+    pub name: String,
+    #[serde(default)]
+    pub kind: AgentKind,
+    pub endpoint: String,
+    pub capabilities: Vec<String>,
+    pub timeout_ms: Option<u64>,
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+/// A registered agent, as stored and as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Agent {
+    pub name: String,
+    pub kind: AgentKind,
+    pub endpoint: String,
+    pub capabilities: Vec<String>,
+    pub timeout_ms: u64,
+    pub enabled: bool,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+impl Agent {
+    pub fn has_capability(&self, capability: &str) -> bool {
+        self.capabilities.iter().any(|c| c == capability)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Name(#[from] InvalidName),
+    #[error("endpoint `{endpoint}` is not a valid http(s) URL: {reason}")]
+    Endpoint { endpoint: String, reason: String },
+    #[error("an agent needs at least one capability")]
+    NoCapabilities,
+    #[error("an agent may have at most {MAX_CAPABILITIES} capabilities")]
+    TooManyCapabilities,
+    #[error("capability `{0}` is listed more than once")]
+    DuplicateCapability(String),
+    #[error("timeout_ms must be between 1 and {MAX_TIMEOUT_MS}, got {0}")]
+    Timeout(u64),
+}
+
+impl AgentError {
+    /// The request field the error is about, for the API's error details.
+    pub fn field(&self) -> &'static str {
+        match self {
+            AgentError::Name(n) if n.kind == NameKind::Capability => "capabilities",
+            AgentError::Name(_) => "name",
+            AgentError::Endpoint { .. } => "endpoint",
+            AgentError::NoCapabilities
+            | AgentError::TooManyCapabilities
+            | AgentError::DuplicateCapability(_) => "capabilities",
+            AgentError::Timeout(_) => "timeout_ms",
+        }
+    }
+}
+
+impl AgentRegistration {
+    /// Validates the registration and turns it into an agent registered at `now_ms`.
+    pub fn into_agent(self, now_ms: i64) -> Result<Agent, AgentError> {
+        check_name(NameKind::Agent, &self.name)?;
+        check_endpoint(&self.endpoint)?;
+        if self.capabilities.is_empty() {
+            return Err(AgentError::NoCapabilities);
+        }
+        if self.capabilities.len() > MAX_CAPABILITIES {
+            return Err(AgentError::TooManyCapabilities);
+        }
+        for (i, capability) in self.capabilities.iter().enumerate() {
+            check_name(NameKind::Capability, capability)?;
+            if self.capabilities[..i].contains(capability) {
+                return Err(AgentError::DuplicateCapability(capability.clone()));
+            }
+        }
+        let timeout_ms = self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+        if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
+            return Err(AgentError::Timeout(timeout_ms));
+        }
+        Ok(Agent {
+            name: self.name,
+            kind: self.kind,
+            endpoint: self.endpoint,
+            capabilities: self.capabilities,
+            timeout_ms,
+            enabled: self.enabled,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+        })
+    }
+}
+
+fn check_endpoint(endpoint: &str) -> Result<(), AgentError> {
+    let fail = |reason: &str| AgentError::Endpoint {
+        endpoint: endpoint.chars().take(200).collect(),
+        reason: reason.to_string(),
+    };
+    let url = url::Url::parse(endpoint).map_err(|e| fail(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(fail("the scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(fail("it has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(fail("credentials in the URL are not allowed"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registration(endpoint: &str) -> AgentRegistration {
+        AgentRegistration {
+            name: "echo".into(),
+            kind: AgentKind::Http,
+            endpoint: endpoint.into(),
+            capabilities: vec!["echo".into()],
+            timeout_ms: None,
+            enabled: true,
+        }
+    }
+
+    #[test]
+    fn valid_registration_gets_the_default_timeout() {
+        let agent = registration("http://127.0.0.1:9000/run")
+            .into_agent(5)
+            .unwrap();
+        assert_eq!(agent.timeout_ms, DEFAULT_TIMEOUT_MS);
+        assert_eq!(agent.created_at_ms, 5);
+    }
+
+    #[test]
+    fn bad_urls_are_rejected() {
+        for bad in ["not a url", "ftp://x/y", "http://", "https://u:p@host/"] {
+            let err = registration(bad).into_agent(0).unwrap_err();
+            assert_eq!(err.field(), "endpoint", "{bad}");
+        }
+    }
+
+    #[test]
+    fn capabilities_must_be_present_and_distinct() {
+        let mut r = registration("http://a/");
+        r.capabilities = vec![];
+        assert_eq!(r.into_agent(0).unwrap_err(), AgentError::NoCapabilities);
+        let mut r = registration("http://a/");
+        r.capabilities = vec!["x".into(), "x".into()];
+        assert_eq!(
+            r.into_agent(0).unwrap_err(),
+            AgentError::DuplicateCapability("x".into())
+        );
+    }
+
+    #[test]
+    fn timeout_is_bounded() {
+        let mut r = registration("http://a/");
+        r.timeout_ms = Some(MAX_TIMEOUT_MS + 1);
+        assert!(matches!(r.into_agent(0), Err(AgentError::Timeout(_))));
+    }
+
+    #[test]
+    fn unknown_kinds_and_fields_are_rejected_by_the_parser() {
+        let bad_kind = r#"{"name":"a","kind":"smtp","endpoint":"http://a/","capabilities":["x"]}"#;
+        assert!(serde_json::from_str::<AgentRegistration>(bad_kind).is_err());
+        let extra = r#"{"name":"a","endpoint":"http://a/","capabilities":["x"],"colour":1}"#;
+        assert!(serde_json::from_str::<AgentRegistration>(extra).is_err());
+    }
+}

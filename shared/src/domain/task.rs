@@ -1,0 +1,183 @@
+//! Task and workflow states, and how a failed agent call is classified.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// A task's life: `waiting` for dependencies → `queued` for routing and execution →
+/// `running` under a lease → `succeeded` or `failed`. Tasks behind a failure end `skipped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Waiting,
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+impl TaskStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Waiting => "waiting",
+            TaskStatus::Queued => "queued",
+            TaskStatus::Running => "running",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Skipped => "skipped",
+        }
+    }
+
+    pub const fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Skipped
+        )
+    }
+}
+
+/// A workflow runs from creation until its last task succeeds or any task fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkflowStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl WorkflowStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            WorkflowStatus::Running => "running",
+            WorkflowStatus::Succeeded => "succeeded",
+            WorkflowStatus::Failed => "failed",
+        }
+    }
+
+    pub const fn is_terminal(self) -> bool {
+        !matches!(self, WorkflowStatus::Running)
+    }
+}
+
+macro_rules! impl_str_conversions {
+    ($ty:ty, [$($variant:ident),*]) => {
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = UnknownState;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $(if s == <$ty>::$variant.as_str() {
+                    return Ok(<$ty>::$variant);
+                })*
+                Err(UnknownState(s.to_string()))
+            }
+        }
+    };
+}
+
+impl_str_conversions!(
+    TaskStatus,
+    [Waiting, Queued, Running, Succeeded, Failed, Skipped]
+);
+impl_str_conversions!(WorkflowStatus, [Running, Succeeded, Failed]);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown state `{0}`")]
+pub struct UnknownState(pub String);
+
+/// Why a task failed. The kind decides whether a retry could help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The agent answered with a non-2xx status.
+    HttpStatus,
+    /// The agent did not answer within its timeout.
+    Timeout,
+    /// The agent could not be reached.
+    Connection,
+    /// The agent answered 2xx with a body that is not JSON.
+    InvalidResponse,
+    /// The agent's output does not fit in a task record.
+    OutputTooLarge,
+    /// No enabled agent offers the task's capability.
+    NoCapableAgent,
+    /// The routed agent was removed before the task ran.
+    AgentNotFound,
+    /// Handlers kept dying while holding the task's lease.
+    LeaseExpired,
+}
+
+/// A task failure as recorded on the task and shown by the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    pub kind: FailureKind,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    pub retryable: bool,
+}
+
+impl TaskFailure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        let retryable = match kind {
+            FailureKind::Timeout | FailureKind::Connection => true,
+            FailureKind::HttpStatus
+            | FailureKind::InvalidResponse
+            | FailureKind::OutputTooLarge
+            | FailureKind::NoCapableAgent
+            | FailureKind::AgentNotFound
+            | FailureKind::LeaseExpired => false,
+        };
+        TaskFailure {
+            kind,
+            message: message.into(),
+            http_status: None,
+            retryable,
+        }
+    }
+
+    /// A non-2xx answer: 5xx, 408 and 429 are worth retrying, other 4xx are not.
+    pub fn http_status(status: u16, body_excerpt: &str) -> Self {
+        TaskFailure {
+            kind: FailureKind::HttpStatus,
+            message: format!("agent answered HTTP {status}: {body_excerpt}"),
+            http_status: Some(status),
+            retryable: status >= 500 || status == 408 || status == 429,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        for s in [
+            TaskStatus::Waiting,
+            TaskStatus::Queued,
+            TaskStatus::Running,
+            TaskStatus::Succeeded,
+            TaskStatus::Failed,
+            TaskStatus::Skipped,
+        ] {
+            assert_eq!(s.as_str().parse::<TaskStatus>().unwrap(), s);
+        }
+        assert!("done".parse::<WorkflowStatus>().is_err());
+    }
+
+    #[test]
+    fn server_errors_are_retryable_and_client_errors_are_not() {
+        assert!(TaskFailure::http_status(503, "").retryable);
+        assert!(TaskFailure::http_status(429, "").retryable);
+        assert!(!TaskFailure::http_status(400, "").retryable);
+        assert!(TaskFailure::new(FailureKind::Timeout, "slow").retryable);
+        assert!(!TaskFailure::new(FailureKind::NoCapableAgent, "none").retryable);
+    }
+}

@@ -1,0 +1,20 @@
+//! Baton's shared library.
+//!
+//! It owns everything the five functions have in common:
+//! - [`domain`]: pure logic (workflow DAGs, agents, task states, routing, learning), no I/O;
+//! - [`messages`]: the SQS message formats that chain the functions;
+//! - [`store`], [`queue`], [`invoker`]: the ports the handlers use, with their DynamoDB, SQS
+//!   and HTTP adapters;
+//! - [`batch`]: the one SQS batch helper every queue-driven function uses;
+//! - [`config`] and [`telemetry`]: start-up wiring shared by the thin `main.rs` files.
+
+pub mod batch;
+pub mod clock;
+pub mod completion;
+pub mod config;
+pub mod domain;
+pub mod invoker;
+pub mod messages;
+pub mod queue;
+pub mod store;
+pub mod telemetry;

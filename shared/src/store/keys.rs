@@ -1,0 +1,89 @@
+//! Where each record lives: the key layout of the state and memory tables.
+//!
+//! State table (`pk`, `sk`), every partition scoped by tenant:
+//! - `{tenant}#WF#{workflow}` / `WORKFLOW`: the workflow record and its counters;
+//! - `{tenant}#WF#{workflow}` / `TASK#{task}`: one item per task, so a workflow is one query;
+//! - `{tenant}#AGENTS` / `AGENT#{name}`: the registry.
+//!
+//! Index `leases` (`lease_shard`, `lease_until`) is sparse: only queued and running tasks carry
+//! the attributes, so cleanup finds expired leases with one query per shard.
+//!
+//! Memory table (`pk`, `sk`):
+//! - `{tenant}#AGENT#{agent}` / `STATS#{task type}`: learned statistics;
+//! - `{tenant}#AGENT#{agent}` / `OUTCOME#{workflow}#{task}#{attempt}`: outcome history.
+
+use crate::domain::routing::stable_shard;
+
+pub const PK: &str = "pk";
+pub const SK: &str = "sk";
+pub const LEASES_INDEX: &str = "leases";
+pub const LEASE_SHARD: &str = "lease_shard";
+pub const LEASE_UNTIL: &str = "lease_until";
+pub const EXPIRES_AT: &str = "expires_at";
+/// Shards of the lease index: enough to spread writes, few enough for cleanup to query all.
+pub const LEASE_SHARDS: u32 = 4;
+
+pub const WORKFLOW_SK: &str = "WORKFLOW";
+const TASK_PREFIX: &str = "TASK#";
+
+pub fn workflow_pk(tenant: &str, workflow_id: &str) -> String {
+    format!("{tenant}#WF#{workflow_id}")
+}
+
+pub fn task_sk(task_id: &str) -> String {
+    format!("{TASK_PREFIX}{task_id}")
+}
+
+pub fn agents_pk(tenant: &str) -> String {
+    format!("{tenant}#AGENTS")
+}
+
+pub fn agent_sk(name: &str) -> String {
+    format!("AGENT#{name}")
+}
+
+pub fn memory_agent_pk(tenant: &str, agent: &str) -> String {
+    format!("{tenant}#AGENT#{agent}")
+}
+
+pub fn stats_sk(task_type: &str) -> String {
+    format!("STATS#{task_type}")
+}
+
+pub fn outcome_sk(workflow_id: &str, task_id: &str, attempt: u32) -> String {
+    format!("OUTCOME#{workflow_id}#{task_id}#{attempt}")
+}
+
+pub fn lease_shard(workflow_id: &str) -> String {
+    stable_shard(workflow_id, LEASE_SHARDS).to_string()
+}
+
+/// Splits a task's keys back into (tenant, workflow, task).
+pub fn parse_task_keys<'a>(pk: &'a str, sk: &'a str) -> Option<(&'a str, &'a str, &'a str)> {
+    let (tenant, workflow_id) = pk.split_once("#WF#")?;
+    let task_id = sk.strip_prefix(TASK_PREFIX)?;
+    Some((tenant, workflow_id, task_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_keys_round_trip() {
+        let pk = workflow_pk("acme", "0190-abc");
+        let sk = task_sk("summarize");
+        assert_eq!(
+            parse_task_keys(&pk, &sk),
+            Some(("acme", "0190-abc", "summarize"))
+        );
+        assert_eq!(parse_task_keys(&pk, WORKFLOW_SK), None);
+    }
+
+    #[test]
+    fn lease_shards_are_stable_and_bounded() {
+        let s = lease_shard("wf-1");
+        assert_eq!(s, lease_shard("wf-1"));
+        assert!(s.parse::<u32>().unwrap() < LEASE_SHARDS);
+    }
+}

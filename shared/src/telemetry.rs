@@ -1,0 +1,144 @@
+//! AWS clients built once at start-up, and an SDK interceptor that counts the API calls they
+//! make, by kind, for the cost benchmark.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemInput;
+use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemInput;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsInput;
+use aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchInput;
+use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchInput;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_types::config_bag::ConfigBag;
+
+use crate::config::Settings;
+use crate::queue::SqsQueues;
+use crate::store::dynamo::DynamoStore;
+
+/// The clients every function needs. Built once per execution environment.
+#[derive(Clone, Debug)]
+pub struct AwsClients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+impl AwsClients {
+    /// Region, credentials and endpoint come from the standard AWS configuration, so
+    /// `AWS_ENDPOINT_URL` points the same binary at an emulator.
+    pub async fn from_env() -> Self {
+        Self::new(
+            &aws_config::load_defaults(BehaviorVersion::latest()).await,
+            None,
+        )
+    }
+
+    pub fn new(config: &SdkConfig, counter: Option<&ApiCallCounter>) -> Self {
+        let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(config);
+        let mut sqs = aws_sdk_sqs::config::Builder::from(config);
+        if let Some(counter) = counter {
+            dynamodb = dynamodb.interceptor(counter.clone());
+            sqs = sqs.interceptor(counter.clone());
+        }
+        AwsClients {
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
+            sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
+        }
+    }
+
+    pub fn store(&self, settings: &Settings) -> DynamoStore {
+        DynamoStore::new(
+            self.dynamodb.clone(),
+            settings.state_table.clone(),
+            settings.memory_table.clone(),
+        )
+    }
+
+    pub fn queues(&self, settings: &Settings) -> SqsQueues {
+        SqsQueues::new(
+            self.sqs.clone(),
+            settings.route_queue_url.clone(),
+            settings.execute_queue_url.clone(),
+            settings.learn_queue_url.clone(),
+        )
+    }
+}
+
+/// Counts AWS API calls by `service.Operation`, plus the items inside batch calls and an
+/// estimate of DynamoDB write units (1 per item written, 2 in a transaction; items under 1 KB,
+/// index writes not included).
+#[derive(Clone, Debug, Default)]
+pub struct ApiCallCounter {
+    counts: Arc<Mutex<BTreeMap<String, u64>>>,
+}
+
+impl ApiCallCounter {
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.counts.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    pub fn reset(&self) {
+        if let Ok(mut counts) = self.counts.lock() {
+            counts.clear();
+        }
+    }
+
+    fn add(&self, key: &str, n: u64) {
+        if let Ok(mut counts) = self.counts.lock() {
+            *counts.entry(key.to_string()).or_default() += n;
+        }
+    }
+}
+
+impl Intercept for ApiCallCounter {
+    fn name(&self) -> &'static str {
+        "ApiCallCounter"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(metadata) = cfg.load::<Metadata>() else {
+            return Ok(());
+        };
+        let service = metadata.service().to_ascii_lowercase();
+        let operation = metadata.name();
+        self.add(&format!("{service}.{operation}"), 1);
+        let input = context.input();
+        let write_units = match operation {
+            "PutItem" | "UpdateItem" | "DeleteItem" => 1,
+            "BatchWriteItem" => input
+                .downcast_ref::<BatchWriteItemInput>()
+                .and_then(|i| i.request_items.as_ref())
+                .map_or(0, |items| items.values().map(|v| v.len() as u64).sum()),
+            "TransactWriteItems" => input
+                .downcast_ref::<TransactWriteItemsInput>()
+                .and_then(|i| i.transact_items.as_ref())
+                .map_or(0, |items| 2 * items.len() as u64),
+            _ => 0,
+        };
+        if write_units > 0 {
+            self.add("dynamodb.write_units", write_units);
+        }
+        if let Some(i) = input.downcast_ref::<BatchGetItemInput>() {
+            let keys = i
+                .request_items
+                .as_ref()
+                .map_or(0, |r| r.values().map(|k| k.keys().len() as u64).sum());
+            self.add("dynamodb.BatchGetItem.keys", keys);
+        }
+        if let Some(i) = input.downcast_ref::<SendMessageBatchInput>() {
+            self.add("sqs.SendMessageBatch.entries", i.entries().len() as u64);
+        }
+        if let Some(i) = input.downcast_ref::<DeleteMessageBatchInput>() {
+            self.add("sqs.DeleteMessageBatch.entries", i.entries().len() as u64);
+        }
+        Ok(())
+    }
+}
