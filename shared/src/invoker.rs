@@ -16,7 +16,7 @@ use crate::domain::task::{FailureKind, TaskFailure};
 use crate::messages::TaskRef;
 
 /// Outputs are stored in the task's item, which DynamoDB caps at 400 KB.
-pub const MAX_OUTPUT_BYTES: usize = 350 * 1024;
+pub const MAX_OUTPUT_BYTES: usize = 320 * 1024;
 const ERROR_EXCERPT_CHARS: usize = 300;
 
 /// What an agent receives for one attempt.

@@ -142,3 +142,11 @@ impl Intercept for ApiCallCounter {
         Ok(())
     }
 }
+
+/// The start-up every function binary shares: the runtime's tracing subscriber (JSON when the
+/// template asks for it), settings that fail fast, and the AWS clients, once.
+pub async fn init_function() -> Result<(Settings, AwsClients), crate::config::ConfigError> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let settings = Settings::from_env()?;
+    Ok((settings, AwsClients::from_env().await))
+}

@@ -1,1 +1,13 @@
-fn main() {}
+use baton_cleanup::{handle_tick, CleanupDeps};
+use lambda_runtime::{run, service_fn, Error};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let (settings, clients) = baton::telemetry::init_function().await?;
+    let deps = CleanupDeps {
+        store: clients.store(&settings),
+        queue: clients.queues(&settings),
+        settings,
+    };
+    run(service_fn(|event| handle_tick(&deps, event))).await
+}

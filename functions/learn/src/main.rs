@@ -1,1 +1,12 @@
-fn main() {}
+use baton_learn::{handle_batch, LearnDeps};
+use lambda_runtime::{run, service_fn, Error};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let (settings, clients) = baton::telemetry::init_function().await?;
+    let deps = LearnDeps {
+        store: clients.store(&settings),
+        settings,
+    };
+    run(service_fn(|event| handle_batch(&deps, event))).await
+}

@@ -1,1 +1,290 @@
+//! orchestrate: the HTTP API (API Gateway HTTP API, payload v2).
+//!
+//! It validates requests completely before it writes anything, so a rejected request stores
+//! nothing; stores workflows and agents; and sends a new workflow's ready tasks to routing.
 
+pub mod error;
+mod views;
+
+use baton::clock::now_ms;
+use baton::config::Settings;
+use baton::domain::agent::AgentRegistration;
+use baton::domain::dag::{Dag, DagError, TaskSpec};
+use baton::domain::names::{check_name, NameKind};
+use baton::domain::task::TaskStatus;
+use baton::messages::{RouteMessage, TaskRef, FORMAT_VERSION};
+use baton::queue::TaskQueue;
+use baton::store::{AgentRegistry, NewTask, NewWorkflow, WorkflowStore};
+use lambda_http::http::Method;
+use lambda_http::{Body, Error, Request, RequestExt, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::Instrument;
+
+use error::json_response;
+pub use error::ApiError;
+
+/// Request bodies larger than this are refused before parsing.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// A task's input is stored in its item; keep room there for its output.
+pub const MAX_INPUT_BYTES: usize = 64 * 1024;
+pub const MAX_WORKFLOW_NAME_CHARS: usize = 200;
+/// The tenant a request belongs to. Behind API Gateway an authorizer should set it.
+pub const TENANT_HEADER: &str = "x-tenant-id";
+pub const DEFAULT_TENANT: &str = "default";
+
+pub struct Api<S, Q> {
+    pub store: S,
+    pub queue: Q,
+    pub settings: Settings,
+}
+
+/// The Lambda handler: every outcome, including errors, is an HTTP response.
+pub async fn handle_request<S, Q>(
+    api: &Api<S, Q>,
+    request: Request,
+) -> Result<Response<Body>, Error>
+where
+    S: WorkflowStore + AgentRegistry,
+    Q: TaskQueue,
+{
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.raw_http_path(),
+    );
+    let response = dispatch(api, &request)
+        .instrument(span)
+        .await
+        .unwrap_or_else(ApiError::into_response);
+    Ok(response)
+}
+
+async fn dispatch<S, Q>(api: &Api<S, Q>, request: &Request) -> Result<Response<Body>, ApiError>
+where
+    S: WorkflowStore + AgentRegistry,
+    Q: TaskQueue,
+{
+    let path = request.raw_http_path();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let method = request.method();
+    let allow = |allowed: &[Method]| {
+        if allowed.contains(method) {
+            Ok(())
+        } else {
+            Err(ApiError::MethodNotAllowed {
+                method: method.to_string(),
+                path: path.to_string(),
+            })
+        }
+    };
+    match segments.as_slice() {
+        ["health"] => {
+            allow(&[Method::GET])?;
+            Ok(json_response(200, &json!({ "status": "ok" })))
+        }
+        ["v1", "agents"] => {
+            allow(&[Method::GET, Method::POST])?;
+            let tenant = tenant(request)?;
+            if method == Method::POST {
+                register_agent(api, &tenant, request).await
+            } else {
+                let mut agents = api.store.agents(&tenant).await?;
+                agents.sort_by(|a, b| a.name.cmp(&b.name));
+                let agents: Vec<Value> = agents.iter().map(views::agent).collect();
+                Ok(json_response(200, &json!({ "agents": agents })))
+            }
+        }
+        ["v1", "agents", name] => {
+            allow(&[Method::GET])?;
+            let tenant = tenant(request)?;
+            let not_found = || ApiError::NotFound(format!("agent `{name}` is not registered"));
+            check_name(NameKind::Agent, name).map_err(|_| not_found())?;
+            let agent = api
+                .store
+                .agent(&tenant, name)
+                .await?
+                .ok_or_else(not_found)?;
+            Ok(json_response(200, &views::agent(&agent)))
+        }
+        ["v1", "workflows"] => {
+            allow(&[Method::POST])?;
+            let tenant = tenant(request)?;
+            submit_workflow(api, &tenant, request).await
+        }
+        ["v1", "workflows", id] => {
+            allow(&[Method::GET])?;
+            let tenant = tenant(request)?;
+            let not_found = || ApiError::NotFound(format!("workflow `{id}` does not exist"));
+            check_name(NameKind::Workflow, id).map_err(|_| not_found())?;
+            let view = api
+                .store
+                .workflow(&tenant, id)
+                .await?
+                .ok_or_else(not_found)?;
+            Ok(json_response(200, &views::workflow(&view)))
+        }
+        _ => Err(ApiError::NotFound(format!("no route for {path}"))),
+    }
+}
+
+fn tenant(request: &Request) -> Result<String, ApiError> {
+    let Some(value) = request.headers().get(TENANT_HEADER) else {
+        return Ok(DEFAULT_TENANT.to_string());
+    };
+    let tenant = value.to_str().unwrap_or_default();
+    check_name(NameKind::Tenant, tenant)
+        .map_err(|e| ApiError::invalid(e.to_string(), json!({ "header": TENANT_HEADER })))?;
+    Ok(tenant.to_string())
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
+    let body: &[u8] = request.body().as_ref();
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid("the request body is empty", json!({})));
+    }
+    serde_json::from_slice(body).map_err(ApiError::from_json)
+}
+
+async fn register_agent<S, Q>(
+    api: &Api<S, Q>,
+    tenant: &str,
+    request: &Request,
+) -> Result<Response<Body>, ApiError>
+where
+    S: AgentRegistry,
+{
+    let registration: AgentRegistration = parse_body(request)?;
+    let agent = registration
+        .into_agent(now_ms())
+        .map_err(|e| ApiError::invalid(e.to_string(), json!({ "field": e.field() })))?;
+    api.store.register_agent(tenant, &agent).await?;
+    tracing::info!(tenant, agent = %agent.name, "agent registered");
+    Ok(json_response(201, &views::agent(&agent)))
+}
+
+/// The body of `POST /v1/workflows`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkflowSubmission {
+    name: String,
+    tasks: Vec<TaskSpec>,
+}
+
+async fn submit_workflow<S, Q>(
+    api: &Api<S, Q>,
+    tenant: &str,
+    request: &Request,
+) -> Result<Response<Body>, ApiError>
+where
+    S: WorkflowStore,
+    Q: TaskQueue,
+{
+    let submission: WorkflowSubmission = parse_body(request)?;
+    let dag = validate_workflow(&submission)?;
+
+    let now = now_ms();
+    let workflow_id = uuid::Uuid::now_v7().to_string();
+    let tasks: Vec<NewTask> = submission
+        .tasks
+        .iter()
+        .map(|spec| NewTask {
+            id: spec.id.clone(),
+            capability: spec.capability.clone(),
+            input: spec.input.clone(),
+            depends_on: spec.depends_on.clone(),
+            dependents: dag
+                .dependents_of(&spec.id)
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            status: if spec.depends_on.is_empty() {
+                TaskStatus::Queued
+            } else {
+                TaskStatus::Waiting
+            },
+        })
+        .collect();
+    let ready: Vec<RouteMessage> = tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Queued)
+        .map(|t| RouteMessage {
+            v: FORMAT_VERSION,
+            task: TaskRef {
+                tenant: tenant.to_string(),
+                workflow_id: workflow_id.clone(),
+                task_id: t.id.clone(),
+                attempt: 1,
+            },
+            capability: t.capability.clone(),
+        })
+        .collect();
+    let workflow = NewWorkflow {
+        tenant: tenant.to_string(),
+        workflow_id: workflow_id.clone(),
+        name: submission.name.clone(),
+        created_at_ms: now,
+        dispatch_until_ms: now + api.settings.dispatch_timeout.as_millis() as i64,
+        tasks,
+    };
+    api.store.create_workflow(&workflow).await?;
+    if let Err(error) = api.queue.send_route(&ready).await {
+        // The workflow is stored and its ready tasks hold dispatch leases: cleanup sends them
+        // once the leases run out, so the submission stands.
+        tracing::error!(workflow = %workflow_id, %error, "ready tasks not sent; cleanup will send them");
+    }
+    tracing::info!(tenant, workflow = %workflow_id, tasks = dag.len(), "workflow accepted");
+    let body = json!({ "workflow_id": workflow_id, "status": "running", "plan": dag.plan() });
+    let mut response = json_response(202, &body);
+    if let Ok(location) = format!("/v1/workflows/{workflow_id}").parse() {
+        response.headers_mut().insert("location", location);
+    }
+    Ok(response)
+}
+
+fn validate_workflow(submission: &WorkflowSubmission) -> Result<Dag, ApiError> {
+    let name = submission.name.trim();
+    if name.is_empty()
+        || name.chars().count() > MAX_WORKFLOW_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
+        return Err(ApiError::invalid(
+            format!("name must be 1 to {MAX_WORKFLOW_NAME_CHARS} printable characters"),
+            json!({ "field": "name" }),
+        ));
+    }
+    for (index, task) in submission.tasks.iter().enumerate() {
+        let at = |field: &str| json!({ "task_index": index, "field": field });
+        check_name(NameKind::Task, &task.id)
+            .map_err(|e| ApiError::invalid(e.to_string(), at("id")))?;
+        check_name(NameKind::Capability, &task.capability)
+            .map_err(|e| ApiError::invalid(e.to_string(), at("capability")))?;
+        let input_bytes = serde_json::to_vec(&task.input).map_or(0, |v| v.len());
+        if input_bytes > MAX_INPUT_BYTES {
+            return Err(ApiError::invalid(
+                format!(
+                    "task `{}` has an input of {input_bytes} bytes; the limit is {MAX_INPUT_BYTES}",
+                    task.id
+                ),
+                at("input"),
+            ));
+        }
+    }
+    Dag::build(&submission.tasks).map_err(|e| {
+        let details = match &e {
+            DagError::Cycle { path } => json!({ "cycle": path }),
+            DagError::DuplicateId { id } => json!({ "task": id }),
+            DagError::UnknownDependency { task, dependency }
+            | DagError::DuplicateDependency { task, dependency } => {
+                json!({ "task": task, "dependency": dependency })
+            }
+            DagError::Empty | DagError::TooManyTasks { .. } => json!({ "field": "tasks" }),
+        };
+        ApiError::invalid(e.to_string(), details)
+    })
+}

@@ -1,1 +1,13 @@
-fn main() {}
+use baton_route::{handle_batch, RouteDeps};
+use lambda_runtime::{run, service_fn, Error};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let (settings, clients) = baton::telemetry::init_function().await?;
+    let deps = RouteDeps::new(
+        clients.store(&settings),
+        clients.queues(&settings),
+        settings,
+    );
+    run(service_fn(|event| handle_batch(&deps, event))).await
+}

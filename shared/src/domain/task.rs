@@ -35,6 +35,11 @@ impl TaskStatus {
             TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Skipped
         )
     }
+
+    /// An attempt ran (or was refused) and its result is recorded; skipped tasks have none.
+    pub const fn has_result(self) -> bool {
+        matches!(self, TaskStatus::Succeeded | TaskStatus::Failed)
+    }
 }
 
 /// A workflow runs from creation until its last task succeeds or any task fails.

@@ -518,7 +518,7 @@ impl WorkflowStore for DynamoStore {
                 Conditional::Rejected(None) => ClaimOutcome::Missing,
                 Conditional::Rejected(Some(item)) => {
                     let current = task_record(&item)?;
-                    if current.attempt == task.attempt && current.status.is_terminal() {
+                    if current.attempt == task.attempt && current.status.has_result() {
                         ClaimOutcome::AlreadyFinished(current)
                     } else {
                         ClaimOutcome::NotClaimable(current)
@@ -569,7 +569,7 @@ impl WorkflowStore for DynamoStore {
         expected: TaskStatus,
         result: &TaskResult,
         finish: Finish,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Recorded, StoreError> {
         let (status, field, value) = match result {
             TaskResult::Succeeded(output) => (TaskStatus::Succeeded, "output", json(output)?),
             TaskResult::Failed(failure) => (TaskStatus::Failed, "failure", json(failure)?),
@@ -587,10 +587,20 @@ impl WorkflowStore for DynamoStore {
             .expression_attribute_values(":expected", s(expected.as_str()))
             .expression_attribute_values(":now", n(finish.now_ms))
             .expression_attribute_values(":expires", n(finish.expires_at_s));
-        Ok(matches!(
-            conditional_update(update, ReturnValue::None).await?,
-            Conditional::Applied(_)
-        ))
+        Ok(
+            match conditional_update(update, ReturnValue::AllNew).await? {
+                Conditional::Applied(item) => Recorded::Now(task_record(&item)?),
+                Conditional::Rejected(Some(item)) => {
+                    let current = task_record(&item)?;
+                    if current.attempt == task.attempt && current.status.has_result() {
+                        Recorded::Earlier(current)
+                    } else {
+                        Recorded::Superseded
+                    }
+                }
+                Conditional::Rejected(None) => Recorded::Superseded,
+            },
+        )
     }
 
     async fn count_finished_task(

@@ -4,6 +4,7 @@
 //! late message finds the condition false and changes nothing. The port methods say which
 //! transition they make; [`dynamo`] says how, and [`keys`] where.
 
+pub mod agent_cache;
 pub mod dynamo;
 pub mod keys;
 
@@ -126,6 +127,17 @@ pub enum TaskResult {
     Failed(TaskFailure),
 }
 
+/// What recording an attempt's result found.
+#[derive(Debug, Clone)]
+pub enum Recorded {
+    /// The result is recorded; the task as it is now.
+    Now(TaskRecord),
+    /// This attempt had already ended (a duplicate delivery); the task as it is.
+    Earlier(TaskRecord),
+    /// The attempt lost its lease to a newer one, or the task is gone: nothing was written.
+    Superseded,
+}
+
 /// The workflow's counters after a task was counted as finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkflowProgress {
@@ -181,15 +193,14 @@ pub trait WorkflowStore: Send + Sync {
         workflow_id: &str,
         task_ids: &[String],
     ) -> Result<Vec<(String, Value)>, StoreError>;
-    /// `expected` → succeeded/failed for exactly this attempt. False if the condition no longer
-    /// holds (a duplicate, or the lease was lost to a newer attempt).
+    /// `expected` → succeeded/failed for exactly this attempt.
     async fn record_result(
         &self,
         task: &TaskRef,
         expected: TaskStatus,
         result: &TaskResult,
         finish: Finish,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Recorded, StoreError>;
     /// Counts a finished task on its workflow once; a failure fails the workflow.
     async fn count_finished_task(
         &self,

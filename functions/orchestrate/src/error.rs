@@ -1,0 +1,111 @@
+//! The API's errors and the one place that maps them to HTTP statuses.
+
+use baton::store::StoreError;
+use lambda_http::{Body, Response};
+use serde_json::{json, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request body is not valid JSON: {message}")]
+    InvalidJson {
+        message: String,
+        line: usize,
+        column: usize,
+    },
+    #[error("{message}")]
+    InvalidRequest { message: String, details: Value },
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("the service could not complete the request: {0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>, details: Value) -> Self {
+        ApiError::InvalidRequest {
+            message: message.into(),
+            details,
+        }
+    }
+
+    fn status(&self) -> u16 {
+        match self {
+            ApiError::InvalidJson { .. } | ApiError::InvalidRequest { .. } => 400,
+            ApiError::NotFound(_) => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::Conflict(_) => 409,
+            ApiError::PayloadTooLarge { .. } => 413,
+            ApiError::Unavailable(_) => 503,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidJson { .. } => "invalid_json",
+            ApiError::InvalidRequest { .. } => "invalid_request",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+
+    fn details(&self) -> Value {
+        match self {
+            ApiError::InvalidJson { line, column, .. } => json!({ "line": line, "column": column }),
+            ApiError::InvalidRequest { details, .. } => details.clone(),
+            ApiError::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
+            _ => json!({}),
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        if let ApiError::Unavailable(cause) = &self {
+            tracing::error!(%cause, "request failed on a dependency");
+        }
+        let body = json!({
+            "error": { "code": self.code(), "message": self.to_string(), "details": self.details() }
+        });
+        json_response(self.status(), &body)
+    }
+
+    /// Parse errors from serde: syntax errors are bad JSON, the rest are bad fields.
+    pub fn from_json(err: serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        match err.classify() {
+            Category::Syntax | Category::Eof | Category::Io => ApiError::InvalidJson {
+                message: err.to_string(),
+                line: err.line(),
+                column: err.column(),
+            },
+            Category::Data => ApiError::invalid(
+                err.to_string(),
+                json!({ "line": err.line(), "column": err.column() }),
+            ),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::AlreadyExists(what) => ApiError::Conflict(format!("{what} already exists")),
+            other => ApiError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+pub fn json_response(status: u16, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::Text(body.to_string()))
+        .unwrap_or_else(|_| Response::new(Body::Text(body.to_string())))
+}
