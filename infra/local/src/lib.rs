@@ -1,1 +1,26 @@
+//! Baton's local stack: the whole chain in one process against an emulator, with no Docker.
+//!
+//! - [`emulator`] starts moto server from the project's virtualenv;
+//! - [`template`] and [`provision`] create the tables and queues `template.yaml` declares;
+//! - [`stack`] drives the five handlers as Lambda would: [`api_gateway`] for the HTTP API,
+//!   [`event_sources`] for the SQS event-source mappings and the schedule;
+//! - [`agents`] runs agents as real local HTTP servers, including the examples.
 
+pub mod agents;
+pub mod api_gateway;
+pub mod cli;
+pub mod emulator;
+pub mod event_sources;
+pub mod provision;
+pub mod stack;
+pub mod template;
+
+use std::path::PathBuf;
+
+/// The repository root, where `template.yaml`, `infra/` and `.venv/` live.
+pub fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")))
+}

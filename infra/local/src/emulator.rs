@@ -1,0 +1,92 @@
+//! The emulator process: moto server, serving DynamoDB and SQS on loopback.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error("no Python virtualenv at {0}: run infra/setup-venv.sh first")]
+    NoVirtualenv(PathBuf),
+    #[error("the emulator could not be started: {0}")]
+    Start(String),
+}
+
+/// A running moto server. Dropping it stops the server; so does the death of this process,
+/// because the server exits when its stdin closes.
+#[derive(Debug)]
+pub struct Emulator {
+    endpoint: String,
+    child: Child,
+    _stdin: ChildStdin,
+}
+
+impl Emulator {
+    /// Starts moto from the project's virtualenv on a free loopback port.
+    pub fn start(project_root: &Path) -> Result<Self, EmulatorError> {
+        let python = std::env::var_os("BATON_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| project_root.join(".venv/bin/python"));
+        if !python.exists() {
+            return Err(EmulatorError::NoVirtualenv(python));
+        }
+        let port = free_port().map_err(|e| EmulatorError::Start(e.to_string()))?;
+        let mut child = Command::new(&python)
+            .arg(project_root.join("infra/emulator.py"))
+            .arg(port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| EmulatorError::Start(format!("{}: {e}", python.display())))?;
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|e| EmulatorError::Start(e.to_string()))?;
+        if !line.starts_with("ready") {
+            let _ = child.kill();
+            return Err(EmulatorError::Start(format!(
+                "moto did not report ready (got {line:?}); is moto[server] installed in the venv?"
+            )));
+        }
+        Ok(Emulator {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child,
+            _stdin: stdin,
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SDK configuration for an emulator at `endpoint`: the standard endpoint override, a fixed
+/// region and throwaway credentials, exactly what `AWS_ENDPOINT_URL` users get.
+pub fn sdk_config(endpoint: &str) -> SdkConfig {
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
+            aws_credential_types::Credentials::new("local", "local", None, None, "baton-local"),
+        ))
+        .build()
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

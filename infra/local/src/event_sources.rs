@@ -1,0 +1,156 @@
+//! Stand-ins for Lambda's event sources: SQS pollers for the event-source mappings, and a
+//! ticker for the schedule.
+//!
+//! A poller long-polls its queue, hands the batch to the handler as the same `SqsEvent` Lambda
+//! builds, and deletes only the messages the handler did not report as failed. Failed messages
+//! become visible again when their visibility timeout ends; after `maxReceiveCount` receives
+//! the queue's redrive policy (in the emulator, as in SQS) moves them to the dead-letter queue.
+
+use std::future::Future;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+use lambda_runtime::{Context, Error, LambdaEvent};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+/// Long-poll wait per receive, as Lambda's pollers use.
+const WAIT_SECONDS: i32 = 5;
+
+#[derive(Debug, Clone)]
+pub struct SqsSource {
+    pub queue_url: String,
+    pub queue_arn: String,
+    pub batch_size: i32,
+}
+
+/// Polls `source` and feeds batches to `handler` until `shutdown` turns true.
+pub async fn poll_queue<H, Fut>(
+    sqs: aws_sdk_sqs::Client,
+    source: SqsSource,
+    handler: H,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    H: Fn(LambdaEvent<SqsEvent>) -> Fut,
+    Fut: Future<Output = Result<SqsBatchResponse, Error>>,
+{
+    loop {
+        let receive = sqs
+            .receive_message()
+            .queue_url(&source.queue_url)
+            .max_number_of_messages(source.batch_size.clamp(1, 10))
+            .wait_time_seconds(WAIT_SECONDS)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send();
+        let received = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            received = receive => received,
+        };
+        let messages = match received {
+            Ok(out) => out.messages.unwrap_or_default(),
+            Err(error) => {
+                if *shutdown.borrow() {
+                    return;
+                }
+                tracing::warn!(queue = %source.queue_url, error = %aws_smithy_types::error::display::DisplayErrorContext(&error), "receive failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        let records: Vec<Value> = messages
+            .iter()
+            .map(|m| {
+                let attributes: serde_json::Map<String, Value> = m
+                    .attributes
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.as_str().to_string(), Value::String(v.clone())))
+                    .collect();
+                json!({
+                    "messageId": m.message_id,
+                    "receiptHandle": m.receipt_handle,
+                    "body": m.body,
+                    "md5OfBody": m.md5_of_body,
+                    "attributes": attributes,
+                    "messageAttributes": {},
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": source.queue_arn,
+                    "awsRegion": "us-east-1",
+                })
+            })
+            .collect();
+        let event: SqsEvent = match serde_json::from_value(json!({ "Records": records })) {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::error!(%error, "could not build an SQS event");
+                continue;
+            }
+        };
+        let failed: Vec<String> = match handler(LambdaEvent::new(event, Context::default())).await {
+            Ok(response) => response
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect(),
+            Err(error) => {
+                // An invocation error fails the whole batch, as in Lambda.
+                tracing::error!(%error, "handler failed the whole batch");
+                messages.iter().filter_map(|m| m.message_id.clone()).collect()
+            }
+        };
+        let entries: Vec<DeleteMessageBatchRequestEntry> = messages
+            .iter()
+            .filter(|m| !failed.iter().any(|f| Some(f) == m.message_id.as_ref()))
+            .enumerate()
+            .filter_map(|(i, m)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle.clone()?)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        if !entries.is_empty() {
+            if let Err(error) = sqs
+                .delete_message_batch()
+                .queue_url(&source.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+            {
+                tracing::warn!(error = %aws_smithy_types::error::display::DisplayErrorContext(&error), "delete failed; the batch will be redelivered");
+            }
+        }
+    }
+}
+
+/// Calls `handler` with a scheduled event every `every`, until `shutdown` turns true.
+pub async fn tick<H, Fut, R>(every: Duration, handler: H, mut shutdown: watch::Receiver<bool>)
+where
+    H: Fn(LambdaEvent<Value>) -> Fut,
+    Fut: Future<Output = Result<R, Error>>,
+{
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = interval.tick() => {}
+        }
+        let event = json!({
+            "version": "0",
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "time": baton::clock::rfc3339(baton::clock::now_ms()),
+            "detail": {},
+        });
+        if let Err(error) = handler(LambdaEvent::new(event, Context::default())).await {
+            tracing::error!(%error, "scheduled handler failed");
+        }
+    }
+}

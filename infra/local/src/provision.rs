@@ -1,0 +1,170 @@
+//! Creates the template's tables and queues in the emulator, under a name prefix so that
+//! several stacks (one per test) can share one emulator.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+    Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+
+use crate::template::{Resolve, TableSpec, Template};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("creating {resource}: {message}")]
+    Create { resource: String, message: String },
+}
+
+/// Physical names of what was created, by logical id.
+#[derive(Debug, Clone, Default)]
+pub struct Provisioned {
+    pub tables: BTreeMap<String, String>,
+    /// logical id → (queue URL, queue ARN)
+    pub queues: BTreeMap<String, (String, String)>,
+}
+
+impl Resolve for Provisioned {
+    /// `!Ref` of a table is its name and of a queue its URL, as in CloudFormation.
+    fn reference(&self, logical_id: &str) -> Option<String> {
+        self.tables
+            .get(logical_id)
+            .cloned()
+            .or_else(|| self.queues.get(logical_id).map(|(url, _)| url.clone()))
+    }
+}
+
+pub async fn provision(
+    template: &Template,
+    prefix: &str,
+    dynamodb: &aws_sdk_dynamodb::Client,
+    sqs: &aws_sdk_sqs::Client,
+) -> Result<Provisioned, ProvisionError> {
+    let mut provisioned = Provisioned::default();
+    for (id, spec) in &template.tables {
+        let name = format!("{prefix}-{id}");
+        create_table(dynamodb, &name, spec)
+            .await
+            .map_err(|message| ProvisionError::Create {
+                resource: id.clone(),
+                message,
+            })?;
+        provisioned.tables.insert(id.clone(), name);
+    }
+    // Dead-letter queues first: the queues that redrive to them need their ARNs.
+    let mut queues: Vec<_> = template.queues.iter().collect();
+    queues.sort_by_key(|(_, spec)| spec.redrive.is_some());
+    for (id, spec) in queues {
+        let fail = |message: String| ProvisionError::Create {
+            resource: id.clone(),
+            message,
+        };
+        let mut request = sqs.create_queue().queue_name(format!("{prefix}-{id}"));
+        if let Some(v) = spec.visibility_timeout_s {
+            request = request.attributes(QueueAttributeName::VisibilityTimeout, v.to_string());
+        }
+        if let Some(v) = spec.retention_s {
+            request = request.attributes(QueueAttributeName::MessageRetentionPeriod, v.to_string());
+        }
+        if let Some((dlq, max_receives)) = &spec.redrive {
+            let (_, dlq_arn) = provisioned
+                .queues
+                .get(dlq)
+                .ok_or_else(|| fail(format!("dead-letter queue {dlq} is not a queue of the template")))?;
+            let policy = serde_json::json!({
+                "deadLetterTargetArn": dlq_arn,
+                "maxReceiveCount": max_receives,
+            });
+            request = request.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
+        }
+        let url = request
+            .send()
+            .await
+            .map_err(|e| fail(display(&e)))?
+            .queue_url
+            .unwrap_or_default();
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| fail(display(&e)))?
+            .attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+            .unwrap_or_default();
+        provisioned.queues.insert(id.clone(), (url, arn));
+    }
+    Ok(provisioned)
+}
+
+async fn create_table(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    name: &str,
+    spec: &TableSpec,
+) -> Result<(), String> {
+    let key_schema = |keys: &[crate::template::KeyElement]| -> Result<Vec<KeySchemaElement>, String> {
+        keys.iter()
+            .map(|k| {
+                KeySchemaElement::builder()
+                    .attribute_name(&k.attribute_name)
+                    .key_type(KeyType::from(k.key_type.as_str()))
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    };
+    let mut request = dynamodb
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .set_key_schema(Some(key_schema(&spec.key_schema)?));
+    for a in &spec.attribute_definitions {
+        request = request.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(&a.attribute_name)
+                .attribute_type(ScalarAttributeType::from(a.attribute_type.as_str()))
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    for index in &spec.global_secondary_indexes {
+        let projection = Projection::builder()
+            .projection_type(ProjectionType::from(index.projection.projection_type.as_str()))
+            .set_non_key_attributes(
+                (!index.projection.non_key_attributes.is_empty())
+                    .then(|| index.projection.non_key_attributes.clone()),
+            )
+            .build();
+        request = request.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(&index.index_name)
+                .set_key_schema(Some(key_schema(&index.key_schema)?))
+                .projection(projection)
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    request.send().await.map_err(|e| display(&e))?;
+    if let Some(ttl) = &spec.time_to_live_specification {
+        dynamodb
+            .update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(&ttl.attribute_name)
+                    .enabled(ttl.enabled)
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            )
+            .send()
+            .await
+            .map_err(|e| display(&e))?;
+    }
+    Ok(())
+}
+
+fn display<E: std::error::Error + Send + Sync + 'static>(e: &E) -> String {
+    aws_smithy_types::error::display::DisplayErrorContext(e).to_string()
+}

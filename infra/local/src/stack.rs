@@ -1,0 +1,330 @@
+//! The whole chain in one process: the template's tables and queues in the emulator, and the
+//! five handlers driven exactly as Lambda drives them.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use baton::config::{ConfigError, Settings};
+use baton::invoker::HttpAgentInvoker;
+use baton::queue::SqsQueues;
+use baton::store::dynamo::DynamoStore;
+use baton::telemetry::{ApiCallCounter, AwsClients};
+use baton_cleanup::CleanupDeps;
+use baton_execute_agent::ExecuteDeps;
+use baton_learn::LearnDeps;
+use baton_orchestrate::Api;
+use baton_route::RouteDeps;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::emulator::sdk_config;
+use crate::event_sources::{poll_queue, tick, SqsSource};
+use crate::provision::{provision, ProvisionError, Provisioned};
+use crate::template::{resolve_value, EventSpec, FunctionSpec, Template, TemplateError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    #[error("function {function}: {source}")]
+    Config {
+        function: String,
+        source: ConfigError,
+    },
+    #[error("the template has no function running binary `{0}`")]
+    MissingFunction(&'static str),
+    #[error("function {function} has no {event} event in the template")]
+    MissingEvent {
+        function: String,
+        event: &'static str,
+    },
+    #[error("cannot listen on 127.0.0.1:{port}: {source}")]
+    Listen { port: u16, source: std::io::Error },
+    #[error("the HTTP client for agents could not be built: {0}")]
+    Http(String),
+}
+
+/// Which event sources run. Tests turn some off to drive those handlers by hand.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Port of the API; 0 picks a free one.
+    pub port: u16,
+    /// Prefix of every table and queue name, so stacks can share one emulator.
+    pub prefix: String,
+    pub run_route: bool,
+    pub run_execute: bool,
+    pub run_learn: bool,
+    /// Period of the cleanup sweep: None keeps the template's schedule, Some(ZERO) turns it off.
+    pub sweep_every: Option<Duration>,
+    /// Environment values that override the template's (e.g. shorter timeouts in tests).
+    pub env_overrides: HashMap<String, String>,
+}
+
+impl StackOptions {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        StackOptions {
+            port: 0,
+            prefix: prefix.into(),
+            run_route: true,
+            run_execute: true,
+            run_learn: true,
+            sweep_every: None,
+            env_overrides: HashMap::new(),
+        }
+    }
+}
+
+pub type Store = DynamoStore;
+pub type Queues = SqsQueues;
+
+/// A running local stack. Dropping it stops its servers, pollers and ticker.
+pub struct LocalStack {
+    pub api_url: String,
+    pub settings: Settings,
+    pub clients: AwsClients,
+    pub provisioned: Provisioned,
+    /// Counts every AWS call the stack's handlers make.
+    pub api_calls: ApiCallCounter,
+    execute: Arc<ExecuteDeps<Store, Queues, HttpAgentInvoker>>,
+    cleanup: Arc<CleanupDeps<Store, Queues>>,
+    learn: Arc<LearnDeps<Store>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl LocalStack {
+    pub async fn start(
+        endpoint: &str,
+        template_path: &Path,
+        options: StackOptions,
+    ) -> Result<Self, StackError> {
+        let template = Template::load(template_path)?;
+        let api_calls = ApiCallCounter::default();
+        let clients = AwsClients::new(&sdk_config(endpoint), Some(&api_calls));
+        let provisioned = provision(&template, &options.prefix, &clients.dynamodb, &clients.sqs).await?;
+
+        let function = |binary: &'static str| -> Result<(&String, &FunctionSpec), StackError> {
+            template
+                .functions
+                .iter()
+                .find(|(_, f)| f.binary == binary)
+                .ok_or(StackError::MissingFunction(binary))
+        };
+        let settings_of = |(id, spec): (&String, &FunctionSpec)| -> Result<Settings, StackError> {
+            Settings::from_lookup(|name| {
+                options
+                    .env_overrides
+                    .get(name)
+                    .cloned()
+                    .or_else(|| resolve_value(&template, &provisioned, spec.environment.get(name)?))
+            })
+            .map_err(|source| StackError::Config {
+                function: id.clone(),
+                source,
+            })
+        };
+        let sqs_source = |(id, spec): (&String, &FunctionSpec)| -> Result<SqsSource, StackError> {
+            spec.events
+                .iter()
+                .find_map(|e| match e {
+                    EventSpec::Sqs { queue, batch_size } => {
+                        let (queue_url, queue_arn) = provisioned.queues.get(queue)?.clone();
+                        Some(SqsSource {
+                            queue_url,
+                            queue_arn,
+                            batch_size: *batch_size as i32,
+                        })
+                    }
+                    _ => None,
+                })
+                .ok_or_else(|| StackError::MissingEvent {
+                    function: id.clone(),
+                    event: "SQS",
+                })
+        };
+
+        let orchestrate_fn = function("orchestrate")?;
+        let route_fn = function("route")?;
+        let execute_fn = function("execute-agent")?;
+        let learn_fn = function("learn")?;
+        let cleanup_fn = function("cleanup")?;
+        if !orchestrate_fn.1.events.contains(&EventSpec::HttpApi) {
+            return Err(StackError::MissingEvent {
+                function: orchestrate_fn.0.clone(),
+                event: "HttpApi",
+            });
+        }
+        let schedule = cleanup_fn.1.events.iter().find_map(|e| match e {
+            EventSpec::Schedule { every_s } => Some(Duration::from_secs(*every_s)),
+            _ => None,
+        });
+
+        let api = {
+            let s = settings_of(orchestrate_fn)?;
+            Arc::new(Api {
+                store: clients.store(&s),
+                queue: clients.queues(&s),
+                settings: s,
+            })
+        };
+        let route = {
+            let s = settings_of(route_fn)?;
+            Arc::new(RouteDeps::new(clients.store(&s), clients.queues(&s), s))
+        };
+        let execute = {
+            let s = settings_of(execute_fn)?;
+            let invoker = HttpAgentInvoker::new().map_err(|e| StackError::Http(e.to_string()))?;
+            Arc::new(ExecuteDeps::new(clients.store(&s), clients.queues(&s), invoker, s))
+        };
+        let learn = {
+            let s = settings_of(learn_fn)?;
+            Arc::new(LearnDeps {
+                store: clients.store(&s),
+                settings: s,
+            })
+        };
+        let cleanup = {
+            let s = settings_of(cleanup_fn)?;
+            Arc::new(CleanupDeps {
+                store: clients.store(&s),
+                queue: clients.queues(&s),
+                settings: s,
+            })
+        };
+
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let listener = TcpListener::bind(("127.0.0.1", options.port))
+            .await
+            .map_err(|source| StackError::Listen {
+                port: options.port,
+                source,
+            })?;
+        let api_url = format!(
+            "http://{}",
+            listener.local_addr().map_err(|source| StackError::Listen {
+                port: options.port,
+                source
+            })?
+        );
+        {
+            let api = api.clone();
+            tasks.push(tokio::spawn(crate::api_gateway::serve(
+                listener,
+                move |request| {
+                    let api = api.clone();
+                    async move {
+                        baton_orchestrate::handle_request(&api, request)
+                            .await
+                            .unwrap_or_else(|e| {
+                                baton_orchestrate::ApiError::Unavailable(e.to_string()).into_response()
+                            })
+                    }
+                },
+                stopped.clone(),
+            )));
+        }
+        if options.run_route {
+            let deps = route.clone();
+            tasks.push(tokio::spawn(poll_queue(
+                clients.sqs.clone(),
+                sqs_source(route_fn)?,
+                move |event| {
+                    let deps = deps.clone();
+                    async move { baton_route::handle_batch(&deps, event).await }
+                },
+                stopped.clone(),
+            )));
+        }
+        if options.run_execute {
+            // Lambda runs several batches at once; agents can be slow.
+            for _ in 0..4 {
+                let deps = execute.clone();
+                tasks.push(tokio::spawn(poll_queue(
+                    clients.sqs.clone(),
+                    sqs_source(execute_fn)?,
+                    move |event| {
+                        let deps = deps.clone();
+                        async move { baton_execute_agent::handle_batch(&deps, event).await }
+                    },
+                    stopped.clone(),
+                )));
+            }
+        }
+        if options.run_learn {
+            let deps = learn.clone();
+            tasks.push(tokio::spawn(poll_queue(
+                clients.sqs.clone(),
+                sqs_source(learn_fn)?,
+                move |event| {
+                    let deps = deps.clone();
+                    async move { baton_learn::handle_batch(&deps, event).await }
+                },
+                stopped.clone(),
+            )));
+        }
+        let every = options.sweep_every.or(schedule).unwrap_or(Duration::ZERO);
+        if !every.is_zero() {
+            let deps = cleanup.clone();
+            tasks.push(tokio::spawn(tick(
+                every,
+                move |event| {
+                    let deps = deps.clone();
+                    async move { baton_cleanup::handle_tick(&deps, event).await }
+                },
+                stopped.clone(),
+            )));
+        }
+        Ok(LocalStack {
+            api_url,
+            settings: execute.settings.clone(),
+            clients,
+            provisioned,
+            api_calls,
+            execute,
+            cleanup,
+            learn,
+            stop,
+            tasks,
+        })
+    }
+
+    /// The execute-agent handler's dependencies, to invoke it by hand.
+    pub fn execute_deps(&self) -> &ExecuteDeps<Store, Queues, HttpAgentInvoker> {
+        &self.execute
+    }
+
+    /// The cleanup handler's dependencies, to run a sweep by hand.
+    pub fn cleanup_deps(&self) -> &CleanupDeps<Store, Queues> {
+        &self.cleanup
+    }
+
+    /// The learn handler's dependencies, to invoke it by hand.
+    pub fn learn_deps(&self) -> &LearnDeps<Store> {
+        &self.learn
+    }
+
+    /// URL of a queue of the template, by logical id.
+    pub fn queue_url(&self, logical_id: &str) -> Option<&str> {
+        self.provisioned.queues.get(logical_id).map(|(url, _)| url.as_str())
+    }
+
+    /// Stops every server, poller and ticker, and waits for them.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for LocalStack {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}

@@ -1,0 +1,317 @@
+//! Reads `template.yaml`: the tables, queues and functions the local stack must stand up, so
+//! that local and cloud are described by one file and cannot drift.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("cannot read the template: {0}")]
+    Read(#[from] std::io::Error),
+    #[error("the template is not valid YAML: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    #[error("resource {resource}: {message}")]
+    Resource { resource: String, message: String },
+}
+
+/// The parts of the template the local stack uses.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub tables: BTreeMap<String, TableSpec>,
+    pub queues: BTreeMap<String, QueueSpec>,
+    pub functions: BTreeMap<String, FunctionSpec>,
+    /// Parameter defaults, for `!Ref Parameter`.
+    pub parameters: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TableSpec {
+    pub attribute_definitions: Vec<AttributeDefinition>,
+    pub key_schema: Vec<KeyElement>,
+    #[serde(default)]
+    pub global_secondary_indexes: Vec<IndexSpec>,
+    pub time_to_live_specification: Option<TtlSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AttributeDefinition {
+    pub attribute_name: String,
+    pub attribute_type: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyElement {
+    pub attribute_name: String,
+    pub key_type: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IndexSpec {
+    pub index_name: String,
+    pub key_schema: Vec<KeyElement>,
+    pub projection: ProjectionSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProjectionSpec {
+    pub projection_type: String,
+    #[serde(default)]
+    pub non_key_attributes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TtlSpec {
+    pub attribute_name: String,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    pub visibility_timeout_s: Option<u32>,
+    pub retention_s: Option<u32>,
+    /// (logical id of the dead-letter queue, maxReceiveCount)
+    pub redrive: Option<(String, u32)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    /// The binary the function runs (`Metadata.BuildProperties.Binary`).
+    pub binary: String,
+    pub environment: BTreeMap<String, Value>,
+    pub events: Vec<EventSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventSpec {
+    Sqs { queue: String, batch_size: u32 },
+    HttpApi,
+    Schedule { every_s: u64 },
+}
+
+impl Template {
+    pub fn load(path: &Path) -> Result<Self, TemplateError> {
+        Self::parse(&std::fs::read_to_string(path)?)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, TemplateError> {
+        let doc: Value = serde_yaml::from_str(text)?;
+        let parameters = doc
+            .get("Parameters")
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.as_str()?.to_string(), scalar(v.get("Default")?)?)))
+            .collect();
+        let globals = doc
+            .get("Globals")
+            .and_then(|g| g.get("Function"))
+            .and_then(|f| f.get("Environment"))
+            .and_then(|e| e.get("Variables"));
+        let mut template = Template {
+            tables: BTreeMap::new(),
+            queues: BTreeMap::new(),
+            functions: BTreeMap::new(),
+            parameters,
+        };
+        let resources = doc
+            .get("Resources")
+            .and_then(Value::as_mapping)
+            .ok_or_else(|| TemplateError::Resource {
+                resource: "Resources".into(),
+                message: "missing".into(),
+            })?;
+        for (id, resource) in resources {
+            let id = id.as_str().unwrap_or_default().to_string();
+            let fail = |message: String| TemplateError::Resource {
+                resource: id.clone(),
+                message,
+            };
+            let props = resource.get("Properties").cloned().unwrap_or(Value::Null);
+            match resource.get("Type").and_then(Value::as_str) {
+                Some("AWS::DynamoDB::Table") => {
+                    let spec = serde_yaml::from_value(props).map_err(|e| fail(e.to_string()))?;
+                    template.tables.insert(id, spec);
+                }
+                Some("AWS::SQS::Queue") => {
+                    let redrive = match props.get("RedrivePolicy") {
+                        None => None,
+                        Some(policy) => {
+                            let target = policy
+                                .get("deadLetterTargetArn")
+                                .and_then(get_att_target)
+                                .ok_or_else(|| fail("deadLetterTargetArn must be !GetAtt X.Arn".into()))?;
+                            let max = policy
+                                .get("maxReceiveCount")
+                                .and_then(scalar)
+                                .and_then(|v| v.parse().ok())
+                                .ok_or_else(|| fail("maxReceiveCount missing".into()))?;
+                            Some((target, max))
+                        }
+                    };
+                    template.queues.insert(
+                        id,
+                        QueueSpec {
+                            visibility_timeout_s: number(&props, "VisibilityTimeout"),
+                            retention_s: number(&props, "MessageRetentionPeriod"),
+                            redrive,
+                        },
+                    );
+                }
+                Some("AWS::Serverless::Function") => {
+                    let binary = resource
+                        .get("Metadata")
+                        .and_then(|m| m.get("BuildProperties"))
+                        .and_then(|b| b.get("Binary"))
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| fail("Metadata.BuildProperties.Binary missing".into()))?
+                        .to_string();
+                    let mut environment = BTreeMap::new();
+                    let own = props.get("Environment").and_then(|e| e.get("Variables"));
+                    for variables in [globals, own].into_iter().flatten() {
+                        for (k, v) in variables.as_mapping().into_iter().flatten() {
+                            if let Some(k) = k.as_str() {
+                                environment.insert(k.to_string(), v.clone());
+                            }
+                        }
+                    }
+                    let mut events = Vec::new();
+                    for (_, event) in props.get("Events").and_then(Value::as_mapping).into_iter().flatten() {
+                        let p = event.get("Properties").cloned().unwrap_or(Value::Null);
+                        match event.get("Type").and_then(Value::as_str) {
+                            Some("SQS") => events.push(EventSpec::Sqs {
+                                queue: p
+                                    .get("Queue")
+                                    .and_then(get_att_target)
+                                    .ok_or_else(|| fail("SQS event Queue must be !GetAtt X.Arn".into()))?,
+                                batch_size: number(&p, "BatchSize").unwrap_or(10),
+                            }),
+                            Some("HttpApi") => events.push(EventSpec::HttpApi),
+                            Some("Schedule") => {
+                                let expression = p.get("Schedule").and_then(Value::as_str).unwrap_or_default();
+                                let every_s = parse_rate(expression)
+                                    .ok_or_else(|| fail(format!("unsupported schedule `{expression}`")))?;
+                                events.push(EventSpec::Schedule { every_s });
+                            }
+                            other => return Err(fail(format!("unsupported event type {other:?}"))),
+                        }
+                    }
+                    template.functions.insert(
+                        id,
+                        FunctionSpec {
+                            binary,
+                            environment,
+                            events,
+                        },
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(template)
+    }
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn number(v: &Value, key: &str) -> Option<u32> {
+    v.get(key).and_then(scalar).and_then(|s| s.parse().ok())
+}
+
+/// `!GetAtt X.Arn` → `X`.
+fn get_att_target(v: &Value) -> Option<String> {
+    match v {
+        Value::Tagged(t) if t.tag == "GetAtt" => {
+            let target = t.value.as_str()?;
+            Some(target.strip_suffix(".Arn")?.to_string())
+        }
+        _ => None,
+    }
+}
+
+/// `rate(1 minute)`, `rate(5 minutes)`, `rate(1 hour)` → seconds.
+fn parse_rate(expression: &str) -> Option<u64> {
+    let inner = expression.strip_prefix("rate(")?.strip_suffix(')')?;
+    let (value, unit) = inner.trim().split_once(' ')?;
+    let value: u64 = value.parse().ok()?;
+    let unit_s = match unit.trim_end_matches('s') {
+        "second" => 1,
+        "minute" => 60,
+        "hour" => 3600,
+        "day" => 86_400,
+        _ => return None,
+    };
+    Some(value * unit_s)
+}
+
+/// What `!Ref` and `!GetAtt` of a provisioned resource resolve to.
+pub trait Resolve {
+    fn reference(&self, logical_id: &str) -> Option<String>;
+}
+
+/// Resolves one environment value: a plain scalar, or `!Ref` of a resource or parameter.
+pub fn resolve_value(
+    template: &Template,
+    resources: &impl Resolve,
+    value: &Value,
+) -> Option<String> {
+    match value {
+        Value::Tagged(t) if t.tag == "Ref" => {
+            let id = t.value.as_str()?;
+            resources
+                .reference(id)
+                .or_else(|| template.parameters.get(id).cloned())
+        }
+        other => scalar(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_project_template_describes_the_whole_chain() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
+        let t = Template::load(&path).unwrap();
+        assert!(t.tables.contains_key("StateTable"));
+        assert!(t.tables["StateTable"]
+            .global_secondary_indexes
+            .iter()
+            .any(|i| i.index_name == "leases"));
+        assert_eq!(
+            t.queues["ExecuteQueue"].redrive,
+            Some(("ExecuteDeadLetterQueue".to_string(), 5))
+        );
+        let binaries: Vec<&str> = t.functions.values().map(|f| f.binary.as_str()).collect();
+        for b in ["orchestrate", "route", "execute-agent", "learn", "cleanup"] {
+            assert!(binaries.contains(&b), "{b}");
+        }
+        assert!(t.functions["CleanupFunction"]
+            .events
+            .contains(&EventSpec::Schedule { every_s: 60 }));
+        assert!(t.functions["RouteFunction"].environment.contains_key("STATE_TABLE"));
+    }
+
+    #[test]
+    fn rates_are_read_in_seconds() {
+        assert_eq!(parse_rate("rate(1 minute)"), Some(60));
+        assert_eq!(parse_rate("rate(5 minutes)"), Some(300));
+        assert_eq!(parse_rate("cron(0 * * * ? *)"), None);
+    }
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Creates the project-local virtualenv (.venv) with the pinned emulator, and with the template
+# linters when called with --lint. Reinstalls only when a requirements file changed.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv"
+python="${PYTHON:-python3}"
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "setup-venv: creating $venv" >&2
+  "$python" -m venv "$venv"
+fi
+
+install() {
+  local req="$1" stamp="$venv/.installed-$(basename "$1")"
+  if [ ! -f "$stamp" ] || ! cmp -s "$req" "$stamp"; then
+    echo "setup-venv: installing $(basename "$req")" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+    cp "$req" "$stamp"
+  fi
+}
+
+install "$root/infra/requirements.txt"
+if [ "${1:-}" = "--lint" ]; then
+  install "$root/infra/requirements-lint.txt"
+fi
