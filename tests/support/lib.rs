@@ -1,1 +1,211 @@
+//! Test support: one emulator per test binary, one local stack per test, and small helpers to
+//! talk to the API, the queues and the tables.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use aws_sdk_sqs::types::Message;
+use baton_local::agents::{AgentReply, AgentServer, Behaviour};
+use baton_local::emulator::Emulator;
+use baton_local::project_root;
+use baton_local::stack::{LocalStack, StackOptions};
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::{json, Value};
+
+pub use baton_local::agents::examples;
+
+/// The emulator shared by every test of this binary. It stops when the binary exits.
+pub fn emulator_endpoint() -> &'static str {
+    static EMULATOR: OnceLock<Emulator> = OnceLock::new();
+    EMULATOR
+        .get_or_init(|| Emulator::start(&project_root()).expect("emulator (run infra/test.sh)"))
+        .endpoint()
+}
+
+/// A stack with its own tables and queues; `configure` may turn event sources off.
+pub async fn start_stack(name: &str, configure: impl FnOnce(&mut StackOptions)) -> LocalStack {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let prefix = format!(
+        "t{}-{}-{name}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut options = StackOptions::new(prefix);
+    options.sweep_every = Some(Duration::ZERO);
+    configure(&mut options);
+    LocalStack::start(emulator_endpoint(), &project_root().join("template.yaml"), options)
+        .await
+        .expect("local stack starts")
+}
+
+/// An agent whose every call gets `reply`.
+pub async fn agent_replying(reply: AgentReply) -> AgentServer {
+    let behaviour: Behaviour = std::sync::Arc::new(move |_| reply.clone());
+    AgentServer::start(behaviour).await.expect("agent starts")
+}
+
+pub async fn agent(behaviour: Behaviour) -> AgentServer {
+    AgentServer::start(behaviour).await.expect("agent starts")
+}
+
+/// An HTTP answer: status and JSON body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+pub async fn post(stack: &LocalStack, path: &str, body: &str) -> Answer {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", stack.api_url))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("API answers");
+    answer(response).await
+}
+
+pub async fn get(stack: &LocalStack, path: &str) -> Answer {
+    let response = reqwest::Client::new()
+        .get(format!("{}{path}", stack.api_url))
+        .send()
+        .await
+        .expect("API answers");
+    answer(response).await
+}
+
+async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is JSON: {text}"));
+    Answer { status, body }
+}
+
+pub async fn register_agent(stack: &LocalStack, name: &str, server: &AgentServer, capabilities: &[&str]) {
+    let body = json!({ "name": name, "endpoint": server.url, "capabilities": capabilities, "timeout_ms": 5000 });
+    let answer = post(stack, "/v1/agents", &body.to_string()).await;
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+}
+
+/// Submits a workflow and returns its id.
+pub async fn submit(stack: &LocalStack, workflow: &Value) -> String {
+    let answer = post(stack, "/v1/workflows", &workflow.to_string()).await;
+    assert_eq!(answer.status, 202, "{:?}", answer.body);
+    answer.body["workflow_id"].as_str().expect("workflow_id").to_string()
+}
+
+/// Polls until the workflow leaves `running`. The bound only keeps a broken build from
+/// hanging the suite; no test asserts on time.
+pub async fn wait_until_finished(stack: &LocalStack, id: &str) -> Value {
+    for _ in 0..1200 {
+        let view = get(stack, &format!("/v1/workflows/{id}")).await;
+        assert_eq!(view.status, 200, "{:?}", view.body);
+        if view.body["status"] != "running" {
+            return view.body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("workflow {id} never finished");
+}
+
+/// Polls `probe` until it returns Some, with the same liveness bound.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..1200 {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+/// Receives exactly the next message of a queue of the stack, waiting for it to arrive.
+pub async fn receive_one(stack: &LocalStack, queue: &str) -> Message {
+    let url = stack.queue_url(queue).expect("queue exists").to_string();
+    let sqs = stack.clients.sqs.clone();
+    eventually(&format!("a message on {queue}"), || {
+        let (sqs, url) = (sqs.clone(), url.clone());
+        async move {
+            let out = sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(1)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .ok()?;
+            out.messages?.into_iter().next()
+        }
+    })
+    .await
+}
+
+/// Number of messages a queue holds (visible or in flight).
+pub async fn queue_depth(stack: &LocalStack, queue: &str) -> u64 {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = stack
+        .clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(stack.queue_url(queue).expect("queue exists"))
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes");
+    let attributes = out.attributes.unwrap_or_default();
+    [A::ApproximateNumberOfMessages, A::ApproximateNumberOfMessagesNotVisible]
+        .iter()
+        .filter_map(|a| attributes.get(a)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The Lambda event SQS would deliver for `messages`.
+pub fn sqs_event(messages: &[&Message]) -> LambdaEvent<SqsEvent> {
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| json!({ "messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body, "eventSource": "aws:sqs" }))
+        .collect();
+    let event = serde_json::from_value(json!({ "Records": records })).expect("SQS event");
+    LambdaEvent::new(event, Context::default())
+}
+
+/// Every item of the stack's state table (tests use small tables).
+pub async fn state_items(stack: &LocalStack) -> usize {
+    let out = stack
+        .clients
+        .dynamodb
+        .scan()
+        .table_name(&stack.settings.state_table)
+        .send()
+        .await
+        .expect("scan");
+    out.items.unwrap_or_default().len()
+}
+
+/// The diamond: a → {b, c} → d.
+pub fn diamond(capability: &str) -> Value {
+    json!({
+        "name": "diamond",
+        "tasks": [
+            { "id": "a", "capability": capability, "input": { "text": "hello agents" } },
+            { "id": "b", "capability": capability, "depends_on": ["a"] },
+            { "id": "c", "capability": capability, "depends_on": ["a"] },
+            { "id": "d", "capability": capability, "depends_on": ["b", "c"] }
+        ]
+    })
+}
+
+pub fn task<'a>(workflow: &'a Value, id: &str) -> &'a Value {
+    workflow["tasks"]
+        .as_array()
+        .and_then(|tasks| tasks.iter().find(|t| t["id"] == id))
+        .unwrap_or_else(|| panic!("task {id} in {workflow}"))
+}
