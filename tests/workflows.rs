@@ -30,13 +30,22 @@ async fn diamond_workflow_succeeds_and_the_join_receives_both_branches() {
     }
     let calls = server.calls();
     assert_eq!(calls.len(), 4, "each task runs once");
-    let d = calls.iter().find(|c| c.body["task_id"] == "d").expect("d was called");
+    let d = calls
+        .iter()
+        .find(|c| c.body["task_id"] == "d")
+        .expect("d was called");
     assert_eq!(d.body["dependencies"]["b"]["from"], "b");
     assert_eq!(d.body["dependencies"]["c"]["from"], "c");
     assert_eq!(d.body["dependencies"].as_object().map(|m| m.len()), Some(2));
-    let b = calls.iter().find(|c| c.body["task_id"] == "b").expect("b was called");
+    let b = calls
+        .iter()
+        .find(|c| c.body["task_id"] == "b")
+        .expect("b was called");
     assert_eq!(b.body["dependencies"]["a"]["from"], "a");
-    assert_eq!(d.idempotency_key.as_deref(), Some(format!("default:{id}:d:1").as_str()));
+    assert_eq!(
+        d.idempotency_key.as_deref(),
+        Some(format!("default:{id}:d:1").as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -68,8 +77,15 @@ async fn a_failing_agent_fails_the_workflow_with_the_error_on_the_task() {
     assert_eq!(b["error"]["kind"], "http_status");
     assert_eq!(b["error"]["http_status"], 500);
     assert_eq!(b["error"]["retryable"], true);
-    assert!(b["error"]["message"].as_str().unwrap().contains("model overloaded"));
-    assert_eq!(task(&workflow, "c")["status"], "skipped", "nothing runs behind a failure");
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("model overloaded"));
+    assert_eq!(
+        task(&workflow, "c")["status"],
+        "skipped",
+        "nothing runs behind a failure"
+    );
     assert_eq!(healthy.calls().len(), 1);
     assert_eq!(broken.calls().len(), 1);
 }
@@ -98,7 +114,11 @@ async fn an_unreachable_agent_is_a_connection_failure() {
     let gone = agent_replying(AgentReply::ok(json!({}))).await;
     register_agent(&stack, "gone", &gone, &["work"]).await;
     drop(gone);
-    let id = submit(&stack, &json!({ "name": "w", "tasks": [{ "id": "t", "capability": "work" }] })).await;
+    let id = submit(
+        &stack,
+        &json!({ "name": "w", "tasks": [{ "id": "t", "capability": "work" }] }),
+    )
+    .await;
     let workflow = wait_until_finished(&stack, &id).await;
     assert_eq!(workflow["status"], "failed");
     assert_eq!(task(&workflow, "t")["error"]["kind"], "connection");
@@ -110,7 +130,10 @@ async fn every_outcome_is_learned_once_per_agent_and_task_type() {
     let server = agent(Arc::new(|_: &Value| AgentReply::ok(json!({ "ok": 1 })))).await;
     register_agent(&stack, "worker", &server, &["work"]).await;
     let id = submit(&stack, &diamond("work")).await;
-    assert_eq!(wait_until_finished(&stack, &id).await["status"], "succeeded");
+    assert_eq!(
+        wait_until_finished(&stack, &id).await["status"],
+        "succeeded"
+    );
 
     let dynamodb = stack.clients.dynamodb.clone();
     let table = stack.settings.memory_table.clone();
@@ -120,8 +143,14 @@ async fn every_outcome_is_learned_once_per_agent_and_task_type() {
             let item = dynamodb
                 .get_item()
                 .table_name(table)
-                .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("default#AGENT#worker".into()))
-                .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("STATS#work".into()))
+                .key(
+                    "pk",
+                    aws_sdk_dynamodb::types::AttributeValue::S("default#AGENT#worker".into()),
+                )
+                .key(
+                    "sk",
+                    aws_sdk_dynamodb::types::AttributeValue::S("STATS#work".into()),
+                )
                 .send()
                 .await
                 .ok()?
@@ -145,7 +174,8 @@ async fn the_example_workflow_runs_on_the_example_agents() {
         servers.push(server);
     }
     let example: Value = serde_json::from_str(
-        &std::fs::read_to_string(baton_local::project_root().join("examples/diamond.json")).unwrap(),
+        &std::fs::read_to_string(baton_local::project_root().join("examples/diamond.json"))
+            .unwrap(),
     )
     .unwrap();
     let id = submit(&stack, &example).await;

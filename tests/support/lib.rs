@@ -35,9 +35,13 @@ pub async fn start_stack(name: &str, configure: impl FnOnce(&mut StackOptions)) 
     let mut options = StackOptions::new(prefix);
     options.sweep_every = Some(Duration::ZERO);
     configure(&mut options);
-    LocalStack::start(emulator_endpoint(), &project_root().join("template.yaml"), options)
-        .await
-        .expect("local stack starts")
+    LocalStack::start(
+        emulator_endpoint(),
+        &project_root().join("template.yaml"),
+        options,
+    )
+    .await
+    .expect("local stack starts")
 }
 
 /// An agent whose every call gets `reply`.
@@ -84,7 +88,12 @@ async fn answer(response: reqwest::Response) -> Answer {
     Answer { status, body }
 }
 
-pub async fn register_agent(stack: &LocalStack, name: &str, server: &AgentServer, capabilities: &[&str]) {
+pub async fn register_agent(
+    stack: &LocalStack,
+    name: &str,
+    server: &AgentServer,
+    capabilities: &[&str],
+) {
     let body = json!({ "name": name, "endpoint": server.url, "capabilities": capabilities, "timeout_ms": 5000 });
     let answer = post(stack, "/v1/agents", &body.to_string()).await;
     assert_eq!(answer.status, 201, "{:?}", answer.body);
@@ -94,7 +103,10 @@ pub async fn register_agent(stack: &LocalStack, name: &str, server: &AgentServer
 pub async fn submit(stack: &LocalStack, workflow: &Value) -> String {
     let answer = post(stack, "/v1/workflows", &workflow.to_string()).await;
     assert_eq!(answer.status, 202, "{:?}", answer.body);
-    answer.body["workflow_id"].as_str().expect("workflow_id").to_string()
+    answer.body["workflow_id"]
+        .as_str()
+        .expect("workflow_id")
+        .to_string()
 }
 
 /// Polls until the workflow leaves `running`. The bound only keeps a broken build from
@@ -161,10 +173,13 @@ pub async fn queue_depth(stack: &LocalStack, queue: &str) -> u64 {
         .await
         .expect("queue attributes");
     let attributes = out.attributes.unwrap_or_default();
-    [A::ApproximateNumberOfMessages, A::ApproximateNumberOfMessagesNotVisible]
-        .iter()
-        .filter_map(|a| attributes.get(a)?.parse::<u64>().ok())
-        .sum()
+    [
+        A::ApproximateNumberOfMessages,
+        A::ApproximateNumberOfMessagesNotVisible,
+    ]
+    .iter()
+    .filter_map(|a| attributes.get(a)?.parse::<u64>().ok())
+    .sum()
 }
 
 /// The Lambda event SQS would deliver for `messages`.

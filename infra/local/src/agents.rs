@@ -89,7 +89,11 @@ impl Drop for AgentServer {
     }
 }
 
-async fn answer(request: Request, behaviour: &Behaviour, calls: &Mutex<Vec<ReceivedCall>>) -> Response {
+async fn answer(
+    request: Request,
+    behaviour: &Behaviour,
+    calls: &Mutex<Vec<ReceivedCall>>,
+) -> Response {
     let idempotency_key = request
         .headers()
         .get("idempotency-key")
@@ -99,7 +103,11 @@ async fn answer(request: Request, behaviour: &Behaviour, calls: &Mutex<Vec<Recei
         return (StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response();
     };
     let Ok(body) = serde_json::from_slice::<Value>(&bytes) else {
-        return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "body is not JSON"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "body is not JSON"})),
+        )
+            .into_response();
     };
     if let Ok(mut calls) = calls.lock() {
         calls.push(ReceivedCall {
@@ -145,15 +153,19 @@ pub mod examples {
     fn with_text(call: &Value, f: impl Fn(&str) -> Value) -> AgentReply {
         match text_of(call) {
             Some(text) => AgentReply::ok(f(&text)),
-            None => AgentReply::error(422, "no text: give input.text or depend on a task that outputs text"),
+            None => AgentReply::error(
+                422,
+                "no text: give input.text or depend on a task that outputs text",
+            ),
         }
     }
 
     /// Collapses runs of whitespace and trims.
     pub fn normalize(call: &Value) -> AgentReply {
-        with_text(call, |text| {
-            json!({ "text": text.split_whitespace().collect::<Vec<_>>().join(" ") })
-        })
+        with_text(
+            call,
+            |text| json!({ "text": text.split_whitespace().collect::<Vec<_>>().join(" ") }),
+        )
     }
 
     /// Counts words, characters and sentences.
@@ -174,7 +186,10 @@ pub mod examples {
 
     /// Composes one report from every dependency's output.
     pub fn report(call: &Value) -> AgentReply {
-        let parts = call.get("dependencies").cloned().unwrap_or_else(|| json!({}));
+        let parts = call
+            .get("dependencies")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
         let count = parts.as_object().map_or(0, |p| p.len());
         AgentReply::ok(json!({
             "title": call.pointer("/input/title").cloned().unwrap_or_else(|| json!("Report")),

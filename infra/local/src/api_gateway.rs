@@ -31,7 +31,9 @@ where
                 Ok(request) => from_lambda_response(handler(request).await),
                 Err(status) => AxumResponse::builder()
                     .status(status)
-                    .body(AxumBody::from(json!({"message": "Request Entity Too Large"}).to_string()))
+                    .body(AxumBody::from(
+                        json!({"message": "Request Entity Too Large"}).to_string(),
+                    ))
                     .unwrap_or_default(),
             }
         }
@@ -39,14 +41,19 @@ where
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
-    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+    if let Err(error) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
         tracing::error!(%error, "local API server stopped");
     }
 }
 
 async fn to_lambda_request(request: AxumRequest) -> Result<Request, u16> {
     let (parts, body) = request.into_parts();
-    let body = to_bytes(body, MAX_PAYLOAD_BYTES).await.map_err(|_| 413u16)?;
+    let body = to_bytes(body, MAX_PAYLOAD_BYTES)
+        .await
+        .map_err(|_| 413u16)?;
     let mut headers = Map::new();
     for (name, value) in &parts.headers {
         let value = value.to_str().unwrap_or_default().to_string();
@@ -134,7 +141,11 @@ fn base64_encode(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {

@@ -20,7 +20,9 @@ impl RunOptions {
     /// `--port N`, else `PORT`, else 3000.
     pub fn parse(args: &[String]) -> Result<Self, String> {
         let mut port = match std::env::var("PORT") {
-            Ok(p) if !p.is_empty() => p.parse().map_err(|_| format!("PORT `{p}` is not a port number"))?,
+            Ok(p) if !p.is_empty() => p
+                .parse()
+                .map_err(|_| format!("PORT `{p}` is not a port number"))?,
             _ => DEFAULT_PORT,
         };
         let mut args = args.iter();
@@ -28,7 +30,9 @@ impl RunOptions {
             match arg.as_str() {
                 "--port" => {
                     let value = args.next().ok_or("--port needs a value")?;
-                    port = value.parse().map_err(|_| format!("--port `{value}` is not a port number"))?;
+                    port = value
+                        .parse()
+                        .map_err(|_| format!("--port `{value}` is not a port number"))?;
                 }
                 other => return Err(format!("unknown argument `{other}`")),
             }
@@ -43,7 +47,12 @@ pub async fn run(options: RunOptions) -> Result<(), Box<dyn std::error::Error>> 
     let emulator = Emulator::start(&root)?;
     let mut stack_options = StackOptions::new("baton-local");
     stack_options.port = options.port;
-    let stack = LocalStack::start(emulator.endpoint(), &root.join("template.yaml"), stack_options).await?;
+    let stack = LocalStack::start(
+        emulator.endpoint(),
+        &root.join("template.yaml"),
+        stack_options,
+    )
+    .await?;
 
     let client = reqwest::Client::new();
     let mut agents = Vec::new();
@@ -67,7 +76,10 @@ pub async fn run(options: RunOptions) -> Result<(), Box<dyn std::error::Error>> 
         println!("  agent      {name:<11} {:<28} [{capability}]", server.url);
     }
     println!("\nSubmit the example workflow and watch it run:\n");
-    println!("  cargo run -q -p baton-local -- submit examples/diamond.json --api {}\n", stack.api_url);
+    println!(
+        "  cargo run -q -p baton-local -- submit examples/diamond.json --api {}\n",
+        stack.api_url
+    );
     println!("or with curl:\n");
     println!(
         "  curl -s -X POST {}/v1/workflows -H 'content-type: application/json' -d @examples/diamond.json",
@@ -111,16 +123,29 @@ pub async fn submit(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     if !status.is_success() {
         return Err(format!("the workflow was refused ({status})").into());
     }
-    let id = accepted["workflow_id"].as_str().ok_or("no workflow_id in the answer")?;
+    let id = accepted["workflow_id"]
+        .as_str()
+        .ok_or("no workflow_id in the answer")?;
     let mut last = String::new();
     for _ in 0..600 {
-        let view: Value = client.get(format!("{api}/v1/workflows/{id}")).send().await?.json().await?;
+        let view: Value = client
+            .get(format!("{api}/v1/workflows/{id}"))
+            .send()
+            .await?
+            .json()
+            .await?;
         let line = view["tasks"]
             .as_array()
             .map(|tasks| {
                 tasks
                     .iter()
-                    .map(|t| format!("{}={}", t["id"].as_str().unwrap_or("?"), t["status"].as_str().unwrap_or("?")))
+                    .map(|t| {
+                        format!(
+                            "{}={}",
+                            t["id"].as_str().unwrap_or("?"),
+                            t["status"].as_str().unwrap_or("?")
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join(" ")
             })

@@ -99,7 +99,10 @@ pub async fn poll_queue<H, Fut>(
             Err(error) => {
                 // An invocation error fails the whole batch, as in Lambda.
                 tracing::error!(%error, "handler failed the whole batch");
-                messages.iter().filter_map(|m| m.message_id.clone()).collect()
+                messages
+                    .iter()
+                    .filter_map(|m| m.message_id.clone())
+                    .collect()
             }
         };
         let entries: Vec<DeleteMessageBatchRequestEntry> = messages

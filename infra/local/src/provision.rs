@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-    Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -68,10 +68,11 @@ pub async fn provision(
             request = request.attributes(QueueAttributeName::MessageRetentionPeriod, v.to_string());
         }
         if let Some((dlq, max_receives)) = &spec.redrive {
-            let (_, dlq_arn) = provisioned
-                .queues
-                .get(dlq)
-                .ok_or_else(|| fail(format!("dead-letter queue {dlq} is not a queue of the template")))?;
+            let (_, dlq_arn) = provisioned.queues.get(dlq).ok_or_else(|| {
+                fail(format!(
+                    "dead-letter queue {dlq} is not a queue of the template"
+                ))
+            })?;
             let policy = serde_json::json!({
                 "deadLetterTargetArn": dlq_arn,
                 "maxReceiveCount": max_receives,
@@ -104,17 +105,18 @@ async fn create_table(
     name: &str,
     spec: &TableSpec,
 ) -> Result<(), String> {
-    let key_schema = |keys: &[crate::template::KeyElement]| -> Result<Vec<KeySchemaElement>, String> {
-        keys.iter()
-            .map(|k| {
-                KeySchemaElement::builder()
-                    .attribute_name(&k.attribute_name)
-                    .key_type(KeyType::from(k.key_type.as_str()))
-                    .build()
-                    .map_err(|e| e.to_string())
-            })
-            .collect()
-    };
+    let key_schema =
+        |keys: &[crate::template::KeyElement]| -> Result<Vec<KeySchemaElement>, String> {
+            keys.iter()
+                .map(|k| {
+                    KeySchemaElement::builder()
+                        .attribute_name(&k.attribute_name)
+                        .key_type(KeyType::from(k.key_type.as_str()))
+                        .build()
+                        .map_err(|e| e.to_string())
+                })
+                .collect()
+        };
     let mut request = dynamodb
         .create_table()
         .table_name(name)
@@ -131,7 +133,9 @@ async fn create_table(
     }
     for index in &spec.global_secondary_indexes {
         let projection = Projection::builder()
-            .projection_type(ProjectionType::from(index.projection.projection_type.as_str()))
+            .projection_type(ProjectionType::from(
+                index.projection.projection_type.as_str(),
+            ))
             .set_non_key_attributes(
                 (!index.projection.non_key_attributes.is_empty())
                     .then(|| index.projection.non_key_attributes.clone()),

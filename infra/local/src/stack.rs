@@ -90,6 +90,7 @@ pub struct LocalStack {
     pub provisioned: Provisioned,
     /// Counts every AWS call the stack's handlers make.
     pub api_calls: ApiCallCounter,
+    route: Arc<RouteDeps<Store, Queues>>,
     execute: Arc<ExecuteDeps<Store, Queues, HttpAgentInvoker>>,
     cleanup: Arc<CleanupDeps<Store, Queues>>,
     learn: Arc<LearnDeps<Store>>,
@@ -106,7 +107,8 @@ impl LocalStack {
         let template = Template::load(template_path)?;
         let api_calls = ApiCallCounter::default();
         let clients = AwsClients::new(&sdk_config(endpoint), Some(&api_calls));
-        let provisioned = provision(&template, &options.prefix, &clients.dynamodb, &clients.sqs).await?;
+        let provisioned =
+            provision(&template, &options.prefix, &clients.dynamodb, &clients.sqs).await?;
 
         let function = |binary: &'static str| -> Result<(&String, &FunctionSpec), StackError> {
             template
@@ -115,19 +117,18 @@ impl LocalStack {
                 .find(|(_, f)| f.binary == binary)
                 .ok_or(StackError::MissingFunction(binary))
         };
-        let settings_of = |(id, spec): (&String, &FunctionSpec)| -> Result<Settings, StackError> {
-            Settings::from_lookup(|name| {
-                options
-                    .env_overrides
-                    .get(name)
-                    .cloned()
-                    .or_else(|| resolve_value(&template, &provisioned, spec.environment.get(name)?))
-            })
-            .map_err(|source| StackError::Config {
-                function: id.clone(),
-                source,
-            })
-        };
+        let settings_of =
+            |(id, spec): (&String, &FunctionSpec)| -> Result<Settings, StackError> {
+                Settings::from_lookup(|name| {
+                    options.env_overrides.get(name).cloned().or_else(|| {
+                        resolve_value(&template, &provisioned, spec.environment.get(name)?)
+                    })
+                })
+                .map_err(|source| StackError::Config {
+                    function: id.clone(),
+                    source,
+                })
+            };
         let sqs_source = |(id, spec): (&String, &FunctionSpec)| -> Result<SqsSource, StackError> {
             spec.events
                 .iter()
@@ -179,7 +180,12 @@ impl LocalStack {
         let execute = {
             let s = settings_of(execute_fn)?;
             let invoker = HttpAgentInvoker::new().map_err(|e| StackError::Http(e.to_string()))?;
-            Arc::new(ExecuteDeps::new(clients.store(&s), clients.queues(&s), invoker, s))
+            Arc::new(ExecuteDeps::new(
+                clients.store(&s),
+                clients.queues(&s),
+                invoker,
+                s,
+            ))
         };
         let learn = {
             let s = settings_of(learn_fn)?;
@@ -222,7 +228,8 @@ impl LocalStack {
                         baton_orchestrate::handle_request(&api, request)
                             .await
                             .unwrap_or_else(|e| {
-                                baton_orchestrate::ApiError::Unavailable(e.to_string()).into_response()
+                                baton_orchestrate::ApiError::Unavailable(e.to_string())
+                                    .into_response()
                             })
                     }
                 },
@@ -286,12 +293,18 @@ impl LocalStack {
             clients,
             provisioned,
             api_calls,
+            route,
             execute,
             cleanup,
             learn,
             stop,
             tasks,
         })
+    }
+
+    /// The route handler's dependencies, to invoke it by hand.
+    pub fn route_deps(&self) -> &RouteDeps<Store, Queues> {
+        &self.route
     }
 
     /// The execute-agent handler's dependencies, to invoke it by hand.
@@ -311,7 +324,10 @@ impl LocalStack {
 
     /// URL of a queue of the template, by logical id.
     pub fn queue_url(&self, logical_id: &str) -> Option<&str> {
-        self.provisioned.queues.get(logical_id).map(|(url, _)| url.as_str())
+        self.provisioned
+            .queues
+            .get(logical_id)
+            .map(|(url, _)| url.as_str())
     }
 
     /// Stops every server, poller and ticker, and waits for them.

@@ -148,7 +148,9 @@ impl Template {
                             let target = policy
                                 .get("deadLetterTargetArn")
                                 .and_then(get_att_target)
-                                .ok_or_else(|| fail("deadLetterTargetArn must be !GetAtt X.Arn".into()))?;
+                                .ok_or_else(|| {
+                                    fail("deadLetterTargetArn must be !GetAtt X.Arn".into())
+                                })?;
                             let max = policy
                                 .get("maxReceiveCount")
                                 .and_then(scalar)
@@ -184,21 +186,29 @@ impl Template {
                         }
                     }
                     let mut events = Vec::new();
-                    for (_, event) in props.get("Events").and_then(Value::as_mapping).into_iter().flatten() {
+                    for (_, event) in props
+                        .get("Events")
+                        .and_then(Value::as_mapping)
+                        .into_iter()
+                        .flatten()
+                    {
                         let p = event.get("Properties").cloned().unwrap_or(Value::Null);
                         match event.get("Type").and_then(Value::as_str) {
                             Some("SQS") => events.push(EventSpec::Sqs {
-                                queue: p
-                                    .get("Queue")
-                                    .and_then(get_att_target)
-                                    .ok_or_else(|| fail("SQS event Queue must be !GetAtt X.Arn".into()))?,
+                                queue: p.get("Queue").and_then(get_att_target).ok_or_else(
+                                    || fail("SQS event Queue must be !GetAtt X.Arn".into()),
+                                )?,
                                 batch_size: number(&p, "BatchSize").unwrap_or(10),
                             }),
                             Some("HttpApi") => events.push(EventSpec::HttpApi),
                             Some("Schedule") => {
-                                let expression = p.get("Schedule").and_then(Value::as_str).unwrap_or_default();
-                                let every_s = parse_rate(expression)
-                                    .ok_or_else(|| fail(format!("unsupported schedule `{expression}`")))?;
+                                let expression = p
+                                    .get("Schedule")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or_default();
+                                let every_s = parse_rate(expression).ok_or_else(|| {
+                                    fail(format!("unsupported schedule `{expression}`"))
+                                })?;
                                 events.push(EventSpec::Schedule { every_s });
                             }
                             other => return Err(fail(format!("unsupported event type {other:?}"))),
@@ -305,7 +315,9 @@ mod tests {
         assert!(t.functions["CleanupFunction"]
             .events
             .contains(&EventSpec::Schedule { every_s: 60 }));
-        assert!(t.functions["RouteFunction"].environment.contains_key("STATE_TABLE"));
+        assert!(t.functions["RouteFunction"]
+            .environment
+            .contains_key("STATE_TABLE"));
     }
 
     #[test]

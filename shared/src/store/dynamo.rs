@@ -699,13 +699,8 @@ impl WorkflowStore for DynamoStore {
         match current.status {
             TaskStatus::Waiting if current.deps_remaining == 0 => {}
             TaskStatus::Waiting => return Ok(Release::StillWaiting),
-            // Queued but not yet claimed: a resumed duplicate must make sure it gets routed.
-            TaskStatus::Queued => {
-                return Ok(Release::Ready {
-                    attempt: current.attempt,
-                    capability: current.capability,
-                })
-            }
+            // Already queued, by this parent or another: its dispatch lease guarantees it gets
+            // routed (cleanup resends it if the message was lost), so it is not sent again.
             _ => return Ok(Release::Moved),
         }
         let queue = self
@@ -724,12 +719,6 @@ impl WorkflowStore for DynamoStore {
                 attempt: current.attempt,
                 capability: current.capability,
             },
-            Conditional::Rejected(Some(item)) if Attrs(&item).opt_s("status") == Some("queued") => {
-                Release::Ready {
-                    attempt: current.attempt,
-                    capability: current.capability,
-                }
-            }
             Conditional::Rejected(_) => Release::Moved,
         })
     }

@@ -152,7 +152,7 @@ pub enum Release {
     Ready { attempt: u32, capability: String },
     /// It still waits for other dependencies.
     StillWaiting,
-    /// It is past waiting (running, finished or skipped): nothing to do.
+    /// It was released before (its dispatch lease covers a lost message) or moved on.
     Moved,
 }
 

@@ -1,0 +1,164 @@
+//! Bad input of every kind gets a 4xx with `{"error":{"code","message","details"}}` and
+//! stores nothing.
+
+use baton_tests::*;
+use serde_json::json;
+
+fn assert_error(answer: &Answer, status: u16, code: &str) {
+    assert_eq!(answer.status, status, "{:#}", answer.body);
+    let error = &answer.body["error"];
+    assert_eq!(error["code"], code, "{:#}", answer.body);
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(error["details"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_workflows_get_clear_errors_and_store_nothing() {
+    let stack = start_stack("badworkflows", |s| {
+        s.run_route = false;
+        s.run_execute = false;
+        s.run_learn = false;
+    })
+    .await;
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("malformed JSON", "{\"name\": \"x\", \"tasks\": [".into(), "invalid_json"),
+        ("not an object", "[1, 2]".into(), "invalid_request"),
+        ("empty body", "".into(), "invalid_request"),
+        ("missing tasks", json!({ "name": "x" }).to_string(), "invalid_request"),
+        ("tasks of the wrong type", json!({ "name": "x", "tasks": "a" }).to_string(), "invalid_request"),
+        ("capability of the wrong type", json!({ "name": "x", "tasks": [{ "id": "a", "capability": 7 }] }).to_string(), "invalid_request"),
+        ("unknown field", json!({ "name": "x", "tasks": [{ "id": "a", "capability": "c", "colour": "red" }] }).to_string(), "invalid_request"),
+        ("empty workflow", json!({ "name": "x", "tasks": [] }).to_string(), "invalid_request"),
+        ("blank name", json!({ "name": "  ", "tasks": [{ "id": "a", "capability": "c" }] }).to_string(), "invalid_request"),
+        ("bad task id", json!({ "name": "x", "tasks": [{ "id": "a#1", "capability": "c" }] }).to_string(), "invalid_request"),
+        ("duplicate ids", json!({ "name": "x", "tasks": [{ "id": "a", "capability": "c" }, { "id": "a", "capability": "c" }] }).to_string(), "invalid_request"),
+        ("unknown dependency", json!({ "name": "x", "tasks": [{ "id": "a", "capability": "c", "depends_on": ["ghost"] }] }).to_string(), "invalid_request"),
+    ];
+    for (what, body, code) in &cases {
+        let answer = post(&stack, "/v1/workflows", body).await;
+        assert_error(&answer, 400, code);
+        eprintln!("{what}: {}", answer.body["error"]["message"]);
+    }
+    let too_big = json!({ "name": "x", "tasks": [{ "id": "a", "capability": "c", "input": "x".repeat(70_000) }] });
+    assert_error(
+        &post(&stack, "/v1/workflows", &too_big.to_string()).await,
+        400,
+        "invalid_request",
+    );
+    let huge = "x".repeat(1_100_000);
+    assert_error(
+        &post(&stack, "/v1/workflows", &huge).await,
+        413,
+        "payload_too_large",
+    );
+    assert_eq!(
+        state_items(&stack).await,
+        0,
+        "a rejected request stores nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_is_rejected_naming_the_cycle() {
+    let stack = start_stack("cycle", |s| {
+        s.run_route = false;
+        s.run_execute = false;
+        s.run_learn = false;
+    })
+    .await;
+    let body = json!({ "name": "loop", "tasks": [
+        { "id": "a", "capability": "c", "depends_on": ["c"] },
+        { "id": "b", "capability": "c", "depends_on": ["a"] },
+        { "id": "c", "capability": "c", "depends_on": ["b"] }
+    ]});
+    let answer = post(&stack, "/v1/workflows", &body.to_string()).await;
+    assert_error(&answer, 400, "invalid_request");
+    assert_eq!(
+        answer.body["error"]["message"],
+        "the tasks form a cycle: a -> b -> c -> a"
+    );
+    assert_eq!(
+        answer.body["error"]["details"]["cycle"],
+        json!(["a", "b", "c", "a"])
+    );
+    assert_eq!(state_items(&stack).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_ids_routes_and_methods_are_client_errors() {
+    let stack = start_stack("unknowns", |s| {
+        s.run_route = false;
+        s.run_execute = false;
+        s.run_learn = false;
+    })
+    .await;
+    assert_error(
+        &get(&stack, "/v1/workflows/0190e6a0-0000-7000-8000-000000000000").await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &get(&stack, "/v1/workflows/not%20an%20id").await,
+        404,
+        "not_found",
+    );
+    assert_error(&get(&stack, "/v1/agents/nobody").await, 404, "not_found");
+    assert_error(&get(&stack, "/v2/everything").await, 404, "not_found");
+    assert_error(
+        &post(&stack, "/health", "{}").await,
+        405,
+        "method_not_allowed",
+    );
+    assert_error(
+        &get(&stack, "/v1/workflows").await,
+        405,
+        "method_not_allowed",
+    );
+    let health = get(&stack, "/health").await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.body["status"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_agents_are_rejected_and_duplicates_conflict() {
+    let stack = start_stack("badagents", |s| {
+        s.run_route = false;
+        s.run_execute = false;
+        s.run_learn = false;
+    })
+    .await;
+    let cases = [
+        json!({ "name": "a", "endpoint": "not a url", "capabilities": ["c"] }),
+        json!({ "name": "a", "endpoint": "ftp://host/x", "capabilities": ["c"] }),
+        json!({ "name": "a", "endpoint": "http://", "capabilities": ["c"] }),
+        json!({ "name": "a", "endpoint": "http://127.0.0.1:9/", "capabilities": [] }),
+        json!({ "name": "a b", "endpoint": "http://127.0.0.1:9/", "capabilities": ["c"] }),
+        json!({ "name": "a", "endpoint": "http://127.0.0.1:9/", "capabilities": ["c"], "timeout_ms": 0 }),
+        json!({ "name": "a", "kind": "carrier-pigeon", "endpoint": "http://127.0.0.1:9/", "capabilities": ["c"] }),
+        json!({ "endpoint": "http://127.0.0.1:9/", "capabilities": ["c"] }),
+    ];
+    for case in &cases {
+        assert_error(
+            &post(&stack, "/v1/agents", &case.to_string()).await,
+            400,
+            "invalid_request",
+        );
+    }
+    let bad_url = post(&stack, "/v1/agents", &cases[0].to_string()).await;
+    assert_eq!(bad_url.body["error"]["details"]["field"], "endpoint");
+    assert_eq!(state_items(&stack).await, 0);
+
+    let good = json!({ "name": "a", "endpoint": "http://127.0.0.1:9/", "capabilities": ["c"] });
+    assert_eq!(
+        post(&stack, "/v1/agents", &good.to_string()).await.status,
+        201
+    );
+    assert_error(
+        &post(&stack, "/v1/agents", &good.to_string()).await,
+        409,
+        "conflict",
+    );
+    let listed = get(&stack, "/v1/agents").await;
+    assert_eq!(listed.body["agents"].as_array().map(Vec::len), Some(1));
+    assert_eq!(get(&stack, "/v1/agents/a").await.body["timeout_ms"], 30_000);
+}

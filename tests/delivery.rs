@@ -1,0 +1,267 @@
+//! At-least-once delivery and crashes: duplicates change nothing, and work a dead handler
+//! left behind is picked up again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton::clock::now_ms;
+use baton::domain::task::TaskStatus;
+use baton::messages::ExecuteMessage;
+use baton::store::{ClaimOutcome, Recorded, TaskResult, WorkflowStore};
+use baton_local::agents::AgentReply;
+use baton_local::stack::LocalStack;
+use baton_tests::*;
+use serde_json::{json, Value};
+
+fn counting_agent() -> baton_local::agents::Behaviour {
+    Arc::new(|call: &Value| AgentReply::ok(json!({ "done": call["task_id"] })))
+}
+
+fn chain() -> Value {
+    json!({ "name": "chain", "tasks": [
+        { "id": "a", "capability": "work" },
+        { "id": "b", "capability": "work", "depends_on": ["a"] }
+    ]})
+}
+
+/// Runs execute-agent on `message` as Lambda would, and checks it reported no failure.
+async fn deliver(stack: &LocalStack, message: &aws_sdk_sqs::types::Message) {
+    let response = baton_execute_agent::handle_batch(stack.execute_deps(), sqs_event(&[message]))
+        .await
+        .expect("handler returns");
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+}
+
+fn execute_message(message: &aws_sdk_sqs::types::Message) -> ExecuteMessage {
+    serde_json::from_str(message.body().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn duplicate_execute_delivery_calls_the_agent_once_and_completes_once() {
+    let stack = start_stack("duplicate", |s| s.run_execute = false).await;
+    let server = agent(counting_agent()).await;
+    register_agent(&stack, "worker", &server, &["work"]).await;
+    let id = submit(&stack, &chain()).await;
+
+    let a = receive_one(&stack, "ExecuteQueue").await;
+    // Twice at once, then a third time after the attempt ended.
+    tokio::join!(deliver(&stack, &a), deliver(&stack, &a));
+    deliver(&stack, &a).await;
+    assert_eq!(
+        server.calls().len(),
+        1,
+        "the agent is called once per attempt"
+    );
+
+    // b was released exactly once: one execute message, nothing more behind it.
+    let b = receive_one(&stack, "ExecuteQueue").await;
+    assert_eq!(execute_message(&b).task.task_id, "b");
+    deliver(&stack, &b).await;
+    deliver(&stack, &b).await;
+    let workflow = wait_until_finished(&stack, &id).await;
+    assert_eq!(workflow["status"], "succeeded");
+    assert_eq!(task(&workflow, "a")["attempts"], 1);
+    assert_eq!(server.calls().len(), 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(queue_depth(&stack, "RouteQueue").await, 0);
+    assert_eq!(
+        queue_depth(&stack, "ExecuteQueue").await,
+        2,
+        "only the two messages in flight here"
+    );
+
+    // The learner saw each attempt once, however often its outcome was sent.
+    let stats = eventually("learned stats", || {
+        let stack = &stack;
+        async move {
+            let item = stack
+                .clients
+                .dynamodb
+                .get_item()
+                .table_name(&stack.settings.memory_table)
+                .key(
+                    "pk",
+                    aws_sdk_dynamodb::types::AttributeValue::S("default#AGENT#worker".into()),
+                )
+                .key(
+                    "sk",
+                    aws_sdk_dynamodb::types::AttributeValue::S("STATS#work".into()),
+                )
+                .send()
+                .await
+                .ok()?
+                .item?;
+            (item.get("count")?.as_n().ok()? == "2").then_some(item)
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stats["successes"].as_n().unwrap(), "2");
+    assert_eq!(queue_depth(&stack, "LearnQueue").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_whose_lease_expired_is_picked_up_again_by_cleanup_and_finishes() {
+    let stack = start_stack("lease", |s| s.run_execute = false).await;
+    let server = agent(counting_agent()).await;
+    register_agent(&stack, "worker", &server, &["work"]).await;
+    let id = submit(
+        &stack,
+        &json!({ "name": "one", "tasks": [{ "id": "t", "capability": "work" }] }),
+    )
+    .await;
+
+    // A handler claims attempt 1 and dies before calling the agent; its lease runs out.
+    let first = receive_one(&stack, "ExecuteQueue").await;
+    let attempt = execute_message(&first).task;
+    let store = &stack.execute_deps().store;
+    let now = now_ms();
+    assert!(matches!(
+        store
+            .claim_task(&attempt, "worker", now - 1, now)
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed(_)
+    ));
+
+    let report = baton_cleanup::sweep(stack.cleanup_deps(), now_ms()).await;
+    assert_eq!(report.reclaimed, 1, "{report:?}");
+
+    // The old attempt's message, redelivered, is acknowledged without effect.
+    deliver(&stack, &first).await;
+    assert!(server.calls().is_empty());
+
+    let second = receive_one(&stack, "ExecuteQueue").await;
+    assert_eq!(execute_message(&second).task.attempt, 2);
+    deliver(&stack, &second).await;
+    let workflow = wait_until_finished(&stack, &id).await;
+    assert_eq!(workflow["status"], "succeeded");
+    assert_eq!(task(&workflow, "t")["attempts"], 2);
+    let calls = server.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0].idempotency_key.as_deref(),
+        Some(format!("default:{id}:t:2").as_str())
+    );
+    assert_eq!(
+        baton_cleanup::sweep(stack.cleanup_deps(), now_ms()).await,
+        Default::default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_handler_that_died_after_recording_is_resumed_without_calling_the_agent_again() {
+    let stack = start_stack("resume", |s| s.run_execute = false).await;
+    let server = agent(counting_agent()).await;
+    register_agent(&stack, "worker", &server, &["work"]).await;
+    let id = submit(&stack, &chain()).await;
+
+    // The handler got as far as recording a's output, then died.
+    let a = receive_one(&stack, "ExecuteQueue").await;
+    let attempt = execute_message(&a).task;
+    let store = &stack.execute_deps().store;
+    let now = now_ms();
+    store
+        .claim_task(&attempt, "worker", now + 60_000, now)
+        .await
+        .unwrap();
+    let finish = baton::completion::finish_at(&stack.settings, now_ms());
+    let recorded = store
+        .record_result(
+            &attempt,
+            TaskStatus::Running,
+            &TaskResult::Succeeded(json!({ "done": "a" })),
+            finish,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(recorded, Recorded::Now(_)));
+
+    // SQS delivers the message again: the follow-up steps run, the agent is not called.
+    deliver(&stack, &a).await;
+    let b = receive_one(&stack, "ExecuteQueue").await;
+    assert_eq!(execute_message(&b).task.task_id, "b");
+    deliver(&stack, &b).await;
+    let workflow = wait_until_finished(&stack, &id).await;
+    assert_eq!(workflow["status"], "succeeded");
+    let calls = server.calls();
+    assert_eq!(calls.len(), 1, "only b called the agent");
+    assert_eq!(calls[0].body["dependencies"]["a"]["done"], "a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_route_message_is_sent_again_by_cleanup() {
+    let stack = start_stack("lost", |s| s.run_route = false).await;
+    let server = agent(counting_agent()).await;
+    register_agent(&stack, "worker", &server, &["work"]).await;
+    let id = submit(
+        &stack,
+        &json!({ "name": "one", "tasks": [{ "id": "t", "capability": "work" }] }),
+    )
+    .await;
+
+    // The route message is lost.
+    let lost = receive_one(&stack, "RouteQueue").await;
+    stack
+        .clients
+        .sqs
+        .delete_message()
+        .queue_url(stack.queue_url("RouteQueue").unwrap())
+        .receipt_handle(lost.receipt_handle().unwrap())
+        .send()
+        .await
+        .unwrap();
+
+    // Before the dispatch deadline nothing happens; after it, cleanup sends the task again.
+    assert_eq!(
+        baton_cleanup::sweep(stack.cleanup_deps(), now_ms())
+            .await
+            .redispatched,
+        0
+    );
+    let later = now_ms() + stack.settings.dispatch_timeout.as_millis() as i64 + 1;
+    assert_eq!(
+        baton_cleanup::sweep(stack.cleanup_deps(), later)
+            .await
+            .redispatched,
+        1
+    );
+
+    let resent = receive_one(&stack, "RouteQueue").await;
+    let response = baton_route::handle_batch(stack.route_deps(), sqs_event(&[&resent]))
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let workflow = wait_until_finished(&stack, &id).await;
+    assert_eq!(workflow["status"], "succeeded");
+    assert_eq!(server.calls().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_whose_handlers_keep_dying_fails_after_its_lease_attempts() {
+    let stack = start_stack("exhausted", |s| {
+        s.run_execute = false;
+        s.env_overrides
+            .insert("MAX_LEASE_ATTEMPTS".into(), "1".into());
+    })
+    .await;
+    let server = agent(counting_agent()).await;
+    register_agent(&stack, "worker", &server, &["work"]).await;
+    let id = submit(&stack, &chain()).await;
+    let a = receive_one(&stack, "ExecuteQueue").await;
+    let attempt = execute_message(&a).task;
+    let now = now_ms();
+    stack
+        .execute_deps()
+        .store
+        .claim_task(&attempt, "worker", now - 1, now)
+        .await
+        .unwrap();
+
+    let report = baton_cleanup::sweep(stack.cleanup_deps(), now_ms()).await;
+    assert_eq!(report.failed, 1, "{report:?}");
+    let workflow = wait_until_finished(&stack, &id).await;
+    assert_eq!(workflow["status"], "failed");
+    assert_eq!(task(&workflow, "a")["error"]["kind"], "lease_expired");
+    assert_eq!(task(&workflow, "b")["status"], "skipped");
+}
