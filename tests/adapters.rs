@@ -242,19 +242,44 @@ async fn outcomes_are_learned_once_even_when_recorded_concurrently() {
         failure: None,
         finished_at_ms: now_ms(),
     };
-    assert!(store.record_outcome(&outcome("t0", true), 0).await.unwrap());
-    assert!(
-        !store.record_outcome(&outcome("t0", true), 0).await.unwrap(),
+    assert_eq!(
+        store
+            .record_outcomes(&[outcome("t0", true)], 0)
+            .await
+            .unwrap(),
+        [true]
+    );
+    assert_eq!(
+        store
+            .record_outcomes(&[outcome("t0", true)], 0)
+            .await
+            .unwrap(),
+        [false],
         "a duplicate is not learned"
     );
-    let concurrent = (1..=8).map(|i| {
+    // A batch mixing a duplicate with new outcomes learns only the new ones.
+    assert_eq!(
+        store
+            .record_outcomes(
+                &[
+                    outcome("t1", true),
+                    outcome("t0", true),
+                    outcome("t2", false)
+                ],
+                0
+            )
+            .await
+            .unwrap(),
+        [true, false, true]
+    );
+    let concurrent = (3..=8).map(|i| {
         let o = outcome(&format!("t{i}"), i % 2 == 0);
-        async move { store.record_outcome(&o, 0).await.unwrap() }
+        async move { store.record_outcomes(&[o], 0).await.unwrap() }
     });
     assert!(futures::future::join_all(concurrent)
         .await
         .into_iter()
-        .all(|learned| learned));
+        .all(|learned| learned == [true]));
     let stats = store
         .agent_stats("acme", "work", &["worker".into(), "nobody".into()])
         .await

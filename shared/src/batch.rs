@@ -54,6 +54,24 @@ where
     response
 }
 
+/// For handlers that work on the batch as a whole: the decoded messages with their ids, and a
+/// response that already reports the records that could not be decoded.
+pub fn decode_batch<M: DeserializeOwned>(event: SqsEvent) -> (Vec<(String, M)>, SqsBatchResponse) {
+    let mut response = SqsBatchResponse::default();
+    let mut decoded = Vec::with_capacity(event.records.len());
+    for record in event.records {
+        let message_id = record.message_id.clone().unwrap_or_default();
+        match decode::<M>(&record) {
+            Ok(message) => decoded.push((message_id, message)),
+            Err(error) => {
+                tracing::error!(message_id = %message_id, %error, "message failed; SQS will deliver it again");
+                response.add_failure(message_id);
+            }
+        }
+    }
+    (decoded, response)
+}
+
 fn decode<M: DeserializeOwned>(record: &SqsMessage) -> Result<M, String> {
     let body = record.body.as_deref().unwrap_or_default();
     serde_json::from_str(body).map_err(|e| format!("undecodable message body: {e}"))

@@ -1,14 +1,18 @@
-//! learn: folds each outcome into the memory table, off the critical path.
+//! learn: folds outcomes into the memory table, off the critical path.
 //!
-//! Each outcome is written once per (task, attempt) together with the agent's updated stats,
-//! in one transaction, so a redelivered outcome changes nothing.
+//! A batch is grouped by (tenant, agent, task type), so each group updates its stats record
+//! once, in one transaction with the outcomes' history records: a redelivered outcome changes
+//! nothing, and concurrent learners do not fight over the same record message by message.
+
+use std::collections::BTreeMap;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use baton::batch::process_sqs_batch;
+use baton::batch::decode_batch;
 use baton::clock::now_ms;
 use baton::config::Settings;
 use baton::messages::OutcomeMessage;
-use baton::store::{LearningStore, StoreError};
+use baton::store::dynamo::MAX_OUTCOMES_PER_WRITE;
+use baton::store::LearningStore;
 use lambda_runtime::{Error, LambdaEvent};
 use tracing::Instrument;
 
@@ -21,37 +25,47 @@ pub async fn handle_batch<S: LearningStore>(
     deps: &LearnDeps<S>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
-    Ok(process_sqs_batch(event.payload, |outcome: OutcomeMessage| {
-        learn(deps, outcome)
-    })
-    .await)
-}
-
-async fn learn<S: LearningStore>(
-    deps: &LearnDeps<S>,
-    outcome: OutcomeMessage,
-) -> Result<(), StoreError> {
-    let span = tracing::info_span!(
-        "learn",
-        tenant = %outcome.task.tenant,
-        workflow = %outcome.task.workflow_id,
-        task = %outcome.task.task_id,
-        attempt = outcome.task.attempt,
-        agent = %outcome.agent,
-    );
-    async {
-        let expires_at_s = now_ms() / 1000 + deps.settings.retention.as_secs() as i64;
-        if deps.store.record_outcome(&outcome, expires_at_s).await? {
-            tracing::info!(
-                success = outcome.success,
-                latency_ms = outcome.latency_ms,
-                "outcome learned"
-            );
-        } else {
-            tracing::info!("outcome already learned; duplicate acknowledged");
-        }
-        Ok(())
+    let (outcomes, mut response) = decode_batch::<OutcomeMessage>(event.payload);
+    let mut groups: BTreeMap<(String, String, String), Vec<(String, OutcomeMessage)>> =
+        BTreeMap::new();
+    for (message_id, outcome) in outcomes {
+        let key = (
+            outcome.task.tenant.clone(),
+            outcome.agent.clone(),
+            outcome.task_type.clone(),
+        );
+        groups.entry(key).or_default().push((message_id, outcome));
     }
-    .instrument(span)
-    .await
+    let expires_at_s = now_ms() / 1000 + deps.settings.retention.as_secs() as i64;
+    let work = groups
+        .into_iter()
+        .flat_map(|(key, group)| {
+            let chunks: Vec<Vec<(String, OutcomeMessage)>> = group
+                .chunks(MAX_OUTCOMES_PER_WRITE)
+                .map(<[_]>::to_vec)
+                .collect();
+            chunks.into_iter().map(move |chunk| (key.clone(), chunk))
+        })
+        .map(|((tenant, agent, task_type), chunk)| {
+            let span = tracing::info_span!("learn", tenant = %tenant, agent = %agent, task_type = %task_type);
+            async move {
+                let outcomes: Vec<OutcomeMessage> = chunk.iter().map(|(_, o)| o.clone()).collect();
+                match deps.store.record_outcomes(&outcomes, expires_at_s).await {
+                    Ok(learned) => {
+                        let new = learned.iter().filter(|l| **l).count();
+                        tracing::info!(learned = new, duplicates = learned.len() - new, "outcomes learned");
+                        Vec::new()
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "outcomes not learned; SQS will deliver them again");
+                        chunk.into_iter().map(|(id, _)| id).collect()
+                    }
+                }
+            }
+            .instrument(span)
+        });
+    for failed in futures::future::join_all(work).await.into_iter().flatten() {
+        response.add_failure(failed);
+    }
+    Ok(response)
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
@@ -26,6 +27,8 @@ const BATCH_WRITE_LIMIT: usize = 25;
 const BATCH_GET_LIMIT: usize = 100;
 /// Unprocessed batch items and optimistic-lock conflicts are retried this many times.
 const MAX_RETRIES: u32 = 8;
+/// A transaction takes at most 100 items: the outcomes' history records and the stats record.
+pub const MAX_OUTCOMES_PER_WRITE: usize = 99;
 
 /// Both tables, reached through one client built at start-up.
 #[derive(Clone, Debug)]
@@ -413,6 +416,40 @@ fn stats_record(item: &Item) -> Result<(AgentStats, u64), StoreError> {
         recent: a.json("recent")?.unwrap_or_default(),
     };
     Ok((stats, a.n("version")?))
+}
+
+/// The history record of one outcome, written only if it does not exist yet.
+fn outcome_put(
+    table: &str,
+    pk: &str,
+    outcome: &OutcomeMessage,
+    expires_at_s: i64,
+) -> Result<Put, StoreError> {
+    let mut item = HashMap::from([
+        (PK.into(), s(pk)),
+        (
+            SK.into(),
+            s(keys::outcome_sk(
+                &outcome.task.workflow_id,
+                &outcome.task.task_id,
+                outcome.task.attempt,
+            )),
+        ),
+        ("task_type".into(), s(outcome.task_type.as_str())),
+        ("success".into(), AttributeValue::Bool(outcome.success)),
+        ("latency_ms".into(), n(outcome.latency_ms)),
+        ("finished_at".into(), n(outcome.finished_at_ms)),
+        (EXPIRES_AT.into(), n(expires_at_s)),
+    ]);
+    if let Some(failure) = outcome.failure {
+        item.insert("failure".into(), json(&failure)?);
+    }
+    Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(pk)")
+        .build()
+        .map_err(|e| StoreError::Dynamo(e.to_string()))
 }
 
 #[async_trait]
@@ -878,42 +915,43 @@ impl AgentRegistry for DynamoStore {
 
 #[async_trait]
 impl LearningStore for DynamoStore {
-    async fn record_outcome(
+    async fn record_outcomes(
         &self,
-        outcome: &OutcomeMessage,
+        outcomes: &[OutcomeMessage],
         expires_at_s: i64,
-    ) -> Result<bool, StoreError> {
-        let pk = keys::memory_agent_pk(&outcome.task.tenant, &outcome.agent);
-        let stats_sk = keys::stats_sk(&outcome.task_type);
-        let mut history = HashMap::from([
-            (PK.into(), s(pk.as_str())),
-            (
-                SK.into(),
-                s(keys::outcome_sk(
-                    &outcome.task.workflow_id,
-                    &outcome.task.task_id,
-                    outcome.task.attempt,
-                )),
-            ),
-            ("task_type".into(), s(outcome.task_type.as_str())),
-            ("success".into(), AttributeValue::Bool(outcome.success)),
-            ("latency_ms".into(), n(outcome.latency_ms)),
-            ("finished_at".into(), n(outcome.finished_at_ms)),
-            (EXPIRES_AT.into(), n(expires_at_s)),
-        ]);
-        if let Some(failure) = outcome.failure {
-            history.insert("failure".into(), json(&failure)?);
+    ) -> Result<Vec<bool>, StoreError> {
+        let Some(first) = outcomes.first() else {
+            return Ok(Vec::new());
+        };
+        if outcomes.len() > MAX_OUTCOMES_PER_WRITE
+            || outcomes.iter().any(|o| {
+                (&o.task.tenant, &o.agent, &o.task_type)
+                    != (&first.task.tenant, &first.agent, &first.task_type)
+            })
+        {
+            return Err(StoreError::Corrupt(format!(
+                "record_outcomes takes at most {MAX_OUTCOMES_PER_WRITE} outcomes of one agent and task type"
+            )));
         }
-        let history_put = Put::builder()
-            .table_name(&self.memory_table)
-            .set_item(Some(history))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+        let pk = keys::memory_agent_pk(&first.task.tenant, &first.agent);
+        let stats_sk = keys::stats_sk(&first.task_type);
+        let mut history = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            history.push(outcome_put(&self.memory_table, &pk, outcome, expires_at_s)?);
+        }
+        // Some(true): learned now; Some(false): learned before; None: still to write.
+        let mut learned: Vec<Option<bool>> = vec![None; outcomes.len()];
 
-        // Optimistic lock on the stats record; the history record makes the whole write
-        // happen once per attempt, whatever SQS redelivers.
+        // One transaction writes the new history records and the stats record under an
+        // optimistic lock: the history records make each outcome count once, whatever SQS
+        // redelivers, and the lock keeps concurrent learners from losing updates.
         for retry in 0..=MAX_RETRIES {
+            let pending: Vec<usize> = (0..outcomes.len())
+                .filter(|i| learned[*i].is_none())
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
             let current = self
                 .client
                 .get_item()
@@ -928,19 +966,27 @@ impl LearningStore for DynamoStore {
                 Some(item) => stats_record(item)?,
                 None => (AgentStats::default(), 0),
             };
-            stats.record(outcome.success, outcome.latency_ms, outcome.finished_at_ms);
+            for &i in &pending {
+                let o = &outcomes[i];
+                stats.record(o.success, o.latency_ms, o.finished_at_ms);
+            }
+            let updated_at = pending
+                .iter()
+                .map(|&i| outcomes[i].finished_at_ms)
+                .max()
+                .unwrap_or_default();
             let stats_item = HashMap::from([
                 (PK.into(), s(pk.as_str())),
                 (SK.into(), s(stats_sk.as_str())),
-                ("agent".into(), s(outcome.agent.as_str())),
-                ("task_type".into(), s(outcome.task_type.as_str())),
+                ("agent".into(), s(first.agent.as_str())),
+                ("task_type".into(), s(first.task_type.as_str())),
                 ("count".into(), n(stats.count)),
                 ("successes".into(), n(stats.successes)),
                 ("total_latency_ms".into(), n(stats.total_latency_ms)),
                 ("max_latency_ms".into(), n(stats.max_latency_ms)),
                 ("recent".into(), json(&stats.recent)?),
                 ("version".into(), n(version + 1)),
-                ("updated_at".into(), n(outcome.finished_at_ms)),
+                ("updated_at".into(), n(updated_at)),
             ]);
             let stats_put = Put::builder()
                 .table_name(&self.memory_table)
@@ -949,46 +995,53 @@ impl LearningStore for DynamoStore {
                 .expression_attribute_values(":version", n(version))
                 .build()
                 .map_err(|e| StoreError::Dynamo(e.to_string()))?;
-            let result = self
-                .client
-                .transact_write_items()
-                .transact_items(
-                    TransactWriteItem::builder()
-                        .put(history_put.clone())
-                        .build(),
-                )
-                .transact_items(TransactWriteItem::builder().put(stats_put).build())
-                .send()
-                .await;
-            let err = match result {
-                Ok(_) => return Ok(true),
+            let mut transaction = self.client.transact_write_items();
+            for &i in &pending {
+                transaction = transaction
+                    .transact_items(TransactWriteItem::builder().put(history[i].clone()).build());
+            }
+            let transaction =
+                transaction.transact_items(TransactWriteItem::builder().put(stats_put).build());
+            let err = match transaction.send().await {
+                Ok(_) => {
+                    for &i in &pending {
+                        learned[i] = Some(true);
+                    }
+                    break;
+                }
                 Err(err) => err,
             };
             let reasons: Vec<Option<String>> = match err.as_service_error() {
-                Some(e) if e.is_transaction_canceled_exception() => match e {
-                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => c
-                        .cancellation_reasons()
-                        .iter()
-                        .map(|r| r.code().map(str::to_string))
-                        .collect(),
-                    _ => Vec::new(),
-                },
+                Some(TransactWriteItemsError::TransactionCanceledException(c)) => c
+                    .cancellation_reasons()
+                    .iter()
+                    .map(|r| r.code().map(str::to_string))
+                    .collect(),
                 _ => return Err(dynamo_error(err)),
             };
-            let failed = |i: usize| {
-                reasons.get(i).and_then(|r| r.as_deref()) == Some("ConditionalCheckFailed")
+            let failed = |k: usize| {
+                reasons.get(k).and_then(|r| r.as_deref()) == Some("ConditionalCheckFailed")
             };
-            if failed(0) {
-                return Ok(false);
+            let duplicates: Vec<usize> = (0..pending.len()).filter(|&k| failed(k)).collect();
+            for &k in &duplicates {
+                learned[pending[k]] = Some(false);
             }
-            if !failed(1) {
+            if duplicates.is_empty() && !failed(pending.len()) {
                 return Err(dynamo_error(err));
+            }
+            if !failed(pending.len()) {
+                continue; // only duplicates were in the way: write the rest at once
             }
             tokio::time::sleep(backoff(retry)).await;
         }
-        Err(StoreError::Dynamo(
-            "stats record kept changing under concurrent updates".into(),
-        ))
+        learned
+            .into_iter()
+            .map(|l| {
+                l.ok_or_else(|| {
+                    StoreError::Dynamo("stats record kept changing under concurrent updates".into())
+                })
+            })
+            .collect()
     }
 
     async fn agent_stats(

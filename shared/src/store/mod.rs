@@ -263,13 +263,13 @@ pub trait AgentRegistry: Send + Sync {
 /// Outcome history and learned statistics.
 #[async_trait]
 pub trait LearningStore: Send + Sync {
-    /// Records an outcome and folds it into the agent's stats, exactly once per attempt.
-    /// Returns false for an outcome that was already recorded.
-    async fn record_outcome(
+    /// Records outcomes of one agent on one task type and folds them into its stats, exactly
+    /// once per attempt. Returns, per outcome, whether it was new (false: already learned).
+    async fn record_outcomes(
         &self,
-        outcome: &OutcomeMessage,
+        outcomes: &[OutcomeMessage],
         expires_at_s: i64,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Vec<bool>, StoreError>;
     /// Stats of the given agents on one task type, keyed by agent name (absent: no history).
     async fn agent_stats(
         &self,

@@ -1,0 +1,153 @@
+//! Counts the AWS API calls the chain makes per task, for the diamond workflow, on the local
+//! stack, and prices them. A benchmark: it reports numbers and asserts nothing about time.
+//!
+//! Usage: baton-bench [--workflows N]   (default 25)
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton::store::LearningStore;
+use baton_local::agents::{AgentReply, AgentServer};
+use baton_local::emulator::{sdk_config, Emulator};
+use baton_local::project_root;
+use baton_local::stack::{LocalStack, StackOptions};
+use serde_json::{json, Value};
+
+/// List prices, us-east-1, on-demand / standard queue, in USD per million.
+const DYNAMODB_WRITE_UNIT: f64 = 0.625;
+const DYNAMODB_READ_UNIT: f64 = 0.125;
+const SQS_REQUEST: f64 = 0.40;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let workflows: usize = match args.iter().position(|a| a == "--workflows") {
+        Some(i) => args
+            .get(i + 1)
+            .ok_or("--workflows needs a number")?
+            .parse()?,
+        None => 25,
+    };
+    let root = project_root();
+    let emulator = Emulator::start(&root)?;
+    let mut options = StackOptions::new("baton-bench");
+    options.sweep_every = Some(Duration::ZERO);
+    let stack =
+        LocalStack::start(emulator.endpoint(), &root.join("template.yaml"), options).await?;
+    let agent = AgentServer::start(Arc::new(|call: &Value| {
+        AgentReply::ok(json!({ "task": call["task_id"] }))
+    }))
+    .await?;
+    let http = reqwest::Client::new();
+    let registered = http
+        .post(format!("{}/v1/agents", stack.api_url))
+        .json(&json!({ "name": "worker", "endpoint": agent.url, "capabilities": ["work"] }))
+        .send()
+        .await?;
+    if !registered.status().is_success() {
+        return Err(format!("agent registration failed: {}", registered.text().await?).into());
+    }
+    stack.api_calls.reset();
+
+    let diamond = json!({ "name": "diamond", "tasks": [
+        { "id": "a", "capability": "work", "input": { "text": "x" } },
+        { "id": "b", "capability": "work", "depends_on": ["a"] },
+        { "id": "c", "capability": "work", "depends_on": ["a"] },
+        { "id": "d", "capability": "work", "depends_on": ["b", "c"] }
+    ]});
+    let mut ids = Vec::new();
+    for _ in 0..workflows {
+        let accepted: Value = http
+            .post(format!("{}/v1/workflows", stack.api_url))
+            .json(&diamond)
+            .send()
+            .await?
+            .json()
+            .await?;
+        ids.push(
+            accepted["workflow_id"]
+                .as_str()
+                .ok_or("no workflow id")?
+                .to_string(),
+        );
+    }
+    let mut status_polls = 0.0;
+    for id in &ids {
+        loop {
+            status_polls += 1.0;
+            let view: Value = http
+                .get(format!("{}/v1/workflows/{id}", stack.api_url))
+                .send()
+                .await?
+                .json()
+                .await?;
+            match view["status"].as_str() {
+                Some("running") => tokio::time::sleep(Duration::from_millis(100)).await,
+                Some("succeeded") => break,
+                other => return Err(format!("workflow {id} ended {other:?}").into()),
+            }
+        }
+    }
+    let tasks = (workflows * 4) as f64;
+    // Learning is off the critical path: wait until every outcome is learned.
+    // Polled through a client of its own, so the polls stay out of the counts.
+    let store = baton::telemetry::AwsClients::new(&sdk_config(emulator.endpoint()), None)
+        .store(&stack.settings);
+    loop {
+        let stats = store
+            .agent_stats("default", "work", &["worker".to_string()])
+            .await?;
+        if stats.get("worker").map_or(0, |s| s.count) >= workflows as u64 * 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The status polls above are this client's, not the chain's: each was one eventually
+    // consistent Query of one small partition. Leave them out.
+    let mut counts = stack.api_calls.snapshot();
+    for (kind, polls) in [
+        ("dynamodb.Query", status_polls),
+        ("dynamodb.read_units", status_polls * 0.5),
+    ] {
+        if let Some(n) = counts.get_mut(kind) {
+            *n -= polls;
+        }
+    }
+
+    println!(
+        "Diamond workflow (a -> {{b, c}} -> d), {workflows} workflows, {} tasks, on moto\n",
+        tasks as u64
+    );
+    println!("{:<36} {:>10} {:>10}", "AWS calls", "total", "per task");
+    for (kind, n) in &counts {
+        println!("{kind:<36} {n:>10} {:>10.2}", n / tasks);
+    }
+    let sum = |prefix: &str, exclude: &[&str]| -> f64 {
+        counts
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix) && k.split('.').count() == 2)
+            .filter(|(k, _)| !exclude.iter().any(|e| k.ends_with(e)))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let sqs_requests = sum("sqs.", &["empty"]);
+    let empty_receives = counts
+        .get("sqs.ReceiveMessage.empty")
+        .copied()
+        .unwrap_or(0.0);
+    let sqs_busy = sqs_requests - empty_receives;
+    let write_units = counts.get("dynamodb.write_units").copied().unwrap_or(0.0);
+    let read_units = counts.get("dynamodb.read_units").copied().unwrap_or(0.0);
+    println!("\nPer task: {:.2} DynamoDB write units, {:.2} read units, {:.2} SQS requests ({:.2} excluding empty long polls)",
+        write_units / tasks, read_units / tasks, sqs_requests / tasks, sqs_busy / tasks);
+    let per_million = |per_task: f64, price: f64| per_task * price;
+    let dynamodb_cost = per_million(write_units / tasks, DYNAMODB_WRITE_UNIT)
+        + per_million(read_units / tasks, DYNAMODB_READ_UNIT);
+    let sqs_cost = per_million(sqs_busy / tasks, SQS_REQUEST);
+    println!(
+        "Cost per 1M tasks at list prices: DynamoDB ${dynamodb_cost:.2} + SQS ${sqs_cost:.2} = ${:.2} (Lambda and API Gateway not included)",
+        dynamodb_cost + sqs_cost
+    );
+    stack.shutdown().await;
+    Ok(())
+}
