@@ -71,32 +71,10 @@ async fn duplicate_execute_delivery_calls_the_agent_once_and_completes_once() {
     );
 
     // The learner saw each attempt once, however often its outcome was sent.
-    let stats = eventually("learned stats", || {
-        let stack = &stack;
-        async move {
-            let item = stack
-                .clients
-                .dynamodb
-                .get_item()
-                .table_name(&stack.settings.memory_table)
-                .key(
-                    "pk",
-                    aws_sdk_dynamodb::types::AttributeValue::S("default#AGENT#worker".into()),
-                )
-                .key(
-                    "sk",
-                    aws_sdk_dynamodb::types::AttributeValue::S("STATS#work".into()),
-                )
-                .send()
-                .await
-                .ok()?
-                .item?;
-            (item.get("count")?.as_n().ok()? == "2").then_some(item)
-        }
-    })
-    .await;
+    let stats = learned_stats(&stack, "worker", "work", 2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(stats["successes"].as_n().unwrap(), "2");
+    assert_eq!(learned_stats(&stack, "worker", "work", 2).await.count, 2);
+    assert_eq!(stats.successes, 2);
     assert_eq!(queue_depth(&stack, "LearnQueue").await, 0);
 }
 

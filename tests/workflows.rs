@@ -135,33 +135,10 @@ async fn every_outcome_is_learned_once_per_agent_and_task_type() {
         "succeeded"
     );
 
-    let dynamodb = stack.clients.dynamodb.clone();
-    let table = stack.settings.memory_table.clone();
-    let count = eventually("four outcomes learned", || {
-        let (dynamodb, table) = (dynamodb.clone(), table.clone());
-        async move {
-            let item = dynamodb
-                .get_item()
-                .table_name(table)
-                .key(
-                    "pk",
-                    aws_sdk_dynamodb::types::AttributeValue::S("default#AGENT#worker".into()),
-                )
-                .key(
-                    "sk",
-                    aws_sdk_dynamodb::types::AttributeValue::S("STATS#work".into()),
-                )
-                .send()
-                .await
-                .ok()?
-                .item?;
-            let count: u64 = item.get("count")?.as_n().ok()?.parse().ok()?;
-            (count >= 4).then_some(item)
-        }
-    })
-    .await;
-    assert_eq!(count["count"].as_n().unwrap(), "4");
-    assert_eq!(count["successes"].as_n().unwrap(), "4");
+    let stats = learned_stats(&stack, "worker", "work", 4).await;
+    assert_eq!(stats.count, 4);
+    assert_eq!(stats.successes, 4);
+    assert_eq!(stats.recent.len(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -11,8 +11,10 @@ use crate::messages::{RouteMessage, TaskRef, FORMAT_VERSION};
 use crate::queue::{QueueError, TaskQueue};
 use crate::store::{Finish, Release, StoreError, WorkflowProgress, WorkflowStore};
 
+/// The errors of the chain's handlers: a step's store or queue request failed. SQS delivers
+/// the message again and the handler resumes where the conditions say it stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum CompletionError {
+pub enum ChainError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -36,7 +38,7 @@ pub async fn complete_task<S, Q>(
     dependents: &[String],
     failure: Option<&TaskFailure>,
     now_ms: i64,
-) -> Result<WorkflowProgress, CompletionError>
+) -> Result<WorkflowProgress, ChainError>
 where
     S: WorkflowStore + ?Sized,
     Q: TaskQueue + ?Sized,

@@ -66,11 +66,11 @@ impl SqsQueues {
                 .iter()
                 .enumerate()
                 .map(|(i, m)| {
-                    Ok(SendMessageBatchRequestEntry::builder()
+                    SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
                         .message_body(serde_json::to_string(m)?)
                         .build()
-                        .map_err(|e| QueueError::Sqs(e.to_string()))?)
+                        .map_err(|e| QueueError::Sqs(e.to_string()))
                 })
                 .collect::<Result<Vec<_>, QueueError>>()?;
             for retry in 0..=MAX_RETRIES {

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_sqs::types::Message;
+use baton::domain::learning::AgentStats;
+use baton::store::LearningStore;
 use baton_local::agents::{AgentReply, AgentServer, Behaviour};
 use baton_local::emulator::Emulator;
 use baton_local::project_root;
@@ -223,4 +225,25 @@ pub fn task<'a>(workflow: &'a Value, id: &str) -> &'a Value {
         .as_array()
         .and_then(|tasks| tasks.iter().find(|t| t["id"] == id))
         .unwrap_or_else(|| panic!("task {id} in {workflow}"))
+}
+
+/// What the learner knows of `agent` on `task_type`, once it has seen `count` outcomes.
+pub async fn learned_stats(
+    stack: &LocalStack,
+    agent: &str,
+    task_type: &str,
+    count: u64,
+) -> AgentStats {
+    let store = &stack.learn_deps().store;
+    eventually(
+        &format!("{count} outcomes of {agent} learned"),
+        || async move {
+            let mut stats = store
+                .agent_stats("default", task_type, &[agent.to_string()])
+                .await
+                .ok()?;
+            stats.remove(agent).filter(|s| s.count >= count)
+        },
+    )
+    .await
 }

@@ -10,29 +10,19 @@
 //! finish, and DynamoDB's TTL removes them; the sweep has nothing to delete.
 
 use baton::clock::now_ms;
-use baton::completion::{complete_task, finish_at, CompletionError};
+use baton::completion::{complete_task, finish_at, ChainError};
 use baton::config::Settings;
 use baton::domain::task::{FailureKind, TaskFailure, TaskStatus};
 use baton::messages::{RouteMessage, TaskRef, FORMAT_VERSION};
-use baton::queue::{QueueError, TaskQueue};
+use baton::queue::TaskQueue;
 use baton::store::keys::LEASE_SHARDS;
-use baton::store::{ExpiredLease, Recorded, StoreError, TaskResult, WorkflowStore};
+use baton::store::{ExpiredLease, Recorded, TaskResult, WorkflowStore};
 use lambda_runtime::{Error, LambdaEvent};
 use serde::Serialize;
 use tracing::Instrument;
 
 /// Leases handled per shard per sweep; the rest wait for the next tick.
 pub const SWEEP_LIMIT: i32 = 200;
-
-#[derive(Debug, thiserror::Error)]
-pub enum CleanupError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Queue(#[from] QueueError),
-    #[error(transparent)]
-    Completion(#[from] CompletionError),
-}
 
 pub struct CleanupDeps<S, Q> {
     pub store: S,
@@ -121,7 +111,7 @@ async fn handle_expired<S, Q>(
     deps: &CleanupDeps<S, Q>,
     lease: &ExpiredLease,
     now: i64,
-) -> Result<Option<Handled>, CleanupError>
+) -> Result<Option<Handled>, ChainError>
 where
     S: WorkflowStore,
     Q: TaskQueue,

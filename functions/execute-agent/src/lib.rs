@@ -16,32 +16,20 @@ use std::time::Instant;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use baton::batch::process_sqs_batch;
 use baton::clock::now_ms;
-use baton::completion::{complete_task, finish_at, CompletionError};
+use baton::completion::{complete_task, finish_at, ChainError};
 use baton::config::Settings;
 use baton::domain::task::{FailureKind, TaskFailure, TaskStatus};
 use baton::invoker::{AgentCall, AgentInvoker};
 use baton::messages::{ExecuteMessage, OutcomeMessage, FORMAT_VERSION};
-use baton::queue::{QueueError, TaskQueue};
+use baton::queue::TaskQueue;
 use baton::store::agent_cache::AgentCache;
-use baton::store::{
-    AgentRegistry, ClaimOutcome, Recorded, StoreError, TaskRecord, TaskResult, WorkflowStore,
-};
+use baton::store::{AgentRegistry, ClaimOutcome, Recorded, TaskRecord, TaskResult, WorkflowStore};
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::Map;
 use tracing::Instrument;
 
 /// Time a lease grants beyond the agent's own timeout, for recording the result.
 pub const LEASE_MARGIN_MS: i64 = 30_000;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ExecuteError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Queue(#[from] QueueError),
-    #[error(transparent)]
-    Completion(#[from] CompletionError),
-}
 
 pub struct ExecuteDeps<S, Q, I> {
     pub store: S,
@@ -81,7 +69,7 @@ where
 async fn execute<S, Q, I>(
     deps: &ExecuteDeps<S, Q, I>,
     message: ExecuteMessage,
-) -> Result<(), ExecuteError>
+) -> Result<(), ChainError>
 where
     S: WorkflowStore + AgentRegistry,
     Q: TaskQueue,
@@ -178,7 +166,7 @@ where
 async fn follow_up<S, Q, I>(
     deps: &ExecuteDeps<S, Q, I>,
     record: &TaskRecord,
-) -> Result<(), ExecuteError>
+) -> Result<(), ChainError>
 where
     S: WorkflowStore + AgentRegistry,
     Q: TaskQueue,

@@ -7,26 +7,16 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use baton::batch::process_sqs_batch;
 use baton::clock::now_ms;
-use baton::completion::{complete_task, finish_at, CompletionError};
+use baton::completion::{complete_task, finish_at, ChainError};
 use baton::config::Settings;
 use baton::domain::routing::route_task;
 use baton::domain::task::{FailureKind, TaskFailure, TaskStatus};
 use baton::messages::{ExecuteMessage, RouteMessage, FORMAT_VERSION};
-use baton::queue::{QueueError, TaskQueue};
+use baton::queue::TaskQueue;
 use baton::store::agent_cache::AgentCache;
-use baton::store::{AgentRegistry, LearningStore, Recorded, StoreError, TaskResult, WorkflowStore};
+use baton::store::{AgentRegistry, LearningStore, Recorded, TaskResult, WorkflowStore};
 use lambda_runtime::{Error, LambdaEvent};
 use tracing::Instrument;
-
-#[derive(Debug, thiserror::Error)]
-pub enum RouteError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Queue(#[from] QueueError),
-    #[error(transparent)]
-    Completion(#[from] CompletionError),
-}
 
 pub struct RouteDeps<S, Q> {
     pub store: S,
@@ -63,7 +53,7 @@ where
 async fn route_message<S, Q>(
     deps: &RouteDeps<S, Q>,
     message: RouteMessage,
-) -> Result<(), RouteError>
+) -> Result<(), ChainError>
 where
     S: WorkflowStore + AgentRegistry + LearningStore,
     Q: TaskQueue,

@@ -10,10 +10,13 @@ use crate::domain::agent::Agent;
 
 pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
 
+type CachedAgents = (Instant, Arc<Vec<Agent>>);
+
 #[derive(Debug)]
 pub struct AgentCache {
     ttl: Duration,
-    entries: Mutex<HashMap<String, (Instant, Arc<Vec<Agent>>)>>,
+    /// Per tenant: when the list was loaded, and the list.
+    entries: Mutex<HashMap<String, CachedAgents>>,
 }
 
 impl Default for AgentCache {

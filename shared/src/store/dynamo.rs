@@ -88,6 +88,47 @@ impl DynamoStore {
             .set_key(Some(self.workflow_key(tenant, workflow_id)))
     }
 
+    /// Writes a new item to the state table; `AlreadyExists(what)` if its key is taken.
+    async fn put_new(&self, item: Item, what: impl FnOnce() -> String) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.state_table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(err) if err.is_conditional_check_failed_exception() => {
+                    StoreError::AlreadyExists(what())
+                }
+                _ => dynamo_error(e),
+            })?;
+        Ok(())
+    }
+
+    /// Every item of one state-table partition, following pagination.
+    async fn partition(&self, pk: String) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start_key = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.state_table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk.as_str()))
+                .set_exclusive_start_key(start_key)
+                .send()
+                .await
+                .map_err(dynamo_error)?;
+            items.extend(out.items.unwrap_or_default());
+            start_key = out.last_evaluated_key;
+            if start_key.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
     async fn batch_write(
         &self,
         table: &str,
@@ -477,48 +518,19 @@ impl WorkflowStore for DynamoStore {
             ("created_at".into(), n(workflow.created_at_ms)),
             ("updated_at".into(), n(workflow.created_at_ms)),
         ]);
-        self.client
-            .put_item()
-            .table_name(&self.state_table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
+        self.put_new(item, || format!("workflow {}", workflow.workflow_id))
             .await
-            .map_err(|e| match e.as_service_error() {
-                Some(err) if err.is_conditional_check_failed_exception() => {
-                    StoreError::AlreadyExists(format!("workflow {}", workflow.workflow_id))
-                }
-                _ => dynamo_error(e),
-            })?;
-        Ok(())
     }
 
     async fn workflow(&self, tenant: &str, id: &str) -> Result<Option<WorkflowView>, StoreError> {
         let mut workflow = None;
         let mut tasks = Vec::new();
-        let mut start_key = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.state_table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(keys::workflow_pk(tenant, id)))
-                .set_exclusive_start_key(start_key)
-                .send()
-                .await
-                .map_err(dynamo_error)?;
-            for item in out.items.unwrap_or_default() {
-                if Attrs(&item).opt_s(SK) == Some(keys::WORKFLOW_SK) {
-                    workflow = Some(workflow_record(tenant, &item)?);
-                } else {
-                    let position: u32 = Attrs(&item).n("position")?;
-                    tasks.push((position, task_record(&item)?));
-                }
-            }
-            start_key = out.last_evaluated_key;
-            if start_key.is_none() {
-                break;
+        for item in self.partition(keys::workflow_pk(tenant, id)).await? {
+            if Attrs(&item).opt_s(SK) == Some(keys::WORKFLOW_SK) {
+                workflow = Some(workflow_record(tenant, &item)?);
+            } else {
+                let position: u32 = Attrs(&item).n("position")?;
+                tasks.push((position, task_record(&item)?));
             }
         }
         tasks.sort_by_key(|(position, _)| *position);
@@ -858,45 +870,18 @@ impl WorkflowStore for DynamoStore {
 #[async_trait]
 impl AgentRegistry for DynamoStore {
     async fn register_agent(&self, tenant: &str, agent: &Agent) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.state_table)
-            .set_item(Some(agent_item(tenant, agent)))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await
-            .map_err(|e| match e.as_service_error() {
-                Some(err) if err.is_conditional_check_failed_exception() => {
-                    StoreError::AlreadyExists(format!("agent `{}`", agent.name))
-                }
-                _ => dynamo_error(e),
-            })?;
-        Ok(())
+        self.put_new(agent_item(tenant, agent), || {
+            format!("agent `{}`", agent.name)
+        })
+        .await
     }
 
     async fn agents(&self, tenant: &str) -> Result<Vec<Agent>, StoreError> {
-        let mut agents = Vec::new();
-        let mut start_key = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.state_table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(keys::agents_pk(tenant)))
-                .set_exclusive_start_key(start_key)
-                .send()
-                .await
-                .map_err(dynamo_error)?;
-            for item in out.items.unwrap_or_default() {
-                agents.push(agent_record(&item)?);
-            }
-            start_key = out.last_evaluated_key;
-            if start_key.is_none() {
-                break;
-            }
-        }
-        Ok(agents)
+        self.partition(keys::agents_pk(tenant))
+            .await?
+            .iter()
+            .map(agent_record)
+            .collect()
     }
 
     async fn agent(&self, tenant: &str, name: &str) -> Result<Option<Agent>, StoreError> {
