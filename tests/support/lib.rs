@@ -10,7 +10,7 @@ use aws_sdk_sqs::types::Message;
 use baton::domain::learning::AgentStats;
 use baton::store::LearningStore;
 use baton_local::agents::{AgentReply, AgentServer, Behaviour};
-use baton_local::emulator::Emulator;
+use baton_local::emulator::{sdk_config, Emulator};
 use baton_local::project_root;
 use baton_local::stack::{LocalStack, StackOptions};
 use lambda_runtime::{Context, LambdaEvent};
@@ -38,7 +38,7 @@ pub async fn start_stack(name: &str, configure: impl FnOnce(&mut StackOptions)) 
     options.sweep_every = Some(Duration::ZERO);
     configure(&mut options);
     LocalStack::start(
-        emulator_endpoint(),
+        &sdk_config(emulator_endpoint()),
         &project_root().join("template.yaml"),
         options,
     )

@@ -141,7 +141,8 @@ where
                         TaskResult::Succeeded(output)
                     }
                     Err(failure) => {
-                        tracing::warn!(latency_ms, kind = ?failure.kind, error = %failure.message, "agent failed");
+                        // The message may quote the agent's answer: it is stored, not logged.
+                        tracing::warn!(latency_ms, kind = ?failure.kind, http_status = ?failure.http_status, "agent failed");
                         TaskResult::Failed(failure)
                     }
                 }

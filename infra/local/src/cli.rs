@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::agents::{examples, AgentServer};
-use crate::emulator::Emulator;
+use crate::emulator::{sdk_config_from_env, Emulator};
 use crate::project_root;
 use crate::stack::{LocalStack, StackOptions};
 
@@ -44,15 +44,24 @@ impl RunOptions {
 /// Runs the stack until Ctrl-C.
 pub async fn run(options: RunOptions) -> Result<(), Box<dyn std::error::Error>> {
     let root = project_root();
-    let emulator = Emulator::start(&root)?;
+    // An endpoint already in the environment (LocalStack, say) is used as it is; otherwise
+    // moto is started and the handlers are pointed at it the standard way.
+    let emulator = match std::env::var("AWS_ENDPOINT_URL") {
+        Ok(endpoint) if !endpoint.is_empty() => {
+            println!("using the emulator at AWS_ENDPOINT_URL={endpoint}");
+            None
+        }
+        _ => {
+            let emulator = Emulator::start(&root)?;
+            std::env::set_var("AWS_ENDPOINT_URL", emulator.endpoint());
+            Some(emulator)
+        }
+    };
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
     let mut stack_options = StackOptions::new("baton-local");
     stack_options.port = options.port;
-    let stack = LocalStack::start(
-        emulator.endpoint(),
-        &root.join("template.yaml"),
-        stack_options,
-    )
-    .await?;
+    let aws = sdk_config_from_env().await;
+    let stack = LocalStack::start(&aws, &root.join("template.yaml"), stack_options).await?;
 
     let client = reqwest::Client::new();
     let mut agents = Vec::new();
@@ -71,7 +80,7 @@ pub async fn run(options: RunOptions) -> Result<(), Box<dyn std::error::Error>> 
 
     println!("\nBaton is running locally.\n");
     println!("  API        {}", stack.api_url);
-    println!("  emulator   {} (moto: DynamoDB, SQS)", emulator.endpoint());
+    println!("  emulator   {endpoint} (DynamoDB, SQS)");
     for (name, capability, server) in &agents {
         println!("  agent      {name:<11} {:<28} [{capability}]", server.url);
     }

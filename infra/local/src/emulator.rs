@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::Credentials;
+
+const LOCAL_REGION: &str = "us-east-1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {
@@ -73,19 +77,44 @@ impl Drop for Emulator {
     }
 }
 
-/// SDK configuration for an emulator at `endpoint`: the standard endpoint override, a fixed
-/// region and throwaway credentials, exactly what `AWS_ENDPOINT_URL` users get.
+/// SDK configuration for the emulator at `endpoint`, with a fixed region and throwaway
+/// credentials: the same settings `AWS_ENDPOINT_URL` gives, for code that shares one process
+/// with other stacks.
 pub fn sdk_config(endpoint: &str) -> SdkConfig {
     SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
+        .region(Region::new(LOCAL_REGION))
         .endpoint_url(endpoint)
-        .credentials_provider(
-            aws_credential_types::provider::SharedCredentialsProvider::new(
-                aws_credential_types::Credentials::new("local", "local", None, None, "baton-local"),
-            ),
-        )
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "local",
+            "local",
+            None,
+            None,
+            "baton-local",
+        )))
         .build()
+}
+
+/// The SDK configuration from the standard environment, as a deployed function loads it,
+/// with the local region and throwaway credentials filled in where the environment has none.
+/// `AWS_ENDPOINT_URL` decides where the calls go: moto, LocalStack, or AWS itself.
+pub async fn sdk_config_from_env() -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+    {
+        loader = loader.region(Region::new(LOCAL_REGION));
+    }
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() && std::env::var_os("AWS_PROFILE").is_none()
+    {
+        loader = loader.credentials_provider(Credentials::new(
+            "local",
+            "local",
+            None,
+            None,
+            "baton-local",
+        ));
+    }
+    loader.load().await
 }
 
 /// A port that was free a moment ago.

@@ -20,10 +20,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::emulator::sdk_config;
 use crate::event_sources::{poll_queue, tick, SqsSource};
 use crate::provision::{provision, ProvisionError, Provisioned};
 use crate::template::{resolve_value, EventSpec, FunctionSpec, Template, TemplateError};
+use aws_config::SdkConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
@@ -99,14 +99,16 @@ pub struct LocalStack {
 }
 
 impl LocalStack {
+    /// Provisions the template's resources and starts the handlers. `aws` is the SDK
+    /// configuration the handlers use: an emulator's endpoint, region and credentials.
     pub async fn start(
-        endpoint: &str,
+        aws: &SdkConfig,
         template_path: &Path,
         options: StackOptions,
     ) -> Result<Self, StackError> {
         let template = Template::load(template_path)?;
         let api_calls = ApiCallCounter::default();
-        let clients = AwsClients::new(&sdk_config(endpoint), Some(&api_calls));
+        let clients = AwsClients::new(aws, Some(&api_calls));
         let provisioned =
             provision(&template, &options.prefix, &clients.dynamodb, &clients.sqs).await?;
 
