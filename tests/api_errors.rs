@@ -162,3 +162,59 @@ async fn bad_agents_are_rejected_and_duplicates_conflict() {
     assert_eq!(listed.body["agents"].as_array().map(Vec::len), Some(1));
     assert_eq!(get(&stack, "/v1/agents/a").await.body["timeout_ms"], 30_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_gateway_event_reaches_the_handler_as_lambda_delivers_it() {
+    use lambda_http::request::LambdaRequest;
+    let stack = start_stack("apigw", |s| {
+        s.run_route = false;
+        s.run_execute = false;
+        s.run_learn = false;
+    })
+    .await;
+    let api = baton_orchestrate::Api {
+        store: stack.clients.store(&stack.settings),
+        queue: stack.clients.queues(&stack.settings),
+        settings: stack.settings.clone(),
+    };
+    // A recorded-shape HTTP API (payload v2) event with a base64 body, as API Gateway sends it.
+    let fixture = include_str!("fixtures/apigw-v2-post-workflow.json");
+    let event: LambdaRequest =
+        serde_json::from_str(fixture).expect("fixture is an API Gateway event");
+    let response = baton_orchestrate::handle_request(&api, event.into())
+        .await
+        .expect("the handler answers");
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    assert_eq!(body["error"]["message"], "the tasks form a cycle: a -> a");
+    assert_eq!(state_items(&stack).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_see_only_their_own_agents_and_bad_tenant_ids_are_refused() {
+    use reqwest::Method;
+    let stack = start_stack("tenants", |s| {
+        s.run_route = false;
+        s.run_execute = false;
+        s.run_learn = false;
+    })
+    .await;
+    let agent = json!({ "name": "a", "endpoint": "http://127.0.0.1:9/", "capabilities": ["c"] })
+        .to_string();
+    let created = request(
+        &stack,
+        Method::POST,
+        "/v1/agents",
+        Some(&agent),
+        Some("acme"),
+    )
+    .await;
+    assert_eq!(created.status, 201);
+    let theirs = request(&stack, Method::GET, "/v1/agents", None, Some("acme")).await;
+    assert_eq!(theirs.body["agents"].as_array().map(Vec::len), Some(1));
+    let others = request(&stack, Method::GET, "/v1/agents", None, Some("globex")).await;
+    assert_eq!(others.body["agents"].as_array().map(Vec::len), Some(0));
+    let bad = request(&stack, Method::GET, "/v1/agents", None, Some("acme#AGENTS")).await;
+    assert_error(&bad, 400, "invalid_request");
+    assert_eq!(bad.body["error"]["details"]["header"], "x-tenant-id");
+}

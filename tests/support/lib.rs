@@ -64,23 +64,31 @@ pub struct Answer {
 }
 
 pub async fn post(stack: &LocalStack, path: &str, body: &str) -> Answer {
-    let response = reqwest::Client::new()
-        .post(format!("{}{path}", stack.api_url))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("API answers");
-    answer(response).await
+    request(stack, reqwest::Method::POST, path, Some(body), None).await
 }
 
 pub async fn get(stack: &LocalStack, path: &str) -> Answer {
-    let response = reqwest::Client::new()
-        .get(format!("{}{path}", stack.api_url))
-        .send()
-        .await
-        .expect("API answers");
-    answer(response).await
+    request(stack, reqwest::Method::GET, path, None, None).await
+}
+
+/// Any request, optionally as `tenant` (the `X-Tenant-Id` header).
+pub async fn request(
+    stack: &LocalStack,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&str>,
+    tenant: Option<&str>,
+) -> Answer {
+    let mut request = reqwest::Client::new().request(method, format!("{}{path}", stack.api_url));
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    if let Some(tenant) = tenant {
+        request = request.header("x-tenant-id", tenant);
+    }
+    answer(request.send().await.expect("API answers")).await
 }
 
 async fn answer(response: reqwest::Response) -> Answer {
