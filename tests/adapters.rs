@@ -311,3 +311,59 @@ async fn route_messages_are_sent_in_batches_of_ten() {
     let decoded: RouteMessage = serde_json::from_str(received.body().unwrap()).unwrap();
     assert_eq!(decoded.capability, "work");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_join_released_by_many_parents_at_once_is_released_exactly_once() {
+    let stack = quiet_stack("join").await;
+    let store = &stack.execute_deps().store;
+    let parents: Vec<String> = (0..30).map(|i| format!("p{i}")).collect();
+    let mut tasks: Vec<NewTask> = parents
+        .iter()
+        .map(|p| NewTask {
+            id: p.clone(),
+            capability: "work".into(),
+            input: json!(null),
+            depends_on: vec![],
+            dependents: vec!["join".into()],
+            status: TaskStatus::Queued,
+        })
+        .collect();
+    tasks.push(NewTask {
+        id: "join".into(),
+        capability: "work".into(),
+        input: json!(null),
+        depends_on: parents.clone(),
+        dependents: vec![],
+        status: TaskStatus::Waiting,
+    });
+    let now = now_ms();
+    let workflow = NewWorkflow {
+        tenant: "acme".into(),
+        workflow_id: "wj".into(),
+        name: "join".into(),
+        created_at_ms: now,
+        dispatch_until_ms: now + 60_000,
+        tasks,
+    };
+    store.create_workflow(&workflow).await.unwrap();
+    // Every parent reports twice, all at once.
+    let releases = parents
+        .iter()
+        .chain(parents.iter())
+        .map(|parent| async move {
+            store
+                .release_dependent("acme", "wj", "join", parent, now + 60_000)
+                .await
+                .unwrap()
+        });
+    let releases = futures::future::join_all(releases).await;
+    let ready = releases
+        .iter()
+        .filter(|r| matches!(r, Release::Ready { .. }))
+        .count();
+    assert_eq!(ready, 1, "{releases:?}");
+    let view = store.workflow("acme", "wj").await.unwrap().unwrap();
+    let join = view.tasks.iter().find(|t| t.id == "join").unwrap();
+    assert_eq!(join.status, TaskStatus::Queued);
+    assert_eq!(join.deps_remaining, 0);
+}

@@ -166,3 +166,30 @@ async fn the_example_workflow_runs_on_the_example_agents() {
         "BATON ROUTES TASKS TO AGENTS. IT RETRIES, LEARNS AND CLEANS UP!"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wide_fan_out_and_join_runs_every_task_once() {
+    let stack = start_stack("fanout", |_| {}).await;
+    let server = agent(Arc::new(|call: &Value| {
+        AgentReply::ok(json!({ "task": call["task_id"] }))
+    }))
+    .await;
+    register_agent(&stack, "worker", &server, &["work"]).await;
+    let width = 40;
+    let mut tasks = vec![json!({ "id": "root", "capability": "work" })];
+    let branches: Vec<String> = (0..width).map(|i| format!("branch-{i}")).collect();
+    for id in &branches {
+        tasks.push(json!({ "id": id, "capability": "work", "depends_on": ["root"] }));
+    }
+    tasks.push(json!({ "id": "join", "capability": "work", "depends_on": branches }));
+    let id = submit(&stack, &json!({ "name": "fan", "tasks": tasks })).await;
+    let workflow = wait_until_finished(&stack, &id).await;
+    assert_eq!(workflow["status"], "succeeded");
+    let calls = server.calls();
+    assert_eq!(calls.len(), width + 2, "every task ran exactly once");
+    let join = calls.iter().find(|c| c.body["task_id"] == "join").unwrap();
+    assert_eq!(
+        join.body["dependencies"].as_object().map(|d| d.len()),
+        Some(width)
+    );
+}

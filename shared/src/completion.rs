@@ -5,6 +5,8 @@
 //! Every step is a conditional write, so a redelivered message can run this again from the
 //! start and only the steps that did not happen yet take effect.
 
+use futures::future::join_all;
+
 use crate::config::Settings;
 use crate::domain::task::{TaskFailure, WorkflowStatus};
 use crate::messages::{RouteMessage, TaskRef, FORMAT_VERSION};
@@ -20,6 +22,9 @@ pub enum ChainError {
     #[error(transparent)]
     Queue(#[from] QueueError),
 }
+
+/// How many dependents are released at once.
+const RELEASE_CONCURRENCY: usize = 16;
 
 /// The timestamps of a terminal write at `now_ms` under the configured retention.
 pub fn finish_at(settings: &Settings, now_ms: i64) -> Finish {
@@ -48,41 +53,56 @@ where
     let progress = store
         .count_finished_task(tenant, workflow_id, &task.task_id, failure, finish)
         .await?;
+    tracing::debug!(
+        workflow_status = %progress.status,
+        tasks_remaining = progress.tasks_remaining,
+        "task counted on its workflow"
+    );
     if progress.status != WorkflowStatus::Running || failure.is_some() {
         skip_descendants(store, tenant, workflow_id, dependents, finish).await?;
         return Ok(progress);
     }
 
     let dispatch_until = now_ms + settings.dispatch_timeout.as_millis() as i64;
-    let mut ready = Vec::new();
-    for dependent in dependents {
-        let release = store
-            .release_dependent(
+    // Fan-out DAGs can have many dependents: release them a few at a time, not one by one.
+    let mut releases = Vec::with_capacity(dependents.len());
+    for chunk in dependents.chunks(RELEASE_CONCURRENCY) {
+        let released = join_all(chunk.iter().map(|dependent| {
+            store.release_dependent(
                 tenant,
                 workflow_id,
                 dependent,
                 &task.task_id,
                 dispatch_until,
             )
-            .await?;
-        if let Release::Ready {
-            attempt,
-            capability,
-        } = release
-        {
-            tracing::info!(dependent = %dependent, "dependent released");
-            ready.push(RouteMessage {
-                v: FORMAT_VERSION,
-                task: TaskRef {
-                    tenant: tenant.clone(),
-                    workflow_id: workflow_id.clone(),
-                    task_id: dependent.clone(),
-                    attempt,
-                },
-                capability,
-            });
+        }))
+        .await;
+        for (dependent, release) in chunk.iter().zip(released) {
+            releases.push((dependent, release?));
         }
     }
+    let ready: Vec<RouteMessage> = releases
+        .into_iter()
+        .filter_map(|(dependent, release)| match release {
+            Release::Ready {
+                attempt,
+                capability,
+            } => {
+                tracing::info!(dependent = %dependent, "dependent released");
+                Some(RouteMessage {
+                    v: FORMAT_VERSION,
+                    task: TaskRef {
+                        tenant: tenant.clone(),
+                        workflow_id: workflow_id.clone(),
+                        task_id: dependent.clone(),
+                        attempt,
+                    },
+                    capability,
+                })
+            }
+            Release::StillWaiting | Release::Moved => None,
+        })
+        .collect();
     queue.send_route(&ready).await?;
 
     if progress.tasks_remaining == 0 && store.complete_workflow(tenant, workflow_id, finish).await?

@@ -28,6 +28,14 @@ pub fn emulator_endpoint() -> &'static str {
 
 /// A stack with its own tables and queues; `configure` may turn event sources off.
 pub async fn start_stack(name: &str, configure: impl FnOnce(&mut StackOptions)) -> LocalStack {
+    // The handlers' logs, shown by the test harness when a test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,aws_smithy_runtime=error,aws_config=error".into()),
+        )
+        .with_test_writer()
+        .try_init();
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let prefix = format!(
         "t{}-{}-{name}",
@@ -130,7 +138,8 @@ pub async fn wait_until_finished(stack: &LocalStack, id: &str) -> Value {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("workflow {id} never finished");
+    let view = get(stack, &format!("/v1/workflows/{id}")).await;
+    panic!("workflow {id} never finished: {:#}", view.body);
 }
 
 /// Polls `probe` until it returns Some, with the same liveness bound.
