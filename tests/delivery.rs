@@ -243,3 +243,99 @@ async fn a_task_whose_handlers_keep_dying_fails_after_its_lease_attempts() {
     assert_eq!(task(&workflow, "a")["error"]["kind"], "lease_expired");
     assert_eq!(task(&workflow, "b")["status"], "skipped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_duplicate_route_message_still_runs_the_task_once() {
+    let stack = start_stack("route-dup", |s| {
+        s.run_route = false;
+        s.run_execute = false;
+    })
+    .await;
+    let server = agent(counting_agent()).await;
+    register_agent(&stack, "worker", &server, &["work"]).await;
+    let id = submit(
+        &stack,
+        &json!({ "name": "one", "tasks": [{ "id": "t", "capability": "work" }] }),
+    )
+    .await;
+
+    let routed = receive_one(&stack, "RouteQueue").await;
+    for _ in 0..2 {
+        let response = baton_route::handle_batch(stack.route_deps(), sqs_event(&[&routed]))
+            .await
+            .unwrap();
+        assert!(response.batch_item_failures.is_empty());
+    }
+    let first = receive_one(&stack, "ExecuteQueue").await;
+    let second = receive_one(&stack, "ExecuteQueue").await;
+    tokio::join!(deliver(&stack, &first), deliver(&stack, &second));
+    assert_eq!(
+        wait_until_finished(&stack, &id).await["status"],
+        "succeeded"
+    );
+    assert_eq!(server.calls().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_duplicate_outcome_is_learned_once() {
+    let stack = start_stack("learn-dup", |s| s.run_learn = false).await;
+    let server = agent(counting_agent()).await;
+    register_agent(&stack, "worker", &server, &["work"]).await;
+    let id = submit(
+        &stack,
+        &json!({ "name": "one", "tasks": [{ "id": "t", "capability": "work" }] }),
+    )
+    .await;
+    assert_eq!(
+        wait_until_finished(&stack, &id).await["status"],
+        "succeeded"
+    );
+
+    let outcome = receive_one(&stack, "LearnQueue").await;
+    // The same message twice in one batch, then again in a later one.
+    for batch in [vec![&outcome, &outcome], vec![&outcome]] {
+        let response = baton_learn::handle_batch(stack.learn_deps(), sqs_event(&batch))
+            .await
+            .unwrap();
+        assert!(response.batch_item_failures.is_empty());
+    }
+    let stats = learned_stats(&stack, "worker", "work", 1).await;
+    assert_eq!(
+        (stats.count, stats.successes, stats.recent.len()),
+        (1, 1, 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overlapping_sweeps_reclaim_an_expired_lease_once() {
+    let stack = start_stack("sweeps", |s| s.run_execute = false).await;
+    let server = agent(counting_agent()).await;
+    register_agent(&stack, "worker", &server, &["work"]).await;
+    submit(
+        &stack,
+        &json!({ "name": "one", "tasks": [{ "id": "t", "capability": "work" }] }),
+    )
+    .await;
+    let first = receive_one(&stack, "ExecuteQueue").await;
+    let now = now_ms();
+    stack
+        .execute_deps()
+        .store
+        .claim_task(&execute_message(&first).task, "worker", now - 1, now)
+        .await
+        .unwrap();
+
+    let (a, b) = tokio::join!(
+        baton_cleanup::sweep(stack.cleanup_deps(), now_ms()),
+        baton_cleanup::sweep(stack.cleanup_deps(), now_ms())
+    );
+    assert_eq!(a.reclaimed + b.reclaimed, 1, "{a:?} {b:?}");
+    let second = receive_one(&stack, "ExecuteQueue").await;
+    assert_eq!(execute_message(&second).task.attempt, 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        queue_depth(&stack, "RouteQueue").await,
+        0,
+        "one attempt was routed, once"
+    );
+}

@@ -926,6 +926,13 @@ impl LearningStore for DynamoStore {
         }
         // Some(true): learned now; Some(false): learned before; None: still to write.
         let mut learned: Vec<Option<bool>> = vec![None; outcomes.len()];
+        // A batch may hold the same outcome twice, and a transaction may not write one item
+        // twice: later copies count as already learned.
+        for i in 0..outcomes.len() {
+            if outcomes[..i].iter().any(|o| o.task == outcomes[i].task) {
+                learned[i] = Some(false);
+            }
+        }
 
         // One transaction writes the new history records and the stats record under an
         // optimistic lock: the history records make each outcome count once, whatever SQS
