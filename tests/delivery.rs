@@ -2,7 +2,6 @@
 //! left behind is picked up again.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use baton::clock::now_ms;
 use baton::domain::task::TaskStatus;
@@ -62,20 +61,26 @@ async fn duplicate_execute_delivery_calls_the_agent_once_and_completes_once() {
     assert_eq!(workflow["status"], "succeeded");
     assert_eq!(task(&workflow, "a")["attempts"], 1);
     assert_eq!(server.calls().len(), 2);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(queue_depth(&stack, "RouteQueue").await, 0);
+    // Once routing has nothing left in flight, the execute queue holds exactly what was sent.
+    settle(&stack, "RouteQueue").await;
     assert_eq!(
         queue_depth(&stack, "ExecuteQueue").await,
         2,
-        "only the two messages in flight here"
+        "a and b, each sent once, are all the execute queue ever held"
     );
 
     // The learner saw each attempt once, however often its outcome was sent.
+    settle(&stack, "LearnQueue").await;
     let stats = learned_stats(&stack, "worker", "work", 2).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(learned_stats(&stack, "worker", "work", 2).await.count, 2);
-    assert_eq!(stats.successes, 2);
-    assert_eq!(queue_depth(&stack, "LearnQueue").await, 0);
+    assert_eq!((stats.count, stats.successes), (2, 2));
+}
+
+/// Waits until a queue whose consumer runs has nothing left, visible or in flight.
+async fn settle(stack: &LocalStack, queue: &str) {
+    eventually(&format!("{queue} drained"), || async {
+        (queue_depth(stack, queue).await == 0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -332,10 +337,10 @@ async fn overlapping_sweeps_reclaim_an_expired_lease_once() {
     assert_eq!(a.reclaimed + b.reclaimed, 1, "{a:?} {b:?}");
     let second = receive_one(&stack, "ExecuteQueue").await;
     assert_eq!(execute_message(&second).task.attempt, 2);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    settle(&stack, "RouteQueue").await;
     assert_eq!(
-        queue_depth(&stack, "RouteQueue").await,
-        0,
-        "one attempt was routed, once"
+        queue_depth(&stack, "ExecuteQueue").await,
+        2,
+        "attempt 1 and attempt 2, each routed once"
     );
 }
