@@ -344,3 +344,46 @@ async fn overlapping_sweeps_reclaim_an_expired_lease_once() {
         "attempt 1 and attempt 2, each routed once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_message_is_reported_failed_and_ends_in_the_dead_letter_queue() {
+    let stack = start_stack("poison", |s| s.run_learn = false).await;
+    let sqs = &stack.clients.sqs;
+    let url = stack.queue_url("LearnQueue").unwrap();
+    sqs.send_message()
+        .queue_url(url)
+        .message_body("{\"not\": \"an outcome\"}")
+        .send()
+        .await
+        .unwrap();
+    // Each receive fails it, as the handler reports; after maxReceiveCount (5, from the
+    // template) SQS moves it to the dead-letter queue instead of delivering it again.
+    for _ in 0..5 {
+        let out = sqs
+            .receive_message()
+            .queue_url(url)
+            .visibility_timeout(0)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        let message = out
+            .messages
+            .unwrap_or_default()
+            .pop()
+            .expect("delivered again");
+        let response = baton_learn::handle_batch(stack.learn_deps(), sqs_event(&[&message]))
+            .await
+            .unwrap();
+        assert_eq!(response.batch_item_failures.len(), 1);
+    }
+    let after = sqs
+        .receive_message()
+        .queue_url(url)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap();
+    assert!(after.messages.unwrap_or_default().is_empty());
+    assert_eq!(queue_depth(&stack, "LearnDeadLetterQueue").await, 1);
+}
