@@ -8,10 +8,12 @@
 use futures::future::join_all;
 
 use crate::config::Settings;
-use crate::domain::task::{TaskFailure, WorkflowStatus};
+use crate::domain::task::{TaskFailure, TaskStatus, WorkflowStatus};
 use crate::messages::{RouteMessage, TaskRef, FORMAT_VERSION};
 use crate::queue::{QueueError, TaskQueue};
-use crate::store::{Finish, Release, StoreError, WorkflowProgress, WorkflowStore};
+use crate::store::{
+    Finish, Recorded, Release, StoreError, TaskResult, WorkflowProgress, WorkflowStore,
+};
 
 /// The errors of the chain's handlers: a step's store or queue request failed. SQS delivers
 /// the message again and the handler resumes where the conditions say it stopped.
@@ -110,6 +112,45 @@ where
         tracing::info!(workflow = %workflow_id, "workflow succeeded");
     }
     Ok(progress)
+}
+
+/// Fails a task that is not running an agent call (no agent can take it, or its handlers kept
+/// dying), then runs the steps that follow its end. `expected` is the status it must still
+/// have. Returns false if the task had moved on, and nothing was written.
+pub async fn fail_task<S, Q>(
+    store: &S,
+    queue: &Q,
+    settings: &Settings,
+    task: &TaskRef,
+    expected: TaskStatus,
+    failure: TaskFailure,
+    now_ms: i64,
+) -> Result<bool, ChainError>
+where
+    S: WorkflowStore + ?Sized,
+    Q: TaskQueue + ?Sized,
+{
+    let result = TaskResult::Failed(failure);
+    match store
+        .record_result(task, expected, &result, finish_at(settings, now_ms))
+        .await?
+    {
+        Recorded::Now(record) | Recorded::Earlier(record) => {
+            let failure = record.failure.as_ref();
+            complete_task(
+                store,
+                queue,
+                settings,
+                task,
+                &record.dependents,
+                failure,
+                now_ms,
+            )
+            .await?;
+            Ok(true)
+        }
+        Recorded::Superseded => Ok(false),
+    }
 }
 
 /// Marks every task downstream of `dependents` skipped: they can no longer run.

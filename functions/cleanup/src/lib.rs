@@ -10,13 +10,13 @@
 //! finish, and DynamoDB's TTL removes them; the sweep has nothing to delete.
 
 use baton::clock::now_ms;
-use baton::completion::{complete_task, finish_at, ChainError};
+use baton::completion::{fail_task, ChainError};
 use baton::config::Settings;
 use baton::domain::task::{FailureKind, TaskFailure, TaskStatus};
 use baton::messages::{RouteMessage, TaskRef, FORMAT_VERSION};
 use baton::queue::TaskQueue;
 use baton::store::keys::LEASE_SHARDS;
-use baton::store::{ExpiredLease, Recorded, TaskResult, WorkflowStore};
+use baton::store::{ExpiredLease, WorkflowStore};
 use lambda_runtime::{Error, LambdaEvent};
 use serde::Serialize;
 use tracing::Instrument;
@@ -125,32 +125,20 @@ where
                 task.attempt
             ),
         );
-        let recorded = deps
-            .store
-            .record_result(
-                task,
-                TaskStatus::Running,
-                &TaskResult::Failed(failure),
-                finish_at(&deps.settings, now),
-            )
-            .await?;
-        return Ok(match recorded {
-            Recorded::Now(record) | Recorded::Earlier(record) => {
-                complete_task(
-                    &deps.store,
-                    &deps.queue,
-                    &deps.settings,
-                    task,
-                    &record.dependents,
-                    record.failure.as_ref(),
-                    now,
-                )
-                .await?;
-                tracing::warn!("lease expired too often; task failed");
-                Some(Handled::Failed)
-            }
-            Recorded::Superseded => None,
-        });
+        let failed = fail_task(
+            &deps.store,
+            &deps.queue,
+            &deps.settings,
+            task,
+            TaskStatus::Running,
+            failure,
+            now,
+        )
+        .await?;
+        if failed {
+            tracing::warn!("lease expired too often; task failed");
+        }
+        return Ok(failed.then_some(Handled::Failed));
     }
 
     let dispatch_until = now + deps.settings.dispatch_timeout.as_millis() as i64;

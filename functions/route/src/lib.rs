@@ -7,14 +7,14 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use baton::batch::process_sqs_batch;
 use baton::clock::now_ms;
-use baton::completion::{complete_task, finish_at, ChainError};
+use baton::completion::{fail_task, ChainError};
 use baton::config::Settings;
 use baton::domain::routing::route_task;
 use baton::domain::task::{FailureKind, TaskFailure, TaskStatus};
 use baton::messages::{ExecuteMessage, RouteMessage, FORMAT_VERSION};
 use baton::queue::TaskQueue;
 use baton::store::agent_cache::AgentCache;
-use baton::store::{AgentRegistry, LearningStore, Recorded, TaskResult, WorkflowStore};
+use baton::store::{AgentRegistry, LearningStore, WorkflowStore};
 use lambda_runtime::{Error, LambdaEvent};
 use tracing::Instrument;
 
@@ -97,32 +97,18 @@ where
             Err(no_agent) => {
                 tracing::warn!(capability = %message.capability, "no capable agent; the task fails");
                 let failure = TaskFailure::new(FailureKind::NoCapableAgent, no_agent.to_string());
-                let now = now_ms();
-                let recorded = deps
-                    .store
-                    .record_result(
-                        task,
-                        TaskStatus::Queued,
-                        &TaskResult::Failed(failure),
-                        finish_at(&deps.settings, now),
-                    )
-                    .await?;
-                match recorded {
-                    Recorded::Now(record) | Recorded::Earlier(record) => {
-                        complete_task(
-                            &deps.store,
-                            &deps.queue,
-                            &deps.settings,
-                            task,
-                            &record.dependents,
-                            record.failure.as_ref(),
-                            now,
-                        )
-                        .await?;
-                    }
-                    Recorded::Superseded => {
-                        tracing::info!("task moved on before it could be failed; acknowledged")
-                    }
+                let failed = fail_task(
+                    &deps.store,
+                    &deps.queue,
+                    &deps.settings,
+                    task,
+                    TaskStatus::Queued,
+                    failure,
+                    now_ms(),
+                )
+                .await?;
+                if !failed {
+                    tracing::info!("task moved on before it could be failed; acknowledged");
                 }
             }
         }
