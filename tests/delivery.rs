@@ -8,12 +8,26 @@ use baton::domain::task::TaskStatus;
 use baton::messages::ExecuteMessage;
 use baton::store::{ClaimOutcome, Recorded, TaskResult, WorkflowStore};
 use baton_local::agents::AgentReply;
-use baton_local::stack::LocalStack;
+use baton_local::agents::AgentServer;
+use baton_local::stack::{LocalStack, StackOptions};
 use baton_tests::*;
 use serde_json::{json, Value};
 
 fn counting_agent() -> baton_local::agents::Behaviour {
     Arc::new(|call: &Value| AgentReply::ok(json!({ "done": call["task_id"] })))
+}
+
+/// A stack with one counting agent for `work`, and a one-task workflow submitted to it.
+async fn one_task_workflow(
+    name: &str,
+    configure: impl FnOnce(&mut StackOptions),
+) -> (LocalStack, AgentServer, String) {
+    let stack = start_stack(name, configure).await;
+    let server = agent(counting_agent()).await;
+    register_agent(&stack, "worker", &server, &["work"]).await;
+    let task = json!({ "name": "one", "tasks": [{ "id": "t", "capability": "work" }] });
+    let id = submit(&stack, &task).await;
+    (stack, server, id)
 }
 
 fn chain() -> Value {
@@ -85,14 +99,7 @@ async fn settle(stack: &LocalStack, queue: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_task_whose_lease_expired_is_picked_up_again_by_cleanup_and_finishes() {
-    let stack = start_stack("lease", |s| s.run_execute = false).await;
-    let server = agent(counting_agent()).await;
-    register_agent(&stack, "worker", &server, &["work"]).await;
-    let id = submit(
-        &stack,
-        &json!({ "name": "one", "tasks": [{ "id": "t", "capability": "work" }] }),
-    )
-    .await;
+    let (stack, server, id) = one_task_workflow("lease", |s| s.run_execute = false).await;
 
     // A handler claims attempt 1 and dies before calling the agent; its lease runs out.
     let first = receive_one(&stack, "ExecuteQueue").await;
@@ -174,14 +181,7 @@ async fn a_handler_that_died_after_recording_is_resumed_without_calling_the_agen
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_route_message_is_sent_again_by_cleanup() {
-    let stack = start_stack("lost", |s| s.run_route = false).await;
-    let server = agent(counting_agent()).await;
-    register_agent(&stack, "worker", &server, &["work"]).await;
-    let id = submit(
-        &stack,
-        &json!({ "name": "one", "tasks": [{ "id": "t", "capability": "work" }] }),
-    )
-    .await;
+    let (stack, server, id) = one_task_workflow("lost", |s| s.run_route = false).await;
 
     // The route message is lost.
     let lost = receive_one(&stack, "RouteQueue").await;
@@ -283,14 +283,7 @@ async fn a_duplicate_route_message_still_runs_the_task_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_duplicate_outcome_is_learned_once() {
-    let stack = start_stack("learn-dup", |s| s.run_learn = false).await;
-    let server = agent(counting_agent()).await;
-    register_agent(&stack, "worker", &server, &["work"]).await;
-    let id = submit(
-        &stack,
-        &json!({ "name": "one", "tasks": [{ "id": "t", "capability": "work" }] }),
-    )
-    .await;
+    let (stack, _server, id) = one_task_workflow("learn-dup", |s| s.run_learn = false).await;
     assert_eq!(
         wait_until_finished(&stack, &id).await["status"],
         "succeeded"
@@ -313,14 +306,7 @@ async fn a_duplicate_outcome_is_learned_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn overlapping_sweeps_reclaim_an_expired_lease_once() {
-    let stack = start_stack("sweeps", |s| s.run_execute = false).await;
-    let server = agent(counting_agent()).await;
-    register_agent(&stack, "worker", &server, &["work"]).await;
-    submit(
-        &stack,
-        &json!({ "name": "one", "tasks": [{ "id": "t", "capability": "work" }] }),
-    )
-    .await;
+    let (stack, _server, _) = one_task_workflow("sweeps", |s| s.run_execute = false).await;
     let first = receive_one(&stack, "ExecuteQueue").await;
     let now = now_ms();
     stack
