@@ -13,15 +13,6 @@ use baton_local::stack::LocalStack;
 use baton_tests::*;
 use serde_json::json;
 
-async fn quiet_stack(name: &str) -> LocalStack {
-    start_stack(name, |s| {
-        s.run_route = false;
-        s.run_execute = false;
-        s.run_learn = false;
-    })
-    .await
-}
-
 /// Stores the diamond a → {b, c} → d directly.
 async fn store_diamond(stack: &LocalStack, id: &str) {
     let task = |name: &str, deps: &[&str], dependents: &[&str]| NewTask {
@@ -69,7 +60,7 @@ fn attempt(workflow: &str, task: &str, attempt: u32) -> TaskRef {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_is_exclusive_to_one_attempt() {
-    let stack = quiet_stack("claims").await;
+    let stack = api_only_stack("claims").await;
     let store = &stack.execute_deps().store;
     store_diamond(&stack, "w1").await;
     let a1 = attempt("w1", "a", 1);
@@ -155,7 +146,7 @@ async fn a_claim_is_exclusive_to_one_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dependents_are_released_once_and_only_by_their_last_parent() {
-    let stack = quiet_stack("release").await;
+    let stack = api_only_stack("release").await;
     let store = &stack.execute_deps().store;
     store_diamond(&stack, "w2").await;
     let until = now_ms() + 60_000;
@@ -202,7 +193,7 @@ async fn dependents_are_released_once_and_only_by_their_last_parent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_task_is_counted_once_and_the_workflow_completes_once() {
-    let stack = quiet_stack("counting").await;
+    let stack = api_only_stack("counting").await;
     let store = &stack.execute_deps().store;
     store_diamond(&stack, "w3").await;
     let finish = finish_at(&stack.settings, now_ms());
@@ -230,7 +221,7 @@ async fn a_finished_task_is_counted_once_and_the_workflow_completes_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outcomes_are_learned_once_even_when_recorded_concurrently() {
-    let stack = quiet_stack("outcomes").await;
+    let stack = api_only_stack("outcomes").await;
     let store = &stack.learn_deps().store;
     let outcome = |task: &str, success: bool| OutcomeMessage {
         v: FORMAT_VERSION,
@@ -292,7 +283,7 @@ async fn outcomes_are_learned_once_even_when_recorded_concurrently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_messages_are_sent_in_batches_of_ten() {
-    let stack = quiet_stack("batches").await;
+    let stack = api_only_stack("batches").await;
     let messages: Vec<RouteMessage> = (0..23)
         .map(|i| RouteMessage {
             v: FORMAT_VERSION,
@@ -314,7 +305,7 @@ async fn route_messages_are_sent_in_batches_of_ten() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_join_released_by_many_parents_at_once_is_released_exactly_once() {
-    let stack = quiet_stack("join").await;
+    let stack = api_only_stack("join").await;
     let store = &stack.execute_deps().store;
     let parents: Vec<String> = (0..30).map(|i| format!("p{i}")).collect();
     let mut tasks: Vec<NewTask> = parents

@@ -14,12 +14,7 @@ fn assert_error(answer: &Answer, status: u16, code: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_workflows_get_clear_errors_and_store_nothing() {
-    let stack = start_stack("badworkflows", |s| {
-        s.run_route = false;
-        s.run_execute = false;
-        s.run_learn = false;
-    })
-    .await;
+    let stack = api_only_stack("badworkflows").await;
     let cases: Vec<(&str, String, &str)> = vec![
         ("malformed JSON", "{\"name\": \"x\", \"tasks\": [".into(), "invalid_json"),
         ("not an object", "[1, 2]".into(), "invalid_request"),
@@ -60,12 +55,7 @@ async fn rejected_workflows_get_clear_errors_and_store_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cycle_is_rejected_naming_the_cycle() {
-    let stack = start_stack("cycle", |s| {
-        s.run_route = false;
-        s.run_execute = false;
-        s.run_learn = false;
-    })
-    .await;
+    let stack = api_only_stack("cycle").await;
     let body = json!({ "name": "loop", "tasks": [
         { "id": "a", "capability": "c", "depends_on": ["c"] },
         { "id": "b", "capability": "c", "depends_on": ["a"] },
@@ -86,12 +76,7 @@ async fn a_cycle_is_rejected_naming_the_cycle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_ids_routes_and_methods_are_client_errors() {
-    let stack = start_stack("unknowns", |s| {
-        s.run_route = false;
-        s.run_execute = false;
-        s.run_learn = false;
-    })
-    .await;
+    let stack = api_only_stack("unknowns").await;
     assert_error(
         &get(&stack, "/v1/workflows/0190e6a0-0000-7000-8000-000000000000").await,
         404,
@@ -121,12 +106,7 @@ async fn unknown_ids_routes_and_methods_are_client_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_agents_are_rejected_and_duplicates_conflict() {
-    let stack = start_stack("badagents", |s| {
-        s.run_route = false;
-        s.run_execute = false;
-        s.run_learn = false;
-    })
-    .await;
+    let stack = api_only_stack("badagents").await;
     let cases = [
         json!({ "name": "a", "endpoint": "not a url", "capabilities": ["c"] }),
         json!({ "name": "a", "endpoint": "ftp://host/x", "capabilities": ["c"] }),
@@ -166,12 +146,7 @@ async fn bad_agents_are_rejected_and_duplicates_conflict() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_gateway_event_reaches_the_handler_as_lambda_delivers_it() {
     use lambda_http::request::LambdaRequest;
-    let stack = start_stack("apigw", |s| {
-        s.run_route = false;
-        s.run_execute = false;
-        s.run_learn = false;
-    })
-    .await;
+    let stack = api_only_stack("apigw").await;
     let api = baton_orchestrate::Api {
         store: stack.clients.store(&stack.settings),
         queue: stack.clients.queues(&stack.settings),
@@ -193,12 +168,7 @@ async fn an_api_gateway_event_reaches_the_handler_as_lambda_delivers_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_see_only_their_own_agents_and_bad_tenant_ids_are_refused() {
     use reqwest::Method;
-    let stack = start_stack("tenants", |s| {
-        s.run_route = false;
-        s.run_execute = false;
-        s.run_learn = false;
-    })
-    .await;
+    let stack = api_only_stack("tenants").await;
     let agent = json!({ "name": "a", "endpoint": "http://127.0.0.1:9/", "capabilities": ["c"] })
         .to_string();
     let created = request(

@@ -21,6 +21,20 @@ pub struct TaskRef {
 
 impl TaskRef {
     /// The key an agent receives as `Idempotency-Key`: stable for one attempt, new for the next.
+    /// The span a handler works on this attempt in: the fields every log line carries.
+    /// `agent` is declared empty for handlers that know it to record.
+    pub fn span(&self, step: &'static str) -> tracing::Span {
+        tracing::info_span!(
+            "task",
+            step,
+            tenant = %self.tenant,
+            workflow = %self.workflow_id,
+            task = %self.task_id,
+            attempt = self.attempt,
+            agent = tracing::field::Empty,
+        )
+    }
+
     pub fn idempotency_key(&self) -> String {
         format!(
             "{}:{}:{}:{}",

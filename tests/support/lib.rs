@@ -10,7 +10,7 @@ use aws_sdk_sqs::types::Message;
 use baton::domain::learning::AgentStats;
 use baton::store::LearningStore;
 use baton_local::agents::{AgentReply, AgentServer, Behaviour};
-use baton_local::emulator::{sdk_config, Emulator};
+use baton_local::emulator::Emulator;
 use baton_local::project_root;
 use baton_local::stack::{LocalStack, StackOptions};
 use lambda_runtime::{Context, LambdaEvent};
@@ -24,6 +24,17 @@ pub fn emulator_endpoint() -> &'static str {
     EMULATOR
         .get_or_init(|| Emulator::start(&project_root()).expect("emulator (run infra/test.sh)"))
         .endpoint()
+}
+
+/// A stack with only the API and its own tables and queues, to drive handlers by hand.
+pub async fn api_only_stack(name: &str) -> LocalStack {
+    start_stack(name, |s| {
+        *s = StackOptions {
+            prefix: std::mem::take(&mut s.prefix),
+            ..StackOptions::api_only("")
+        }
+    })
+    .await
 }
 
 /// A stack with its own tables and queues; `configure` may turn event sources off.
@@ -45,13 +56,9 @@ pub async fn start_stack(name: &str, configure: impl FnOnce(&mut StackOptions)) 
     let mut options = StackOptions::new(prefix);
     options.sweep_every = Some(Duration::ZERO);
     configure(&mut options);
-    LocalStack::start(
-        &sdk_config(emulator_endpoint()),
-        &project_root().join("template.yaml"),
-        options,
-    )
-    .await
-    .expect("local stack starts")
+    LocalStack::start_on_emulator(emulator_endpoint(), options)
+        .await
+        .expect("local stack starts")
 }
 
 /// An agent whose every call gets `reply`.

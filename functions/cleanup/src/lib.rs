@@ -72,15 +72,7 @@ where
             }
         };
         for lease in leases {
-            let task = &lease.task;
-            let span = tracing::info_span!(
-                "lease",
-                tenant = %task.tenant,
-                workflow = %task.workflow_id,
-                task = %task.task_id,
-                attempt = task.attempt,
-                status = %lease.status,
-            );
+            let span = lease.task.span("cleanup");
             match handle_expired(deps, &lease, now).instrument(span).await {
                 Ok(Some(outcome)) => match outcome {
                     Handled::Reclaimed => report.reclaimed += 1,

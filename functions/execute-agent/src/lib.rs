@@ -77,14 +77,8 @@ where
 {
     let task = &message.task;
     let agent_name = &message.route.primary;
-    let span = tracing::info_span!(
-        "execute",
-        tenant = %task.tenant,
-        workflow = %task.workflow_id,
-        task = %task.task_id,
-        attempt = task.attempt,
-        agent = %agent_name,
-    );
+    let span = task.span("execute");
+    span.record("agent", agent_name.as_str());
     async {
         let agent = deps.agents.agent(&deps.store, &task.tenant, agent_name).await?;
         let timeout_ms = agent.as_ref().map_or(0, |a| a.timeout_ms as i64);

@@ -59,13 +59,7 @@ where
     Q: TaskQueue,
 {
     let task = &message.task;
-    let span = tracing::info_span!(
-        "route",
-        tenant = %task.tenant,
-        workflow = %task.workflow_id,
-        task = %task.task_id,
-        attempt = task.attempt,
-    );
+    let span = task.span("route");
     async {
         let tenant = &task.tenant;
         let mut agents = deps.agents.agents(&deps.store, tenant).await?;

@@ -77,6 +77,18 @@ impl StackOptions {
             env_overrides: HashMap::new(),
         }
     }
+
+    /// Only the API and the provisioned resources: no pollers and no sweep, for driving the
+    /// handlers and adapters by hand.
+    pub fn api_only(prefix: impl Into<String>) -> Self {
+        StackOptions {
+            run_route: false,
+            run_execute: false,
+            run_learn: false,
+            sweep_every: Some(Duration::ZERO),
+            ..Self::new(prefix)
+        }
+    }
 }
 
 pub type Store = DynamoStore;
@@ -302,6 +314,15 @@ impl LocalStack {
             stop,
             tasks,
         })
+    }
+
+    /// A stack of the project's own template against the emulator at `endpoint`.
+    pub async fn start_on_emulator(
+        endpoint: &str,
+        options: StackOptions,
+    ) -> Result<Self, StackError> {
+        let template = crate::project_root().join("template.yaml");
+        Self::start(&crate::emulator::sdk_config(endpoint), &template, options).await
     }
 
     /// The route handler's dependencies, to invoke it by hand.

@@ -32,12 +32,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let emulator = Emulator::start(&root)?;
     let mut options = StackOptions::new("baton-bench");
     options.sweep_every = Some(Duration::ZERO);
-    let stack = LocalStack::start(
-        &sdk_config(emulator.endpoint()),
-        &root.join("template.yaml"),
-        options,
-    )
-    .await?;
+    let stack = LocalStack::start_on_emulator(emulator.endpoint(), options).await?;
     let agent = AgentServer::start(Arc::new(|call: &Value| {
         AgentReply::ok(json!({ "task": call["task_id"] }))
     }))

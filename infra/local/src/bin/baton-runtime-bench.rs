@@ -17,7 +17,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use baton_local::emulator::{sdk_config, Emulator};
+use baton_local::emulator::Emulator;
 use baton_local::project_root;
 use baton_local::stack::{LocalStack, StackOptions};
 use serde_json::{json, Value};
@@ -155,17 +155,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let binaries = flag("--binaries").map_or_else(|| root.join("target/lambda"), PathBuf::from);
 
     let emulator = Emulator::start(&root)?;
-    let mut options = StackOptions::new("baton-runtime");
-    options.run_route = false;
-    options.run_execute = false;
-    options.run_learn = false;
-    options.sweep_every = Some(Duration::ZERO);
-    let stack = LocalStack::start(
-        &sdk_config(emulator.endpoint()),
-        &root.join("template.yaml"),
-        options,
-    )
-    .await?;
+    let options = StackOptions::api_only("baton-runtime");
+    let stack = LocalStack::start_on_emulator(emulator.endpoint(), options).await?;
 
     let settings = &stack.settings;
     let env: HashMap<String, String> = [
