@@ -1,0 +1,345 @@
+//! The DynamoDB adapter of the store ports: the client and the item helpers every part shares.
+//! Each submodule holds what one kind of record needs: [`workflows`] (workflows and tasks),
+//! [`agents`] (the registry) and [`learning`] (outcomes and learned stats).
+
+mod agents;
+mod learning;
+mod workflows;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, Put, PutRequest, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
+};
+use aws_sdk_dynamodb::Client;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use serde_json::Value;
+
+use super::keys::{self, EXPIRES_AT, LEASE_SHARD, LEASE_UNTIL, PK, SK};
+use super::*;
+use crate::domain::agent::AgentKind;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// BatchWriteItem takes at most 25 items, BatchGetItem 100 keys.
+const BATCH_WRITE_LIMIT: usize = 25;
+const BATCH_GET_LIMIT: usize = 100;
+/// Unprocessed batch items and optimistic-lock conflicts are retried this many times.
+const MAX_RETRIES: u32 = 8;
+/// A transaction takes at most 100 items: the outcomes' history records and the stats record.
+pub const MAX_OUTCOMES_PER_WRITE: usize = 99;
+
+/// Both tables, reached through one client built at start-up.
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    state_table: String,
+    memory_table: String,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, state_table: String, memory_table: String) -> Self {
+        DynamoStore {
+            client,
+            state_table,
+            memory_table,
+        }
+    }
+
+    fn task_key(&self, tenant: &str, workflow_id: &str, task_id: &str) -> Item {
+        HashMap::from([
+            (PK.into(), s(keys::workflow_pk(tenant, workflow_id))),
+            (SK.into(), s(keys::task_sk(task_id))),
+        ])
+    }
+
+    fn workflow_key(&self, tenant: &str, workflow_id: &str) -> Item {
+        HashMap::from([
+            (PK.into(), s(keys::workflow_pk(tenant, workflow_id))),
+            (SK.into(), s(keys::WORKFLOW_SK)),
+        ])
+    }
+
+    /// An update of one task. Every task transition is conditioned on its status.
+    fn update_task(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+        task_id: &str,
+    ) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.state_table)
+            .set_key(Some(self.task_key(tenant, workflow_id, task_id)))
+            .expression_attribute_names("#status", "status")
+    }
+
+    /// An update of one attempt of one task.
+    fn update_attempt(&self, task: &TaskRef) -> UpdateItemFluentBuilder {
+        self.update_task(&task.tenant, &task.workflow_id, &task.task_id)
+            .expression_attribute_values(":attempt", n(task.attempt))
+    }
+
+    fn update_workflow(&self, tenant: &str, workflow_id: &str) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.state_table)
+            .set_key(Some(self.workflow_key(tenant, workflow_id)))
+    }
+
+    /// Writes a new item to the state table; `AlreadyExists(what)` if its key is taken.
+    async fn put_new(&self, item: Item, what: impl FnOnce() -> String) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.state_table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(err) if err.is_conditional_check_failed_exception() => {
+                    StoreError::AlreadyExists(what())
+                }
+                _ => dynamo_error(e),
+            })?;
+        Ok(())
+    }
+
+    /// Every item of one state-table partition, following pagination.
+    async fn partition(&self, pk: String) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start_key = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.state_table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk.as_str()))
+                .set_exclusive_start_key(start_key)
+                .send()
+                .await
+                .map_err(dynamo_error)?;
+            items.extend(out.items.unwrap_or_default());
+            start_key = out.last_evaluated_key;
+            if start_key.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
+    async fn batch_write(
+        &self,
+        table: &str,
+        requests: Vec<WriteRequest>,
+    ) -> Result<(), StoreError> {
+        for chunk in requests.chunks(BATCH_WRITE_LIMIT) {
+            let mut pending = HashMap::from([(table.to_string(), chunk.to_vec())]);
+            for retry in 0.. {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .set_request_items(Some(pending))
+                    .send()
+                    .await
+                    .map_err(dynamo_error)?;
+                pending = out.unprocessed_items.unwrap_or_default();
+                pending.retain(|_, v| !v.is_empty());
+                if pending.is_empty() {
+                    break;
+                }
+                if retry >= MAX_RETRIES {
+                    return Err(StoreError::Dynamo(
+                        "BatchWriteItem left items unprocessed after retries".into(),
+                    ));
+                }
+                tokio::time::sleep(backoff(retry)).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn batch_get(
+        &self,
+        table: &str,
+        keys: Vec<Item>,
+        projection: Option<&str>,
+        names: &[(&str, &str)],
+        consistent: bool,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        for chunk in keys.chunks(BATCH_GET_LIMIT) {
+            let mut request = KeysAndAttributes::builder()
+                .set_keys(Some(chunk.to_vec()))
+                .consistent_read(consistent);
+            if let Some(projection) = projection {
+                request = request.projection_expression(projection);
+                for (placeholder, name) in names {
+                    request = request.expression_attribute_names(*placeholder, *name);
+                }
+            }
+            let request = request
+                .build()
+                .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+            let mut pending = HashMap::from([(table.to_string(), request)]);
+            for retry in 0.. {
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .set_request_items(Some(pending))
+                    .send()
+                    .await
+                    .map_err(dynamo_error)?;
+                if let Some(mut responses) = out.responses {
+                    items.extend(responses.remove(table).unwrap_or_default());
+                }
+                pending = out.unprocessed_keys.unwrap_or_default();
+                pending.retain(|_, v| !v.keys().is_empty());
+                if pending.is_empty() {
+                    break;
+                }
+                if retry >= MAX_RETRIES {
+                    return Err(StoreError::Dynamo(
+                        "BatchGetItem left keys unprocessed after retries".into(),
+                    ));
+                }
+                tokio::time::sleep(backoff(retry)).await;
+            }
+        }
+        Ok(items)
+    }
+}
+
+/// The result of a conditional update: the item after it, or the item that failed the check.
+enum Conditional {
+    Applied(Item),
+    Rejected(Option<Item>),
+}
+
+async fn conditional_update(
+    builder: UpdateItemFluentBuilder,
+    returned: ReturnValue,
+) -> Result<Conditional, StoreError> {
+    let result = builder
+        .return_values(returned)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .send()
+        .await;
+    match result {
+        Ok(out) => Ok(Conditional::Applied(out.attributes.unwrap_or_default())),
+        Err(SdkError::ServiceError(err))
+            if matches!(
+                err.err(),
+                UpdateItemError::ConditionalCheckFailedException(_)
+            ) =>
+        {
+            match err.into_err() {
+                UpdateItemError::ConditionalCheckFailedException(e) => {
+                    Ok(Conditional::Rejected(e.item.filter(|i| !i.is_empty())))
+                }
+                _ => unreachable!("matched above"),
+            }
+        }
+        Err(e) => Err(dynamo_error(e)),
+    }
+}
+
+fn backoff(retry: u32) -> Duration {
+    Duration::from_millis(25 << retry.min(6))
+}
+
+fn dynamo_error<E, R>(err: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Dynamo(DisplayErrorContext(&err).to_string())
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn string_list(values: &[String]) -> AttributeValue {
+    AttributeValue::L(values.iter().map(|v| s(v.as_str())).collect())
+}
+
+fn json(value: &impl serde::Serialize) -> Result<AttributeValue, StoreError> {
+    serde_json::to_string(value)
+        .map(AttributeValue::S)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Typed access to an item's attributes, with errors that name the attribute.
+struct Attrs<'a>(&'a Item);
+
+impl<'a> Attrs<'a> {
+    fn opt_s(&self, name: &str) -> Option<&'a str> {
+        self.0
+            .get(name)
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str)
+    }
+
+    fn s(&self, name: &str) -> Result<&'a str, StoreError> {
+        self.opt_s(name)
+            .ok_or_else(|| StoreError::Corrupt(format!("missing string attribute `{name}`")))
+    }
+
+    fn opt_n<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, StoreError> {
+        match self.0.get(name) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::N(v)) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| StoreError::Corrupt(format!("attribute `{name}` is not a number"))),
+            Some(_) => Err(StoreError::Corrupt(format!(
+                "attribute `{name}` is not a number"
+            ))),
+        }
+    }
+
+    fn n<T: std::str::FromStr>(&self, name: &str) -> Result<T, StoreError> {
+        self.opt_n(name)?
+            .ok_or_else(|| StoreError::Corrupt(format!("missing number attribute `{name}`")))
+    }
+
+    fn list(&self, name: &str) -> Vec<String> {
+        match self.0.get(name) {
+            Some(AttributeValue::L(values)) => values
+                .iter()
+                .filter_map(|v| v.as_s().ok().cloned())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn bool(&self, name: &str) -> Option<bool> {
+        self.0.get(name).and_then(|v| v.as_bool().ok()).copied()
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
+        self.opt_s(name)
+            .map(|raw| {
+                serde_json::from_str(raw)
+                    .map_err(|e| StoreError::Corrupt(format!("attribute `{name}`: {e}")))
+            })
+            .transpose()
+    }
+
+    fn parsed<T: std::str::FromStr>(&self, name: &str) -> Result<T, StoreError> {
+        let raw = self.s(name)?;
+        raw.parse()
+            .map_err(|_| StoreError::Corrupt(format!("attribute `{name}` has value `{raw}`")))
+    }
+}
