@@ -1,18 +1,27 @@
-//! What follows the end of a task attempt, whoever ended it (execute-agent, route when no agent
-//! can take the task, cleanup when leases ran out): count the task on its workflow, release or
-//! skip its dependents, and finish the workflow.
+//! What follows the end of a task attempt, whoever ended it (execute-agent after calling the
+//! agent, route when no agent can take the task, cleanup when leases ran out):
+//! - a retryable failure with attempts left queues the next attempt and sends it to routing
+//!   as a delayed message;
+//! - a final end counts the task on its workflow, releases or skips its dependents, and
+//!   finishes the workflow once every task has ended.
 //!
-//! Every step is a conditional write, so a redelivered message can run this again from the
-//! start and only the steps that did not happen yet take effect.
+//! Every step is a conditional write, so a redelivered message, or the scheduled repair that
+//! trusts no message, can run this again from the start: only the steps that did not happen
+//! yet take effect.
+
+use std::time::Duration;
 
 use futures::future::join_all;
+use serde_json::Value;
 
 use crate::config::Settings;
-use crate::domain::task::{TaskFailure, TaskStatus, WorkflowStatus};
-use crate::messages::{RouteMessage, TaskRef, FORMAT_VERSION};
+use crate::domain::retry::RetryPolicy;
+use crate::domain::task::{AttemptOutcome, AttemptRecord, TaskFailure, TaskStatus};
+use crate::messages::{RouteMessage, TaskRef};
 use crate::queue::{QueueError, TaskQueue};
 use crate::store::{
-    Finish, Recorded, Release, StoreError, TaskResult, WorkflowProgress, WorkflowStore,
+    AttemptEnd, AttemptHolder, Ended, Finish, Release, StoreError, TaskRecord, WorkflowProgress,
+    WorkflowStore, WorkflowView,
 };
 
 /// The errors of the chain's handlers: a step's store or queue request failed. SQS delivers
@@ -36,14 +45,178 @@ pub fn finish_at(settings: &Settings, now_ms: i64) -> Finish {
     }
 }
 
-/// Runs the steps after `task` ended (with `failure`, or successfully) and was recorded.
+/// A uniform draw in [0, 1) for backoff jitter.
+pub fn jitter_fraction() -> f64 {
+    // A v4 UUID's low 56 bits are random (its version and variant bits sit higher).
+    const BITS: u32 = 53;
+    let random = uuid::Uuid::new_v4().as_u128() as u64 & ((1 << BITS) - 1);
+    random as f64 / (1u64 << BITS) as f64
+}
+
+/// Who ran an attempt: what its record keeps besides the result.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptRun {
+    pub agent: Option<String>,
+    pub started_at_ms: Option<i64>,
+    pub claims: u32,
+}
+
+/// What ending an attempt came to.
+#[derive(Debug, Clone)]
+pub enum Concluded {
+    /// The task ended (now, or before this delivery): its follow-up has run.
+    Final(TaskRecord),
+    /// Another attempt follows (queued now, or before): it was sent to routing.
+    Retrying(TaskRecord),
+    /// The attempt was no longer this holder's to end: nothing was written.
+    Superseded,
+}
+
+impl Concluded {
+    /// The record of the attempt that ended, if this holder's end (or an earlier one) stands.
+    pub fn ended_attempt(&self, attempt: u32) -> Option<&AttemptRecord> {
+        match self {
+            Concluded::Final(r) | Concluded::Retrying(r) => {
+                r.attempts.iter().rev().find(|a| a.attempt == attempt)
+            }
+            Concluded::Superseded => None,
+        }
+    }
+}
+
+/// Everything needed to end one attempt.
+pub struct AttemptConclusion<'a> {
+    pub task: &'a TaskRef,
+    pub capability: &'a str,
+    pub holder: AttemptHolder<'a>,
+    pub result: Result<Value, TaskFailure>,
+    pub run: AttemptRun,
+    pub policy: RetryPolicy,
+    /// Agents the next attempt should try first, if there is one.
+    pub prefer: Vec<String>,
+    pub now_ms: i64,
+}
+
+/// Ends an attempt: records it, and then either runs the task's follow-up (a final end) or
+/// sends the next attempt to routing after its backoff (a retry).
+pub async fn conclude_attempt<S, Q>(
+    store: &S,
+    queue: &Q,
+    settings: &Settings,
+    conclusion: AttemptConclusion<'_>,
+) -> Result<Concluded, ChainError>
+where
+    S: WorkflowStore + ?Sized,
+    Q: TaskQueue + ?Sized,
+{
+    let AttemptConclusion {
+        task,
+        capability,
+        holder,
+        result,
+        run,
+        policy,
+        prefer,
+        now_ms,
+    } = conclusion;
+    let mut entry = AttemptRecord {
+        attempt: task.attempt,
+        agent: run.agent,
+        started_at_ms: run.started_at_ms,
+        finished_at_ms: now_ms,
+        outcome: AttemptOutcome::Succeeded,
+        error: None,
+        claims: run.claims,
+        retry_delay_ms: None,
+    };
+    let end = match result {
+        Ok(output) => AttemptEnd::Succeeded(output),
+        Err(failure) => {
+            entry.outcome = AttemptOutcome::Failed;
+            let retry = (failure.retryable && policy.allows_retry_after(task.attempt))
+                .then(|| policy.delay_ms(task.attempt, failure.retry_after_ms, jitter_fraction()));
+            entry.error = Some(failure.clone());
+            match retry {
+                Some(delay_ms) => {
+                    entry.retry_delay_ms = Some(delay_ms);
+                    let not_before_ms = now_ms + delay_ms as i64;
+                    AttemptEnd::Retry {
+                        not_before_ms,
+                        lease_until_ms: not_before_ms + dispatch_timeout_ms(settings),
+                    }
+                }
+                None => AttemptEnd::Failed(failure),
+            }
+        }
+    };
+    let finish = finish_at(settings, now_ms);
+    let record = match store
+        .end_attempt(task, holder, &end, &entry, finish)
+        .await?
+    {
+        Ended::Now(record) | Ended::Before(record) => record,
+        Ended::Superseded => return Ok(Concluded::Superseded),
+    };
+    if record.status.is_terminal() {
+        complete_task(store, queue, settings, &record, now_ms).await?;
+        return Ok(Concluded::Final(record));
+    }
+    send_retry(queue, &record, task.attempt, capability, prefer, now_ms).await?;
+    Ok(Concluded::Retrying(record))
+}
+
+/// Sends the attempt that follows `failed_attempt` to routing, after the delay its record
+/// asked for. Sending it twice is harmless: the claim absorbs the duplicate.
+pub async fn send_retry<Q>(
+    queue: &Q,
+    record: &TaskRecord,
+    failed_attempt: u32,
+    capability: &str,
+    prefer: Vec<String>,
+    now_ms: i64,
+) -> Result<(), QueueError>
+where
+    Q: TaskQueue + ?Sized,
+{
+    let ended = record
+        .attempts
+        .iter()
+        .rev()
+        .find(|a| a.attempt == failed_attempt);
+    let not_before_ms = ended.map_or(now_ms, |a| {
+        a.finished_at_ms + a.retry_delay_ms.unwrap_or(0) as i64
+    });
+    let mut message = RouteMessage::new(record.task_ref(), capability);
+    message.prefer = prefer;
+    message.not_before_ms = Some(not_before_ms);
+    tracing::info!(
+        next_attempt = record.attempt,
+        delay_ms = (not_before_ms - now_ms).max(0),
+        "attempt failed; retry scheduled"
+    );
+    queue
+        .send_route_after(&message, delay_until(not_before_ms, now_ms))
+        .await
+}
+
+/// The SQS delay of a message due at `due_ms`: SQS delays stop at 15 minutes, so a longer
+/// wait is chained (route sends the message again until it is due).
+pub fn delay_until(due_ms: i64, now_ms: i64) -> Duration {
+    const SQS_MAX_DELAY_MS: i64 = 900_000;
+    Duration::from_millis((due_ms - now_ms).clamp(0, SQS_MAX_DELAY_MS) as u64)
+}
+
+fn dispatch_timeout_ms(settings: &Settings) -> i64 {
+    settings.dispatch_timeout.as_millis() as i64
+}
+
+/// Runs the steps after `record`'s task ended (succeeded, failed, skipped or cancelled):
+/// count it on its workflow, release or skip its dependents, finish the workflow.
 pub async fn complete_task<S, Q>(
     store: &S,
     queue: &Q,
     settings: &Settings,
-    task: &TaskRef,
-    dependents: &[String],
-    failure: Option<&TaskFailure>,
+    record: &TaskRecord,
     now_ms: i64,
 ) -> Result<WorkflowProgress, ChainError>
 where
@@ -51,109 +224,87 @@ where
     Q: TaskQueue + ?Sized,
 {
     let finish = finish_at(settings, now_ms);
-    let (tenant, workflow_id) = (&task.tenant, &task.workflow_id);
-    let progress = store
-        .count_finished_task(tenant, workflow_id, &task.task_id, failure, finish)
-        .await?;
-    tracing::debug!(
-        workflow_status = %progress.status,
-        tasks_remaining = progress.tasks_remaining,
-        "task counted on its workflow"
-    );
-    if progress.status != WorkflowStatus::Running || failure.is_some() {
-        skip_descendants(store, tenant, workflow_id, dependents, finish).await?;
+    let (tenant, workflow_id) = (&record.tenant, &record.workflow_id);
+    let progress = count_task(
+        store,
+        tenant,
+        workflow_id,
+        &record.id,
+        record.status == TaskStatus::Failed,
+        finish,
+    )
+    .await?;
+    if record.status != TaskStatus::Succeeded || progress.failing {
+        // Nothing new starts in a workflow that will fail.
+        skip_descendants(store, tenant, workflow_id, &record.dependents, finish).await?;
         return Ok(progress);
     }
 
-    let dispatch_until = now_ms + settings.dispatch_timeout.as_millis() as i64;
+    let dispatch_until = now_ms + dispatch_timeout_ms(settings);
     // Fan-out DAGs can have many dependents: release them a few at a time, not one by one.
-    let mut releases = Vec::with_capacity(dependents.len());
-    for chunk in dependents.chunks(RELEASE_CONCURRENCY) {
+    let mut ready = Vec::new();
+    for chunk in record.dependents.chunks(RELEASE_CONCURRENCY) {
         let released = join_all(chunk.iter().map(|dependent| {
-            store.release_dependent(
-                tenant,
-                workflow_id,
-                dependent,
-                &task.task_id,
-                dispatch_until,
-            )
+            store.release_dependent(tenant, workflow_id, dependent, &record.id, dispatch_until)
         }))
         .await;
         for (dependent, release) in chunk.iter().zip(released) {
-            releases.push((dependent, release?));
-        }
-    }
-    let ready: Vec<RouteMessage> = releases
-        .into_iter()
-        .filter_map(|(dependent, release)| match release {
-            Release::Ready {
+            if let Release::Ready {
                 attempt,
                 capability,
-            } => {
+            } = release?
+            {
                 tracing::info!(dependent = %dependent, "dependent released");
-                Some(RouteMessage {
-                    v: FORMAT_VERSION,
-                    task: TaskRef {
-                        tenant: tenant.clone(),
-                        workflow_id: workflow_id.clone(),
-                        task_id: dependent.clone(),
-                        attempt,
-                    },
-                    capability,
-                })
+                let task = TaskRef {
+                    tenant: tenant.clone(),
+                    workflow_id: workflow_id.clone(),
+                    task_id: dependent.clone(),
+                    attempt,
+                };
+                ready.push(RouteMessage::new(task, capability));
             }
-            Release::StillWaiting | Release::Moved => None,
-        })
-        .collect();
+        }
+    }
     queue.send_route(&ready).await?;
+    Ok(progress)
+}
 
-    if progress.tasks_remaining == 0 && store.complete_workflow(tenant, workflow_id, finish).await?
+/// Counts one ended task on its workflow, and finishes the workflow if it was the last.
+async fn count_task<S>(
+    store: &S,
+    tenant: &str,
+    workflow_id: &str,
+    task_id: &str,
+    failed: bool,
+    finish: Finish,
+) -> Result<WorkflowProgress, StoreError>
+where
+    S: WorkflowStore + ?Sized,
+{
+    let progress = store
+        .count_finished_task(tenant, workflow_id, task_id, failed, finish.now_ms)
+        .await?;
+    tracing::debug!(
+        task = task_id,
+        tasks_remaining = progress.tasks_remaining,
+        failing = progress.failing,
+        "task counted on its workflow"
+    );
+    if progress.tasks_remaining == 0
+        && store
+            .finish_workflow(tenant, workflow_id, progress.failing, finish)
+            .await?
     {
-        tracing::info!(workflow = %workflow_id, "workflow succeeded");
+        tracing::info!(
+            workflow = %workflow_id,
+            failed = progress.failing,
+            "workflow finished"
+        );
     }
     Ok(progress)
 }
 
-/// Fails a task that is not running an agent call (no agent can take it, or its handlers kept
-/// dying), then runs the steps that follow its end. `expected` is the status it must still
-/// have. Returns false if the task had moved on, and nothing was written.
-pub async fn fail_task<S, Q>(
-    store: &S,
-    queue: &Q,
-    settings: &Settings,
-    task: &TaskRef,
-    expected: TaskStatus,
-    failure: TaskFailure,
-    now_ms: i64,
-) -> Result<bool, ChainError>
-where
-    S: WorkflowStore + ?Sized,
-    Q: TaskQueue + ?Sized,
-{
-    let result = TaskResult::Failed(failure);
-    match store
-        .record_result(task, expected, &result, finish_at(settings, now_ms))
-        .await?
-    {
-        Recorded::Now(record) | Recorded::Earlier(record) => {
-            let failure = record.failure.as_ref();
-            complete_task(
-                store,
-                queue,
-                settings,
-                task,
-                &record.dependents,
-                failure,
-                now_ms,
-            )
-            .await?;
-            Ok(true)
-        }
-        Recorded::Superseded => Ok(false),
-    }
-}
-
-/// Marks every task downstream of `dependents` skipped: they can no longer run.
+/// Marks every task downstream of `dependents` skipped, and counts each on the workflow.
 async fn skip_descendants<S>(
     store: &S,
     tenant: &str,
@@ -170,8 +321,188 @@ where
             .skip_task(tenant, workflow_id, &task_id, finish)
             .await?
         {
+            count_task(store, tenant, workflow_id, &task_id, false, finish).await?;
             frontier.extend(next);
         }
     }
     Ok(())
+}
+
+/// Whether an ended task's follow-up may not have run to its end, judged from what is
+/// stored: the task is not counted on its workflow, or a dependent still waits on it.
+pub fn follow_up_incomplete(view: &WorkflowView, task: &TaskRecord) -> bool {
+    if !task.status.is_terminal() {
+        return false;
+    }
+    if !view.workflow.tasks_done.contains(&task.id) {
+        return true;
+    }
+    let releases = task.status == TaskStatus::Succeeded && !view.workflow.is_failing();
+    task.dependents.iter().any(|id| {
+        view.tasks.iter().any(|d| {
+            &d.id == id
+                && d.status == TaskStatus::Waiting
+                // A dependent must be skipped, or must have counted this task, and be queued
+                // once every dependency has been counted.
+                && (!releases || !d.deps_done.contains(&task.id) || d.deps_remaining == 0)
+        })
+    })
+}
+
+/// Finishes a workflow whose tasks have all been counted (its finishing write was lost).
+pub async fn finish_if_done<S>(
+    store: &S,
+    settings: &Settings,
+    view: &WorkflowView,
+    now_ms: i64,
+) -> Result<bool, StoreError>
+where
+    S: WorkflowStore + ?Sized,
+{
+    let w = &view.workflow;
+    if w.status.is_terminal() || w.tasks_remaining != 0 {
+        return Ok(false);
+    }
+    store
+        .finish_workflow(
+            &w.tenant,
+            &w.id,
+            w.is_failing(),
+            finish_at(settings, now_ms),
+        )
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::task::WorkflowStatus;
+    use crate::store::WorkflowRecord;
+
+    fn task(id: &str, status: TaskStatus, dependents: &[&str]) -> TaskRecord {
+        TaskRecord {
+            tenant: "t".into(),
+            workflow_id: "w".into(),
+            id: id.into(),
+            capability: "c".into(),
+            input: Value::Null,
+            depends_on: Vec::new(),
+            dependents: dependents.iter().map(|d| d.to_string()).collect(),
+            status,
+            attempt: 1,
+            deps_remaining: 0,
+            deps_done: Vec::new(),
+            agent: None,
+            output: None,
+            failure: None,
+            started_at_ms: None,
+            finished_at_ms: Some(0),
+            lease_until_ms: None,
+            retry: None,
+            fallback: true,
+            timeout_ms: None,
+            attempts: Vec::new(),
+            claims: 0,
+            claim_token: None,
+            lease_expirations: 0,
+            dispatches: 0,
+        }
+    }
+
+    fn view(tasks: Vec<TaskRecord>, done: &[&str], failed_task: Option<&str>) -> WorkflowView {
+        WorkflowView {
+            workflow: WorkflowRecord {
+                tenant: "t".into(),
+                id: "w".into(),
+                name: "n".into(),
+                status: WorkflowStatus::Running,
+                task_count: tasks.len() as u32,
+                tasks_remaining: (tasks.len() - done.len()) as u32,
+                tasks_done: done.iter().map(|d| d.to_string()).collect(),
+                failed_task: failed_task.map(str::to_string),
+                error: None,
+                deadline_at_ms: None,
+                created_at_ms: 0,
+                updated_at_ms: 0,
+                finished_at_ms: None,
+            },
+            tasks,
+        }
+    }
+
+    #[test]
+    fn an_uncounted_ended_task_needs_its_follow_up() {
+        let v = view(vec![task("a", TaskStatus::Succeeded, &[])], &[], None);
+        assert!(follow_up_incomplete(&v, &v.tasks[0]));
+        let v = view(vec![task("a", TaskStatus::Running, &[])], &[], None);
+        assert!(
+            !follow_up_incomplete(&v, &v.tasks[0]),
+            "a running task has a lease"
+        );
+    }
+
+    #[test]
+    fn a_counted_task_whose_dependent_still_waits_on_it_needs_its_follow_up() {
+        let mut b = task("b", TaskStatus::Waiting, &[]);
+        b.deps_remaining = 1;
+        let v = view(
+            vec![task("a", TaskStatus::Succeeded, &["b"]), b.clone()],
+            &["a"],
+            None,
+        );
+        assert!(follow_up_incomplete(&v, &v.tasks[0]), "b never counted a");
+
+        b.deps_done = vec!["a".into()];
+        b.deps_remaining = 0;
+        let v = view(
+            vec![task("a", TaskStatus::Succeeded, &["b"]), b.clone()],
+            &["a"],
+            None,
+        );
+        assert!(
+            follow_up_incomplete(&v, &v.tasks[0]),
+            "b counted a but was never queued"
+        );
+
+        b.status = TaskStatus::Queued;
+        let v = view(
+            vec![task("a", TaskStatus::Succeeded, &["b"]), b],
+            &["a"],
+            None,
+        );
+        assert!(!follow_up_incomplete(&v, &v.tasks[0]));
+    }
+
+    #[test]
+    fn in_a_failing_workflow_waiting_dependents_are_left_to_be_skipped() {
+        let mut b = task("b", TaskStatus::Waiting, &[]);
+        b.deps_done = vec!["a".into()];
+        b.deps_remaining = 1;
+        let v = view(
+            vec![
+                task("a", TaskStatus::Succeeded, &["b"]),
+                b,
+                task("x", TaskStatus::Failed, &[]),
+            ],
+            &["a", "x"],
+            Some("x"),
+        );
+        assert!(follow_up_incomplete(&v, &v.tasks[0]));
+        assert!(!follow_up_incomplete(&v, &v.tasks[2]));
+    }
+
+    #[test]
+    fn delays_beyond_fifteen_minutes_are_chained() {
+        assert_eq!(delay_until(1_000, 0), Duration::from_secs(1));
+        assert_eq!(delay_until(3_600_000, 0), Duration::from_secs(900));
+        assert_eq!(delay_until(0, 5_000), Duration::ZERO);
+    }
+
+    #[test]
+    fn jitter_draws_fall_in_the_unit_interval() {
+        for _ in 0..1000 {
+            let f = jitter_fraction();
+            assert!((0.0..1.0).contains(&f), "{f}");
+        }
+    }
 }

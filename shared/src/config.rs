@@ -21,9 +21,16 @@ pub struct Settings {
     /// How long finished workflows, tasks and outcome records are kept before TTL removes them.
     pub retention: Duration,
     /// How long a queued task may wait for an execute handler before cleanup sends it again.
+    /// Each further dispatch of the same attempt waits twice as long.
     pub dispatch_timeout: Duration,
+    /// How many times cleanup sends one attempt again before the task fails `not_dispatched`.
+    pub max_dispatches: u32,
     /// How many times a task may be claimed by a handler that then dies, before it fails.
     pub max_lease_attempts: u32,
+    /// Time a lease grants beyond the agent call's time-out, to record the result.
+    pub lease_margin: Duration,
+    /// How often the scheduled repair looks at each unfinished workflow.
+    pub repair_after: Duration,
 }
 
 impl Settings {
@@ -59,8 +66,11 @@ impl Settings {
             execute_queue_url: required("EXECUTE_QUEUE_URL")?,
             learn_queue_url: required("LEARN_QUEUE_URL")?,
             retention: Duration::from_secs(number("RETENTION_DAYS", 7)? * 86_400),
-            dispatch_timeout: Duration::from_secs(number("DISPATCH_TIMEOUT_SECONDS", 300)?),
+            dispatch_timeout: Duration::from_secs(number("DISPATCH_TIMEOUT_SECONDS", 120)?),
+            max_dispatches: number("MAX_DISPATCHES", 5)?.min(100) as u32,
             max_lease_attempts: number("MAX_LEASE_ATTEMPTS", 3)?.min(100) as u32,
+            lease_margin: Duration::from_secs(number("LEASE_MARGIN_SECONDS", 30)?),
+            repair_after: Duration::from_secs(number("REPAIR_AFTER_SECONDS", 60)?),
         })
     }
 }

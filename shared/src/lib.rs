@@ -3,8 +3,10 @@
 //! It owns everything the five functions have in common:
 //! - [`domain`]: pure logic (workflow DAGs, agents, task states, routing, learning), no I/O;
 //! - [`messages`]: the SQS message formats that chain the functions;
-//! - [`store`], [`queue`], [`invoker`]: the ports the handlers use, with their DynamoDB, SQS
-//!   and HTTP adapters;
+//! - [`store`], [`queue`], [`invoker`], [`prober`]: the ports the handlers use, with their
+//!   DynamoDB, SQS and HTTP adapters;
+//! - [`completion`]: how an attempt ends (a retry, or the follow-up of a final end), shared
+//!   by the handlers that end attempts and by the scheduled repair;
 //! - [`batch`]: the one SQS batch helper every queue-driven function uses;
 //! - [`config`] and [`telemetry`]: start-up wiring shared by the thin `main.rs` files.
 
@@ -15,6 +17,7 @@ pub mod config;
 pub mod domain;
 pub mod invoker;
 pub mod messages;
+pub mod prober;
 pub mod queue;
 pub mod store;
 pub mod telemetry;

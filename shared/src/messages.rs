@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::circuit::BreakerSettings;
 use crate::domain::routing::RouteDecision;
 use crate::domain::task::FailureKind;
 
@@ -20,7 +21,6 @@ pub struct TaskRef {
 }
 
 impl TaskRef {
-    /// The key an agent receives as `Idempotency-Key`: stable for one attempt, new for the next.
     /// The span a handler works on this attempt in: the fields every log line carries.
     /// `agent` is declared empty for handlers that know it to record.
     pub fn span(&self, step: &'static str) -> tracing::Span {
@@ -35,6 +35,8 @@ impl TaskRef {
         )
     }
 
+    /// The key an agent receives as `Idempotency-Key`: stable for one attempt (also when a
+    /// handler died holding it and the attempt is claimed again), new for the next attempt.
     pub fn idempotency_key(&self) -> String {
         format!(
             "{}:{}:{}:{}",
@@ -50,6 +52,31 @@ pub struct RouteMessage {
     #[serde(flatten)]
     pub task: TaskRef,
     pub capability: String,
+    /// Agents to try first, in order: a retry's remaining fallbacks, or the agent whose
+    /// handler died (so it sees the same `Idempotency-Key` again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefer: Vec<String>,
+    /// Agents found deleted or disabled since the previous decision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub avoid: Vec<String>,
+    /// Not to be routed before this time: a backoff longer than SQS's 900 s delay limit is
+    /// chained through route, which sends the message again until it is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<i64>,
+}
+
+impl RouteMessage {
+    /// A task ready to be routed now, with no preference.
+    pub fn new(task: TaskRef, capability: impl Into<String>) -> Self {
+        RouteMessage {
+            v: FORMAT_VERSION,
+            task,
+            capability: capability.into(),
+            prefer: Vec::new(),
+            avoid: Vec::new(),
+            not_before_ms: None,
+        }
+    }
 }
 
 /// route → execute-agent: run this task on the decided agent.
@@ -76,6 +103,13 @@ pub struct OutcomeMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureKind>,
     pub finished_at_ms: i64,
+    /// Whether the call counts for the agent's circuit: a success, or a failure of the agent
+    /// (server error, 408, 429, time-out, unreachable, invalid answer); not a 4xx refusal.
+    #[serde(default)]
+    pub counts_for_circuit: bool,
+    /// The agent's own breaker settings, when it has some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerSettings>,
 }
 
 #[cfg(test)]
@@ -100,6 +134,7 @@ mod tests {
                 strategy: RoutingStrategy::Learned,
                 confidence: 0.7,
                 reasoning: "r".into(),
+                probe: false,
             },
         };
         let json = serde_json::to_value(&msg).unwrap();
@@ -107,6 +142,7 @@ mod tests {
         assert_eq!(json["attempt"], 2);
         assert_eq!(json["route"]["strategy"], "learned");
         assert!(json.get("input").is_none());
+        assert!(json["route"].get("probe").is_none(), "false is left out");
         let back: ExecuteMessage = serde_json::from_value(json).unwrap();
         assert_eq!(back, msg);
     }

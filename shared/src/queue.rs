@@ -1,5 +1,7 @@
 //! The port to the queues that chain the functions, and its SQS adapter.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_sdk_sqs::Client;
@@ -24,6 +26,13 @@ pub enum QueueError {
 pub trait TaskQueue: Send + Sync {
     /// Tasks ready for routing.
     async fn send_route(&self, messages: &[RouteMessage]) -> Result<(), QueueError>;
+    /// A task to route after `delay` (at most SQS's 15 minutes): a retry's backoff, never a
+    /// sleeping function.
+    async fn send_route_after(
+        &self,
+        message: &RouteMessage,
+        delay: Duration,
+    ) -> Result<(), QueueError>;
     /// A routed task, ready for execution.
     async fn send_execute(&self, message: &ExecuteMessage) -> Result<(), QueueError>;
     /// An outcome for the learner.
@@ -49,10 +58,26 @@ impl SqsQueues {
     }
 
     async fn send_one(&self, url: &str, message: &impl Serialize) -> Result<(), QueueError> {
-        self.client
+        self.send_delayed(url, message, Duration::ZERO).await
+    }
+
+    async fn send_delayed(
+        &self,
+        url: &str,
+        message: &impl Serialize,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        let mut request = self
+            .client
             .send_message()
             .queue_url(url)
-            .message_body(serde_json::to_string(message)?)
+            .message_body(serde_json::to_string(message)?);
+        // Whole seconds, rounded up so a message never arrives before it is due.
+        let delay_s = delay.as_millis().div_ceil(1000).min(900) as i32;
+        if delay_s > 0 {
+            request = request.delay_seconds(delay_s);
+        }
+        request
             .send()
             .await
             .map_err(|e| QueueError::Sqs(DisplayErrorContext(&e).to_string()))?;
@@ -111,6 +136,14 @@ impl TaskQueue for SqsQueues {
             [one] => self.send_one(&self.route_url, one).await,
             many => self.send_many(&self.route_url, many).await,
         }
+    }
+
+    async fn send_route_after(
+        &self,
+        message: &RouteMessage,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        self.send_delayed(&self.route_url, message, delay).await
     }
 
     async fn send_execute(&self, message: &ExecuteMessage) -> Result<(), QueueError> {

@@ -1,67 +1,123 @@
-//! cleanup: the scheduled sweep that keeps work from getting stuck.
+//! cleanup: the scheduled sweep that keeps work from getting stuck, whatever messages were lost.
 //!
-//! It reads the sparse lease index, one query per shard, for leases that ran out:
-//! - a `running` task whose handler died is handed back to routing with a new attempt, or
-//!   failed once it has used up `MAX_LEASE_ATTEMPTS`;
-//! - a `queued` task that no handler claimed in time (its message was lost, or never sent
-//!   because orchestrate died after storing the workflow) is sent to routing again.
+//! Each tick it does four things:
+//! - **Leases** (index `leases`): a `running` attempt whose handler died goes back to routing
+//!   as the same attempt (so the agent sees the same `Idempotency-Key`), or fails
+//!   `lease_expired` once `MAX_LEASE_ATTEMPTS` handlers died on it. A `queued` task that no
+//!   handler took in time is sent again, each time waiting twice as long, and fails
+//!   `not_dispatched` after `MAX_DISPATCHES`; one whose workflow record was never written is
+//!   dropped.
+//! - **Unfinished workflows** (index `sweeps`): each running workflow is looked at every
+//!   `REPAIR_AFTER_SECONDS` and repaired from its tasks' recorded states: an ended task whose
+//!   follow-up did not run to its end (not counted, dependents not released or skipped) has it
+//!   run again, and a workflow whose tasks are all counted is finished.
+//! - **Deadlines**: a workflow past its `timeout_s` has its unfinished tasks cancelled and
+//!   fails with `deadline_exceeded`.
+//! - **Health**: agents whose health check is due are probed (a few at a time, a short
+//!   time-out, no payload) and their status stored for routing.
 //!
 //! Finished workflows, tasks and outcomes carry an `expires_at` attribute written when they
 //! finish, and DynamoDB's TTL removes them; the sweep has nothing to delete.
 
+use std::time::Duration;
+
 use baton::clock::now_ms;
-use baton::completion::{fail_task, ChainError};
+use baton::completion::{
+    complete_task, conclude_attempt, finish_at, finish_if_done, follow_up_incomplete,
+    AttemptConclusion, AttemptRun, ChainError,
+};
 use baton::config::Settings;
+use baton::domain::health::after_probe;
+use baton::domain::retry::RetryPolicy;
 use baton::domain::task::{FailureKind, TaskFailure, TaskStatus};
-use baton::messages::{RouteMessage, TaskRef, FORMAT_VERSION};
+use baton::messages::RouteMessage;
+use baton::prober::HealthProber;
 use baton::queue::TaskQueue;
 use baton::store::keys::LEASE_SHARDS;
-use baton::store::{ExpiredLease, WorkflowStore};
+use baton::store::{AgentRegistry, AttemptHolder, ExpiredLease, WorkflowStore};
+use futures::StreamExt;
 use lambda_runtime::{Error, LambdaEvent};
 use serde::Serialize;
 use tracing::Instrument;
 
 /// Leases handled per shard per sweep; the rest wait for the next tick.
 pub const SWEEP_LIMIT: i32 = 200;
+/// Workflows looked at per shard per sweep.
+pub const REPAIR_LIMIT: i32 = 100;
+/// Health probes per sweep, and how many run at once.
+pub const PROBE_LIMIT: i32 = 100;
+const PROBE_CONCURRENCY: usize = 8;
+/// A redispatched task waits at most this long before it is sent again.
+const MAX_DISPATCH_WAIT: Duration = Duration::from_secs(3_600);
+/// An ended task is left to its own handler for this long before the repair runs its
+/// follow-up (the handler is most likely doing it right now).
+const FOLLOW_UP_GRACE_MS: i64 = 10_000;
 
-pub struct CleanupDeps<S, Q> {
+pub struct CleanupDeps<S, Q, P> {
     pub store: S,
     pub queue: Q,
+    pub prober: P,
     pub settings: Settings,
 }
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct SweepReport {
-    /// Running tasks handed back to routing with a new attempt.
+    /// Running tasks whose handler died, handed back to routing (same attempt).
     pub reclaimed: u32,
     /// Queued tasks sent to routing again.
     pub redispatched: u32,
-    /// Tasks failed after too many expired leases.
+    /// Tasks failed after too many expired leases or dispatches.
     pub failed: u32,
-    /// Leases that could not be handled this time (logged; retried on the next sweep).
+    /// Tasks whose workflow record was never written, dropped.
+    pub abandoned: u32,
+    /// Unfinished workflows looked at.
+    pub workflows_checked: u32,
+    /// Ended tasks whose interrupted follow-up was run again, and workflows finished.
+    pub repaired: u32,
+    /// Workflows failed because their deadline passed.
+    pub deadlines: u32,
+    /// Agents probed.
+    pub probed: u32,
+    /// Items that could not be handled this time (logged; retried on the next sweep).
     pub errors: u32,
 }
 
 /// The scheduled event's content is irrelevant: every tick sweeps.
-pub async fn handle_tick<S, Q>(
-    deps: &CleanupDeps<S, Q>,
+pub async fn handle_tick<S, Q, P>(
+    deps: &CleanupDeps<S, Q, P>,
     _event: LambdaEvent<serde_json::Value>,
 ) -> Result<SweepReport, Error>
 where
-    S: WorkflowStore,
+    S: WorkflowStore + AgentRegistry,
     Q: TaskQueue,
+    P: HealthProber,
 {
     Ok(sweep(deps, now_ms()).await)
 }
 
-/// Handles every lease that expired before `now`.
-pub async fn sweep<S, Q>(deps: &CleanupDeps<S, Q>, now: i64) -> SweepReport
+/// Everything one tick does, as of `now`.
+pub async fn sweep<S, Q, P>(deps: &CleanupDeps<S, Q, P>, now: i64) -> SweepReport
+where
+    S: WorkflowStore + AgentRegistry,
+    Q: TaskQueue,
+    P: HealthProber,
+{
+    let mut report = SweepReport::default();
+    sweep_leases(deps, now, &mut report).await;
+    sweep_workflows(deps, now, &mut report).await;
+    probe_agents(deps, now, &mut report).await;
+    if report != SweepReport::default() {
+        tracing::info!(?report, "sweep done");
+    }
+    report
+}
+
+async fn sweep_leases<S, Q, P>(deps: &CleanupDeps<S, Q, P>, now: i64, report: &mut SweepReport)
 where
     S: WorkflowStore,
     Q: TaskQueue,
 {
-    let mut report = SweepReport::default();
     for shard in 0..LEASE_SHARDS {
         let leases = match deps.store.expired_leases(shard, now, SWEEP_LIMIT).await {
             Ok(leases) => leases,
@@ -74,11 +130,10 @@ where
         for lease in leases {
             let span = lease.task.span("cleanup");
             match handle_expired(deps, &lease, now).instrument(span).await {
-                Ok(Some(outcome)) => match outcome {
-                    Handled::Reclaimed => report.reclaimed += 1,
-                    Handled::Redispatched => report.redispatched += 1,
-                    Handled::Failed => report.failed += 1,
-                },
+                Ok(Some(Handled::Reclaimed)) => report.reclaimed += 1,
+                Ok(Some(Handled::Redispatched)) => report.redispatched += 1,
+                Ok(Some(Handled::Failed)) => report.failed += 1,
+                Ok(Some(Handled::Abandoned)) => report.abandoned += 1,
                 Ok(None) => {}
                 Err(error) => {
                     tracing::error!(%error, "expired lease not handled; next sweep retries");
@@ -87,20 +142,17 @@ where
             }
         }
     }
-    if report != SweepReport::default() {
-        tracing::info!(?report, "sweep done");
-    }
-    report
 }
 
 enum Handled {
     Reclaimed,
     Redispatched,
     Failed,
+    Abandoned,
 }
 
-async fn handle_expired<S, Q>(
-    deps: &CleanupDeps<S, Q>,
+async fn handle_expired<S, Q, P>(
+    deps: &CleanupDeps<S, Q, P>,
     lease: &ExpiredLease,
     now: i64,
 ) -> Result<Option<Handled>, ChainError>
@@ -109,52 +161,296 @@ where
     Q: TaskQueue,
 {
     let task = &lease.task;
-    if lease.status == TaskStatus::Running && task.attempt >= deps.settings.max_lease_attempts {
-        let failure = TaskFailure::new(
-            FailureKind::LeaseExpired,
-            format!(
-                "the task's handler stopped before finishing, {} times",
-                task.attempt
-            ),
-        );
-        let failed = fail_task(
-            &deps.store,
-            &deps.queue,
-            &deps.settings,
-            task,
-            TaskStatus::Running,
-            failure,
-            now,
-        )
-        .await?;
-        if failed {
-            tracing::warn!("lease expired too often; task failed");
+    let settings = &deps.settings;
+    match lease.status {
+        TaskStatus::Running if lease.claims >= settings.max_lease_attempts => {
+            let failure = TaskFailure::new(
+                FailureKind::LeaseExpired,
+                format!(
+                    "the task's handler stopped before finishing, {} times",
+                    lease.claims
+                ),
+            );
+            let run = AttemptRun {
+                agent: lease.agent.clone(),
+                started_at_ms: None,
+                claims: lease.claims,
+            };
+            let ended = fail(
+                deps,
+                lease,
+                AttemptHolder::ExpiredLease(lease.lease_until_ms),
+                failure,
+                run,
+                now,
+            )
+            .await?;
+            if ended {
+                tracing::warn!("lease expired too often; task failed");
+            }
+            Ok(ended.then_some(Handled::Failed))
         }
-        return Ok(failed.then_some(Handled::Failed));
+        TaskStatus::Running => {
+            let until = now + settings.dispatch_timeout.as_millis() as i64;
+            if !deps.store.requeue_expired(lease, until).await? {
+                return Ok(None);
+            }
+            // The agent whose call was lost gets the same Idempotency-Key again, so that it
+            // can recognise the repeat.
+            let mut message = RouteMessage::new(task.clone(), lease.capability.clone());
+            message.prefer = lease.agent.iter().cloned().collect();
+            deps.queue.send_route(&[message]).await?;
+            tracing::warn!(
+                claims = lease.claims,
+                "handler died holding the lease; attempt handed back to routing"
+            );
+            Ok(Some(Handled::Reclaimed))
+        }
+        TaskStatus::Queued => {
+            // Tasks are written before their workflow record: without one, they were never
+            // accepted and must not run.
+            if deps
+                .store
+                .workflow_status(&task.tenant, &task.workflow_id)
+                .await?
+                .is_none()
+            {
+                let expires = finish_at(settings, now).expires_at_s;
+                let dropped = deps.store.abandon_task(lease, expires).await?;
+                if dropped {
+                    tracing::warn!("task of a workflow that was never stored; dropped");
+                }
+                return Ok(dropped.then_some(Handled::Abandoned));
+            }
+            if lease.dispatches >= settings.max_dispatches {
+                let failure = TaskFailure::new(
+                    FailureKind::NotDispatched,
+                    format!(
+                        "the task was sent for execution {} times and no handler took it",
+                        lease.dispatches + 1
+                    ),
+                );
+                let ended = fail(
+                    deps,
+                    lease,
+                    AttemptHolder::Queued,
+                    failure,
+                    AttemptRun::default(),
+                    now,
+                )
+                .await?;
+                return Ok(ended.then_some(Handled::Failed));
+            }
+            let wait = settings
+                .dispatch_timeout
+                .saturating_mul(1 << lease.dispatches.min(16))
+                .min(MAX_DISPATCH_WAIT);
+            if !deps
+                .store
+                .requeue_expired(lease, now + wait.as_millis() as i64)
+                .await?
+            {
+                return Ok(None);
+            }
+            deps.queue
+                .send_route(&[RouteMessage::new(task.clone(), lease.capability.clone())])
+                .await?;
+            tracing::warn!(
+                dispatches = lease.dispatches + 1,
+                "queued task was not claimed in time; sent to routing again"
+            );
+            Ok(Some(Handled::Redispatched))
+        }
+        _ => Ok(None),
     }
+}
 
-    let dispatch_until = now + deps.settings.dispatch_timeout.as_millis() as i64;
-    let Some(attempt) = deps.store.requeue_expired(lease, dispatch_until).await? else {
-        return Ok(None);
+/// Fails the attempt a lease shows, with no retry, and runs the task's follow-up.
+async fn fail<S, Q, P>(
+    deps: &CleanupDeps<S, Q, P>,
+    lease: &ExpiredLease,
+    holder: AttemptHolder<'_>,
+    failure: TaskFailure,
+    run: AttemptRun,
+    now: i64,
+) -> Result<bool, ChainError>
+where
+    S: WorkflowStore,
+    Q: TaskQueue,
+{
+    let concluded = conclude_attempt(
+        &deps.store,
+        &deps.queue,
+        &deps.settings,
+        AttemptConclusion {
+            task: &lease.task,
+            capability: &lease.capability,
+            holder,
+            result: Err(failure),
+            run,
+            policy: RetryPolicy::default(),
+            prefer: Vec::new(),
+            now_ms: now,
+        },
+    )
+    .await?;
+    Ok(!matches!(
+        concluded,
+        baton::completion::Concluded::Superseded
+    ))
+}
+
+async fn sweep_workflows<S, Q, P>(deps: &CleanupDeps<S, Q, P>, now: i64, report: &mut SweepReport)
+where
+    S: WorkflowStore,
+    Q: TaskQueue,
+{
+    for shard in 0..LEASE_SHARDS {
+        let due = match deps.store.due_workflows(shard, now, REPAIR_LIMIT).await {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::error!(shard, %error, "sweeps index query failed");
+                report.errors += 1;
+                continue;
+            }
+        };
+        for (tenant, workflow_id) in due {
+            let span = tracing::info_span!("repair", tenant = %tenant, workflow = %workflow_id);
+            report.workflows_checked += 1;
+            if let Err(error) = repair_workflow(deps, &tenant, &workflow_id, now, report)
+                .instrument(span)
+                .await
+            {
+                tracing::error!(%error, "workflow not repaired; next sweep retries");
+                report.errors += 1;
+            }
+        }
+    }
+}
+
+/// Brings one unfinished workflow up to date with its tasks' recorded states.
+async fn repair_workflow<S, Q, P>(
+    deps: &CleanupDeps<S, Q, P>,
+    tenant: &str,
+    workflow_id: &str,
+    now: i64,
+    report: &mut SweepReport,
+) -> Result<(), ChainError>
+where
+    S: WorkflowStore,
+    Q: TaskQueue,
+{
+    let settings = &deps.settings;
+    let Some(view) = deps.store.workflow(tenant, workflow_id).await? else {
+        return Ok(());
     };
-    deps.queue
-        .send_route(&[RouteMessage {
-            v: FORMAT_VERSION,
-            task: TaskRef {
-                attempt,
-                ..task.clone()
-            },
-            capability: lease.capability.clone(),
-        }])
-        .await?;
-    Ok(Some(if lease.status == TaskStatus::Running {
-        tracing::warn!(
-            new_attempt = attempt,
-            "handler died holding the lease; task reclaimed"
+    if view.workflow.status.is_terminal() {
+        return Ok(());
+    }
+    let deadline = view.workflow.deadline_at_ms;
+    if deadline.is_some_and(|at| at <= now) {
+        let error = TaskFailure::new(
+            FailureKind::DeadlineExceeded,
+            "the workflow's deadline (timeout_s) passed before it finished",
         );
-        Handled::Reclaimed
-    } else {
-        tracing::warn!("queued task was not claimed in time; sent to routing again");
-        Handled::Redispatched
-    }))
+        deps.store
+            .fail_workflow(tenant, workflow_id, &error, now)
+            .await?;
+        let finish = finish_at(settings, now);
+        for task in view.tasks.iter().filter(|t| !t.status.is_terminal()) {
+            if deps
+                .store
+                .cancel_task(tenant, workflow_id, &task.id, &error, finish)
+                .await?
+            {
+                let cancelled = baton::store::TaskRecord {
+                    status: TaskStatus::Cancelled,
+                    ..task.clone()
+                };
+                complete_task(&deps.store, &deps.queue, settings, &cancelled, now).await?;
+            }
+        }
+        report.deadlines += 1;
+        tracing::warn!("deadline passed; unfinished tasks cancelled and the workflow failed");
+    }
+    // The same view serves the follow-ups: a task counted since is counted once anyway.
+    for task in &view.tasks {
+        let settled = task
+            .finished_at_ms
+            .is_some_and(|at| at <= now - FOLLOW_UP_GRACE_MS);
+        if settled && follow_up_incomplete(&view, task) {
+            tracing::warn!(task = %task.id, status = %task.status, "follow-up of an ended task was interrupted; running it again");
+            complete_task(&deps.store, &deps.queue, settings, task, now).await?;
+            report.repaired += 1;
+        }
+    }
+    if finish_if_done(&deps.store, settings, &view, now).await? {
+        report.repaired += 1;
+    }
+    let next = now + settings.repair_after.as_millis() as i64;
+    let next = deadline
+        .filter(|at| *at > now)
+        .map_or(next, |at| at.min(next));
+    deps.store.schedule_check(tenant, workflow_id, next).await?;
+    Ok(())
+}
+
+async fn probe_agents<S, Q, P>(deps: &CleanupDeps<S, Q, P>, now: i64, report: &mut SweepReport)
+where
+    S: AgentRegistry,
+    P: HealthProber,
+{
+    let due = match deps.store.due_health_checks(now, PROBE_LIMIT).await {
+        Ok(due) => due,
+        Err(error) => {
+            tracing::error!(%error, "health index query failed");
+            report.errors += 1;
+            return;
+        }
+    };
+    let results: Vec<Result<bool, String>> = futures::stream::iter(due)
+        .map(|(tenant, agent)| async move {
+            let Some(check) = agent.health_check.as_ref() else {
+                return Ok(false);
+            };
+            let next = now + i64::from(check.interval_s) * 1000;
+            let probed = match (agent.enabled, check.url(&agent.endpoint)) {
+                (true, Some(url)) => {
+                    let result = deps.prober.probe(&url).await;
+                    let health = after_probe(agent.health.as_ref(), result, now_ms());
+                    if agent.health.as_ref().map(|h| h.status) != Some(health.status) {
+                        tracing::info!(tenant = %tenant, agent = %agent.name, status = health.status.as_str(), "agent health changed");
+                    }
+                    deps.store
+                        .record_health(&tenant, &agent.name, &health, next)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    true
+                }
+                // Disabled agents are not probed; their next turn is kept.
+                _ => {
+                    if let Some(health) = agent.health.as_ref() {
+                        deps.store
+                            .record_health(&tenant, &agent.name, health, next)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    false
+                }
+            };
+            Ok(probed)
+        })
+        .buffer_unordered(PROBE_CONCURRENCY)
+        .collect()
+        .await;
+    for result in results {
+        match result {
+            Ok(true) => report.probed += 1,
+            Ok(false) => {}
+            Err(error) => {
+                tracing::error!(%error, "health not recorded; next sweep probes again");
+                report.errors += 1;
+            }
+        }
+    }
 }

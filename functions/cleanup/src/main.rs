@@ -1,3 +1,4 @@
+use baton::prober::HttpHealthProber;
 use baton_cleanup::{handle_tick, CleanupDeps};
 use lambda_runtime::{run, service_fn, Error};
 
@@ -7,6 +8,7 @@ async fn main() -> Result<(), Error> {
     let deps = CleanupDeps {
         store: clients.store(&settings),
         queue: clients.queues(&settings),
+        prober: HttpHealthProber::new()?,
         settings,
     };
     run(service_fn(|event| handle_tick(&deps, event))).await

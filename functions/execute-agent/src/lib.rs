@@ -1,35 +1,44 @@
 //! execute-agent: runs one attempt of a task on its routed agent.
 //!
 //! The order is what makes duplicates and crashes safe:
-//! 1. claim the attempt with a conditional write (one attempt, one lease);
+//! 1. claim the attempt with a conditional write (one attempt, one lease, one claim token);
 //! 2. call the agent once, with the dependencies' outputs and an `Idempotency-Key`;
-//! 3. record the output or the failure, conditioned on still holding the attempt;
-//! 4. release the dependents that became ready, 5. finish the workflow if this was its last
-//!    task (both in [`baton::completion`]), and 6. send the outcome to the learner.
+//! 3. end the attempt, conditioned on still holding the claim: record the output or the
+//!    failure, or, for a retryable failure with attempts left, queue the next attempt (on the
+//!    decision's next fallback) and send it to routing as a delayed message;
+//! 4. after a final end, release the dependents that became ready and finish the workflow if
+//!    this was its last task (both in [`baton::completion`]);
+//! 5. send the attempt's outcome to the learner.
 //!
-//! A redelivered message whose attempt already ended resumes at step 4: every later step is
-//! conditional or idempotent, so nothing happens twice. A handler that dies while holding a
-//! lease leaves the task to cleanup, which hands it back to routing with a new attempt.
+//! A redelivered message whose attempt already ended resumes at step 4 (or re-sends the
+//! retry): every later step is conditional or idempotent, so nothing happens twice. A handler
+//! that dies while holding a lease leaves the task to cleanup, which hands the same attempt
+//! back to routing: the agent then sees the same `Idempotency-Key` again. An agent deleted or
+//! disabled since routing sends the task back to routing without spending an attempt.
 
 use std::time::Instant;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use baton::batch::process_sqs_batch;
 use baton::clock::now_ms;
-use baton::completion::{complete_task, finish_at, ChainError};
+use baton::completion::{
+    complete_task, conclude_attempt, send_retry, AttemptConclusion, AttemptRun, ChainError,
+    Concluded,
+};
 use baton::config::Settings;
-use baton::domain::task::{FailureKind, TaskFailure, TaskStatus};
+use baton::domain::agent::Agent;
+use baton::domain::retry::RetryPolicy;
+use baton::domain::task::{AttemptOutcome, AttemptRecord};
 use baton::invoker::{AgentCall, AgentInvoker};
-use baton::messages::{ExecuteMessage, OutcomeMessage, FORMAT_VERSION};
+use baton::messages::{ExecuteMessage, OutcomeMessage, RouteMessage, TaskRef, FORMAT_VERSION};
 use baton::queue::TaskQueue;
 use baton::store::agent_cache::AgentCache;
-use baton::store::{AgentRegistry, ClaimOutcome, Recorded, TaskRecord, TaskResult, WorkflowStore};
+use baton::store::{
+    new_claim_token, AgentRegistry, AttemptHolder, ClaimOutcome, TaskRecord, WorkflowStore,
+};
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::Map;
 use tracing::Instrument;
-
-/// Time a lease grants beyond the agent's own timeout, for recording the result.
-pub const LEASE_MARGIN_MS: i64 = 30_000;
 
 pub struct ExecuteDeps<S, Q, I> {
     pub store: S,
@@ -80,18 +89,41 @@ where
     let span = task.span("execute");
     span.record("agent", agent_name.as_str());
     async {
-        let agent = deps.agents.agent(&deps.store, &task.tenant, agent_name).await?;
-        let timeout_ms = agent.as_ref().map_or(0, |a| a.timeout_ms as i64);
+        let agent = deps
+            .agents
+            .agent(&deps.store, &task.tenant, agent_name)
+            .await?;
+        let Some(agent) = agent.filter(|a| a.enabled) else {
+            return reroute(deps, &message).await;
+        };
         let now = now_ms();
+        let token = new_claim_token();
+        let lease_until =
+            now + agent.timeout_ms as i64 + deps.settings.lease_margin.as_millis() as i64;
         let claimed = match deps
             .store
-            .claim_task(task, agent_name, now + timeout_ms + LEASE_MARGIN_MS, now)
+            .claim_task(task, &agent.name, &token, lease_until, now)
             .await?
         {
             ClaimOutcome::Claimed(record) => record,
             ClaimOutcome::AlreadyFinished(record) => {
                 tracing::info!("duplicate delivery of a finished attempt; resuming its follow-up");
-                return follow_up(deps, &record).await;
+                complete_task(&deps.store, &deps.queue, &deps.settings, &record, now).await?;
+                return send_outcome(deps, &record, task.attempt, &agent).await;
+            }
+            ClaimOutcome::NotClaimable(record) if record.retries_after(task.attempt) => {
+                tracing::info!("duplicate delivery of a failed attempt; re-sending its retry");
+                let prefer = next_agents(&message, &record, &agent);
+                send_retry(
+                    &deps.queue,
+                    &record,
+                    task.attempt,
+                    &message.capability,
+                    prefer,
+                    now,
+                )
+                .await?;
+                return send_outcome(deps, &record, task.attempt, &agent).await;
             }
             ClaimOutcome::NotClaimable(record) => {
                 tracing::info!(
@@ -107,47 +139,65 @@ where
             }
         };
 
-        let result = match &agent {
-            None => TaskResult::Failed(TaskFailure::new(
-                FailureKind::AgentNotFound,
-                format!("agent `{agent_name}` is no longer registered"),
-            )),
-            Some(agent) => {
-                let outputs = deps
-                    .store
-                    .task_outputs(&task.tenant, &task.workflow_id, &claimed.depends_on)
-                    .await?;
-                let call = AgentCall {
-                    task,
-                    workflow_id: &task.workflow_id,
-                    task_id: &task.task_id,
-                    attempt: task.attempt,
-                    capability: &claimed.capability,
-                    input: &claimed.input,
-                    dependencies: outputs.into_iter().collect::<Map<_, _>>(),
-                };
-                let started = Instant::now();
-                let result = deps.invoker.invoke(agent, &call).await;
-                let latency_ms = started.elapsed().as_millis() as u64;
-                match result {
-                    Ok(output) => {
-                        tracing::info!(latency_ms, "agent succeeded");
-                        TaskResult::Succeeded(output)
-                    }
-                    Err(failure) => {
-                        // The message may quote the agent's answer: it is stored, not logged.
-                        tracing::warn!(latency_ms, kind = ?failure.kind, http_status = ?failure.http_status, "agent failed");
-                        TaskResult::Failed(failure)
-                    }
-                }
-            }
+        let outputs = deps
+            .store
+            .task_outputs(&task.tenant, &task.workflow_id, &claimed.depends_on)
+            .await?;
+        let call = AgentCall {
+            task,
+            workflow_id: &task.workflow_id,
+            task_id: &task.task_id,
+            attempt: task.attempt,
+            capability: &claimed.capability,
+            input: &claimed.input,
+            dependencies: outputs.into_iter().collect::<Map<_, _>>(),
+            timeout_ms: claimed
+                .timeout_ms
+                .map_or(agent.timeout_ms, |t| t.min(agent.timeout_ms)),
         };
+        let started = Instant::now();
+        let result = deps.invoker.invoke(&agent, &call).await;
+        let latency_ms = started.elapsed().as_millis() as u64;
+        match &result {
+            Ok(_) => tracing::info!(latency_ms, "agent succeeded"),
+            // The message may quote the agent's answer: it is stored, not logged.
+            Err(failure) => tracing::warn!(
+                latency_ms,
+                kind = ?failure.kind,
+                http_status = ?failure.http_status,
+                "agent failed"
+            ),
+        }
 
-        let finish = finish_at(&deps.settings, now_ms());
-        match deps.store.record_result(task, TaskStatus::Running, &result, finish).await? {
-            Recorded::Now(record) | Recorded::Earlier(record) => follow_up(deps, &record).await,
-            Recorded::Superseded => {
-                tracing::warn!("lease lost before the result was recorded; a newer attempt owns the task");
+        let policy = RetryPolicy::resolve(&[claimed.retry.as_ref(), agent.retry.as_ref()]);
+        let concluded = conclude_attempt(
+            &deps.store,
+            &deps.queue,
+            &deps.settings,
+            AttemptConclusion {
+                task,
+                capability: &claimed.capability,
+                holder: AttemptHolder::Claim(&token),
+                result,
+                run: AttemptRun {
+                    agent: Some(agent.name.clone()),
+                    started_at_ms: claimed.started_at_ms,
+                    claims: claimed.claims,
+                },
+                policy,
+                prefer: next_agents(&message, &claimed, &agent),
+                now_ms: now_ms(),
+            },
+        )
+        .await?;
+        match concluded {
+            Concluded::Final(record) | Concluded::Retrying(record) => {
+                send_outcome(deps, &record, task.attempt, &agent).await
+            }
+            Concluded::Superseded => {
+                tracing::warn!(
+                    "lease lost before the result was recorded; a newer claim owns the task"
+                );
                 Ok(())
             }
         }
@@ -156,52 +206,82 @@ where
     .await
 }
 
-/// Steps 4 to 6, from the recorded task: the same whether this delivery ran the attempt or
-/// found it already finished.
-async fn follow_up<S, Q, I>(
+/// Where the attempt after a failure goes first: the decision's fallbacks in order, or the
+/// same agent again when the task asked for no fallback.
+fn next_agents(message: &ExecuteMessage, task: &TaskRecord, agent: &Agent) -> Vec<String> {
+    if task.fallback {
+        message.route.fallbacks.clone()
+    } else {
+        vec![agent.name.clone()]
+    }
+}
+
+/// The routed agent was deleted or disabled since routing: the task goes back to routing at
+/// the same attempt, kept away from that agent. Nothing is written.
+async fn reroute<S, Q, I>(
     deps: &ExecuteDeps<S, Q, I>,
-    record: &TaskRecord,
+    message: &ExecuteMessage,
 ) -> Result<(), ChainError>
 where
-    S: WorkflowStore + AgentRegistry,
     Q: TaskQueue,
-    I: AgentInvoker,
 {
-    let task = record.task_ref();
-    let finished_at = record.finished_at_ms.unwrap_or_else(now_ms);
-    complete_task(
-        &deps.store,
-        &deps.queue,
-        &deps.settings,
-        &task,
-        &record.dependents,
-        record.failure.as_ref(),
-        finished_at,
-    )
-    .await?;
-    // Failures that say nothing about the agent's own behaviour are not learned from.
-    let says_something_about_agent = record.failure.as_ref().is_none_or(|f| {
-        !matches!(
-            f.kind,
-            FailureKind::AgentNotFound | FailureKind::LeaseExpired | FailureKind::NoCapableAgent
-        )
-    });
-    if let (Some(agent), true) = (&record.agent, says_something_about_agent) {
-        let latency_ms = record
-            .started_at_ms
-            .map_or(0, |started| (finished_at - started).max(0) as u64);
-        deps.queue
-            .send_outcome(&OutcomeMessage {
-                v: FORMAT_VERSION,
-                task,
-                agent: agent.clone(),
-                task_type: record.capability.clone(),
-                success: record.status == TaskStatus::Succeeded,
-                latency_ms,
-                failure: record.failure.as_ref().map(|f| f.kind),
-                finished_at_ms: finished_at,
-            })
-            .await?;
-    }
+    tracing::warn!("the routed agent is gone or disabled; the task is routed again");
+    let mut route = RouteMessage::new(message.task.clone(), message.capability.clone());
+    route.prefer = message.route.fallbacks.clone();
+    route.avoid = vec![message.route.primary.clone()];
+    deps.queue.send_route(&[route]).await?;
     Ok(())
+}
+
+/// Tells the learner how the agent did on `attempt`, from the attempt's stored record. Only
+/// attempts that called the agent and say something about it are learned from.
+async fn send_outcome<S, Q, I>(
+    deps: &ExecuteDeps<S, Q, I>,
+    record: &TaskRecord,
+    attempt: u32,
+    agent: &Agent,
+) -> Result<(), ChainError>
+where
+    Q: TaskQueue,
+{
+    let Some(ended) = record.attempts.iter().rev().find(|a| a.attempt == attempt) else {
+        return Ok(());
+    };
+    let Some(outcome) = outcome_of(record, ended, agent) else {
+        return Ok(());
+    };
+    deps.queue.send_outcome(&outcome).await?;
+    Ok(())
+}
+
+fn outcome_of(record: &TaskRecord, ended: &AttemptRecord, agent: &Agent) -> Option<OutcomeMessage> {
+    let called = ended.agent.as_deref()?;
+    let says_something = ended
+        .error
+        .as_ref()
+        .is_none_or(|e| e.kind.is_agent_outcome());
+    if !says_something {
+        return None;
+    }
+    let success = ended.outcome == AttemptOutcome::Succeeded;
+    let latency_ms = ended
+        .started_at_ms
+        .map_or(0, |started| (ended.finished_at_ms - started).max(0) as u64);
+    Some(OutcomeMessage {
+        v: FORMAT_VERSION,
+        task: TaskRef {
+            attempt: ended.attempt,
+            ..record.task_ref()
+        },
+        agent: called.to_string(),
+        task_type: record.capability.clone(),
+        success,
+        latency_ms,
+        failure: ended.error.as_ref().map(|f| f.kind),
+        finished_at_ms: ended.finished_at_ms,
+        counts_for_circuit: success || ended.error.as_ref().is_some_and(|f| f.trips_circuit()),
+        breaker: (called == agent.name)
+            .then_some(agent.circuit_breaker)
+            .flatten(),
+    })
 }

@@ -1,8 +1,10 @@
 //! learn: folds outcomes into the memory table, off the critical path.
 //!
-//! A batch is grouped by (tenant, agent, task type), so each group updates its stats record
-//! once, in one transaction with the outcomes' history records: a redelivered outcome changes
-//! nothing, and concurrent learners do not fight over the same record message by message.
+//! A batch is grouped by (tenant, agent), so each group updates the agent's records once, in
+//! one transaction: the outcomes' history records, the stats record of each task type, and the
+//! agent's circuit when it changed (a healthy agent's circuit is never rewritten). A
+//! redelivered outcome changes nothing, and concurrent learners do not fight over the same
+//! records message by message.
 
 use std::collections::BTreeMap;
 
@@ -26,14 +28,9 @@ pub async fn handle_batch<S: LearningStore>(
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
     let (outcomes, mut response) = decode_batch::<OutcomeMessage>(event.payload);
-    let mut groups: BTreeMap<(String, String, String), Vec<(String, OutcomeMessage)>> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<(String, String), Vec<(String, OutcomeMessage)>> = BTreeMap::new();
     for (message_id, outcome) in outcomes {
-        let key = (
-            outcome.task.tenant.clone(),
-            outcome.agent.clone(),
-            outcome.task_type.clone(),
-        );
+        let key = (outcome.task.tenant.clone(), outcome.agent.clone());
         groups.entry(key).or_default().push((message_id, outcome));
     }
     let expires_at_s = now_ms() / 1000 + deps.settings.retention.as_secs() as i64;
@@ -46,8 +43,8 @@ pub async fn handle_batch<S: LearningStore>(
                 .collect();
             chunks.into_iter().map(move |chunk| (key.clone(), chunk))
         })
-        .map(|((tenant, agent, task_type), chunk)| {
-            let span = tracing::info_span!("learn", tenant = %tenant, agent = %agent, task_type = %task_type);
+        .map(|((tenant, agent), chunk)| {
+            let span = tracing::info_span!("learn", tenant = %tenant, agent = %agent);
             async move {
                 let outcomes: Vec<OutcomeMessage> = chunk.iter().map(|(_, o)| o.clone()).collect();
                 match deps.store.record_outcomes(&outcomes, expires_at_s).await {

@@ -2,6 +2,8 @@
 //!
 //! It validates requests completely before it writes anything, so a rejected request stores
 //! nothing; stores workflows and agents; and sends a new workflow's ready tasks to routing.
+//! A write whose response was lost and that the SDK repeated is recognised as this request's
+//! own, so a stored workflow or agent is never answered with a conflict.
 
 pub mod error;
 mod views;
@@ -11,10 +13,11 @@ use baton::config::Settings;
 use baton::domain::agent::AgentRegistration;
 use baton::domain::dag::{Dag, DagError, TaskSpec};
 use baton::domain::names::{check_name, NameKind};
+use baton::domain::retry::{PolicyError, RetryPolicyInput, RetryPolicySpec};
 use baton::domain::task::TaskStatus;
-use baton::messages::{RouteMessage, TaskRef, FORMAT_VERSION};
+use baton::messages::{RouteMessage, TaskRef};
 use baton::queue::TaskQueue;
-use baton::store::{AgentRegistry, NewTask, NewWorkflow, WorkflowStore};
+use baton::store::{AgentRegistry, LearningStore, NewTask, NewWorkflow, WorkflowStore};
 use lambda_http::http::Method;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use serde::Deserialize;
@@ -29,6 +32,8 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// A task's input is stored in its item; keep room there for its output.
 pub const MAX_INPUT_BYTES: usize = 64 * 1024;
 pub const MAX_WORKFLOW_NAME_CHARS: usize = 200;
+/// Bounds of `timeout_s`, for a task and for a workflow.
+pub const MAX_TIMEOUT_S: i64 = 900;
 /// The tenant a request belongs to. Behind API Gateway an authorizer should set it.
 pub const TENANT_HEADER: &str = "x-tenant-id";
 pub const DEFAULT_TENANT: &str = "default";
@@ -45,7 +50,7 @@ pub async fn handle_request<S, Q>(
     request: Request,
 ) -> Result<Response<Body>, Error>
 where
-    S: WorkflowStore + AgentRegistry,
+    S: WorkflowStore + AgentRegistry + LearningStore,
     Q: TaskQueue,
 {
     let span = tracing::info_span!(
@@ -62,7 +67,7 @@ where
 
 async fn dispatch<S, Q>(api: &Api<S, Q>, request: &Request) -> Result<Response<Body>, ApiError>
 where
-    S: WorkflowStore + AgentRegistry,
+    S: WorkflowStore + AgentRegistry + LearningStore,
     Q: TaskQueue,
 {
     let path = request.raw_http_path();
@@ -91,7 +96,13 @@ where
             } else {
                 let mut agents = api.store.agents(&tenant).await?;
                 agents.sort_by(|a, b| a.name.cmp(&b.name));
-                let agents: Vec<Value> = agents.iter().map(views::agent).collect();
+                let names: Vec<String> = agents.iter().map(|a| a.name.clone()).collect();
+                let circuits = api.store.circuits(&tenant, &names).await?;
+                let now = now_ms();
+                let agents: Vec<Value> = agents
+                    .iter()
+                    .map(|a| views::agent(a, circuits.get(&a.name), now))
+                    .collect();
                 Ok(json_response(200, &json!({ "agents": agents })))
             }
         }
@@ -105,7 +116,12 @@ where
                 .agent(&tenant, name)
                 .await?
                 .ok_or_else(not_found)?;
-            Ok(json_response(200, &views::agent(&agent)))
+            let circuits = api
+                .store
+                .circuits(&tenant, std::slice::from_ref(&agent.name))
+                .await?;
+            let view = views::agent(&agent, circuits.get(&agent.name), now_ms());
+            Ok(json_response(200, &view))
         }
         ["v1", "workflows"] => {
             allow(&[Method::POST])?;
@@ -165,7 +181,7 @@ where
         .map_err(|e| ApiError::invalid(e.to_string(), json!({ "field": e.field() })))?;
     api.store.register_agent(tenant, &agent).await?;
     tracing::info!(tenant, agent = %agent.name, "agent registered");
-    Ok(json_response(201, &views::agent(&agent)))
+    Ok(json_response(201, &views::agent(&agent, None, now_ms())))
 }
 
 /// The body of `POST /v1/workflows`.
@@ -174,6 +190,25 @@ where
 struct WorkflowSubmission {
     name: String,
     tasks: Vec<TaskSpec>,
+    #[serde(default)]
+    defaults: WorkflowDefaults,
+    /// The workflow's deadline, in seconds from submission.
+    timeout_s: Option<i64>,
+}
+
+/// What every task of a workflow gets unless it says otherwise.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkflowDefaults {
+    retry: Option<RetryPolicyInput>,
+}
+
+/// A submission that passed validation: the DAG, and each task's execution settings.
+struct ValidWorkflow {
+    dag: Dag,
+    /// Per task, in submission order: retry policy (task over workflow), fallback, time-out.
+    settings: Vec<(Option<RetryPolicySpec>, bool, Option<u64>)>,
+    deadline_s: Option<u64>,
 }
 
 async fn submit_workflow<S, Q>(
@@ -186,14 +221,19 @@ where
     Q: TaskQueue,
 {
     let submission: WorkflowSubmission = parse_body(request)?;
-    let dag = validate_workflow(&submission)?;
+    let ValidWorkflow {
+        dag,
+        settings,
+        deadline_s,
+    } = validate_workflow(&submission)?;
 
     let now = now_ms();
     let workflow_id = uuid::Uuid::now_v7().to_string();
     let tasks: Vec<NewTask> = submission
         .tasks
         .iter()
-        .map(|spec| NewTask {
+        .zip(settings)
+        .map(|(spec, (retry, fallback, timeout_ms))| NewTask {
             id: spec.id.clone(),
             capability: spec.capability.clone(),
             input: spec.input.clone(),
@@ -208,20 +248,22 @@ where
             } else {
                 TaskStatus::Waiting
             },
+            retry,
+            fallback,
+            timeout_ms,
         })
         .collect();
     let ready: Vec<RouteMessage> = tasks
         .iter()
         .filter(|t| t.status == TaskStatus::Queued)
-        .map(|t| RouteMessage {
-            v: FORMAT_VERSION,
-            task: TaskRef {
+        .map(|t| {
+            let task = TaskRef {
                 tenant: tenant.to_string(),
                 workflow_id: workflow_id.clone(),
                 task_id: t.id.clone(),
                 attempt: 1,
-            },
-            capability: t.capability.clone(),
+            };
+            RouteMessage::new(task, t.capability.clone())
         })
         .collect();
     let workflow = NewWorkflow {
@@ -230,6 +272,8 @@ where
         name: submission.name.clone(),
         created_at_ms: now,
         dispatch_until_ms: now + api.settings.dispatch_timeout.as_millis() as i64,
+        deadline_at_ms: deadline_s.map(|s| now + s as i64 * 1000),
+        check_at_ms: now + api.settings.repair_after.as_millis() as i64,
         tasks,
     };
     api.store.create_workflow(&workflow).await?;
@@ -247,7 +291,24 @@ where
     Ok(response)
 }
 
-fn validate_workflow(submission: &WorkflowSubmission) -> Result<Dag, ApiError> {
+/// `timeout_s` in seconds, within 1 to [`MAX_TIMEOUT_S`].
+fn check_timeout(value: Option<i64>) -> Result<Option<u64>, PolicyError> {
+    value
+        .map(|s| {
+            u64::try_from(s)
+                .ok()
+                .filter(|s| (1..=MAX_TIMEOUT_S as u64).contains(s))
+                .ok_or_else(|| {
+                    PolicyError::new(
+                        "timeout_s",
+                        format!("must be between 1 and {MAX_TIMEOUT_S} seconds, got {s}"),
+                    )
+                })
+        })
+        .transpose()
+}
+
+fn validate_workflow(submission: &WorkflowSubmission) -> Result<ValidWorkflow, ApiError> {
     let name = submission.name.trim();
     if name.is_empty()
         || name.chars().count() > MAX_WORKFLOW_NAME_CHARS
@@ -258,8 +319,37 @@ fn validate_workflow(submission: &WorkflowSubmission) -> Result<Dag, ApiError> {
             json!({ "field": "name" }),
         ));
     }
+    let workflow_error =
+        |e: PolicyError| ApiError::invalid(e.to_string(), json!({ "field": e.field }));
+    let defaults = submission
+        .defaults
+        .retry
+        .as_ref()
+        .map(|r| {
+            r.validate()
+                .map_err(|e| workflow_error(e.under("defaults.retry")))
+        })
+        .transpose()?;
+    let deadline_s = check_timeout(submission.timeout_s).map_err(workflow_error)?;
+    let mut settings = Vec::with_capacity(submission.tasks.len());
     for (index, task) in submission.tasks.iter().enumerate() {
         let at = |field: &str| json!({ "task_index": index, "field": field });
+        let task_error =
+            |e: PolicyError| ApiError::invalid(format!("task `{}`: {e}", task.id), at(&e.field));
+        let retry = task
+            .retry
+            .as_ref()
+            .map(|r| r.validate().map_err(|e| task_error(e.under("retry"))))
+            .transpose()?;
+        let retry = match (retry, &defaults) {
+            (Some(task), Some(workflow)) => Some(task.or(workflow)),
+            (task, workflow) => task.or_else(|| workflow.clone()),
+        }
+        .filter(|r| !r.is_empty());
+        let timeout_ms = check_timeout(task.timeout_s)
+            .map_err(task_error)?
+            .map(|s| s * 1000);
+        settings.push((retry, task.fallback.unwrap_or(true), timeout_ms));
         check_name(NameKind::Task, &task.id)
             .map_err(|e| ApiError::invalid(e.to_string(), at("id")))?;
         check_name(NameKind::Capability, &task.capability)
@@ -275,7 +365,7 @@ fn validate_workflow(submission: &WorkflowSubmission) -> Result<Dag, ApiError> {
             ));
         }
     }
-    Dag::build(&submission.tasks).map_err(|e| {
+    let dag = Dag::build(&submission.tasks).map_err(|e| {
         let details = match &e {
             DagError::Cycle { path } => json!({ "cycle": path }),
             DagError::DuplicateId { id } => json!({ "task": id }),
@@ -286,5 +376,10 @@ fn validate_workflow(submission: &WorkflowSubmission) -> Result<Dag, ApiError> {
             DagError::Empty | DagError::TooManyTasks { .. } => json!({ "field": "tasks" }),
         };
         ApiError::invalid(e.to_string(), details)
+    })?;
+    Ok(ValidWorkflow {
+        dag,
+        settings,
+        deadline_s,
     })
 }

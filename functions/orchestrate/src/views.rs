@@ -2,11 +2,16 @@
 
 use baton::clock::rfc3339;
 use baton::domain::agent::Agent;
-use baton::domain::task::TaskStatus;
+use baton::domain::circuit::Circuit;
+use baton::domain::task::AttemptRecord;
 use baton::store::{TaskRecord, WorkflowView};
 use serde_json::{json, Value};
 
-pub fn agent(agent: &Agent) -> Value {
+/// An agent with its health and circuit (`circuit` absent: closed, no recent failure).
+pub fn agent(agent: &Agent, circuit: Option<&Circuit>, now_ms: i64) -> Value {
+    let breaker = agent.breaker();
+    let closed = Circuit::default();
+    let circuit = circuit.unwrap_or(&closed);
     json!({
         "name": agent.name,
         "kind": agent.kind,
@@ -14,6 +19,22 @@ pub fn agent(agent: &Agent) -> Value {
         "capabilities": agent.capabilities,
         "timeout_ms": agent.timeout_ms,
         "enabled": agent.enabled,
+        "retry": agent.retry,
+        "health_check": agent.health_check,
+        "circuit_breaker": breaker,
+        "health": agent.health.as_ref().map(|h| json!({
+            "status": h.status,
+            "checked_at": rfc3339(h.checked_at_ms),
+            "consecutive_failures": h.consecutive_failures,
+            "detail": h.detail,
+        })),
+        "circuit": {
+            "state": circuit.state(now_ms, &breaker),
+            "failure_rate": circuit.failure_rate(),
+            "consecutive_failures": circuit.consecutive_failures,
+            "opened_at": circuit.opened_at_ms.filter(|_| circuit.open).map(rfc3339),
+            "probe_out": circuit.probe.as_ref().is_some_and(|p| p.until_ms >= now_ms),
+        },
         "created_at": rfc3339(agent.created_at_ms),
         "updated_at": rfc3339(agent.updated_at_ms),
     })
@@ -28,28 +49,41 @@ pub fn workflow(view: &WorkflowView) -> Value {
         "created_at": rfc3339(w.created_at_ms),
         "updated_at": rfc3339(w.updated_at_ms),
         "finished_at": w.finished_at_ms.map(rfc3339),
+        "deadline_at": w.deadline_at_ms.map(rfc3339),
         "failed_task": w.failed_task,
+        "error": w.error,
         "task_count": w.task_count,
         "tasks": view.tasks.iter().map(task).collect::<Vec<_>>(),
     })
 }
 
 fn task(t: &TaskRecord) -> Value {
-    // The attempt number counts up front; an attempt that never started is not shown as made.
-    let attempts = match t.status {
-        TaskStatus::Running | TaskStatus::Succeeded | TaskStatus::Failed => t.attempt,
-        _ => t.attempt.saturating_sub(1),
-    };
     json!({
         "id": t.id,
         "capability": t.capability,
         "status": t.status,
         "depends_on": t.depends_on,
         "agent": t.agent,
-        "attempts": attempts,
+        "attempt": t.attempt,
+        "attempts": t.attempts.iter().map(attempt).collect::<Vec<_>>(),
+        "lease_expirations": t.lease_expirations,
         "output": t.output,
         "error": t.failure,
         "started_at": t.started_at_ms.map(rfc3339),
         "finished_at": t.finished_at_ms.map(rfc3339),
+    })
+}
+
+fn attempt(a: &AttemptRecord) -> Value {
+    json!({
+        "attempt": a.attempt,
+        "agent": a.agent,
+        "outcome": a.outcome,
+        "started_at": a.started_at_ms.map(rfc3339),
+        "finished_at": rfc3339(a.finished_at_ms),
+        "error": a.error,
+        "claims": a.claims,
+        "retry_delay_ms": a.retry_delay_ms,
+        "next_attempt_at": a.retry_delay_ms.map(|d| rfc3339(a.finished_at_ms + d as i64)),
     })
 }

@@ -1,22 +1,38 @@
 //! route: picks the agent(s) for each ready task and hands the task to execute-agent.
 //!
 //! Routing writes nothing on the happy path, so a duplicate message only produces a duplicate
-//! execute message, which execute-agent's claim absorbs. A task no enabled agent can take
-//! fails here, through the same completion steps as any failed task.
+//! execute message, which execute-agent's claim absorbs. It reads the candidates' learned
+//! stats and circuits in one batch, and skips unhealthy agents and open circuits; a half-open
+//! circuit's one probe is handed out with a conditional write. Besides that:
+//! - a message not yet due (a backoff longer than SQS's 15-minute delay) is sent again with
+//!   the rest of its delay;
+//! - when agents have the capability but none can take a call, the attempt ends as a
+//!   retryable failure (`circuit_open` or `no_healthy_agent`): the task waits, as a retry,
+//!   and fails only when its attempts are used up;
+//! - a task no enabled agent can take fails, through the same completion steps as any other.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use baton::batch::process_sqs_batch;
 use baton::clock::now_ms;
-use baton::completion::{fail_task, ChainError};
+use baton::completion::{conclude_attempt, delay_until, AttemptConclusion, AttemptRun, ChainError};
 use baton::config::Settings;
-use baton::domain::routing::route_task;
-use baton::domain::task::{FailureKind, TaskFailure, TaskStatus};
+use baton::domain::agent::Agent;
+use baton::domain::circuit::Probe;
+use baton::domain::retry::RetryPolicy;
+use baton::domain::routing::{route_task, RouteDecision, RoutePlan, RouteRequest, RoutingView};
+use baton::domain::task::{FailureKind, TaskFailure};
 use baton::messages::{ExecuteMessage, RouteMessage, FORMAT_VERSION};
 use baton::queue::TaskQueue;
 use baton::store::agent_cache::AgentCache;
-use baton::store::{AgentRegistry, LearningStore, WorkflowStore};
+use baton::store::{AgentRegistry, AttemptHolder, LearningStore, WorkflowStore};
 use lambda_runtime::{Error, LambdaEvent};
 use tracing::Instrument;
+
+/// A message due within this much is routed now rather than sent round again.
+const DUE_SLACK_MS: i64 = 1_000;
+/// How long a handed-out probe stays the circuit's only one, beyond the agent's time-out and
+/// the lease margin: time for the execute queue and the learner to report back.
+const PROBE_REPORT_MS: i64 = 60_000;
 
 pub struct RouteDeps<S, Q> {
     pub store: S,
@@ -61,24 +77,53 @@ where
     let task = &message.task;
     let span = task.span("route");
     async {
+        let now = now_ms();
+        if let Some(due) = message.not_before_ms.filter(|due| *due > now + DUE_SLACK_MS) {
+            tracing::debug!(wait_ms = due - now, "not due yet; sent round again");
+            deps.queue
+                .send_route_after(&message, delay_until(due, now))
+                .await?;
+            return Ok(());
+        }
         let tenant = &task.tenant;
+        let capable = |agents: &[Agent]| {
+            agents
+                .iter()
+                .filter(|a| a.enabled && a.has_capability(&message.capability))
+                .filter(|a| !message.avoid.contains(&a.name))
+                .map(|a| a.name.clone())
+                .collect::<Vec<_>>()
+        };
         let mut agents = deps.agents.agents(&deps.store, tenant).await?;
-        if !agents.iter().any(|a| a.enabled && a.has_capability(&message.capability)) {
+        if capable(&agents).is_empty() {
             // Do not fail a task on a cached view: an agent may have been registered just now.
             agents = deps.agents.refresh(&deps.store, tenant).await?;
         }
-        let candidates: Vec<String> = agents
-            .iter()
-            .filter(|a| a.enabled && a.has_capability(&message.capability))
-            .map(|a| a.name.clone())
-            .collect();
-        let stats = deps
+        let mut view = deps
             .store
-            .agent_stats(tenant, &message.capability, &candidates)
+            .routing_view(tenant, &message.capability, &capable(&agents))
             .await?;
-        match route_task(&message.capability, &agents, &stats, &task.idempotency_key()) {
-            Ok(route) => {
-                tracing::info!(agent = %route.primary, confidence = route.confidence, "routed");
+        let request = RouteRequest {
+            capability: &message.capability,
+            prefer: &message.prefer,
+            avoid: &message.avoid,
+            spread_key: &task.idempotency_key(),
+            now_ms: now,
+        };
+        // A probe lost to another router is out: route again without that agent.
+        let plan = loop {
+            match route_task(&request, &agents, &view) {
+                Ok(RoutePlan::Routed(decision)) if decision.probe => {
+                    if take_probe(deps, &agents, &decision, task, &mut view, now).await? {
+                        break Ok(RoutePlan::Routed(decision));
+                    }
+                }
+                other => break other,
+            }
+        };
+        match plan {
+            Ok(RoutePlan::Routed(route)) => {
+                tracing::info!(agent = %route.primary, confidence = route.confidence, probe = route.probe, "routed");
                 deps.queue
                     .send_execute(&ExecuteMessage {
                         v: FORMAT_VERSION,
@@ -87,27 +132,108 @@ where
                         route,
                     })
                     .await?;
+                Ok(())
+            }
+            Ok(RoutePlan::Unavailable {
+                kind,
+                message: why,
+                retry_at_ms,
+            }) => {
+                tracing::warn!(?kind, "no capable agent can take a call now");
+                let mut failure = TaskFailure::new(kind, why);
+                failure.retry_after_ms = retry_at_ms.map(|at| (at - now).max(0) as u64);
+                end_unroutable(deps, &message, failure, now).await
             }
             Err(no_agent) => {
                 tracing::warn!(capability = %message.capability, "no capable agent; the task fails");
                 let failure = TaskFailure::new(FailureKind::NoCapableAgent, no_agent.to_string());
-                let failed = fail_task(
-                    &deps.store,
-                    &deps.queue,
-                    &deps.settings,
-                    task,
-                    TaskStatus::Queued,
-                    failure,
-                    now_ms(),
-                )
-                .await?;
-                if !failed {
-                    tracing::info!("task moved on before it could be failed; acknowledged");
-                }
+                end_unroutable(deps, &message, failure, now).await
             }
         }
-        Ok(())
     }
     .instrument(span)
     .await
+}
+
+/// Hands the half-open circuit's probe to this task. If another router got it first, the
+/// view learns of that probe so the next round routes around it.
+async fn take_probe<S, Q>(
+    deps: &RouteDeps<S, Q>,
+    agents: &[Agent],
+    decision: &RouteDecision,
+    task: &baton::messages::TaskRef,
+    view: &mut RoutingView,
+    now: i64,
+) -> Result<bool, ChainError>
+where
+    S: LearningStore,
+{
+    let timeout_ms = agents
+        .iter()
+        .find(|a| a.name == decision.primary)
+        .map_or(0, |a| a.timeout_ms as i64);
+    let probe = Probe {
+        key: task.idempotency_key(),
+        until_ms: now
+            + timeout_ms
+            + deps.settings.lease_margin.as_millis() as i64
+            + PROBE_REPORT_MS,
+    };
+    let Some(circuit) = view.circuits.get_mut(&decision.primary) else {
+        return Ok(true);
+    };
+    let opened_at = circuit.opened_at_ms.unwrap_or_default();
+    let taken = deps
+        .store
+        .take_probe(&task.tenant, &decision.primary, &probe, opened_at, now)
+        .await?;
+    if taken {
+        tracing::info!(agent = %decision.primary, "half-open circuit: this task is its probe");
+    } else {
+        circuit.probe = Some(probe);
+    }
+    Ok(taken)
+}
+
+/// Ends the queued attempt of a task no agent can take now: a retryable failure waits as a
+/// retry (keeping the preference for when it comes back), the rest fail the task.
+async fn end_unroutable<S, Q>(
+    deps: &RouteDeps<S, Q>,
+    message: &RouteMessage,
+    failure: TaskFailure,
+    now: i64,
+) -> Result<(), ChainError>
+where
+    S: WorkflowStore,
+    Q: TaskQueue,
+{
+    let task = &message.task;
+    let Some(record) = deps
+        .store
+        .task(&task.tenant, &task.workflow_id, &task.task_id)
+        .await?
+    else {
+        tracing::warn!("task does not exist; acknowledged");
+        return Ok(());
+    };
+    let concluded = conclude_attempt(
+        &deps.store,
+        &deps.queue,
+        &deps.settings,
+        AttemptConclusion {
+            task,
+            capability: &message.capability,
+            holder: AttemptHolder::Queued,
+            result: Err(failure),
+            run: AttemptRun::default(),
+            policy: RetryPolicy::resolve(&[record.retry.as_ref()]),
+            prefer: message.prefer.clone(),
+            now_ms: now,
+        },
+    )
+    .await?;
+    if matches!(concluded, baton::completion::Concluded::Superseded) {
+        tracing::info!("task moved on before it could be ended; acknowledged");
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! Agents as real local HTTP servers: a small server that answers with a behaviour and keeps a
 //! record of every call, and the example agents the local stack runs.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ pub struct AgentReply {
     pub body: Value,
     /// Time taken before answering.
     pub delay: Duration,
+    /// Extra response headers, e.g. `Retry-After`.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl AgentReply {
@@ -26,6 +29,7 @@ impl AgentReply {
             status: 200,
             body,
             delay: Duration::ZERO,
+            headers: Vec::new(),
         }
     }
 
@@ -34,7 +38,19 @@ impl AgentReply {
             status,
             body: json!({ "error": message }),
             delay: Duration::ZERO,
+            headers: Vec::new(),
         }
+    }
+
+    /// The same reply after `delay` (an agent slower than its time-out times out).
+    pub fn after(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
     }
 }
 
@@ -47,10 +63,12 @@ pub struct ReceivedCall {
 
 pub type Behaviour = Arc<dyn Fn(&Value) -> AgentReply + Send + Sync>;
 
-/// A running agent. It stops when dropped.
+/// A running agent. It stops when dropped. `GET /health` answers 200 while it is healthy and
+/// 503 once [`AgentServer::set_healthy`] says otherwise; every other request is a call.
 pub struct AgentServer {
     pub url: String,
     calls: Arc<Mutex<Vec<ReceivedCall>>>,
+    healthy: Arc<AtomicBool>,
     stop: watch::Sender<bool>,
 }
 
@@ -62,11 +80,30 @@ impl AgentServer {
         let calls: Arc<Mutex<Vec<ReceivedCall>>> = Arc::default();
         let (stop, mut stopped) = watch::channel(false);
         let recorded = calls.clone();
-        let app = axum::Router::new().fallback(move |request: Request| {
-            let behaviour = behaviour.clone();
-            let recorded = recorded.clone();
-            async move { answer(request, &behaviour, &recorded).await }
-        });
+        let healthy = Arc::new(AtomicBool::new(true));
+        let health = healthy.clone();
+        let app = axum::Router::new()
+            .route(
+                "/health",
+                axum::routing::get(move || {
+                    let up = health.load(Ordering::Relaxed);
+                    async move {
+                        if up {
+                            (StatusCode::OK, axum::Json(json!({ "status": "ok" })))
+                        } else {
+                            (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                axum::Json(json!({ "status": "down" })),
+                            )
+                        }
+                    }
+                }),
+            )
+            .fallback(move |request: Request| {
+                let behaviour = behaviour.clone();
+                let recorded = recorded.clone();
+                async move { answer(request, &behaviour, &recorded).await }
+            });
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -74,7 +111,17 @@ impl AgentServer {
                 })
                 .await;
         });
-        Ok(AgentServer { url, calls, stop })
+        Ok(AgentServer {
+            url,
+            calls,
+            healthy,
+            stop,
+        })
+    }
+
+    /// Makes `GET /health` answer 200 (healthy) or 503.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
     }
 
     /// Every call received so far, in order.
@@ -120,7 +167,13 @@ async fn answer(
         tokio::time::sleep(reply.delay).await;
     }
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, axum::Json(reply.body)).into_response()
+    let mut response = (status, axum::Json(reply.body)).into_response();
+    for (name, value) in reply.headers {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
 }
 
 /// The example agents: honest, simple text tools that work on `input.text`, or on the text

@@ -1,9 +1,13 @@
 //! The `baton-local` command: `run` starts the stack with the example agents; `submit` sends a
 //! workflow file to a running stack and shows the result.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use baton::domain::agent::{AgentKind, AgentRegistration};
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
 
 use crate::agents::{examples, AgentServer};
 use crate::emulator::{sdk_config_from_env, Emulator};
@@ -12,40 +16,76 @@ use crate::stack::{LocalStack, StackOptions};
 
 pub const DEFAULT_PORT: u16 = 3000;
 
-pub struct RunOptions {
-    pub port: u16,
+/// Baton's local stack: the whole chain in one process against an emulator, no Docker.
+#[derive(Debug, Parser)]
+#[command(name = "baton-local", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
 }
 
-impl RunOptions {
-    /// `--port N`, else `PORT`, else 3000.
-    pub fn parse(args: &[String]) -> Result<Self, String> {
-        let mut port = match std::env::var("PORT") {
-            Ok(p) if !p.is_empty() => p
-                .parse()
-                .map_err(|_| format!("PORT `{p}` is not a port number"))?,
-            _ => DEFAULT_PORT,
-        };
-        let mut args = args.iter();
-        while let Some(arg) = args.next() {
-            match arg.as_str() {
-                "--port" => {
-                    let value = args.next().ok_or("--port needs a value")?;
-                    port = value
-                        .parse()
-                        .map_err(|_| format!("--port `{value}` is not a port number"))?;
-                }
-                other => return Err(format!("unknown argument `{other}`")),
-            }
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the stack (the default): emulator, tables and queues, handlers, example agents.
+    Run(RunOptions),
+    /// Submit a workflow file to a running stack and follow it until it ends.
+    Submit(SubmitOptions),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunOptions {
+    /// Port of the API.
+    #[arg(long, env = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// Prefix of the table and queue names. Restarting with the same prefix against the same
+    /// emulator (AWS_ENDPOINT_URL) picks up where the last run stopped.
+    #[arg(long, default_value = "baton-local")]
+    pub prefix: String,
+    /// Do not start and register the example agents.
+    #[arg(long)]
+    pub no_examples: bool,
+    /// Period of the cleanup sweep in seconds, instead of the template's schedule.
+    #[arg(long)]
+    pub sweep_every: Option<f64>,
+    /// Override a function setting of the template, e.g. `--set DISPATCH_TIMEOUT_SECONDS=30`.
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_setting)]
+    pub settings: Vec<(String, String)>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            port: DEFAULT_PORT,
+            prefix: "baton-local".into(),
+            no_examples: false,
+            sweep_every: None,
+            settings: Vec::new(),
         }
-        Ok(RunOptions { port })
     }
 }
 
-/// Runs the stack until Ctrl-C.
+fn parse_setting(raw: &str) -> Result<(String, String), String> {
+    raw.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{raw}` is not NAME=VALUE"))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SubmitOptions {
+    /// The workflow, as JSON.
+    pub file: PathBuf,
+    /// The API's base URL.
+    #[arg(long, default_value_t = format!("http://127.0.0.1:{DEFAULT_PORT}"))]
+    pub api: String,
+}
+
+/// Runs the stack until Ctrl-C (or SIGTERM).
 pub async fn run(options: RunOptions) -> Result<(), Box<dyn std::error::Error>> {
     let root = project_root();
-    // An endpoint already in the environment (LocalStack, say) is used as it is; otherwise
-    // moto is started and the handlers are pointed at it the standard way.
+    // An endpoint already in the environment (LocalStack, say, or an emulator a benchmark
+    // owns) is used as it is; otherwise moto is started and the handlers are pointed at it
+    // the standard way.
     let emulator = match std::env::var("AWS_ENDPOINT_URL") {
         Ok(endpoint) if !endpoint.is_empty() => {
             println!("using the emulator at AWS_ENDPOINT_URL={endpoint}");
@@ -58,24 +98,38 @@ pub async fn run(options: RunOptions) -> Result<(), Box<dyn std::error::Error>> 
         }
     };
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    let mut stack_options = StackOptions::new("baton-local");
+    let mut stack_options = StackOptions::new(options.prefix.clone());
     stack_options.port = options.port;
+    stack_options.sweep_every = options.sweep_every.map(Duration::from_secs_f64);
+    stack_options.env_overrides = options.settings.iter().cloned().collect::<HashMap<_, _>>();
     let aws = sdk_config_from_env().await;
     let stack = LocalStack::start(&aws, &root.join("template.yaml"), stack_options).await?;
 
-    let client = reqwest::Client::new();
     let mut agents = Vec::new();
-    for (name, capability, behaviour) in examples::all() {
-        let server = AgentServer::start(behaviour).await?;
-        let response = client
-            .post(format!("{}/v1/agents", stack.api_url))
-            .json(&json!({ "name": name, "endpoint": server.url, "capabilities": [capability] }))
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            return Err(format!("registering {name}: {}", response.text().await?).into());
+    if !options.no_examples {
+        for (name, capability, behaviour) in examples::all() {
+            let server = AgentServer::start(behaviour).await?;
+            // Written whether or not a previous run registered it: its port is new.
+            let registration = AgentRegistration {
+                name: name.to_string(),
+                kind: AgentKind::Http,
+                endpoint: server.url.clone(),
+                capabilities: vec![capability.to_string()],
+                timeout_ms: None,
+                enabled: true,
+                retry: None,
+                health_check: Some(baton::domain::health::HealthCheckInput {
+                    path: "/health".into(),
+                    interval_s: Some(60),
+                }),
+                circuit_breaker: None,
+            };
+            stack
+                .put_agent("default", registration)
+                .await
+                .map_err(|e| format!("registering {name}: {e}"))?;
+            agents.push((name, capability, server));
         }
-        agents.push((name, capability, server));
     }
 
     println!("\nBaton is running locally.\n");
@@ -97,7 +151,7 @@ pub async fn run(options: RunOptions) -> Result<(), Box<dyn std::error::Error>> 
     println!("  curl -s {}/v1/workflows/<workflow_id>\n", stack.api_url);
     println!("Ctrl-C stops everything.");
 
-    tokio::signal::ctrl_c().await?;
+    wait_for_stop_signal().await?;
     println!("\nstopping…");
     stack.shutdown().await;
     drop(agents);
@@ -105,20 +159,18 @@ pub async fn run(options: RunOptions) -> Result<(), Box<dyn std::error::Error>> 
     Ok(())
 }
 
-/// Submits a workflow file and polls until the workflow ends; prints each change of status.
-pub async fn submit(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
-    let mut file = None;
-    let mut api = format!("http://127.0.0.1:{DEFAULT_PORT}");
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--api" => api = args.next().ok_or("--api needs a URL")?.clone(),
-            other if file.is_none() => file = Some(other.to_string()),
-            other => return Err(format!("unexpected argument `{other}`").into()),
-        }
+async fn wait_for_stop_signal() -> std::io::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = terminate.recv() => Ok(()),
     }
-    let file = file.ok_or("usage: baton-local submit FILE.json [--api URL]")?;
-    let body = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
+}
+
+/// Submits a workflow file and polls until the workflow ends; prints each change of status.
+pub async fn submit(options: SubmitOptions) -> Result<(), Box<dyn std::error::Error>> {
+    let SubmitOptions { file, api } = options;
+    let body = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     let client = reqwest::Client::new();
     let response = client
         .post(format!("{api}/v1/workflows"))

@@ -5,8 +5,14 @@
 //! builds, and deletes only the messages the handler did not report as failed. Failed messages
 //! become visible again when their visibility timeout ends; after `maxReceiveCount` receives
 //! the queue's redrive policy (in the emulator, as in SQS) moves them to the dead-letter queue.
+//!
+//! For fault tests, [`HandlerDeaths`] kills a share of invocations at a random point, as a
+//! Lambda whose process dies mid-run: the handler's future is dropped wherever it is waiting,
+//! and none of its batch is deleted.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -17,6 +23,45 @@ use tokio::sync::watch;
 
 /// Long-poll wait per receive, as Lambda's pollers use.
 const WAIT_SECONDS: i32 = 5;
+/// A killed invocation dies within this long of its start.
+const LONGEST_LIFE_BEFORE_DEATH: Duration = Duration::from_millis(400);
+
+/// Kills a share of handler invocations at a random point of their run.
+#[derive(Debug, Clone, Default)]
+pub struct HandlerDeaths {
+    rate: f64,
+    count: Arc<AtomicU64>,
+}
+
+impl HandlerDeaths {
+    pub fn new(rate: f64) -> Self {
+        HandlerDeaths {
+            rate: rate.clamp(0.0, 1.0),
+            count: Arc::default(),
+        }
+    }
+
+    /// Invocations killed so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Runs `invocation`, or kills it after a random part of its life. None: it was killed.
+    pub async fn run<T>(&self, invocation: impl Future<Output = T>) -> Option<T> {
+        if self.rate <= 0.0 || baton::completion::jitter_fraction() >= self.rate {
+            return Some(invocation.await);
+        }
+        let life = LONGEST_LIFE_BEFORE_DEATH.mul_f64(baton::completion::jitter_fraction());
+        match tokio::time::timeout(life, invocation).await {
+            Ok(output) => Some(output),
+            Err(_) => {
+                self.count.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("handler killed mid-run (fault injection)");
+                None
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct SqsSource {
@@ -30,6 +75,7 @@ pub async fn poll_queue<H, Fut>(
     sqs: aws_sdk_sqs::Client,
     source: SqsSource,
     handler: H,
+    deaths: HandlerDeaths,
     mut shutdown: watch::Receiver<bool>,
 ) where
     H: Fn(LambdaEvent<SqsEvent>) -> Fut,
@@ -90,7 +136,14 @@ pub async fn poll_queue<H, Fut>(
                 continue;
             }
         };
-        let failed: Vec<String> = match handler(LambdaEvent::new(event, Context::default())).await {
+        let Some(invoked) = deaths
+            .run(handler(LambdaEvent::new(event, Context::default())))
+            .await
+        else {
+            // The function died: nothing is deleted, the batch comes back after its visibility.
+            continue;
+        };
+        let failed: Vec<String> = match invoked {
             Ok(response) => response
                 .batch_item_failures
                 .into_iter()
@@ -132,8 +185,12 @@ pub async fn poll_queue<H, Fut>(
 }
 
 /// Calls `handler` with a scheduled event every `every`, until `shutdown` turns true.
-pub async fn tick<H, Fut, R>(every: Duration, handler: H, mut shutdown: watch::Receiver<bool>)
-where
+pub async fn tick<H, Fut, R>(
+    every: Duration,
+    handler: H,
+    deaths: HandlerDeaths,
+    mut shutdown: watch::Receiver<bool>,
+) where
     H: Fn(LambdaEvent<Value>) -> Fut,
     Fut: Future<Output = Result<R, Error>>,
 {
@@ -152,7 +209,10 @@ where
             "time": baton::clock::rfc3339(baton::clock::now_ms()),
             "detail": {},
         });
-        if let Err(error) = handler(LambdaEvent::new(event, Context::default())).await {
+        if let Some(Err(error)) = deaths
+            .run(handler(LambdaEvent::new(event, Context::default())))
+            .await
+        {
             tracing::error!(%error, "scheduled handler failed");
         }
     }

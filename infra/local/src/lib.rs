@@ -5,12 +5,14 @@
 //! - [`stack`] drives the five handlers as Lambda would: [`api_gateway`] for the HTTP API,
 //!   [`event_sources`] for the SQS event-source mappings and the schedule;
 //! - [`agents`] runs agents as real local HTTP servers, including the examples.
+//! - [`faults`] is a proxy between the handlers' SDK clients and the emulator that injects faults.
 
 pub mod agents;
 pub mod api_gateway;
 pub mod cli;
 pub mod emulator;
 pub mod event_sources;
+pub mod faults;
 pub mod provision;
 pub mod stack;
 pub mod template;

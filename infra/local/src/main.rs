@@ -1,4 +1,5 @@
-use baton_local::cli;
+use baton_local::cli::{self, Cli, Command};
+use clap::Parser;
 
 #[tokio::main]
 async fn main() {
@@ -9,18 +10,17 @@ async fn main() {
         )
         .with_target(false)
         .init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("submit") => cli::submit(&args[1..]).await,
-        Some("run") => run(&args[1..]).await,
-        _ => run(&args).await,
+    let result = match Cli::parse().command {
+        Some(Command::Submit(options)) => cli::submit(options).await,
+        Some(Command::Run(options)) => cli::run(options).await,
+        // No subcommand: `run` with its defaults (and the environment's PORT).
+        None => match Cli::parse_from(["baton-local", "run"]).command {
+            Some(Command::Run(options)) => cli::run(options).await,
+            _ => unreachable!("`run` parses as run"),
+        },
     };
     if let Err(error) = result {
         eprintln!("baton-local: {error}");
         std::process::exit(1);
     }
-}
-
-async fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
-    cli::run(cli::RunOptions::parse(args)?).await
 }

@@ -1,5 +1,8 @@
 //! Creates the template's tables and queues in the emulator, under a name prefix so that
 //! several stacks (one per test) can share one emulator.
+//!
+//! What already exists is kept: a stack restarted against the same emulator (after a crash,
+//! or on LocalStack that outlives it) picks up its tables, queues and their contents.
 
 use std::collections::BTreeMap;
 
@@ -79,12 +82,22 @@ pub async fn provision(
             });
             request = request.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
         }
-        let url = request
-            .send()
-            .await
-            .map_err(|e| fail(display(&e)))?
-            .queue_url
-            .unwrap_or_default();
+        let url = match request.send().await {
+            Ok(out) => out.queue_url.unwrap_or_default(),
+            // It may exist with other attributes (an older template): it is used as it is.
+            Err(create) => match sqs
+                .get_queue_url()
+                .queue_name(format!("{prefix}-{id}"))
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    tracing::warn!(queue = %id, "queue exists with other attributes; kept as it is");
+                    out.queue_url.unwrap_or_default()
+                }
+                Err(_) => return Err(fail(display(&create))),
+            },
+        };
         let arn = sqs
             .get_queue_attributes()
             .queue_url(&url)
@@ -150,7 +163,17 @@ async fn create_table(
                 .map_err(|e| e.to_string())?,
         );
     }
-    request.send().await.map_err(|e| display(&e))?;
+    match request.send().await {
+        Ok(_) => {}
+        // A restart against an emulator that kept the table: it is used as it is.
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) =>
+        {
+            return Ok(())
+        }
+        Err(e) => return Err(display(&e)),
+    }
     if let Some(ttl) = &spec.time_to_live_specification {
         dynamodb
             .update_time_to_live()

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use baton::config::{ConfigError, Settings};
 use baton::invoker::HttpAgentInvoker;
+use baton::prober::HttpHealthProber;
 use baton::queue::SqsQueues;
 use baton::store::dynamo::DynamoStore;
 use baton::telemetry::{ApiCallCounter, AwsClients};
@@ -20,7 +21,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::event_sources::{poll_queue, tick, SqsSource};
+use crate::event_sources::{poll_queue, tick, HandlerDeaths, SqsSource};
+use crate::faults::{FaultPlan, FaultProxy};
 use crate::provision::{provision, ProvisionError, Provisioned};
 use crate::template::{resolve_value, EventSpec, FunctionSpec, Template, TemplateError};
 use aws_config::SdkConfig;
@@ -47,6 +49,10 @@ pub enum StackError {
     Listen { port: u16, source: std::io::Error },
     #[error("the HTTP client for agents could not be built: {0}")]
     Http(String),
+    #[error("the fault-injecting proxy could not start: {0}")]
+    Faults(std::io::Error),
+    #[error("the SDK configuration has no endpoint to put the fault proxy in front of")]
+    NoEndpoint,
 }
 
 /// Which event sources run. Tests turn some off to drive those handlers by hand.
@@ -63,6 +69,10 @@ pub struct StackOptions {
     pub sweep_every: Option<Duration>,
     /// Environment values that override the template's (e.g. shorter timeouts in tests).
     pub env_overrides: HashMap<String, String>,
+    /// Puts a fault-injecting proxy between the handlers and the emulator.
+    pub faults: Option<FaultPlan>,
+    /// Share of handler invocations that die at a random point, as a Lambda killed mid-run.
+    pub handler_death_rate: f64,
 }
 
 impl StackOptions {
@@ -75,6 +85,8 @@ impl StackOptions {
             run_learn: true,
             sweep_every: None,
             env_overrides: HashMap::new(),
+            faults: None,
+            handler_death_rate: 0.0,
         }
     }
 
@@ -98,14 +110,18 @@ pub type Queues = SqsQueues;
 pub struct LocalStack {
     pub api_url: String,
     pub settings: Settings,
+    /// Clients straight to the emulator (never through the fault proxy): provisioning, the
+    /// event-source stand-ins, and tests that look at the tables and queues.
     pub clients: AwsClients,
     pub provisioned: Provisioned,
     /// Counts every AWS call the stack's handlers make.
     pub api_calls: ApiCallCounter,
     route: Arc<RouteDeps<Store, Queues>>,
     execute: Arc<ExecuteDeps<Store, Queues, HttpAgentInvoker>>,
-    cleanup: Arc<CleanupDeps<Store, Queues>>,
+    cleanup: Arc<CleanupDeps<Store, Queues, HttpHealthProber>>,
     learn: Arc<LearnDeps<Store>>,
+    faults: Option<FaultProxy>,
+    deaths: HandlerDeaths,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -123,6 +139,26 @@ impl LocalStack {
         let clients = AwsClients::new(aws, Some(&api_calls));
         let provisioned =
             provision(&template, &options.prefix, &clients.dynamodb, &clients.sqs).await?;
+        // The handlers reach the emulator through the fault proxy when there is one.
+        let faults = match &options.faults {
+            Some(plan) => {
+                let upstream = aws.endpoint_url().ok_or(StackError::NoEndpoint)?;
+                Some(
+                    FaultProxy::start(upstream, plan.clone())
+                        .await
+                        .map_err(StackError::Faults)?,
+                )
+            }
+            None => None,
+        };
+        let handler_clients = match &faults {
+            Some(proxy) => AwsClients::new(
+                &aws.to_builder().endpoint_url(proxy.endpoint()).build(),
+                Some(&api_calls),
+            ),
+            None => clients.clone(),
+        };
+        let deaths = HandlerDeaths::new(options.handler_death_rate);
 
         let function = |binary: &'static str| -> Result<(&String, &FunctionSpec), StackError> {
             template
@@ -182,21 +218,25 @@ impl LocalStack {
         let api = {
             let s = settings_of(orchestrate_fn)?;
             Arc::new(Api {
-                store: clients.store(&s),
-                queue: clients.queues(&s),
+                store: handler_clients.store(&s),
+                queue: handler_clients.queues(&s),
                 settings: s,
             })
         };
         let route = {
             let s = settings_of(route_fn)?;
-            Arc::new(RouteDeps::new(clients.store(&s), clients.queues(&s), s))
+            Arc::new(RouteDeps::new(
+                handler_clients.store(&s),
+                handler_clients.queues(&s),
+                s,
+            ))
         };
         let execute = {
             let s = settings_of(execute_fn)?;
             let invoker = HttpAgentInvoker::new().map_err(|e| StackError::Http(e.to_string()))?;
             Arc::new(ExecuteDeps::new(
-                clients.store(&s),
-                clients.queues(&s),
+                handler_clients.store(&s),
+                handler_clients.queues(&s),
                 invoker,
                 s,
             ))
@@ -204,15 +244,16 @@ impl LocalStack {
         let learn = {
             let s = settings_of(learn_fn)?;
             Arc::new(LearnDeps {
-                store: clients.store(&s),
+                store: handler_clients.store(&s),
                 settings: s,
             })
         };
         let cleanup = {
             let s = settings_of(cleanup_fn)?;
             Arc::new(CleanupDeps {
-                store: clients.store(&s),
-                queue: clients.queues(&s),
+                store: handler_clients.store(&s),
+                queue: handler_clients.queues(&s),
+                prober: HttpHealthProber::new().map_err(|e| StackError::Http(e.to_string()))?,
                 settings: s,
             })
         };
@@ -259,6 +300,7 @@ impl LocalStack {
                     let deps = deps.clone();
                     async move { baton_route::handle_batch(&deps, event).await }
                 },
+                deaths.clone(),
                 stopped.clone(),
             )));
         }
@@ -273,6 +315,7 @@ impl LocalStack {
                         let deps = deps.clone();
                         async move { baton_execute_agent::handle_batch(&deps, event).await }
                     },
+                    deaths.clone(),
                     stopped.clone(),
                 )));
             }
@@ -286,6 +329,7 @@ impl LocalStack {
                     let deps = deps.clone();
                     async move { baton_learn::handle_batch(&deps, event).await }
                 },
+                deaths.clone(),
                 stopped.clone(),
             )));
         }
@@ -298,6 +342,7 @@ impl LocalStack {
                     let deps = deps.clone();
                     async move { baton_cleanup::handle_tick(&deps, event).await }
                 },
+                deaths.clone(),
                 stopped.clone(),
             )));
         }
@@ -311,6 +356,8 @@ impl LocalStack {
             execute,
             cleanup,
             learn,
+            faults,
+            deaths,
             stop,
             tasks,
         })
@@ -336,8 +383,36 @@ impl LocalStack {
     }
 
     /// The cleanup handler's dependencies, to run a sweep by hand.
-    pub fn cleanup_deps(&self) -> &CleanupDeps<Store, Queues> {
+    pub fn cleanup_deps(&self) -> &CleanupDeps<Store, Queues, HttpHealthProber> {
         &self.cleanup
+    }
+
+    /// The fault proxy in front of the emulator, if the stack runs with one.
+    pub fn faults(&self) -> Option<&FaultProxy> {
+        self.faults.as_ref()
+    }
+
+    /// How many handler invocations were killed mid-run.
+    pub fn handler_deaths(&self) -> u64 {
+        self.deaths.count()
+    }
+
+    /// Writes an agent straight into the registry, replacing one of the same name (the example
+    /// agents, whose ports change when the stack restarts).
+    pub async fn put_agent(
+        &self,
+        tenant: &str,
+        registration: baton::domain::agent::AgentRegistration,
+    ) -> Result<(), String> {
+        use baton::store::AgentRegistry;
+        let agent = registration
+            .into_agent(baton::clock::now_ms())
+            .map_err(|e| e.to_string())?;
+        self.clients
+            .store(&self.settings)
+            .replace_agent(tenant, &agent)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// The learn handler's dependencies, to invoke it by hand.

@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::circuit::{BreakerInput, BreakerSettings};
+use super::health::{AgentHealth, HealthCheck, HealthCheckInput};
 use super::names::{check_name, InvalidName, NameKind};
+use super::retry::{PolicyError, RetryPolicyInput, RetryPolicySpec};
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 /// The execute-agent function's own timeout bounds how long it can wait for an agent.
@@ -29,6 +32,10 @@ pub struct AgentRegistration {
     pub timeout_ms: Option<u64>,
     #[serde(default = "enabled_by_default")]
     pub enabled: bool,
+    /// Retry policy for tasks run on this agent, where the task and workflow leave it open.
+    pub retry: Option<RetryPolicyInput>,
+    pub health_check: Option<HealthCheckInput>,
+    pub circuit_breaker: Option<BreakerInput>,
 }
 
 fn enabled_by_default() -> bool {
@@ -44,6 +51,12 @@ pub struct Agent {
     pub capabilities: Vec<String>,
     pub timeout_ms: u64,
     pub enabled: bool,
+    pub retry: Option<RetryPolicySpec>,
+    pub health_check: Option<HealthCheck>,
+    /// The agent's own breaker settings; None: the defaults.
+    pub circuit_breaker: Option<BreakerSettings>,
+    /// What the last health probes found; None until the first probe.
+    pub health: Option<AgentHealth>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }
@@ -51,6 +64,10 @@ pub struct Agent {
 impl Agent {
     pub fn has_capability(&self, capability: &str) -> bool {
         self.capabilities.iter().any(|c| c == capability)
+    }
+
+    pub fn breaker(&self) -> BreakerSettings {
+        self.circuit_breaker.unwrap_or_default()
     }
 }
 
@@ -68,19 +85,22 @@ pub enum AgentError {
     DuplicateCapability(String),
     #[error("timeout_ms must be between 1 and {MAX_TIMEOUT_MS}, got {0}")]
     Timeout(u64),
+    #[error(transparent)]
+    Policy(PolicyError),
 }
 
 impl AgentError {
     /// The request field the error is about, for the API's error details.
-    pub fn field(&self) -> &'static str {
+    pub fn field(&self) -> String {
         match self {
-            AgentError::Name(n) if n.kind == NameKind::Capability => "capabilities",
-            AgentError::Name(_) => "name",
-            AgentError::Endpoint { .. } => "endpoint",
+            AgentError::Name(n) if n.kind == NameKind::Capability => "capabilities".into(),
+            AgentError::Name(_) => "name".into(),
+            AgentError::Endpoint { .. } => "endpoint".into(),
             AgentError::NoCapabilities
             | AgentError::TooManyCapabilities
-            | AgentError::DuplicateCapability(_) => "capabilities",
-            AgentError::Timeout(_) => "timeout_ms",
+            | AgentError::DuplicateCapability(_) => "capabilities".into(),
+            AgentError::Timeout(_) => "timeout_ms".into(),
+            AgentError::Policy(e) => e.field.clone(),
         }
     }
 }
@@ -106,6 +126,24 @@ impl AgentRegistration {
         if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
             return Err(AgentError::Timeout(timeout_ms));
         }
+        let under =
+            |prefix: &'static str| move |e: PolicyError| AgentError::Policy(e.under(prefix));
+        let retry = self
+            .retry
+            .as_ref()
+            .map(|r| r.validate().map_err(under("retry")))
+            .transpose()?
+            .filter(|r| !r.is_empty());
+        let health_check = self
+            .health_check
+            .as_ref()
+            .map(|h| h.validate().map_err(under("health_check")))
+            .transpose()?;
+        let circuit_breaker = self
+            .circuit_breaker
+            .as_ref()
+            .map(|b| b.validate().map_err(under("circuit_breaker")))
+            .transpose()?;
         Ok(Agent {
             name: self.name,
             kind: self.kind,
@@ -113,6 +151,10 @@ impl AgentRegistration {
             capabilities: self.capabilities,
             timeout_ms,
             enabled: self.enabled,
+            retry,
+            health_check,
+            circuit_breaker,
+            health: None,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
         })
@@ -149,6 +191,9 @@ mod tests {
             capabilities: vec!["echo".into()],
             timeout_ms: None,
             enabled: true,
+            retry: None,
+            health_check: None,
+            circuit_breaker: None,
         }
     }
 
@@ -187,6 +232,38 @@ mod tests {
         let mut r = registration("http://a/");
         r.timeout_ms = Some(MAX_TIMEOUT_MS + 1);
         assert!(matches!(r.into_agent(0), Err(AgentError::Timeout(_))));
+    }
+
+    #[test]
+    fn policies_are_validated_and_errors_name_their_field() {
+        let with = |json: &str| -> AgentRegistration {
+            let mut value: serde_json::Value =
+                serde_json::from_str(r#"{"name":"a","endpoint":"http://a/","capabilities":["x"]}"#)
+                    .unwrap();
+            let extra: serde_json::Value = serde_json::from_str(json).unwrap();
+            value
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::from_value(value).unwrap()
+        };
+        let err = with(r#"{"retry": {"max_attempts": 12}}"#)
+            .into_agent(0)
+            .unwrap_err();
+        assert_eq!(err.field(), "retry.max_attempts");
+        let err = with(r#"{"health_check": {"path": "health"}}"#)
+            .into_agent(0)
+            .unwrap_err();
+        assert_eq!(err.field(), "health_check.path");
+        let err = with(r#"{"circuit_breaker": {"failure_rate": 0}}"#)
+            .into_agent(0)
+            .unwrap_err();
+        assert_eq!(err.field(), "circuit_breaker.failure_rate");
+        let agent = with(r#"{"retry": {"max_attempts": 4}, "health_check": {"path": "/h"}}"#)
+            .into_agent(0)
+            .unwrap();
+        assert_eq!(agent.retry.unwrap().max_attempts, Some(4));
+        assert_eq!(agent.health_check.unwrap().interval_s, 60);
     }
 
     #[test]

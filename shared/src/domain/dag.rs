@@ -6,6 +6,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::retry::RetryPolicyInput;
+
 /// One task as submitted by a user (the JSON body of POST /v1/workflows has `tasks: [TaskSpec]`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -16,6 +18,15 @@ pub struct TaskSpec {
     pub input: serde_json::Value,
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// The task's retry policy, over the workflow's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicyInput>,
+    /// False: a retry stays on the agent that failed instead of moving to a fallback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<bool>,
+    /// The longest the agent call may take, in seconds (the agent's own time-out may be less).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<i64>,
 }
 
 /// Why a submitted task list is not a valid workflow.
@@ -384,6 +395,9 @@ mod tests {
             capability: "test".to_owned(),
             input: serde_json::Value::Null,
             depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
+            retry: None,
+            fallback: None,
+            timeout_s: None,
         }
     }
 

@@ -1,8 +1,11 @@
 //! Pure domain logic: no I/O, tested without mocks.
 
 pub mod agent;
+pub mod circuit;
 pub mod dag;
+pub mod health;
 pub mod learning;
 pub mod names;
+pub mod retry;
 pub mod routing;
 pub mod task;

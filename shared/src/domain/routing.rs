@@ -1,15 +1,24 @@
 //! Routing: from a task's capability and the registry to a [`RouteDecision`].
 //!
-//! Candidates are the enabled agents with the capability. The `learned` strategy ranks them by
-//! learned confidence (see [`super::learning`]); agents it cannot tell apart (no history yet)
-//! are rotated by a hash of the task so that load spreads instead of piling on one agent.
+//! Candidates are the enabled agents with the capability. Of those, unhealthy agents and
+//! agents whose circuit is open are skipped; an agent whose circuit is half-open may take
+//! the task as its one probe. The `learned` strategy ranks the rest by learned confidence (see
+//! [`super::learning`]); agents it cannot tell apart (no history yet) are rotated by a hash of
+//! the task so that load spreads instead of piling on one agent.
+//!
+//! A retry carries the agents its previous decision kept in reserve (`prefer`): the next
+//! attempt goes to the first of them that can take it, and once they are used up the task
+//! goes back to the best agent by routing.
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::agent::Agent;
+use super::circuit::{Circuit, CircuitState};
+use super::health::HealthStatus;
 use super::learning::AgentStats;
+use super::task::FailureKind;
 
 /// How many agents a decision keeps behind the primary.
 pub const MAX_FALLBACKS: usize = 2;
@@ -28,6 +37,9 @@ pub struct RouteDecision {
     pub strategy: RoutingStrategy,
     pub confidence: f64,
     pub reasoning: String,
+    /// The primary's circuit is half-open and this task is its one probe call.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub probe: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,66 +48,244 @@ pub struct NoCapableAgent {
     pub capability: String,
 }
 
-/// Picks the agents for a task needing `capability`. `stats` is keyed by agent name;
-/// `spread_key` (the task's identity) breaks ties between agents with equal confidence.
+/// What routing knows of the candidates beyond the registry: learned stats and circuits,
+/// keyed by agent name (absent: no history, closed circuit).
+#[derive(Debug, Clone, Default)]
+pub struct RoutingView {
+    pub stats: HashMap<String, AgentStats>,
+    pub circuits: HashMap<String, Circuit>,
+}
+
+/// One task to route.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteRequest<'a> {
+    pub capability: &'a str,
+    /// Agents to try first, in order (a retry's remaining fallbacks).
+    pub prefer: &'a [String],
+    /// Agents that must not be chosen (deleted or disabled since an earlier decision).
+    pub avoid: &'a [String],
+    /// The task's identity: spreads ties between agents with equal confidence.
+    pub spread_key: &'a str,
+    pub now_ms: i64,
+}
+
+/// The outcome of routing one task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoutePlan {
+    Routed(RouteDecision),
+    /// Agents have the capability, but none can take a call now.
+    Unavailable {
+        kind: FailureKind,
+        message: String,
+        /// When a circuit may let a call through again, if one will.
+        retry_at_ms: Option<i64>,
+    },
+}
+
+enum Availability {
+    Available,
+    Probe,
+    Unhealthy,
+    Open { retry_at_ms: Option<i64> },
+}
+
+fn availability(agent: &Agent, circuit: Option<&Circuit>, now_ms: i64) -> Availability {
+    if agent
+        .health
+        .as_ref()
+        .is_some_and(|h| h.status == HealthStatus::Unhealthy)
+    {
+        return Availability::Unhealthy;
+    }
+    let Some(circuit) = circuit else {
+        return Availability::Available;
+    };
+    let settings = agent.breaker();
+    match circuit.state(now_ms, &settings) {
+        CircuitState::Closed => Availability::Available,
+        CircuitState::HalfOpen if circuit.probe_available(now_ms, &settings) => Availability::Probe,
+        _ => Availability::Open {
+            retry_at_ms: circuit.retry_at_ms(now_ms, &settings),
+        },
+    }
+}
+
+/// Picks the agents for one task.
 pub fn route_task(
-    capability: &str,
+    request: &RouteRequest<'_>,
     agents: &[Agent],
-    stats: &HashMap<String, AgentStats>,
-    spread_key: &str,
-) -> Result<RouteDecision, NoCapableAgent> {
-    let mut candidates: Vec<&Agent> = agents
+    view: &RoutingView,
+) -> Result<RoutePlan, NoCapableAgent> {
+    let capability = request.capability;
+    let mut capable: Vec<&Agent> = agents
         .iter()
         .filter(|a| a.enabled && a.has_capability(capability))
+        .filter(|a| !request.avoid.contains(&a.name))
         .collect();
-    if candidates.is_empty() {
+    if capable.is_empty() {
         return Err(NoCapableAgent {
             capability: capability.to_string(),
         });
     }
-    candidates.sort_by(|a, b| a.name.cmp(&b.name));
-    let n = candidates.len();
-    let offset = (fnv1a(spread_key) % n as u64) as usize;
-    let confidence_of = |agent: &Agent| stats.get(&agent.name).cloned().unwrap_or_default();
-    let mut ranked: Vec<(f64, usize, &Agent)> = candidates
+    capable.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let mut available = Vec::new();
+    let mut probes = Vec::new();
+    let (mut open, mut unhealthy) = (Vec::new(), 0);
+    for agent in &capable {
+        match availability(agent, view.circuits.get(&agent.name), request.now_ms) {
+            Availability::Available => available.push(*agent),
+            Availability::Probe => probes.push(*agent),
+            Availability::Unhealthy => unhealthy += 1,
+            Availability::Open { retry_at_ms } => open.push(retry_at_ms),
+        }
+    }
+    let skipped = describe_skipped(open.len() + probes.len(), unhealthy);
+
+    // Rank what can take calls: learned confidence, ties rotated by the task's hash.
+    let n = available.len().max(1);
+    let offset = (fnv1a(request.spread_key) % n as u64) as usize;
+    let mut ranked: Vec<(f64, usize, &Agent)> = available
         .iter()
         .enumerate()
         .map(|(i, agent)| {
-            (
-                confidence_of(agent).confidence(),
-                (i + n - offset) % n,
-                *agent,
-            )
+            let confidence = view.stats.get(&agent.name).map_or_else(
+                || AgentStats::default().confidence(),
+                AgentStats::confidence,
+            );
+            (confidence, (i + n - offset) % n, *agent)
         })
         .collect();
     ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-
-    let (confidence, _, primary) = ranked[0];
-    let fallbacks: Vec<String> = ranked[1..]
-        .iter()
-        .take(MAX_FALLBACKS)
-        .map(|(_, _, a)| a.name.clone())
-        .collect();
-    let history = match stats.get(&primary.name) {
-        Some(s) if s.count > 0 => format!("{} outcomes, {} succeeded", s.count, s.successes),
-        _ => "no history yet".to_string(),
+    let confidence_of = |name: &str| {
+        ranked
+            .iter()
+            .find(|(_, _, a)| a.name == name)
+            .map_or(AgentStats::default().confidence(), |(c, _, _)| *c)
     };
-    let reasoning = format!(
-        "{n} enabled agent(s) offer `{capability}`; chose `{}` with confidence {confidence:.2} ({history}){}",
-        primary.name,
-        if fallbacks.is_empty() {
-            String::new()
+    let is_available = |name: &String| available.iter().any(|a| &a.name == name);
+
+    // A half-open agent gets its probe from a fresh task, or from any task when nothing else
+    // can take it: a retry is not spent on a probe while another agent is available.
+    if let Some(probe) = probes
+        .get((fnv1a(request.spread_key) % probes.len().max(1) as u64) as usize)
+        .filter(|_| request.prefer.is_empty() || ranked.is_empty())
+    {
+        let fallbacks: Vec<String> = ranked
+            .iter()
+            .take(MAX_FALLBACKS)
+            .map(|(_, _, a)| a.name.clone())
+            .collect();
+        let confidence = view.stats.get(&probe.name).map_or_else(
+            || AgentStats::default().confidence(),
+            AgentStats::confidence,
+        );
+        let reasoning = format!(
+            "{} agent(s) offer `{capability}`{skipped}; `{}` is half-open after its cool-down and takes this task as its one probe call{}",
+            capable.len(),
+            probe.name,
+            fallbacks_note(&fallbacks)
+        );
+        return Ok(RoutePlan::Routed(RouteDecision {
+            primary: probe.name.clone(),
+            fallbacks,
+            strategy: RoutingStrategy::Learned,
+            confidence,
+            reasoning,
+            probe: true,
+        }));
+    }
+
+    if ranked.is_empty() {
+        let retry_at_ms = open.iter().flatten().min().copied();
+        let (kind, message) = if open.is_empty() {
+            (
+                FailureKind::NoHealthyAgent,
+                format!(
+                    "all {} agent(s) offering `{capability}` are unhealthy",
+                    capable.len()
+                ),
+            )
         } else {
-            format!("; fallbacks: {}", fallbacks.join(", "))
+            (
+                FailureKind::CircuitOpen,
+                format!(
+                    "no agent offering `{capability}` can take a call: {} circuit(s) open{}",
+                    open.len(),
+                    if unhealthy > 0 {
+                        format!(", {unhealthy} unhealthy")
+                    } else {
+                        String::new()
+                    }
+                ),
+            )
+        };
+        return Ok(RoutePlan::Unavailable {
+            kind,
+            message,
+            retry_at_ms,
+        });
+    }
+
+    let preferred: Vec<&String> = request.prefer.iter().filter(|p| is_available(p)).collect();
+    let (primary, fallbacks, why) = match preferred.split_first() {
+        Some((first, rest)) => (
+            (*first).clone(),
+            rest.iter().map(|s| (*s).clone()).collect::<Vec<_>>(),
+            "the next agent the previous decision kept in reserve".to_string(),
+        ),
+        None => {
+            let primary = ranked[0].2.name.clone();
+            let fallbacks = ranked[1..]
+                .iter()
+                .take(MAX_FALLBACKS)
+                .map(|(_, _, a)| a.name.clone())
+                .collect();
+            let history = match view.stats.get(&primary) {
+                Some(s) if s.count > 0 => {
+                    format!("{} outcomes, {} succeeded", s.count, s.successes)
+                }
+                _ => "no history yet".to_string(),
+            };
+            let why = if request.prefer.is_empty() {
+                format!("the highest learned confidence ({history})")
+            } else {
+                format!("the highest learned confidence, the reserve agents being unavailable ({history})")
+            };
+            (primary, fallbacks, why)
         }
+    };
+    let confidence = confidence_of(&primary);
+    let reasoning = format!(
+        "{} agent(s) offer `{capability}`{skipped}; chose `{primary}` with confidence {confidence:.2}: {why}{}",
+        capable.len(),
+        fallbacks_note(&fallbacks)
     );
-    Ok(RouteDecision {
-        primary: primary.name.clone(),
+    Ok(RoutePlan::Routed(RouteDecision {
+        primary,
         fallbacks,
         strategy: RoutingStrategy::Learned,
         confidence,
         reasoning,
-    })
+        probe: false,
+    }))
+}
+
+fn describe_skipped(open: usize, unhealthy: usize) -> String {
+    match (open, unhealthy) {
+        (0, 0) => String::new(),
+        (o, 0) => format!(" ({o} with an open circuit)"),
+        (0, u) => format!(" ({u} unhealthy, skipped)"),
+        (o, u) => format!(" ({o} with an open circuit, {u} unhealthy)"),
+    }
+}
+
+fn fallbacks_note(fallbacks: &[String]) -> String {
+    if fallbacks.is_empty() {
+        String::new()
+    } else {
+        format!("; fallbacks: {}", fallbacks.join(", "))
+    }
 }
 
 /// A small stable hash (FNV-1a): the spread must not change between processes or releases.
@@ -114,6 +304,7 @@ pub fn stable_shard(key: &str, shards: u32) -> u32 {
 mod tests {
     use super::*;
     use crate::domain::agent::AgentKind;
+    use crate::domain::health::AgentHealth;
 
     fn agent(name: &str, capabilities: &[&str], enabled: bool) -> Agent {
         Agent {
@@ -123,8 +314,37 @@ mod tests {
             capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
             timeout_ms: 1000,
             enabled,
+            retry: None,
+            health_check: None,
+            circuit_breaker: None,
+            health: None,
             created_at_ms: 0,
             updated_at_ms: 0,
+        }
+    }
+
+    fn request<'a>(prefer: &'a [String], avoid: &'a [String], key: &'a str) -> RouteRequest<'a> {
+        RouteRequest {
+            capability: "sum",
+            prefer,
+            avoid,
+            spread_key: key,
+            now_ms: 100_000,
+        }
+    }
+
+    fn routed(plan: Result<RoutePlan, NoCapableAgent>) -> RouteDecision {
+        match plan {
+            Ok(RoutePlan::Routed(d)) => d,
+            other => panic!("not routed: {other:?}"),
+        }
+    }
+
+    fn open_circuit(opened_at_ms: i64) -> Circuit {
+        Circuit {
+            open: true,
+            opened_at_ms: Some(opened_at_ms),
+            ..Default::default()
         }
     }
 
@@ -135,33 +355,40 @@ mod tests {
             agent("b", &["translate"], true),
             agent("c", &["sum"], true),
         ];
-        let d = route_task("sum", &agents, &HashMap::new(), "t1").unwrap();
+        let d = routed(route_task(
+            &request(&[], &[], "t1"),
+            &agents,
+            &RoutingView::default(),
+        ));
         assert_eq!(d.primary, "c");
         assert!(d.fallbacks.is_empty());
         assert!((d.confidence - 0.7).abs() < 1e-12);
+        assert!(!d.probe);
     }
 
     #[test]
     fn no_capable_agent_is_an_error_naming_the_capability() {
-        let agents = [agent("a", &["sum"], false)];
-        let err = route_task("sum", &agents, &HashMap::new(), "t").unwrap_err();
+        let agents = [agent("a", &["sum"], false), agent("b", &["sum"], true)];
+        let avoid = ["b".to_string()];
+        let err =
+            route_task(&request(&[], &avoid, "t"), &agents, &RoutingView::default()).unwrap_err();
         assert_eq!(err.to_string(), "no enabled agent offers capability `sum`");
     }
 
     #[test]
     fn learned_confidence_picks_the_better_agent() {
         let agents = [agent("a", &["sum"], true), agent("b", &["sum"], true)];
-        let mut stats = HashMap::new();
+        let mut view = RoutingView::default();
         let mut good = AgentStats::default();
         let mut bad = AgentStats::default();
         for i in 0..5 {
             good.record(true, 10, i);
             bad.record(false, 10, i);
         }
-        stats.insert("a".to_string(), bad);
-        stats.insert("b".to_string(), good);
+        view.stats.insert("a".to_string(), bad);
+        view.stats.insert("b".to_string(), good);
         for key in ["t1", "t2", "t3", "t4"] {
-            let d = route_task("sum", &agents, &stats, key).unwrap();
+            let d = routed(route_task(&request(&[], &[], key), &agents, &view));
             assert_eq!(d.primary, "b");
             assert_eq!(d.fallbacks, vec!["a".to_string()]);
         }
@@ -176,11 +403,106 @@ mod tests {
         ];
         let mut primaries = std::collections::HashSet::new();
         for i in 0..30 {
-            let d = route_task("sum", &agents, &HashMap::new(), &format!("task-{i}")).unwrap();
+            let key = format!("task-{i}");
+            let d = routed(route_task(
+                &request(&[], &[], &key),
+                &agents,
+                &RoutingView::default(),
+            ));
             assert_eq!(d.fallbacks.len(), MAX_FALLBACKS);
             assert!(!d.fallbacks.contains(&d.primary));
             primaries.insert(d.primary);
         }
         assert_eq!(primaries.len(), 3);
+    }
+
+    #[test]
+    fn a_retry_goes_to_the_reserve_agents_in_order_then_back_to_routing() {
+        let agents = [
+            agent("a", &["sum"], true),
+            agent("b", &["sum"], true),
+            agent("c", &["sum"], true),
+        ];
+        let view = RoutingView::default();
+        let prefer = ["c".to_string(), "b".to_string()];
+        let d = routed(route_task(&request(&prefer, &[], "t"), &agents, &view));
+        assert_eq!(
+            (d.primary.as_str(), d.fallbacks.as_slice()),
+            ("c", &["b".to_string()][..])
+        );
+        assert!(d.reasoning.contains("reserve"), "{}", d.reasoning);
+        // A disabled or deleted reserve agent is passed over.
+        let prefer = ["gone".to_string(), "b".to_string()];
+        let d = routed(route_task(&request(&prefer, &[], "t"), &agents, &view));
+        assert_eq!(d.primary, "b");
+        assert!(d.fallbacks.is_empty(), "the reserve is used up: {d:?}");
+    }
+
+    #[test]
+    fn open_circuits_and_unhealthy_agents_are_skipped() {
+        let mut agents = vec![
+            agent("a", &["sum"], true),
+            agent("b", &["sum"], true),
+            agent("c", &["sum"], true),
+        ];
+        agents[2].health = Some(AgentHealth {
+            status: HealthStatus::Unhealthy,
+            checked_at_ms: 0,
+            consecutive_failures: 2,
+            detail: None,
+        });
+        let mut view = RoutingView::default();
+        view.circuits.insert("a".into(), open_circuit(99_000));
+        for key in ["1", "2", "3", "4", "5"] {
+            let d = routed(route_task(&request(&[], &[], key), &agents, &view));
+            assert_eq!(d.primary, "b");
+            assert!(d.fallbacks.is_empty());
+            assert!(d.reasoning.contains("open circuit"), "{}", d.reasoning);
+        }
+    }
+
+    #[test]
+    fn when_every_circuit_is_open_the_task_waits_for_the_first_cool_down() {
+        let agents = [agent("a", &["sum"], true), agent("b", &["sum"], true)];
+        let mut view = RoutingView::default();
+        view.circuits.insert("a".into(), open_circuit(90_000));
+        view.circuits.insert("b".into(), open_circuit(95_000));
+        match route_task(&request(&[], &[], "t"), &agents, &view).unwrap() {
+            RoutePlan::Unavailable {
+                kind, retry_at_ms, ..
+            } => {
+                assert_eq!(kind, FailureKind::CircuitOpen);
+                assert_eq!(retry_at_ms, Some(120_000));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut sick = agents.to_vec();
+        for a in &mut sick {
+            a.health = Some(AgentHealth {
+                status: HealthStatus::Unhealthy,
+                checked_at_ms: 0,
+                consecutive_failures: 3,
+                detail: None,
+            });
+        }
+        match route_task(&request(&[], &[], "t"), &sick, &RoutingView::default()).unwrap() {
+            RoutePlan::Unavailable { kind, .. } => assert_eq!(kind, FailureKind::NoHealthyAgent),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_half_open_agent_takes_a_fresh_task_as_its_probe_but_not_a_retry() {
+        let agents = [agent("a", &["sum"], true), agent("b", &["sum"], true)];
+        let mut view = RoutingView::default();
+        view.circuits.insert("a".into(), open_circuit(0)); // cool-down long over
+        let d = routed(route_task(&request(&[], &[], "t"), &agents, &view));
+        assert!(d.probe);
+        assert_eq!(d.primary, "a");
+        assert_eq!(d.fallbacks, vec!["b".to_string()]);
+        let prefer = ["b".to_string()];
+        let d = routed(route_task(&request(&prefer, &[], "t"), &agents, &view));
+        assert!(!d.probe);
+        assert_eq!(d.primary, "b");
     }
 }

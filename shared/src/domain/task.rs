@@ -5,7 +5,8 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A task's life: `waiting` for dependencies → `queued` for routing and execution →
-/// `running` under a lease → `succeeded` or `failed`. Tasks behind a failure end `skipped`.
+/// `running` under a lease → `succeeded` or `failed`, or back to `queued` for a retry. Tasks
+/// behind a failure end `skipped`; tasks a workflow's deadline stopped end `cancelled`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
@@ -15,6 +16,7 @@ pub enum TaskStatus {
     Succeeded,
     Failed,
     Skipped,
+    Cancelled,
 }
 
 impl TaskStatus {
@@ -26,13 +28,17 @@ impl TaskStatus {
             TaskStatus::Succeeded => "succeeded",
             TaskStatus::Failed => "failed",
             TaskStatus::Skipped => "skipped",
+            TaskStatus::Cancelled => "cancelled",
         }
     }
 
     pub const fn is_terminal(self) -> bool {
         matches!(
             self,
-            TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Skipped
+            TaskStatus::Succeeded
+                | TaskStatus::Failed
+                | TaskStatus::Skipped
+                | TaskStatus::Cancelled
         )
     }
 
@@ -42,7 +48,8 @@ impl TaskStatus {
     }
 }
 
-/// A workflow runs from creation until its last task succeeds or any task fails.
+/// A workflow runs from creation until every task has ended: it succeeds if they all
+/// succeeded, and fails if any failed or its deadline passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkflowStatus {
@@ -88,7 +95,7 @@ macro_rules! impl_str_conversions {
 
 impl_str_conversions!(
     TaskStatus,
-    [Waiting, Queued, Running, Succeeded, Failed, Skipped]
+    [Waiting, Queued, Running, Succeeded, Failed, Skipped, Cancelled]
 );
 impl_str_conversions!(WorkflowStatus, [Running, Succeeded, Failed]);
 
@@ -116,6 +123,29 @@ pub enum FailureKind {
     AgentNotFound,
     /// Handlers kept dying while holding the task's lease.
     LeaseExpired,
+    /// Every capable agent's circuit was open, through all the task's attempts.
+    CircuitOpen,
+    /// Every capable agent was unhealthy, through all the task's attempts.
+    NoHealthyAgent,
+    /// The workflow's deadline passed before the task ended.
+    DeadlineExceeded,
+    /// The task was sent for execution again and again, and no handler ever took it.
+    NotDispatched,
+}
+
+impl FailureKind {
+    /// Whether the failure tells something about the agent that was called (for learning and
+    /// its circuit), rather than about routing or Baton itself.
+    pub const fn is_agent_outcome(self) -> bool {
+        matches!(
+            self,
+            FailureKind::HttpStatus
+                | FailureKind::Timeout
+                | FailureKind::Connection
+                | FailureKind::InvalidResponse
+                | FailureKind::OutputTooLarge
+        )
+    }
 }
 
 /// A task failure as recorded on the task and shown by the API.
@@ -126,24 +156,43 @@ pub struct TaskFailure {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
     pub retryable: bool,
+    /// How long the agent asked to wait (`Retry-After`), if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl TaskFailure {
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
         let retryable = match kind {
-            FailureKind::Timeout | FailureKind::Connection => true,
+            FailureKind::Timeout
+            | FailureKind::Connection
+            | FailureKind::CircuitOpen
+            | FailureKind::NoHealthyAgent => true,
             FailureKind::HttpStatus
             | FailureKind::InvalidResponse
             | FailureKind::OutputTooLarge
             | FailureKind::NoCapableAgent
             | FailureKind::AgentNotFound
-            | FailureKind::LeaseExpired => false,
+            | FailureKind::LeaseExpired
+            | FailureKind::DeadlineExceeded
+            | FailureKind::NotDispatched => false,
         };
         TaskFailure {
             kind,
             message: message.into(),
             http_status: None,
             retryable,
+            retry_after_ms: None,
+        }
+    }
+
+    /// Whether the failure counts against the agent's circuit: the agent is failing, not
+    /// refusing one task (a 4xx other than 408 and 429) or being refused by Baton.
+    pub fn trips_circuit(&self) -> bool {
+        match self.kind {
+            FailureKind::HttpStatus => self.retryable,
+            FailureKind::Timeout | FailureKind::Connection | FailureKind::InvalidResponse => true,
+            _ => false,
         }
     }
 
@@ -154,8 +203,39 @@ impl TaskFailure {
             message: format!("agent answered HTTP {status}: {body_excerpt}"),
             http_status: Some(status),
             retryable: status >= 500 || status == 408 || status == 429,
+            retry_after_ms: None,
         }
     }
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Succeeded,
+    Failed,
+}
+
+/// One attempt of a task, kept on the task item by the write that records its result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    /// The agent called; none when no agent could take the attempt (all circuits open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: i64,
+    pub outcome: AttemptOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskFailure>,
+    /// How many handlers claimed the attempt: more than one means a handler died holding it,
+    /// and the same `Idempotency-Key` was sent again.
+    #[serde(default)]
+    pub claims: u32,
+    /// The wait before the next attempt, when one follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_delay_ms: Option<u64>,
 }
 
 #[cfg(test)]
@@ -171,6 +251,7 @@ mod tests {
             TaskStatus::Succeeded,
             TaskStatus::Failed,
             TaskStatus::Skipped,
+            TaskStatus::Cancelled,
         ] {
             assert_eq!(s.as_str().parse::<TaskStatus>().unwrap(), s);
         }

@@ -8,8 +8,14 @@
 //! Index `leases` (`lease_shard`, `lease_until`) is sparse: only queued and running tasks carry
 //! the attributes, so cleanup finds expired leases with one query per shard.
 //!
+//! Index `sweeps` (`sweep_shard`, `sweep_at`) is sparse too. A running workflow record carries
+//! `WF#{shard}` and the time of its next check, so cleanup finds every unfinished workflow
+//! without trusting any message; an agent with a health check carries `HEALTH` and the time
+//! its next probe is due.
+//!
 //! Memory table (`pk`, `sk`):
 //! - `{tenant}#AGENT#{agent}` / `STATS#{task type}`: learned statistics;
+//! - `{tenant}#AGENT#{agent}` / `CIRCUIT`: the agent's circuit breaker;
 //! - `{tenant}#AGENT#{agent}` / `OUTCOME#{workflow}#{task}#{attempt}`: outcome history.
 
 use crate::domain::routing::stable_shard;
@@ -22,6 +28,12 @@ pub const LEASE_UNTIL: &str = "lease_until";
 pub const EXPIRES_AT: &str = "expires_at";
 /// Shards of the lease index: enough to spread writes, few enough for cleanup to query all.
 pub const LEASE_SHARDS: u32 = 4;
+pub const SWEEPS_INDEX: &str = "sweeps";
+pub const SWEEP_SHARD: &str = "sweep_shard";
+pub const SWEEP_AT: &str = "sweep_at";
+/// The sweeps-index partition of agents with a health check.
+pub const HEALTH_SWEEP: &str = "HEALTH";
+pub const CIRCUIT_SK: &str = "CIRCUIT";
 
 pub const WORKFLOW_SK: &str = "WORKFLOW";
 const TASK_PREFIX: &str = "TASK#";
@@ -58,6 +70,25 @@ pub fn lease_shard(workflow_id: &str) -> String {
     stable_shard(workflow_id, LEASE_SHARDS).to_string()
 }
 
+/// The sweeps-index partition of a running workflow.
+pub fn workflow_sweep_shard(workflow_id: &str) -> String {
+    workflow_sweep_partition(stable_shard(workflow_id, LEASE_SHARDS))
+}
+
+pub fn workflow_sweep_partition(shard: u32) -> String {
+    format!("WF#{shard}")
+}
+
+/// Splits a workflow's partition key back into (tenant, workflow).
+pub fn parse_workflow_pk(pk: &str) -> Option<(&str, &str)> {
+    pk.split_once("#WF#")
+}
+
+/// Splits an agent's keys back into (tenant, name).
+pub fn parse_agent_keys<'a>(pk: &'a str, sk: &'a str) -> Option<(&'a str, &'a str)> {
+    Some((pk.strip_suffix("#AGENTS")?, sk.strip_prefix("AGENT#")?))
+}
+
 /// Splits a task's keys back into (tenant, workflow, task).
 pub fn parse_task_keys<'a>(pk: &'a str, sk: &'a str) -> Option<(&'a str, &'a str, &'a str)> {
     let (tenant, workflow_id) = pk.split_once("#WF#")?;
@@ -78,6 +109,11 @@ mod tests {
             Some(("acme", "0190-abc", "summarize"))
         );
         assert_eq!(parse_task_keys(&pk, WORKFLOW_SK), None);
+        assert_eq!(parse_workflow_pk(&pk), Some(("acme", "0190-abc")));
+        assert_eq!(
+            parse_agent_keys(&agents_pk("acme"), &agent_sk("summarizer")),
+            Some(("acme", "summarizer"))
+        );
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! Ports to the state and memory tables, the records they hold, and their DynamoDB adapter.
 //!
 //! Every state transition is a conditional write keyed by (task, attempt), so a duplicate or
-//! late message finds the condition false and changes nothing. The port methods say which
-//! transition they make; [`dynamo`] says how, and [`keys`] where.
+//! late message finds the condition false and changes nothing. A write whose response was lost
+//! and that the SDK sends again meets its own earlier effect: the adapter recognises it (a
+//! claim by its token, a release by its parent, an ended attempt by its number) and reports it
+//! as done, not as someone else's. The port methods say which transition they make;
+//! [`dynamo`] says how, and [`keys`] where.
 
 pub mod agent_cache;
 pub mod dynamo;
@@ -14,8 +17,12 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::domain::agent::Agent;
+use crate::domain::circuit::{Circuit, Probe};
+use crate::domain::health::AgentHealth;
 use crate::domain::learning::AgentStats;
-use crate::domain::task::{TaskFailure, TaskStatus, WorkflowStatus};
+use crate::domain::retry::RetryPolicySpec;
+use crate::domain::routing::RoutingView;
+use crate::domain::task::{AttemptRecord, TaskFailure, TaskStatus, WorkflowStatus};
 use crate::messages::{OutcomeMessage, TaskRef};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +47,11 @@ pub struct NewTask {
     pub dependents: Vec<String>,
     /// `Queued` for roots (sent to routing at once), `Waiting` for the rest.
     pub status: TaskStatus,
+    /// The task's retry policy merged over the workflow's defaults; None: both left it open.
+    pub retry: Option<RetryPolicySpec>,
+    /// False: retries stay on the agent that failed instead of moving to a fallback.
+    pub fallback: bool,
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +62,10 @@ pub struct NewWorkflow {
     pub created_at_ms: i64,
     /// Until when the queued roots may wait before cleanup sends them again.
     pub dispatch_until_ms: i64,
+    /// When the workflow fails with `deadline_exceeded` if it has not finished.
+    pub deadline_at_ms: Option<i64>,
+    /// When the scheduled repair first looks at the workflow, if it is still running.
+    pub check_at_ms: i64,
     pub tasks: Vec<NewTask>,
 }
 
@@ -64,14 +80,29 @@ pub struct TaskRecord {
     pub depends_on: Vec<String>,
     pub dependents: Vec<String>,
     pub status: TaskStatus,
+    /// The current attempt: the retry counter, and the `Idempotency-Key`'s last part.
     pub attempt: u32,
     pub deps_remaining: u32,
+    /// Dependencies already counted as done.
+    pub deps_done: Vec<String>,
     pub agent: Option<String>,
     pub output: Option<Value>,
     pub failure: Option<TaskFailure>,
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
     pub lease_until_ms: Option<i64>,
+    pub retry: Option<RetryPolicySpec>,
+    pub fallback: bool,
+    pub timeout_ms: Option<u64>,
+    /// Every ended attempt, oldest first.
+    pub attempts: Vec<AttemptRecord>,
+    /// Claims of the current attempt; above 1, a handler died holding it.
+    pub claims: u32,
+    pub claim_token: Option<String>,
+    /// Leases that ran out on this task, over all its attempts: handlers that died.
+    pub lease_expirations: u32,
+    /// Times cleanup sent the current attempt again because no handler took it.
+    pub dispatches: u32,
 }
 
 impl TaskRecord {
@@ -82,6 +113,13 @@ impl TaskRecord {
             task_id: self.id.clone(),
             attempt: self.attempt,
         }
+    }
+
+    /// Whether the last ended attempt is `attempt` and a retry follows it.
+    pub fn retries_after(&self, attempt: u32) -> bool {
+        self.attempt == attempt + 1
+            && !self.status.is_terminal()
+            && self.attempts.last().is_some_and(|a| a.attempt == attempt)
     }
 }
 
@@ -94,10 +132,23 @@ pub struct WorkflowRecord {
     pub status: WorkflowStatus,
     pub task_count: u32,
     pub tasks_remaining: u32,
+    /// Tasks counted as ended.
+    pub tasks_done: Vec<String>,
+    /// The first task that failed: the workflow fails once every task has ended.
     pub failed_task: Option<String>,
+    /// A failure of the workflow itself (its deadline passed).
+    pub error: Option<TaskFailure>,
+    pub deadline_at_ms: Option<i64>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub finished_at_ms: Option<i64>,
+}
+
+impl WorkflowRecord {
+    /// The workflow will fail: a task failed or its deadline passed. Nothing new starts.
+    pub fn is_failing(&self) -> bool {
+        self.failed_task.is_some() || self.error.is_some()
+    }
 }
 
 /// A workflow with all its tasks, in submission order.
@@ -110,7 +161,8 @@ pub struct WorkflowView {
 /// What a claim on (task, attempt) found.
 #[derive(Debug, Clone)]
 pub enum ClaimOutcome {
-    /// This handler now holds the attempt's lease.
+    /// This handler now holds the attempt's lease (also when its own claim's response was
+    /// lost and the SDK's retry met it).
     Claimed(TaskRecord),
     /// The attempt already ended: a duplicate delivery. Its follow-up steps may be resumed.
     AlreadyFinished(TaskRecord),
@@ -120,29 +172,54 @@ pub enum ClaimOutcome {
     Missing,
 }
 
-/// The result of one attempt, as recorded on the task.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TaskResult {
-    Succeeded(Value),
-    Failed(TaskFailure),
+/// A token unique to one claim: it tells a claim's own write from another handler's.
+pub fn new_claim_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// What recording an attempt's result found.
+/// The condition under which an attempt may be ended: who holds it.
+#[derive(Debug, Clone, Copy)]
+pub enum AttemptHolder<'a> {
+    /// The handler whose claim carried this token.
+    Claim(&'a str),
+    /// Nobody: the attempt is queued (routing found no agent that could take it).
+    Queued,
+    /// Nobody any more: the lease that ran out at this time (cleanup).
+    ExpiredLease(i64),
+}
+
+/// How an attempt ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptEnd {
+    Succeeded(Value),
+    Failed(TaskFailure),
+    /// The attempt failed and another follows: the task is queued again at attempt + 1.
+    Retry {
+        not_before_ms: i64,
+        /// The dispatch lease of the next attempt: past it, cleanup sends the task again.
+        lease_until_ms: i64,
+    },
+}
+
+/// What ending an attempt found.
 #[derive(Debug, Clone)]
-pub enum Recorded {
-    /// The result is recorded; the task as it is now.
+pub enum Ended {
+    /// The attempt ended now; the task as it is now.
     Now(TaskRecord),
-    /// This attempt had already ended (a duplicate delivery); the task as it is.
-    Earlier(TaskRecord),
-    /// The attempt lost its lease to a newer one, or the task is gone: nothing was written.
+    /// The attempt had already ended (a duplicate, or this write's own lost response); the task
+    /// as it is: terminal at this attempt, or queued for the retry that follows it.
+    Before(TaskRecord),
+    /// The attempt lost its lease to a newer claim or attempt, or the task is gone.
     Superseded,
 }
 
-/// The workflow's counters after a task was counted as finished.
+/// The workflow's counters after a task was counted as ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkflowProgress {
     pub status: WorkflowStatus,
     pub tasks_remaining: u32,
+    /// A task failed or the deadline passed: the workflow will fail, and nothing new starts.
+    pub failing: bool,
 }
 
 /// What releasing one dependent of a finished task did.
@@ -163,6 +240,10 @@ pub struct ExpiredLease {
     pub capability: String,
     pub status: TaskStatus,
     pub lease_until_ms: i64,
+    /// The agent of the current attempt's last claim, if it was claimed.
+    pub agent: Option<String>,
+    pub claims: u32,
+    pub dispatches: u32,
 }
 
 /// Timestamps a terminal write needs: when it happened and when TTL may remove the record.
@@ -177,12 +258,29 @@ pub struct Finish {
 pub trait WorkflowStore: Send + Sync {
     /// Stores the tasks, then the workflow record that makes them visible.
     async fn create_workflow(&self, workflow: &NewWorkflow) -> Result<(), StoreError>;
+    /// The workflow record and all its tasks, read so that a finished workflow is never seen
+    /// with unfinished tasks.
     async fn workflow(&self, tenant: &str, id: &str) -> Result<Option<WorkflowView>, StoreError>;
-    /// queued → running for exactly this attempt, with a lease until `lease_until_ms`.
+    /// One task (None: no such task).
+    async fn task(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+        task_id: &str,
+    ) -> Result<Option<TaskRecord>, StoreError>;
+    /// The workflow's status alone (None: no such workflow).
+    async fn workflow_status(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<WorkflowStatus>, StoreError>;
+    /// queued → running for exactly this attempt, with a lease until `lease_until_ms`,
+    /// under `token`, which recognises this claim if its response is lost.
     async fn claim_task(
         &self,
         task: &TaskRef,
         agent: &str,
+        token: &str,
         lease_until_ms: i64,
         now_ms: i64,
     ) -> Result<ClaimOutcome, StoreError>;
@@ -193,28 +291,32 @@ pub trait WorkflowStore: Send + Sync {
         workflow_id: &str,
         task_ids: &[String],
     ) -> Result<Vec<(String, Value)>, StoreError>;
-    /// `expected` → succeeded/failed for exactly this attempt.
-    async fn record_result(
+    /// Ends attempt `task.attempt` as `end`, if `holder` still holds it, and appends `entry`
+    /// to the task's attempts in the same write.
+    async fn end_attempt(
         &self,
         task: &TaskRef,
-        expected: TaskStatus,
-        result: &TaskResult,
+        holder: AttemptHolder<'_>,
+        end: &AttemptEnd,
+        entry: &AttemptRecord,
         finish: Finish,
-    ) -> Result<Recorded, StoreError>;
-    /// Counts a finished task on its workflow once; a failure fails the workflow.
+    ) -> Result<Ended, StoreError>;
+    /// Counts an ended task on its workflow once; a failed one makes the workflow failing.
     async fn count_finished_task(
         &self,
         tenant: &str,
         workflow_id: &str,
         task_id: &str,
-        failure: Option<&TaskFailure>,
-        finish: Finish,
+        failed: bool,
+        now_ms: i64,
     ) -> Result<WorkflowProgress, StoreError>;
-    /// running → succeeded once every task is counted. False if already finished.
-    async fn complete_workflow(
+    /// running → succeeded (or failed, when failing) once every task is counted. False if it
+    /// already finished or some task is not counted yet.
+    async fn finish_workflow(
         &self,
         tenant: &str,
         workflow_id: &str,
+        failed: bool,
         finish: Finish,
     ) -> Result<bool, StoreError>;
     /// Counts `parent` as done on `dependent` once; queues it when it was the last.
@@ -226,8 +328,8 @@ pub trait WorkflowStore: Send + Sync {
         parent: &str,
         dispatch_until_ms: i64,
     ) -> Result<Release, StoreError>;
-    /// waiting/queued → skipped. Returns the skipped task's dependents, or None if the task
-    /// had already moved on.
+    /// waiting → skipped. Returns the task's dependents if it is skipped now or was before
+    /// (so a descent cut short resumes), None if it moved on otherwise.
     async fn skip_task(
         &self,
         tenant: &str,
@@ -235,6 +337,23 @@ pub trait WorkflowStore: Send + Sync {
         task_id: &str,
         finish: Finish,
     ) -> Result<Option<Vec<String>>, StoreError>;
+    /// Any unfinished state → cancelled with `failure`. True if it is cancelled now or was.
+    async fn cancel_task(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+        task_id: &str,
+        failure: &TaskFailure,
+        finish: Finish,
+    ) -> Result<bool, StoreError>;
+    /// Marks a running workflow as failing with `error` (its deadline passed).
+    async fn fail_workflow(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+        error: &TaskFailure,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
     /// Leases that ran out before `now_ms`, oldest first, from one shard of the lease index.
     async fn expired_leases(
         &self,
@@ -242,13 +361,35 @@ pub trait WorkflowStore: Send + Sync {
         now_ms: i64,
         limit: i32,
     ) -> Result<Vec<ExpiredLease>, StoreError>;
-    /// Gives an expired lease back to routing: a running task gets a new attempt, a queued one
-    /// a new dispatch deadline. Returns the attempt to route, or None if the task moved on.
+    /// Gives an expired lease back: a running attempt is queued again (same attempt, a lease
+    /// expiration counted), a queued one gets a new dispatch deadline (a dispatch counted).
+    /// False if the task moved on since the index showed it.
     async fn requeue_expired(
         &self,
         lease: &ExpiredLease,
-        dispatch_until_ms: i64,
-    ) -> Result<Option<u32>, StoreError>;
+        lease_until_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Drops a task whose workflow record was never written: out of the lease index, and
+    /// left to TTL.
+    async fn abandon_task(
+        &self,
+        lease: &ExpiredLease,
+        expires_at_s: i64,
+    ) -> Result<bool, StoreError>;
+    /// Unfinished workflows whose next check is due, from one shard of the sweeps index.
+    async fn due_workflows(
+        &self,
+        shard: u32,
+        now_ms: i64,
+        limit: i32,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+    /// When the repair looks at a running workflow next.
+    async fn schedule_check(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError>;
 }
 
 /// The agent registry.
@@ -256,15 +397,33 @@ pub trait WorkflowStore: Send + Sync {
 pub trait AgentRegistry: Send + Sync {
     /// Registers a new agent; `AlreadyExists` if the name is taken.
     async fn register_agent(&self, tenant: &str, agent: &Agent) -> Result<(), StoreError>;
+    /// Writes the agent whether or not it exists (the local stack's examples on a restart).
+    async fn replace_agent(&self, tenant: &str, agent: &Agent) -> Result<(), StoreError>;
+    /// The tenant's agents. An unreadable item is left out and logged: one bad item never
+    /// takes the tenant's routing down.
     async fn agents(&self, tenant: &str) -> Result<Vec<Agent>, StoreError>;
     async fn agent(&self, tenant: &str, name: &str) -> Result<Option<Agent>, StoreError>;
+    /// Agents (of every tenant) whose health check is due, with their tenant.
+    async fn due_health_checks(
+        &self,
+        now_ms: i64,
+        limit: i32,
+    ) -> Result<Vec<(String, Agent)>, StoreError>;
+    /// Stores a probe's result and when the next probe is due.
+    async fn record_health(
+        &self,
+        tenant: &str,
+        name: &str,
+        health: &AgentHealth,
+        next_check_ms: i64,
+    ) -> Result<(), StoreError>;
 }
 
-/// Outcome history and learned statistics.
+/// Outcome history, learned statistics and circuits.
 #[async_trait]
 pub trait LearningStore: Send + Sync {
-    /// Records outcomes of one agent on one task type and folds them into its stats, exactly
-    /// once per attempt. Returns, per outcome, whether it was new (false: already learned).
+    /// Records outcomes of one agent and folds them into its stats (per task type) and its
+    /// circuit, exactly once per attempt. Returns, per outcome, whether it was new.
     async fn record_outcomes(
         &self,
         outcomes: &[OutcomeMessage],
@@ -277,4 +436,27 @@ pub trait LearningStore: Send + Sync {
         task_type: &str,
         agents: &[String],
     ) -> Result<HashMap<String, AgentStats>, StoreError>;
+    /// What routing reads for one task: the candidates' stats and circuits, in one batch.
+    async fn routing_view(
+        &self,
+        tenant: &str,
+        task_type: &str,
+        agents: &[String],
+    ) -> Result<RoutingView, StoreError>;
+    /// The given agents' circuits (absent: closed and clean).
+    async fn circuits(
+        &self,
+        tenant: &str,
+        agents: &[String],
+    ) -> Result<HashMap<String, Circuit>, StoreError>;
+    /// Hands out the half-open circuit's one probe, if no live probe is out and the circuit
+    /// is still the one opened at `opened_at_ms`. True if `probe` is now the probe.
+    async fn take_probe(
+        &self,
+        tenant: &str,
+        agent: &str,
+        probe: &Probe,
+        opened_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
 }

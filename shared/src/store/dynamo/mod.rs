@@ -1,6 +1,6 @@
 //! The DynamoDB adapter of the store ports: the client and the item helpers every part shares.
-//! Each submodule holds what one kind of record needs: [`workflows`] (workflows and tasks),
-//! [`agents`] (the registry) and [`learning`] (outcomes and learned stats).
+//! Each submodule holds what one kind of record needs: `workflows` (workflows and tasks),
+//! `agents` (the registry and its health) and `learning` (outcomes, learned stats, circuits).
 
 mod agents;
 mod learning;
@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -32,8 +33,9 @@ const BATCH_WRITE_LIMIT: usize = 25;
 const BATCH_GET_LIMIT: usize = 100;
 /// Unprocessed batch items and optimistic-lock conflicts are retried this many times.
 const MAX_RETRIES: u32 = 8;
-/// A transaction takes at most 100 items: the outcomes' history records and the stats record.
-pub const MAX_OUTCOMES_PER_WRITE: usize = 99;
+/// A transaction takes at most 100 items: the outcomes' history records, a stats record per
+/// task type among them (at most one per outcome) and the circuit.
+pub const MAX_OUTCOMES_PER_WRITE: usize = 49;
 
 /// Both tables, reached through one client built at start-up.
 #[derive(Clone, Debug)]
@@ -93,26 +95,58 @@ impl DynamoStore {
             .set_key(Some(self.workflow_key(tenant, workflow_id)))
     }
 
-    /// Writes a new item to the state table; `AlreadyExists(what)` if its key is taken.
-    async fn put_new(&self, item: Item, what: impl FnOnce() -> String) -> Result<(), StoreError> {
-        self.client
+    /// Writes a new item to the state table; `AlreadyExists(what)` if its key is taken by
+    /// another item. An item that agrees with this one on the `identity` attributes is this
+    /// write's own (its response was lost and the SDK sent it again): reported as written.
+    async fn put_new(
+        &self,
+        item: Item,
+        identity: &[&str],
+        what: impl FnOnce() -> String,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
             .put_item()
             .table_name(&self.state_table)
-            .set_item(Some(item))
+            .set_item(Some(item.clone()))
             .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
-            .await
-            .map_err(|e| match e.as_service_error() {
-                Some(err) if err.is_conditional_check_failed_exception() => {
-                    StoreError::AlreadyExists(what())
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(err))
+                if err.err().is_conditional_check_failed_exception() =>
+            {
+                let existing = match err.into_err() {
+                    PutItemError::ConditionalCheckFailedException(e) => e.item,
+                    _ => None,
+                };
+                let ours = existing.is_some_and(|existing| {
+                    identity
+                        .iter()
+                        .all(|name| existing.get(*name) == item.get(*name))
+                });
+                if ours {
+                    Ok(())
+                } else {
+                    Err(StoreError::AlreadyExists(what()))
                 }
-                _ => dynamo_error(e),
-            })?;
-        Ok(())
+            }
+            Err(e) => Err(dynamo_error(e)),
+        }
     }
 
-    /// Every item of one state-table partition, following pagination.
+    /// Every item of one state-table partition, following pagination, in key order.
     async fn partition(&self, pk: String) -> Result<Vec<Item>, StoreError> {
+        self.partition_read(pk, PartitionRead::default()).await
+    }
+
+    async fn partition_read(
+        &self,
+        pk: String,
+        read: PartitionRead,
+    ) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
         let mut start_key = None;
         loop {
@@ -122,6 +156,8 @@ impl DynamoStore {
                 .table_name(&self.state_table)
                 .key_condition_expression("pk = :pk")
                 .expression_attribute_values(":pk", s(pk.as_str()))
+                .scan_index_forward(!read.descending)
+                .consistent_read(read.consistent)
                 .set_exclusive_start_key(start_key)
                 .send()
                 .await
@@ -216,6 +252,14 @@ impl DynamoStore {
     }
 }
 
+/// How a partition is read.
+#[derive(Debug, Clone, Copy, Default)]
+struct PartitionRead {
+    /// Sort keys from the highest down.
+    descending: bool,
+    consistent: bool,
+}
+
 /// The result of a conditional update: the item after it, or the item that failed the check.
 enum Conditional {
     Applied(Item),
@@ -274,6 +318,19 @@ fn string_list(values: &[String]) -> AttributeValue {
     AttributeValue::L(values.iter().map(|v| s(v.as_str())).collect())
 }
 
+fn string_set(values: &[&str]) -> AttributeValue {
+    AttributeValue::Ss(values.iter().map(|v| v.to_string()).collect())
+}
+
+/// A list of JSON documents, one string each (how attempt records are kept).
+fn json_list<T: serde::Serialize>(values: &[T]) -> Result<AttributeValue, StoreError> {
+    values
+        .iter()
+        .map(json)
+        .collect::<Result<Vec<_>, _>>()
+        .map(AttributeValue::L)
+}
+
 fn json(value: &impl serde::Serialize) -> Result<AttributeValue, StoreError> {
     serde_json::to_string(value)
         .map(AttributeValue::S)
@@ -321,6 +378,31 @@ impl<'a> Attrs<'a> {
                 .filter_map(|v| v.as_s().ok().cloned())
                 .collect(),
             _ => Vec::new(),
+        }
+    }
+
+    /// A string set (absent: empty).
+    fn set(&self, name: &str) -> Vec<String> {
+        match self.0.get(name) {
+            Some(AttributeValue::Ss(values)) => values.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A list of JSON documents (absent: empty).
+    fn json_list<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Vec<T>, StoreError> {
+        match self.0.get(name) {
+            Some(AttributeValue::L(values)) => values
+                .iter()
+                .map(|v| {
+                    let raw = v.as_s().map_err(|_| {
+                        StoreError::Corrupt(format!("attribute `{name}` holds a non-string"))
+                    })?;
+                    serde_json::from_str(raw)
+                        .map_err(|e| StoreError::Corrupt(format!("attribute `{name}`: {e}")))
+                })
+                .collect(),
+            _ => Ok(Vec::new()),
         }
     }
 

@@ -3,6 +3,10 @@
 use async_trait::async_trait;
 
 use super::*;
+use crate::store::keys::{SWEEP_AT, SWEEP_SHARD};
+
+/// Attributes that place an item in the lease index.
+const LEASE_ATTRS: &str = "lease_until, lease_shard";
 
 fn task_item(workflow: &NewWorkflow, position: usize, task: &NewTask) -> Result<Item, StoreError> {
     let mut item = HashMap::from([
@@ -28,6 +32,15 @@ fn task_item(workflow: &NewWorkflow, position: usize, task: &NewTask) -> Result<
         );
         item.insert(LEASE_UNTIL.into(), n(workflow.dispatch_until_ms));
     }
+    if let Some(retry) = &task.retry {
+        item.insert("retry".into(), json(retry)?);
+    }
+    if !task.fallback {
+        item.insert("fallback".into(), AttributeValue::Bool(false));
+    }
+    if let Some(timeout_ms) = task.timeout_ms {
+        item.insert("timeout_ms".into(), n(timeout_ms));
+    }
     Ok(item)
 }
 
@@ -46,12 +59,21 @@ fn task_record(item: &Item) -> Result<TaskRecord, StoreError> {
         status: a.parsed("status")?,
         attempt: a.n("attempt")?,
         deps_remaining: a.n("deps_remaining")?,
+        deps_done: a.set("deps_done"),
         agent: a.opt_s("agent").map(str::to_string),
         output: a.json("output")?,
         failure: a.json("failure")?,
         started_at_ms: a.opt_n("started_at")?,
         finished_at_ms: a.opt_n("finished_at")?,
         lease_until_ms: a.opt_n(LEASE_UNTIL)?,
+        retry: a.json("retry")?,
+        fallback: a.bool("fallback").unwrap_or(true),
+        timeout_ms: a.opt_n("timeout_ms")?,
+        attempts: a.json_list("attempts")?,
+        claims: a.opt_n("claims")?.unwrap_or(0),
+        claim_token: a.opt_s("claim_token").map(str::to_string),
+        lease_expirations: a.opt_n("lease_expirations")?.unwrap_or(0),
+        dispatches: a.opt_n("dispatches")?.unwrap_or(0),
     })
 }
 
@@ -64,7 +86,10 @@ fn workflow_record(tenant: &str, item: &Item) -> Result<WorkflowRecord, StoreErr
         status: a.parsed("status")?,
         task_count: a.n("task_count")?,
         tasks_remaining: a.n("tasks_remaining")?,
+        tasks_done: a.set("tasks_done"),
         failed_task: a.opt_s("failed_task").map(str::to_string),
+        error: a.json("error")?,
+        deadline_at_ms: a.opt_n("deadline_at")?,
         created_at_ms: a.n("created_at")?,
         updated_at_ms: a.n("updated_at")?,
         finished_at_ms: a.opt_n("finished_at")?,
@@ -76,7 +101,25 @@ fn progress(item: &Item) -> Result<WorkflowProgress, StoreError> {
     Ok(WorkflowProgress {
         status: a.parsed("status")?,
         tasks_remaining: a.n("tasks_remaining")?,
+        failing: a.opt_s("failed_task").is_some() || a.opt_s("error").is_some(),
     })
+}
+
+/// What an ended attempt's write found when its condition failed: the attempt ended before
+/// (by this very write, whose response was lost, or by another holder), or it was superseded.
+fn ended_before(task: &TaskRef, current: Option<Item>) -> Result<Ended, StoreError> {
+    let Some(item) = current else {
+        return Ok(Ended::Superseded);
+    };
+    let current = task_record(&item)?;
+    let ended_at_this_attempt = current.attempt == task.attempt && current.status.has_result();
+    Ok(
+        if ended_at_this_attempt || current.retries_after(task.attempt) {
+            Ended::Before(current)
+        } else {
+            Ended::Superseded
+        },
+    )
 }
 
 #[async_trait]
@@ -92,7 +135,8 @@ impl WorkflowStore for DynamoStore {
         }
         self.batch_write(&self.state_table, requests).await?;
 
-        // The workflow record goes last: until it exists the tasks are invisible and unrouted.
+        // The workflow record goes last: until it exists the tasks are invisible, and cleanup
+        // drops any of them it finds without one. While it runs, it sits in the sweeps index.
         let count = workflow.tasks.len();
         let mut item = self.workflow_key(&workflow.tenant, &workflow.workflow_id);
         item.extend([
@@ -103,15 +147,34 @@ impl WorkflowStore for DynamoStore {
             ("tasks_remaining".into(), n(count)),
             ("created_at".into(), n(workflow.created_at_ms)),
             ("updated_at".into(), n(workflow.created_at_ms)),
+            (
+                SWEEP_SHARD.into(),
+                s(keys::workflow_sweep_shard(&workflow.workflow_id)),
+            ),
+            (SWEEP_AT.into(), n(workflow.check_at_ms)),
         ]);
-        self.put_new(item, || format!("workflow {}", workflow.workflow_id))
-            .await
+        if let Some(deadline) = workflow.deadline_at_ms {
+            item.insert("deadline_at".into(), n(deadline));
+        }
+        self.put_new(item, &["workflow_id", "created_at"], || {
+            format!("workflow {}", workflow.workflow_id)
+        })
+        .await
     }
 
     async fn workflow(&self, tenant: &str, id: &str) -> Result<Option<WorkflowView>, StoreError> {
+        // The workflow record sorts after its tasks: read backwards, it comes first. A workflow
+        // read as finished had all its tasks ended before, so the tasks read after it are too.
+        let read = PartitionRead {
+            descending: true,
+            consistent: true,
+        };
         let mut workflow = None;
         let mut tasks = Vec::new();
-        for item in self.partition(keys::workflow_pk(tenant, id)).await? {
+        for item in self
+            .partition_read(keys::workflow_pk(tenant, id), read)
+            .await?
+        {
             if Attrs(&item).opt_s(SK) == Some(keys::WORKFLOW_SK) {
                 workflow = Some(workflow_record(tenant, &item)?);
             } else {
@@ -126,10 +189,51 @@ impl WorkflowStore for DynamoStore {
         }))
     }
 
+    async fn task(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+        task_id: &str,
+    ) -> Result<Option<TaskRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.state_table)
+            .set_key(Some(self.task_key(tenant, workflow_id, task_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        out.item.as_ref().map(task_record).transpose()
+    }
+
+    async fn workflow_status(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<WorkflowStatus>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.state_table)
+            .set_key(Some(self.workflow_key(tenant, id)))
+            .projection_expression("#status")
+            .expression_attribute_names("#status", "status")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        out.item
+            .as_ref()
+            .map(|item| Attrs(item).parsed("status"))
+            .transpose()
+    }
+
     async fn claim_task(
         &self,
         task: &TaskRef,
         agent: &str,
+        token: &str,
         lease_until_ms: i64,
         now_ms: i64,
     ) -> Result<ClaimOutcome, StoreError> {
@@ -137,7 +241,8 @@ impl WorkflowStore for DynamoStore {
             .update_attempt(task)
             .update_expression(
                 "SET #status = :running, #agent = :agent, started_at = :now, \
-                 lease_until = :lease, lease_shard = :shard",
+                 lease_until = :lease, lease_shard = :shard, claim_token = :token, \
+                 claims = if_not_exists(claims, :zero) + :one",
             )
             .condition_expression("#status = :queued AND attempt = :attempt")
             .expression_attribute_names("#agent", "agent")
@@ -146,14 +251,24 @@ impl WorkflowStore for DynamoStore {
             .expression_attribute_values(":agent", s(agent))
             .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":lease", n(lease_until_ms))
-            .expression_attribute_values(":shard", s(keys::lease_shard(&task.workflow_id)));
+            .expression_attribute_values(":shard", s(keys::lease_shard(&task.workflow_id)))
+            .expression_attribute_values(":token", s(token))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1));
         Ok(
             match conditional_update(update, ReturnValue::AllNew).await? {
                 Conditional::Applied(item) => ClaimOutcome::Claimed(task_record(&item)?),
                 Conditional::Rejected(None) => ClaimOutcome::Missing,
                 Conditional::Rejected(Some(item)) => {
                     let current = task_record(&item)?;
-                    if current.attempt == task.attempt && current.status.has_result() {
+                    if current.attempt != task.attempt {
+                        ClaimOutcome::NotClaimable(current)
+                    } else if current.status == TaskStatus::Running
+                        && current.claim_token.as_deref() == Some(token)
+                    {
+                        // This claim's own response was lost; the SDK's retry met it.
+                        ClaimOutcome::Claimed(current)
+                    } else if current.status.has_result() {
                         ClaimOutcome::AlreadyFinished(current)
                     } else {
                         ClaimOutcome::NotClaimable(current)
@@ -198,44 +313,71 @@ impl WorkflowStore for DynamoStore {
         Ok(outputs)
     }
 
-    async fn record_result(
+    async fn end_attempt(
         &self,
         task: &TaskRef,
-        expected: TaskStatus,
-        result: &TaskResult,
+        holder: AttemptHolder<'_>,
+        end: &AttemptEnd,
+        entry: &AttemptRecord,
         finish: Finish,
-    ) -> Result<Recorded, StoreError> {
-        let (status, field, value) = match result {
-            TaskResult::Succeeded(output) => (TaskStatus::Succeeded, "output", json(output)?),
-            TaskResult::Failed(failure) => (TaskStatus::Failed, "failure", json(failure)?),
-        };
+    ) -> Result<Ended, StoreError> {
         let update = self
             .update_attempt(task)
-            .update_expression(
-                "SET #status = :status, #result = :result, finished_at = :now, expires_at = :expires \
-                 REMOVE lease_until, lease_shard",
-            )
-            .condition_expression("#status = :expected AND attempt = :attempt")
-            .expression_attribute_names("#result", field)
-            .expression_attribute_values(":status", s(status.as_str()))
-            .expression_attribute_values(":result", value)
-            .expression_attribute_values(":expected", s(expected.as_str()))
-            .expression_attribute_values(":now", n(finish.now_ms))
-            .expression_attribute_values(":expires", n(finish.expires_at_s));
-        Ok(
-            match conditional_update(update, ReturnValue::AllNew).await? {
-                Conditional::Applied(item) => Recorded::Now(task_record(&item)?),
-                Conditional::Rejected(Some(item)) => {
-                    let current = task_record(&item)?;
-                    if current.attempt == task.attempt && current.status.has_result() {
-                        Recorded::Earlier(current)
-                    } else {
-                        Recorded::Superseded
+            .expression_attribute_values(":entry", json_list(std::slice::from_ref(entry))?)
+            .expression_attribute_values(":empty", AttributeValue::L(Vec::new()));
+        let update = match holder {
+            AttemptHolder::Claim(token) => update
+                .condition_expression(
+                    "#status = :running AND attempt = :attempt AND claim_token = :token",
+                )
+                .expression_attribute_values(":running", s(TaskStatus::Running.as_str()))
+                .expression_attribute_values(":token", s(token)),
+            AttemptHolder::Queued => update
+                .condition_expression("#status = :queued_now AND attempt = :attempt")
+                .expression_attribute_values(":queued_now", s(TaskStatus::Queued.as_str())),
+            AttemptHolder::ExpiredLease(until) => update
+                .condition_expression(
+                    "#status = :running AND attempt = :attempt AND lease_until = :old",
+                )
+                .expression_attribute_values(":running", s(TaskStatus::Running.as_str()))
+                .expression_attribute_values(":old", n(until)),
+        };
+        let append = "attempts = list_append(if_not_exists(attempts, :empty), :entry)";
+        let update = match end {
+            AttemptEnd::Succeeded(_) | AttemptEnd::Failed(_) => {
+                let (status, field, value) = match end {
+                    AttemptEnd::Succeeded(output) => {
+                        (TaskStatus::Succeeded, "output", json(output)?)
                     }
-                }
-                Conditional::Rejected(None) => Recorded::Superseded,
-            },
-        )
+                    AttemptEnd::Failed(failure) => (TaskStatus::Failed, "failure", json(failure)?),
+                    AttemptEnd::Retry { .. } => unreachable!("matched above"),
+                };
+                update
+                    .update_expression(format!(
+                        "SET #status = :status, #result = :result, finished_at = :now, \
+                         expires_at = :expires, {append} REMOVE {LEASE_ATTRS}, claim_token"
+                    ))
+                    .expression_attribute_names("#result", field)
+                    .expression_attribute_values(":status", s(status.as_str()))
+                    .expression_attribute_values(":result", value)
+                    .expression_attribute_values(":now", n(finish.now_ms))
+                    .expression_attribute_values(":expires", n(finish.expires_at_s))
+            }
+            AttemptEnd::Retry { lease_until_ms, .. } => update
+                .update_expression(format!(
+                    "SET #status = :queued, attempt = :next, claims = :zero, dispatches = :zero, \
+                     lease_until = :until, lease_shard = :shard, {append} REMOVE claim_token"
+                ))
+                .expression_attribute_values(":queued", s(TaskStatus::Queued.as_str()))
+                .expression_attribute_values(":next", n(task.attempt + 1))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":until", n(*lease_until_ms))
+                .expression_attribute_values(":shard", s(keys::lease_shard(&task.workflow_id))),
+        };
+        match conditional_update(update, ReturnValue::AllNew).await? {
+            Conditional::Applied(item) => Ok(Ended::Now(task_record(&item)?)),
+            Conditional::Rejected(current) => ended_before(task, current),
+        }
     }
 
     async fn count_finished_task(
@@ -243,32 +385,24 @@ impl WorkflowStore for DynamoStore {
         tenant: &str,
         workflow_id: &str,
         task_id: &str,
-        failure: Option<&TaskFailure>,
-        finish: Finish,
+        failed: bool,
+        now_ms: i64,
     ) -> Result<WorkflowProgress, StoreError> {
         let mut expression =
             String::from("SET tasks_remaining = tasks_remaining - :one, updated_at = :now");
-        let mut update = self
-            .update_workflow(tenant, workflow_id)
-            .condition_expression("NOT contains(tasks_done, :task)")
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":now", n(finish.now_ms))
-            .expression_attribute_values(":task", s(task_id))
-            .expression_attribute_values(":task_set", AttributeValue::Ss(vec![task_id.into()]));
-        if failure.is_some() {
-            // The first failure fails the workflow; later ones keep its first finish time.
-            expression.push_str(
-                ", #status = :failed, finished_at = if_not_exists(finished_at, :now), \
-                 expires_at = if_not_exists(expires_at, :expires), \
-                 failed_task = if_not_exists(failed_task, :task)",
-            );
-            update = update
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_values(":failed", s(WorkflowStatus::Failed.as_str()))
-                .expression_attribute_values(":expires", n(finish.expires_at_s));
+        if failed {
+            // The first failure decides the workflow's fate; it ends when every task has.
+            expression.push_str(", failed_task = if_not_exists(failed_task, :task)");
         }
         expression.push_str(" ADD tasks_done :task_set");
-        let update = update.update_expression(expression);
+        let update = self
+            .update_workflow(tenant, workflow_id)
+            .update_expression(expression)
+            .condition_expression("NOT contains(tasks_done, :task)")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":task", s(task_id))
+            .expression_attribute_values(":task_set", string_set(&[task_id]));
         match conditional_update(update, ReturnValue::AllNew).await? {
             Conditional::Applied(item) => progress(&item),
             // Already counted (a resumed duplicate): report the workflow as it is.
@@ -279,20 +413,36 @@ impl WorkflowStore for DynamoStore {
         }
     }
 
-    async fn complete_workflow(
+    async fn finish_workflow(
         &self,
         tenant: &str,
         workflow_id: &str,
+        failed: bool,
         finish: Finish,
     ) -> Result<bool, StoreError> {
+        let (status, failing) = if failed {
+            (
+                WorkflowStatus::Failed,
+                "(attribute_exists(failed_task) OR attribute_exists(#error))",
+            )
+        } else {
+            (
+                WorkflowStatus::Succeeded,
+                "attribute_not_exists(failed_task) AND attribute_not_exists(#error)",
+            )
+        };
         let update = self
             .update_workflow(tenant, workflow_id)
             .expression_attribute_names("#status", "status")
-            .update_expression(
-                "SET #status = :succeeded, finished_at = :now, updated_at = :now, expires_at = :expires",
-            )
-            .condition_expression("#status = :running AND tasks_remaining = :zero")
-            .expression_attribute_values(":succeeded", s(WorkflowStatus::Succeeded.as_str()))
+            .expression_attribute_names("#error", "error")
+            .update_expression(format!(
+                "SET #status = :final, finished_at = :now, updated_at = :now, expires_at = :expires \
+                 REMOVE {SWEEP_SHARD}, {SWEEP_AT}"
+            ))
+            .condition_expression(format!(
+                "#status = :running AND tasks_remaining = :zero AND {failing}"
+            ))
+            .expression_attribute_values(":final", s(status.as_str()))
             .expression_attribute_values(":running", s(WorkflowStatus::Running.as_str()))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":now", n(finish.now_ms))
@@ -321,7 +471,7 @@ impl WorkflowStore for DynamoStore {
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":waiting", s(TaskStatus::Waiting.as_str()))
             .expression_attribute_values(":parent", s(parent))
-            .expression_attribute_values(":parent_set", AttributeValue::Ss(vec![parent.into()]));
+            .expression_attribute_values(":parent_set", string_set(&[parent]));
         let item = match conditional_update(decrement, ReturnValue::AllNew).await? {
             Conditional::Applied(item) | Conditional::Rejected(Some(item)) => item,
             Conditional::Rejected(None) => {
@@ -334,13 +484,28 @@ impl WorkflowStore for DynamoStore {
         match current.status {
             TaskStatus::Waiting if current.deps_remaining == 0 => {}
             TaskStatus::Waiting => return Ok(Release::StillWaiting),
-            // Already queued, by this parent or another: its dispatch lease guarantees it gets
-            // routed (cleanup resends it if the message was lost), so it is not sent again.
+            // Already queued: by this parent (its response lost, or a resumed duplicate) or by
+            // another. Only the parent that queued it sends it to routing; its dispatch lease
+            // covers a lost message.
+            TaskStatus::Queued if current.attempt == 1 => {
+                let released_by = Attrs(&item).opt_s("released_by");
+                return Ok(if released_by == Some(parent) {
+                    Release::Ready {
+                        attempt: current.attempt,
+                        capability: current.capability,
+                    }
+                } else {
+                    Release::Moved
+                });
+            }
             _ => return Ok(Release::Moved),
         }
         let queue = self
             .update_attempt(&current.task_ref())
-            .update_expression("SET #status = :queued, lease_shard = :shard, lease_until = :until")
+            .update_expression(
+                "SET #status = :queued, lease_shard = :shard, lease_until = :until, \
+                 released_by = :parent",
+            )
             .condition_expression(
                 "#status = :waiting AND deps_remaining = :zero AND attempt = :attempt",
             )
@@ -348,12 +513,20 @@ impl WorkflowStore for DynamoStore {
             .expression_attribute_values(":waiting", s(TaskStatus::Waiting.as_str()))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":shard", s(keys::lease_shard(workflow_id)))
-            .expression_attribute_values(":until", n(dispatch_until_ms));
+            .expression_attribute_values(":until", n(dispatch_until_ms))
+            .expression_attribute_values(":parent", s(parent));
+        let ready = Release::Ready {
+            attempt: current.attempt,
+            capability: current.capability,
+        };
         Ok(match conditional_update(queue, ReturnValue::None).await? {
-            Conditional::Applied(_) => Release::Ready {
-                attempt: current.attempt,
-                capability: current.capability,
-            },
+            Conditional::Applied(_) => ready,
+            Conditional::Rejected(Some(item))
+                if Attrs(&item).opt_s("released_by") == Some(parent)
+                    && Attrs(&item).opt_s("status") == Some(TaskStatus::Queued.as_str()) =>
+            {
+                ready
+            }
             Conditional::Rejected(_) => Release::Moved,
         })
     }
@@ -367,22 +540,78 @@ impl WorkflowStore for DynamoStore {
     ) -> Result<Option<Vec<String>>, StoreError> {
         let update = self
             .update_task(tenant, workflow_id, task_id)
-            .update_expression(
+            .update_expression(format!(
                 "SET #status = :skipped, finished_at = :now, expires_at = :expires \
-                 REMOVE lease_until, lease_shard",
-            )
-            .condition_expression("#status IN (:waiting, :queued)")
+                 REMOVE {LEASE_ATTRS}"
+            ))
+            .condition_expression("#status = :waiting")
             .expression_attribute_values(":skipped", s(TaskStatus::Skipped.as_str()))
             .expression_attribute_values(":waiting", s(TaskStatus::Waiting.as_str()))
-            .expression_attribute_values(":queued", s(TaskStatus::Queued.as_str()))
             .expression_attribute_values(":now", n(finish.now_ms))
             .expression_attribute_values(":expires", n(finish.expires_at_s));
         Ok(
             match conditional_update(update, ReturnValue::AllNew).await? {
                 Conditional::Applied(item) => Some(Attrs(&item).list("dependents")),
+                // Skipped before: by this write (lost response) or an earlier descent that may
+                // have stopped here. Its dependents are skipped again; that is idempotent.
+                Conditional::Rejected(Some(item))
+                    if Attrs(&item).opt_s("status") == Some(TaskStatus::Skipped.as_str()) =>
+                {
+                    Some(Attrs(&item).list("dependents"))
+                }
                 Conditional::Rejected(_) => None,
             },
         )
+    }
+
+    async fn cancel_task(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+        task_id: &str,
+        failure: &TaskFailure,
+        finish: Finish,
+    ) -> Result<bool, StoreError> {
+        let update = self
+            .update_task(tenant, workflow_id, task_id)
+            .update_expression(format!(
+                "SET #status = :cancelled, failure = :failure, finished_at = :now, \
+                 expires_at = :expires REMOVE {LEASE_ATTRS}, claim_token"
+            ))
+            .condition_expression("#status IN (:waiting, :queued, :running)")
+            .expression_attribute_values(":cancelled", s(TaskStatus::Cancelled.as_str()))
+            .expression_attribute_values(":failure", json(failure)?)
+            .expression_attribute_values(":waiting", s(TaskStatus::Waiting.as_str()))
+            .expression_attribute_values(":queued", s(TaskStatus::Queued.as_str()))
+            .expression_attribute_values(":running", s(TaskStatus::Running.as_str()))
+            .expression_attribute_values(":now", n(finish.now_ms))
+            .expression_attribute_values(":expires", n(finish.expires_at_s));
+        Ok(match conditional_update(update, ReturnValue::None).await? {
+            Conditional::Applied(_) => true,
+            Conditional::Rejected(item) => item.is_some_and(|item| {
+                Attrs(&item).opt_s("status") == Some(TaskStatus::Cancelled.as_str())
+            }),
+        })
+    }
+
+    async fn fail_workflow(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+        error: &TaskFailure,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let update = self
+            .update_workflow(tenant, workflow_id)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#error", "error")
+            .update_expression("SET #error = if_not_exists(#error, :error), updated_at = :now")
+            .condition_expression("#status = :running")
+            .expression_attribute_values(":error", json(error)?)
+            .expression_attribute_values(":running", s(WorkflowStatus::Running.as_str()))
+            .expression_attribute_values(":now", n(now_ms));
+        conditional_update(update, ReturnValue::None).await?;
+        Ok(())
     }
 
     async fn expired_leases(
@@ -418,6 +647,9 @@ impl WorkflowStore for DynamoStore {
                 capability: a.s("capability")?.into(),
                 status: a.parsed("status")?,
                 lease_until_ms: a.n(LEASE_UNTIL)?,
+                agent: a.opt_s("agent").map(str::to_string),
+                claims: a.opt_n("claims")?.unwrap_or(0),
+                dispatches: a.opt_n("dispatches")?.unwrap_or(0),
             });
         }
         Ok(leases)
@@ -426,29 +658,99 @@ impl WorkflowStore for DynamoStore {
     async fn requeue_expired(
         &self,
         lease: &ExpiredLease,
-        dispatch_until_ms: i64,
-    ) -> Result<Option<u32>, StoreError> {
+        lease_until_ms: i64,
+    ) -> Result<bool, StoreError> {
         let update = self
             .update_attempt(&lease.task)
             .condition_expression("#status = :status AND attempt = :attempt AND lease_until = :old")
             .expression_attribute_values(":status", s(lease.status.as_str()))
             .expression_attribute_values(":old", n(lease.lease_until_ms))
-            .expression_attribute_values(":until", n(dispatch_until_ms));
+            .expression_attribute_values(":until", n(lease_until_ms))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1));
         let update = match lease.status {
+            // The same attempt again: a re-claim sends the agent the same Idempotency-Key.
             TaskStatus::Running => update
                 .update_expression(
-                    "SET #status = :queued, attempt = attempt + :one, lease_until = :until",
+                    "SET #status = :queued, lease_until = :until, \
+                     lease_expirations = if_not_exists(lease_expirations, :zero) + :one \
+                     REMOVE claim_token",
                 )
-                .expression_attribute_values(":queued", s(TaskStatus::Queued.as_str()))
-                .expression_attribute_values(":one", n(1)),
-            TaskStatus::Queued => update.update_expression("SET lease_until = :until"),
-            _ => return Ok(None),
+                .expression_attribute_values(":queued", s(TaskStatus::Queued.as_str())),
+            TaskStatus::Queued => update.update_expression(
+                "SET lease_until = :until, dispatches = if_not_exists(dispatches, :zero) + :one",
+            ),
+            _ => return Ok(false),
         };
-        Ok(
-            match conditional_update(update, ReturnValue::AllNew).await? {
-                Conditional::Applied(item) => Some(Attrs(&item).n("attempt")?),
-                Conditional::Rejected(_) => None,
-            },
-        )
+        Ok(matches!(
+            conditional_update(update, ReturnValue::None).await?,
+            Conditional::Applied(_)
+        ))
+    }
+
+    async fn abandon_task(
+        &self,
+        lease: &ExpiredLease,
+        expires_at_s: i64,
+    ) -> Result<bool, StoreError> {
+        let update = self
+            .update_attempt(&lease.task)
+            .update_expression(format!("SET expires_at = :expires REMOVE {LEASE_ATTRS}"))
+            .condition_expression("attempt = :attempt AND lease_until = :old")
+            .expression_attribute_values(":old", n(lease.lease_until_ms))
+            .expression_attribute_values(":expires", n(expires_at_s));
+        Ok(matches!(
+            conditional_update(update, ReturnValue::None).await?,
+            Conditional::Applied(_)
+        ))
+    }
+
+    async fn due_workflows(
+        &self,
+        shard: u32,
+        now_ms: i64,
+        limit: i32,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.state_table)
+            .index_name(keys::SWEEPS_INDEX)
+            .key_condition_expression("sweep_shard = :shard AND sweep_at < :now")
+            .expression_attribute_values(":shard", s(keys::workflow_sweep_partition(shard)))
+            .expression_attribute_values(":now", n(now_ms))
+            .limit(limit)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        out.items
+            .unwrap_or_default()
+            .iter()
+            .map(|item| {
+                let pk = Attrs(item).s(PK)?;
+                let (tenant, workflow_id) = keys::parse_workflow_pk(pk)
+                    .ok_or_else(|| StoreError::Corrupt("swept item is not a workflow".into()))?;
+                Ok((tenant.to_string(), workflow_id.to_string()))
+            })
+            .collect()
+    }
+
+    async fn schedule_check(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let update = self
+            .update_workflow(tenant, workflow_id)
+            .expression_attribute_names("#status", "status")
+            .update_expression(format!("SET {SWEEP_AT} = :at"))
+            .condition_expression(format!(
+                "#status = :running AND attribute_exists({SWEEP_SHARD})"
+            ))
+            .expression_attribute_values(":at", n(at_ms))
+            .expression_attribute_values(":running", s(WorkflowStatus::Running.as_str()));
+        conditional_update(update, ReturnValue::None).await?;
+        Ok(())
     }
 }
