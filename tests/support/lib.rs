@@ -71,6 +71,62 @@ pub async fn agent(behaviour: Behaviour) -> AgentServer {
     AgentServer::start(behaviour).await.expect("agent starts")
 }
 
+/// An agent that answers `replies` in order, then `then` to every later call.
+pub async fn agent_scripted(replies: Vec<AgentReply>, then: AgentReply) -> AgentServer {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let behaviour: Behaviour = std::sync::Arc::new(move |_| {
+        let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        replies.get(n).cloned().unwrap_or_else(|| then.clone())
+    });
+    agent(behaviour).await
+}
+
+/// Registers an agent from its whole registration body (as `tenant` default).
+pub async fn register(stack: &LocalStack, body: Value) {
+    let answer = post(stack, "/v1/agents", &body.to_string()).await;
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+}
+
+/// The API's view of one agent.
+pub async fn agent_view(stack: &LocalStack, name: &str) -> Value {
+    let answer = get(stack, &format!("/v1/agents/{name}")).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    answer.body
+}
+
+/// The API's view of one workflow.
+pub async fn workflow_view(stack: &LocalStack, id: &str) -> Value {
+    let answer = get(stack, &format!("/v1/workflows/{id}")).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    answer.body
+}
+
+/// Runs one cleanup sweep as of `now_ms`, as the schedule would.
+pub async fn sweep_at(stack: &LocalStack, now_ms: i64) -> baton_cleanup::SweepReport {
+    baton_cleanup::sweep(stack.cleanup_deps(), now_ms).await
+}
+
+/// A time past the moment the scheduled repair looks at a workflow created now.
+pub fn after_repair_delay(stack: &LocalStack) -> i64 {
+    baton::clock::now_ms() + stack.settings.repair_after.as_millis() as i64 + 15_000
+}
+
+/// Asserts what a reader must always see: a finished workflow has no unfinished task.
+pub fn assert_consistent(workflow: &Value) {
+    if workflow["status"] != "running" {
+        for t in workflow["tasks"].as_array().expect("tasks") {
+            let status = t["status"].as_str().unwrap_or("?");
+            assert!(
+                ["succeeded", "failed", "skipped", "cancelled"].contains(&status),
+                "workflow {} reads {} with task {} {status}: {workflow:#}",
+                workflow["workflow_id"],
+                workflow["status"],
+                t["id"]
+            );
+        }
+    }
+}
+
 /// An HTTP answer: status and JSON body.
 #[derive(Debug)]
 pub struct Answer {
@@ -140,6 +196,7 @@ pub async fn wait_until_finished(stack: &LocalStack, id: &str) -> Value {
     for _ in 0..1200 {
         let view = get(stack, &format!("/v1/workflows/{id}")).await;
         assert_eq!(view.status, 200, "{:?}", view.body);
+        assert_consistent(&view.body);
         if view.body["status"] != "running" {
             return view.body;
         }

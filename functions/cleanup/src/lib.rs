@@ -357,18 +357,23 @@ where
             .fail_workflow(tenant, workflow_id, &error, now)
             .await?;
         let finish = finish_at(settings, now);
+        // Every unfinished task is cancelled before any follow-up runs, so none of them is
+        // skipped on the way by a cancelled dependency.
+        let mut cancelled = Vec::new();
         for task in view.tasks.iter().filter(|t| !t.status.is_terminal()) {
             if deps
                 .store
                 .cancel_task(tenant, workflow_id, &task.id, &error, finish)
                 .await?
             {
-                let cancelled = baton::store::TaskRecord {
+                cancelled.push(baton::store::TaskRecord {
                     status: TaskStatus::Cancelled,
                     ..task.clone()
-                };
-                complete_task(&deps.store, &deps.queue, settings, &cancelled, now).await?;
+                });
             }
+        }
+        for task in &cancelled {
+            complete_task(&deps.store, &deps.queue, settings, task, now).await?;
         }
         report.deadlines += 1;
         tracing::warn!("deadline passed; unfinished tasks cancelled and the workflow failed");

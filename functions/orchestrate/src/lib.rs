@@ -229,6 +229,8 @@ where
 
     let now = now_ms();
     let workflow_id = uuid::Uuid::now_v7().to_string();
+    let deadline_at_ms = deadline_s.map(|s| now + s as i64 * 1000);
+    let check_at = now + api.settings.repair_after.as_millis() as i64;
     let tasks: Vec<NewTask> = submission
         .tasks
         .iter()
@@ -272,8 +274,9 @@ where
         name: submission.name.clone(),
         created_at_ms: now,
         dispatch_until_ms: now + api.settings.dispatch_timeout.as_millis() as i64,
-        deadline_at_ms: deadline_s.map(|s| now + s as i64 * 1000),
-        check_at_ms: now + api.settings.repair_after.as_millis() as i64,
+        deadline_at_ms,
+        // The repair looks at it first when a stuck task could be noticed, or at its deadline.
+        check_at_ms: deadline_at_ms.map_or(check_at, |deadline| deadline.min(check_at)),
         tasks,
     };
     api.store.create_workflow(&workflow).await?;
