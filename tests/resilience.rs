@@ -57,7 +57,10 @@ async fn an_agent_that_fails_twice_then_succeeds_ends_succeeded_with_three_attem
     register_agent(&stack, "flaky", &server, &["work"]).await;
     let id = submit(
         &stack,
-        &one_task("work", json!({ "retry": { "backoff": "fixed", "base_ms": 100, "jitter": "none" } })),
+        &one_task(
+            "work",
+            json!({ "retry": { "backoff": "fixed", "base_ms": 100, "jitter": "none" } }),
+        ),
     )
     .await;
     let workflow = wait_until_finished(&stack, &id).await;
@@ -67,7 +70,10 @@ async fn an_agent_that_fails_twice_then_succeeds_ends_succeeded_with_three_attem
     assert_eq!(t["output"]["answer"], 42);
     let tries = attempts(&workflow, "t");
     assert_eq!(tries.len(), 3, "{t:#}");
-    let outcomes: Vec<&str> = tries.iter().map(|a| a["outcome"].as_str().unwrap()).collect();
+    let outcomes: Vec<&str> = tries
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
     assert_eq!(outcomes, ["failed", "failed", "succeeded"]);
     assert_eq!(tries[0]["error"]["http_status"], 503);
     assert_eq!(tries[1]["error"]["http_status"], 500);
@@ -79,7 +85,10 @@ async fn an_agent_that_fails_twice_then_succeeds_ends_succeeded_with_three_attem
         assert_eq!(a["agent"], "flaky");
         assert!(a["started_at"].is_string() && a["finished_at"].is_string());
     }
-    assert_eq!(t["lease_expirations"], 0, "no handler died: retries are not lease re-claims");
+    assert_eq!(
+        t["lease_expirations"], 0,
+        "no handler died: retries are not lease re-claims"
+    );
     // Each retry after a recorded failure is a new attempt with a new key.
     let expected: Vec<String> = (1..=3).map(|n| format!("default:{id}:t:{n}")).collect();
     assert_eq!(keys(&server), expected);
@@ -90,7 +99,11 @@ async fn a_client_error_is_not_retried() {
     let stack = start_stack("no-retry", |_| {}).await;
     let server = agent_replying(AgentReply::error(422, "cannot read this input")).await;
     register_agent(&stack, "picky", &server, &["work"]).await;
-    let id = submit(&stack, &one_task("work", json!({ "retry": quick_retry(5) }))).await;
+    let id = submit(
+        &stack,
+        &one_task("work", json!({ "retry": quick_retry(5) })),
+    )
+    .await;
     let workflow = wait_until_finished(&stack, &id).await;
     assert_eq!(workflow["status"], "failed");
     assert_eq!(workflow["failed_task"], "t");
@@ -110,20 +123,32 @@ async fn a_retry_after_longer_than_the_backoff_is_waited_for() {
     )
     .await;
     register_agent(&stack, "limited", &server, &["work"]).await;
-    let id = submit(&stack, &one_task("work", json!({ "retry": quick_retry(3) }))).await;
+    let id = submit(
+        &stack,
+        &one_task("work", json!({ "retry": quick_retry(3) })),
+    )
+    .await;
     let workflow = wait_until_finished(&stack, &id).await;
     assert_eq!(workflow["status"], "succeeded");
     let tries = attempts(&workflow, "t");
     assert_eq!(tries.len(), 2);
     assert_eq!(tries[0]["error"]["retry_after_ms"], 2000);
-    assert_eq!(tries[0]["retry_delay_ms"], 2000, "Retry-After beats the 50 ms backoff");
+    assert_eq!(
+        tries[0]["retry_delay_ms"], 2000,
+        "Retry-After beats the 50 ms backoff"
+    );
     let gap = millis(&tries[1]["started_at"]) - millis(&tries[0]["finished_at"]);
-    assert!(gap >= 2_000, "the second attempt started {gap} ms after the first");
+    assert!(
+        gap >= 2_000,
+        "the second attempt started {gap} ms after the first"
+    );
 }
 
 fn millis(rfc3339: &Value) -> i64 {
     let at = humantime::parse_rfc3339(rfc3339.as_str().expect("a timestamp")).unwrap();
-    at.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    at.duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// Makes `agent` look like the best agent for `work`, so routing picks it first.
@@ -165,14 +190,21 @@ async fn a_workflow_whose_primary_agent_is_down_succeeds_on_its_fallback() {
     seed_good_history(&stack, "down").await;
     drop(down); // its port now refuses connections
 
-    let id = submit(&stack, &one_task("work", json!({ "retry": quick_retry(3) }))).await;
+    let id = submit(
+        &stack,
+        &one_task("work", json!({ "retry": quick_retry(3) })),
+    )
+    .await;
     let workflow = wait_until_finished(&stack, &id).await;
     assert_eq!(workflow["status"], "succeeded", "{workflow:#}");
     let tries = attempts(&workflow, "t");
     assert_eq!(tries.len(), 2, "{tries:#?}");
     assert_eq!(tries[0]["agent"], "down");
     assert_eq!(tries[0]["error"]["kind"], "connection");
-    assert_eq!(tries[1]["agent"], "up", "the retry went to the decision's fallback");
+    assert_eq!(
+        tries[1]["agent"], "up",
+        "the retry went to the decision's fallback"
+    );
     assert_eq!(task(&workflow, "t")["output"]["by"], "up");
 }
 
@@ -188,7 +220,10 @@ async fn a_task_that_turns_fallback_off_is_retried_on_the_same_agent() {
 
     let id = submit(
         &stack,
-        &one_task("work", json!({ "retry": quick_retry(3), "fallback": false })),
+        &one_task(
+            "work",
+            json!({ "retry": quick_retry(3), "fallback": false }),
+        ),
     )
     .await;
     let workflow = wait_until_finished(&stack, &id).await;
@@ -289,7 +324,11 @@ async fn an_agent_that_keeps_failing_has_its_circuit_opened_and_closed_again() {
     assert_eq!(circuit_state(&stack, "brittle").await["state"], "closed");
 
     for _ in 0..3 {
-        let id = submit(&stack, &one_task("work", json!({ "retry": quick_retry(1) }))).await;
+        let id = submit(
+            &stack,
+            &one_task("work", json!({ "retry": quick_retry(1) })),
+        )
+        .await;
         assert_eq!(wait_until_finished(&stack, &id).await["status"], "failed");
     }
     let open = eventually("the circuit opens", || async {
@@ -305,7 +344,11 @@ async fn an_agent_that_keeps_failing_has_its_circuit_opened_and_closed_again() {
 
     // While open, a task with no attempt to spare fails at once, without calling the agent.
     let calls_before = server.calls().len();
-    let id = submit(&stack, &one_task("work", json!({ "retry": quick_retry(1) }))).await;
+    let id = submit(
+        &stack,
+        &one_task("work", json!({ "retry": quick_retry(1) })),
+    )
+    .await;
     let refused = wait_until_finished(&stack, &id).await;
     assert_eq!(task(&refused, "t")["error"]["kind"], "circuit_open");
     assert_eq!(server.calls().len(), calls_before);
@@ -316,8 +359,15 @@ async fn an_agent_that_keeps_failing_has_its_circuit_opened_and_closed_again() {
         (circuit_state(&stack, "brittle").await["state"] == "half_open").then_some(())
     })
     .await;
-    let id = submit(&stack, &one_task("work", json!({ "retry": quick_retry(1) }))).await;
-    assert_eq!(wait_until_finished(&stack, &id).await["status"], "succeeded");
+    let id = submit(
+        &stack,
+        &one_task("work", json!({ "retry": quick_retry(1) })),
+    )
+    .await;
+    assert_eq!(
+        wait_until_finished(&stack, &id).await["status"],
+        "succeeded"
+    );
     let closed = eventually("the probe's success closes the circuit", || async {
         let c = circuit_state(&stack, "brittle").await;
         (c["state"] == "closed").then_some(c)
@@ -337,14 +387,22 @@ async fn when_every_capable_agent_is_open_the_task_waits_as_a_retry() {
                 "circuit_breaker": { "failure_threshold": 1, "cooldown_s": 600 } }),
     )
     .await;
-    let id = submit(&stack, &one_task("work", json!({ "retry": quick_retry(1) }))).await;
+    let id = submit(
+        &stack,
+        &one_task("work", json!({ "retry": quick_retry(1) })),
+    )
+    .await;
     wait_until_finished(&stack, &id).await;
     eventually("the circuit opens", || async {
         (circuit_state(&stack, "only").await["state"] == "open").then_some(())
     })
     .await;
 
-    let id = submit(&stack, &one_task("work", json!({ "retry": quick_retry(3) }))).await;
+    let id = submit(
+        &stack,
+        &one_task("work", json!({ "retry": quick_retry(3) })),
+    )
+    .await;
     let waiting = eventually("the first attempt is spent waiting", || async {
         let w = workflow_view(&stack, &id).await;
         (attempts(&w, "t").len() == 1).then_some(w)
@@ -357,15 +415,27 @@ async fn when_every_capable_agent_is_open_the_task_waits_as_a_retry() {
     assert_eq!(first["error"]["kind"], "circuit_open");
     assert!(first["agent"].is_null());
     let delay = first["retry_delay_ms"].as_u64().unwrap();
-    assert!(delay > 500_000, "the wait lasts until the cool-down ends: {delay} ms");
+    assert!(
+        delay > 500_000,
+        "the wait lasts until the cool-down ends: {delay} ms"
+    );
     assert_eq!(waiting["status"], "running");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unhealthy_agent_is_not_routed_to_until_it_recovers() {
-    let stack = start_stack("health", |s| s.sweep_every = Some(Duration::from_millis(250))).await;
-    let sick = agent(Arc::new(|_: &Value| AgentReply::ok(json!({ "by": "sick" })))).await;
-    let well = agent(Arc::new(|_: &Value| AgentReply::ok(json!({ "by": "well" })))).await;
+    let stack = start_stack("health", |s| {
+        s.sweep_every = Some(Duration::from_millis(250))
+    })
+    .await;
+    let sick = agent(Arc::new(|_: &Value| {
+        AgentReply::ok(json!({ "by": "sick" }))
+    }))
+    .await;
+    let well = agent(Arc::new(|_: &Value| {
+        AgentReply::ok(json!({ "by": "well" }))
+    }))
+    .await;
     for (name, server) in [("sick", &sick), ("well", &well)] {
         register(
             &stack,
@@ -429,7 +499,10 @@ async fn a_task_time_out_shorter_than_the_agents_applies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_workflow_past_its_deadline_has_its_tasks_cancelled_and_fails() {
-    let stack = start_stack("deadline", |s| s.sweep_every = Some(Duration::from_millis(200))).await;
+    let stack = start_stack("deadline", |s| {
+        s.sweep_every = Some(Duration::from_millis(200))
+    })
+    .await;
     let slow = agent_replying(AgentReply::ok(json!({})).after(Duration::from_secs(4))).await;
     register_agent(&stack, "slow", &slow, &["work"]).await;
     let id = submit(
@@ -486,8 +559,16 @@ async fn a_backoff_longer_than_sqs_allows_is_chained_through_route() {
         .await
         .unwrap();
     assert!(response.batch_item_failures.is_empty());
-    assert_eq!(queue_depth(&stack, "ExecuteQueue").await, 0, "not routed before it is due");
-    assert_eq!(delayed_messages(&stack, "RouteQueue").await, 1, "sent round with a delay");
+    assert_eq!(
+        queue_depth(&stack, "ExecuteQueue").await,
+        0,
+        "not routed before it is due"
+    );
+    assert_eq!(
+        delayed_messages(&stack, "RouteQueue").await,
+        1,
+        "sent round with a delay"
+    );
 }
 
 async fn delayed_messages(stack: &LocalStack, queue: &str) -> u64 {

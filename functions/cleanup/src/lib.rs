@@ -241,9 +241,10 @@ where
                 .await?;
                 return Ok(ended.then_some(Handled::Failed));
             }
+            // Each dispatch of the same attempt waits twice as long as the one before.
             let wait = settings
                 .dispatch_timeout
-                .saturating_mul(1 << lease.dispatches.min(16))
+                .saturating_mul(2 << lease.dispatches.min(16))
                 .min(MAX_DISPATCH_WAIT);
             if !deps
                 .store

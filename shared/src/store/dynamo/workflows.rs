@@ -696,7 +696,8 @@ impl WorkflowStore for DynamoStore {
         let update = self
             .update_attempt(&lease.task)
             .update_expression(format!("SET expires_at = :expires REMOVE {LEASE_ATTRS}"))
-            .condition_expression("attempt = :attempt AND lease_until = :old")
+            .condition_expression("#status = :status AND attempt = :attempt AND lease_until = :old")
+            .expression_attribute_values(":status", s(lease.status.as_str()))
             .expression_attribute_values(":old", n(lease.lease_until_ms))
             .expression_attribute_values(":expires", n(expires_at_s));
         Ok(matches!(
