@@ -188,3 +188,113 @@ async fn tenants_see_only_their_own_agents_and_bad_tenant_ids_are_refused() {
     assert_error(&bad, 400, "invalid_request");
     assert_eq!(bad.body["error"]["details"]["header"], "x-tenant-id");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_policies_are_refused_naming_the_field_and_store_nothing() {
+    let stack = api_only_stack("badpolicies").await;
+    let task = |extra: serde_json::Value| {
+        let mut t = json!({ "id": "a", "capability": "c" });
+        t.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({ "name": "x", "tasks": [t] })
+    };
+    let workflows = vec![
+        (
+            task(json!({ "retry": { "max_attempts": 0 } })),
+            "retry.max_attempts",
+        ),
+        (
+            task(json!({ "retry": { "max_attempts": 11 } })),
+            "retry.max_attempts",
+        ),
+        (
+            task(json!({ "retry": { "base_ms": -100 } })),
+            "retry.base_ms",
+        ),
+        (task(json!({ "retry": { "max_ms": -1 } })), "retry.max_ms"),
+        (
+            task(json!({ "retry": { "base_ms": 5000, "max_ms": 1000 } })),
+            "retry.base_ms",
+        ),
+        (
+            task(json!({ "retry": { "backoff": "quadratic" } })),
+            "retry.backoff",
+        ),
+        (
+            task(json!({ "retry": { "jitter": "some" } })),
+            "retry.jitter",
+        ),
+        (task(json!({ "timeout_s": 0 })), "timeout_s"),
+        (task(json!({ "timeout_s": 901 })), "timeout_s"),
+        (
+            json!({ "name": "x", "defaults": { "retry": { "max_attempts": 99 } }, "tasks": [{ "id": "a", "capability": "c" }] }),
+            "defaults.retry.max_attempts",
+        ),
+        (
+            json!({ "name": "x", "timeout_s": -5, "tasks": [{ "id": "a", "capability": "c" }] }),
+            "timeout_s",
+        ),
+    ];
+    for (body, field) in &workflows {
+        let answer = post(&stack, "/v1/workflows", &body.to_string()).await;
+        assert_error(&answer, 400, "invalid_request");
+        assert_eq!(answer.body["error"]["details"]["field"], *field, "{body}");
+        assert!(
+            answer.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(field),
+            "the message names {field}: {:#}",
+            answer.body
+        );
+    }
+    let agent = |extra: serde_json::Value| {
+        let mut a =
+            json!({ "name": "a", "endpoint": "http://127.0.0.1:9/", "capabilities": ["c"] });
+        a.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        a
+    };
+    let agents = vec![
+        (
+            agent(json!({ "retry": { "max_attempts": 0 } })),
+            "retry.max_attempts",
+        ),
+        (
+            agent(json!({ "retry": { "backoff": "random" } })),
+            "retry.backoff",
+        ),
+        (
+            agent(json!({ "health_check": { "path": "health" } })),
+            "health_check.path",
+        ),
+        (
+            agent(json!({ "health_check": { "path": "//evil.example/health" } })),
+            "health_check.path",
+        ),
+        (
+            agent(json!({ "health_check": { "path": "/health", "interval_s": 0 } })),
+            "health_check.interval_s",
+        ),
+        (
+            agent(json!({ "circuit_breaker": { "failure_rate": 2 } })),
+            "circuit_breaker.failure_rate",
+        ),
+        (
+            agent(json!({ "circuit_breaker": { "cooldown_s": 0 } })),
+            "circuit_breaker.cooldown_s",
+        ),
+    ];
+    for (body, field) in &agents {
+        let answer = post(&stack, "/v1/agents", &body.to_string()).await;
+        assert_error(&answer, 400, "invalid_request");
+        assert_eq!(answer.body["error"]["details"]["field"], *field, "{body}");
+    }
+    assert_eq!(
+        state_items(&stack).await,
+        0,
+        "a rejected request stores nothing"
+    );
+}

@@ -195,6 +195,11 @@ pub async fn submit(stack: &LocalStack, workflow: &Value) -> String {
 pub async fn wait_until_finished(stack: &LocalStack, id: &str) -> Value {
     for _ in 0..1200 {
         let view = get(stack, &format!("/v1/workflows/{id}")).await;
+        // `unavailable` is transient (the emulator is down in fault tests): a client retries.
+        if view.status == 503 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
         assert_eq!(view.status, 200, "{:?}", view.body);
         assert_consistent(&view.body);
         if view.body["status"] != "running" {

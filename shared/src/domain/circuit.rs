@@ -173,11 +173,12 @@ impl Circuit {
         match self.state(now_ms, settings) {
             CircuitState::Closed => None,
             CircuitState::Open => self.opened_at_ms.map(|at| at + settings.cooldown_ms()),
+            // A probe is out: look again after another cool-down, or when it is taken as lost.
             CircuitState::HalfOpen => self
                 .probe
                 .as_ref()
                 .filter(|p| p.until_ms >= now_ms)
-                .map(|p| p.until_ms + 1),
+                .map(|p| (p.until_ms + 1).min(now_ms + settings.cooldown_ms())),
         }
     }
 
