@@ -6,7 +6,7 @@
 //! own, so a stored workflow or agent is never answered with a conflict.
 
 pub mod error;
-mod views;
+pub mod views;
 
 use baton::clock::now_ms;
 use baton::config::Settings;

@@ -216,6 +216,24 @@ where
         tracing::warn!("task does not exist; acknowledged");
         return Ok(());
     };
+    let policy = RetryPolicy::resolve(&[record.retry.as_ref()]);
+    if failure.retryable && record.attempt == task.attempt && record.claims > 0 {
+        // A handler died holding this attempt, so whether the agent did its work is unknown:
+        // the attempt keeps its number (and the agent its Idempotency-Key) and waits unspent.
+        let wait = failure
+            .retry_after_ms
+            .unwrap_or_else(|| policy.backoff_ms(record.claims));
+        let mut later = message.clone();
+        later.not_before_ms = Some(now + wait as i64);
+        tracing::info!(
+            wait_ms = wait,
+            "an attempt whose handler died waits for an agent"
+        );
+        deps.queue
+            .send_route_after(&later, delay_until(now + wait as i64, now))
+            .await?;
+        return Ok(());
+    }
     let concluded = conclude_attempt(
         &deps.store,
         &deps.queue,
@@ -226,7 +244,7 @@ where
             holder: AttemptHolder::Queued,
             result: Err(failure),
             run: AttemptRun::default(),
-            policy: RetryPolicy::resolve(&[record.retry.as_ref()]),
+            policy,
             prefer: message.prefer.clone(),
             now_ms: now,
         },

@@ -59,6 +59,8 @@ impl AgentReply {
 pub struct ReceivedCall {
     pub idempotency_key: Option<String>,
     pub body: Value,
+    /// When the call arrived (epoch ms).
+    pub at_ms: i64,
 }
 
 pub type Behaviour = Arc<dyn Fn(&Value) -> AgentReply + Send + Sync>;
@@ -160,6 +162,7 @@ async fn answer(
         calls.push(ReceivedCall {
             idempotency_key,
             body: body.clone(),
+            at_ms: baton::clock::now_ms(),
         });
     }
     let reply = behaviour(&body);

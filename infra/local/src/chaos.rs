@@ -124,9 +124,19 @@ pub struct Audit {
     pub agent_calls: usize,
     pub attempts: usize,
     pub lease_expirations: usize,
+    /// The first few violations, described.
+    pub examples: Vec<String>,
 }
 
+const EXAMPLES: usize = 10;
+
 impl Audit {
+    fn example(&mut self, what: String) {
+        if self.examples.len() < EXAMPLES {
+            self.examples.push(what);
+        }
+    }
+
     pub fn holds(&self) -> bool {
         self.lost == 0
             && self.stuck == 0
@@ -181,6 +191,7 @@ pub fn audit(views: &[Option<Value>], calls: &[ReceivedCall]) -> Audit {
                 .collect();
             if numbers.iter().enumerate().any(|(i, n)| *n != i as u64 + 1) {
                 audit.double_runs += 1;
+                audit.example(format!("{id}/{task_id}: attempts {numbers:?}"));
             }
             for entry in &entries {
                 let key = format!("default:{id}:{task_id}:{}", entry["attempt"]);
@@ -190,6 +201,7 @@ pub fn audit(views: &[Option<Value>], calls: &[ReceivedCall]) -> Audit {
                 let sum = task["output"]["sum"].as_i64();
                 if sum != expected.get(task_id.as_str()).copied() {
                     audit.bad_data += 1;
+                    audit.example(format!("{id}/{task_id}: sum {sum:?}"));
                 }
                 outputs.insert((id.clone(), task_id), task["output"].clone());
             }
@@ -206,14 +218,19 @@ pub fn audit(views: &[Option<Value>], calls: &[ReceivedCall]) -> Audit {
                 let recorded = outputs.get(&(workflow.to_string(), parent.clone()));
                 if recorded.is_some_and(|r| r != output) {
                     audit.bad_data += 1;
+                    audit.example(format!("{workflow}: a call saw {parent} as {output}"));
                 }
             }
         }
     }
     for (key, count) in calls_per_key {
         // A call with no recorded attempt at all (not even a superseded claim) is a duplicate.
-        if count > claims.get(key).copied().unwrap_or(0) {
-            audit.duplicated_calls += (count - claims.get(key).copied().unwrap_or(0)) as usize;
+        let claimed = claims.get(key).copied().unwrap_or(0);
+        if count > claimed {
+            audit.duplicated_calls += (count - claimed) as usize;
+            audit.example(format!(
+                "{key}: {count} call(s), {claimed} claim(s) recorded"
+            ));
         }
     }
     audit

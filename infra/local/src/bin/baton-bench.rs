@@ -1,7 +1,10 @@
 //! Counts the AWS API calls the chain makes per task, for the diamond workflow, on the local
 //! stack, and prices them. A benchmark: it reports numbers and asserts nothing about time.
 //!
-//! Usage: baton-bench [--workflows N]   (default 25)
+//! Usage: baton-bench [--workflows N] [--fail-first-attempt]
+//!
+//! With `--fail-first-attempt` the agent answers 503 to every task's first attempt, so each
+//! task takes exactly one retry: the difference from a plain run is what a retry costs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +14,7 @@ use baton_local::agents::{AgentReply, AgentServer};
 use baton_local::emulator::{sdk_config, Emulator};
 use baton_local::project_root;
 use baton_local::stack::{LocalStack, StackOptions};
+use clap::Parser;
 use serde_json::{json, Value};
 
 /// List prices, us-east-1, on-demand / standard queue, in USD per million.
@@ -18,29 +22,46 @@ const DYNAMODB_WRITE_UNIT: f64 = 0.625;
 const DYNAMODB_READ_UNIT: f64 = 0.125;
 const SQS_REQUEST: f64 = 0.40;
 
+#[derive(Debug, Parser)]
+#[command(
+    name = "baton-bench",
+    about = "AWS calls and cost per task, for the diamond workflow"
+)]
+struct Args {
+    /// Diamond workflows to run (four tasks each).
+    #[arg(long, default_value_t = 25)]
+    workflows: usize,
+    /// The agent fails every task's first attempt (503), so each task is retried once.
+    #[arg(long)]
+    fail_first_attempt: bool,
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let workflows: usize = match args.iter().position(|a| a == "--workflows") {
-        Some(i) => args
-            .get(i + 1)
-            .ok_or("--workflows needs a number")?
-            .parse()?,
-        None => 25,
-    };
+    let args = Args::parse();
+    let workflows = args.workflows;
+    let fail_first = args.fail_first_attempt;
     let root = project_root();
     let emulator = Emulator::start(&root)?;
     let mut options = StackOptions::new("baton-bench");
     options.sweep_every = Some(Duration::ZERO);
     let stack = LocalStack::start_on_emulator(emulator.endpoint(), options).await?;
-    let agent = AgentServer::start(Arc::new(|call: &Value| {
-        AgentReply::ok(json!({ "task": call["task_id"] }))
+    let agent = AgentServer::start(Arc::new(move |call: &Value| {
+        if fail_first && call["attempt"] == 1 {
+            AgentReply::error(503, "first attempts fail in this run")
+        } else {
+            AgentReply::ok(json!({ "task": call["task_id"] }))
+        }
     }))
     .await?;
     let http = reqwest::Client::new();
     let registered = http
         .post(format!("{}/v1/agents", stack.api_url))
-        .json(&json!({ "name": "worker", "endpoint": agent.url, "capabilities": ["work"] }))
+        .json(
+            &json!({ "name": "worker", "endpoint": agent.url, "capabilities": ["work"],
+            // Half the calls fail on purpose with --fail-first-attempt: the circuit must not open.
+            "circuit_breaker": { "failure_threshold": 100, "failure_rate": 1.0, "window": 100 } }),
+        )
         .send()
         .await?;
     if !registered.status().is_success() {
@@ -48,7 +69,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     stack.api_calls.reset();
 
-    let diamond = json!({ "name": "diamond", "tasks": [
+    let diamond = json!({ "name": "diamond",
+        "defaults": { "retry": { "backoff": "fixed", "base_ms": 0, "jitter": "none" } },
+        "tasks": [
         { "id": "a", "capability": "work", "input": { "text": "x" } },
         { "id": "b", "capability": "work", "depends_on": ["a"] },
         { "id": "c", "capability": "work", "depends_on": ["a"] },
@@ -88,7 +111,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let tasks = (workflows * 4) as f64;
-    // Learning is off the critical path: wait until every outcome is learned.
+    // Learning is off the critical path: wait until every outcome (each attempt's) is learned.
+    let outcomes = workflows as u64 * 4 * if fail_first { 2 } else { 1 };
     // Polled through a client of its own, so the polls stay out of the counts.
     let store = baton::telemetry::AwsClients::new(&sdk_config(emulator.endpoint()), None)
         .store(&stack.settings);
@@ -96,17 +120,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let stats = store
             .agent_stats("default", "work", &["worker".to_string()])
             .await?;
-        if stats.get("worker").map_or(0, |s| s.count) >= workflows as u64 * 4 {
+        if stats.get("worker").map_or(0, |s| s.count) >= outcomes {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The status polls above are this client's, not the chain's: each was one eventually
+    // The status polls above are this client's, not the chain's: each was one strongly
     // consistent Query of one small partition. Leave them out.
     let mut counts = stack.api_calls.snapshot();
     for (kind, polls) in [
         ("dynamodb.Query", status_polls),
-        ("dynamodb.read_units", status_polls * 0.5),
+        ("dynamodb.read_units", status_polls),
     ] {
         if let Some(n) = counts.get_mut(kind) {
             *n -= polls;
@@ -114,8 +138,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!(
-        "Diamond workflow (a -> {{b, c}} -> d), {workflows} workflows, {} tasks, on moto\n",
-        tasks as u64
+        "Diamond workflow (a -> {{b, c}} -> d), {workflows} workflows, {} tasks, on moto{}\n",
+        tasks as u64,
+        if fail_first {
+            "; every task's first attempt fails and is retried once"
+        } else {
+            ""
+        }
     );
     println!("{:<36} {:>10} {:>10}", "AWS calls", "total", "per task");
     for (kind, n) in &counts {
