@@ -1,15 +1,24 @@
 """Serves DynamoDB and SQS with moto on 127.0.0.1:PORT.
 
 Started by the local stack and the tests, which hold this process's stdin open: when they
-exit, for whatever reason, stdin closes and the emulator stops with them.
+exit, for whatever reason, stdin closes and the emulator stops with them. A few patches keep
+moto faithful (item operations one at a time, as in DynamoDB) and keep it from being the
+bottleneck of a benchmark (costs that grow with the tables or the queues).
 """
 
+import copy
 import functools
+import logging
 import signal
 import sys
 import threading
+import time
 
+import moto.backends
+import moto.dynamodb.models
+import moto.sqs.models
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.table import Table
 from moto.server import ThreadedMotoServer
 
 
@@ -33,9 +42,110 @@ def serialize_dynamodb_item_access() -> None:
         setattr(DynamoDBBackend, name, locked(getattr(DynamoDBBackend, name)))
 
 
+def remove_hot_spots() -> None:
+    """Costs that grow with load and make moto, not the code under test, the bottleneck of a
+    benchmark; the behaviour is unchanged:
+    - SQS reads the clock through datetime arithmetic for every message it scans, on every
+      receive and every wake-up of a long poll: it reads the same epoch milliseconds from
+      time.time();
+    - the request dispatcher lists moto's package directory on every request: the listing is
+      read once;
+    - the HTTP server formats a log line per request that nobody reads."""
+    original_millis = moto.sqs.models.unix_time_millis
+
+    def unix_time_millis(dt=None):
+        return time.time() * 1000.0 if dt is None else original_millis(dt)
+
+    moto.sqs.models.unix_time_millis = unix_time_millis
+
+    modules = tuple(moto.backends.list_of_moto_modules())
+    moto.backends.list_of_moto_modules = lambda: iter(modules)
+    # One log line per request, formatted and then thrown away (stderr is /dev/null).
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+
+class _TablesAsTheyAre:
+    """Stands in for the `copy` module inside a transaction: tables are not copied."""
+
+    @staticmethod
+    def deepcopy(value, memo=None):
+        return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+
+def snapshot_only_touched_items() -> None:
+    """moto snapshots every table a transaction touches, whole, once per item of the
+    transaction, to roll back if the transaction is cancelled: its cost grows with the table
+    (the learner's outcome history), not with the transaction. Item operations already run one
+    at a time (above), so saving just the items the transaction names, and putting them back
+    if it is cancelled, is the same rollback."""
+    original = DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self, transact_items):
+        saved = []
+        for entry in transact_items:
+            _, op = next(iter(entry.items()))
+            table = self.tables.get(op.get("TableName"))
+            if table is None:
+                continue
+            if "Key" in op:
+                key = op["Key"]
+            else:
+                names = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
+                key = {name: op["Item"][name] for name in names if name in op.get("Item", {})}
+            current = self.get_item(op["TableName"], key)
+            saved.append((op["TableName"], key, current.to_json()["Attributes"] if current else None))
+        moto.dynamodb.models.copy = _TablesAsTheyAre
+        try:
+            return original(self, transact_items)
+        except Exception:
+            for table_name, key, attributes in saved:
+                if attributes is not None:
+                    self.put_item(table_name, attributes)
+                elif self.get_item(table_name, key) is not None:
+                    self.delete_item(table_name, key)
+            raise
+        finally:
+            moto.dynamodb.models.copy = copy
+
+    DynamoDBBackend.transact_write_items = transact_write_items
+
+
+def read_one_partition_per_query() -> None:
+    """moto answers a Query on a table's own key by walking and sorting every item of the table
+    to keep one partition: its cost grows with the table, not with the partition. It is given
+    the partition's items alone (it still filters and sorts them itself). Queries on an index
+    are left as they are."""
+    original = Table.query
+
+    def query(self, hash_key, *args, **kwargs):
+        index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
+        if index_name or hash_key is None:
+            return original(self, hash_key, *args, **kwargs)
+        partition = self.items.get(hash_key)
+        if partition is None:
+            members = []
+        elif isinstance(partition, dict):
+            members = list(partition.values())
+        else:
+            members = [partition]
+        # Item operations run one at a time, so this instance attribute is seen by this
+        # query alone.
+        self.all_items = lambda: members
+        try:
+            return original(self, hash_key, *args, **kwargs)
+        finally:
+            del self.all_items
+
+    Table.query = query
+
+
 def main() -> None:
     port = int(sys.argv[1])
+    # The order matters: the snapshotting transaction runs inside the item lock.
+    snapshot_only_touched_items()
     serialize_dynamodb_item_access()
+    read_one_partition_per_query()
+    remove_hot_spots()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     print(f"ready {port}", flush=True)

@@ -4,9 +4,8 @@
 use std::sync::Arc;
 
 use baton::clock::now_ms;
-use baton::domain::task::{AttemptOutcome, AttemptRecord};
 use baton::messages::ExecuteMessage;
-use baton::store::{AttemptEnd, AttemptHolder, ClaimOutcome, Ended, WorkflowStore};
+use baton::store::{AttemptEnd, ClaimOutcome, Ended, WorkflowStore};
 use baton_local::agents::AgentReply;
 use baton_local::agents::AgentServer;
 use baton_local::stack::{LocalStack, StackOptions};
@@ -167,34 +166,12 @@ async fn a_handler_that_died_after_recording_is_resumed_without_calling_the_agen
 
     // The handler got as far as recording a's output, then died.
     let a = receive_one(&stack, "ExecuteQueue").await;
-    let attempt = execute_message(&a).task;
-    let store = &stack.execute_deps().store;
-    let now = now_ms();
-    store
-        .claim_task(&attempt, "worker", "died", now + 60_000, now)
-        .await
-        .unwrap();
-    let finish = baton::completion::finish_at(&stack.settings, now_ms());
-    let entry = AttemptRecord {
-        attempt: 1,
-        agent: Some("worker".into()),
-        started_at_ms: Some(now),
-        finished_at_ms: now_ms(),
-        outcome: AttemptOutcome::Succeeded,
-        error: None,
-        claims: 1,
-        retry_delay_ms: None,
-    };
-    let recorded = store
-        .end_attempt(
-            &attempt,
-            AttemptHolder::Claim("died"),
-            &AttemptEnd::Succeeded(json!({ "done": "a" })),
-            &entry,
-            finish,
-        )
-        .await
-        .unwrap();
+    let recorded = claim_and_record(
+        &stack,
+        &execute_message(&a).task,
+        AttemptEnd::Succeeded(json!({ "done": "a" })),
+    )
+    .await;
     assert!(matches!(recorded, Ended::Now(_)));
 
     // SQS delivers the message again: the follow-up steps run, the agent is not called.

@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use baton::clock::now_ms;
 use baton::completion::finish_at;
-use baton::domain::task::{AttemptOutcome, AttemptRecord};
 use baton::messages::ExecuteMessage;
-use baton::store::{AttemptEnd, AttemptHolder, Ended, WorkflowStore};
+use baton::store::{AttemptEnd, Ended, WorkflowStore};
 use baton_local::agents::AgentReply;
 use baton_local::faults::{Fault, FaultPlan, FaultRule};
 use baton_local::stack::{LocalStack, StackOptions};
@@ -147,33 +146,12 @@ async fn a_recorded_task_whose_messages_were_all_lost_is_finished_by_the_repair_
 
     // A handler recorded a's result and died; its message then went to the dead-letter queue.
     let a = receive_one(&stack, "ExecuteQueue").await;
-    let attempt = execute_message(&a).task;
-    let store = &stack.execute_deps().store;
-    let now = now_ms();
-    store
-        .claim_task(&attempt, "worker", "died", now + 60_000, now)
-        .await
-        .unwrap();
-    let entry = AttemptRecord {
-        attempt: 1,
-        agent: Some("worker".into()),
-        started_at_ms: Some(now),
-        finished_at_ms: now,
-        outcome: AttemptOutcome::Succeeded,
-        error: None,
-        claims: 1,
-        retry_delay_ms: None,
-    };
-    let ended = store
-        .end_attempt(
-            &attempt,
-            AttemptHolder::Claim("died"),
-            &AttemptEnd::Succeeded(json!({ "done": "a" })),
-            &entry,
-            finish_at(&stack.settings, now),
-        )
-        .await
-        .unwrap();
+    let ended = claim_and_record(
+        &stack,
+        &execute_message(&a).task,
+        AttemptEnd::Succeeded(json!({ "done": "a" })),
+    )
+    .await;
     assert!(matches!(ended, Ended::Now(_)));
     delete(&stack, "ExecuteQueue", &a).await;
 
@@ -248,35 +226,16 @@ async fn a_skip_cut_short_by_a_crash_is_finished_by_the_repair_sweep() {
     worker(&stack).await;
     let id = submit(&stack, &chain(&["a", "b", "c", "d"])).await;
     let a = receive_one(&stack, "ExecuteQueue").await;
-    let attempt = execute_message(&a).task;
+    let failure = baton::domain::task::TaskFailure::http_status(400, "no");
+    claim_and_record(
+        &stack,
+        &execute_message(&a).task,
+        AttemptEnd::Failed(failure),
+    )
+    .await;
     let store = &stack.execute_deps().store;
     let now = now_ms();
-    store
-        .claim_task(&attempt, "worker", "died", now + 60_000, now)
-        .await
-        .unwrap();
-    let failure = baton::domain::task::TaskFailure::http_status(400, "no");
-    let entry = AttemptRecord {
-        attempt: 1,
-        agent: Some("worker".into()),
-        started_at_ms: Some(now),
-        finished_at_ms: now,
-        outcome: AttemptOutcome::Failed,
-        error: Some(failure.clone()),
-        claims: 1,
-        retry_delay_ms: None,
-    };
     let finish = finish_at(&stack.settings, now);
-    store
-        .end_attempt(
-            &attempt,
-            AttemptHolder::Claim("died"),
-            &AttemptEnd::Failed(failure),
-            &entry,
-            finish,
-        )
-        .await
-        .unwrap();
     // The handler counted a, skipped b, and died there.
     store
         .count_finished_task("default", &id, "a", true, now)
@@ -375,16 +334,7 @@ async fn tasks_stored_without_their_workflow_record_are_dropped_not_run() {
     );
     assert_eq!(queue_depth(&stack, "RouteQueue").await, 0);
     // The orphans are left to TTL.
-    let items = stack
-        .clients
-        .dynamodb
-        .scan()
-        .table_name(&stack.settings.state_table)
-        .send()
-        .await
-        .unwrap()
-        .items
-        .unwrap_or_default();
+    let items = state_table(&stack).await;
     let tasks: Vec<_> = items
         .iter()
         .filter(|i| i["sk"].as_s().is_ok_and(|sk| sk.starts_with("TASK#")))

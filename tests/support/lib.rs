@@ -101,6 +101,57 @@ pub async fn workflow_view(stack: &LocalStack, id: &str) -> Value {
     answer.body
 }
 
+/// What a handler that claimed `task` for `worker` and recorded `end` wrote, straight to the
+/// store, as if it then died before anything else: the claim and the ended attempt.
+pub async fn claim_and_record(
+    stack: &LocalStack,
+    task: &baton::messages::TaskRef,
+    end: baton::store::AttemptEnd,
+) -> baton::store::Ended {
+    use baton::domain::task::{AttemptOutcome, AttemptRecord};
+    use baton::store::{AttemptEnd, AttemptHolder, WorkflowStore};
+    let store = &stack.execute_deps().store;
+    let now = baton::clock::now_ms();
+    store
+        .claim_task(task, "worker", "died", now + 60_000, now)
+        .await
+        .expect("claim");
+    let (outcome, error) = match &end {
+        AttemptEnd::Failed(failure) => (AttemptOutcome::Failed, Some(failure.clone())),
+        _ => (AttemptOutcome::Succeeded, None),
+    };
+    let entry = AttemptRecord {
+        attempt: task.attempt,
+        agent: Some("worker".into()),
+        started_at_ms: Some(now),
+        finished_at_ms: now,
+        outcome,
+        error,
+        claims: 1,
+        retry_delay_ms: None,
+    };
+    let finish = baton::completion::finish_at(&stack.settings, now);
+    store
+        .end_attempt(task, AttemptHolder::Claim("died"), &end, &entry, finish)
+        .await
+        .expect("end the attempt")
+}
+
+/// Every item of the stack's state table (tests use small tables).
+pub async fn state_table(
+    stack: &LocalStack,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let out = stack
+        .clients
+        .dynamodb
+        .scan()
+        .table_name(&stack.settings.state_table)
+        .send()
+        .await
+        .expect("scan");
+    out.items.unwrap_or_default()
+}
+
 /// Runs one cleanup sweep as of `now_ms`, as the schedule would.
 pub async fn sweep_at(stack: &LocalStack, now_ms: i64) -> baton_cleanup::SweepReport {
     baton_cleanup::sweep(stack.cleanup_deps(), now_ms).await
@@ -280,17 +331,9 @@ pub fn sqs_event(messages: &[&Message]) -> LambdaEvent<SqsEvent> {
     LambdaEvent::new(event, Context::default())
 }
 
-/// Every item of the stack's state table (tests use small tables).
+/// How many items the stack's state table holds.
 pub async fn state_items(stack: &LocalStack) -> usize {
-    let out = stack
-        .clients
-        .dynamodb
-        .scan()
-        .table_name(&stack.settings.state_table)
-        .send()
-        .await
-        .expect("scan");
-    out.items.unwrap_or_default().len()
+    state_table(stack).await.len()
 }
 
 /// The diamond: a → {b, c} → d.

@@ -46,6 +46,8 @@ pub const SWEEP_LIMIT: i32 = 200;
 pub const REPAIR_LIMIT: i32 = 100;
 /// Health probes per sweep, and how many run at once.
 pub const PROBE_LIMIT: i32 = 100;
+/// Leases and workflows handled at once: a sweep must fit in the function's 60 s.
+const SWEEP_CONCURRENCY: usize = 8;
 const PROBE_CONCURRENCY: usize = 8;
 /// A redispatched task waits at most this long before it is sent again.
 const MAX_DISPATCH_WAIT: Duration = Duration::from_secs(3_600);
@@ -127,9 +129,16 @@ where
                 continue;
             }
         };
-        for lease in leases {
-            let span = lease.task.span("cleanup");
-            match handle_expired(deps, &lease, now).instrument(span).await {
+        let handled: Vec<_> = futures::stream::iter(leases)
+            .map(|lease| async move {
+                let span = lease.task.span("cleanup");
+                handle_expired(deps, &lease, now).instrument(span).await
+            })
+            .buffer_unordered(SWEEP_CONCURRENCY)
+            .collect()
+            .await;
+        for result in handled {
+            match result {
                 Ok(Some(Handled::Reclaimed)) => report.reclaimed += 1,
                 Ok(Some(Handled::Redispatched)) => report.redispatched += 1,
                 Ok(Some(Handled::Failed)) => report.failed += 1,
@@ -315,18 +324,38 @@ where
                 continue;
             }
         };
-        for (tenant, workflow_id) in due {
-            let span = tracing::info_span!("repair", tenant = %tenant, workflow = %workflow_id);
-            report.workflows_checked += 1;
-            if let Err(error) = repair_workflow(deps, &tenant, &workflow_id, now, report)
-                .instrument(span)
-                .await
-            {
-                tracing::error!(%error, "workflow not repaired; next sweep retries");
-                report.errors += 1;
+        report.workflows_checked += due.len() as u32;
+        let repairs: Vec<_> = futures::stream::iter(due)
+            .map(|(tenant, workflow_id)| async move {
+                let span = tracing::info_span!("repair", tenant = %tenant, workflow = %workflow_id);
+                repair_workflow(deps, &tenant, &workflow_id, now)
+                    .instrument(span)
+                    .await
+            })
+            .buffer_unordered(SWEEP_CONCURRENCY)
+            .collect()
+            .await;
+        for result in repairs {
+            match result {
+                Ok(repair) => {
+                    report.repaired += repair.repaired;
+                    report.deadlines += u32::from(repair.deadline_passed);
+                }
+                Err(error) => {
+                    tracing::error!(%error, "workflow not repaired; next sweep retries");
+                    report.errors += 1;
+                }
             }
         }
     }
+}
+
+/// What repairing one workflow did.
+#[derive(Debug, Default)]
+struct Repair {
+    /// Follow-ups run again, and the workflow finished.
+    repaired: u32,
+    deadline_passed: bool,
 }
 
 /// Brings one unfinished workflow up to date with its tasks' recorded states.
@@ -335,18 +364,18 @@ async fn repair_workflow<S, Q, P>(
     tenant: &str,
     workflow_id: &str,
     now: i64,
-    report: &mut SweepReport,
-) -> Result<(), ChainError>
+) -> Result<Repair, ChainError>
 where
     S: WorkflowStore,
     Q: TaskQueue,
 {
     let settings = &deps.settings;
+    let mut repair = Repair::default();
     let Some(view) = deps.store.workflow(tenant, workflow_id).await? else {
-        return Ok(());
+        return Ok(repair);
     };
     if view.workflow.status.is_terminal() {
-        return Ok(());
+        return Ok(repair);
     }
     let deadline = view.workflow.deadline_at_ms;
     if deadline.is_some_and(|at| at <= now) {
@@ -376,7 +405,7 @@ where
         for task in &cancelled {
             complete_task(&deps.store, &deps.queue, settings, task, now).await?;
         }
-        report.deadlines += 1;
+        repair.deadline_passed = true;
         tracing::warn!("deadline passed; unfinished tasks cancelled and the workflow failed");
     }
     // The same view serves the follow-ups: a task counted since is counted once anyway.
@@ -387,18 +416,18 @@ where
         if settled && follow_up_incomplete(&view, task) {
             tracing::warn!(task = %task.id, status = %task.status, "follow-up of an ended task was interrupted; running it again");
             complete_task(&deps.store, &deps.queue, settings, task, now).await?;
-            report.repaired += 1;
+            repair.repaired += 1;
         }
     }
     if finish_if_done(&deps.store, settings, &view, now).await? {
-        report.repaired += 1;
+        repair.repaired += 1;
     }
     let next = now + settings.repair_after.as_millis() as i64;
     let next = deadline
         .filter(|at| *at > now)
         .map_or(next, |at| at.min(next));
     deps.store.schedule_check(tenant, workflow_id, next).await?;
-    Ok(())
+    Ok(repair)
 }
 
 async fn probe_agents<S, Q, P>(deps: &CleanupDeps<S, Q, P>, now: i64, report: &mut SweepReport)

@@ -89,9 +89,20 @@ pub async fn poll_queue<H, Fut>(
             .wait_time_seconds(WAIT_SECONDS)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .send();
+        tokio::pin!(receive);
+        let stopping = async { shutdown.wait_for(|stop| *stop).await.is_ok() };
         let received = tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => return,
-            received = receive => received,
+            _ = stopping => None,
+            received = &mut receive => Some(received),
+        };
+        let Some(received) = received else {
+            // The long poll goes on in SQS after a stop: let it end and give back what it
+            // took, or those messages would stay hidden for their visibility timeout.
+            let wait = Duration::from_secs(WAIT_SECONDS as u64 + 2);
+            if let Ok(Ok(out)) = tokio::time::timeout(wait, &mut receive).await {
+                give_back(&sqs, &source.queue_url, out.messages.unwrap_or_default()).await;
+            }
+            return;
         };
         let messages = match received {
             Ok(out) => out.messages.unwrap_or_default(),
@@ -180,6 +191,25 @@ pub async fn poll_queue<H, Fut>(
             {
                 tracing::warn!(error = %aws_smithy_types::error::display::DisplayErrorContext(&error), "delete failed; the batch will be redelivered");
             }
+        }
+    }
+}
+
+/// Makes received messages visible again at once.
+async fn give_back(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    messages: Vec<aws_sdk_sqs::types::Message>,
+) {
+    for message in messages {
+        if let Some(handle) = message.receipt_handle {
+            let _ = sqs
+                .change_message_visibility()
+                .queue_url(queue_url)
+                .receipt_handle(handle)
+                .visibility_timeout(0)
+                .send()
+                .await;
         }
     }
 }

@@ -67,7 +67,7 @@ struct Args {
     #[arg(long, default_value_t = 0.02)]
     throttling: f64,
     /// Give up waiting for workflows to finish after this many seconds.
-    #[arg(long, default_value_t = 1800)]
+    #[arg(long, default_value_t = 3600)]
     give_up_after: u64,
     /// Settings for the handlers, as `baton-local run --set` takes them (default: the
     /// template's own).
@@ -233,26 +233,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let now = Instant::now();
         if !killed && now >= kill_at {
             killed = true;
-            progress.println(format!(
-                "{:>6.1}s SIGKILL the handler process",
-                started.elapsed().as_secs_f64()
-            ));
+            say(
+                &progress,
+                format!(
+                    "{:>6.1}s SIGKILL the handler process",
+                    started.elapsed().as_secs_f64()
+                ),
+            );
             handlers.child.start_kill()?;
             handlers.child.wait().await?;
             handlers = Handlers::start(&args, proxy.endpoint(), port, log.clone()).await?;
-            progress.println(format!(
-                "{:>6.1}s handler process restarted",
-                started.elapsed().as_secs_f64()
-            ));
+            say(
+                &progress,
+                format!(
+                    "{:>6.1}s handler process restarted",
+                    started.elapsed().as_secs_f64()
+                ),
+            );
         }
         if !outage && now >= outage_at {
             outage = true;
             proxy.outage(Duration::from_secs(args.outage));
-            progress.println(format!(
-                "{:>6.1}s the emulator is unreachable for {} s",
-                started.elapsed().as_secs_f64(),
-                args.outage
-            ));
+            say(
+                &progress,
+                format!(
+                    "{:>6.1}s the emulator is unreachable for {} s",
+                    started.elapsed().as_secs_f64(),
+                    args.outage
+                ),
+            );
         }
         if submitted < args.workflows {
             tokio::select! {
@@ -283,10 +292,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             break;
         }
         if started.elapsed() > Duration::from_secs(args.give_up_after) {
-            progress.println("giving up: some workflows are still running");
+            say(
+                &progress,
+                "giving up: some workflows are still running".into(),
+            );
             break;
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
     }
     progress.finish_and_clear();
     let wall = started.elapsed();
@@ -500,6 +512,11 @@ async fn stored_workflow_names(
             return Ok(names);
         }
     }
+}
+
+/// Prints an event of the run above the progress bar (which is hidden without a terminal).
+fn say(progress: &ProgressBar, line: String) {
+    progress.suspend(|| println!("{line}"));
 }
 
 /// "p50 … p99 … max …" of durations in milliseconds.

@@ -120,21 +120,9 @@ impl AgentRegistry for DynamoStore {
         now_ms: i64,
         limit: i32,
     ) -> Result<Vec<(String, Agent)>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.state_table)
-            .index_name(keys::SWEEPS_INDEX)
-            .key_condition_expression("sweep_shard = :shard AND sweep_at < :now")
-            .expression_attribute_values(":shard", s(HEALTH_SWEEP))
-            .expression_attribute_values(":now", n(now_ms))
-            .limit(limit)
-            .send()
-            .await
-            .map_err(dynamo_error)?;
-        let keys: Vec<Item> = out
-            .items
-            .unwrap_or_default()
+        let keys: Vec<Item> = self
+            .due_in_sweeps(HEALTH_SWEEP.to_string(), now_ms, limit)
+            .await?
             .into_iter()
             .map(|item| {
                 item.into_iter()

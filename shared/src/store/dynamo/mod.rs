@@ -170,6 +170,28 @@ impl DynamoStore {
         }
     }
 
+    /// Items of one partition of the sweeps index that are due before `now_ms` (keys only).
+    async fn due_in_sweeps(
+        &self,
+        partition: String,
+        now_ms: i64,
+        limit: i32,
+    ) -> Result<Vec<Item>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.state_table)
+            .index_name(keys::SWEEPS_INDEX)
+            .key_condition_expression("sweep_shard = :shard AND sweep_at < :now")
+            .expression_attribute_values(":shard", s(partition))
+            .expression_attribute_values(":now", n(now_ms))
+            .limit(limit)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        Ok(out.items.unwrap_or_default())
+    }
+
     async fn batch_write(
         &self,
         table: &str,

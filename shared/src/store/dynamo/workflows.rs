@@ -712,20 +712,8 @@ impl WorkflowStore for DynamoStore {
         now_ms: i64,
         limit: i32,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.state_table)
-            .index_name(keys::SWEEPS_INDEX)
-            .key_condition_expression("sweep_shard = :shard AND sweep_at < :now")
-            .expression_attribute_values(":shard", s(keys::workflow_sweep_partition(shard)))
-            .expression_attribute_values(":now", n(now_ms))
-            .limit(limit)
-            .send()
-            .await
-            .map_err(dynamo_error)?;
-        out.items
-            .unwrap_or_default()
+        self.due_in_sweeps(keys::workflow_sweep_partition(shard), now_ms, limit)
+            .await?
             .iter()
             .map(|item| {
                 let pk = Attrs(item).s(PK)?;
