@@ -588,3 +588,67 @@ async fn delayed_messages(stack: &LocalStack, queue: &str) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_copy_of_a_finished_tasks_message_does_not_take_the_probe() {
+    let stack = start_stack("stale-probe", |_| {}).await;
+    let failing = Arc::new(AtomicBool::new(true));
+    let server = switchable_agent(failing.clone()).await;
+    register(
+        &stack,
+        json!({ "name": "brittle", "endpoint": server.url, "capabilities": ["work"],
+                "circuit_breaker": { "failure_threshold": 1, "cooldown_s": 1 } }),
+    )
+    .await;
+    let id = submit(
+        &stack,
+        &one_task("work", json!({ "retry": quick_retry(1) })),
+    )
+    .await;
+    assert_eq!(wait_until_finished(&stack, &id).await["status"], "failed");
+    eventually("the circuit is half-open", || async {
+        (circuit_state(&stack, "brittle").await["state"] == "half_open").then_some(())
+    })
+    .await;
+
+    // A duplicate of the finished task's route message arrives late, as SQS may deliver it.
+    let stale = RouteMessage::new(
+        TaskRef {
+            tenant: "default".into(),
+            workflow_id: id.clone(),
+            task_id: "t".into(),
+            attempt: 1,
+        },
+        "work",
+    );
+    let message = aws_sdk_sqs::types::Message::builder()
+        .message_id("late-copy")
+        .receipt_handle("late-copy")
+        .body(serde_json::to_string(&stale).unwrap())
+        .build();
+    let response = baton_route::handle_batch(stack.route_deps(), sqs_event(&[&message]))
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(
+        circuit_state(&stack, "brittle").await["probe_out"],
+        false,
+        "the probe is left for a call that will happen"
+    );
+
+    // A real task takes it, and its success closes the circuit.
+    failing.store(false, Ordering::SeqCst);
+    let id = submit(
+        &stack,
+        &one_task("work", json!({ "retry": quick_retry(1) })),
+    )
+    .await;
+    assert_eq!(
+        wait_until_finished(&stack, &id).await["status"],
+        "succeeded"
+    );
+    eventually("the circuit closes", || async {
+        (circuit_state(&stack, "brittle").await["state"] == "closed").then_some(())
+    })
+    .await;
+}

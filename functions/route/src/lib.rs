@@ -20,7 +20,7 @@ use baton::domain::agent::Agent;
 use baton::domain::circuit::Probe;
 use baton::domain::retry::RetryPolicy;
 use baton::domain::routing::{route_task, RouteDecision, RoutePlan, RouteRequest, RoutingView};
-use baton::domain::task::{FailureKind, TaskFailure};
+use baton::domain::task::{FailureKind, TaskFailure, TaskStatus};
 use baton::messages::{ExecuteMessage, RouteMessage, FORMAT_VERSION};
 use baton::queue::TaskQueue;
 use baton::store::agent_cache::AgentCache;
@@ -114,6 +114,12 @@ where
         let plan = loop {
             match route_task(&request, &agents, &view) {
                 Ok(RoutePlan::Routed(decision)) if decision.probe => {
+                    // The probe must be a call that will happen: a late copy of a message
+                    // whose attempt has moved on would hold it and never report.
+                    if !still_queued(deps, task).await? {
+                        tracing::info!("the attempt has moved on; this copy is dropped");
+                        return Ok(());
+                    }
                     if take_probe(deps, &agents, &decision, task, &mut view, now).await? {
                         break Ok(RoutePlan::Routed(decision));
                     }
@@ -153,6 +159,21 @@ where
     }
     .instrument(span)
     .await
+}
+
+/// Whether the attempt this message names still waits to be routed.
+async fn still_queued<S, Q>(
+    deps: &RouteDeps<S, Q>,
+    task: &baton::messages::TaskRef,
+) -> Result<bool, ChainError>
+where
+    S: WorkflowStore,
+{
+    let record = deps
+        .store
+        .task(&task.tenant, &task.workflow_id, &task.task_id)
+        .await?;
+    Ok(record.is_some_and(|r| r.status == TaskStatus::Queued && r.attempt == task.attempt))
 }
 
 /// Hands the half-open circuit's probe to this task. If another router got it first, the

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use baton::config::{ConfigError, Settings};
 use baton::invoker::HttpAgentInvoker;
 use baton::prober::HttpHealthProber;
@@ -16,6 +17,7 @@ use baton_execute_agent::ExecuteDeps;
 use baton_learn::LearnDeps;
 use baton_orchestrate::Api;
 use baton_route::RouteDeps;
+use lambda_runtime::LambdaEvent;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -105,6 +107,19 @@ impl StackOptions {
 
 pub type Store = DynamoStore;
 pub type Queues = SqsQueues;
+
+/// A queue-driven function's handler, as its event-source stand-in calls it.
+type BatchHandler = Arc<
+    dyn Fn(
+            LambdaEvent<SqsEvent>,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = Result<SqsBatchResponse, lambda_runtime::Error>>
+                    + Send,
+            >,
+        > + Send
+        + Sync,
+>;
 
 /// A running local stack. Dropping it stops its servers, pollers and ticker.
 pub struct LocalStack {
@@ -291,47 +306,46 @@ impl LocalStack {
                 stopped.clone(),
             )));
         }
-        if options.run_route {
-            let deps = route.clone();
-            tasks.push(tokio::spawn(poll_queue(
-                clients.sqs.clone(),
-                sqs_source(route_fn)?,
-                move |event| {
-                    let deps = deps.clone();
-                    async move { baton_route::handle_batch(&deps, event).await }
-                },
-                deaths.clone(),
-                stopped.clone(),
-            )));
-        }
-        if options.run_execute {
-            // Lambda runs several batches at once; agents can be slow.
-            for _ in 0..4 {
-                let deps = execute.clone();
+        // Lambda runs several batches of a queue at once; agents can be slow.
+        let sqs = clients.sqs.clone();
+        let spawn = |tasks: &mut Vec<JoinHandle<()>>,
+                     pollers: usize,
+                     source: SqsSource,
+                     handler: BatchHandler| {
+            for _ in 0..pollers {
+                let handler = handler.clone();
                 tasks.push(tokio::spawn(poll_queue(
-                    clients.sqs.clone(),
-                    sqs_source(execute_fn)?,
-                    move |event| {
-                        let deps = deps.clone();
-                        async move { baton_execute_agent::handle_batch(&deps, event).await }
-                    },
+                    sqs.clone(),
+                    source.clone(),
+                    move |event| handler(event),
                     deaths.clone(),
                     stopped.clone(),
                 )));
             }
+        };
+        if options.run_route {
+            let deps = route.clone();
+            let handler: BatchHandler = Arc::new(move |event| {
+                let deps = deps.clone();
+                Box::pin(async move { baton_route::handle_batch(&deps, event).await })
+            });
+            spawn(&mut tasks, 2, sqs_source(route_fn)?, handler);
+        }
+        if options.run_execute {
+            let deps = execute.clone();
+            let handler: BatchHandler = Arc::new(move |event| {
+                let deps = deps.clone();
+                Box::pin(async move { baton_execute_agent::handle_batch(&deps, event).await })
+            });
+            spawn(&mut tasks, 4, sqs_source(execute_fn)?, handler);
         }
         if options.run_learn {
             let deps = learn.clone();
-            tasks.push(tokio::spawn(poll_queue(
-                clients.sqs.clone(),
-                sqs_source(learn_fn)?,
-                move |event| {
-                    let deps = deps.clone();
-                    async move { baton_learn::handle_batch(&deps, event).await }
-                },
-                deaths.clone(),
-                stopped.clone(),
-            )));
+            let handler: BatchHandler = Arc::new(move |event| {
+                let deps = deps.clone();
+                Box::pin(async move { baton_learn::handle_batch(&deps, event).await })
+            });
+            spawn(&mut tasks, 2, sqs_source(learn_fn)?, handler);
         }
         let every = options.sweep_every.or(schedule).unwrap_or(Duration::ZERO);
         if !every.is_zero() {
