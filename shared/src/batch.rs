@@ -12,12 +12,30 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+/// What SQS says of a delivery besides its body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// When the message was first sent (epoch ms), if SQS said so.
+    pub sent_at_ms: Option<i64>,
+}
+
+impl Delivery {
+    fn of(record: &SqsMessage) -> Self {
+        Delivery {
+            sent_at_ms: record
+                .attributes
+                .get("SentTimestamp")
+                .and_then(|at| at.parse().ok()),
+        }
+    }
+}
+
 /// Decodes each record as `M` and runs `handle` on it; reports the records that failed.
 pub async fn process_sqs_batch<M, E, F, Fut>(event: SqsEvent, handle: F) -> SqsBatchResponse
 where
     M: DeserializeOwned,
     E: Display,
-    F: Fn(M) -> Fut,
+    F: Fn(M, Delivery) -> Fut,
     Fut: Future<Output = Result<(), E>>,
 {
     let work = event.records.into_iter().map(|record| {
@@ -31,7 +49,8 @@ where
                 .map(String::as_str)
                 .unwrap_or("?"),
         );
-        let handled = decode::<M>(&record).map(&handle);
+        let delivery = Delivery::of(&record);
+        let handled = decode::<M>(&record).map(|message| handle(message, delivery));
         async move {
             let result = match handled {
                 Ok(future) => future.await.map_err(|e| e.to_string()),
@@ -92,20 +111,40 @@ mod tests {
 
     #[tokio::test]
     async fn only_failed_and_undecodable_messages_are_reported() {
-        let response =
-            process_sqs_batch(event(&["1", "2", "not json", "4"]), |n: u32| async move {
+        let response = process_sqs_batch(
+            event(&["1", "2", "not json", "4"]),
+            |n: u32, _| async move {
                 if n == 2 {
                     Err("two is unlucky")
                 } else {
                     Ok(())
                 }
-            })
-            .await;
+            },
+        )
+        .await;
         let failed: Vec<_> = response
             .batch_item_failures
             .iter()
             .map(|f| f.item_identifier.as_str())
             .collect();
         assert_eq!(failed, ["m1", "m2"]);
+    }
+
+    #[tokio::test]
+    async fn the_send_time_comes_with_each_message() {
+        let event: SqsEvent = serde_json::from_value(serde_json::json!({"Records": [
+            {"messageId": "m0", "body": "1", "attributes": {"SentTimestamp": "1700000000123"}},
+            {"messageId": "m1", "body": "2"},
+        ]}))
+        .unwrap();
+        let seen = std::sync::Mutex::new(Vec::new());
+        process_sqs_batch(event, |n: u32, delivery| {
+            seen.lock().unwrap().push((n, delivery.sent_at_ms));
+            async { Ok::<(), String>(()) }
+        })
+        .await;
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort();
+        assert_eq!(seen, [(1, Some(1_700_000_000_123)), (2, None)]);
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::circuit::BreakerSettings;
 use crate::domain::routing::RouteDecision;
-use crate::domain::task::FailureKind;
+use crate::domain::task::{FailureKind, TaskStatus};
 
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -63,9 +63,24 @@ pub struct RouteMessage {
     /// chained through route, which sends the message again until it is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before_ms: Option<i64>,
+    /// Which send of this attempt the message is: 0 for the first, then cleanup's resends of
+    /// an attempt nobody took. A copy older than a later send is dropped by route.
+    #[serde(default, skip_serializing_if = "is_first_send")]
+    pub dispatch: u32,
+}
+
+fn is_first_send(dispatch: &u32) -> bool {
+    *dispatch == 0
 }
 
 impl RouteMessage {
+    /// Whether a task's stored state shows this copy as the attempt's live message: the task
+    /// still waits to be routed for this attempt, and no later send of it has been made.
+    /// Anything else is a late copy whose work is done or on its way in a newer message.
+    pub fn is_live_for(&self, status: TaskStatus, attempt: u32, dispatches: u32) -> bool {
+        status == TaskStatus::Queued && attempt == self.task.attempt && dispatches <= self.dispatch
+    }
+
     /// A task ready to be routed now, with no preference.
     pub fn new(task: TaskRef, capability: impl Into<String>) -> Self {
         RouteMessage {
@@ -75,6 +90,7 @@ impl RouteMessage {
             prefer: Vec::new(),
             avoid: Vec::new(),
             not_before_ms: None,
+            dispatch: 0,
         }
     }
 }
@@ -116,6 +132,42 @@ pub struct OutcomeMessage {
 mod tests {
     use super::*;
     use crate::domain::routing::RoutingStrategy;
+
+    fn route_message(attempt: u32, dispatch: u32) -> RouteMessage {
+        let task = TaskRef {
+            tenant: "acme".into(),
+            workflow_id: "w".into(),
+            task_id: "t".into(),
+            attempt,
+        };
+        RouteMessage {
+            dispatch,
+            ..RouteMessage::new(task, "summarize")
+        }
+    }
+
+    #[test]
+    fn only_the_newest_send_of_a_queued_attempt_is_live() {
+        let first = route_message(1, 0);
+        assert!(first.is_live_for(TaskStatus::Queued, 1, 0));
+        // Cleanup sent the attempt again: the first copy is late, the resend is live.
+        assert!(!first.is_live_for(TaskStatus::Queued, 1, 1));
+        assert!(route_message(1, 1).is_live_for(TaskStatus::Queued, 1, 1));
+        // Claimed, finished or moved on to the next attempt: no copy is live.
+        assert!(!first.is_live_for(TaskStatus::Running, 1, 0));
+        assert!(!first.is_live_for(TaskStatus::Succeeded, 1, 0));
+        assert!(!first.is_live_for(TaskStatus::Queued, 2, 0));
+    }
+
+    #[test]
+    fn a_first_send_carries_no_dispatch_number() {
+        let body = serde_json::to_value(route_message(1, 0)).unwrap();
+        assert!(body.get("dispatch").is_none());
+        let resend = serde_json::to_value(route_message(1, 3)).unwrap();
+        assert_eq!(resend["dispatch"], 3);
+        let decoded: RouteMessage = serde_json::from_value(body).unwrap();
+        assert_eq!(decoded.dispatch, 0);
+    }
 
     #[test]
     fn execute_message_is_flat_and_carries_no_payload() {

@@ -208,6 +208,8 @@ where
             // can recognise the repeat.
             let mut message = RouteMessage::new(task.clone(), lease.capability.clone());
             message.prefer = lease.agent.iter().cloned().collect();
+            // A re-claim is not a resend: older copies of this attempt stay live.
+            message.dispatch = lease.dispatches;
             deps.queue.send_route(&[message]).await?;
             tracing::warn!(
                 claims = lease.claims,
@@ -262,9 +264,9 @@ where
             {
                 return Ok(None);
             }
-            deps.queue
-                .send_route(&[RouteMessage::new(task.clone(), lease.capability.clone())])
-                .await?;
+            let mut message = RouteMessage::new(task.clone(), lease.capability.clone());
+            message.dispatch = lease.dispatches + 1;
+            deps.queue.send_route(&[message]).await?;
             tracing::warn!(
                 dispatches = lease.dispatches + 1,
                 "queued task was not claimed in time; sent to routing again"

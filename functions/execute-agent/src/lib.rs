@@ -69,10 +69,12 @@ where
     Q: TaskQueue,
     I: AgentInvoker,
 {
-    Ok(process_sqs_batch(event.payload, |message: ExecuteMessage| {
-        execute(deps, message)
-    })
-    .await)
+    Ok(
+        process_sqs_batch(event.payload, |message: ExecuteMessage, _| {
+            execute(deps, message)
+        })
+        .await,
+    )
 }
 
 async fn execute<S, Q, I>(

@@ -6,13 +6,15 @@
 //! circuit's one probe is handed out with a conditional write. Besides that:
 //! - a message not yet due (a backoff longer than SQS's 15-minute delay) is sent again with
 //!   the rest of its delay;
+//! - a message older than the dispatch time-out is checked against the task and dropped if
+//!   cleanup has sent the attempt again since (only older messages pay for the read);
 //! - when agents have the capability but none can take a call, the attempt ends as a
 //!   retryable failure (`circuit_open` or `no_healthy_agent`): the task waits, as a retry,
 //!   and fails only when its attempts are used up;
 //! - a task no enabled agent can take fails, through the same completion steps as any other.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use baton::batch::process_sqs_batch;
+use baton::batch::{process_sqs_batch, Delivery};
 use baton::clock::now_ms;
 use baton::completion::{conclude_attempt, delay_until, AttemptConclusion, AttemptRun, ChainError};
 use baton::config::Settings;
@@ -20,7 +22,7 @@ use baton::domain::agent::Agent;
 use baton::domain::circuit::Probe;
 use baton::domain::retry::RetryPolicy;
 use baton::domain::routing::{route_task, RouteDecision, RoutePlan, RouteRequest, RoutingView};
-use baton::domain::task::{FailureKind, TaskFailure, TaskStatus};
+use baton::domain::task::{FailureKind, TaskFailure};
 use baton::messages::{ExecuteMessage, RouteMessage, FORMAT_VERSION};
 use baton::queue::TaskQueue;
 use baton::store::agent_cache::AgentCache;
@@ -60,15 +62,18 @@ where
     S: WorkflowStore + AgentRegistry + LearningStore,
     Q: TaskQueue,
 {
-    Ok(process_sqs_batch(event.payload, |message: RouteMessage| {
-        route_message(deps, message)
-    })
-    .await)
+    Ok(
+        process_sqs_batch(event.payload, |message: RouteMessage, delivery| {
+            route_message(deps, message, delivery)
+        })
+        .await,
+    )
 }
 
 async fn route_message<S, Q>(
     deps: &RouteDeps<S, Q>,
     message: RouteMessage,
+    delivery: Delivery,
 ) -> Result<(), ChainError>
 where
     S: WorkflowStore + AgentRegistry + LearningStore,
@@ -83,6 +88,15 @@ where
             deps.queue
                 .send_route_after(&message, delay_until(due, now))
                 .await?;
+            return Ok(());
+        }
+        // A message older than the dispatch time-out may have been sent again by cleanup
+        // (a backlog, not a loss): only the newest copy goes on, so a backlog is not doubled.
+        let may_have_newer_copy = delivery
+            .sent_at_ms
+            .is_some_and(|sent| now - sent > deps.settings.dispatch_timeout.as_millis() as i64);
+        if may_have_newer_copy && !is_live(deps, &message).await? {
+            tracing::info!(dispatch = message.dispatch, "a late copy of a task's message; dropped");
             return Ok(());
         }
         let tenant = &task.tenant;
@@ -116,7 +130,7 @@ where
                 Ok(RoutePlan::Routed(decision)) if decision.probe => {
                     // The probe must be a call that will happen: a late copy of a message
                     // whose attempt has moved on would hold it and never report.
-                    if !still_queued(deps, task).await? {
+                    if !is_live(deps, &message).await? {
                         tracing::info!("the attempt has moved on; this copy is dropped");
                         return Ok(());
                     }
@@ -161,19 +175,17 @@ where
     .await
 }
 
-/// Whether the attempt this message names still waits to be routed.
-async fn still_queued<S, Q>(
-    deps: &RouteDeps<S, Q>,
-    task: &baton::messages::TaskRef,
-) -> Result<bool, ChainError>
+/// Whether this message is still its task's live one (see [`RouteMessage::is_live_for`]).
+async fn is_live<S, Q>(deps: &RouteDeps<S, Q>, message: &RouteMessage) -> Result<bool, ChainError>
 where
     S: WorkflowStore,
 {
+    let task = &message.task;
     let record = deps
         .store
         .task(&task.tenant, &task.workflow_id, &task.task_id)
         .await?;
-    Ok(record.is_some_and(|r| r.status == TaskStatus::Queued && r.attempt == task.attempt))
+    Ok(record.is_some_and(|r| message.is_live_for(r.status, r.attempt, r.dispatches)))
 }
 
 /// Hands the half-open circuit's probe to this task. If another router got it first, the

@@ -229,6 +229,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let settings = store_settings()?;
     let workflows = store.store(&settings);
     let mut submitted = 0;
+    let mut last_report = Instant::now();
     loop {
         let now = Instant::now();
         if !killed && now >= kill_at {
@@ -288,6 +289,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or(usize::MAX);
         progress.set_position((accepted.len().saturating_sub(running.min(accepted.len()))) as u64);
         progress.set_message(format!("{running} running"));
+        // Without a terminal the bar is hidden: a line a minute shows the run is alive.
+        if progress.is_hidden() && last_report.elapsed() >= Duration::from_secs(60) {
+            last_report = Instant::now();
+            say(
+                &progress,
+                format!(
+                    "{:>6.1}s {running} of {} workflows still running",
+                    started.elapsed().as_secs_f64(),
+                    accepted.len()
+                ),
+            );
+        }
         if running == 0 && killed && outage {
             break;
         }
@@ -302,6 +315,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     progress.finish_and_clear();
     let wall = started.elapsed();
+    // Nothing moves while the audit reads: an attempt in flight would read as a call without
+    // a claim.
+    handlers.child.start_kill()?;
+    handlers.child.wait().await?;
 
     // The audit: accepted workflows, and those whose submission got no answer but were stored.
     let stored = stored_workflow_names(&store, &settings.state_table).await?;
@@ -392,8 +409,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         unanswered.len()
     );
     println!("Proxy requests: {}", faults.requests);
-    let _ = handlers.child.start_kill();
-    let _ = handlers.child.wait().await;
     if !audit.holds() || refused_but_ran > 0 {
         println!("\nThe audit found violations: {audit:#?}");
         std::process::exit(1);
