@@ -9,7 +9,7 @@
 //!
 //! Usage: baton-chaos [--workflows 1000] [--concurrency 20] [--kill-after 30] …   (--help)
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -334,12 +334,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let mut views = Vec::with_capacity(ids.len());
     let mut finish_times = Vec::new();
+    // Final after the last attempt ended: what recovery adds, whatever the attempts were.
+    let mut after_last_attempt = Vec::new();
+    // Why failed workflows failed: the kinds of their failed tasks.
+    let mut failure_kinds: BTreeMap<String, usize> = BTreeMap::new();
     for id in &ids {
         let view = workflows.workflow(TENANT, id).await?;
         if let Some(view) = &view {
             let w = &view.workflow;
             if let Some(finished) = w.finished_at_ms {
                 finish_times.push((id.clone(), w.created_at_ms, finished));
+                let last_attempt_end = view
+                    .tasks
+                    .iter()
+                    .flat_map(|t| t.attempts.iter().map(|a| a.finished_at_ms))
+                    .max();
+                if let Some(ended) = last_attempt_end {
+                    after_last_attempt.push(finished - ended);
+                }
+            }
+            for failure in view.tasks.iter().filter_map(|t| t.failure.as_ref()) {
+                let kind = serde_json::to_value(failure.kind).unwrap_or_default();
+                *failure_kinds
+                    .entry(kind.as_str().unwrap_or("unknown").to_string())
+                    .or_default() += 1;
             }
         }
         views.push(view.as_ref().map(baton_orchestrate::views::workflow));
@@ -390,6 +408,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "Final after the workflow's last agent call:     {}",
         quantiles(&after_last_call)
     );
+    println!(
+        "Final after its last attempt ended:             {}",
+        quantiles(&after_last_attempt)
+    );
+    if !failure_kinds.is_empty() {
+        let kinds: Vec<String> = failure_kinds
+            .iter()
+            .map(|(kind, count)| format!("{kind} {count}"))
+            .collect();
+        println!("Task failures by kind: {}", kinds.join(", "));
+    }
     println!(
         "\nAgent calls {}, attempts {}, lease re-claims {}",
         audit.agent_calls, audit.attempts, audit.lease_expirations
