@@ -6,4 +6,4 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 infra/setup-venv.sh
 cargo build --quiet -p baton-local --bin baton-bench
-exec target/debug/baton-bench "$@"
+exec "${CARGO_TARGET_DIR:-target}"/debug/baton-bench "$@"

@@ -7,4 +7,4 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 infra/setup-venv.sh
 cargo build --quiet -p baton-local --bin baton-local --bin baton-chaos
-exec target/debug/baton-chaos "$@"
+exec "${CARGO_TARGET_DIR:-target}"/debug/baton-chaos "$@"

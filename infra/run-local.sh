@@ -8,4 +8,4 @@ cd "$root"
 command -v cargo >/dev/null || { echo "run-local: cargo is required (https://rustup.rs)" >&2; exit 1; }
 infra/setup-venv.sh
 cargo build --quiet -p baton-local
-exec target/debug/baton-local run "$@"
+exec "${CARGO_TARGET_DIR:-target}"/debug/baton-local run "$@"
