@@ -23,6 +23,7 @@ async fn under_faults_nothing_is_lost_stuck_duplicated_or_corrupted() {
     let stack = start_stack("chaos", |s| {
         s.faults = Some(FaultPlan::default());
         s.handler_death_rate = 0.03;
+        s.pollers = 2;
         s.sweep_every = Some(Duration::from_millis(500));
         // Short enough that recovery happens within the test, not 15 minutes later.
         for (name, value) in [

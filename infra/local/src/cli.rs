@@ -50,6 +50,9 @@ pub struct RunOptions {
     /// Override a function setting of the template, e.g. `--set DISPATCH_TIMEOUT_SECONDS=30`.
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_setting)]
     pub settings: Vec<(String, String)>,
+    /// Batches of the route and learn queues handled at once (more for heavy load).
+    #[arg(long, default_value_t = 1)]
+    pub pollers: usize,
 }
 
 impl Default for RunOptions {
@@ -60,6 +63,7 @@ impl Default for RunOptions {
             no_examples: false,
             sweep_every: None,
             settings: Vec::new(),
+            pollers: 1,
         }
     }
 }
@@ -101,6 +105,7 @@ pub async fn run(options: RunOptions) -> Result<(), Box<dyn std::error::Error>> 
     let mut stack_options = StackOptions::new(options.prefix.clone());
     stack_options.port = options.port;
     stack_options.sweep_every = options.sweep_every.map(Duration::from_secs_f64);
+    stack_options.pollers = options.pollers;
     stack_options.env_overrides = options.settings.iter().cloned().collect::<HashMap<_, _>>();
     let aws = sdk_config_from_env().await;
     let stack = LocalStack::start(&aws, &root.join("template.yaml"), stack_options).await?;

@@ -75,6 +75,11 @@ pub struct StackOptions {
     pub faults: Option<FaultPlan>,
     /// Share of handler invocations that die at a random point, as a Lambda killed mid-run.
     pub handler_death_rate: f64,
+    /// Batches of the route and learn queues handled at once (execute: four). One by default,
+    /// which fills batches as Lambda does at light load (learning writes once per agent per
+    /// batch, and the template's batching window is not emulated); more keep up under heavy
+    /// load.
+    pub pollers: usize,
 }
 
 impl StackOptions {
@@ -89,6 +94,7 @@ impl StackOptions {
             env_overrides: HashMap::new(),
             faults: None,
             handler_death_rate: 0.0,
+            pollers: 1,
         }
     }
 
@@ -329,7 +335,12 @@ impl LocalStack {
                 let deps = deps.clone();
                 Box::pin(async move { baton_route::handle_batch(&deps, event).await })
             });
-            spawn(&mut tasks, 2, sqs_source(route_fn)?, handler);
+            spawn(
+                &mut tasks,
+                options.pollers.max(1),
+                sqs_source(route_fn)?,
+                handler,
+            );
         }
         if options.run_execute {
             let deps = execute.clone();
@@ -345,7 +356,12 @@ impl LocalStack {
                 let deps = deps.clone();
                 Box::pin(async move { baton_learn::handle_batch(&deps, event).await })
             });
-            spawn(&mut tasks, 2, sqs_source(learn_fn)?, handler);
+            spawn(
+                &mut tasks,
+                options.pollers.max(1),
+                sqs_source(learn_fn)?,
+                handler,
+            );
         }
         let every = options.sweep_every.or(schedule).unwrap_or(Duration::ZERO);
         if !every.is_zero() {

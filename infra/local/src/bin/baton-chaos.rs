@@ -102,6 +102,9 @@ impl Handlers {
                 PREFIX,
                 "--port",
                 &port.to_string(),
+                // Heavy load: two batches of route and learn at once, as Lambda scales out.
+                "--pollers",
+                "2",
             ])
             .env("AWS_ENDPOINT_URL", proxy)
             .env("RUST_LOG", "warn,aws_smithy_runtime=error,aws_config=error")
