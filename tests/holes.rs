@@ -254,6 +254,64 @@ async fn a_skip_cut_short_by_a_crash_is_finished_by_the_repair_sweep() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_copy_of_a_resent_task_is_dropped_and_only_the_resend_is_routed() {
+    let stack = start_stack("late-copy", |s| {
+        s.run_route = false;
+        s.run_execute = false;
+        s.sweep_every = Some(std::time::Duration::ZERO);
+        s.env_overrides
+            .insert("DISPATCH_TIMEOUT_SECONDS".into(), "10".into());
+    })
+    .await;
+    worker(&stack).await;
+    submit(&stack, &chain(&["a"])).await;
+    // The first message waits in a backlog past the dispatch time-out; cleanup sends again.
+    let original = receive_one(&stack, "RouteQueue").await;
+    assert_eq!(sweep_at(&stack, now_ms() + 11_000).await.redispatched, 1);
+    let resend = receive_one(&stack, "RouteQueue").await;
+    let sent_long_ago = now_ms() - 60_000;
+
+    let routed = baton_route::handle_batch(
+        stack.route_deps(),
+        sqs_event(&[&sent_at(&original, sent_long_ago)]),
+    )
+    .await
+    .unwrap();
+    assert!(routed.batch_item_failures.is_empty());
+    assert_eq!(
+        queue_depth(&stack, "ExecuteQueue").await,
+        0,
+        "the late copy is dropped"
+    );
+
+    let routed = baton_route::handle_batch(
+        stack.route_deps(),
+        sqs_event(&[&sent_at(&resend, sent_long_ago)]),
+    )
+    .await
+    .unwrap();
+    assert!(routed.batch_item_failures.is_empty());
+    assert_eq!(
+        queue_depth(&stack, "ExecuteQueue").await,
+        1,
+        "the resend goes on to execution"
+    );
+}
+
+/// `message` as SQS would deliver it had it been sent at `at_ms`.
+fn sent_at(message: &aws_sdk_sqs::types::Message, at_ms: i64) -> aws_sdk_sqs::types::Message {
+    aws_sdk_sqs::types::Message::builder()
+        .set_message_id(message.message_id.clone())
+        .set_receipt_handle(message.receipt_handle.clone())
+        .set_body(message.body.clone())
+        .attributes(
+            aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp,
+            at_ms.to_string(),
+        )
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_no_handler_takes_is_sent_again_with_growing_waits_then_fails() {
     let stack = start_stack("redispatch", |s| {
         s.run_route = false;

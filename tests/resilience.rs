@@ -324,11 +324,7 @@ async fn an_agent_that_keeps_failing_has_its_circuit_opened_and_closed_again() {
     assert_eq!(circuit_state(&stack, "brittle").await["state"], "closed");
 
     for _ in 0..3 {
-        let id = submit(
-            &stack,
-            &one_task("work", json!({ "retry": quick_retry(1) })),
-        )
-        .await;
+        let id = submit_single_try(&stack).await;
         assert_eq!(wait_until_finished(&stack, &id).await["status"], "failed");
     }
     let open = eventually("the circuit opens", || async {
@@ -344,11 +340,7 @@ async fn an_agent_that_keeps_failing_has_its_circuit_opened_and_closed_again() {
 
     // While open, a task with no attempt to spare fails at once, without calling the agent.
     let calls_before = server.calls().len();
-    let id = submit(
-        &stack,
-        &one_task("work", json!({ "retry": quick_retry(1) })),
-    )
-    .await;
+    let id = submit_single_try(&stack).await;
     let refused = wait_until_finished(&stack, &id).await;
     assert_eq!(task(&refused, "t")["error"]["kind"], "circuit_open");
     assert_eq!(server.calls().len(), calls_before);
@@ -359,11 +351,7 @@ async fn an_agent_that_keeps_failing_has_its_circuit_opened_and_closed_again() {
         (circuit_state(&stack, "brittle").await["state"] == "half_open").then_some(())
     })
     .await;
-    let id = submit(
-        &stack,
-        &one_task("work", json!({ "retry": quick_retry(1) })),
-    )
-    .await;
+    let id = submit_single_try(&stack).await;
     assert_eq!(
         wait_until_finished(&stack, &id).await["status"],
         "succeeded"
@@ -387,11 +375,7 @@ async fn when_every_capable_agent_is_open_the_task_waits_as_a_retry() {
                 "circuit_breaker": { "failure_threshold": 1, "cooldown_s": 600 } }),
     )
     .await;
-    let id = submit(
-        &stack,
-        &one_task("work", json!({ "retry": quick_retry(1) })),
-    )
-    .await;
+    let id = submit_single_try(&stack).await;
     wait_until_finished(&stack, &id).await;
     eventually("the circuit opens", || async {
         (circuit_state(&stack, "only").await["state"] == "open").then_some(())
@@ -571,6 +555,11 @@ async fn a_backoff_longer_than_sqs_allows_is_chained_through_route() {
     );
 }
 
+/// Submits one `work` task that gets a single attempt; returns the workflow id.
+async fn submit_single_try(stack: &LocalStack) -> String {
+    submit(stack, &one_task("work", json!({ "retry": quick_retry(1) }))).await
+}
+
 async fn delayed_messages(stack: &LocalStack, queue: &str) -> u64 {
     use aws_sdk_sqs::types::QueueAttributeName as A;
     let out = stack
@@ -600,11 +589,7 @@ async fn a_late_copy_of_a_finished_tasks_message_does_not_take_the_probe() {
                 "circuit_breaker": { "failure_threshold": 1, "cooldown_s": 1 } }),
     )
     .await;
-    let id = submit(
-        &stack,
-        &one_task("work", json!({ "retry": quick_retry(1) })),
-    )
-    .await;
+    let id = submit_single_try(&stack).await;
     assert_eq!(wait_until_finished(&stack, &id).await["status"], "failed");
     eventually("the circuit is half-open", || async {
         (circuit_state(&stack, "brittle").await["state"] == "half_open").then_some(())
@@ -638,11 +623,7 @@ async fn a_late_copy_of_a_finished_tasks_message_does_not_take_the_probe() {
 
     // A real task takes it, and its success closes the circuit.
     failing.store(false, Ordering::SeqCst);
-    let id = submit(
-        &stack,
-        &one_task("work", json!({ "retry": quick_retry(1) })),
-    )
-    .await;
+    let id = submit_single_try(&stack).await;
     assert_eq!(
         wait_until_finished(&stack, &id).await["status"],
         "succeeded"

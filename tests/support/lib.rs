@@ -325,7 +325,16 @@ pub async fn queue_depth(stack: &LocalStack, queue: &str) -> u64 {
 pub fn sqs_event(messages: &[&Message]) -> LambdaEvent<SqsEvent> {
     let records: Vec<Value> = messages
         .iter()
-        .map(|m| json!({ "messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body, "eventSource": "aws:sqs" }))
+        .map(|m| {
+            let attributes: serde_json::Map<String, Value> = m
+                .attributes
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.as_str().to_string(), Value::String(v.clone())))
+                .collect();
+            json!({ "messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body,
+                    "attributes": attributes, "eventSource": "aws:sqs" })
+        })
         .collect();
     let event = serde_json::from_value(json!({ "Records": records })).expect("SQS event");
     LambdaEvent::new(event, Context::default())

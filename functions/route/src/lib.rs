@@ -95,7 +95,8 @@ where
         let may_have_newer_copy = delivery
             .sent_at_ms
             .is_some_and(|sent| now - sent > deps.settings.dispatch_timeout.as_millis() as i64);
-        if may_have_newer_copy && !is_live(deps, &message).await? {
+        let checked_live = may_have_newer_copy;
+        if checked_live && !is_live(deps, &message).await? {
             tracing::info!(dispatch = message.dispatch, "a late copy of a task's message; dropped");
             return Ok(());
         }
@@ -130,7 +131,7 @@ where
                 Ok(RoutePlan::Routed(decision)) if decision.probe => {
                     // The probe must be a call that will happen: a late copy of a message
                     // whose attempt has moved on would hold it and never report.
-                    if !is_live(deps, &message).await? {
+                    if !checked_live && !is_live(deps, &message).await? {
                         tracing::info!("the attempt has moved on; this copy is dropped");
                         return Ok(());
                     }
