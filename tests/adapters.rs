@@ -20,6 +20,7 @@ async fn store_diamond(stack: &LocalStack, id: &str) {
     let task = |name: &str, deps: &[&str], dependents: &[&str]| NewTask {
         id: name.into(),
         capability: "work".into(),
+        profile: Default::default(),
         input: json!({ "n": name }),
         depends_on: deps.iter().map(|d| d.to_string()).collect(),
         dependents: dependents.iter().map(|d| d.to_string()).collect(),
@@ -225,7 +226,8 @@ async fn dependents_are_released_once_and_only_by_their_last_parent() {
             .unwrap(),
         Release::Ready {
             attempt: 1,
-            capability: "work".into()
+            capability: "work".into(),
+            profile: Default::default(),
         }
     );
     assert_eq!(
@@ -235,7 +237,8 @@ async fn dependents_are_released_once_and_only_by_their_last_parent() {
             .unwrap(),
         Release::Ready {
             attempt: 1,
-            capability: "work".into()
+            capability: "work".into(),
+            profile: Default::default(),
         },
         "the releasing parent, delivered again, sends it again (it may have died before sending)"
     );
@@ -378,14 +381,14 @@ async fn outcomes_are_learned_once_even_when_recorded_concurrently() {
     };
     assert_eq!(
         store
-            .record_outcomes(&[outcome("t0", true)], 0)
+            .record_outcomes(&[outcome("t0", true)], 600_000, 0)
             .await
             .unwrap(),
         [true]
     );
     assert_eq!(
         store
-            .record_outcomes(&[outcome("t0", true)], 0)
+            .record_outcomes(&[outcome("t0", true)], 600_000, 0)
             .await
             .unwrap(),
         [false],
@@ -400,6 +403,7 @@ async fn outcomes_are_learned_once_even_when_recorded_concurrently() {
                     outcome("t0", true),
                     outcome("t2", false)
                 ],
+                600_000,
                 0
             )
             .await
@@ -408,7 +412,7 @@ async fn outcomes_are_learned_once_even_when_recorded_concurrently() {
     );
     let concurrent = (3..=8).map(|i| {
         let o = outcome(&format!("t{i}"), i % 2 == 0);
-        async move { store.record_outcomes(&[o], 0).await.unwrap() }
+        async move { store.record_outcomes(&[o], 600_000, 0).await.unwrap() }
     });
     assert!(futures::future::join_all(concurrent)
         .await
@@ -428,7 +432,13 @@ async fn outcomes_are_learned_once_even_when_recorded_concurrently() {
 async fn route_messages_are_sent_in_batches_of_ten() {
     let stack = api_only_stack("batches").await;
     let messages: Vec<RouteMessage> = (0..23)
-        .map(|i| RouteMessage::new(attempt("w", &format!("t{i}"), 1), "work"))
+        .map(|i| {
+            RouteMessage::new(
+                attempt("w", &format!("t{i}"), 1),
+                "work",
+                Default::default(),
+            )
+        })
         .collect();
     stack
         .execute_deps()
@@ -452,6 +462,7 @@ async fn a_join_released_by_many_parents_at_once_is_released_exactly_once() {
         .map(|p| NewTask {
             id: p.clone(),
             capability: "work".into(),
+            profile: Default::default(),
             input: json!(null),
             depends_on: vec![],
             dependents: vec!["join".into()],
@@ -464,6 +475,7 @@ async fn a_join_released_by_many_parents_at_once_is_released_exactly_once() {
     tasks.push(NewTask {
         id: "join".into(),
         capability: "work".into(),
+        profile: Default::default(),
         input: json!(null),
         depends_on: parents.clone(),
         dependents: vec![],

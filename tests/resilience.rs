@@ -152,7 +152,14 @@ fn millis(rfc3339: &Value) -> i64 {
 }
 
 /// Makes `agent` look like the best agent for `work`, so routing picks it first.
-async fn seed_good_history(stack: &LocalStack, agent: &str) {
+/// Makes `agent` the one learned routing picks first: a good history for it, and a poor one
+/// (not counted by the circuit) for `rival`, so that a draw never favours the rival.
+async fn seed_good_history(stack: &LocalStack, agent: &str, rival: &str) {
+    seed_history(stack, agent, true).await;
+    seed_history(stack, rival, false).await;
+}
+
+async fn seed_history(stack: &LocalStack, agent: &str, success: bool) {
     let outcomes: Vec<OutcomeMessage> = (0..8)
         .map(|i| OutcomeMessage {
             v: FORMAT_VERSION,
@@ -164,18 +171,18 @@ async fn seed_good_history(stack: &LocalStack, agent: &str) {
             },
             agent: agent.into(),
             task_type: "work".into(),
-            success: true,
+            success,
             latency_ms: 10,
             failure: None,
             finished_at_ms: now_ms(),
-            counts_for_circuit: true,
+            counts_for_circuit: success,
             breaker: None,
         })
         .collect();
     stack
         .learn_deps()
         .store
-        .record_outcomes(&outcomes, now_ms() / 1000 + 3600)
+        .record_outcomes(&outcomes, 600_000, now_ms() / 1000 + 3600)
         .await
         .unwrap();
 }
@@ -187,7 +194,7 @@ async fn a_workflow_whose_primary_agent_is_down_succeeds_on_its_fallback() {
     let up = agent(Arc::new(|_: &Value| AgentReply::ok(json!({ "by": "up" })))).await;
     register_agent(&stack, "down", &down, &["work"]).await;
     register_agent(&stack, "up", &up, &["work"]).await;
-    seed_good_history(&stack, "down").await;
+    seed_good_history(&stack, "down", "up").await;
     drop(down); // its port now refuses connections
 
     let id = submit(
@@ -215,7 +222,7 @@ async fn a_task_that_turns_fallback_off_is_retried_on_the_same_agent() {
     let up = agent_replying(AgentReply::ok(json!({}))).await;
     register_agent(&stack, "down", &down, &["work"]).await;
     register_agent(&stack, "up", &up, &["work"]).await;
-    seed_good_history(&stack, "down").await;
+    seed_good_history(&stack, "down", "up").await;
     drop(down);
 
     let id = submit(
@@ -245,6 +252,9 @@ fn registration(name: &str, server: &AgentServer, enabled: bool) -> AgentRegistr
         retry: None,
         health_check: None,
         circuit_breaker: None,
+        weight: None,
+        max_concurrency: None,
+        resources: Default::default(),
     }
 }
 
@@ -605,6 +615,7 @@ async fn a_late_copy_of_a_finished_tasks_message_does_not_take_the_probe() {
             attempt: 1,
         },
         "work",
+        Default::default(),
     );
     let message = aws_sdk_sqs::types::Message::builder()
         .message_id("late-copy")

@@ -186,7 +186,7 @@ where
     let not_before_ms = ended.map_or(now_ms, |a| {
         a.finished_at_ms + a.retry_delay_ms.unwrap_or(0) as i64
     });
-    let mut message = RouteMessage::new(record.task_ref(), capability);
+    let mut message = RouteMessage::new(record.task_ref(), capability, record.profile.clone());
     message.prefer = prefer;
     message.not_before_ms = Some(not_before_ms);
     tracing::info!(
@@ -252,6 +252,7 @@ where
             if let Release::Ready {
                 attempt,
                 capability,
+                profile,
             } = release?
             {
                 tracing::info!(dependent = %dependent, "dependent released");
@@ -261,7 +262,7 @@ where
                     task_id: dependent.clone(),
                     attempt,
                 };
-                ready.push(RouteMessage::new(task, capability));
+                ready.push(RouteMessage::new(task, capability, profile));
             }
         }
     }
@@ -385,6 +386,7 @@ mod tests {
             workflow_id: "w".into(),
             id: id.into(),
             capability: "c".into(),
+            profile: Default::default(),
             input: Value::Null,
             depends_on: Vec::new(),
             dependents: dependents.iter().map(|d| d.to_string()).collect(),

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::domain::learning::DEFAULT_HALF_LIFE_MS;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("environment variable {0} is required but not set")]
@@ -31,9 +33,15 @@ pub struct Settings {
     pub lease_margin: Duration,
     /// How often the scheduled repair looks at each unfinished workflow.
     pub repair_after: Duration,
+    /// Learned evidence weighs half as much this long after it was observed.
+    pub learning_half_life: Duration,
 }
 
 impl Settings {
+    pub fn half_life_ms(&self) -> i64 {
+        self.learning_half_life.as_millis() as i64
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -71,6 +79,10 @@ impl Settings {
             max_lease_attempts: number("MAX_LEASE_ATTEMPTS", 3)?.min(100) as u32,
             lease_margin: Duration::from_secs(number("LEASE_MARGIN_SECONDS", 30)?),
             repair_after: Duration::from_secs(number("REPAIR_AFTER_SECONDS", 60)?),
+            learning_half_life: Duration::from_secs(number(
+                "LEARNING_HALF_LIFE_SECONDS",
+                DEFAULT_HALF_LIFE_MS as u64 / 1000,
+            )?),
         })
     }
 }

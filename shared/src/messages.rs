@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::circuit::BreakerSettings;
 use crate::domain::routing::RouteDecision;
-use crate::domain::task::{FailureKind, TaskStatus};
+use crate::domain::task::{FailureKind, TaskProfile, TaskStatus};
 
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -52,6 +52,8 @@ pub struct RouteMessage {
     #[serde(flatten)]
     pub task: TaskRef,
     pub capability: String,
+    #[serde(flatten)]
+    pub profile: TaskProfile,
     /// Agents to try first, in order: a retry's remaining fallbacks, or the agent whose
     /// handler died (so it sees the same `Idempotency-Key` again).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -67,6 +69,10 @@ pub struct RouteMessage {
     /// an attempt nobody took. A copy older than a later send is dropped by route.
     #[serde(default, skip_serializing_if = "is_first_send")]
     pub dispatch: u32,
+    /// Times the task found every agent that could take it at its limits; it waits longer
+    /// each time, without spending an attempt.
+    #[serde(default, skip_serializing_if = "is_first_send")]
+    pub waits: u32,
 }
 
 fn is_first_send(dispatch: &u32) -> bool {
@@ -82,15 +88,17 @@ impl RouteMessage {
     }
 
     /// A task ready to be routed now, with no preference.
-    pub fn new(task: TaskRef, capability: impl Into<String>) -> Self {
+    pub fn new(task: TaskRef, capability: impl Into<String>, profile: TaskProfile) -> Self {
         RouteMessage {
             v: FORMAT_VERSION,
             task,
             capability: capability.into(),
+            profile,
             prefer: Vec::new(),
             avoid: Vec::new(),
             not_before_ms: None,
             dispatch: 0,
+            waits: 0,
         }
     }
 }
@@ -102,6 +110,8 @@ pub struct ExecuteMessage {
     #[serde(flatten)]
     pub task: TaskRef,
     pub capability: String,
+    #[serde(flatten)]
+    pub profile: TaskProfile,
     pub route: RouteDecision,
 }
 
@@ -112,7 +122,7 @@ pub struct OutcomeMessage {
     #[serde(flatten)]
     pub task: TaskRef,
     pub agent: String,
-    /// The task type the outcome is learned under (today, the capability).
+    /// The task type the outcome is learned under: the task's `type`, else its capability.
     pub task_type: String,
     pub success: bool,
     pub latency_ms: u64,
@@ -142,7 +152,7 @@ mod tests {
         };
         RouteMessage {
             dispatch,
-            ..RouteMessage::new(task, "summarize")
+            ..RouteMessage::new(task, "summarize", TaskProfile::default())
         }
     }
 
@@ -180,6 +190,7 @@ mod tests {
                 attempt: 2,
             },
             capability: "sum".into(),
+            profile: TaskProfile::default(),
             route: RouteDecision {
                 primary: "a".into(),
                 fallbacks: vec!["b".into()],

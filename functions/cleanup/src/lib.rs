@@ -206,7 +206,11 @@ where
             }
             // The agent whose call was lost gets the same Idempotency-Key again, so that it
             // can recognise the repeat.
-            let mut message = RouteMessage::new(task.clone(), lease.capability.clone());
+            let mut message = RouteMessage::new(
+                task.clone(),
+                lease.capability.clone(),
+                lease.profile.clone(),
+            );
             message.prefer = lease.agent.iter().cloned().collect();
             // A re-claim is not a resend: older copies of this attempt stay live.
             message.dispatch = lease.dispatches;
@@ -264,7 +268,11 @@ where
             {
                 return Ok(None);
             }
-            let mut message = RouteMessage::new(task.clone(), lease.capability.clone());
+            let mut message = RouteMessage::new(
+                task.clone(),
+                lease.capability.clone(),
+                lease.profile.clone(),
+            );
             message.dispatch = lease.dispatches + 1;
             deps.queue.send_route(&[message]).await?;
             tracing::warn!(

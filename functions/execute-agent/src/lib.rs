@@ -28,11 +28,11 @@ use baton::completion::{
 use baton::config::Settings;
 use baton::domain::agent::Agent;
 use baton::domain::retry::RetryPolicy;
-use baton::domain::task::{AttemptOutcome, AttemptRecord};
+use baton::domain::task::{AttemptOutcome, AttemptRecord, FailureKind, TaskFailure};
 use baton::invoker::{AgentCall, AgentInvoker};
 use baton::messages::{ExecuteMessage, OutcomeMessage, RouteMessage, TaskRef, FORMAT_VERSION};
 use baton::queue::TaskQueue;
-use baton::store::agent_cache::AgentCache;
+use baton::store::cache::AgentCache;
 use baton::store::{
     new_claim_token, AgentRegistry, AttemptHolder, ClaimOutcome, TaskRecord, WorkflowStore,
 };
@@ -99,6 +99,9 @@ where
             return reroute(deps, &message).await;
         };
         let now = now_ms();
+        if message.profile.missed_deadline(now) {
+            return miss_deadline(deps, &message, now).await;
+        }
         let token = new_claim_token();
         let lease_until =
             now + agent.timeout_ms as i64 + deps.settings.lease_margin.as_millis() as i64;
@@ -228,10 +231,49 @@ where
     Q: TaskQueue,
 {
     tracing::warn!("the routed agent is gone or disabled; the task is routed again");
-    let mut route = RouteMessage::new(message.task.clone(), message.capability.clone());
+    let mut route = RouteMessage::new(
+        message.task.clone(),
+        message.capability.clone(),
+        message.profile.clone(),
+    );
     route.prefer = message.route.fallbacks.clone();
     route.avoid = vec![message.route.primary.clone()];
     deps.queue.send_route(&[route]).await?;
+    Ok(())
+}
+
+/// The task's deadline passed while it waited to start: it fails `deadline_exceeded`, if its
+/// attempt is still queued (a copy of a message whose attempt started changes nothing).
+async fn miss_deadline<S, Q, I>(
+    deps: &ExecuteDeps<S, Q, I>,
+    message: &ExecuteMessage,
+    now: i64,
+) -> Result<(), ChainError>
+where
+    S: WorkflowStore,
+    Q: TaskQueue,
+{
+    tracing::warn!("the task's deadline passed before it started");
+    let failure = TaskFailure::new(
+        FailureKind::DeadlineExceeded,
+        "the task's deadline passed before it started",
+    );
+    conclude_attempt(
+        &deps.store,
+        &deps.queue,
+        &deps.settings,
+        AttemptConclusion {
+            task: &message.task,
+            capability: &message.capability,
+            holder: AttemptHolder::Queued,
+            result: Err(failure),
+            run: AttemptRun::default(),
+            policy: RetryPolicy::resolve(&[]),
+            prefer: Vec::new(),
+            now_ms: now,
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -276,7 +318,7 @@ fn outcome_of(record: &TaskRecord, ended: &AttemptRecord, agent: &Agent) -> Opti
             ..record.task_ref()
         },
         agent: called.to_string(),
-        task_type: record.capability.clone(),
+        task_type: record.profile.learning_type(&record.capability).to_string(),
         success,
         latency_ms,
         failure: ended.error.as_ref().map(|f| f.kind),

@@ -13,11 +13,16 @@ use baton::config::Settings;
 use baton::domain::agent::AgentRegistration;
 use baton::domain::dag::{Dag, DagError, TaskSpec};
 use baton::domain::names::{check_name, NameKind};
+use baton::domain::priority::{check_multipliers, parse_deadline, Band, Multipliers, Priority};
+use baton::domain::resources::parse_resources;
 use baton::domain::retry::{PolicyError, RetryPolicyInput, RetryPolicySpec};
-use baton::domain::task::TaskStatus;
+use baton::domain::routing::{CapabilityDefaults, RoutingStrategy, MAX_LATENCY_TARGET_MS};
+use baton::domain::task::{TaskProfile, TaskStatus};
 use baton::messages::{RouteMessage, TaskRef};
 use baton::queue::TaskQueue;
-use baton::store::{AgentRegistry, LearningStore, NewTask, NewWorkflow, WorkflowStore};
+use baton::store::{
+    AgentRegistry, ConfigStore, LearningStore, NewTask, NewWorkflow, WorkflowStore,
+};
 use lambda_http::http::Method;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use serde::Deserialize;
@@ -50,7 +55,7 @@ pub async fn handle_request<S, Q>(
     request: Request,
 ) -> Result<Response<Body>, Error>
 where
-    S: WorkflowStore + AgentRegistry + LearningStore,
+    S: WorkflowStore + AgentRegistry + LearningStore + ConfigStore,
     Q: TaskQueue,
 {
     let span = tracing::info_span!(
@@ -67,7 +72,7 @@ where
 
 async fn dispatch<S, Q>(api: &Api<S, Q>, request: &Request) -> Result<Response<Body>, ApiError>
 where
-    S: WorkflowStore + AgentRegistry + LearningStore,
+    S: WorkflowStore + AgentRegistry + LearningStore + ConfigStore,
     Q: TaskQueue,
 {
     let path = request.raw_http_path();
@@ -122,6 +127,55 @@ where
                 .await?;
             let view = views::agent(&agent, circuits.get(&agent.name), now_ms());
             Ok(json_response(200, &view))
+        }
+        ["v1", "capabilities"] => {
+            allow(&[Method::GET])?;
+            let tenant = tenant(request)?;
+            let config = api.store.tenant_config(&tenant).await?;
+            let mut names: Vec<&String> = config.capabilities.keys().collect();
+            names.sort();
+            let list: Vec<Value> = names
+                .into_iter()
+                .map(|name| views::capability(name, Some(&config.capability(name))))
+                .collect();
+            Ok(json_response(200, &json!({ "capabilities": list })))
+        }
+        ["v1", "capabilities", name] => {
+            allow(&[Method::GET, Method::PUT])?;
+            let tenant = tenant(request)?;
+            check_name(NameKind::Capability, name)
+                .map_err(|e| ApiError::invalid(e.to_string(), json!({ "field": "capability" })))?;
+            if method == Method::PUT {
+                let defaults = parse_body::<CapabilityDefaultsInput>(request)?.validate()?;
+                api.store
+                    .put_capability_defaults(&tenant, name, &defaults)
+                    .await?;
+                tracing::info!(tenant, capability = %name, "capability defaults set");
+                return Ok(json_response(
+                    200,
+                    &views::capability(name, Some(&defaults)),
+                ));
+            }
+            let config = api.store.tenant_config(&tenant).await?;
+            let defaults = config.capabilities.get(*name);
+            Ok(json_response(200, &views::capability(name, defaults)))
+        }
+        ["v1", "priorities"] => {
+            allow(&[Method::GET, Method::PUT])?;
+            let tenant = tenant(request)?;
+            if method == Method::PUT {
+                let input: PrioritiesInput = parse_body(request)?;
+                check_multipliers(&input.multipliers).map_err(|(field, reason)| {
+                    ApiError::invalid(format!("{field}: {reason}"), json!({ "field": field }))
+                })?;
+                api.store
+                    .put_multipliers(&tenant, &input.multipliers)
+                    .await?;
+                tracing::info!(tenant, "priority multipliers set");
+                return Ok(json_response(200, &views::priorities(&input.multipliers)));
+            }
+            let config = api.store.tenant_config(&tenant).await?;
+            Ok(json_response(200, &views::priorities(&config.multipliers)))
         }
         ["v1", "workflows"] => {
             allow(&[Method::POST])?;
@@ -184,6 +238,56 @@ where
     Ok(json_response(201, &views::agent(&agent, None, now_ms())))
 }
 
+/// The body of `PUT /v1/capabilities/{name}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CapabilityDefaultsInput {
+    routing: Option<String>,
+    latency_target_ms: Option<i64>,
+}
+
+impl CapabilityDefaultsInput {
+    fn validate(self) -> Result<CapabilityDefaults, ApiError> {
+        let routing = self
+            .routing
+            .as_deref()
+            .map(|name| {
+                RoutingStrategy::parse(name).ok_or_else(|| {
+                    ApiError::invalid(
+                        RoutingStrategy::unknown(name),
+                        json!({ "field": "routing" }),
+                    )
+                })
+            })
+            .transpose()?;
+        let latency_target_ms = self
+            .latency_target_ms
+            .map(|ms| {
+                u64::try_from(ms)
+                    .ok()
+                    .filter(|ms| (1..=MAX_LATENCY_TARGET_MS).contains(ms))
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            format!("latency_target_ms must be between 1 and {MAX_LATENCY_TARGET_MS}, got {ms}"),
+                            json!({ "field": "latency_target_ms" }),
+                        )
+                    })
+            })
+            .transpose()?;
+        Ok(CapabilityDefaults {
+            routing,
+            latency_target_ms,
+        })
+    }
+}
+
+/// The body of `PUT /v1/priorities`: the tenant's multipliers by task type, over the defaults.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrioritiesInput {
+    multipliers: std::collections::BTreeMap<String, f64>,
+}
+
 /// The body of `POST /v1/workflows`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -206,9 +310,17 @@ struct WorkflowDefaults {
 /// A submission that passed validation: the DAG, and each task's execution settings.
 struct ValidWorkflow {
     dag: Dag,
-    /// Per task, in submission order: retry policy (task over workflow), fallback, time-out.
-    settings: Vec<(Option<RetryPolicySpec>, bool, Option<u64>)>,
+    /// Per task, in submission order.
+    settings: Vec<TaskSettings>,
     deadline_s: Option<u64>,
+}
+
+/// How one task runs: its retry policy (task over workflow), fallback, time-out and profile.
+struct TaskSettings {
+    retry: Option<RetryPolicySpec>,
+    fallback: bool,
+    timeout_ms: Option<u64>,
+    profile: TaskProfile,
 }
 
 async fn submit_workflow<S, Q>(
@@ -217,17 +329,18 @@ async fn submit_workflow<S, Q>(
     request: &Request,
 ) -> Result<Response<Body>, ApiError>
 where
-    S: WorkflowStore,
+    S: WorkflowStore + ConfigStore,
     Q: TaskQueue,
 {
     let submission: WorkflowSubmission = parse_body(request)?;
+    let now = now_ms();
+    let multipliers = api.store.tenant_config(tenant).await?.multipliers();
     let ValidWorkflow {
         dag,
         settings,
         deadline_s,
-    } = validate_workflow(&submission)?;
+    } = validate_workflow(&submission, &multipliers, now)?;
 
-    let now = now_ms();
     let workflow_id = uuid::Uuid::now_v7().to_string();
     let deadline_at_ms = deadline_s.map(|s| now + s as i64 * 1000);
     let check_at = now + api.settings.repair_after.as_millis() as i64;
@@ -235,9 +348,10 @@ where
         .tasks
         .iter()
         .zip(settings)
-        .map(|(spec, (retry, fallback, timeout_ms))| NewTask {
+        .map(|(spec, settings)| NewTask {
             id: spec.id.clone(),
             capability: spec.capability.clone(),
+            profile: settings.profile,
             input: spec.input.clone(),
             depends_on: spec.depends_on.clone(),
             dependents: dag
@@ -250,9 +364,9 @@ where
             } else {
                 TaskStatus::Waiting
             },
-            retry,
-            fallback,
-            timeout_ms,
+            retry: settings.retry,
+            fallback: settings.fallback,
+            timeout_ms: settings.timeout_ms,
         })
         .collect();
     let ready: Vec<RouteMessage> = tasks
@@ -265,7 +379,7 @@ where
                 task_id: t.id.clone(),
                 attempt: 1,
             };
-            RouteMessage::new(task, t.capability.clone())
+            RouteMessage::new(task, t.capability.clone(), t.profile.clone())
         })
         .collect();
     let workflow = NewWorkflow {
@@ -294,6 +408,48 @@ where
     Ok(response)
 }
 
+/// The task's type, strategy, resources, priority (and so its band) and deadline. Errors are
+/// (field, reason).
+fn task_profile(
+    task: &TaskSpec,
+    multipliers: &Multipliers,
+    now: i64,
+) -> Result<TaskProfile, (String, String)> {
+    if let Some(task_type) = &task.task_type {
+        check_name(NameKind::Capability, task_type)
+            .map_err(|e| ("type".to_string(), e.to_string()))?;
+    }
+    let routing = task
+        .routing
+        .as_deref()
+        .map(|name| {
+            RoutingStrategy::parse(name)
+                .ok_or_else(|| ("routing".to_string(), RoutingStrategy::unknown(name)))
+        })
+        .transpose()?;
+    let priority = task
+        .priority
+        .as_deref()
+        .map(|name| Priority::parse(name).map_err(|reason| ("priority".to_string(), reason)))
+        .transpose()?;
+    let resources = task
+        .resources
+        .as_ref()
+        .map(|r| parse_resources("resources", r).map_err(|e| (e.field, e.reason)))
+        .transpose()?
+        .unwrap_or_default();
+    let deadline_at_ms = parse_deadline(task.deadline.as_deref(), task.deadline_s, now)?;
+    let score = multipliers.score(priority.unwrap_or_default(), task.task_type.as_deref());
+    Ok(TaskProfile {
+        task_type: task.task_type.clone(),
+        routing,
+        resources,
+        priority,
+        band: Band::of_score(score),
+        deadline_at_ms,
+    })
+}
+
 /// `timeout_s` in seconds, within 1 to [`MAX_TIMEOUT_S`].
 fn check_timeout(value: Option<i64>) -> Result<Option<u64>, PolicyError> {
     value
@@ -311,7 +467,11 @@ fn check_timeout(value: Option<i64>) -> Result<Option<u64>, PolicyError> {
         .transpose()
 }
 
-fn validate_workflow(submission: &WorkflowSubmission) -> Result<ValidWorkflow, ApiError> {
+fn validate_workflow(
+    submission: &WorkflowSubmission,
+    multipliers: &Multipliers,
+    now: i64,
+) -> Result<ValidWorkflow, ApiError> {
     let name = submission.name.trim();
     if name.is_empty()
         || name.chars().count() > MAX_WORKFLOW_NAME_CHARS
@@ -352,7 +512,16 @@ fn validate_workflow(submission: &WorkflowSubmission) -> Result<ValidWorkflow, A
         let timeout_ms = check_timeout(task.timeout_s)
             .map_err(task_error)?
             .map(|s| s * 1000);
-        settings.push((retry, task.fallback.unwrap_or(true), timeout_ms));
+        let field_error = |(field, reason): (String, String)| {
+            ApiError::invalid(format!("task `{}`: {field}: {reason}", task.id), at(&field))
+        };
+        let profile = task_profile(task, multipliers, now).map_err(field_error)?;
+        settings.push(TaskSettings {
+            retry,
+            fallback: task.fallback.unwrap_or(true),
+            timeout_ms,
+            profile,
+        });
         check_name(NameKind::Task, &task.id)
             .map_err(|e| ApiError::invalid(e.to_string(), at("id")))?;
         check_name(NameKind::Capability, &task.capability)

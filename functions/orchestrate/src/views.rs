@@ -3,9 +3,12 @@
 use baton::clock::rfc3339;
 use baton::domain::agent::Agent;
 use baton::domain::circuit::Circuit;
+use baton::domain::priority::{Band, Multipliers, Priority};
+use baton::domain::routing::CapabilityDefaults;
 use baton::domain::task::AttemptRecord;
 use baton::store::{TaskRecord, WorkflowView};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 /// An agent with its health and circuit (`circuit` absent: closed, no recent failure).
 pub fn agent(agent: &Agent, circuit: Option<&Circuit>, now_ms: i64) -> Value {
@@ -22,6 +25,9 @@ pub fn agent(agent: &Agent, circuit: Option<&Circuit>, now_ms: i64) -> Value {
         "retry": agent.retry,
         "health_check": agent.health_check,
         "circuit_breaker": breaker,
+        "weight": agent.weight(),
+        "max_concurrency": agent.max_concurrency,
+        "resources": agent.resources,
         "health": agent.health.as_ref().map(|h| json!({
             "status": h.status,
             "checked_at": rfc3339(h.checked_at_ms),
@@ -37,6 +43,35 @@ pub fn agent(agent: &Agent, circuit: Option<&Circuit>, now_ms: i64) -> Value {
         },
         "created_at": rfc3339(agent.created_at_ms),
         "updated_at": rfc3339(agent.updated_at_ms),
+    })
+}
+
+/// A capability's routing defaults (`defaults` absent: nothing configured).
+pub fn capability(name: &str, defaults: Option<&CapabilityDefaults>) -> Value {
+    let configured = defaults.cloned().unwrap_or_default();
+    json!({
+        "capability": name,
+        "routing": configured.routing.unwrap_or_default(),
+        "latency_target_ms": configured.latency_target_ms,
+        "configured": defaults.is_some(),
+    })
+}
+
+/// The priority levels, the tenant's multipliers over the defaults, and the bands.
+pub fn priorities(own: &BTreeMap<String, f64>) -> Value {
+    let levels: serde_json::Map<String, Value> = Priority::ALL
+        .iter()
+        .map(|p| (p.as_str().to_string(), json!(p.level())))
+        .collect();
+    json!({
+        "levels": levels,
+        "multipliers": Multipliers::with(own).0,
+        "default_multiplier": 1.0,
+        "bands": {
+            Band::Urgent.as_str(): { "from_score": Band::URGENT_FROM },
+            Band::High.as_str(): { "from_score": Band::HIGH_FROM },
+            Band::Standard.as_str(): { "from_score": 0.0 },
+        },
     })
 }
 
@@ -61,6 +96,12 @@ fn task(t: &TaskRecord) -> Value {
     json!({
         "id": t.id,
         "capability": t.capability,
+        "type": t.profile.task_type,
+        "routing": t.profile.routing,
+        "priority": t.profile.priority.unwrap_or_default(),
+        "band": t.profile.band,
+        "resources": t.profile.resources,
+        "deadline": t.profile.deadline_at_ms.map(rfc3339),
         "status": t.status,
         "depends_on": t.depends_on,
         "agent": t.agent,

@@ -20,14 +20,21 @@ use baton::completion::{conclude_attempt, delay_until, AttemptConclusion, Attemp
 use baton::config::Settings;
 use baton::domain::agent::Agent;
 use baton::domain::circuit::Probe;
+use baton::domain::learning::AgentStats;
 use baton::domain::retry::RetryPolicy;
-use baton::domain::routing::{route_task, RouteDecision, RoutePlan, RouteRequest, RoutingView};
+use baton::domain::routing::{
+    route_task, LearningSettings, RouteDecision, RoutePlan, RouteRequest, RoutingView,
+};
 use baton::domain::task::{FailureKind, TaskFailure};
 use baton::messages::{ExecuteMessage, RouteMessage, FORMAT_VERSION};
 use baton::queue::TaskQueue;
-use baton::store::agent_cache::AgentCache;
-use baton::store::{AgentRegistry, AttemptHolder, LearningStore, WorkflowStore};
+use baton::store::cache::{AgentCache, ConfigCache, TtlCache};
+use baton::store::{
+    AgentRegistry, AttemptHolder, ConfigStore, LearningStore, RoutingState, WorkflowStore,
+};
 use lambda_runtime::{Error, LambdaEvent};
+use std::collections::HashMap;
+use std::time::Duration;
 use tracing::Instrument;
 
 /// A message due within this much is routed now rather than sent round again.
@@ -36,11 +43,16 @@ const DUE_SLACK_MS: i64 = 1_000;
 /// the lease margin: time for the execute queue and the learner to report back.
 const PROBE_REPORT_MS: i64 = 60_000;
 
+/// How long one process routes on the learned stats it read, per task type and candidates.
+const STATS_TTL: Duration = Duration::from_secs(2);
+
 pub struct RouteDeps<S, Q> {
     pub store: S,
     pub queue: Q,
     pub settings: Settings,
     pub agents: AgentCache,
+    pub config: ConfigCache,
+    pub stats: TtlCache<(String, String, Vec<String>), HashMap<String, AgentStats>>,
 }
 
 impl<S, Q> RouteDeps<S, Q> {
@@ -50,8 +62,21 @@ impl<S, Q> RouteDeps<S, Q> {
             queue,
             settings,
             agents: AgentCache::default(),
+            config: ConfigCache::default(),
+            stats: TtlCache::new(STATS_TTL),
         }
     }
+}
+
+/// Everything route needs of the store.
+pub trait RouteStore:
+    WorkflowStore + AgentRegistry + LearningStore + ConfigStore + RoutingState
+{
+}
+
+impl<S> RouteStore for S where
+    S: WorkflowStore + AgentRegistry + LearningStore + ConfigStore + RoutingState
+{
 }
 
 pub async fn handle_batch<S, Q>(
@@ -59,7 +84,7 @@ pub async fn handle_batch<S, Q>(
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error>
 where
-    S: WorkflowStore + AgentRegistry + LearningStore,
+    S: RouteStore,
     Q: TaskQueue,
 {
     Ok(
@@ -76,7 +101,7 @@ async fn route_message<S, Q>(
     delivery: Delivery,
 ) -> Result<(), ChainError>
 where
-    S: WorkflowStore + AgentRegistry + LearningStore,
+    S: RouteStore,
     Q: TaskQueue,
 {
     let task = &message.task;
@@ -100,6 +125,14 @@ where
             tracing::info!(dispatch = message.dispatch, "a late copy of a task's message; dropped");
             return Ok(());
         }
+        if message.profile.missed_deadline(now) {
+            tracing::warn!("the task's deadline passed before it started");
+            let failure = TaskFailure::new(
+                FailureKind::DeadlineExceeded,
+                "the task's deadline passed before it started",
+            );
+            return end_unroutable(deps, &message, failure, now).await;
+        }
         let tenant = &task.tenant;
         let capable = |agents: &[Agent]| {
             agents
@@ -114,16 +147,45 @@ where
             // Do not fail a task on a cached view: an agent may have been registered just now.
             agents = deps.agents.refresh(&deps.store, tenant).await?;
         }
-        let mut view = deps
-            .store
-            .routing_view(tenant, &message.capability, &capable(&agents))
+        let config = deps.config.config(&deps.store, tenant).await?;
+        let defaults = config.capability(&message.capability);
+        let strategy = message
+            .profile
+            .routing
+            .or(defaults.routing)
+            .unwrap_or_default();
+        let task_type = message.profile.learning_type(&message.capability);
+        let candidates = capable(&agents);
+        // Learned stats move slowly and are cached; circuits change with a single call and
+        // are read for every task.
+        let stats_key = (tenant.clone(), task_type.to_string(), candidates.clone());
+        let stats = deps
+            .stats
+            .get(&stats_key, || {
+                deps.store.agent_stats(tenant, task_type, &candidates)
+            })
             .await?;
+        let mut view = RoutingView {
+            stats: HashMap::clone(&stats),
+            circuits: deps.store.circuits(tenant, &candidates).await?,
+            ..RoutingView::default()
+        };
+        if strategy.uses_rotation() {
+            view.rotation = Some(deps.store.next_turn(tenant, &message.capability).await?);
+        }
+        let spread_key = task.idempotency_key();
         let request = RouteRequest {
             capability: &message.capability,
+            strategy,
+            needs: &message.profile.resources,
             prefer: &message.prefer,
             avoid: &message.avoid,
-            spread_key: &task.idempotency_key(),
+            spread_key: &spread_key,
             now_ms: now,
+            learning: LearningSettings {
+                half_life_ms: deps.settings.half_life_ms(),
+                latency_target_ms: defaults.latency_target_ms,
+            },
         };
         // A probe lost to another router is out: route again without that agent.
         let plan = loop {
@@ -150,6 +212,7 @@ where
                         v: FORMAT_VERSION,
                         task: task.clone(),
                         capability: message.capability.clone(),
+                        profile: message.profile.clone(),
                         route,
                     })
                     .await?;
@@ -165,6 +228,9 @@ where
                 failure.retry_after_ms = retry_at_ms.map(|at| (at - now).max(0) as u64);
                 end_unroutable(deps, &message, failure, now).await
             }
+            Ok(RoutePlan::Busy { message: why }) => {
+                wait_for_capacity(deps, &message, &why, now).await
+            }
             Err(no_agent) => {
                 tracing::warn!(capability = %message.capability, "no capable agent; the task fails");
                 let failure = TaskFailure::new(FailureKind::NoCapableAgent, no_agent.to_string());
@@ -174,6 +240,40 @@ where
     }
     .instrument(span)
     .await
+}
+
+/// Sends the task round again after a backoff: every agent that could take it is at its
+/// limit. Waiting spends no attempt.
+async fn wait_for_capacity<S, Q>(
+    deps: &RouteDeps<S, Q>,
+    message: &RouteMessage,
+    why: &str,
+    now: i64,
+) -> Result<(), ChainError>
+where
+    Q: TaskQueue,
+{
+    let mut later = message.clone();
+    later.waits = message.waits.saturating_add(1);
+    let wait_ms = capacity_backoff_ms(message.waits, &message.task.idempotency_key());
+    later.not_before_ms = Some(now + wait_ms);
+    tracing::info!(
+        wait_ms,
+        waits = later.waits,
+        reason = why,
+        "agents at their limits; the task waits"
+    );
+    deps.queue
+        .send_route_after(&later, delay_until(now + wait_ms, now))
+        .await?;
+    Ok(())
+}
+
+/// Exponential from 1 s to 30 s, with jitter from the task's key so waiting tasks spread out.
+fn capacity_backoff_ms(waits: u32, key: &str) -> i64 {
+    let ceiling = (1_000_i64 << waits.min(5)).min(30_000);
+    let jitter = (baton::domain::routing::stable_shard(key, 1_000) as i64 * ceiling) / 2_000;
+    ceiling / 2 + jitter
 }
 
 /// Whether this message is still its task's live one (see [`RouteMessage::is_live_for`]).

@@ -128,6 +128,9 @@ pub async fn run(options: RunOptions) -> Result<(), Box<dyn std::error::Error>> 
                     interval_s: Some(60),
                 }),
                 circuit_breaker: None,
+                weight: None,
+                max_concurrency: None,
+                resources: Default::default(),
             };
             stack
                 .put_agent("default", registration)

@@ -5,12 +5,16 @@ use serde::{Deserialize, Serialize};
 use super::circuit::{BreakerInput, BreakerSettings};
 use super::health::{AgentHealth, HealthCheck, HealthCheckInput};
 use super::names::{check_name, InvalidName, NameKind};
+use super::resources::{check_max_concurrency, parse_resources, Limits, ResourceError, Resources};
 use super::retry::{PolicyError, RetryPolicyInput, RetryPolicySpec};
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 /// The execute-agent function's own timeout bounds how long it can wait for an agent.
 pub const MAX_TIMEOUT_MS: u64 = 120_000;
 pub const MAX_CAPABILITIES: usize = 32;
+pub const DEFAULT_WEIGHT: f64 = 1.0;
+pub const MIN_WEIGHT: f64 = 0.000_001;
+pub const MAX_WEIGHT: f64 = 1_000_000.0;
 
 /// How Baton reaches an agent. Only HTTP agents exist today; Lambda and LLM APIs come later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -36,6 +40,13 @@ pub struct AgentRegistration {
     pub retry: Option<RetryPolicyInput>,
     pub health_check: Option<HealthCheckInput>,
     pub circuit_breaker: Option<BreakerInput>,
+    /// The agent's share under the `weighted` strategy (default 1).
+    pub weight: Option<f64>,
+    /// The most calls Baton has in flight to the agent at once, across every instance.
+    pub max_concurrency: Option<i64>,
+    /// What the agent can hold at once, by resource name.
+    #[serde(default)]
+    pub resources: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 fn enabled_by_default() -> bool {
@@ -55,6 +66,12 @@ pub struct Agent {
     pub health_check: Option<HealthCheck>,
     /// The agent's own breaker settings; None: the defaults.
     pub circuit_breaker: Option<BreakerSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
     /// What the last health probes found; None until the first probe.
     pub health: Option<AgentHealth>,
     pub created_at_ms: i64,
@@ -69,9 +86,21 @@ impl Agent {
     pub fn breaker(&self) -> BreakerSettings {
         self.circuit_breaker.unwrap_or_default()
     }
+
+    /// The agent's share under the `weighted` strategy.
+    pub fn weight(&self) -> f64 {
+        self.weight.unwrap_or(DEFAULT_WEIGHT)
+    }
+
+    pub fn limits(&self) -> Limits<'_> {
+        Limits {
+            max_concurrency: self.max_concurrency,
+            capacities: &self.resources,
+        }
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AgentError {
     #[error(transparent)]
     Name(#[from] InvalidName),
@@ -87,6 +116,10 @@ pub enum AgentError {
     Timeout(u64),
     #[error(transparent)]
     Policy(PolicyError),
+    #[error("weight must be a positive number from {MIN_WEIGHT} to {MAX_WEIGHT}, got {0}")]
+    Weight(f64),
+    #[error(transparent)]
+    Limits(ResourceError),
 }
 
 impl AgentError {
@@ -101,6 +134,8 @@ impl AgentError {
             | AgentError::DuplicateCapability(_) => "capabilities".into(),
             AgentError::Timeout(_) => "timeout_ms".into(),
             AgentError::Policy(e) => e.field.clone(),
+            AgentError::Weight(_) => "weight".into(),
+            AgentError::Limits(e) => e.field.clone(),
         }
     }
 }
@@ -144,6 +179,15 @@ impl AgentRegistration {
             .as_ref()
             .map(|b| b.validate().map_err(under("circuit_breaker")))
             .transpose()?;
+        if let Some(weight) = self.weight {
+            if !(MIN_WEIGHT..=MAX_WEIGHT).contains(&weight) {
+                return Err(AgentError::Weight(weight));
+            }
+        }
+        let max_concurrency =
+            check_max_concurrency(self.max_concurrency).map_err(AgentError::Limits)?;
+        let resources =
+            parse_resources("resources", &self.resources).map_err(AgentError::Limits)?;
         Ok(Agent {
             name: self.name,
             kind: self.kind,
@@ -154,6 +198,9 @@ impl AgentRegistration {
             retry,
             health_check,
             circuit_breaker,
+            weight: self.weight,
+            max_concurrency,
+            resources,
             health: None,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
@@ -194,6 +241,9 @@ mod tests {
             retry: None,
             health_check: None,
             circuit_breaker: None,
+            weight: None,
+            max_concurrency: None,
+            resources: Default::default(),
         }
     }
 
@@ -264,6 +314,25 @@ mod tests {
             .unwrap();
         assert_eq!(agent.retry.unwrap().max_attempts, Some(4));
         assert_eq!(agent.health_check.unwrap().interval_s, 60);
+        for (extra, field) in [
+            (r#"{"weight": 0}"#, "weight"),
+            (r#"{"weight": -2.5}"#, "weight"),
+            (r#"{"max_concurrency": 0}"#, "max_concurrency"),
+            (r#"{"resources": {"gpus": 1}}"#, "resources.gpus"),
+            (r#"{"resources": {"gpu": -1}}"#, "resources.gpu"),
+            (r#"{"resources": {"gpu": 1.5}}"#, "resources.gpu"),
+        ] {
+            assert_eq!(
+                with(extra).into_agent(0).unwrap_err().field(),
+                field,
+                "{extra}"
+            );
+        }
+        let agent = with(r#"{"weight": 2, "max_concurrency": 4, "resources": {"gpu": 2}}"#)
+            .into_agent(0)
+            .unwrap();
+        assert_eq!((agent.weight(), agent.max_concurrency), (2.0, Some(4)));
+        assert_eq!(agent.resources["gpu"], 2);
     }
 
     #[test]

@@ -27,6 +27,23 @@ pub struct TaskSpec {
     /// The longest the agent call may take, in seconds (the agent's own time-out may be less).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<i64>,
+    /// The task type it is learned and prioritised under (default: its capability).
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub task_type: Option<String>,
+    /// `learned`, `round_robin`, `random`, `weighted` or `least_loaded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<String>,
+    /// `critical`, `high`, `normal` or `low`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    /// What one call of the task holds on its agent, by resource name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+    /// The latest time it may start (RFC 3339), or `deadline_s` seconds from submission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_s: Option<f64>,
 }
 
 /// Why a submitted task list is not a valid workflow.
@@ -398,6 +415,12 @@ mod tests {
             retry: None,
             fallback: None,
             timeout_s: None,
+            task_type: None,
+            routing: None,
+            priority: None,
+            resources: None,
+            deadline: None,
+            deadline_s: None,
         }
     }
 

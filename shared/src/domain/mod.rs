@@ -6,6 +6,8 @@ pub mod dag;
 pub mod health;
 pub mod learning;
 pub mod names;
+pub mod priority;
+pub mod resources;
 pub mod retry;
 pub mod routing;
 pub mod task;

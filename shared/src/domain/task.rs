@@ -1,6 +1,10 @@
 //! Task and workflow states, and how a failed agent call is classified.
 
 use serde::{Deserialize, Serialize};
+
+use super::priority::{Band, Priority};
+use super::resources::Resources;
+use super::routing::RoutingStrategy;
 use std::fmt;
 use std::str::FromStr;
 
@@ -45,6 +49,45 @@ impl TaskStatus {
     /// An attempt ran (or was refused) and its result is recorded; skipped tasks have none.
     pub const fn has_result(self) -> bool {
         matches!(self, TaskStatus::Succeeded | TaskStatus::Failed)
+    }
+}
+
+/// How a task is scheduled and routed beyond its capability. Set at submission, kept on the
+/// task and carried by every message of it, so no handler reads the task to learn it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskProfile {
+    /// The task type it is learned and prioritised under (default: its capability).
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub task_type: Option<String>,
+    /// Its routing strategy; None: the capability's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingStrategy>,
+    /// What one call of it holds on its agent.
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// The queues it travels through, from its priority's score.
+    #[serde(default, skip_serializing_if = "Band::is_standard")]
+    pub band: Band,
+    /// When it fails `deadline_exceeded` if it has not started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_at_ms: Option<i64>,
+}
+
+impl TaskProfile {
+    /// The task type outcomes are learned under.
+    pub fn learning_type<'a>(&'a self, capability: &'a str) -> &'a str {
+        self.task_type.as_deref().unwrap_or(capability)
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == TaskProfile::default()
+    }
+
+    /// Whether the deadline passed before `now_ms`.
+    pub fn missed_deadline(&self, now_ms: i64) -> bool {
+        self.deadline_at_ms.is_some_and(|at| now_ms > at)
     }
 }
 

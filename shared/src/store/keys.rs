@@ -5,6 +5,9 @@
 //! - `{tenant}#WF#{workflow}` / `TASK#{task}`: one item per task, so a workflow is one query;
 //! - `{tenant}#AGENTS` / `AGENT#{name}`: the registry.
 //!
+//! - `{tenant}#CONFIG` / `CAPABILITY#{name}` and `PRIORITIES`: the tenant's settings, one
+//!   query for all of them.
+//!
 //! Index `leases` (`lease_shard`, `lease_until`) is sparse: only queued and running tasks carry
 //! the attributes, so cleanup finds expired leases with one query per shard.
 //!
@@ -16,7 +19,8 @@
 //! Memory table (`pk`, `sk`):
 //! - `{tenant}#AGENT#{agent}` / `STATS#{task type}`: learned statistics;
 //! - `{tenant}#AGENT#{agent}` / `CIRCUIT`: the agent's circuit breaker;
-//! - `{tenant}#AGENT#{agent}` / `OUTCOME#{workflow}#{task}#{attempt}`: outcome history.
+//! - `{tenant}#AGENT#{agent}` / `OUTCOME#{workflow}#{task}#{attempt}`: outcome history;
+//! - `{tenant}#ROTATION` / `{capability}`: the round-robin counter.
 
 use crate::domain::routing::stable_shard;
 
@@ -52,6 +56,21 @@ pub fn agents_pk(tenant: &str) -> String {
 
 pub fn agent_sk(name: &str) -> String {
     format!("AGENT#{name}")
+}
+
+pub fn config_pk(tenant: &str) -> String {
+    format!("{tenant}#CONFIG")
+}
+
+pub const CAPABILITY_PREFIX: &str = "CAPABILITY#";
+pub const PRIORITIES_SK: &str = "PRIORITIES";
+
+pub fn capability_sk(capability: &str) -> String {
+    format!("{CAPABILITY_PREFIX}{capability}")
+}
+
+pub fn rotation_pk(tenant: &str) -> String {
+    format!("{tenant}#ROTATION")
 }
 
 pub fn memory_agent_pk(tenant: &str, agent: &str) -> String {

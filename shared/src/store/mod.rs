@@ -7,7 +7,7 @@
 //! as done, not as someone else's. The port methods say which transition they make;
 //! [`dynamo`] says how, and [`keys`] where.
 
-pub mod agent_cache;
+pub mod cache;
 pub mod dynamo;
 pub mod keys;
 
@@ -20,9 +20,10 @@ use crate::domain::agent::Agent;
 use crate::domain::circuit::{Circuit, Probe};
 use crate::domain::health::AgentHealth;
 use crate::domain::learning::AgentStats;
+use crate::domain::priority::Multipliers;
 use crate::domain::retry::RetryPolicySpec;
-use crate::domain::routing::RoutingView;
-use crate::domain::task::{AttemptRecord, TaskFailure, TaskStatus, WorkflowStatus};
+use crate::domain::routing::CapabilityDefaults;
+use crate::domain::task::{AttemptRecord, TaskFailure, TaskProfile, TaskStatus, WorkflowStatus};
 use crate::messages::{OutcomeMessage, TaskRef};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,7 @@ pub enum StoreError {
 pub struct NewTask {
     pub id: String,
     pub capability: String,
+    pub profile: TaskProfile,
     pub input: Value,
     pub depends_on: Vec<String>,
     pub dependents: Vec<String>,
@@ -76,6 +78,7 @@ pub struct TaskRecord {
     pub workflow_id: String,
     pub id: String,
     pub capability: String,
+    pub profile: TaskProfile,
     pub input: Value,
     pub depends_on: Vec<String>,
     pub dependents: Vec<String>,
@@ -226,7 +229,11 @@ pub struct WorkflowProgress {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Release {
     /// Its last dependency is done: it is queued at this attempt and must be routed.
-    Ready { attempt: u32, capability: String },
+    Ready {
+        attempt: u32,
+        capability: String,
+        profile: TaskProfile,
+    },
     /// It still waits for other dependencies.
     StillWaiting,
     /// It was released before (its dispatch lease covers a lost message) or moved on.
@@ -238,6 +245,7 @@ pub enum Release {
 pub struct ExpiredLease {
     pub task: TaskRef,
     pub capability: String,
+    pub profile: TaskProfile,
     pub status: TaskStatus,
     pub lease_until_ms: i64,
     /// The agent of the current attempt's last claim, if it was claimed.
@@ -419,14 +427,63 @@ pub trait AgentRegistry: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
+/// A tenant's settings: defaults per capability and its own priority multipliers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TenantConfig {
+    pub capabilities: HashMap<String, CapabilityDefaults>,
+    /// Multipliers by task type that the tenant set, over the defaults.
+    pub multipliers: std::collections::BTreeMap<String, f64>,
+}
+
+impl TenantConfig {
+    pub fn multipliers(&self) -> Multipliers {
+        Multipliers::with(&self.multipliers)
+    }
+
+    pub fn capability(&self, capability: &str) -> CapabilityDefaults {
+        self.capabilities
+            .get(capability)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// Tenants' settings.
+#[async_trait]
+pub trait ConfigStore: Send + Sync {
+    /// All of the tenant's settings, in one query.
+    async fn tenant_config(&self, tenant: &str) -> Result<TenantConfig, StoreError>;
+    async fn put_capability_defaults(
+        &self,
+        tenant: &str,
+        capability: &str,
+        defaults: &CapabilityDefaults,
+    ) -> Result<(), StoreError>;
+    /// Replaces the tenant's own multipliers.
+    async fn put_multipliers(
+        &self,
+        tenant: &str,
+        multipliers: &std::collections::BTreeMap<String, f64>,
+    ) -> Result<(), StoreError>;
+}
+
+/// State routing shares across every instance, paid for only by the strategies that use it.
+#[async_trait]
+pub trait RoutingState: Send + Sync {
+    /// Advances the capability's round-robin counter and returns the turn taken.
+    async fn next_turn(&self, tenant: &str, capability: &str) -> Result<u64, StoreError>;
+}
+
 /// Outcome history, learned statistics and circuits.
 #[async_trait]
 pub trait LearningStore: Send + Sync {
     /// Records outcomes of one agent and folds them into its stats (per task type) and its
-    /// circuit, exactly once per attempt. Returns, per outcome, whether it was new.
+    /// circuit, exactly once per attempt, decaying older evidence by `half_life_ms`. Returns,
+    /// per outcome, whether it was new.
     async fn record_outcomes(
         &self,
         outcomes: &[OutcomeMessage],
+        half_life_ms: i64,
         expires_at_s: i64,
     ) -> Result<Vec<bool>, StoreError>;
     /// Stats of the given agents on one task type, keyed by agent name (absent: no history).
@@ -436,13 +493,6 @@ pub trait LearningStore: Send + Sync {
         task_type: &str,
         agents: &[String],
     ) -> Result<HashMap<String, AgentStats>, StoreError>;
-    /// What routing reads for one task: the candidates' stats and circuits, in one batch.
-    async fn routing_view(
-        &self,
-        tenant: &str,
-        task_type: &str,
-        agents: &[String],
-    ) -> Result<RoutingView, StoreError>;
     /// The given agents' circuits (absent: closed and clean).
     async fn circuits(
         &self,

@@ -27,6 +27,15 @@ fn agent_item(tenant: &str, agent: &Agent) -> Result<Item, StoreError> {
     if let Some(health) = &agent.health {
         item.insert("health".into(), json(health)?);
     }
+    if let Some(weight) = agent.weight {
+        item.insert("weight".into(), decimal(weight));
+    }
+    if let Some(max) = agent.max_concurrency {
+        item.insert("max_concurrency".into(), n(max));
+    }
+    if !agent.resources.is_empty() {
+        item.insert("resources".into(), json(&agent.resources)?);
+    }
     if let Some(check) = &agent.health_check {
         item.insert("health_check".into(), json(check)?);
         // In the sweeps index, due at once: the first probe comes with the next sweep.
@@ -52,6 +61,9 @@ fn agent_record(item: &Item) -> Result<Agent, StoreError> {
         retry: a.json("retry")?,
         health_check: a.json("health_check")?,
         circuit_breaker: a.json("circuit_breaker")?,
+        weight: a.opt_n("weight")?,
+        max_concurrency: a.opt_n("max_concurrency")?,
+        resources: a.json("resources")?.unwrap_or_default(),
         health: a.json("health")?,
         created_at_ms: a.n("created_at")?,
         updated_at_ms: a.n("updated_at")?,
@@ -86,14 +98,8 @@ impl AgentRegistry for DynamoStore {
     }
 
     async fn replace_agent(&self, tenant: &str, agent: &Agent) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.state_table)
-            .set_item(Some(agent_item(tenant, agent)?))
-            .send()
+        self.put(&self.state_table, agent_item(tenant, agent)?)
             .await
-            .map_err(dynamo_error)?;
-        Ok(())
     }
 
     async fn agents(&self, tenant: &str) -> Result<Vec<Agent>, StoreError> {

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::domain::circuit::CircuitCall;
+use crate::domain::learning::DecayedEvidence;
 
 /// Stats records and the circuit are rewritten whole; `version` guards against lost updates.
 const VERSION: &str = "version";
@@ -22,6 +23,13 @@ fn stats_record(item: &Item) -> Result<(AgentStats, u64), StoreError> {
         total_latency_ms: a.n("total_latency_ms")?,
         max_latency_ms: a.n("max_latency_ms")?,
         recent: a.json("recent")?.unwrap_or_default(),
+        decayed: DecayedEvidence {
+            successes: a.opt_n("decayed_successes")?.unwrap_or(0.0),
+            failures: a.opt_n("decayed_failures")?.unwrap_or(0.0),
+            latency_total_ms: a.opt_n("decayed_latency_ms")?.unwrap_or(0.0),
+            latency_weight: a.opt_n("decayed_latency_weight")?.unwrap_or(0.0),
+            as_of_ms: a.opt_n("decayed_at")?.unwrap_or(0),
+        },
     };
     Ok((stats, a.n(VERSION)?))
 }
@@ -157,6 +165,7 @@ impl LearningStore for DynamoStore {
     async fn record_outcomes(
         &self,
         outcomes: &[OutcomeMessage],
+        half_life_ms: i64,
         expires_at_s: i64,
     ) -> Result<Vec<bool>, StoreError> {
         let Some(first) = outcomes.first() else {
@@ -228,7 +237,7 @@ impl LearningStore for DynamoStore {
             for &i in &pending {
                 let o = &outcomes[i];
                 if let Some((s, _)) = stats.get_mut(o.task_type.as_str()) {
-                    s.record(o.success, o.latency_ms, o.finished_at_ms);
+                    s.record(o.success, o.latency_ms, o.finished_at_ms, half_life_ms);
                 }
                 if o.counts_for_circuit {
                     let key = o.task.idempotency_key();
@@ -263,6 +272,17 @@ impl LearningStore for DynamoStore {
                     ("total_latency_ms".into(), n(stats.total_latency_ms)),
                     ("max_latency_ms".into(), n(stats.max_latency_ms)),
                     ("recent".into(), json(&stats.recent)?),
+                    ("decayed_successes".into(), decimal(stats.decayed.successes)),
+                    ("decayed_failures".into(), decimal(stats.decayed.failures)),
+                    (
+                        "decayed_latency_ms".into(),
+                        decimal(stats.decayed.latency_total_ms),
+                    ),
+                    (
+                        "decayed_latency_weight".into(),
+                        decimal(stats.decayed.latency_weight),
+                    ),
+                    ("decayed_at".into(), n(stats.decayed.as_of_ms)),
                     (VERSION.into(), n(version + 1)),
                     ("updated_at".into(), n(updated_at)),
                 ]);
@@ -327,38 +347,20 @@ impl LearningStore for DynamoStore {
         task_type: &str,
         agents: &[String],
     ) -> Result<HashMap<String, AgentStats>, StoreError> {
-        Ok(self.routing_view(tenant, task_type, agents).await?.stats)
-    }
-
-    async fn routing_view(
-        &self,
-        tenant: &str,
-        task_type: &str,
-        agents: &[String],
-    ) -> Result<RoutingView, StoreError> {
         let stats_sk = keys::stats_sk(task_type);
         let keys = agents
             .iter()
-            .flat_map(|agent| {
-                let pk = keys::memory_agent_pk(tenant, agent);
-                [
-                    self.memory_key(&pk, &stats_sk),
-                    self.memory_key(&pk, keys::CIRCUIT_SK),
-                ]
-            })
+            .map(|agent| self.memory_key(&keys::memory_agent_pk(tenant, agent), &stats_sk))
             .collect();
         let items = self.memory_items(keys, false).await?;
-        let mut view = RoutingView::default();
+        let mut stats = HashMap::new();
         for agent in agents {
-            let pk = keys::memory_agent_pk(tenant, agent);
-            if let Some(item) = items.get(&(pk.clone(), stats_sk.clone())) {
-                view.stats.insert(agent.clone(), stats_record(item)?.0);
-            }
-            if let Some(item) = items.get(&(pk, keys::CIRCUIT_SK.to_string())) {
-                view.circuits.insert(agent.clone(), circuit_record(item)?.0);
+            let key = (keys::memory_agent_pk(tenant, agent), stats_sk.clone());
+            if let Some(item) = items.get(&key) {
+                stats.insert(agent.clone(), stats_record(item)?.0);
             }
         }
-        Ok(view)
+        Ok(stats)
     }
 
     async fn circuits(

@@ -1,8 +1,10 @@
 //! The DynamoDB adapter of the store ports: the client and the item helpers every part shares.
 //! Each submodule holds what one kind of record needs: `workflows` (workflows and tasks),
-//! `agents` (the registry and its health) and `learning` (outcomes, learned stats, circuits).
+//! `agents` (the registry and its health), `config` (tenants' settings, round-robin counters)
+//! and `learning` (outcomes, learned stats, circuits).
 
 mod agents;
+mod config;
 mod learning;
 mod workflows;
 
@@ -138,6 +140,18 @@ impl DynamoStore {
     }
 
     /// Every item of one state-table partition, following pagination, in key order.
+    /// Writes `item` whole, whatever was there.
+    async fn put(&self, table: &str, item: Item) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        Ok(())
+    }
+
     async fn partition(&self, pk: String) -> Result<Vec<Item>, StoreError> {
         self.partition_read(pk, PartitionRead::default()).await
     }
@@ -334,6 +348,19 @@ fn s(v: impl Into<String>) -> AttributeValue {
 
 fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
+}
+
+/// A fraction as a DynamoDB number: fixed-point, so that weights decayed towards zero never
+/// need more digits than DynamoDB keeps.
+fn decimal(v: f64) -> AttributeValue {
+    let v = if v.is_finite() { v } else { 0.0 };
+    let text = format!("{v:.6}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    AttributeValue::N(if text.is_empty() || text == "-" {
+        "0".into()
+    } else {
+        text.into()
+    })
 }
 
 fn string_list(values: &[String]) -> AttributeValue {

@@ -41,8 +41,14 @@ fn task_item(workflow: &NewWorkflow, position: usize, task: &NewTask) -> Result<
     if let Some(timeout_ms) = task.timeout_ms {
         item.insert("timeout_ms".into(), n(timeout_ms));
     }
+    if !task.profile.is_default() {
+        item.insert(PROFILE.into(), json(&task.profile)?);
+    }
     Ok(item)
 }
+
+/// The task's profile, only on tasks that have one (and projected into the lease index).
+const PROFILE: &str = "profile";
 
 fn task_record(item: &Item) -> Result<TaskRecord, StoreError> {
     let a = Attrs(item);
@@ -53,6 +59,7 @@ fn task_record(item: &Item) -> Result<TaskRecord, StoreError> {
         workflow_id: workflow_id.into(),
         id: task_id.into(),
         capability: a.s("capability")?.into(),
+        profile: a.json(PROFILE)?.unwrap_or_default(),
         input: a.json("input")?.unwrap_or(Value::Null),
         depends_on: a.list("depends_on"),
         dependents: a.list("dependents"),
@@ -493,6 +500,7 @@ impl WorkflowStore for DynamoStore {
                     Release::Ready {
                         attempt: current.attempt,
                         capability: current.capability,
+                        profile: current.profile,
                     }
                 } else {
                     Release::Moved
@@ -518,6 +526,7 @@ impl WorkflowStore for DynamoStore {
         let ready = Release::Ready {
             attempt: current.attempt,
             capability: current.capability,
+            profile: current.profile,
         };
         Ok(match conditional_update(queue, ReturnValue::None).await? {
             Conditional::Applied(_) => ready,
@@ -645,6 +654,7 @@ impl WorkflowStore for DynamoStore {
                     attempt: a.n("attempt")?,
                 },
                 capability: a.s("capability")?.into(),
+                profile: a.json(PROFILE)?.unwrap_or_default(),
                 status: a.parsed("status")?,
                 lease_until_ms: a.n(LEASE_UNTIL)?,
                 agent: a.opt_s("agent").map(str::to_string),

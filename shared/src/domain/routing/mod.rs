@@ -1,10 +1,9 @@
-//! Routing: from a task's capability and the registry to a [`RouteDecision`].
+//! Routing: from a task and the registry to a [`RouteDecision`].
 //!
-//! Candidates are the enabled agents with the capability. Of those, unhealthy agents and
-//! agents whose circuit is open are skipped; an agent whose circuit is half-open may take
-//! the task as its one probe. The `learned` strategy ranks the rest by learned confidence (see
-//! [`super::learning`]); agents it cannot tell apart (no history yet) are rotated by a hash of
-//! the task so that load spreads instead of piling on one agent.
+//! Candidates are the enabled agents with the capability that could hold the task's resource
+//! needs. Of those, unhealthy agents, agents whose circuit is open and agents at their
+//! concurrency or resource limits are skipped; an agent whose circuit is half-open may take
+//! the task as its one probe. The task's strategy orders the rest (see [`strategy`]).
 //!
 //! A retry carries the agents its previous decision kept in reserve (`prefer`): the next
 //! attempt goes to the first of them that can take it, and once they are used up the task
@@ -18,16 +17,15 @@ use super::agent::Agent;
 use super::circuit::{Circuit, CircuitState};
 use super::health::HealthStatus;
 use super::learning::AgentStats;
+use super::resources::{AgentLoad, Resources};
 use super::task::FailureKind;
+
+mod strategy;
+
+pub use strategy::{LearningSettings, RoutingStrategy};
 
 /// How many agents a decision keeps behind the primary.
 pub const MAX_FALLBACKS: usize = 2;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RoutingStrategy {
-    Learned,
-}
 
 /// Which agent runs a task, and who stands behind it. Carried in the execute message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,31 +40,55 @@ pub struct RouteDecision {
     pub probe: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("no enabled agent offers capability `{capability}`")]
-pub struct NoCapableAgent {
-    pub capability: String,
+/// A tenant's defaults for the tasks of one capability, set through the API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilityDefaults {
+    /// The strategy of tasks that name none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingStrategy>,
+    /// The latency the learned strategy weighs agents against (see [`strategy`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_target_ms: Option<u64>,
 }
 
-/// What routing knows of the candidates beyond the registry: learned stats and circuits,
-/// keyed by agent name (absent: no history, closed circuit).
+/// Bounds of a configured latency target.
+pub const MAX_LATENCY_TARGET_MS: u64 = 600_000;
+
+/// No enabled agent can ever take the task: none has the capability, or none could hold its
+/// resource needs even idle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct NoCapableAgent {
+    pub capability: String,
+    pub message: String,
+}
+
+/// What routing knows of the candidates beyond the registry, keyed by agent name: learned
+/// stats (absent: no history), circuits (absent: closed), calls in flight (absent: none
+/// counted), and the round-robin counter when the strategy uses it.
 #[derive(Debug, Clone, Default)]
 pub struct RoutingView {
     pub stats: HashMap<String, AgentStats>,
     pub circuits: HashMap<String, Circuit>,
+    pub load: HashMap<String, AgentLoad>,
+    pub rotation: Option<u64>,
 }
 
 /// One task to route.
 #[derive(Debug, Clone, Copy)]
 pub struct RouteRequest<'a> {
     pub capability: &'a str,
+    pub strategy: RoutingStrategy,
+    /// What one call of the task holds on its agent.
+    pub needs: &'a Resources,
     /// Agents to try first, in order (a retry's remaining fallbacks).
     pub prefer: &'a [String],
     /// Agents that must not be chosen (deleted or disabled since an earlier decision).
     pub avoid: &'a [String],
-    /// The task's identity: spreads ties between agents with equal confidence.
+    /// The task attempt's identity: seeds its random draws and spreads ties.
     pub spread_key: &'a str,
     pub now_ms: i64,
+    pub learning: LearningSettings,
 }
 
 /// The outcome of routing one task.
@@ -80,6 +102,11 @@ pub enum RoutePlan {
         /// When a circuit may let a call through again, if one will.
         retry_at_ms: Option<i64>,
     },
+    /// Every agent that could take the task is at its concurrency or resource limit: the task
+    /// waits for a slot, without spending an attempt.
+    Busy {
+        message: String,
+    },
 }
 
 enum Availability {
@@ -87,9 +114,10 @@ enum Availability {
     Probe,
     Unhealthy,
     Open { retry_at_ms: Option<i64> },
+    Full,
 }
 
-fn availability(agent: &Agent, circuit: Option<&Circuit>, now_ms: i64) -> Availability {
+fn availability(agent: &Agent, request: &RouteRequest<'_>, view: &RoutingView) -> Availability {
     if agent
         .health
         .as_ref()
@@ -97,10 +125,15 @@ fn availability(agent: &Agent, circuit: Option<&Circuit>, now_ms: i64) -> Availa
     {
         return Availability::Unhealthy;
     }
-    let Some(circuit) = circuit else {
+    let load = view.load.get(&agent.name).cloned().unwrap_or_default();
+    if !agent.limits().fits(&load, request.needs) {
+        return Availability::Full;
+    }
+    let Some(circuit) = view.circuits.get(&agent.name) else {
         return Availability::Available;
     };
     let settings = agent.breaker();
+    let now_ms = request.now_ms;
     match circuit.state(now_ms, &settings) {
         CircuitState::Closed => Availability::Available,
         CircuitState::HalfOpen if circuit.probe_available(now_ms, &settings) => Availability::Probe,
@@ -110,12 +143,11 @@ fn availability(agent: &Agent, circuit: Option<&Circuit>, now_ms: i64) -> Availa
     }
 }
 
-/// Picks the agents for one task.
-pub fn route_task(
+/// The enabled agents with the capability that could hold the task's needs, by name.
+pub fn candidates<'a>(
     request: &RouteRequest<'_>,
-    agents: &[Agent],
-    view: &RoutingView,
-) -> Result<RoutePlan, NoCapableAgent> {
+    agents: &'a [Agent],
+) -> Result<Vec<&'a Agent>, NoCapableAgent> {
     let capability = request.capability;
     let mut capable: Vec<&Agent> = agents
         .iter()
@@ -125,43 +157,54 @@ pub fn route_task(
     if capable.is_empty() {
         return Err(NoCapableAgent {
             capability: capability.to_string(),
+            message: format!("no enabled agent offers capability `{capability}`"),
+        });
+    }
+    let offering = capable.len();
+    capable.retain(|a| a.limits().can_hold(request.needs));
+    if capable.is_empty() {
+        return Err(NoCapableAgent {
+            capability: capability.to_string(),
+            message: format!(
+                "none of the {offering} agent(s) offering `{capability}` can hold the task's resources {}",
+                serde_json::to_string(request.needs).unwrap_or_default()
+            ),
         });
     }
     capable.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(capable)
+}
+
+/// Picks the agents for one task.
+pub fn route_task(
+    request: &RouteRequest<'_>,
+    agents: &[Agent],
+    view: &RoutingView,
+) -> Result<RoutePlan, NoCapableAgent> {
+    let capability = request.capability;
+    let capable = candidates(request, agents)?;
 
     let mut available = Vec::new();
     let mut probes = Vec::new();
-    let (mut open, mut unhealthy) = (Vec::new(), 0);
+    let (mut open, mut unhealthy, mut full) = (Vec::new(), 0, 0);
     for agent in &capable {
-        match availability(agent, view.circuits.get(&agent.name), request.now_ms) {
+        match availability(agent, request, view) {
             Availability::Available => available.push(*agent),
             Availability::Probe => probes.push(*agent),
             Availability::Unhealthy => unhealthy += 1,
             Availability::Open { retry_at_ms } => open.push(retry_at_ms),
+            Availability::Full => full += 1,
         }
     }
-    let skipped = describe_skipped(open.len() + probes.len(), unhealthy);
-
-    // Rank what can take calls: learned confidence, ties rotated by the task's hash.
-    let n = available.len().max(1);
-    let offset = (fnv1a(request.spread_key) % n as u64) as usize;
-    let mut ranked: Vec<(f64, usize, &Agent)> = available
-        .iter()
-        .enumerate()
-        .map(|(i, agent)| {
-            let confidence = view.stats.get(&agent.name).map_or_else(
-                || AgentStats::default().confidence(),
-                AgentStats::confidence,
-            );
-            (confidence, (i + n - offset) % n, *agent)
-        })
-        .collect();
-    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let skipped = describe_skipped(open.len() + probes.len(), unhealthy, full);
+    let ranking = strategy::rank(&available, request, view);
     let confidence_of = |name: &str| {
-        ranked
+        capable
             .iter()
-            .find(|(_, _, a)| a.name == name)
-            .map_or(AgentStats::default().confidence(), |(c, _, _)| *c)
+            .find(|a| a.name == name)
+            .map_or(AgentStats::default().confidence(0, 1), |a| {
+                strategy::evidence_of(a, request, view).mean()
+            })
     };
     let is_available = |name: &String| available.iter().any(|a| &a.name == name);
 
@@ -169,17 +212,14 @@ pub fn route_task(
     // can take it: a retry is not spent on a probe while another agent is available.
     if let Some(probe) = probes
         .get((fnv1a(request.spread_key) % probes.len().max(1) as u64) as usize)
-        .filter(|_| request.prefer.is_empty() || ranked.is_empty())
+        .filter(|_| request.prefer.is_empty() || available.is_empty())
     {
-        let fallbacks: Vec<String> = ranked
+        let fallbacks: Vec<String> = ranking
+            .agents
             .iter()
             .take(MAX_FALLBACKS)
-            .map(|(_, _, a)| a.name.clone())
+            .map(|a| a.name.clone())
             .collect();
-        let confidence = view.stats.get(&probe.name).map_or_else(
-            || AgentStats::default().confidence(),
-            AgentStats::confidence,
-        );
         let reasoning = format!(
             "{} agent(s) offer `{capability}`{skipped}; `{}` is half-open after its cool-down and takes this task as its one probe call{}",
             capable.len(),
@@ -189,14 +229,21 @@ pub fn route_task(
         return Ok(RoutePlan::Routed(RouteDecision {
             primary: probe.name.clone(),
             fallbacks,
-            strategy: RoutingStrategy::Learned,
-            confidence,
+            strategy: request.strategy,
+            confidence: confidence_of(&probe.name),
             reasoning,
             probe: true,
         }));
     }
 
-    if ranked.is_empty() {
+    if available.is_empty() {
+        if full > 0 {
+            return Ok(RoutePlan::Busy {
+                message: format!(
+                    "every agent offering `{capability}` that can take a call is at its limit{skipped}"
+                ),
+            });
+        }
         let retry_at_ms = open.iter().flatten().min().copied();
         let (kind, message) = if open.is_empty() {
             (
@@ -235,22 +282,16 @@ pub fn route_task(
             "the next agent the previous decision kept in reserve".to_string(),
         ),
         None => {
-            let primary = ranked[0].2.name.clone();
-            let fallbacks = ranked[1..]
+            let primary = ranking.agents[0].name.clone();
+            let fallbacks = ranking.agents[1..]
                 .iter()
                 .take(MAX_FALLBACKS)
-                .map(|(_, _, a)| a.name.clone())
+                .map(|a| a.name.clone())
                 .collect();
-            let history = match view.stats.get(&primary) {
-                Some(s) if s.count > 0 => {
-                    format!("{} outcomes, {} succeeded", s.count, s.successes)
-                }
-                _ => "no history yet".to_string(),
-            };
             let why = if request.prefer.is_empty() {
-                format!("the highest learned confidence ({history})")
+                ranking.why
             } else {
-                format!("the highest learned confidence, the reserve agents being unavailable ({history})")
+                format!("the reserve agents being unavailable, {}", ranking.why)
             };
             (primary, fallbacks, why)
         }
@@ -264,19 +305,27 @@ pub fn route_task(
     Ok(RoutePlan::Routed(RouteDecision {
         primary,
         fallbacks,
-        strategy: RoutingStrategy::Learned,
+        strategy: request.strategy,
         confidence,
         reasoning,
         probe: false,
     }))
 }
 
-fn describe_skipped(open: usize, unhealthy: usize) -> String {
-    match (open, unhealthy) {
-        (0, 0) => String::new(),
-        (o, 0) => format!(" ({o} with an open circuit)"),
-        (0, u) => format!(" ({u} unhealthy, skipped)"),
-        (o, u) => format!(" ({o} with an open circuit, {u} unhealthy)"),
+fn describe_skipped(open: usize, unhealthy: usize, full: usize) -> String {
+    let parts: Vec<String> = [
+        (open, "with an open circuit"),
+        (unhealthy, "unhealthy"),
+        (full, "at their limits"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({}, skipped)", parts.join(", "))
     }
 }
 
@@ -317,19 +366,30 @@ mod tests {
             retry: None,
             health_check: None,
             circuit_breaker: None,
+            weight: None,
+            max_concurrency: None,
+            resources: Resources::new(),
             health: None,
             created_at_ms: 0,
             updated_at_ms: 0,
         }
     }
 
+    const NO_NEEDS: &Resources = &Resources::new();
+
     fn request<'a>(prefer: &'a [String], avoid: &'a [String], key: &'a str) -> RouteRequest<'a> {
         RouteRequest {
             capability: "sum",
+            strategy: RoutingStrategy::Learned,
+            needs: NO_NEEDS,
             prefer,
             avoid,
             spread_key: key,
             now_ms: 100_000,
+            learning: LearningSettings {
+                half_life_ms: 600_000,
+                latency_target_ms: None,
+            },
         }
     }
 
@@ -381,9 +441,9 @@ mod tests {
         let mut view = RoutingView::default();
         let mut good = AgentStats::default();
         let mut bad = AgentStats::default();
-        for i in 0..5 {
-            good.record(true, 10, i);
-            bad.record(false, 10, i);
+        for i in 0..20 {
+            good.record(true, 10, i, 600_000);
+            bad.record(false, 10, i, 600_000);
         }
         view.stats.insert("a".to_string(), bad);
         view.stats.insert("b".to_string(), good);

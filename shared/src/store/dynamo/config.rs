@@ -1,0 +1,74 @@
+//! Tenants' settings in the state table, and the round-robin counters in the memory table.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::domain::routing::CapabilityDefaults;
+
+#[async_trait]
+impl ConfigStore for DynamoStore {
+    async fn tenant_config(&self, tenant: &str) -> Result<TenantConfig, StoreError> {
+        let mut config = TenantConfig::default();
+        for item in self.partition(keys::config_pk(tenant)).await? {
+            let a = Attrs(&item);
+            let sk = a.s(SK)?;
+            if let Some(capability) = sk.strip_prefix(keys::CAPABILITY_PREFIX) {
+                let defaults = a.json("defaults")?.unwrap_or_default();
+                config.capabilities.insert(capability.to_string(), defaults);
+            } else if sk == keys::PRIORITIES_SK {
+                config.multipliers = a.json("multipliers")?.unwrap_or_default();
+            }
+        }
+        Ok(config)
+    }
+
+    async fn put_capability_defaults(
+        &self,
+        tenant: &str,
+        capability: &str,
+        defaults: &CapabilityDefaults,
+    ) -> Result<(), StoreError> {
+        let item = HashMap::from([
+            (PK.into(), s(keys::config_pk(tenant))),
+            (SK.into(), s(keys::capability_sk(capability))),
+            ("defaults".into(), json(defaults)?),
+        ]);
+        self.put(&self.state_table, item).await
+    }
+
+    async fn put_multipliers(
+        &self,
+        tenant: &str,
+        multipliers: &BTreeMap<String, f64>,
+    ) -> Result<(), StoreError> {
+        let item = HashMap::from([
+            (PK.into(), s(keys::config_pk(tenant))),
+            (SK.into(), s(keys::PRIORITIES_SK)),
+            ("multipliers".into(), json(multipliers)?),
+        ]);
+        self.put(&self.state_table, item).await
+    }
+}
+
+#[async_trait]
+impl RoutingState for DynamoStore {
+    async fn next_turn(&self, tenant: &str, capability: &str) -> Result<u64, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.memory_table)
+            .key(PK, s(keys::rotation_pk(tenant)))
+            .key(SK, s(capability))
+            .update_expression("ADD turn :one")
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        let attributes = out.attributes.unwrap_or_default();
+        // The counter starts at 1; turns start at 0.
+        Ok(Attrs(&attributes).n::<u64>("turn")?.saturating_sub(1))
+    }
+}
