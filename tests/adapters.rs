@@ -89,7 +89,7 @@ async fn a_claim_is_exclusive_to_one_attempt() {
     let now = now_ms();
 
     let ClaimOutcome::Claimed(claimed) = store
-        .claim_task(&a1, "x", "token-1", now + 1000, now)
+        .claim_task(&a1, "x", None, "token-1", now + 1000, now)
         .await
         .unwrap()
     else {
@@ -102,7 +102,7 @@ async fn a_claim_is_exclusive_to_one_attempt() {
     assert!(
         matches!(
             store
-                .claim_task(&a1, "x", "token-1", now + 1000, now)
+                .claim_task(&a1, "x", None, "token-1", now + 1000, now)
                 .await
                 .unwrap(),
             ClaimOutcome::Claimed(_)
@@ -111,14 +111,14 @@ async fn a_claim_is_exclusive_to_one_attempt() {
     );
     assert!(matches!(
         store
-            .claim_task(&a1, "y", "token-2", now + 1000, now)
+            .claim_task(&a1, "y", None, "token-2", now + 1000, now)
             .await
             .unwrap(),
         ClaimOutcome::NotClaimable(_)
     ));
     assert!(matches!(
         store
-            .claim_task(&attempt("w1", "a", 2), "y", "t", now, now)
+            .claim_task(&attempt("w1", "a", 2), "y", None, "t", now, now)
             .await
             .unwrap(),
         ClaimOutcome::NotClaimable(_)
@@ -126,7 +126,7 @@ async fn a_claim_is_exclusive_to_one_attempt() {
     assert!(
         matches!(
             store
-                .claim_task(&attempt("w1", "b", 1), "y", "t", now, now)
+                .claim_task(&attempt("w1", "b", 1), "y", None, "t", now, now)
                 .await
                 .unwrap(),
             ClaimOutcome::NotClaimable(_)
@@ -135,7 +135,7 @@ async fn a_claim_is_exclusive_to_one_attempt() {
     );
     assert!(matches!(
         store
-            .claim_task(&attempt("w1", "zz", 1), "y", "t", now, now)
+            .claim_task(&attempt("w1", "zz", 1), "y", None, "t", now, now)
             .await
             .unwrap(),
         ClaimOutcome::Missing
@@ -171,7 +171,7 @@ async fn a_claim_is_exclusive_to_one_attempt() {
     ));
     assert!(matches!(
         store
-            .claim_task(&a1, "x", "token-3", now, now)
+            .claim_task(&a1, "x", None, "token-3", now, now)
             .await
             .unwrap(),
         ClaimOutcome::AlreadyFinished(_)
@@ -260,7 +260,7 @@ async fn a_failed_attempt_with_a_retry_queues_the_next_attempt_in_the_same_write
     let a1 = attempt("w4", "a", 1);
     let now = now_ms();
     store
-        .claim_task(&a1, "x", "tk", now + 1000, now)
+        .claim_task(&a1, "x", None, "tk", now + 1000, now)
         .await
         .unwrap();
     let failed = AttemptRecord {
@@ -297,7 +297,7 @@ async fn a_failed_attempt_with_a_retry_queues_the_next_attempt_in_the_same_write
     // Attempt 2 ends as a success: both attempts are kept, oldest first.
     let a2 = attempt("w4", "a", 2);
     store
-        .claim_task(&a2, "y", "tk2", now + 1000, now)
+        .claim_task(&a2, "y", None, "tk2", now + 1000, now)
         .await
         .unwrap();
     let Ended::Now(done) = store

@@ -106,7 +106,14 @@ async fn a_fail_whose_follow_up_broke_off_is_finished_by_the_repair_sweep() {
     let now = now_ms();
     let store = &stack.execute_deps().store;
     store
-        .claim_task(&execute_message(&a).task, "worker", "died", now - 1, now)
+        .claim_task(
+            &execute_message(&a).task,
+            "worker",
+            None,
+            "died",
+            now - 1,
+            now,
+        )
         .await
         .unwrap();
 

@@ -167,6 +167,53 @@ where
 
 /// Sends the attempt that follows `failed_attempt` to routing, after the delay its record
 /// asked for. Sending it twice is harmless: the claim absorbs the duplicate.
+/// Sends the task round again after a backoff because every agent that could take it is at
+/// its limits. Waiting spends no attempt; the dispatch lease moves with the wait so that
+/// cleanup does not take the task for lost. A copy that is no longer the task's newest send
+/// is dropped.
+pub async fn wait_for_capacity<S, Q>(
+    store: &S,
+    queue: &Q,
+    settings: &Settings,
+    message: &RouteMessage,
+    now_ms: i64,
+) -> Result<(), ChainError>
+where
+    S: WorkflowStore + ?Sized,
+    Q: TaskQueue + ?Sized,
+{
+    let wait_ms = capacity_backoff_ms(message.waits, &message.task.idempotency_key());
+    let due = now_ms + wait_ms;
+    let lease_until = due + settings.dispatch_timeout.as_millis() as i64;
+    if !store
+        .extend_dispatch(&message.task, message.dispatch, lease_until)
+        .await?
+    {
+        tracing::info!("the attempt moved on or was sent again; this waiting copy is dropped");
+        return Ok(());
+    }
+    let mut later = message.clone();
+    later.waits = message.waits.saturating_add(1);
+    later.not_before_ms = Some(due);
+    tracing::info!(
+        wait_ms,
+        waits = later.waits,
+        "agents at their limits; the task waits"
+    );
+    queue
+        .send_route_after(&later, delay_until(due, now_ms))
+        .await?;
+    Ok(())
+}
+
+/// Exponential from 0.5–1 s up to 15–30 s, jittered by the task's key so that waiting tasks
+/// come back spread out rather than together.
+pub fn capacity_backoff_ms(waits: u32, key: &str) -> i64 {
+    let ceiling = (1_000_i64 << waits.min(5)).min(30_000);
+    let jitter = i64::from(crate::domain::routing::stable_shard(key, 1_000)) * ceiling / 2_000;
+    ceiling / 2 + jitter
+}
+
 pub async fn send_retry<Q>(
     queue: &Q,
     record: &TaskRecord,
@@ -387,6 +434,7 @@ mod tests {
             id: id.into(),
             capability: "c".into(),
             profile: Default::default(),
+            decision: None,
             input: Value::Null,
             depends_on: Vec::new(),
             dependents: dependents.iter().map(|d| d.to_string()).collect(),

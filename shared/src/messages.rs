@@ -113,6 +113,9 @@ pub struct ExecuteMessage {
     #[serde(flatten)]
     pub profile: TaskProfile,
     pub route: RouteDecision,
+    /// Times the task waited for room on an agent so far (see [`RouteMessage::waits`]).
+    #[serde(default, skip_serializing_if = "is_first_send")]
+    pub waits: u32,
 }
 
 /// execute-agent → learn: how one agent did on one attempt.
@@ -191,6 +194,7 @@ mod tests {
             },
             capability: "sum".into(),
             profile: TaskProfile::default(),
+            waits: 0,
             route: RouteDecision {
                 primary: "a".into(),
                 fallbacks: vec!["b".into()],

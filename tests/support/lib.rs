@@ -113,7 +113,7 @@ pub async fn claim_and_record(
     let store = &stack.execute_deps().store;
     let now = baton::clock::now_ms();
     store
-        .claim_task(task, "worker", "died", now + 60_000, now)
+        .claim_task(task, "worker", None, "died", now + 60_000, now)
         .await
         .expect("claim");
     let (outcome, error) = match &end {

@@ -22,8 +22,8 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use baton::batch::process_sqs_batch;
 use baton::clock::now_ms;
 use baton::completion::{
-    complete_task, conclude_attempt, send_retry, AttemptConclusion, AttemptRun, ChainError,
-    Concluded,
+    complete_task, conclude_attempt, send_retry, wait_for_capacity, AttemptConclusion, AttemptRun,
+    ChainError, Concluded,
 };
 use baton::config::Settings;
 use baton::domain::agent::Agent;
@@ -34,7 +34,8 @@ use baton::messages::{ExecuteMessage, OutcomeMessage, RouteMessage, TaskRef, FOR
 use baton::queue::TaskQueue;
 use baton::store::cache::AgentCache;
 use baton::store::{
-    new_claim_token, AgentRegistry, AttemptHolder, ClaimOutcome, TaskRecord, WorkflowStore,
+    new_claim_token, AgentRegistry, AttemptHolder, ClaimOutcome, RoutingState, SlotGrant, SlotHold,
+    TaskRecord, WorkflowStore,
 };
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::Map;
@@ -65,7 +66,7 @@ pub async fn handle_batch<S, Q, I>(
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error>
 where
-    S: WorkflowStore + AgentRegistry,
+    S: WorkflowStore + AgentRegistry + RoutingState,
     Q: TaskQueue,
     I: AgentInvoker,
 {
@@ -82,7 +83,7 @@ async fn execute<S, Q, I>(
     message: ExecuteMessage,
 ) -> Result<(), ChainError>
 where
-    S: WorkflowStore + AgentRegistry,
+    S: WorkflowStore + AgentRegistry + RoutingState,
     Q: TaskQueue,
     I: AgentInvoker,
 {
@@ -105,110 +106,172 @@ where
         let token = new_claim_token();
         let lease_until =
             now + agent.timeout_ms as i64 + deps.settings.lease_margin.as_millis() as i64;
-        let claimed = match deps
-            .store
-            .claim_task(task, &agent.name, &token, lease_until, now)
-            .await?
-        {
-            ClaimOutcome::Claimed(record) => record,
-            ClaimOutcome::AlreadyFinished(record) => {
-                tracing::info!("duplicate delivery of a finished attempt; resuming its follow-up");
-                complete_task(&deps.store, &deps.queue, &deps.settings, &record, now).await?;
-                return send_outcome(deps, &record, task.attempt, &agent).await;
-            }
-            ClaimOutcome::NotClaimable(record) if record.retries_after(task.attempt) => {
-                tracing::info!("duplicate delivery of a failed attempt; re-sending its retry");
-                let prefer = next_agents(&message, &record, &agent);
-                send_retry(
-                    &deps.queue,
-                    &record,
-                    task.attempt,
-                    &message.capability,
-                    prefer,
-                    now,
-                )
+        // Calls to an agent with limits (or counted for `least_loaded`) hold a slot while they
+        // run; a handler that dies gives it back when the slot's lease runs out.
+        let needs = &message.profile.resources;
+        let counted = message.route.strategy.uses_load() || agent.limits().is_limited(needs);
+        let holder = format!("{}#{token}", task.idempotency_key());
+        if counted {
+            let hold = SlotHold {
+                holder: &holder,
+                needs,
+                until_ms: lease_until,
+            };
+            let grant = deps
+                .store
+                .acquire_slot(&task.tenant, &agent.name, agent.limits(), hold, now)
                 .await?;
-                return send_outcome(deps, &record, task.attempt, &agent).await;
-            }
-            ClaimOutcome::NotClaimable(record) => {
-                tracing::info!(
-                    status = %record.status,
-                    current_attempt = record.attempt,
-                    "attempt is held elsewhere or superseded; acknowledged"
+            if grant == SlotGrant::Full {
+                tracing::info!("the agent is at its limits; the task waits");
+                let mut again = RouteMessage::new(
+                    task.clone(),
+                    message.capability.clone(),
+                    message.profile.clone(),
                 );
-                return Ok(());
-            }
-            ClaimOutcome::Missing => {
-                tracing::warn!("task does not exist; acknowledged");
-                return Ok(());
-            }
-        };
-
-        let outputs = deps
-            .store
-            .task_outputs(&task.tenant, &task.workflow_id, &claimed.depends_on)
-            .await?;
-        let call = AgentCall {
-            task,
-            workflow_id: &task.workflow_id,
-            task_id: &task.task_id,
-            attempt: task.attempt,
-            capability: &claimed.capability,
-            input: &claimed.input,
-            dependencies: outputs.into_iter().collect::<Map<_, _>>(),
-            timeout_ms: claimed
-                .timeout_ms
-                .map_or(agent.timeout_ms, |t| t.min(agent.timeout_ms)),
-        };
-        let started = Instant::now();
-        let result = deps.invoker.invoke(&agent, &call).await;
-        let latency_ms = started.elapsed().as_millis() as u64;
-        match &result {
-            Ok(_) => tracing::info!(latency_ms, "agent succeeded"),
-            // The message may quote the agent's answer: it is stored, not logged.
-            Err(failure) => tracing::warn!(
-                latency_ms,
-                kind = ?failure.kind,
-                http_status = ?failure.http_status,
-                "agent failed"
-            ),
-        }
-
-        let policy = RetryPolicy::resolve(&[claimed.retry.as_ref(), agent.retry.as_ref()]);
-        let concluded = conclude_attempt(
-            &deps.store,
-            &deps.queue,
-            &deps.settings,
-            AttemptConclusion {
-                task,
-                capability: &claimed.capability,
-                holder: AttemptHolder::Claim(&token),
-                result,
-                run: AttemptRun {
-                    agent: Some(agent.name.clone()),
-                    started_at_ms: claimed.started_at_ms,
-                    claims: claimed.claims,
-                },
-                policy,
-                prefer: next_agents(&message, &claimed, &agent),
-                now_ms: now_ms(),
-            },
-        )
-        .await?;
-        match concluded {
-            Concluded::Final(record) | Concluded::Retrying(record) => {
-                send_outcome(deps, &record, task.attempt, &agent).await
-            }
-            Concluded::Superseded => {
-                tracing::warn!(
-                    "lease lost before the result was recorded; a newer claim owns the task"
-                );
-                Ok(())
+                again.waits = message.waits;
+                return wait_for_capacity(&deps.store, &deps.queue, &deps.settings, &again, now)
+                    .await;
             }
         }
+        let result = run_attempt(deps, &message, &agent, &token, lease_until, now).await;
+        if counted {
+            if let Err(error) = deps
+                .store
+                .release_slot(&task.tenant, &agent.name, &holder)
+                .await
+            {
+                tracing::warn!(%error, "slot not given back; its lease frees it");
+            }
+        }
+        result
     }
     .instrument(span)
     .await
+}
+
+/// Claims the attempt and, if this handler got it, calls the agent and concludes the attempt.
+async fn run_attempt<S, Q, I>(
+    deps: &ExecuteDeps<S, Q, I>,
+    message: &ExecuteMessage,
+    agent: &Agent,
+    token: &str,
+    lease_until: i64,
+    now: i64,
+) -> Result<(), ChainError>
+where
+    S: WorkflowStore + AgentRegistry,
+    Q: TaskQueue,
+    I: AgentInvoker,
+{
+    let task = &message.task;
+    let claimed = match deps
+        .store
+        .claim_task(
+            task,
+            &agent.name,
+            Some(&message.route),
+            token,
+            lease_until,
+            now,
+        )
+        .await?
+    {
+        ClaimOutcome::Claimed(record) => record,
+        ClaimOutcome::AlreadyFinished(record) => {
+            tracing::info!("duplicate delivery of a finished attempt; resuming its follow-up");
+            complete_task(&deps.store, &deps.queue, &deps.settings, &record, now).await?;
+            return send_outcome(deps, &record, task.attempt, agent).await;
+        }
+        ClaimOutcome::NotClaimable(record) if record.retries_after(task.attempt) => {
+            tracing::info!("duplicate delivery of a failed attempt; re-sending its retry");
+            let prefer = next_agents(message, &record, agent);
+            send_retry(
+                &deps.queue,
+                &record,
+                task.attempt,
+                &message.capability,
+                prefer,
+                now,
+            )
+            .await?;
+            return send_outcome(deps, &record, task.attempt, agent).await;
+        }
+        ClaimOutcome::NotClaimable(record) => {
+            tracing::info!(
+                status = %record.status,
+                current_attempt = record.attempt,
+                "attempt is held elsewhere or superseded; acknowledged"
+            );
+            return Ok(());
+        }
+        ClaimOutcome::Missing => {
+            tracing::warn!("task does not exist; acknowledged");
+            return Ok(());
+        }
+    };
+
+    let outputs = deps
+        .store
+        .task_outputs(&task.tenant, &task.workflow_id, &claimed.depends_on)
+        .await?;
+    let call = AgentCall {
+        task,
+        workflow_id: &task.workflow_id,
+        task_id: &task.task_id,
+        attempt: task.attempt,
+        capability: &claimed.capability,
+        input: &claimed.input,
+        dependencies: outputs.into_iter().collect::<Map<_, _>>(),
+        timeout_ms: claimed
+            .timeout_ms
+            .map_or(agent.timeout_ms, |t| t.min(agent.timeout_ms)),
+    };
+    let started = Instant::now();
+    let result = deps.invoker.invoke(agent, &call).await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    match &result {
+        Ok(_) => tracing::info!(latency_ms, "agent succeeded"),
+        // The message may quote the agent's answer: it is stored, not logged.
+        Err(failure) => tracing::warn!(
+            latency_ms,
+            kind = ?failure.kind,
+            http_status = ?failure.http_status,
+            "agent failed"
+        ),
+    }
+
+    let policy = RetryPolicy::resolve(&[claimed.retry.as_ref(), agent.retry.as_ref()]);
+    let concluded = conclude_attempt(
+        &deps.store,
+        &deps.queue,
+        &deps.settings,
+        AttemptConclusion {
+            task,
+            capability: &claimed.capability,
+            holder: AttemptHolder::Claim(token),
+            result,
+            run: AttemptRun {
+                agent: Some(agent.name.clone()),
+                started_at_ms: claimed.started_at_ms,
+                claims: claimed.claims,
+            },
+            policy,
+            prefer: next_agents(message, &claimed, agent),
+            now_ms: now_ms(),
+        },
+    )
+    .await?;
+    match concluded {
+        Concluded::Final(record) | Concluded::Retrying(record) => {
+            send_outcome(deps, &record, task.attempt, agent).await
+        }
+        Concluded::Superseded => {
+            tracing::warn!(
+                "lease lost before the result was recorded; a newer claim owns the task"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Where the attempt after a failure goes first: the decision's fallbacks in order, or the

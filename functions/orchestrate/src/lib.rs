@@ -21,7 +21,7 @@ use baton::domain::task::{TaskProfile, TaskStatus};
 use baton::messages::{RouteMessage, TaskRef};
 use baton::queue::TaskQueue;
 use baton::store::{
-    AgentRegistry, ConfigStore, LearningStore, NewTask, NewWorkflow, WorkflowStore,
+    AgentRegistry, ConfigStore, LearningStore, NewTask, NewWorkflow, RoutingState, WorkflowStore,
 };
 use lambda_http::http::Method;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
@@ -55,7 +55,7 @@ pub async fn handle_request<S, Q>(
     request: Request,
 ) -> Result<Response<Body>, Error>
 where
-    S: WorkflowStore + AgentRegistry + LearningStore + ConfigStore,
+    S: WorkflowStore + AgentRegistry + LearningStore + ConfigStore + RoutingState,
     Q: TaskQueue,
 {
     let span = tracing::info_span!(
@@ -72,7 +72,7 @@ where
 
 async fn dispatch<S, Q>(api: &Api<S, Q>, request: &Request) -> Result<Response<Body>, ApiError>
 where
-    S: WorkflowStore + AgentRegistry + LearningStore + ConfigStore,
+    S: WorkflowStore + AgentRegistry + LearningStore + ConfigStore + RoutingState,
     Q: TaskQueue,
 {
     let path = request.raw_http_path();
@@ -104,9 +104,10 @@ where
                 let names: Vec<String> = agents.iter().map(|a| a.name.clone()).collect();
                 let circuits = api.store.circuits(&tenant, &names).await?;
                 let now = now_ms();
+                let loads = api.store.loads(&tenant, &names, now).await?;
                 let agents: Vec<Value> = agents
                     .iter()
-                    .map(|a| views::agent(a, circuits.get(&a.name), now))
+                    .map(|a| views::agent(a, circuits.get(&a.name), loads.get(&a.name), now))
                     .collect();
                 Ok(json_response(200, &json!({ "agents": agents })))
             }
@@ -125,7 +126,15 @@ where
                 .store
                 .circuits(&tenant, std::slice::from_ref(&agent.name))
                 .await?;
-            let view = views::agent(&agent, circuits.get(&agent.name), now_ms());
+            let now = now_ms();
+            let names = std::slice::from_ref(&agent.name);
+            let loads = api.store.loads(&tenant, names, now).await?;
+            let view = views::agent(
+                &agent,
+                circuits.get(&agent.name),
+                loads.get(&agent.name),
+                now,
+            );
             Ok(json_response(200, &view))
         }
         ["v1", "capabilities"] => {
@@ -235,7 +244,10 @@ where
         .map_err(|e| ApiError::invalid(e.to_string(), json!({ "field": e.field() })))?;
     api.store.register_agent(tenant, &agent).await?;
     tracing::info!(tenant, agent = %agent.name, "agent registered");
-    Ok(json_response(201, &views::agent(&agent, None, now_ms())))
+    Ok(json_response(
+        201,
+        &views::agent(&agent, None, None, now_ms()),
+    ))
 }
 
 /// The body of `PUT /v1/capabilities/{name}`.

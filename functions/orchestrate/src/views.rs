@@ -4,14 +4,22 @@ use baton::clock::rfc3339;
 use baton::domain::agent::Agent;
 use baton::domain::circuit::Circuit;
 use baton::domain::priority::{Band, Multipliers, Priority};
+use baton::domain::resources::AgentLoad;
 use baton::domain::routing::CapabilityDefaults;
 use baton::domain::task::AttemptRecord;
 use baton::store::{TaskRecord, WorkflowView};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-/// An agent with its health and circuit (`circuit` absent: closed, no recent failure).
-pub fn agent(agent: &Agent, circuit: Option<&Circuit>, now_ms: i64) -> Value {
+/// An agent with its health, circuit (absent: closed, no recent failure) and the calls in
+/// flight to it (absent: none counted).
+pub fn agent(
+    agent: &Agent,
+    circuit: Option<&Circuit>,
+    load: Option<&AgentLoad>,
+    now_ms: i64,
+) -> Value {
+    let load = load.cloned().unwrap_or_default();
     let breaker = agent.breaker();
     let closed = Circuit::default();
     let circuit = circuit.unwrap_or(&closed);
@@ -28,6 +36,8 @@ pub fn agent(agent: &Agent, circuit: Option<&Circuit>, now_ms: i64) -> Value {
         "weight": agent.weight(),
         "max_concurrency": agent.max_concurrency,
         "resources": agent.resources,
+        "in_flight": load.in_flight,
+        "resources_in_use": load.resources_in_use,
         "health": agent.health.as_ref().map(|h| json!({
             "status": h.status,
             "checked_at": rfc3339(h.checked_at_ms),
@@ -102,6 +112,12 @@ fn task(t: &TaskRecord) -> Value {
         "band": t.profile.band,
         "resources": t.profile.resources,
         "deadline": t.profile.deadline_at_ms.map(rfc3339),
+        "decision": t.decision.as_ref().map(|d| json!({
+            "strategy": d.strategy,
+            "confidence": d.confidence,
+            "fallbacks": d.fallbacks,
+            "reasoning": d.reasoning,
+        })),
         "status": t.status,
         "depends_on": t.depends_on,
         "agent": t.agent,

@@ -16,7 +16,9 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use baton::batch::{process_sqs_batch, Delivery};
 use baton::clock::now_ms;
-use baton::completion::{conclude_attempt, delay_until, AttemptConclusion, AttemptRun, ChainError};
+use baton::completion::{
+    conclude_attempt, delay_until, wait_for_capacity, AttemptConclusion, AttemptRun, ChainError,
+};
 use baton::config::Settings;
 use baton::domain::agent::Agent;
 use baton::domain::circuit::Probe;
@@ -170,6 +172,17 @@ where
             circuits: deps.store.circuits(tenant, &candidates).await?,
             ..RoutingView::default()
         };
+        // Calls in flight are read only where they matter: agents with limits, or every
+        // candidate when the strategy balances by load.
+        let counted: Vec<String> = agents
+            .iter()
+            .filter(|a| candidates.contains(&a.name))
+            .filter(|a| strategy.uses_load() || a.limits().is_limited(&message.profile.resources))
+            .map(|a| a.name.clone())
+            .collect();
+        if !counted.is_empty() {
+            view.load = deps.store.loads(tenant, &counted, now).await?;
+        }
         if strategy.uses_rotation() {
             view.rotation = Some(deps.store.next_turn(tenant, &message.capability).await?);
         }
@@ -214,6 +227,7 @@ where
                         capability: message.capability.clone(),
                         profile: message.profile.clone(),
                         route,
+                        waits: message.waits,
                     })
                     .await?;
                 Ok(())
@@ -229,7 +243,8 @@ where
                 end_unroutable(deps, &message, failure, now).await
             }
             Ok(RoutePlan::Busy { message: why }) => {
-                wait_for_capacity(deps, &message, &why, now).await
+                tracing::info!(reason = %why, "no room on any agent");
+                wait_for_capacity(&deps.store, &deps.queue, &deps.settings, &message, now).await
             }
             Err(no_agent) => {
                 tracing::warn!(capability = %message.capability, "no capable agent; the task fails");
@@ -240,40 +255,6 @@ where
     }
     .instrument(span)
     .await
-}
-
-/// Sends the task round again after a backoff: every agent that could take it is at its
-/// limit. Waiting spends no attempt.
-async fn wait_for_capacity<S, Q>(
-    deps: &RouteDeps<S, Q>,
-    message: &RouteMessage,
-    why: &str,
-    now: i64,
-) -> Result<(), ChainError>
-where
-    Q: TaskQueue,
-{
-    let mut later = message.clone();
-    later.waits = message.waits.saturating_add(1);
-    let wait_ms = capacity_backoff_ms(message.waits, &message.task.idempotency_key());
-    later.not_before_ms = Some(now + wait_ms);
-    tracing::info!(
-        wait_ms,
-        waits = later.waits,
-        reason = why,
-        "agents at their limits; the task waits"
-    );
-    deps.queue
-        .send_route_after(&later, delay_until(now + wait_ms, now))
-        .await?;
-    Ok(())
-}
-
-/// Exponential from 1 s to 30 s, with jitter from the task's key so waiting tasks spread out.
-fn capacity_backoff_ms(waits: u32, key: &str) -> i64 {
-    let ceiling = (1_000_i64 << waits.min(5)).min(30_000);
-    let jitter = (baton::domain::routing::stable_shard(key, 1_000) as i64 * ceiling) / 2_000;
-    ceiling / 2 + jitter
 }
 
 /// Whether this message is still its task's live one (see [`RouteMessage::is_live_for`]).

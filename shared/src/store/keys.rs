@@ -20,6 +20,8 @@
 //! - `{tenant}#AGENT#{agent}` / `STATS#{task type}`: learned statistics;
 //! - `{tenant}#AGENT#{agent}` / `CIRCUIT`: the agent's circuit breaker;
 //! - `{tenant}#AGENT#{agent}` / `OUTCOME#{workflow}#{task}#{attempt}`: outcome history;
+//! - `{tenant}#AGENT#{agent}` / `LOAD`: the calls in flight to the agent, each with its lease
+//!   (only agents with limits, or calls counted for `least_loaded`);
 //! - `{tenant}#ROTATION` / `{capability}`: the round-robin counter.
 
 use crate::domain::routing::stable_shard;
@@ -38,6 +40,7 @@ pub const SWEEP_AT: &str = "sweep_at";
 /// The sweeps-index partition of agents with a health check.
 pub const HEALTH_SWEEP: &str = "HEALTH";
 pub const CIRCUIT_SK: &str = "CIRCUIT";
+pub const LOAD_SK: &str = "LOAD";
 
 pub const WORKFLOW_SK: &str = "WORKFLOW";
 const TASK_PREFIX: &str = "TASK#";

@@ -21,8 +21,9 @@ use crate::domain::circuit::{Circuit, Probe};
 use crate::domain::health::AgentHealth;
 use crate::domain::learning::AgentStats;
 use crate::domain::priority::Multipliers;
+use crate::domain::resources::{AgentLoad, Limits, Resources};
 use crate::domain::retry::RetryPolicySpec;
-use crate::domain::routing::CapabilityDefaults;
+use crate::domain::routing::{CapabilityDefaults, RouteDecision};
 use crate::domain::task::{AttemptRecord, TaskFailure, TaskProfile, TaskStatus, WorkflowStatus};
 use crate::messages::{OutcomeMessage, TaskRef};
 
@@ -106,6 +107,8 @@ pub struct TaskRecord {
     pub lease_expirations: u32,
     /// Times cleanup sent the current attempt again because no handler took it.
     pub dispatches: u32,
+    /// How the current attempt's agent was chosen.
+    pub decision: Option<RouteDecision>,
 }
 
 impl TaskRecord {
@@ -283,11 +286,13 @@ pub trait WorkflowStore: Send + Sync {
         id: &str,
     ) -> Result<Option<WorkflowStatus>, StoreError>;
     /// queued → running for exactly this attempt, with a lease until `lease_until_ms`,
-    /// under `token`, which recognises this claim if its response is lost.
+    /// under `token`, which recognises this claim if its response is lost. The routing
+    /// decision, when given, is kept on the task for people to read.
     async fn claim_task(
         &self,
         task: &TaskRef,
         agent: &str,
+        decision: Option<&RouteDecision>,
         token: &str,
         lease_until_ms: i64,
         now_ms: i64,
@@ -375,6 +380,15 @@ pub trait WorkflowStore: Send + Sync {
     async fn requeue_expired(
         &self,
         lease: &ExpiredLease,
+        lease_until_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Moves a queued attempt's dispatch lease to `lease_until_ms` while it waits for an agent
+    /// to have room, if `dispatch` is still its newest send. False if it moved on or was sent
+    /// again since: the waiting copy is then late.
+    async fn extend_dispatch(
+        &self,
+        task: &TaskRef,
+        dispatch: u32,
         lease_until_ms: i64,
     ) -> Result<bool, StoreError>;
     /// Drops a task whose workflow record was never written: out of the lease index, and
@@ -467,11 +481,50 @@ pub trait ConfigStore: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
-/// State routing shares across every instance, paid for only by the strategies that use it.
+/// What acquiring a slot on an agent found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotGrant {
+    /// The holder has its slot (also when its own earlier write's response was lost).
+    Held,
+    /// The agent is at its concurrency or resource limit.
+    Full,
+}
+
+/// One call's hold on an agent: who holds it, what it holds and until when.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotHold<'a> {
+    pub holder: &'a str,
+    pub needs: &'a Resources,
+    pub until_ms: i64,
+}
+
+/// State routing shares across every instance, paid for only by the tasks that use it: the
+/// round-robin counters, and the calls in flight to agents with limits (or counted for
+/// `least_loaded`).
 #[async_trait]
 pub trait RoutingState: Send + Sync {
     /// Advances the capability's round-robin counter and returns the turn taken.
     async fn next_turn(&self, tenant: &str, capability: &str) -> Result<u64, StoreError>;
+    /// The live calls in flight to each of `agents` at `now_ms` (absent: none).
+    async fn loads(
+        &self,
+        tenant: &str,
+        agents: &[String],
+        now_ms: i64,
+    ) -> Result<HashMap<String, AgentLoad>, StoreError>;
+    /// Takes a slot (and the needs) on `agent` if its limits allow one more call beside the
+    /// live ones. Holds whose lease ran out no longer count.
+    async fn acquire_slot(
+        &self,
+        tenant: &str,
+        agent: &str,
+        limits: Limits<'_>,
+        hold: SlotHold<'_>,
+        now_ms: i64,
+    ) -> Result<SlotGrant, StoreError>;
+    /// Gives the holder's slot back; nothing if it holds none.
+    async fn release_slot(&self, tenant: &str, agent: &str, holder: &str)
+        -> Result<(), StoreError>;
 }
 
 /// Outcome history, learned statistics and circuits.

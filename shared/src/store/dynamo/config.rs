@@ -1,4 +1,4 @@
-//! Tenants' settings in the state table, and the round-robin counters in the memory table.
+//! Tenants' settings in the state table: capability defaults and priority multipliers.
 
 use std::collections::BTreeMap;
 
@@ -49,26 +49,5 @@ impl ConfigStore for DynamoStore {
             ("multipliers".into(), json(multipliers)?),
         ]);
         self.put(&self.state_table, item).await
-    }
-}
-
-#[async_trait]
-impl RoutingState for DynamoStore {
-    async fn next_turn(&self, tenant: &str, capability: &str) -> Result<u64, StoreError> {
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.memory_table)
-            .key(PK, s(keys::rotation_pk(tenant)))
-            .key(SK, s(capability))
-            .update_expression("ADD turn :one")
-            .expression_attribute_values(":one", n(1))
-            .return_values(ReturnValue::UpdatedNew)
-            .send()
-            .await
-            .map_err(dynamo_error)?;
-        let attributes = out.attributes.unwrap_or_default();
-        // The counter starts at 1; turns start at 0.
-        Ok(Attrs(&attributes).n::<u64>("turn")?.saturating_sub(1))
     }
 }

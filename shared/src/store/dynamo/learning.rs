@@ -134,12 +134,12 @@ fn locked_put(table: &str, item: Item, version: u64) -> Result<Put, StoreError> 
 }
 
 impl DynamoStore {
-    fn memory_key(&self, pk: &str, sk: &str) -> Item {
+    pub(super) fn memory_key(&self, pk: &str, sk: &str) -> Item {
         HashMap::from([(PK.into(), s(pk)), (SK.into(), s(sk))])
     }
 
     /// Items of the memory table by (pk, sk), keyed by (pk, sk).
-    async fn memory_items(
+    pub(super) async fn memory_items(
         &self,
         keys: Vec<Item>,
         consistent: bool,

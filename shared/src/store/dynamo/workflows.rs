@@ -60,6 +60,7 @@ fn task_record(item: &Item) -> Result<TaskRecord, StoreError> {
         id: task_id.into(),
         capability: a.s("capability")?.into(),
         profile: a.json(PROFILE)?.unwrap_or_default(),
+        decision: a.json("decision")?,
         input: a.json("input")?.unwrap_or(Value::Null),
         depends_on: a.list("depends_on"),
         dependents: a.list("dependents"),
@@ -240,17 +241,22 @@ impl WorkflowStore for DynamoStore {
         &self,
         task: &TaskRef,
         agent: &str,
+        decision: Option<&RouteDecision>,
         token: &str,
         lease_until_ms: i64,
         now_ms: i64,
     ) -> Result<ClaimOutcome, StoreError> {
+        let (set_decision, decision) = match decision {
+            Some(d) => (", decision = :decision", Some(json(d)?)),
+            None => ("", None),
+        };
         let update = self
             .update_attempt(task)
-            .update_expression(
+            .update_expression(format!(
                 "SET #status = :running, #agent = :agent, started_at = :now, \
                  lease_until = :lease, lease_shard = :shard, claim_token = :token, \
-                 claims = if_not_exists(claims, :zero) + :one",
-            )
+                 claims = if_not_exists(claims, :zero) + :one{set_decision}"
+            ))
             .condition_expression("#status = :queued AND attempt = :attempt")
             .expression_attribute_names("#agent", "agent")
             .expression_attribute_values(":running", s(TaskStatus::Running.as_str()))
@@ -262,6 +268,10 @@ impl WorkflowStore for DynamoStore {
             .expression_attribute_values(":token", s(token))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1));
+        let update = match decision {
+            Some(decision) => update.expression_attribute_values(":decision", decision),
+            None => update,
+        };
         Ok(
             match conditional_update(update, ReturnValue::AllNew).await? {
                 Conditional::Applied(item) => ClaimOutcome::Claimed(task_record(&item)?),
@@ -692,6 +702,28 @@ impl WorkflowStore for DynamoStore {
             ),
             _ => return Ok(false),
         };
+        Ok(matches!(
+            conditional_update(update, ReturnValue::None).await?,
+            Conditional::Applied(_)
+        ))
+    }
+
+    async fn extend_dispatch(
+        &self,
+        task: &TaskRef,
+        dispatch: u32,
+        lease_until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let update = self
+            .update_attempt(task)
+            .update_expression("SET lease_until = :until")
+            .condition_expression(
+                "#status = :queued AND attempt = :attempt \
+                 AND (attribute_not_exists(dispatches) OR dispatches <= :dispatch)",
+            )
+            .expression_attribute_values(":queued", s(TaskStatus::Queued.as_str()))
+            .expression_attribute_values(":dispatch", n(dispatch))
+            .expression_attribute_values(":until", n(lease_until_ms));
         Ok(matches!(
             conditional_update(update, ReturnValue::None).await?,
             Conditional::Applied(_)
