@@ -448,3 +448,27 @@ async fn a_learned_decision_says_why_with_its_numbers_and_the_runner_up() {
     assert!(reasoning.contains("runner-up"), "{reasoning}");
     assert_eq!(decision["fallbacks"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn urgent_work_travels_through_its_own_queues() {
+    let stack = api_only_stack("bands").await;
+    let server = agent_replying(AgentReply::ok(json!({}))).await;
+    register_agent(&stack, "worker", &server, &["work"]).await;
+    let tasks = json!([
+        { "id": "urgent", "capability": "work", "priority": "critical" },
+        { "id": "high", "capability": "work", "priority": "high" },
+        { "id": "ordinary", "capability": "work" }
+    ]);
+    submit(&stack, &json!({ "name": "bands", "tasks": tasks })).await;
+    for queue in ["RouteUrgentQueue", "RouteHighQueue", "RouteQueue"] {
+        assert_eq!(queue_depth(&stack, queue).await, 1, "{queue}");
+    }
+    let message = receive_one(&stack, "RouteUrgentQueue").await;
+    assert!(message.body().unwrap().contains("\"band\":\"urgent\""));
+    let routed = baton_route::handle_batch(stack.route_deps(), sqs_event(&[&message]))
+        .await
+        .unwrap();
+    assert!(routed.batch_item_failures.is_empty());
+    assert_eq!(queue_depth(&stack, "ExecuteUrgentQueue").await, 1);
+    assert_eq!(queue_depth(&stack, "ExecuteQueue").await, 0);
+}

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::domain::learning::DEFAULT_HALF_LIFE_MS;
+use crate::domain::priority::Band;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -17,8 +18,9 @@ pub enum ConfigError {
 pub struct Settings {
     pub state_table: String,
     pub memory_table: String,
-    pub route_queue_url: String,
-    pub execute_queue_url: String,
+    /// Route and execute queues by priority band (see [`crate::domain::priority::Band`]).
+    pub route_queues: BandQueues,
+    pub execute_queues: BandQueues,
     pub learn_queue_url: String,
     /// How long finished workflows, tasks and outcome records are kept before TTL removes them.
     pub retention: Duration,
@@ -35,6 +37,24 @@ pub struct Settings {
     pub repair_after: Duration,
     /// Learned evidence weighs half as much this long after it was observed.
     pub learning_half_life: Duration,
+}
+
+/// One queue per priority band. A band without its own queue configured uses the standard one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BandQueues {
+    pub standard: String,
+    pub high: String,
+    pub urgent: String,
+}
+
+impl BandQueues {
+    pub fn url(&self, band: Band) -> &str {
+        match band {
+            Band::Standard => &self.standard,
+            Band::High => &self.high,
+            Band::Urgent => &self.urgent,
+        }
+    }
 }
 
 impl Settings {
@@ -67,11 +87,32 @@ impl Settings {
                     }),
             }
         };
+        let band_queues = |standard: &'static str, high: &str, urgent: &str| {
+            let standard = required(standard)?;
+            let or_standard = |name: &str| {
+                lookup(name)
+                    .filter(|v| !v.trim().is_empty())
+                    .unwrap_or_else(|| standard.clone())
+            };
+            Ok::<_, ConfigError>(BandQueues {
+                high: or_standard(high),
+                urgent: or_standard(urgent),
+                standard,
+            })
+        };
         Ok(Settings {
             state_table: required("STATE_TABLE")?,
             memory_table: required("MEMORY_TABLE")?,
-            route_queue_url: required("ROUTE_QUEUE_URL")?,
-            execute_queue_url: required("EXECUTE_QUEUE_URL")?,
+            route_queues: band_queues(
+                "ROUTE_QUEUE_URL",
+                "ROUTE_HIGH_QUEUE_URL",
+                "ROUTE_URGENT_QUEUE_URL",
+            )?,
+            execute_queues: band_queues(
+                "EXECUTE_QUEUE_URL",
+                "EXECUTE_HIGH_QUEUE_URL",
+                "EXECUTE_URGENT_QUEUE_URL",
+            )?,
             learn_queue_url: required("LEARN_QUEUE_URL")?,
             retention: Duration::from_secs(number("RETENTION_DAYS", 7)? * 86_400),
             dispatch_timeout: Duration::from_secs(number("DISPATCH_TIMEOUT_SECONDS", 120)?),
@@ -122,6 +163,16 @@ mod tests {
         let s = Settings::from_lookup(lookup(&ALL)).unwrap();
         assert_eq!(s.retention, Duration::from_secs(7 * 86_400));
         assert_eq!(s.max_lease_attempts, 3);
+        assert_eq!(
+            s.route_queues.url(Band::Urgent),
+            "r",
+            "no urgent queue: the standard one"
+        );
+        let mut banded = ALL.to_vec();
+        banded.push(("EXECUTE_URGENT_QUEUE_URL", "eu"));
+        let s = Settings::from_lookup(lookup(&banded)).unwrap();
+        assert_eq!(s.execute_queues.url(Band::Urgent), "eu");
+        assert_eq!(s.execute_queues.url(Band::High), "e");
         let mut bad = ALL.to_vec();
         bad.push(("RETENTION_DAYS", "soon"));
         assert!(matches!(

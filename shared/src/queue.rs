@@ -8,6 +8,8 @@ use aws_sdk_sqs::Client;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use serde::Serialize;
 
+use crate::config::BandQueues;
+use crate::domain::priority::Band;
 use crate::messages::{ExecuteMessage, OutcomeMessage, RouteMessage};
 
 /// SendMessageBatch takes at most 10 entries.
@@ -39,20 +41,22 @@ pub trait TaskQueue: Send + Sync {
     async fn send_outcome(&self, message: &OutcomeMessage) -> Result<(), QueueError>;
 }
 
+/// The queues of the chain. A task's route and execute messages go to the queues of its
+/// priority band.
 #[derive(Clone, Debug)]
 pub struct SqsQueues {
     client: Client,
-    route_url: String,
-    execute_url: String,
+    route: BandQueues,
+    execute: BandQueues,
     learn_url: String,
 }
 
 impl SqsQueues {
-    pub fn new(client: Client, route_url: String, execute_url: String, learn_url: String) -> Self {
+    pub fn new(client: Client, route: BandQueues, execute: BandQueues, learn_url: String) -> Self {
         SqsQueues {
             client,
-            route_url,
-            execute_url,
+            route,
+            execute,
             learn_url,
         }
     }
@@ -131,11 +135,17 @@ impl SqsQueues {
 #[async_trait]
 impl TaskQueue for SqsQueues {
     async fn send_route(&self, messages: &[RouteMessage]) -> Result<(), QueueError> {
-        match messages {
-            [] => Ok(()),
-            [one] => self.send_one(&self.route_url, one).await,
-            many => self.send_many(&self.route_url, many).await,
+        for band in Band::ALL {
+            let url = self.route.url(band);
+            let in_band: Vec<&RouteMessage> =
+                messages.iter().filter(|m| m.profile.band == band).collect();
+            match in_band.as_slice() {
+                [] => {}
+                [one] => self.send_one(url, one).await?,
+                many => self.send_many(url, many).await?,
+            }
         }
+        Ok(())
     }
 
     async fn send_route_after(
@@ -143,11 +153,13 @@ impl TaskQueue for SqsQueues {
         message: &RouteMessage,
         delay: Duration,
     ) -> Result<(), QueueError> {
-        self.send_delayed(&self.route_url, message, delay).await
+        let url = self.route.url(message.profile.band);
+        self.send_delayed(url, message, delay).await
     }
 
     async fn send_execute(&self, message: &ExecuteMessage) -> Result<(), QueueError> {
-        self.send_one(&self.execute_url, message).await
+        self.send_one(self.execute.url(message.profile.band), message)
+            .await
     }
 
     async fn send_outcome(&self, message: &OutcomeMessage) -> Result<(), QueueError> {

@@ -67,8 +67,8 @@ impl AwsClients {
     pub fn queues(&self, settings: &Settings) -> SqsQueues {
         SqsQueues::new(
             self.sqs.clone(),
-            settings.route_queue_url.clone(),
-            settings.execute_queue_url.clone(),
+            settings.route_queues.clone(),
+            settings.execute_queues.clone(),
             settings.learn_queue_url.clone(),
         )
     }

@@ -200,25 +200,32 @@ impl LocalStack {
                     source,
                 })
             };
-        let sqs_source = |(id, spec): (&String, &FunctionSpec)| -> Result<SqsSource, StackError> {
-            spec.events
-                .iter()
-                .find_map(|e| match e {
-                    EventSpec::Sqs { queue, batch_size } => {
-                        let (queue_url, queue_arn) = provisioned.queues.get(queue)?.clone();
-                        Some(SqsSource {
-                            queue_url,
-                            queue_arn,
-                            batch_size: *batch_size as i32,
-                        })
-                    }
-                    _ => None,
-                })
-                .ok_or_else(|| StackError::MissingEvent {
-                    function: id.clone(),
-                    event: "SQS",
-                })
-        };
+        // Every SQS event source of a function: route and execute have one per priority band.
+        let sqs_sources =
+            |(id, spec): (&String, &FunctionSpec)| -> Result<Vec<SqsSource>, StackError> {
+                let sources: Vec<SqsSource> = spec
+                    .events
+                    .iter()
+                    .filter_map(|e| match e {
+                        EventSpec::Sqs { queue, batch_size } => {
+                            let (queue_url, queue_arn) = provisioned.queues.get(queue)?.clone();
+                            Some(SqsSource {
+                                queue_url,
+                                queue_arn,
+                                batch_size: *batch_size as i32,
+                            })
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                if sources.is_empty() {
+                    return Err(StackError::MissingEvent {
+                        function: id.clone(),
+                        event: "SQS",
+                    });
+                }
+                Ok(sources)
+            };
 
         let orchestrate_fn = function("orchestrate")?;
         let route_fn = function("route")?;
@@ -316,17 +323,19 @@ impl LocalStack {
         let sqs = clients.sqs.clone();
         let spawn = |tasks: &mut Vec<JoinHandle<()>>,
                      pollers: usize,
-                     source: SqsSource,
+                     sources: Vec<SqsSource>,
                      handler: BatchHandler| {
-            for _ in 0..pollers {
-                let handler = handler.clone();
-                tasks.push(tokio::spawn(poll_queue(
-                    sqs.clone(),
-                    source.clone(),
-                    move |event| handler(event),
-                    deaths.clone(),
-                    stopped.clone(),
-                )));
+            for source in sources {
+                for _ in 0..pollers {
+                    let handler = handler.clone();
+                    tasks.push(tokio::spawn(poll_queue(
+                        sqs.clone(),
+                        source.clone(),
+                        move |event| handler(event),
+                        deaths.clone(),
+                        stopped.clone(),
+                    )));
+                }
             }
         };
         if options.run_route {
@@ -338,7 +347,7 @@ impl LocalStack {
             spawn(
                 &mut tasks,
                 options.pollers.max(1),
-                sqs_source(route_fn)?,
+                sqs_sources(route_fn)?,
                 handler,
             );
         }
@@ -348,7 +357,7 @@ impl LocalStack {
                 let deps = deps.clone();
                 Box::pin(async move { baton_execute_agent::handle_batch(&deps, event).await })
             });
-            spawn(&mut tasks, 4, sqs_source(execute_fn)?, handler);
+            spawn(&mut tasks, 4, sqs_sources(execute_fn)?, handler);
         }
         if options.run_learn {
             let deps = learn.clone();
@@ -359,7 +368,7 @@ impl LocalStack {
             spawn(
                 &mut tasks,
                 options.pollers.max(1),
-                sqs_source(learn_fn)?,
+                sqs_sources(learn_fn)?,
                 handler,
             );
         }
