@@ -472,3 +472,38 @@ async fn urgent_work_travels_through_its_own_queues() {
     assert_eq!(queue_depth(&stack, "ExecuteUrgentQueue").await, 1);
     assert_eq!(queue_depth(&stack, "ExecuteQueue").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_plan_estimates_the_critical_path_from_learned_latencies() {
+    let stack = start_stack("plan", |_| {}).await;
+    let server = agent_replying(AgentReply::ok(json!({})).after(Duration::from_millis(150))).await;
+    register_agent(&stack, "worker", &server, &["work"]).await;
+    let answer = post(&stack, "/v1/workflows", &diamond("work").to_string()).await;
+    assert_eq!(answer.status, 202, "{:?}", answer.body);
+    let plan = &answer.body["plan"];
+    // Nothing learned yet: the default for each of the three stages on the critical path.
+    assert_eq!(plan["estimated_duration_ms"], 3_000, "{plan}");
+    assert_eq!(plan["estimates"][0]["source"], "default");
+    assert!((plan["parallelism"].as_f64().unwrap() - 4.0 / 3.0).abs() < 1e-9);
+    let id = answer.body["workflow_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        wait_until_finished(&stack, &id).await["status"],
+        "succeeded"
+    );
+    learned_stats(&stack, "worker", "work", 4).await;
+
+    // Once latencies are learned, the plan uses the favoured agent's p50.
+    let view = get(&stack, &format!("/v1/workflows/{id}/plan")).await;
+    assert_eq!(view.status, 200, "{:?}", view.body);
+    let plan = &view.body["plan"];
+    assert_eq!(
+        plan["estimates"][0]["source"], "learned p50 of `worker`",
+        "{plan}"
+    );
+    let estimate = plan["estimated_duration_ms"].as_u64().unwrap();
+    let p50 = plan["estimates"][0]["duration_ms"].as_u64().unwrap();
+    assert!(p50 >= 150, "{plan}");
+    assert_eq!(estimate, 3 * p50);
+    assert_eq!(plan["critical_path"].as_array().unwrap().len(), 3);
+    assert_eq!(get(&stack, "/v1/workflows/nope/plan").await.status, 404);
+}

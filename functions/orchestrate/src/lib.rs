@@ -11,7 +11,8 @@ pub mod views;
 use baton::clock::now_ms;
 use baton::config::Settings;
 use baton::domain::agent::AgentRegistration;
-use baton::domain::dag::{Dag, DagError, TaskSpec};
+use baton::domain::dag::{Dag, DagError, Plan, TaskEstimate, TaskSpec};
+use baton::domain::learning::{expected_latency, DEFAULT_ESTIMATE_MS};
 use baton::domain::names::{check_name, NameKind};
 use baton::domain::priority::{check_multipliers, parse_deadline, Band, Multipliers, Priority};
 use baton::domain::resources::parse_resources;
@@ -27,6 +28,7 @@ use lambda_http::http::Method;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use tracing::Instrument;
 
 use error::json_response;
@@ -191,6 +193,44 @@ where
             let tenant = tenant(request)?;
             submit_workflow(api, &tenant, request).await
         }
+        ["v1", "workflows", id, "plan"] => {
+            allow(&[Method::GET])?;
+            let tenant = tenant(request)?;
+            let not_found = || ApiError::NotFound(format!("workflow `{id}` does not exist"));
+            check_name(NameKind::Workflow, id).map_err(|_| not_found())?;
+            let view = api
+                .store
+                .workflow(&tenant, id)
+                .await?
+                .ok_or_else(not_found)?;
+            let specs: Vec<TaskSpec> = view
+                .tasks
+                .iter()
+                .map(|t| TaskSpec {
+                    id: t.id.clone(),
+                    capability: t.capability.clone(),
+                    input: Value::Null,
+                    depends_on: t.depends_on.clone(),
+                    retry: None,
+                    fallback: None,
+                    timeout_s: None,
+                    task_type: t.profile.task_type.clone(),
+                    routing: None,
+                    priority: None,
+                    resources: None,
+                    deadline: None,
+                    deadline_s: None,
+                })
+                .collect();
+            // A stored workflow passed validation; only a damaged one could fail here.
+            let dag = Dag::build(&specs)
+                .map_err(|e| ApiError::Unavailable(format!("stored workflow is malformed: {e}")))?;
+            let plan = plan(api, &tenant, &dag, &specs).await?;
+            Ok(json_response(
+                200,
+                &json!({ "workflow_id": id, "status": view.workflow.status, "plan": plan }),
+            ))
+        }
         ["v1", "workflows", id] => {
             allow(&[Method::GET])?;
             let tenant = tenant(request)?;
@@ -341,7 +381,7 @@ async fn submit_workflow<S, Q>(
     request: &Request,
 ) -> Result<Response<Body>, ApiError>
 where
-    S: WorkflowStore + ConfigStore,
+    S: WorkflowStore + ConfigStore + AgentRegistry + LearningStore,
     Q: TaskQueue,
 {
     let submission: WorkflowSubmission = parse_body(request)?;
@@ -412,7 +452,8 @@ where
         tracing::error!(workflow = %workflow_id, %error, "ready tasks not sent; cleanup will send them");
     }
     tracing::info!(tenant, workflow = %workflow_id, tasks = dag.len(), "workflow accepted");
-    let body = json!({ "workflow_id": workflow_id, "status": "running", "plan": dag.plan() });
+    let plan = plan(api, tenant, &dag, &submission.tasks).await?;
+    let body = json!({ "workflow_id": workflow_id, "status": "running", "plan": plan });
     let mut response = json_response(202, &body);
     if let Ok(location) = format!("/v1/workflows/{workflow_id}").parse() {
         response.headers_mut().insert("location", location);
@@ -460,6 +501,69 @@ fn task_profile(
         band: Band::of_score(score),
         deadline_at_ms,
     })
+}
+
+/// The workflow's plan, each task estimated by the learned p50 of the agent routing favours
+/// for its type (a default where nothing is learned). One registry read, and one batched
+/// stats read per task type.
+async fn plan<S, Q>(
+    api: &Api<S, Q>,
+    tenant: &str,
+    dag: &Dag,
+    tasks: &[TaskSpec],
+) -> Result<Plan, ApiError>
+where
+    S: AgentRegistry + LearningStore,
+{
+    let agents = api.store.agents(tenant).await?;
+    let now = now_ms();
+    let half_life = api.settings.half_life_ms();
+    let mut by_type: HashMap<String, TaskEstimate> = HashMap::new();
+    for task in tasks {
+        let task_type = task.task_type.as_deref().unwrap_or(&task.capability);
+        if by_type.contains_key(task_type) {
+            continue;
+        }
+        let capable: Vec<String> = agents
+            .iter()
+            .filter(|a| a.enabled && a.has_capability(&task.capability))
+            .map(|a| a.name.clone())
+            .collect();
+        let stats = api.store.agent_stats(tenant, task_type, &capable).await?;
+        let estimate = match expected_latency(&stats, now, half_life) {
+            Some((agent, p50)) => TaskEstimate {
+                task: String::new(),
+                duration_ms: p50,
+                source: format!("learned p50 of `{agent}`"),
+            },
+            None => TaskEstimate {
+                task: String::new(),
+                duration_ms: DEFAULT_ESTIMATE_MS,
+                source: "default".into(),
+            },
+        };
+        by_type.insert(task_type.to_string(), estimate);
+    }
+    let type_of: HashMap<&str, &str> = tasks
+        .iter()
+        .map(|t| {
+            (
+                t.id.as_str(),
+                t.task_type.as_deref().unwrap_or(&t.capability),
+            )
+        })
+        .collect();
+    Ok(dag.plan(|id| {
+        let estimate = type_of.get(id).and_then(|t| by_type.get(*t));
+        TaskEstimate {
+            task: id.to_string(),
+            ..estimate.cloned().unwrap_or(TaskEstimate {
+                task: String::new(),
+                duration_ms: DEFAULT_ESTIMATE_MS,
+                source: "default".into(),
+            })
+        }
+    }))
 }
 
 /// `timeout_s` in seconds, within 1 to [`MAX_TIMEOUT_S`].

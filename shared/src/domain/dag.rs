@@ -85,8 +85,23 @@ pub struct Dag {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
     pub stages: Vec<Vec<String>>,
+    /// The longest chain by estimated duration (by task count when nothing is known).
     pub critical_path: Vec<String>,
+    /// Tasks per stage: how many run side by side on average.
     pub parallelism: f64,
+    /// The critical path's estimated duration.
+    pub estimated_duration_ms: u64,
+    /// Per task, in submission order: its estimate and where it comes from.
+    pub estimates: Vec<TaskEstimate>,
+}
+
+/// One task's estimated duration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskEstimate {
+    pub task: String,
+    pub duration_ms: u64,
+    /// `learned p50 of <agent>` or `default`.
+    pub source: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -299,21 +314,27 @@ impl Dag {
         self.len() as f64 / self.stages.len() as f64
     }
 
-    /// The plan: stages, the critical path with unit durations, and parallelism.
-    pub fn plan(&self) -> Plan {
+    /// The plan: stages, the critical path weighted by each task's estimate (from
+    /// `estimate`, called once per task with its id), its duration, and parallelism.
+    pub fn plan(&self, estimate: impl Fn(&str) -> TaskEstimate) -> Plan {
+        let estimates: Vec<TaskEstimate> = self.ids.iter().map(|id| estimate(id)).collect();
+        let duration_of = |id: &str| {
+            self.index
+                .get(id)
+                .map_or(0.0, |&i| estimates[i].duration_ms as f64)
+        };
+        // Equal estimates everywhere (nothing learned yet) still give the longest chain.
+        let (path, total) = self.critical_path(duration_of);
         Plan {
             stages: self
                 .stages()
                 .into_iter()
                 .map(|stage| stage.into_iter().map(str::to_owned).collect())
                 .collect(),
-            critical_path: self
-                .critical_path(|_| 1.0)
-                .0
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
+            critical_path: path.into_iter().map(str::to_owned).collect(),
             parallelism: self.parallelism(),
+            estimated_duration_ms: total.round() as u64,
+            estimates,
         }
     }
 
@@ -685,17 +706,22 @@ mod tests {
 
     #[test]
     fn plan_combines_stages_critical_path_and_parallelism() {
-        let plan = Dag::build(&diamond()).unwrap().plan();
+        let plan = Dag::build(&diamond()).unwrap().plan(|id| TaskEstimate {
+            task: id.to_string(),
+            duration_ms: if id == "c" { 300 } else { 100 },
+            source: "default".into(),
+        });
         assert_eq!(
-            plan,
-            Plan {
-                stages: vec![strings(&["a"]), strings(&["b", "c"]), strings(&["d"])],
-                critical_path: strings(&["a", "b", "d"]),
-                parallelism: 4.0 / 3.0,
-            }
+            plan.stages,
+            vec![strings(&["a"]), strings(&["b", "c"]), strings(&["d"])]
         );
+        // c is slower than b: the critical path goes through it.
+        assert_eq!(plan.critical_path, strings(&["a", "c", "d"]));
+        assert_eq!(plan.estimated_duration_ms, 500);
+        assert_eq!(plan.parallelism, 4.0 / 3.0);
+        assert_eq!(plan.estimates.len(), 4);
         let value = serde_json::to_value(&plan).unwrap();
-        assert_eq!(value["critical_path"], json!(["a", "b", "d"]));
+        assert_eq!(value["critical_path"], json!(["a", "c", "d"]));
     }
 
     #[test]

@@ -213,6 +213,26 @@ impl AgentStats {
     }
 }
 
+/// A task's expected duration when nothing is learned for its type yet.
+pub const DEFAULT_ESTIMATE_MS: u64 = 1_000;
+
+/// The agent routing most favours on a task type (the highest confidence among those with a
+/// latency to show) and its p50: what a plan expects a task of that type to take.
+pub fn expected_latency<'a>(
+    stats: &'a std::collections::HashMap<String, AgentStats>,
+    now_ms: i64,
+    half_life_ms: i64,
+) -> Option<(&'a str, u64)> {
+    stats
+        .iter()
+        .filter_map(|(agent, s)| {
+            let p50 = s.p50_latency_ms()?;
+            Some((s.confidence(now_ms, half_life_ms), agent.as_str(), p50))
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(a.1)))
+        .map(|(_, agent, p50)| (agent, p50))
+}
+
 /// `(P(X ≥ k), P(X ≤ k))` for `X ~ Binomial(n, p)`.
 fn binomial_tails(n: usize, p: f64, k: usize) -> (f64, f64) {
     let mut pmf = Vec::with_capacity(n + 1);
@@ -286,6 +306,23 @@ mod tests {
         assert_eq!(evidence.as_of_ms, 2_000);
         assert!((evidence.successes - 1.0).abs() < 1e-9);
         assert!((evidence.failures - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_plan_expects_the_favoured_agents_p50() {
+        let mut good = AgentStats::default();
+        let mut poor = AgentStats::default();
+        for i in 0..5 {
+            good.record(true, 200 + i as u64, i, HOUR);
+            poor.record(i == 0, 50, i, HOUR);
+        }
+        let stats = std::collections::HashMap::from([
+            ("good".to_string(), good),
+            ("poor".to_string(), poor),
+            ("new".to_string(), AgentStats::default()),
+        ]);
+        assert_eq!(expected_latency(&stats, 10, HOUR), Some(("good", 202)));
+        assert_eq!(expected_latency(&Default::default(), 10, HOUR), None);
     }
 
     #[test]
