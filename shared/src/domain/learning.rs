@@ -218,11 +218,11 @@ pub const DEFAULT_ESTIMATE_MS: u64 = 1_000;
 
 /// The agent routing most favours on a task type (the highest confidence among those with a
 /// latency to show) and its p50: what a plan expects a task of that type to take.
-pub fn expected_latency<'a>(
-    stats: &'a std::collections::HashMap<String, AgentStats>,
+pub fn expected_latency(
+    stats: &std::collections::HashMap<String, AgentStats>,
     now_ms: i64,
     half_life_ms: i64,
-) -> Option<(&'a str, u64)> {
+) -> Option<(&str, u64)> {
     stats
         .iter()
         .filter_map(|(agent, s)| {
