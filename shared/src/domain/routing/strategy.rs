@@ -280,7 +280,7 @@ fn thompson<'a>(
         [] => String::new(),
         [only] => format!("Thompson sampling, the only candidate: {}", only.describe()),
         [first, second, ..] => format!(
-            "Thompson sampling (latency target {target:.0} ms): {}; runner-up {}",
+            "Thompson sampling, draw × latency factor (target {target:.0} ms): {}; runner-up {}",
             first.describe(),
             second.describe()
         ),
