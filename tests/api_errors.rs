@@ -147,11 +147,11 @@ async fn bad_agents_are_rejected_and_duplicates_conflict() {
 async fn an_api_gateway_event_reaches_the_handler_as_lambda_delivers_it() {
     use lambda_http::request::LambdaRequest;
     let stack = api_only_stack("apigw").await;
-    let api = baton_orchestrate::Api {
-        store: stack.clients.store(&stack.settings),
-        queue: stack.clients.queues(&stack.settings),
-        settings: stack.settings.clone(),
-    };
+    let api = baton_orchestrate::Api::new(
+        stack.clients.store(&stack.settings),
+        stack.clients.queues(&stack.settings),
+        stack.settings.clone(),
+    );
     // A recorded-shape HTTP API (payload v2) event with a base64 body, as API Gateway sends it.
     let fixture = include_str!("fixtures/apigw-v2-post-workflow.json");
     let event: LambdaRequest =

@@ -21,6 +21,7 @@ use baton::domain::routing::{CapabilityDefaults, RoutingStrategy, MAX_LATENCY_TA
 use baton::domain::task::{TaskProfile, TaskStatus};
 use baton::messages::{RouteMessage, TaskRef};
 use baton::queue::TaskQueue;
+use baton::store::cache::{AgentCache, ConfigCache};
 use baton::store::{
     AgentRegistry, ConfigStore, LearningStore, NewTask, NewWorkflow, RoutingState, WorkflowStore,
 };
@@ -49,6 +50,22 @@ pub struct Api<S, Q> {
     pub store: S,
     pub queue: Q,
     pub settings: Settings,
+    /// Submissions read the tenant's settings and agents (for priorities and the plan) from
+    /// these for a few seconds; the API's own views always read the tables.
+    pub config: ConfigCache,
+    pub agents: AgentCache,
+}
+
+impl<S, Q> Api<S, Q> {
+    pub fn new(store: S, queue: Q, settings: Settings) -> Self {
+        Api {
+            store,
+            queue,
+            settings,
+            config: ConfigCache::default(),
+            agents: AgentCache::default(),
+        }
+    }
 }
 
 /// The Lambda handler: every outcome, including errors, is an HTTP response.
@@ -283,6 +300,7 @@ where
         .into_agent(now_ms())
         .map_err(|e| ApiError::invalid(e.to_string(), json!({ "field": e.field() })))?;
     api.store.register_agent(tenant, &agent).await?;
+    api.agents.forget(tenant);
     tracing::info!(tenant, agent = %agent.name, "agent registered");
     Ok(json_response(
         201,
@@ -386,7 +404,7 @@ where
 {
     let submission: WorkflowSubmission = parse_body(request)?;
     let now = now_ms();
-    let multipliers = api.store.tenant_config(tenant).await?.multipliers();
+    let multipliers = api.config.config(&api.store, tenant).await?.multipliers();
     let ValidWorkflow {
         dag,
         settings,
@@ -515,7 +533,7 @@ async fn plan<S, Q>(
 where
     S: AgentRegistry + LearningStore,
 {
-    let agents = api.store.agents(tenant).await?;
+    let agents = api.agents.agents(&api.store, tenant).await?;
     let now = now_ms();
     let half_life = api.settings.half_life_ms();
     let mut by_type: HashMap<String, TaskEstimate> = HashMap::new();

@@ -159,18 +159,21 @@ where
         let task_type = message.profile.learning_type(&message.capability);
         let candidates = capable(&agents);
         // Learned stats move slowly and are cached; circuits change with a single call and
-        // are read for every task.
+        // are read for every task, in the same batch as the stats when those are due.
         let stats_key = (tenant.clone(), task_type.to_string(), candidates.clone());
-        let stats = deps
-            .stats
-            .get(&stats_key, || {
-                deps.store.agent_stats(tenant, task_type, &candidates)
-            })
-            .await?;
-        let mut view = RoutingView {
-            stats: HashMap::clone(&stats),
-            circuits: deps.store.circuits(tenant, &candidates).await?,
-            ..RoutingView::default()
+        let mut view = match deps.stats.fresh(&stats_key) {
+            Some(stats) => RoutingView {
+                stats: HashMap::clone(&stats),
+                ..deps.store.routing_view(tenant, None, &candidates).await?
+            },
+            None => {
+                let view = deps
+                    .store
+                    .routing_view(tenant, Some(task_type), &candidates)
+                    .await?;
+                deps.stats.insert(stats_key, view.stats.clone());
+                view
+            }
         };
         // Calls in flight are read only where they matter: agents with limits, or every
         // candidate when the strategy balances by load.

@@ -245,11 +245,11 @@ impl LocalStack {
 
         let api = {
             let s = settings_of(orchestrate_fn)?;
-            Arc::new(Api {
-                store: handler_clients.store(&s),
-                queue: handler_clients.queues(&s),
-                settings: s,
-            })
+            Arc::new(Api::new(
+                handler_clients.store(&s),
+                handler_clients.queues(&s),
+                s,
+            ))
         };
         let route = {
             let s = settings_of(route_fn)?;

@@ -45,17 +45,30 @@ impl<K: Eq + Hash + Clone, V> TtlCache<K, V> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, StoreError>>,
     {
-        let value = Arc::new(load().await?);
-        if let Ok(mut entries) = self.entries.lock() {
-            // Entries of keys no longer asked for are dropped, so the cache stays small.
-            let ttl = self.ttl;
-            entries.retain(|_, (at, _)| at.elapsed() < ttl);
-            entries.insert(key.clone(), (Instant::now(), value.clone()));
-        }
-        Ok(value)
+        // Entries of keys no longer asked for are dropped on insert, so the cache stays small.
+        Ok(self.insert(key.clone(), load().await?))
     }
 
-    fn fresh(&self, key: &K) -> Option<Arc<V>> {
+    /// Stores `value` under `key`, fresh from now.
+    pub fn insert(&self, key: K, value: V) -> Arc<V> {
+        let value = Arc::new(value);
+        if let Ok(mut entries) = self.entries.lock() {
+            let ttl = self.ttl;
+            entries.retain(|_, (at, _)| at.elapsed() < ttl);
+            entries.insert(key, (Instant::now(), value.clone()));
+        }
+        value
+    }
+
+    /// Forgets `key`, e.g. after this process changed what it holds.
+    pub fn forget(&self, key: &K) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(key);
+        }
+    }
+
+    /// The value under `key` while it is fresh.
+    pub fn fresh(&self, key: &K) -> Option<Arc<V>> {
         let entries = self.entries.lock().ok()?;
         let (at, value) = entries.get(key)?;
         (at.elapsed() < self.ttl).then(|| value.clone())
@@ -97,6 +110,11 @@ impl AgentCache {
             .await
     }
 
+    /// Forgets the tenant's agents after this process changed them.
+    pub fn forget(&self, tenant: &str) {
+        self.0.forget(&tenant.to_string());
+    }
+
     /// One agent by name; a miss in a fresh cache is checked against the registry.
     pub async fn agent<R>(
         &self,
@@ -134,5 +152,10 @@ impl ConfigCache {
         self.0
             .get(&tenant.to_string(), || store.tenant_config(tenant))
             .await
+    }
+
+    /// Forgets the tenant's settings after this process changed them.
+    pub fn forget(&self, tenant: &str) {
+        self.0.forget(&tenant.to_string());
     }
 }

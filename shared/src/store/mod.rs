@@ -23,7 +23,7 @@ use crate::domain::learning::AgentStats;
 use crate::domain::priority::Multipliers;
 use crate::domain::resources::{AgentLoad, Limits, Resources};
 use crate::domain::retry::RetryPolicySpec;
-use crate::domain::routing::{CapabilityDefaults, RouteDecision};
+use crate::domain::routing::{CapabilityDefaults, RouteDecision, RoutingView};
 use crate::domain::task::{AttemptRecord, TaskFailure, TaskProfile, TaskStatus, WorkflowStatus};
 use crate::messages::{OutcomeMessage, TaskRef};
 
@@ -546,6 +546,14 @@ pub trait LearningStore: Send + Sync {
         task_type: &str,
         agents: &[String],
     ) -> Result<HashMap<String, AgentStats>, StoreError>;
+    /// What routing reads for one task, in one batch: the candidates' circuits and, given a
+    /// task type, their stats on it.
+    async fn routing_view(
+        &self,
+        tenant: &str,
+        task_type: Option<&str>,
+        agents: &[String],
+    ) -> Result<RoutingView, StoreError>;
     /// The given agents' circuits (absent: closed and clean).
     async fn circuits(
         &self,

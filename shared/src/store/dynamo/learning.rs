@@ -363,6 +363,37 @@ impl LearningStore for DynamoStore {
         Ok(stats)
     }
 
+    async fn routing_view(
+        &self,
+        tenant: &str,
+        task_type: Option<&str>,
+        agents: &[String],
+    ) -> Result<RoutingView, StoreError> {
+        let stats_sk = task_type.map(keys::stats_sk);
+        let keys = agents
+            .iter()
+            .flat_map(|agent| {
+                let pk = keys::memory_agent_pk(tenant, agent);
+                let stats = stats_sk.as_ref().map(|sk| self.memory_key(&pk, sk));
+                std::iter::once(self.memory_key(&pk, keys::CIRCUIT_SK)).chain(stats)
+            })
+            .collect();
+        let items = self.memory_items(keys, false).await?;
+        let mut view = RoutingView::default();
+        for agent in agents {
+            let pk = keys::memory_agent_pk(tenant, agent);
+            if let Some(sk) = &stats_sk {
+                if let Some(item) = items.get(&(pk.clone(), sk.clone())) {
+                    view.stats.insert(agent.clone(), stats_record(item)?.0);
+                }
+            }
+            if let Some(item) = items.get(&(pk, keys::CIRCUIT_SK.to_string())) {
+                view.circuits.insert(agent.clone(), circuit_record(item)?.0);
+            }
+        }
+        Ok(view)
+    }
+
     async fn circuits(
         &self,
         tenant: &str,
