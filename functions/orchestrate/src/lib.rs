@@ -12,6 +12,7 @@ use baton::clock::now_ms;
 use baton::config::Settings;
 use baton::domain::agent::AgentRegistration;
 use baton::domain::dag::{Dag, DagError, Plan, TaskEstimate, TaskSpec};
+use baton::domain::learning::AgentStats;
 use baton::domain::learning::{expected_latency, DEFAULT_ESTIMATE_MS};
 use baton::domain::names::{check_name, NameKind};
 use baton::domain::priority::{check_multipliers, parse_deadline, Band, Multipliers, Priority};
@@ -21,7 +22,7 @@ use baton::domain::routing::{CapabilityDefaults, RoutingStrategy, MAX_LATENCY_TA
 use baton::domain::task::{TaskProfile, TaskStatus};
 use baton::messages::{RouteMessage, TaskRef};
 use baton::queue::TaskQueue;
-use baton::store::cache::{AgentCache, ConfigCache};
+use baton::store::cache::{AgentCache, ConfigCache, TtlCache, DEFAULT_TTL};
 use baton::store::{
     AgentRegistry, ConfigStore, LearningStore, NewTask, NewWorkflow, RoutingState, WorkflowStore,
 };
@@ -54,6 +55,7 @@ pub struct Api<S, Q> {
     /// these for a few seconds; the API's own views always read the tables.
     pub config: ConfigCache,
     pub agents: AgentCache,
+    pub stats: TtlCache<(String, String, Vec<String>), HashMap<String, AgentStats>>,
 }
 
 impl<S, Q> Api<S, Q> {
@@ -64,6 +66,7 @@ impl<S, Q> Api<S, Q> {
             settings,
             config: ConfigCache::default(),
             agents: AgentCache::default(),
+            stats: TtlCache::new(DEFAULT_TTL),
         }
     }
 }
@@ -178,6 +181,7 @@ where
                 api.store
                     .put_capability_defaults(&tenant, name, &defaults)
                     .await?;
+                api.config.forget(&tenant);
                 tracing::info!(tenant, capability = %name, "capability defaults set");
                 return Ok(json_response(
                     200,
@@ -199,6 +203,7 @@ where
                 api.store
                     .put_multipliers(&tenant, &input.multipliers)
                     .await?;
+                api.config.forget(&tenant);
                 tracing::info!(tenant, "priority multipliers set");
                 return Ok(json_response(200, &views::priorities(&input.multipliers)));
             }
@@ -242,7 +247,7 @@ where
             // A stored workflow passed validation; only a damaged one could fail here.
             let dag = Dag::build(&specs)
                 .map_err(|e| ApiError::Unavailable(format!("stored workflow is malformed: {e}")))?;
-            let plan = plan(api, &tenant, &dag, &specs).await?;
+            let plan = plan(api, &tenant, &dag, &specs, Freshness::Fresh).await?;
             Ok(json_response(
                 200,
                 &json!({ "workflow_id": id, "status": view.workflow.status, "plan": plan }),
@@ -470,7 +475,7 @@ where
         tracing::error!(workflow = %workflow_id, %error, "ready tasks not sent; cleanup will send them");
     }
     tracing::info!(tenant, workflow = %workflow_id, tasks = dag.len(), "workflow accepted");
-    let plan = plan(api, tenant, &dag, &submission.tasks).await?;
+    let plan = plan(api, tenant, &dag, &submission.tasks, Freshness::Cached).await?;
     let body = json!({ "workflow_id": workflow_id, "status": "running", "plan": plan });
     let mut response = json_response(202, &body);
     if let Ok(location) = format!("/v1/workflows/{workflow_id}").parse() {
@@ -521,6 +526,13 @@ fn task_profile(
     })
 }
 
+/// Whether a read may come from this process's caches (a submission) or must not (a view).
+#[derive(Debug, Clone, Copy)]
+enum Freshness {
+    Cached,
+    Fresh,
+}
+
 /// The workflow's plan, each task estimated by the learned p50 of the agent routing favours
 /// for its type (a default where nothing is learned). One registry read, and one batched
 /// stats read per task type.
@@ -529,11 +541,15 @@ async fn plan<S, Q>(
     tenant: &str,
     dag: &Dag,
     tasks: &[TaskSpec],
+    freshness: Freshness,
 ) -> Result<Plan, ApiError>
 where
     S: AgentRegistry + LearningStore,
 {
-    let agents = api.agents.agents(&api.store, tenant).await?;
+    let agents = match freshness {
+        Freshness::Cached => api.agents.agents(&api.store, tenant).await?,
+        Freshness::Fresh => std::sync::Arc::new(api.store.agents(tenant).await?),
+    };
     let now = now_ms();
     let half_life = api.settings.half_life_ms();
     let mut by_type: HashMap<String, TaskEstimate> = HashMap::new();
@@ -547,7 +563,12 @@ where
             .filter(|a| a.enabled && a.has_capability(&task.capability))
             .map(|a| a.name.clone())
             .collect();
-        let stats = api.store.agent_stats(tenant, task_type, &capable).await?;
+        let key = (tenant.to_string(), task_type.to_string(), capable.clone());
+        let load = || api.store.agent_stats(tenant, task_type, &capable);
+        let stats = match freshness {
+            Freshness::Cached => api.stats.get(&key, load).await?,
+            Freshness::Fresh => api.stats.reload(&key, load).await?,
+        };
         let estimate = match expected_latency(&stats, now, half_life) {
             Some((agent, p50)) => TaskEstimate {
                 task: String::new(),
