@@ -1,9 +1,14 @@
 //! route: picks the agent(s) for each ready task and hands the task to execute-agent.
 //!
 //! Routing writes nothing on the happy path, so a duplicate message only produces a duplicate
-//! execute message, which execute-agent's claim absorbs. It reads the candidates' learned
-//! stats and circuits in one batch, and skips unhealthy agents and open circuits; a half-open
-//! circuit's one probe is handed out with a conditional write. Besides that:
+//! execute message, which execute-agent's claim absorbs. It reads the candidates' circuits and
+//! (through a two-second cache) learned stats in one batch, the calls in flight of agents with
+//! limits, and the shared counter for `round_robin`; it skips unhealthy agents, open circuits
+//! and full agents; a half-open circuit's one probe is handed out with a conditional write.
+//! Besides that:
+//! - a task whose deadline passed before it started fails `deadline_exceeded`;
+//! - when every candidate is at its limits, the task waits (a delayed message, its dispatch
+//!   lease moved along) without spending an attempt;
 //! - a message not yet due (a backoff longer than SQS's 15-minute delay) is sent again with
 //!   the rest of its delay;
 //! - a message older than the dispatch time-out is checked against the task and dropped if
