@@ -97,6 +97,30 @@ pub struct AttemptConclusion<'a> {
     pub now_ms: i64,
 }
 
+impl<'a> AttemptConclusion<'a> {
+    /// A queued attempt that ends without calling an agent (no agent could take it, or its
+    /// deadline passed first).
+    pub fn queued_failure(
+        task: &'a TaskRef,
+        capability: &'a str,
+        failure: TaskFailure,
+        policy: RetryPolicy,
+        prefer: Vec<String>,
+        now_ms: i64,
+    ) -> Self {
+        AttemptConclusion {
+            task,
+            capability,
+            holder: AttemptHolder::Queued,
+            result: Err(failure),
+            run: AttemptRun::default(),
+            policy,
+            prefer,
+            now_ms,
+        }
+    }
+}
+
 /// Ends an attempt: records it, and then either runs the task's follow-up (a final end) or
 /// sends the next attempt to routing after its backoff (a retry).
 pub async fn conclude_attempt<S, Q>(

@@ -321,22 +321,15 @@ where
         FailureKind::DeadlineExceeded,
         "the task's deadline passed before it started",
     );
-    conclude_attempt(
-        &deps.store,
-        &deps.queue,
-        &deps.settings,
-        AttemptConclusion {
-            task: &message.task,
-            capability: &message.capability,
-            holder: AttemptHolder::Queued,
-            result: Err(failure),
-            run: AttemptRun::default(),
-            policy: RetryPolicy::resolve(&[]),
-            prefer: Vec::new(),
-            now_ms: now,
-        },
-    )
-    .await?;
+    let conclusion = AttemptConclusion::queued_failure(
+        &message.task,
+        &message.capability,
+        failure,
+        RetryPolicy::resolve(&[]),
+        Vec::new(),
+        now,
+    );
+    conclude_attempt(&deps.store, &deps.queue, &deps.settings, conclusion).await?;
     Ok(())
 }
 

@@ -25,6 +25,7 @@ use baton::queue::TaskQueue;
 use baton::store::cache::{AgentCache, ConfigCache, TtlCache, DEFAULT_TTL};
 use baton::store::{
     AgentRegistry, ConfigStore, LearningStore, NewTask, NewWorkflow, RoutingState, WorkflowStore,
+    WorkflowView,
 };
 use lambda_http::http::Method;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
@@ -218,13 +219,7 @@ where
         ["v1", "workflows", id, "plan"] => {
             allow(&[Method::GET])?;
             let tenant = tenant(request)?;
-            let not_found = || ApiError::NotFound(format!("workflow `{id}` does not exist"));
-            check_name(NameKind::Workflow, id).map_err(|_| not_found())?;
-            let view = api
-                .store
-                .workflow(&tenant, id)
-                .await?
-                .ok_or_else(not_found)?;
+            let view = stored_workflow(api, &tenant, id).await?;
             let specs: Vec<TaskSpec> = view
                 .tasks
                 .iter()
@@ -256,17 +251,25 @@ where
         ["v1", "workflows", id] => {
             allow(&[Method::GET])?;
             let tenant = tenant(request)?;
-            let not_found = || ApiError::NotFound(format!("workflow `{id}` does not exist"));
-            check_name(NameKind::Workflow, id).map_err(|_| not_found())?;
-            let view = api
-                .store
-                .workflow(&tenant, id)
-                .await?
-                .ok_or_else(not_found)?;
+            let view = stored_workflow(api, &tenant, id).await?;
             Ok(json_response(200, &views::workflow(&view)))
         }
         _ => Err(ApiError::NotFound(format!("no route for {path}"))),
     }
+}
+
+/// A stored workflow with its tasks; 404 for an id that is not one.
+async fn stored_workflow<S, Q>(
+    api: &Api<S, Q>,
+    tenant: &str,
+    id: &str,
+) -> Result<WorkflowView, ApiError>
+where
+    S: WorkflowStore,
+{
+    let not_found = || ApiError::NotFound(format!("workflow `{id}` does not exist"));
+    check_name(NameKind::Workflow, id).map_err(|_| not_found())?;
+    api.store.workflow(tenant, id).await?.ok_or_else(not_found)
 }
 
 fn tenant(request: &Request) -> Result<String, ApiError> {

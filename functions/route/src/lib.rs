@@ -22,7 +22,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use baton::batch::{process_sqs_batch, Delivery};
 use baton::clock::now_ms;
 use baton::completion::{
-    conclude_attempt, delay_until, wait_for_capacity, AttemptConclusion, AttemptRun, ChainError,
+    conclude_attempt, delay_until, wait_for_capacity, AttemptConclusion, ChainError,
 };
 use baton::config::Settings;
 use baton::domain::agent::Agent;
@@ -36,9 +36,7 @@ use baton::domain::task::{FailureKind, TaskFailure};
 use baton::messages::{ExecuteMessage, RouteMessage, FORMAT_VERSION};
 use baton::queue::TaskQueue;
 use baton::store::cache::{AgentCache, ConfigCache, TtlCache};
-use baton::store::{
-    AgentRegistry, AttemptHolder, ConfigStore, LearningStore, RoutingState, WorkflowStore,
-};
+use baton::store::{AgentRegistry, ConfigStore, LearningStore, RoutingState, WorkflowStore};
 use lambda_runtime::{Error, LambdaEvent};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -357,22 +355,15 @@ where
             .await?;
         return Ok(());
     }
-    let concluded = conclude_attempt(
-        &deps.store,
-        &deps.queue,
-        &deps.settings,
-        AttemptConclusion {
-            task,
-            capability: &message.capability,
-            holder: AttemptHolder::Queued,
-            result: Err(failure),
-            run: AttemptRun::default(),
-            policy,
-            prefer: message.prefer.clone(),
-            now_ms: now,
-        },
-    )
-    .await?;
+    let conclusion = AttemptConclusion::queued_failure(
+        task,
+        &message.capability,
+        failure,
+        policy,
+        message.prefer.clone(),
+        now,
+    );
+    let concluded = conclude_attempt(&deps.store, &deps.queue, &deps.settings, conclusion).await?;
     if matches!(concluded, baton::completion::Concluded::Superseded) {
         tracing::info!("task moved on before it could be ended; acknowledged");
     }
