@@ -565,4 +565,102 @@ mod tests {
         assert!(!d.probe);
         assert_eq!(d.primary, "b");
     }
+
+    fn with_strategy<'a>(
+        strategy: RoutingStrategy,
+        needs: &'a Resources,
+        key: &'a str,
+    ) -> RouteRequest<'a> {
+        RouteRequest {
+            strategy,
+            needs,
+            ..request(&[], &[], key)
+        }
+    }
+
+    #[test]
+    fn least_loaded_takes_the_agent_with_the_fewest_calls_in_flight() {
+        let agents = [
+            agent("a", &["sum"], true),
+            agent("b", &["sum"], true),
+            agent("c", &["sum"], true),
+        ];
+        let mut view = RoutingView::default();
+        for (name, in_flight) in [("a", 3), ("b", 1), ("c", 2)] {
+            view.load.insert(
+                name.to_string(),
+                AgentLoad {
+                    in_flight,
+                    ..AgentLoad::default()
+                },
+            );
+        }
+        for key in ["1", "2", "3"] {
+            let request = with_strategy(RoutingStrategy::LeastLoaded, NO_NEEDS, key);
+            let d = routed(route_task(&request, &agents, &view));
+            assert_eq!(
+                (d.primary.as_str(), d.strategy),
+                ("b", RoutingStrategy::LeastLoaded)
+            );
+            assert_eq!(d.fallbacks, vec!["c".to_string(), "a".to_string()]);
+        }
+    }
+
+    #[test]
+    fn random_and_weighted_draws_follow_the_task_and_the_weights() {
+        let mut agents = vec![agent("a", &["sum"], true), agent("b", &["sum"], true)];
+        agents[0].weight = Some(9.0);
+        let view = RoutingView::default();
+        let mut heavy = 0;
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..200 {
+            let key = format!("task-{i}");
+            let weighted = with_strategy(RoutingStrategy::Weighted, NO_NEEDS, &key);
+            heavy += usize::from(routed(route_task(&weighted, &agents, &view)).primary == "a");
+            let random = with_strategy(RoutingStrategy::Random, NO_NEEDS, &key);
+            let first = routed(route_task(&random, &agents, &view));
+            // The same task attempt draws the same way again.
+            assert_eq!(first, routed(route_task(&random, &agents, &view)));
+            seen.insert(first.primary);
+        }
+        assert!(
+            (160..=195).contains(&heavy),
+            "{heavy} of 200 to the weight-9 agent"
+        );
+        assert_eq!(seen.len(), 2);
+    }
+
+    #[test]
+    fn agents_at_their_limits_or_unable_to_hold_the_needs_are_not_taken() {
+        let mut agents = vec![agent("big", &["sum"], true), agent("small", &["sum"], true)];
+        agents[0].resources = [("gpu".to_string(), 4)].into();
+        agents[0].max_concurrency = Some(2);
+        agents[1].resources = [("gpu".to_string(), 1)].into();
+        let two_gpus: Resources = [("gpu".to_string(), 2)].into();
+        let request = with_strategy(RoutingStrategy::Learned, &two_gpus, "t");
+        let d = routed(route_task(&request, &agents, &RoutingView::default()));
+        assert_eq!(d.primary, "big");
+        assert!(d.fallbacks.is_empty(), "`small` can never hold two GPUs");
+
+        let mut view = RoutingView::default();
+        view.load.insert(
+            "big".into(),
+            AgentLoad {
+                in_flight: 2,
+                ..AgentLoad::default()
+            },
+        );
+        match route_task(&request, &agents, &view).unwrap() {
+            RoutePlan::Busy { message } => assert!(message.contains("limit"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        let eight: Resources = [("gpu".to_string(), 8)].into();
+        let err = route_task(
+            &with_strategy(RoutingStrategy::Learned, &eight, "t"),
+            &agents,
+            &view,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("resources"), "{err}");
+    }
 }
