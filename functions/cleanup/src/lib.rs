@@ -15,6 +15,8 @@
 //!   fails with `deadline_exceeded`.
 //! - **Health**: agents whose health check is due are probed (a few at a time, a short
 //!   time-out, no payload) and their status stored for routing.
+//! - **Sessions**: a session whose idle time-out has passed is ended, with every item it
+//!   created (TTL is only the backstop).
 //!
 //! Finished workflows, tasks and outcomes carry an `expires_at` attribute written when they
 //! finish, and DynamoDB's TTL removes them; the sweep has nothing to delete.
@@ -34,7 +36,9 @@ use baton::messages::RouteMessage;
 use baton::prober::HealthProber;
 use baton::queue::TaskQueue;
 use baton::store::keys::LEASE_SHARDS;
-use baton::store::{AgentRegistry, AttemptHolder, ExpiredLease, WorkflowStore};
+use baton::store::{
+    AgentRegistry, AttemptHolder, ExpiredLease, SessionStore, StoreError, WorkflowStore,
+};
 use futures::StreamExt;
 use lambda_runtime::{Error, LambdaEvent};
 use serde::Serialize;
@@ -44,6 +48,8 @@ use tracing::Instrument;
 pub const SWEEP_LIMIT: i32 = 200;
 /// Workflows looked at per shard per sweep.
 pub const REPAIR_LIMIT: i32 = 100;
+/// Idle sessions ended per sweep.
+pub const SESSION_LIMIT: i32 = 100;
 /// Health probes per sweep, and how many run at once.
 pub const PROBE_LIMIT: i32 = 100;
 /// Leases and workflows handled at once: a sweep must fit in the function's 60 s.
@@ -81,6 +87,8 @@ pub struct SweepReport {
     pub deadlines: u32,
     /// Agents probed.
     pub probed: u32,
+    /// Sessions ended by their idle time-out, with everything they held.
+    pub sessions_ended: u32,
     /// Items that could not be handled this time (logged; retried on the next sweep).
     pub errors: u32,
 }
@@ -91,7 +99,7 @@ pub async fn handle_tick<S, Q, P>(
     _event: LambdaEvent<serde_json::Value>,
 ) -> Result<SweepReport, Error>
 where
-    S: WorkflowStore + AgentRegistry,
+    S: WorkflowStore + AgentRegistry + SessionStore,
     Q: TaskQueue,
     P: HealthProber,
 {
@@ -101,7 +109,7 @@ where
 /// Everything one tick does, as of `now`.
 pub async fn sweep<S, Q, P>(deps: &CleanupDeps<S, Q, P>, now: i64) -> SweepReport
 where
-    S: WorkflowStore + AgentRegistry,
+    S: WorkflowStore + AgentRegistry + SessionStore,
     Q: TaskQueue,
     P: HealthProber,
 {
@@ -109,6 +117,7 @@ where
     sweep_leases(deps, now, &mut report).await;
     sweep_workflows(deps, now, &mut report).await;
     probe_agents(deps, now, &mut report).await;
+    end_idle_sessions(deps, now, &mut report).await;
     if report != SweepReport::default() {
         tracing::info!(?report, "sweep done");
     }
@@ -494,6 +503,47 @@ where
             Ok(false) => {}
             Err(error) => {
                 tracing::error!(%error, "health not recorded; next sweep probes again");
+                report.errors += 1;
+            }
+        }
+    }
+}
+
+/// Ends the sessions whose idle time-out has passed.
+async fn end_idle_sessions<S, Q, P>(deps: &CleanupDeps<S, Q, P>, now: i64, report: &mut SweepReport)
+where
+    S: SessionStore,
+{
+    let idle = match deps.store.idle_sessions(now, SESSION_LIMIT).await {
+        Ok(idle) => idle,
+        Err(error) => {
+            tracing::error!(%error, "session index query failed");
+            report.errors += 1;
+            return;
+        }
+    };
+    let ended: Vec<Result<bool, StoreError>> = futures::stream::iter(idle)
+        .map(|(tenant, id)| async move {
+            // The index may lag a session's last turn: end it only if it is still idle.
+            match deps.store.session(&tenant, &id).await? {
+                Some(session) if !session.is_expired(now) => return Ok(false),
+                _ => {}
+            }
+            let ended = deps.store.end_session(&tenant, &id).await?;
+            if ended {
+                tracing::info!(tenant = %tenant, session = %id, "idle session ended");
+            }
+            Ok(ended)
+        })
+        .buffer_unordered(SWEEP_CONCURRENCY)
+        .collect()
+        .await;
+    for result in ended {
+        match result {
+            Ok(true) => report.sessions_ended += 1,
+            Ok(false) => {}
+            Err(error) => {
+                tracing::error!(%error, "session not ended; the next sweep tries again");
                 report.errors += 1;
             }
         }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod views;
 
 use baton::clock::now_ms;
+use baton::clock::rfc3339;
 use baton::config::Settings;
 use baton::domain::agent::AgentRegistration;
 use baton::domain::dag::{Dag, DagError, Plan, TaskEstimate, TaskSpec};
@@ -19,13 +20,14 @@ use baton::domain::priority::{check_multipliers, parse_deadline, Band, Multiplie
 use baton::domain::resources::parse_resources;
 use baton::domain::retry::{PolicyError, RetryPolicyInput, RetryPolicySpec};
 use baton::domain::routing::{CapabilityDefaults, RoutingStrategy, MAX_LATENCY_TARGET_MS};
+use baton::domain::session::SessionInput;
 use baton::domain::task::{TaskProfile, TaskStatus};
 use baton::messages::{RouteMessage, TaskRef};
 use baton::queue::TaskQueue;
 use baton::store::cache::{AgentCache, ConfigCache, TtlCache, DEFAULT_TTL};
 use baton::store::{
-    AgentRegistry, ConfigStore, LearningStore, NewTask, NewWorkflow, RoutingState, WorkflowStore,
-    WorkflowView,
+    AgentRegistry, ConfigStore, LearningStore, NewTask, NewWorkflow, RoutingState, SessionStore,
+    WorkflowStore, WorkflowView,
 };
 use lambda_http::http::Method;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
@@ -78,7 +80,7 @@ pub async fn handle_request<S, Q>(
     request: Request,
 ) -> Result<Response<Body>, Error>
 where
-    S: WorkflowStore + AgentRegistry + LearningStore + ConfigStore + RoutingState,
+    S: WorkflowStore + AgentRegistry + LearningStore + ConfigStore + RoutingState + SessionStore,
     Q: TaskQueue,
 {
     let span = tracing::info_span!(
@@ -95,7 +97,7 @@ where
 
 async fn dispatch<S, Q>(api: &Api<S, Q>, request: &Request) -> Result<Response<Body>, ApiError>
 where
-    S: WorkflowStore + AgentRegistry + LearningStore + ConfigStore + RoutingState,
+    S: WorkflowStore + AgentRegistry + LearningStore + ConfigStore + RoutingState + SessionStore,
     Q: TaskQueue,
 {
     let path = request.raw_http_path();
@@ -159,6 +161,36 @@ where
                 now,
             );
             Ok(json_response(200, &view))
+        }
+        ["v1", "sessions"] => {
+            allow(&[Method::POST])?;
+            let tenant = tenant(request)?;
+            open_session(api, &tenant, request).await
+        }
+        ["v1", "sessions", id] => {
+            allow(&[Method::GET, Method::DELETE])?;
+            let tenant = tenant(request)?;
+            let not_found =
+                || ApiError::NotFound(format!("session `{id}` does not exist or has ended"));
+            check_name(NameKind::Workflow, id).map_err(|_| not_found())?;
+            if method == Method::DELETE {
+                if !api.store.end_session(&tenant, id).await? {
+                    return Err(not_found());
+                }
+                tracing::info!(tenant, session = %id, "session ended");
+                return Ok(json_response(
+                    200,
+                    &json!({ "session_id": id, "status": "ended" }),
+                ));
+            }
+            let now = now_ms();
+            let session = api
+                .store
+                .session(&tenant, id)
+                .await?
+                .filter(|s| !s.is_expired(now))
+                .ok_or_else(not_found)?;
+            Ok(json_response(200, &views::session(&session)))
         }
         ["v1", "capabilities"] => {
             allow(&[Method::GET])?;
@@ -314,6 +346,45 @@ where
         201,
         &views::agent(&agent, None, None, now_ms()),
     ))
+}
+
+async fn open_session<S, Q>(
+    api: &Api<S, Q>,
+    tenant: &str,
+    request: &Request,
+) -> Result<Response<Body>, ApiError>
+where
+    S: SessionStore + AgentRegistry,
+{
+    let input: SessionInput = parse_body(request)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let session = input
+        .into_session(id, now_ms())
+        .map_err(|e| ApiError::invalid(e.to_string(), json!({ "field": e.field })))?;
+    if !session.agents.is_empty() {
+        let registered = api.store.agents(tenant).await?;
+        if let Some(unknown) = session
+            .agents
+            .iter()
+            .find(|name| !registered.iter().any(|a| &a.name == *name))
+        {
+            return Err(ApiError::invalid(
+                format!("agents: `{unknown}` is not a registered agent"),
+                json!({ "field": "agents" }),
+            ));
+        }
+    }
+    api.store.create_session(tenant, &session).await?;
+    tracing::info!(tenant, session = %session.id, "session opened");
+    let body = json!({
+        "session_id": session.id,
+        "expires_at": rfc3339(session.expires_at_ms()),
+    });
+    let mut response = json_response(201, &body);
+    if let Ok(location) = format!("/v1/sessions/{}", session.id).parse() {
+        response.headers_mut().insert("location", location);
+    }
+    Ok(response)
 }
 
 /// The body of `PUT /v1/capabilities/{name}`.

@@ -6,6 +6,7 @@ use baton::domain::circuit::Circuit;
 use baton::domain::priority::{Band, Multipliers, Priority};
 use baton::domain::resources::AgentLoad;
 use baton::domain::routing::CapabilityDefaults;
+use baton::domain::session::Session;
 use baton::domain::task::AttemptRecord;
 use baton::store::{TaskRecord, WorkflowView};
 use serde_json::{json, Value};
@@ -82,6 +83,19 @@ pub fn priorities(own: &BTreeMap<String, f64>) -> Value {
             Band::High.as_str(): { "from_score": Band::HIGH_FROM },
             Band::Standard.as_str(): { "from_score": 0.0 },
         },
+    })
+}
+
+/// A session's state.
+pub fn session(session: &Session) -> Value {
+    json!({
+        "session_id": session.id,
+        "agents": session.agents,
+        "metadata": session.metadata,
+        "idle_timeout_s": session.idle_timeout_s,
+        "created_at": rfc3339(session.created_at_ms),
+        "last_active_at": rfc3339(session.last_active_at_ms),
+        "expires_at": rfc3339(session.expires_at_ms()),
     })
 }
 

@@ -10,4 +10,5 @@ pub mod priority;
 pub mod resources;
 pub mod retry;
 pub mod routing;
+pub mod session;
 pub mod task;

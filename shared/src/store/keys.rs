@@ -5,6 +5,8 @@
 //! - `{tenant}#WF#{workflow}` / `TASK#{task}`: one item per task, so a workflow is one query;
 //! - `{tenant}#AGENTS` / `AGENT#{name}`: the registry.
 //!
+//! - `{tenant}#SESSION#{session}` / `SESSION`: a conversation session; everything the session
+//!   creates lives in its partition, so ending it is one query and one batch of deletes;
 //! - `{tenant}#CONFIG` / `CAPABILITY#{name}` and `PRIORITIES`: the tenant's settings, one
 //!   query for all of them.
 //!
@@ -14,7 +16,7 @@
 //! Index `sweeps` (`sweep_shard`, `sweep_at`) is sparse too. A running workflow record carries
 //! `WF#{shard}` and the time of its next check, so cleanup finds every unfinished workflow
 //! without trusting any message; an agent with a health check carries `HEALTH` and the time
-//! its next probe is due.
+//! its next probe is due; a session carries `SESSION` and the time its idle time-out ends it.
 //!
 //! Memory table (`pk`, `sk`):
 //! - `{tenant}#AGENT#{agent}` / `STATS#{task type}`: learned statistics;
@@ -40,6 +42,9 @@ pub const SWEEP_AT: &str = "sweep_at";
 /// The sweeps-index partition of agents with a health check.
 pub const HEALTH_SWEEP: &str = "HEALTH";
 pub const CIRCUIT_SK: &str = "CIRCUIT";
+/// The sweeps-index partition of open sessions.
+pub const SESSION_SWEEP: &str = "SESSION";
+pub const SESSION_SK: &str = "SESSION";
 pub const LOAD_SK: &str = "LOAD";
 
 pub const WORKFLOW_SK: &str = "WORKFLOW";
@@ -59,6 +64,15 @@ pub fn agents_pk(tenant: &str) -> String {
 
 pub fn agent_sk(name: &str) -> String {
     format!("AGENT#{name}")
+}
+
+pub fn session_pk(tenant: &str, session_id: &str) -> String {
+    format!("{tenant}#SESSION#{session_id}")
+}
+
+/// Splits a session's partition key back into (tenant, session).
+pub fn parse_session_pk(pk: &str) -> Option<(&str, &str)> {
+    pk.split_once("#SESSION#")
 }
 
 pub fn config_pk(tenant: &str) -> String {

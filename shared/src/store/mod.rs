@@ -24,6 +24,7 @@ use crate::domain::priority::Multipliers;
 use crate::domain::resources::{AgentLoad, Limits, Resources};
 use crate::domain::retry::RetryPolicySpec;
 use crate::domain::routing::{CapabilityDefaults, RouteDecision, RoutingView};
+use crate::domain::session::Session;
 use crate::domain::task::{AttemptRecord, TaskFailure, TaskProfile, TaskStatus, WorkflowStatus};
 use crate::messages::{OutcomeMessage, TaskRef};
 
@@ -439,6 +440,22 @@ pub trait AgentRegistry: Send + Sync {
         health: &AgentHealth,
         next_check_ms: i64,
     ) -> Result<(), StoreError>;
+}
+
+/// Conversation sessions and everything they hold.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores a new session (its id is fresh, so it never meets another's).
+    async fn create_session(&self, tenant: &str, session: &Session) -> Result<(), StoreError>;
+    async fn session(&self, tenant: &str, id: &str) -> Result<Option<Session>, StoreError>;
+    /// Deletes every item of the session. False if it held none (already ended).
+    async fn end_session(&self, tenant: &str, id: &str) -> Result<bool, StoreError>;
+    /// Sessions whose idle time-out has passed, with their tenant, from the sweeps index.
+    async fn idle_sessions(
+        &self,
+        now_ms: i64,
+        limit: i32,
+    ) -> Result<Vec<(String, String)>, StoreError>;
 }
 
 /// A tenant's settings: defaults per capability and its own priority multipliers.

@@ -1,0 +1,158 @@
+//! Conversation sessions: what a client opens, how long it lives idle, and the rules a new one
+//! must pass. Everything a session creates is keyed by tenant and session, and goes with it.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::names::{check_name, NameKind};
+
+/// A session ends after this long without a turn (seed 003's `INSTANCE_TIMEOUT`).
+pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 2 * 3_600;
+pub const MIN_IDLE_TIMEOUT_S: u64 = 60;
+pub const MAX_IDLE_TIMEOUT_S: u64 = 7 * 86_400;
+pub const MAX_SESSION_AGENTS: usize = 32;
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+/// The body of `POST /v1/sessions`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionInput {
+    /// The agents that take part in the session's turns (default: the tenant's).
+    pub agents: Option<Vec<String>>,
+    /// The client's own data about the session, kept and shown as given.
+    pub metadata: Option<Value>,
+    pub idle_timeout_s: Option<i64>,
+}
+
+/// A session as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub id: String,
+    pub agents: Vec<String>,
+    pub metadata: Value,
+    pub idle_timeout_s: u64,
+    pub created_at_ms: i64,
+    pub last_active_at_ms: i64,
+}
+
+impl Session {
+    /// When the session ends unless a turn comes first.
+    pub fn expires_at_ms(&self) -> i64 {
+        self.last_active_at_ms + self.idle_timeout_s as i64 * 1000
+    }
+
+    pub fn is_expired(&self, now_ms: i64) -> bool {
+        now_ms >= self.expires_at_ms()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct SessionError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> SessionError {
+    SessionError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+impl SessionInput {
+    /// Validates the input and turns it into a session opened at `now_ms`.
+    pub fn into_session(self, id: String, now_ms: i64) -> Result<Session, SessionError> {
+        let agents = self.agents.unwrap_or_default();
+        if agents.len() > MAX_SESSION_AGENTS {
+            return Err(invalid(
+                "agents",
+                format!("a session may name at most {MAX_SESSION_AGENTS} agents"),
+            ));
+        }
+        for (i, agent) in agents.iter().enumerate() {
+            check_name(NameKind::Agent, agent).map_err(|e| invalid("agents", e.to_string()))?;
+            if agents[..i].contains(agent) {
+                return Err(invalid(
+                    "agents",
+                    format!("`{agent}` is listed more than once"),
+                ));
+            }
+        }
+        let metadata = self
+            .metadata
+            .unwrap_or_else(|| Value::Object(Default::default()));
+        if !metadata.is_object() {
+            return Err(invalid("metadata", "must be a JSON object"));
+        }
+        let size = serde_json::to_vec(&metadata).map_or(0, |v| v.len());
+        if size > MAX_METADATA_BYTES {
+            return Err(invalid(
+                "metadata",
+                format!("is {size} bytes; the limit is {MAX_METADATA_BYTES}"),
+            ));
+        }
+        let idle_timeout_s = match self.idle_timeout_s {
+            None => DEFAULT_IDLE_TIMEOUT_S,
+            Some(s) => u64::try_from(s)
+                .ok()
+                .filter(|s| (MIN_IDLE_TIMEOUT_S..=MAX_IDLE_TIMEOUT_S).contains(s))
+                .ok_or_else(|| {
+                    invalid(
+                        "idle_timeout_s",
+                        format!(
+                            "must be between {MIN_IDLE_TIMEOUT_S} and {MAX_IDLE_TIMEOUT_S} seconds, got {s}"
+                        ),
+                    )
+                })?,
+        };
+        Ok(Session {
+            id,
+            agents,
+            metadata,
+            idle_timeout_s,
+            created_at_ms: now_ms,
+            last_active_at_ms: now_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn input(value: Value) -> SessionInput {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_session_gets_the_default_idle_time_out_and_expires_after_it() {
+        let session = input(json!({})).into_session("s".into(), 1_000).unwrap();
+        assert_eq!(session.idle_timeout_s, DEFAULT_IDLE_TIMEOUT_S);
+        assert_eq!(session.expires_at_ms(), 1_000 + 7_200_000);
+        assert!(!session.is_expired(7_200_999));
+        assert!(session.is_expired(7_201_000));
+        assert_eq!(session.metadata, json!({}));
+    }
+
+    #[test]
+    fn bad_input_names_its_field() {
+        for (body, field) in [
+            (json!({ "idle_timeout_s": 5 }), "idle_timeout_s"),
+            (json!({ "idle_timeout_s": -1 }), "idle_timeout_s"),
+            (json!({ "metadata": [1, 2] }), "metadata"),
+            (json!({ "agents": ["a b"] }), "agents"),
+            (json!({ "agents": ["a", "a"] }), "agents"),
+        ] {
+            let err = input(body.clone()).into_session("s".into(), 0).unwrap_err();
+            assert_eq!(err.field, field, "{body}");
+        }
+        let big = json!({ "metadata": { "x": "y".repeat(MAX_METADATA_BYTES) } });
+        assert_eq!(
+            input(big).into_session("s".into(), 0).unwrap_err().field,
+            "metadata"
+        );
+        assert!(serde_json::from_value::<SessionInput>(json!({ "colour": 1 })).is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! Conversation sessions: opened, read, ended by the client or by their idle time-out, with
+//! everything they hold, and never seen across tenants.
+
+use baton::clock::now_ms;
+use baton_local::agents::AgentReply;
+use baton_tests::*;
+use serde_json::json;
+
+async fn open(stack: &baton_local::stack::LocalStack, body: serde_json::Value) -> String {
+    let answer = post(stack, "/v1/sessions", &body.to_string()).await;
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    assert!(answer.body["expires_at"].is_string());
+    answer.body["session_id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_opened_read_and_ended_with_everything_it_holds() {
+    let stack = api_only_stack("sessions").await;
+    let server = agent_replying(AgentReply::ok(json!({}))).await;
+    register_agent(&stack, "helper", &server, &["chat"]).await;
+    let items_before = state_items(&stack).await;
+    let id = open(
+        &stack,
+        json!({ "agents": ["helper"], "metadata": { "user": "u-1" }, "idle_timeout_s": 600 }),
+    )
+    .await;
+    let view = get(&stack, &format!("/v1/sessions/{id}")).await;
+    assert_eq!(view.status, 200, "{:?}", view.body);
+    assert_eq!(view.body["agents"], json!(["helper"]));
+    assert_eq!(view.body["metadata"]["user"], "u-1");
+    assert_eq!(view.body["idle_timeout_s"], 600);
+
+    let path = format!("/v1/sessions/{id}");
+    let ended = request(&stack, reqwest::Method::DELETE, &path, None, None).await;
+    assert_eq!(ended.status, 200, "{:?}", ended.body);
+    assert_eq!(get(&stack, &path).await.status, 404);
+    let again = request(&stack, reqwest::Method::DELETE, &path, None, None).await;
+    assert_eq!(again.status, 404);
+    assert_eq!(
+        state_items(&stack).await,
+        items_before,
+        "nothing of the session is left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_is_ended_by_the_sweep_and_an_active_one_is_not() {
+    let stack = api_only_stack("idle-sessions").await;
+    let idle = open(&stack, json!({ "idle_timeout_s": 60 })).await;
+    let lasting = open(&stack, json!({ "idle_timeout_s": 3600 })).await;
+    let report = sweep_at(&stack, now_ms() + 61_000).await;
+    assert_eq!(report.sessions_ended, 1, "{report:?}");
+    assert_eq!(
+        get(&stack, &format!("/v1/sessions/{idle}")).await.status,
+        404
+    );
+    assert_eq!(
+        get(&stack, &format!("/v1/sessions/{lasting}")).await.status,
+        200
+    );
+    assert_eq!(
+        state_items(&stack).await,
+        1,
+        "only the lasting session's record"
+    );
+    // A sweep finds nothing more to end.
+    assert_eq!(sweep_at(&stack, now_ms() + 61_000).await.sessions_ended, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_invisible_to_other_tenants() {
+    let stack = api_only_stack("session-tenants").await;
+    let answer = request(
+        &stack,
+        reqwest::Method::POST,
+        "/v1/sessions",
+        Some("{}"),
+        Some("acme"),
+    )
+    .await;
+    assert_eq!(answer.status, 201);
+    let path = format!(
+        "/v1/sessions/{}",
+        answer.body["session_id"].as_str().unwrap()
+    );
+    let other = request(&stack, reqwest::Method::GET, &path, None, Some("globex")).await;
+    assert_eq!(other.status, 404);
+    let delete = request(&stack, reqwest::Method::DELETE, &path, None, Some("globex")).await;
+    assert_eq!(delete.status, 404);
+    let own = request(&stack, reqwest::Method::GET, &path, None, Some("acme")).await;
+    assert_eq!(own.status, 200, "another tenant's delete changed nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_session_input_is_refused_naming_the_field_and_stores_nothing() {
+    let stack = api_only_stack("session-errors").await;
+    for (body, field) in [
+        (json!({ "idle_timeout_s": 5 }), "idle_timeout_s"),
+        (json!({ "metadata": "text" }), "metadata"),
+        (json!({ "agents": ["nobody"] }), "agents"),
+        (json!({ "agents": ["a", "a"] }), "agents"),
+    ] {
+        let answer = post(&stack, "/v1/sessions", &body.to_string()).await;
+        assert_eq!(answer.status, 400, "{body}: {:?}", answer.body);
+        assert_eq!(answer.body["error"]["details"]["field"], field, "{body}");
+    }
+    let unknown = post(&stack, "/v1/sessions", r#"{"colour": 1}"#).await;
+    assert_eq!(unknown.status, 400);
+    assert_eq!(state_items(&stack).await, 0);
+}
