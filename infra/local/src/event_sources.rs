@@ -8,12 +8,16 @@
 //!
 //! For fault tests, [`HandlerDeaths`] kills a share of invocations at a random point, as a
 //! Lambda whose process dies mid-run: the handler's future is dropped wherever it is waiting,
-//! and none of its batch is deleted.
+//! and none of its batch is deleted. Which invocations die comes from a seeded random stream,
+//! so the n-th invocation of a run is picked or not whatever the timing.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
@@ -23,22 +27,44 @@ use tokio::sync::watch;
 
 /// Long-poll wait per receive, as Lambda's pollers use.
 const WAIT_SECONDS: i32 = 5;
-/// A killed invocation dies within this long of its start.
+/// A killed invocation dies within this long of its start (or, if it is done sooner, right
+/// after its last line, before it answers).
 const LONGEST_LIFE_BEFORE_DEATH: Duration = Duration::from_millis(400);
 
+/// The seed of the stream that picks the invocations to kill.
+const DEATH_SEED: u64 = 11;
+
 /// Kills a share of handler invocations at a random point of their run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HandlerDeaths {
     rate: f64,
+    draws: Arc<Mutex<SmallRng>>,
     count: Arc<AtomicU64>,
+}
+
+impl Default for HandlerDeaths {
+    fn default() -> Self {
+        Self::new(0.0)
+    }
 }
 
 impl HandlerDeaths {
     pub fn new(rate: f64) -> Self {
         HandlerDeaths {
             rate: rate.clamp(0.0, 1.0),
+            draws: Arc::new(Mutex::new(SmallRng::seed_from_u64(DEATH_SEED))),
             count: Arc::default(),
         }
+    }
+
+    /// Whether the next invocation dies, and after what part of its longest life.
+    fn next_death(&self) -> Option<f64> {
+        if self.rate <= 0.0 {
+            return None;
+        }
+        let mut draws = self.draws.lock().ok()?;
+        let picked = draws.random::<f64>() < self.rate;
+        picked.then(|| draws.random::<f64>())
     }
 
     /// Invocations killed so far.
@@ -46,20 +72,23 @@ impl HandlerDeaths {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// Runs `invocation`, or kills it after a random part of its life. None: it was killed.
+    /// Runs `invocation`, or kills it after a random part of its life: in the middle of its
+    /// work, or, when the work is done first, before it answers (its messages are not
+    /// acknowledged). None: it was killed. Every invocation picked to die dies, so a run's
+    /// deaths follow the rate.
     pub async fn run<T>(&self, invocation: impl Future<Output = T>) -> Option<T> {
-        if self.rate <= 0.0 || baton::completion::jitter_fraction() >= self.rate {
+        let Some(part_of_life) = self.next_death() else {
             return Some(invocation.await);
+        };
+        let life = LONGEST_LIFE_BEFORE_DEATH.mul_f64(part_of_life);
+        let finished = tokio::time::timeout(life, invocation).await.is_ok();
+        self.count.fetch_add(1, Ordering::Relaxed);
+        if finished {
+            tracing::warn!("handler killed before it answered (fault injection)");
+        } else {
+            tracing::warn!("handler killed mid-run (fault injection)");
         }
-        let life = LONGEST_LIFE_BEFORE_DEATH.mul_f64(baton::completion::jitter_fraction());
-        match tokio::time::timeout(life, invocation).await {
-            Ok(output) => Some(output),
-            Err(_) => {
-                self.count.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("handler killed mid-run (fault injection)");
-                None
-            }
-        }
+        None
     }
 }
 
@@ -245,5 +274,28 @@ pub async fn tick<H, Fut, R>(
         {
             tracing::error!(%error, "scheduled handler failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_invocations_die_in_every_run_at_the_rate() {
+        let picks = |deaths: &HandlerDeaths| -> Vec<bool> {
+            (0..1_000).map(|_| deaths.next_death().is_some()).collect()
+        };
+        let first = picks(&HandlerDeaths::new(0.03));
+        assert_eq!(first, picks(&HandlerDeaths::new(0.03)));
+        let picked = first.iter().filter(|p| **p).count();
+        assert!((15..=45).contains(&picked), "{picked} of 1000");
+        // A chaos run makes far more than this many invocations: one always dies.
+        let first_death = first.iter().position(|p| *p).unwrap();
+        assert!(
+            first_death < 20,
+            "the first death comes at invocation {first_death}"
+        );
+        assert!(HandlerDeaths::new(0.0).next_death().is_none());
     }
 }
