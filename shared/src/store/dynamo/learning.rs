@@ -138,6 +138,28 @@ impl DynamoStore {
         HashMap::from([(PK.into(), s(pk)), (SK.into(), s(sk))])
     }
 
+    /// Each agent's item under `sk` in its memory partition, by agent name (absent: none), in
+    /// one batch.
+    pub(super) async fn agent_items(
+        &self,
+        tenant: &str,
+        agents: &[String],
+        sk: &str,
+    ) -> Result<HashMap<String, Item>, StoreError> {
+        let keys = agents
+            .iter()
+            .map(|agent| self.memory_key(&keys::memory_agent_pk(tenant, agent), sk))
+            .collect();
+        let mut items = self.memory_items(keys, false).await?;
+        Ok(agents
+            .iter()
+            .filter_map(|agent| {
+                let key = (keys::memory_agent_pk(tenant, agent), sk.to_string());
+                Some((agent.clone(), items.remove(&key)?))
+            })
+            .collect())
+    }
+
     /// Items of the memory table by (pk, sk), keyed by (pk, sk).
     pub(super) async fn memory_items(
         &self,
@@ -347,20 +369,13 @@ impl LearningStore for DynamoStore {
         task_type: &str,
         agents: &[String],
     ) -> Result<HashMap<String, AgentStats>, StoreError> {
-        let stats_sk = keys::stats_sk(task_type);
-        let keys = agents
-            .iter()
-            .map(|agent| self.memory_key(&keys::memory_agent_pk(tenant, agent), &stats_sk))
-            .collect();
-        let items = self.memory_items(keys, false).await?;
-        let mut stats = HashMap::new();
-        for agent in agents {
-            let key = (keys::memory_agent_pk(tenant, agent), stats_sk.clone());
-            if let Some(item) = items.get(&key) {
-                stats.insert(agent.clone(), stats_record(item)?.0);
-            }
-        }
-        Ok(stats)
+        let items = self
+            .agent_items(tenant, agents, &keys::stats_sk(task_type))
+            .await?;
+        items
+            .into_iter()
+            .map(|(agent, item)| Ok((agent, stats_record(&item)?.0)))
+            .collect()
     }
 
     async fn routing_view(
@@ -399,22 +414,11 @@ impl LearningStore for DynamoStore {
         tenant: &str,
         agents: &[String],
     ) -> Result<HashMap<String, Circuit>, StoreError> {
-        let keys = agents
-            .iter()
-            .map(|agent| self.memory_key(&keys::memory_agent_pk(tenant, agent), keys::CIRCUIT_SK))
-            .collect();
-        let items = self.memory_items(keys, false).await?;
-        let mut circuits = HashMap::new();
-        for agent in agents {
-            let key = (
-                keys::memory_agent_pk(tenant, agent),
-                keys::CIRCUIT_SK.to_string(),
-            );
-            if let Some(item) = items.get(&key) {
-                circuits.insert(agent.clone(), circuit_record(item)?.0);
-            }
-        }
-        Ok(circuits)
+        let items = self.agent_items(tenant, agents, keys::CIRCUIT_SK).await?;
+        items
+            .into_iter()
+            .map(|(agent, item)| Ok((agent, circuit_record(&item)?.0)))
+            .collect()
     }
 
     async fn take_probe(

@@ -83,22 +83,11 @@ impl RoutingState for DynamoStore {
         agents: &[String],
         now_ms: i64,
     ) -> Result<HashMap<String, AgentLoad>, StoreError> {
-        let keys = agents
-            .iter()
-            .map(|agent| self.memory_key(&keys::memory_agent_pk(tenant, agent), keys::LOAD_SK))
-            .collect();
-        let items = self.memory_items(keys, false).await?;
-        let mut loads = HashMap::new();
-        for agent in agents {
-            let key = (
-                keys::memory_agent_pk(tenant, agent),
-                keys::LOAD_SK.to_string(),
-            );
-            if let Some(item) = items.get(&key) {
-                loads.insert(agent.clone(), load_of(&live_holds(Some(item), now_ms)?.0));
-            }
-        }
-        Ok(loads)
+        let items = self.agent_items(tenant, agents, keys::LOAD_SK).await?;
+        items
+            .into_iter()
+            .map(|(agent, item)| Ok((agent, load_of(&live_holds(Some(&item), now_ms)?.0))))
+            .collect()
     }
 
     async fn acquire_slot(
