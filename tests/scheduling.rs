@@ -103,14 +103,14 @@ async fn round_robin_alternates_through_the_shared_counter_chosen_per_task_or_pe
 async fn weighted_routing_follows_the_weights() {
     let stack = start_stack("weighted", |_| {}).await;
     let server = agent_replying(AgentReply::ok(json!({}))).await;
-    for (name, weight) in [("heavy", 9.0), ("light", 1.0)] {
+    for (name, weight) in [("heavy", 3.0), ("light", 1.0)] {
         register(
             &stack,
             json!({ "name": name, "endpoint": server.url, "capabilities": ["work"], "weight": weight }),
         )
         .await;
     }
-    let tasks: Vec<Value> = (0..40)
+    let tasks: Vec<Value> = (0..80)
         .map(|i| json!({ "id": format!("t{i}"), "capability": "work", "routing": "weighted" }))
         .collect();
     let id = submit(&stack, &json!({ "name": "many", "tasks": tasks })).await;
@@ -120,10 +120,11 @@ async fn weighted_routing_follows_the_weights() {
         .iter()
         .filter(|a| *a == "heavy")
         .count();
-    // 9 to 1 over 40 draws: far more to the heavy agent, and the light one is not starved.
+    // 3 to 1 over 80 draws: 60 expected (sd 3.9); the bounds are four or more sd away, so
+    // the light agent is neither starved nor favoured but by a one-in-many-thousands draw.
     assert!(
-        (26..40).contains(&heavy),
-        "{heavy} of 40 to the heavy agent"
+        (44..=76).contains(&heavy),
+        "{heavy} of 80 to the heavy agent"
     );
 }
 
