@@ -508,3 +508,67 @@ async fn the_plan_estimates_the_critical_path_from_learned_latencies() {
     assert_eq!(plan["critical_path"].as_array().unwrap().len(), 3);
     assert_eq!(get(&stack, "/v1/workflows/nope/plan").await.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resent_task_that_finds_its_agent_full_at_execution_waits_and_is_not_dropped() {
+    let stack = api_only_stack("resent-waits").await;
+    let server = agent_replying(AgentReply::ok(json!({}))).await;
+    register(
+        &stack,
+        json!({ "name": "single", "endpoint": server.url, "capabilities": ["work"],
+                "max_concurrency": 1 }),
+    )
+    .await;
+    let id = submit(&stack, &single("work", json!({}))).await;
+    // Nobody took the task in time: cleanup sends it again (its second send, dispatch 1).
+    let resend_at = now_ms() + stack.settings.dispatch_timeout.as_millis() as i64 + 1_000;
+    assert_eq!(sweep_at(&stack, resend_at).await.redispatched, 1);
+    let mut resent = None;
+    for _ in 0..2 {
+        let message = receive_one(&stack, "RouteQueue").await;
+        if message.body().unwrap().contains("\"dispatch\":1") {
+            resent = Some(message);
+        }
+    }
+    let resent = resent.expect("the resend is on the route queue");
+    let routed = baton_route::handle_batch(stack.route_deps(), sqs_event(&[&resent]))
+        .await
+        .unwrap();
+    assert!(routed.batch_item_failures.is_empty());
+
+    // Between routing and execution another call takes the agent's only slot.
+    let store = &stack.learn_deps().store;
+    let no_needs = Resources::new();
+    let limits = Limits {
+        max_concurrency: Some(1),
+        capacities: &no_needs,
+    };
+    let hold = SlotHold {
+        holder: "someone-else",
+        needs: &no_needs,
+        until_ms: now_ms() + 60_000,
+    };
+    let taken = store
+        .acquire_slot("default", "single", limits, hold, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(taken, SlotGrant::Held);
+    let execute = receive_one(&stack, "ExecuteQueue").await;
+    assert!(execute.body().unwrap().contains("\"dispatch\":1"));
+    let executed = baton_execute_agent::handle_batch(stack.execute_deps(), sqs_event(&[&execute]))
+        .await
+        .unwrap();
+    assert!(executed.batch_item_failures.is_empty());
+
+    // The task waits as the live send it is: back on the route queue, still queued, and the
+    // agent was not called.
+    let waiting = receive_one(&stack, "RouteQueue").await;
+    let body = waiting.body().unwrap();
+    assert!(
+        body.contains("\"dispatch\":1") && body.contains("\"waits\":1"),
+        "{body}"
+    );
+    let workflow = workflow_view(&stack, &id).await;
+    assert_eq!(workflow["tasks"][0]["status"], "queued");
+    assert!(server.calls().is_empty());
+}

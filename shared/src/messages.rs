@@ -116,6 +116,10 @@ pub struct ExecuteMessage {
     /// Times the task waited for room on an agent so far (see [`RouteMessage::waits`]).
     #[serde(default, skip_serializing_if = "is_first_send")]
     pub waits: u32,
+    /// The send of the route message this came from (see [`RouteMessage::dispatch`]): a task
+    /// sent back to wait keeps it, so it is not taken for a late copy.
+    #[serde(default, skip_serializing_if = "is_first_send")]
+    pub dispatch: u32,
 }
 
 /// execute-agent → learn: how one agent did on one attempt.
@@ -195,6 +199,7 @@ mod tests {
             capability: "sum".into(),
             profile: TaskProfile::default(),
             waits: 0,
+            dispatch: 0,
             route: RouteDecision {
                 primary: "a".into(),
                 fallbacks: vec!["b".into()],

@@ -129,6 +129,7 @@ where
                     message.profile.clone(),
                 );
                 again.waits = message.waits;
+                again.dispatch = message.dispatch;
                 return wait_for_capacity(&deps.store, &deps.queue, &deps.settings, &again, now)
                     .await;
             }
@@ -301,6 +302,7 @@ where
     );
     route.prefer = message.route.fallbacks.clone();
     route.avoid = vec![message.route.primary.clone()];
+    route.dispatch = message.dispatch;
     deps.queue.send_route(&[route]).await?;
     Ok(())
 }

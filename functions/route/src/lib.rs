@@ -234,6 +234,7 @@ where
                         profile: message.profile.clone(),
                         route,
                         waits: message.waits,
+                        dispatch: message.dispatch,
                     })
                     .await?;
                 Ok(())
