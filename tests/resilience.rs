@@ -255,6 +255,9 @@ fn registration(name: &str, server: &AgentServer, enabled: bool) -> AgentRegistr
         weight: None,
         max_concurrency: None,
         resources: Default::default(),
+        keywords: Vec::new(),
+        task_types: Vec::new(),
+        conversation: None,
     }
 }
 

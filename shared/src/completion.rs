@@ -20,8 +20,8 @@ use crate::domain::task::{AttemptOutcome, AttemptRecord, TaskFailure, TaskStatus
 use crate::messages::{RouteMessage, TaskRef};
 use crate::queue::{QueueError, TaskQueue};
 use crate::store::{
-    AttemptEnd, AttemptHolder, Ended, Finish, Release, StoreError, TaskRecord, WorkflowProgress,
-    WorkflowStore, WorkflowView,
+    AttemptEnd, AttemptHolder, ChainStore, Ended, Finish, Release, StoreError, TaskRecord,
+    WorkflowProgress, WorkflowStore, WorkflowView,
 };
 
 /// The errors of the chain's handlers: a step's store or queue request failed. SQS delivers
@@ -130,7 +130,7 @@ pub async fn conclude_attempt<S, Q>(
     conclusion: AttemptConclusion<'_>,
 ) -> Result<Concluded, ChainError>
 where
-    S: WorkflowStore + ?Sized,
+    S: ChainStore + ?Sized,
     Q: TaskQueue + ?Sized,
 {
     let AttemptConclusion {
@@ -291,9 +291,11 @@ pub async fn complete_task<S, Q>(
     now_ms: i64,
 ) -> Result<WorkflowProgress, ChainError>
 where
-    S: WorkflowStore + ?Sized,
+    S: ChainStore + ?Sized,
     Q: TaskQueue + ?Sized,
 {
+    // Before the task is counted: a count proves this step ran (the repair goes by counts).
+    crate::conversation::on_task_ended(store, record, now_ms).await?;
     let finish = finish_at(settings, now_ms);
     let (tenant, workflow_id) = (&record.tenant, &record.workflow_id);
     let progress = count_task(

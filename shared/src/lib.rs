@@ -7,6 +7,7 @@
 //!   DynamoDB, SQS and HTTP adapters;
 //! - [`completion`]: how an attempt ends (a retry, or the follow-up of a final end), shared
 //!   by the handlers that end attempts and by the scheduled repair;
+//! - [`conversation`]: what the chain does for a conversation turn's tasks;
 //! - [`batch`]: the one SQS batch helper every queue-driven function uses;
 //! - [`config`] and [`telemetry`]: start-up wiring shared by the thin `main.rs` files.
 
@@ -14,6 +15,7 @@ pub mod batch;
 pub mod clock;
 pub mod completion;
 pub mod config;
+pub mod conversation;
 pub mod domain;
 pub mod invoker;
 pub mod messages;

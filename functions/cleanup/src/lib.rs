@@ -37,7 +37,7 @@ use baton::prober::HealthProber;
 use baton::queue::TaskQueue;
 use baton::store::keys::LEASE_SHARDS;
 use baton::store::{
-    AgentRegistry, AttemptHolder, ExpiredLease, SessionStore, StoreError, WorkflowStore,
+    AgentRegistry, AttemptHolder, ChainStore, ExpiredLease, SessionStore, StoreError,
 };
 use futures::StreamExt;
 use lambda_runtime::{Error, LambdaEvent};
@@ -99,7 +99,7 @@ pub async fn handle_tick<S, Q, P>(
     _event: LambdaEvent<serde_json::Value>,
 ) -> Result<SweepReport, Error>
 where
-    S: WorkflowStore + AgentRegistry + SessionStore,
+    S: ChainStore + AgentRegistry + SessionStore,
     Q: TaskQueue,
     P: HealthProber,
 {
@@ -109,7 +109,7 @@ where
 /// Everything one tick does, as of `now`.
 pub async fn sweep<S, Q, P>(deps: &CleanupDeps<S, Q, P>, now: i64) -> SweepReport
 where
-    S: WorkflowStore + AgentRegistry + SessionStore,
+    S: ChainStore + AgentRegistry + SessionStore,
     Q: TaskQueue,
     P: HealthProber,
 {
@@ -126,7 +126,7 @@ where
 
 async fn sweep_leases<S, Q, P>(deps: &CleanupDeps<S, Q, P>, now: i64, report: &mut SweepReport)
 where
-    S: WorkflowStore,
+    S: ChainStore,
     Q: TaskQueue,
 {
     for shard in 0..LEASE_SHARDS {
@@ -175,7 +175,7 @@ async fn handle_expired<S, Q, P>(
     now: i64,
 ) -> Result<Option<Handled>, ChainError>
 where
-    S: WorkflowStore,
+    S: ChainStore,
     Q: TaskQueue,
 {
     let task = &lease.task;
@@ -304,7 +304,7 @@ async fn fail<S, Q, P>(
     now: i64,
 ) -> Result<bool, ChainError>
 where
-    S: WorkflowStore,
+    S: ChainStore,
     Q: TaskQueue,
 {
     let concluded = conclude_attempt(
@@ -331,7 +331,7 @@ where
 
 async fn sweep_workflows<S, Q, P>(deps: &CleanupDeps<S, Q, P>, now: i64, report: &mut SweepReport)
 where
-    S: WorkflowStore,
+    S: ChainStore,
     Q: TaskQueue,
 {
     for shard in 0..LEASE_SHARDS {
@@ -385,7 +385,7 @@ async fn repair_workflow<S, Q, P>(
     now: i64,
 ) -> Result<Repair, ChainError>
 where
-    S: WorkflowStore,
+    S: ChainStore,
     Q: TaskQueue,
 {
     let settings = &deps.settings;

@@ -34,8 +34,8 @@ use baton::messages::{ExecuteMessage, OutcomeMessage, RouteMessage, TaskRef, FOR
 use baton::queue::TaskQueue;
 use baton::store::cache::AgentCache;
 use baton::store::{
-    new_claim_token, AgentRegistry, AttemptHolder, ClaimOutcome, RoutingState, SlotGrant, SlotHold,
-    TaskRecord, WorkflowStore,
+    new_claim_token, AgentRegistry, AttemptHolder, ChainStore, ClaimOutcome, RoutingState,
+    SlotGrant, SlotHold, TaskRecord,
 };
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::Map;
@@ -66,7 +66,7 @@ pub async fn handle_batch<S, Q, I>(
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error>
 where
-    S: WorkflowStore + AgentRegistry + RoutingState,
+    S: ChainStore + AgentRegistry + RoutingState,
     Q: TaskQueue,
     I: AgentInvoker,
 {
@@ -83,7 +83,7 @@ async fn execute<S, Q, I>(
     message: ExecuteMessage,
 ) -> Result<(), ChainError>
 where
-    S: WorkflowStore + AgentRegistry + RoutingState,
+    S: ChainStore + AgentRegistry + RoutingState,
     Q: TaskQueue,
     I: AgentInvoker,
 {
@@ -160,7 +160,7 @@ async fn run_attempt<S, Q, I>(
     now: i64,
 ) -> Result<(), ChainError>
 where
-    S: WorkflowStore + AgentRegistry,
+    S: ChainStore + AgentRegistry,
     Q: TaskQueue,
     I: AgentInvoker,
 {
@@ -215,13 +215,15 @@ where
         .store
         .task_outputs(&task.tenant, &task.workflow_id, &claimed.depends_on)
         .await?;
+    // A conversation turn's agent gets the conversation as it is now, and its own state.
+    let input = baton::conversation::call_input(&deps.store, &claimed, &agent.name).await?;
     let call = AgentCall {
         task,
         workflow_id: &task.workflow_id,
         task_id: &task.task_id,
         attempt: task.attempt,
         capability: &claimed.capability,
-        input: &claimed.input,
+        input: &input,
         dependencies: outputs.into_iter().collect::<Map<_, _>>(),
         timeout_ms: claimed
             .timeout_ms
@@ -315,7 +317,7 @@ async fn miss_deadline<S, Q, I>(
     now: i64,
 ) -> Result<(), ChainError>
 where
-    S: WorkflowStore,
+    S: ChainStore,
     Q: TaskQueue,
 {
     tracing::warn!("the task's deadline passed before it started");

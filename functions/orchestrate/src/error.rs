@@ -24,6 +24,14 @@ pub enum ApiError {
     MethodNotAllowed { method: String, path: String },
     #[error("the service could not complete the request: {0}")]
     Unavailable(String),
+    /// A request refused for the state of what it names, with its own code.
+    #[error("{message}")]
+    Refused {
+        status: u16,
+        code: &'static str,
+        message: String,
+        details: Value,
+    },
 }
 
 impl ApiError {
@@ -42,6 +50,7 @@ impl ApiError {
             ApiError::Conflict(_) => 409,
             ApiError::PayloadTooLarge { .. } => 413,
             ApiError::Unavailable(_) => 503,
+            ApiError::Refused { status, .. } => *status,
         }
     }
 
@@ -54,6 +63,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Refused { code, .. } => code,
         }
     }
 
@@ -62,6 +72,7 @@ impl ApiError {
             ApiError::InvalidJson { line, column, .. } => json!({ "line": line, "column": column }),
             ApiError::InvalidRequest { details, .. } => details.clone(),
             ApiError::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
+            ApiError::Refused { details, .. } => details.clone(),
             _ => json!({}),
         }
     }

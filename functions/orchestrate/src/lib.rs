@@ -5,6 +5,7 @@
 //! A write whose response was lost and that the SDK repeated is recognised as this request's
 //! own, so a stored workflow or agent is never answered with a conflict.
 
+pub mod conversation;
 pub mod error;
 pub mod views;
 
@@ -22,18 +23,21 @@ use baton::domain::retry::{PolicyError, RetryPolicyInput, RetryPolicySpec};
 use baton::domain::routing::{CapabilityDefaults, RoutingStrategy, MAX_LATENCY_TARGET_MS};
 use baton::domain::session::SessionInput;
 use baton::domain::task::{TaskProfile, TaskStatus};
+use baton::invoker::AgentInvoker;
 use baton::messages::{RouteMessage, TaskRef};
 use baton::queue::TaskQueue;
 use baton::store::cache::{AgentCache, ConfigCache, TtlCache, DEFAULT_TTL};
 use baton::store::{
     AgentRegistry, ConfigStore, LearningStore, NewTask, NewWorkflow, RoutingState, SessionStore,
-    WorkflowStore, WorkflowView,
+    TurnStore, WorkflowStore, WorkflowView,
 };
 use lambda_http::http::Method;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
 use tracing::Instrument;
 
 use error::json_response;
@@ -59,6 +63,8 @@ pub struct Api<S, Q> {
     pub config: ConfigCache,
     pub agents: AgentCache,
     pub stats: TtlCache<(String, String, Vec<String>), HashMap<String, AgentStats>>,
+    /// How a tenant's `classify` agent is asked about a turn; None: the rules decide.
+    pub classifier: Option<Arc<dyn AgentInvoker>>,
 }
 
 impl<S, Q> Api<S, Q> {
@@ -70,7 +76,13 @@ impl<S, Q> Api<S, Q> {
             config: ConfigCache::default(),
             agents: AgentCache::default(),
             stats: TtlCache::new(DEFAULT_TTL),
+            classifier: None,
         }
+    }
+
+    pub fn with_classifier(mut self, invoker: Arc<dyn AgentInvoker>) -> Self {
+        self.classifier = Some(invoker);
+        self
     }
 }
 
@@ -80,7 +92,13 @@ pub async fn handle_request<S, Q>(
     request: Request,
 ) -> Result<Response<Body>, Error>
 where
-    S: WorkflowStore + AgentRegistry + LearningStore + ConfigStore + RoutingState + SessionStore,
+    S: WorkflowStore
+        + AgentRegistry
+        + LearningStore
+        + ConfigStore
+        + RoutingState
+        + SessionStore
+        + TurnStore,
     Q: TaskQueue,
 {
     let span = tracing::info_span!(
@@ -97,7 +115,13 @@ where
 
 async fn dispatch<S, Q>(api: &Api<S, Q>, request: &Request) -> Result<Response<Body>, ApiError>
 where
-    S: WorkflowStore + AgentRegistry + LearningStore + ConfigStore + RoutingState + SessionStore,
+    S: WorkflowStore
+        + AgentRegistry
+        + LearningStore
+        + ConfigStore
+        + RoutingState
+        + SessionStore
+        + TurnStore,
     Q: TaskQueue,
 {
     let path = request.raw_http_path();
@@ -165,13 +189,23 @@ where
         ["v1", "sessions"] => {
             allow(&[Method::POST])?;
             let tenant = tenant(request)?;
-            open_session(api, &tenant, request).await
+            let input: SessionInput = parse_body(request)?;
+            let id = uuid::Uuid::now_v7().to_string();
+            let session = conversation::open_session(api, &tenant, input, id).await?;
+            let body = json!({
+                "session_id": session.id,
+                "expires_at": rfc3339(session.expires_at_ms()),
+            });
+            let mut response = json_response(201, &body);
+            if let Ok(location) = format!("/v1/sessions/{}", session.id).parse() {
+                response.headers_mut().insert("location", location);
+            }
+            Ok(response)
         }
         ["v1", "sessions", id] => {
             allow(&[Method::GET, Method::DELETE])?;
             let tenant = tenant(request)?;
-            let not_found =
-                || ApiError::NotFound(format!("session `{id}` does not exist or has ended"));
+            let not_found = || conversation::session_not_found(id);
             check_name(NameKind::Workflow, id).map_err(|_| not_found())?;
             if method == Method::DELETE {
                 if !api.store.end_session(&tenant, id).await? {
@@ -184,13 +218,48 @@ where
                 ));
             }
             let now = now_ms();
-            let session = api
+            let bundle = api
                 .store
-                .session(&tenant, id)
+                .session_bundle(&tenant, id)
                 .await?
-                .filter(|s| !s.is_expired(now))
+                .filter(|b| !b.session.is_expired(now))
                 .ok_or_else(not_found)?;
-            Ok(json_response(200, &views::session(&session)))
+            Ok(json_response(200, &conversation::session_view(&bundle)))
+        }
+        ["v1", "sessions", id, "messages"] => {
+            allow(&[Method::POST])?;
+            let arrived = Instant::now();
+            let tenant = tenant(request)?;
+            let input: conversation::TurnInput = parse_body(request)?;
+            let ask = input.check()?;
+            let reply = conversation::run_turn(api, &tenant, id, ask, arrived).await?;
+            Ok(conversation::turn_response(reply, arrived))
+        }
+        ["v1", "sessions", id, "turns", number] => {
+            allow(&[Method::GET])?;
+            let tenant = tenant(request)?;
+            let not_found = || ApiError::NotFound(format!("session `{id}` has no turn `{number}`"));
+            check_name(NameKind::Workflow, id).map_err(|_| not_found())?;
+            let number: u32 = number.parse().map_err(|_| not_found())?;
+            let turn = api
+                .store
+                .turn(&tenant, id, number)
+                .await?
+                .ok_or_else(not_found)?;
+            Ok(json_response(200, &conversation::turn_view(&turn)))
+        }
+        ["v1", "sessions", id, "resume"] => {
+            allow(&[Method::POST])?;
+            let tenant = tenant(request)?;
+            conversation::resume(api, &tenant, id, request).await
+        }
+        ["orchestrate"] => {
+            allow(&[Method::POST])?;
+            let arrived = Instant::now();
+            let tenant = tenant(request)?;
+            let query: conversation::OrchestratorQuery = parse_body(request)?;
+            let reply = conversation::orchestrate(api, &tenant, query, arrived).await?;
+            Ok(conversation::turn_response(reply, arrived))
         }
         ["v1", "capabilities"] => {
             allow(&[Method::GET])?;
@@ -314,7 +383,7 @@ fn tenant(request: &Request) -> Result<String, ApiError> {
     Ok(tenant.to_string())
 }
 
-fn parse_body<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
     let body: &[u8] = request.body().as_ref();
     if body.len() > MAX_BODY_BYTES {
         return Err(ApiError::PayloadTooLarge {
@@ -346,45 +415,6 @@ where
         201,
         &views::agent(&agent, None, None, now_ms()),
     ))
-}
-
-async fn open_session<S, Q>(
-    api: &Api<S, Q>,
-    tenant: &str,
-    request: &Request,
-) -> Result<Response<Body>, ApiError>
-where
-    S: SessionStore + AgentRegistry,
-{
-    let input: SessionInput = parse_body(request)?;
-    let id = uuid::Uuid::now_v7().to_string();
-    let session = input
-        .into_session(id, now_ms())
-        .map_err(|e| ApiError::invalid(e.to_string(), json!({ "field": e.field })))?;
-    if !session.agents.is_empty() {
-        let registered = api.store.agents(tenant).await?;
-        if let Some(unknown) = session
-            .agents
-            .iter()
-            .find(|name| !registered.iter().any(|a| &a.name == *name))
-        {
-            return Err(ApiError::invalid(
-                format!("agents: `{unknown}` is not a registered agent"),
-                json!({ "field": "agents" }),
-            ));
-        }
-    }
-    api.store.create_session(tenant, &session).await?;
-    tracing::info!(tenant, session = %session.id, "session opened");
-    let body = json!({
-        "session_id": session.id,
-        "expires_at": rfc3339(session.expires_at_ms()),
-    });
-    let mut response = json_response(201, &body);
-    if let Ok(location) = format!("/v1/sessions/{}", session.id).parse() {
-        response.headers_mut().insert("location", location);
-    }
-    Ok(response)
 }
 
 /// The body of `PUT /v1/capabilities/{name}`.
@@ -597,6 +627,7 @@ fn task_profile(
         priority,
         band: Band::of_score(score),
         deadline_at_ms,
+        ..TaskProfile::default()
     })
 }
 

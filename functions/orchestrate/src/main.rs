@@ -4,10 +4,12 @@ use lambda_http::{run, service_fn, Error};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let (settings, clients) = baton::telemetry::init_function().await?;
+    let classifier = std::sync::Arc::new(baton::invoker::HttpAgentInvoker::new()?);
     let api = Api::new(
         clients.store(&settings),
         clients.queues(&settings),
         settings,
-    );
+    )
+    .with_classifier(classifier);
     run(service_fn(|request| handle_request(&api, request))).await
 }

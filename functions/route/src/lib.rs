@@ -36,7 +36,7 @@ use baton::domain::task::{FailureKind, TaskFailure};
 use baton::messages::{ExecuteMessage, RouteMessage, FORMAT_VERSION};
 use baton::queue::TaskQueue;
 use baton::store::cache::{AgentCache, ConfigCache, TtlCache};
-use baton::store::{AgentRegistry, ConfigStore, LearningStore, RoutingState, WorkflowStore};
+use baton::store::{AgentRegistry, ChainStore, ConfigStore, LearningStore, RoutingState};
 use lambda_runtime::{Error, LambdaEvent};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -75,12 +75,12 @@ impl<S, Q> RouteDeps<S, Q> {
 
 /// Everything route needs of the store.
 pub trait RouteStore:
-    WorkflowStore + AgentRegistry + LearningStore + ConfigStore + RoutingState
+    ChainStore + AgentRegistry + LearningStore + ConfigStore + RoutingState
 {
 }
 
 impl<S> RouteStore for S where
-    S: WorkflowStore + AgentRegistry + LearningStore + ConfigStore + RoutingState
+    S: ChainStore + AgentRegistry + LearningStore + ConfigStore + RoutingState
 {
 }
 
@@ -139,9 +139,12 @@ where
             return end_unroutable(deps, &message, failure, now).await;
         }
         let tenant = &task.tenant;
+        // A task that names its agent (a conversation turn's) is routed to that agent only.
+        let pinned = |a: &&Agent| message.profile.agent.as_ref().is_none_or(|p| p == &a.name);
         let capable = |agents: &[Agent]| {
             agents
                 .iter()
+                .filter(pinned)
                 .filter(|a| a.enabled && a.has_capability(&message.capability))
                 .filter(|a| !message.avoid.contains(&a.name))
                 .map(|a| a.name.clone())
@@ -151,6 +154,9 @@ where
         if capable(&agents).is_empty() {
             // Do not fail a task on a cached view: an agent may have been registered just now.
             agents = deps.agents.refresh(&deps.store, tenant).await?;
+        }
+        if message.profile.agent.is_some() {
+            agents = std::sync::Arc::new(agents.iter().filter(pinned).cloned().collect());
         }
         let config = deps.config.config(&deps.store, tenant).await?;
         let defaults = config.capability(&message.capability);
@@ -267,7 +273,7 @@ where
 /// Whether this message is still its task's live one (see [`RouteMessage::is_live_for`]).
 async fn is_live<S, Q>(deps: &RouteDeps<S, Q>, message: &RouteMessage) -> Result<bool, ChainError>
 where
-    S: WorkflowStore,
+    S: ChainStore,
 {
     let task = &message.task;
     let record = deps
@@ -326,7 +332,7 @@ async fn end_unroutable<S, Q>(
     now: i64,
 ) -> Result<(), ChainError>
 where
-    S: WorkflowStore,
+    S: ChainStore,
     Q: TaskQueue,
 {
     let task = &message.task;

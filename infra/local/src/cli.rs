@@ -131,6 +131,9 @@ pub async fn run(options: RunOptions) -> Result<(), Box<dyn std::error::Error>> 
                 weight: None,
                 max_concurrency: None,
                 resources: Default::default(),
+                keywords: Vec::new(),
+                task_types: Vec::new(),
+                conversation: None,
             };
             stack
                 .put_agent("default", registration)

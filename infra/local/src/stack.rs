@@ -245,11 +245,12 @@ impl LocalStack {
 
         let api = {
             let s = settings_of(orchestrate_fn)?;
-            Arc::new(Api::new(
-                handler_clients.store(&s),
-                handler_clients.queues(&s),
-                s,
-            ))
+            let classifier =
+                HttpAgentInvoker::new().map_err(|e| StackError::Http(e.to_string()))?;
+            Arc::new(
+                Api::new(handler_clients.store(&s), handler_clients.queues(&s), s)
+                    .with_classifier(Arc::new(classifier)),
+            )
         };
         let route = {
             let s = settings_of(route_fn)?;

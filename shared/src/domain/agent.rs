@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::circuit::{BreakerInput, BreakerSettings};
+use super::conversation::{ConversationRole, Role, MAX_KEYWORDS};
 use super::health::{AgentHealth, HealthCheck, HealthCheckInput};
 use super::names::{check_name, InvalidName, NameKind};
 use super::resources::{check_max_concurrency, parse_resources, Limits, ResourceError, Resources};
@@ -47,6 +48,14 @@ pub struct AgentRegistration {
     /// What the agent can hold at once, by resource name.
     #[serde(default)]
     pub resources: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Words and phrases that make a conversation's rules detect this agent.
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    /// The kinds of request it handles, matched by the rules too (`meal_planning`).
+    #[serde(default)]
+    pub task_types: Vec<String>,
+    /// Its part in conversations: `{role: core|sync|async|specialist, depends_on?}`.
+    pub conversation: Option<ConversationRole>,
 }
 
 fn enabled_by_default() -> bool {
@@ -72,6 +81,12 @@ pub struct Agent {
     pub max_concurrency: Option<u32>,
     #[serde(default, skip_serializing_if = "Resources::is_empty")]
     pub resources: Resources,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keywords: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_types: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<ConversationRole>,
     /// What the last health probes found; None until the first probe.
     pub health: Option<AgentHealth>,
     pub created_at_ms: i64,
@@ -120,6 +135,8 @@ pub enum AgentError {
     Weight(f64),
     #[error(transparent)]
     Limits(ResourceError),
+    #[error("{field}: {reason}")]
+    Conversation { field: &'static str, reason: String },
 }
 
 impl AgentError {
@@ -136,6 +153,7 @@ impl AgentError {
             AgentError::Policy(e) => e.field.clone(),
             AgentError::Weight(_) => "weight".into(),
             AgentError::Limits(e) => e.field.clone(),
+            AgentError::Conversation { field, .. } => (*field).into(),
         }
     }
 }
@@ -188,6 +206,11 @@ impl AgentRegistration {
             check_max_concurrency(self.max_concurrency).map_err(AgentError::Limits)?;
         let resources =
             parse_resources("resources", &self.resources).map_err(AgentError::Limits)?;
+        let keywords = check_keywords(self.keywords)?;
+        let task_types = check_terms("task_types", self.task_types, NameKind::Capability)?;
+        if let Some(conversation) = &self.conversation {
+            check_conversation(&self.name, conversation)?;
+        }
         Ok(Agent {
             name: self.name,
             kind: self.kind,
@@ -201,11 +224,72 @@ impl AgentRegistration {
             weight: self.weight,
             max_concurrency,
             resources,
+            keywords,
+            task_types,
+            conversation: self.conversation,
             health: None,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
         })
     }
+}
+
+/// Keywords, trimmed and lower-cased: the rules compare lower-case words.
+fn check_keywords(keywords: Vec<String>) -> Result<Vec<String>, AgentError> {
+    let keywords: Vec<String> = keywords.iter().map(|k| k.trim().to_lowercase()).collect();
+    let fail = |reason: String| AgentError::Conversation {
+        field: "keywords",
+        reason,
+    };
+    if keywords.len() > MAX_KEYWORDS {
+        return Err(fail(format!("at most {MAX_KEYWORDS} keywords")));
+    }
+    for (i, keyword) in keywords.iter().enumerate() {
+        if keyword.is_empty() || keyword.chars().count() > 64 {
+            return Err(fail("each keyword has 1 to 64 characters".into()));
+        }
+        if keywords[..i].contains(keyword) {
+            return Err(fail(format!("`{keyword}` is listed more than once")));
+        }
+    }
+    Ok(keywords)
+}
+
+fn check_terms(
+    field: &'static str,
+    terms: Vec<String>,
+    kind: NameKind,
+) -> Result<Vec<String>, AgentError> {
+    let fail = |reason: String| AgentError::Conversation { field, reason };
+    if terms.len() > MAX_KEYWORDS {
+        return Err(fail(format!("at most {MAX_KEYWORDS} entries")));
+    }
+    for (i, term) in terms.iter().enumerate() {
+        check_name(kind, term).map_err(|e| fail(e.to_string()))?;
+        if terms[..i].contains(term) {
+            return Err(fail(format!("`{term}` is listed more than once")));
+        }
+    }
+    Ok(terms)
+}
+
+fn check_conversation(name: &str, conversation: &ConversationRole) -> Result<(), AgentError> {
+    let field = "conversation.depends_on";
+    let depends_on = check_terms(field, conversation.depends_on.clone(), NameKind::Agent)?;
+    if !depends_on.is_empty() && conversation.role != Role::Sync {
+        return Err(AgentError::Conversation {
+            field,
+            reason: "only sync agents depend on others (the core agent waits for every sync agent)"
+                .into(),
+        });
+    }
+    if depends_on.iter().any(|d| d == name) {
+        return Err(AgentError::Conversation {
+            field,
+            reason: format!("`{name}` cannot depend on itself"),
+        });
+    }
+    Ok(())
 }
 
 fn check_endpoint(endpoint: &str) -> Result<(), AgentError> {
@@ -244,6 +328,9 @@ mod tests {
             weight: None,
             max_concurrency: None,
             resources: Default::default(),
+            keywords: Vec::new(),
+            task_types: Vec::new(),
+            conversation: None,
         }
     }
 

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod circuit;
+pub mod conversation;
 pub mod dag;
 pub mod health;
 pub mod learning;
@@ -12,3 +13,4 @@ pub mod retry;
 pub mod routing;
 pub mod session;
 pub mod task;
+pub mod turn;

@@ -4,6 +4,9 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::conversation::{
+    checkpoint, CheckpointInput, ConversationState, MAIN_TASK, MAX_CHECKPOINTS,
+};
 use super::names::{check_name, NameKind};
 
 /// A session ends after this long without a turn (seed 003's `INSTANCE_TIMEOUT`).
@@ -22,6 +25,10 @@ pub struct SessionInput {
     /// The client's own data about the session, kept and shown as given.
     pub metadata: Option<Value>,
     pub idle_timeout_s: Option<i64>,
+    /// The main task's checkpoints, as descriptions or `{id?, description}`.
+    pub checkpoints: Option<Vec<CheckpointInput>>,
+    /// The main task's name (default `main`).
+    pub task: Option<String>,
 }
 
 /// A session as stored.
@@ -33,6 +40,11 @@ pub struct Session {
     pub idle_timeout_s: u64,
     pub created_at_ms: i64,
     pub last_active_at_ms: i64,
+    /// Turns started so far; the next one is `turns + 1`.
+    pub turns: u32,
+    /// The turn running now, if one is.
+    pub active_turn: Option<u32>,
+    pub state: ConversationState,
 }
 
 impl Session {
@@ -106,6 +118,34 @@ impl SessionInput {
                     )
                 })?,
         };
+        let checkpoints = self.checkpoints.unwrap_or_default();
+        if checkpoints.len() > MAX_CHECKPOINTS {
+            return Err(invalid(
+                "checkpoints",
+                format!("at most {MAX_CHECKPOINTS} checkpoints"),
+            ));
+        }
+        let checkpoints: Vec<_> = checkpoints
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| checkpoint(MAIN_TASK, i, c))
+            .collect();
+        for (i, c) in checkpoints.iter().enumerate() {
+            if c.description.trim().is_empty() {
+                return Err(invalid("checkpoints", "a checkpoint needs a description"));
+            }
+            check_name(NameKind::Task, &c.id).map_err(|e| invalid("checkpoints", e.to_string()))?;
+            if checkpoints[..i].iter().any(|o| o.id == c.id) {
+                return Err(invalid(
+                    "checkpoints",
+                    format!("checkpoint id `{}` is used more than once", c.id),
+                ));
+            }
+        }
+        let task = self.task.unwrap_or_else(|| MAIN_TASK.into());
+        if task.trim().is_empty() || task.chars().count() > 200 {
+            return Err(invalid("task", "a task name has 1 to 200 characters"));
+        }
         Ok(Session {
             id,
             agents,
@@ -113,6 +153,9 @@ impl SessionInput {
             idle_timeout_s,
             created_at_ms: now_ms,
             last_active_at_ms: now_ms,
+            turns: 0,
+            active_turn: None,
+            state: ConversationState::open(&task, checkpoints),
         })
     }
 }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::conversation::TurnTask;
 use super::priority::{Band, Priority};
 use super::resources::Resources;
 use super::routing::RoutingStrategy;
@@ -73,6 +74,12 @@ pub struct TaskProfile {
     /// When it fails `deadline_exceeded` if it has not started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_at_ms: Option<i64>,
+    /// The one agent that may run it (a conversation turn's agents are named, not routed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The conversation turn it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn: Option<TurnTask>,
 }
 
 impl TaskProfile {

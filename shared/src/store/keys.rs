@@ -5,8 +5,10 @@
 //! - `{tenant}#WF#{workflow}` / `TASK#{task}`: one item per task, so a workflow is one query;
 //! - `{tenant}#AGENTS` / `AGENT#{name}`: the registry.
 //!
-//! - `{tenant}#SESSION#{session}` / `SESSION`: a conversation session; everything the session
-//!   creates lives in its partition, so ending it is one query and one batch of deletes;
+//! - `{tenant}#SESSION#{session}` / `SESSION`: a conversation session and its conversation
+//!   state; `TURN#{n}` its turns, `INSTANCE#{agent}` its agents' instances, `ASYNC#{n}#{agent}`
+//!   async results not shown yet. Everything the session creates lives in its partition,
+//!   except its turns' workflows, which its turns name; ending it deletes both;
 //! - `{tenant}#CONFIG` / `CAPABILITY#{name}` and `PRIORITIES`: the tenant's settings, one
 //!   query for all of them.
 //!
@@ -74,6 +76,25 @@ pub fn session_pk(tenant: &str, session_id: &str) -> String {
 pub fn parse_session_pk(pk: &str) -> Option<(&str, &str)> {
     pk.split_once("#SESSION#")
 }
+
+/// A session's turn, numbered from 1; zero-padded so that turns sort in order.
+pub fn turn_sk(turn: u32) -> String {
+    format!("{TURN_PREFIX}{turn:06}")
+}
+
+/// An agent's instance in a session (seed 003's `agent#session`).
+pub fn instance_sk(agent: &str) -> String {
+    format!("{INSTANCE_PREFIX}{agent}")
+}
+
+/// An async agent's result waiting for the session's next turn.
+pub fn async_result_sk(turn: u32, agent: &str) -> String {
+    format!("{ASYNC_PREFIX}{turn:06}#{agent}")
+}
+
+pub const TURN_PREFIX: &str = "TURN#";
+pub const INSTANCE_PREFIX: &str = "INSTANCE#";
+pub const ASYNC_PREFIX: &str = "ASYNC#";
 
 pub fn config_pk(tenant: &str) -> String {
     format!("{tenant}#CONFIG")

@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::domain::agent::Agent;
 use crate::domain::circuit::{Circuit, Probe};
+use crate::domain::conversation::ConversationState;
 use crate::domain::health::AgentHealth;
 use crate::domain::learning::AgentStats;
 use crate::domain::priority::Multipliers;
@@ -26,6 +27,7 @@ use crate::domain::retry::RetryPolicySpec;
 use crate::domain::routing::{CapabilityDefaults, RouteDecision, RoutingView};
 use crate::domain::session::Session;
 use crate::domain::task::{AttemptRecord, TaskFailure, TaskProfile, TaskStatus, WorkflowStatus};
+use crate::domain::turn::{AgentInstance, AsyncResult, TurnRecord};
 use crate::messages::{OutcomeMessage, TaskRef};
 
 #[derive(Debug, thiserror::Error)]
@@ -456,6 +458,111 @@ pub trait SessionStore: Send + Sync {
         now_ms: i64,
         limit: i32,
     ) -> Result<Vec<(String, String)>, StoreError>;
+    /// The session with its agents' instances and the async results not shown yet, in one
+    /// read.
+    async fn session_bundle(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<SessionBundle>, StoreError>;
+    /// Lifts a human-intervention pause, recording the human's reply in the conversation.
+    async fn resume_session(
+        &self,
+        tenant: &str,
+        id: &str,
+        reply: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Resumed, StoreError>;
+}
+
+/// A session's turns: started one at a time, finished by the end of their answering task.
+#[async_trait]
+pub trait TurnStore: Send + Sync {
+    /// Starts a turn in one transaction: takes the session's turn (no other may run), stores
+    /// the turn and its workflows, and takes the async results it shows.
+    async fn start_turn(
+        &self,
+        tenant: &str,
+        start: &TurnStart<'_>,
+    ) -> Result<TurnStarted, StoreError>;
+    async fn turn(
+        &self,
+        tenant: &str,
+        session_id: &str,
+        turn: u32,
+    ) -> Result<Option<TurnRecord>, StoreError>;
+    /// Records a turn's answer, the conversation's changed parts and the agents' instances,
+    /// and lets the next turn in, in one transaction. False if the turn was already finished
+    /// or the session has ended.
+    async fn finish_turn(&self, tenant: &str, finish: &TurnFinish<'_>) -> Result<bool, StoreError>;
+    /// Keeps an async agent's result for the next turn, and its instance state; nothing if
+    /// the session has ended.
+    async fn record_async_result(
+        &self,
+        tenant: &str,
+        session_id: &str,
+        result: &AsyncResult,
+        state: Option<&Value>,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+}
+
+/// What ending a task needs: its workflow, and the conversation turn it may belong to.
+pub trait ChainStore: WorkflowStore + SessionStore + TurnStore {}
+
+impl<S: WorkflowStore + SessionStore + TurnStore + ?Sized> ChainStore for S {}
+
+/// A session with what its turns need.
+#[derive(Debug, Clone)]
+pub struct SessionBundle {
+    pub session: Session,
+    pub instances: Vec<AgentInstance>,
+    /// Async results not yet shown, oldest first.
+    pub pending: Vec<AsyncResult>,
+}
+
+/// Everything a new turn writes at once.
+pub struct TurnStart<'a> {
+    /// The session as read before the turn: its turn count is the transaction's condition.
+    pub session: &'a Session,
+    pub turn: &'a TurnRecord,
+    pub workflows: &'a [NewWorkflow],
+    /// The async results the turn shows, taken from the session.
+    pub shown: &'a [AsyncResult],
+    /// This request's id: a retried write that meets its own earlier one knows it.
+    pub request_id: &'a str,
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnStarted {
+    Started,
+    /// Another turn runs: this one is refused.
+    Busy {
+        active_turn: u32,
+    },
+    /// A turn started since the session was read: read it again.
+    Stale,
+    /// The session ended.
+    Gone,
+}
+
+/// A turn's end.
+pub struct TurnFinish<'a> {
+    pub turn: &'a TurnRecord,
+    /// The conversation before and after the turn: only the parts that differ are written.
+    pub before: &'a ConversationState,
+    pub after: &'a ConversationState,
+    /// The agents that answered, with the state each returned (None: unchanged).
+    pub instances: Vec<(String, Option<Value>)>,
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resumed {
+    Resumed(Session),
+    NotPaused,
+    Gone,
 }
 
 /// A tenant's settings: defaults per capability and its own priority multipliers.

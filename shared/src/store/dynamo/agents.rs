@@ -36,6 +36,15 @@ fn agent_item(tenant: &str, agent: &Agent) -> Result<Item, StoreError> {
     if !agent.resources.is_empty() {
         item.insert("resources".into(), json(&agent.resources)?);
     }
+    if !agent.keywords.is_empty() {
+        item.insert("keywords".into(), string_list(&agent.keywords));
+    }
+    if !agent.task_types.is_empty() {
+        item.insert("task_types".into(), string_list(&agent.task_types));
+    }
+    if let Some(conversation) = &agent.conversation {
+        item.insert("conversation".into(), json(conversation)?);
+    }
     if let Some(check) = &agent.health_check {
         item.insert("health_check".into(), json(check)?);
         // In the sweeps index, due at once: the first probe comes with the next sweep.
@@ -64,6 +73,9 @@ fn agent_record(item: &Item) -> Result<Agent, StoreError> {
         weight: a.opt_n("weight")?,
         max_concurrency: a.opt_n("max_concurrency")?,
         resources: a.json("resources")?.unwrap_or_default(),
+        keywords: a.list("keywords"),
+        task_types: a.list("task_types"),
+        conversation: a.json("conversation")?,
         health: a.json("health")?,
         created_at_ms: a.n("created_at")?,
         updated_at_ms: a.n("updated_at")?,

@@ -1,13 +1,14 @@
 //! The DynamoDB adapter of the store ports: the client and the item helpers every part shares.
 //! Each submodule holds what one kind of record needs: `workflows` (workflows and tasks),
 //! `agents` (the registry and its health), `config` (tenants' settings), `learning` (outcomes,
-//! learned stats, circuits) `sessions` (conversation sessions) and `slots` (round-robin counters, calls in flight).
+//! learned stats, circuits) `sessions` (conversation sessions), `turns` (their turns) and `slots` (round-robin counters, calls in flight).
 
 mod agents;
 mod config;
 mod learning;
 mod sessions;
 mod slots;
+mod turns;
 mod workflows;
 
 use std::collections::HashMap;

@@ -47,6 +47,41 @@ fn task_item(workflow: &NewWorkflow, position: usize, task: &NewTask) -> Result<
     Ok(item)
 }
 
+/// A new workflow's items: its tasks, and its record. While it runs, the record sits in the
+/// sweeps index.
+pub(super) fn workflow_items(workflow: &NewWorkflow) -> Result<(Vec<Item>, Item), StoreError> {
+    let tasks = workflow
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(position, task)| task_item(workflow, position, task))
+        .collect::<Result<Vec<_>, _>>()?;
+    let count = workflow.tasks.len();
+    let mut record = HashMap::from([
+        (
+            PK.into(),
+            s(keys::workflow_pk(&workflow.tenant, &workflow.workflow_id)),
+        ),
+        (SK.into(), s(keys::WORKFLOW_SK)),
+        ("workflow_id".into(), s(workflow.workflow_id.as_str())),
+        ("name".into(), s(workflow.name.as_str())),
+        ("status".into(), s(WorkflowStatus::Running.as_str())),
+        ("task_count".into(), n(count)),
+        ("tasks_remaining".into(), n(count)),
+        ("created_at".into(), n(workflow.created_at_ms)),
+        ("updated_at".into(), n(workflow.created_at_ms)),
+        (
+            SWEEP_SHARD.into(),
+            s(keys::workflow_sweep_shard(&workflow.workflow_id)),
+        ),
+        (SWEEP_AT.into(), n(workflow.check_at_ms)),
+    ]);
+    if let Some(deadline) = workflow.deadline_at_ms {
+        record.insert("deadline_at".into(), n(deadline));
+    }
+    Ok((tasks, record))
+}
+
 /// The task's profile, only on tasks that have one (and projected into the lease index).
 const PROFILE: &str = "profile";
 
@@ -133,10 +168,11 @@ fn ended_before(task: &TaskRef, current: Option<Item>) -> Result<Ended, StoreErr
 #[async_trait]
 impl WorkflowStore for DynamoStore {
     async fn create_workflow(&self, workflow: &NewWorkflow) -> Result<(), StoreError> {
-        let mut requests = Vec::with_capacity(workflow.tasks.len());
-        for (position, task) in workflow.tasks.iter().enumerate() {
+        let (tasks, record) = workflow_items(workflow)?;
+        let mut requests = Vec::with_capacity(tasks.len());
+        for item in tasks {
             let put = PutRequest::builder()
-                .set_item(Some(task_item(workflow, position, task)?))
+                .set_item(Some(item))
                 .build()
                 .map_err(|e| StoreError::Dynamo(e.to_string()))?;
             requests.push(WriteRequest::builder().put_request(put).build());
@@ -144,27 +180,8 @@ impl WorkflowStore for DynamoStore {
         self.batch_write(&self.state_table, requests).await?;
 
         // The workflow record goes last: until it exists the tasks are invisible, and cleanup
-        // drops any of them it finds without one. While it runs, it sits in the sweeps index.
-        let count = workflow.tasks.len();
-        let mut item = self.workflow_key(&workflow.tenant, &workflow.workflow_id);
-        item.extend([
-            ("workflow_id".into(), s(workflow.workflow_id.as_str())),
-            ("name".into(), s(workflow.name.as_str())),
-            ("status".into(), s(WorkflowStatus::Running.as_str())),
-            ("task_count".into(), n(count)),
-            ("tasks_remaining".into(), n(count)),
-            ("created_at".into(), n(workflow.created_at_ms)),
-            ("updated_at".into(), n(workflow.created_at_ms)),
-            (
-                SWEEP_SHARD.into(),
-                s(keys::workflow_sweep_shard(&workflow.workflow_id)),
-            ),
-            (SWEEP_AT.into(), n(workflow.check_at_ms)),
-        ]);
-        if let Some(deadline) = workflow.deadline_at_ms {
-            item.insert("deadline_at".into(), n(deadline));
-        }
-        self.put_new(item, &["workflow_id", "created_at"], || {
+        // drops any of them it finds without one.
+        self.put_new(record, &["workflow_id", "created_at"], || {
             format!("workflow {}", workflow.workflow_id)
         })
         .await
