@@ -663,3 +663,246 @@ fn progress_of(value: Option<&Value>) -> Vec<(String, CheckpointStatus)> {
         _ => Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::agent::AgentRegistration;
+    use serde_json::json;
+
+    fn agent(registration: Value) -> Agent {
+        let mut body = json!({ "endpoint": "http://127.0.0.1:1/", "capabilities": ["talk"] });
+        for (k, v) in registration.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        serde_json::from_value::<AgentRegistration>(body)
+            .unwrap()
+            .into_agent(0)
+            .unwrap()
+    }
+
+    fn chain() -> Vec<Agent> {
+        vec![
+            agent(json!({ "name": "primary", "conversation": { "role": "core" } })),
+            agent(json!({ "name": "privacy", "conversation": { "role": "sync" } })),
+            agent(json!({ "name": "followup", "conversation": { "role": "sync" } })),
+            agent(
+                json!({ "name": "nutrition", "conversation": { "role": "sync", "depends_on": ["privacy", "followup", "absent"] } }),
+            ),
+            agent(json!({ "name": "history", "conversation": { "role": "async" } })),
+            agent(json!({
+                "name": "sleep", "conversation": { "role": "specialist" },
+                "keywords": ["Sleep", "bed time"], "task_types": ["sleep_advice"],
+            })),
+        ]
+    }
+
+    #[test]
+    fn rules_match_words_plurals_phrases_and_task_types_and_the_first_of_equals_wins() {
+        let agents = chain();
+        let refs: Vec<&Agent> = agents.iter().collect();
+        let a = Analysis::by_rules("Any tips for my SLEEPS?", &refs);
+        assert_eq!(a.method, AnalysisMethod::Rules);
+        assert_eq!(a.detected_agent.as_deref(), Some("sleep"));
+        assert_eq!(a.matched, vec!["sleep"]);
+        let a = Analysis::by_rules("what is a good bed time, some sleep advice", &refs);
+        assert_eq!(a.matched, vec!["sleep", "bed time", "sleep_advice"]);
+        assert_eq!(
+            Analysis::by_rules("bedtime", &refs).method,
+            AnalysisMethod::None,
+            "a phrase needs its words"
+        );
+        let other = agent(json!({ "name": "coach", "keywords": ["sleep"] }));
+        let tied: Vec<&Agent> = vec![&other, &agents[5]];
+        assert_eq!(
+            Analysis::by_rules("sleep", &tied).detected_agent.as_deref(),
+            Some("coach")
+        );
+    }
+
+    #[test]
+    fn the_plan_orders_sync_agents_by_their_dependencies_and_a_specialist_answers_alone() {
+        let agents = chain();
+        let refs: Vec<&Agent> = agents.iter().collect();
+        let plan = plan_turn(&refs, None, None).unwrap();
+        assert_eq!(plan.core.as_deref(), Some("primary"));
+        let nutrition = plan.sync.iter().find(|s| s.agent == "nutrition").unwrap();
+        assert_eq!(
+            nutrition.depends_on,
+            vec!["privacy", "followup"],
+            "absent dropped"
+        );
+        assert_eq!(plan.background, vec!["history"]);
+        assert_eq!(plan.waited_for().last(), Some(&"primary"));
+
+        let alone = plan_turn(&refs, Some("sleep"), None).unwrap();
+        assert_eq!(alone.specialist.as_deref(), Some("sleep"));
+        assert!(alone.sync.is_empty() && alone.background.is_empty());
+        let member = plan_turn(&refs, Some("privacy"), None).unwrap();
+        assert_eq!(
+            member.core.as_deref(),
+            Some("primary"),
+            "a chain member is only recorded"
+        );
+
+        let services = ["nutrition".to_string()];
+        let limited = plan_turn(&refs, None, Some(&services)).unwrap();
+        assert_eq!(limited.sync.len(), 1);
+        assert!(limited.sync[0].depends_on.is_empty());
+        assert!(limited.background.is_empty());
+
+        let no_core: Vec<&Agent> = refs[1..].to_vec();
+        assert_eq!(plan_turn(&no_core, None, None), Err(PlanError::NoCore));
+    }
+
+    #[test]
+    fn a_dependency_cycle_is_found_with_its_path() {
+        let a =
+            agent(json!({ "name": "a", "conversation": { "role": "sync", "depends_on": ["b"] } }));
+        let b =
+            agent(json!({ "name": "b", "conversation": { "role": "sync", "depends_on": ["a"] } }));
+        let err = check_agents(&[&a, &b]).unwrap_err();
+        assert!(
+            matches!(&err, PlanError::Cycle(path) if path.len() == 3),
+            "{err}"
+        );
+        assert!(
+            check_agents(&[&a]).is_ok(),
+            "a dependency outside the session is ignored"
+        );
+    }
+
+    #[test]
+    fn registration_rules_for_conversation_fields() {
+        let register = |extra: Value| {
+            let mut body = json!({ "name": "x", "endpoint": "http://h/", "capabilities": ["c"] });
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            serde_json::from_value::<AgentRegistration>(body)
+                .unwrap()
+                .into_agent(0)
+                .map_err(|e| e.field())
+        };
+        assert_eq!(
+            register(json!({ "conversation": { "role": "core", "depends_on": ["y"] } }))
+                .unwrap_err(),
+            "conversation.depends_on"
+        );
+        assert_eq!(
+            register(json!({ "conversation": { "role": "sync", "depends_on": ["x"] } }))
+                .unwrap_err(),
+            "conversation.depends_on"
+        );
+        assert_eq!(
+            register(json!({ "keywords": ["a", "A"] })).unwrap_err(),
+            "keywords"
+        );
+        assert_eq!(
+            register(json!({ "keywords": [""] })).unwrap_err(),
+            "keywords"
+        );
+        assert_eq!(
+            register(json!({ "task_types": ["a b"] })).unwrap_err(),
+            "task_types"
+        );
+        let ok = register(json!({ "keywords": [" Sleep "] })).unwrap();
+        assert_eq!(ok.keywords, vec!["sleep"]);
+    }
+
+    fn state(checkpoints: &[&str]) -> ConversationState {
+        let inputs = checkpoints
+            .iter()
+            .enumerate()
+            .map(|(i, d)| checkpoint(MAIN_TASK, i, CheckpointInput::Description(d.to_string())))
+            .collect();
+        ConversationState::open("main", inputs)
+    }
+
+    fn answer<'a>(agent: &'a str, output: &'a Value) -> AgentAnswer<'a> {
+        AgentAnswer {
+            agent,
+            generates: false,
+            output,
+        }
+    }
+
+    #[test]
+    fn checkpoints_move_forward_one_at_a_time_and_the_task_completes() {
+        let mut s = state(&["goal", "diet"]);
+        assert_eq!(s.checkpoints()[0].status, CheckpointStatus::InProgress);
+        assert_eq!(s.checkpoints()[1].status, CheckpointStatus::Pending);
+        let done = json!({ "checkpoint_progress": { "main-1": "complete" } });
+        let changes = s.apply(&[answer("checklist", &done)]);
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert_eq!(changes[0].by.as_deref(), Some("checklist"));
+        assert_eq!(changes[1].checkpoint, "main-2");
+        assert_eq!(changes[1].to, CheckpointStatus::InProgress);
+        // Backwards and unknown marks change nothing.
+        let back = json!({ "checkpoint_progress": [{ "id": "main-1", "status": "pending" }, { "id": "zz", "status": "complete" }] });
+        assert!(s.apply(&[answer("checklist", &back)]).is_empty());
+        let last =
+            json!({ "checkpoint_progress": [{ "checkpoint": "main-2", "status": "completed" }] });
+        s.apply(&[answer("checklist", &last)]);
+        assert_eq!(s.task_stack[0].status, StackTaskStatus::Complete);
+        assert!(s.current_task().is_none());
+        assert!(s.checkpoints().is_empty());
+    }
+
+    #[test]
+    fn a_support_task_is_current_until_it_completes_then_the_main_task_resumes() {
+        let mut s = state(&["goal"]);
+        let push = json!({ "push_task": { "name": "sleep", "checkpoints": ["nights", { "id": "naps", "description": "naps" }] } });
+        s.apply(&[answer("coach", &push)]);
+        assert_eq!(s.current_task().unwrap().id, "support-1");
+        assert_eq!(s.checkpoints()[0].id, "support-1-1");
+        assert_eq!(s.checkpoints()[0].status, CheckpointStatus::InProgress);
+        assert_eq!(s.checkpoints()[1].id, "naps");
+        let done =
+            json!({ "checkpoint_progress": { "support-1-1": "complete", "naps": "complete" } });
+        s.apply(&[answer("coach", &done)]);
+        assert_eq!(s.task_stack[1].status, StackTaskStatus::Complete);
+        assert_eq!(s.current_task().unwrap().id, MAIN_TASK);
+    }
+
+    #[test]
+    fn only_a_generator_sets_checkpoints_and_only_when_there_are_none() {
+        let mut s = state(&[]);
+        let list = json!({ "checkpoints": ["a", "b"] });
+        s.apply(&[answer("other", &list)]);
+        assert!(s.checkpoints().is_empty());
+        let generator = AgentAnswer {
+            agent: "gen",
+            generates: true,
+            output: &list,
+        };
+        s.apply(&[generator]);
+        assert_eq!(s.checkpoints().len(), 2);
+        assert_eq!(s.checkpoints()[0].status, CheckpointStatus::InProgress);
+        let again = json!({ "checkpoints": ["c"] });
+        s.apply(&[AgentAnswer {
+            output: &again,
+            ..generator
+        }]);
+        assert_eq!(s.checkpoints().len(), 2, "set once");
+    }
+
+    #[test]
+    fn human_intervention_pauses_and_recent_turns_are_bounded() {
+        let mut s = state(&[]);
+        let human = json!({ "requires_human": true });
+        s.apply(&[answer("human", &human)]);
+        assert!(s.flags.requires_human && s.flags.is_paused);
+        for turn in 0..15 {
+            s.remember(TurnSummary {
+                turn,
+                text: "t".into(),
+                response: None,
+                agents: Vec::new(),
+                human_reply: None,
+            });
+        }
+        assert_eq!(s.recent.len(), RECENT_TURNS);
+        assert_eq!(s.recent[0].turn, 5);
+    }
+}
