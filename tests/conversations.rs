@@ -698,3 +698,161 @@ async fn bad_turns_are_refused_naming_the_field_and_store_nothing() {
         404
     );
 }
+
+/// Sends a message the way a careful client does under faults: a 5xx or a 409 is followed by
+/// a look at the session, and a turn that holds this text is the answer (it was started by an
+/// earlier try whose answer was lost); otherwise the message is sent again.
+async fn say_until_answered(stack: &LocalStack, session: &str, text: &str) -> Value {
+    let session_path = format!("/v1/sessions/{session}");
+    for _ in 0..60 {
+        let answer = say(stack, session, json!({ "text": text, "wait": 5 })).await;
+        let turn = match answer.status {
+            200 => return answer.body,
+            202 => answer.body["turn"].as_u64(),
+            _ => {
+                let view = get(stack, &session_path).await.body;
+                let latest = view["turns"].as_u64().unwrap_or(0);
+                let recorded = get(stack, &format!("{session_path}/turns/{latest}")).await;
+                (recorded.body["text"] == text).then_some(latest)
+            }
+        };
+        if let Some(turn) = turn {
+            let path = format!("{session_path}/turns/{turn}");
+            return eventually("the turn ends", || async {
+                let view = get(stack, &path).await.body;
+                (view["status"] != "running" && view["status"].is_string()).then_some(view)
+            })
+            .await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("`{text}` was never answered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn turns_under_faults_are_answered_once_each_and_in_order() {
+    let stack = start_stack("conv-chaos", |s| {
+        s.faults = Some(baton_local::faults::FaultPlan::default());
+        s.handler_death_rate = 0.05;
+        s.sweep_every = Some(std::time::Duration::from_millis(500));
+        for (name, value) in [
+            ("DISPATCH_TIMEOUT_SECONDS", "5"),
+            ("REPAIR_AFTER_SECONDS", "3"),
+            ("LEASE_MARGIN_SECONDS", "2"),
+        ] {
+            s.env_overrides.insert(name.into(), value.into());
+        }
+    })
+    .await;
+    let counter = agent(behaviour(|call| {
+        let seen = call
+            .pointer("/input/state/seen")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        json!({ "seen": seen + 1, "state": { "seen": seen + 1 } })
+    }))
+    .await;
+    let primary = agent(behaviour(
+        |call| json!({ "response": format!("answer to {}", text_of(call)) }),
+    ))
+    .await;
+    let background = agent(behaviour(|_| json!({ "noted": true }))).await;
+    register_conversational(
+        &stack,
+        "counter",
+        &counter,
+        json!({ "conversation": { "role": "sync" } }),
+    )
+    .await;
+    register_conversational(
+        &stack,
+        "primary",
+        &primary,
+        json!({ "conversation": { "role": "core" } }),
+    )
+    .await;
+    register_conversational(
+        &stack,
+        "notes",
+        &background,
+        json!({ "conversation": { "role": "async" } }),
+    )
+    .await;
+    let proxy = stack.faults().unwrap();
+    // The first turn's start and end each lose their write's response: the retries meet their
+    // own writes.
+    use baton_local::faults::{Fault, FaultRule};
+    proxy
+        .add_rule(FaultRule::once(
+            "TransactWriteItems",
+            &["turn_request"],
+            Fault::LoseResponse,
+        ))
+        .unwrap();
+    proxy
+        .add_rule(FaultRule::once(
+            "TransactWriteItems",
+            &["answered_at"],
+            Fault::LoseResponse,
+        ))
+        .unwrap();
+    proxy.set_plan(baton_local::faults::FaultPlan {
+        seed: 7,
+        duplicate_send_rate: 0.15,
+        lost_write_response_rate: 0.03,
+        throttle_rate: 0.02,
+    });
+
+    const SESSIONS: usize = 3;
+    const TURNS: usize = 4;
+    let sessions =
+        futures::future::join_all((0..SESSIONS).map(|_| open_session(&stack, json!({})))).await;
+    futures::future::join_all(sessions.iter().enumerate().map(|(s, session)| {
+        let stack = &stack;
+        async move {
+            for t in 1..=TURNS {
+                let text = format!("session {s} message {t}");
+                let answer = say_until_answered(stack, session, &text).await;
+                assert_eq!(answer["status"], "answered", "{answer}");
+                assert_eq!(answer["response"], format!("answer to {text}"));
+                assert_eq!(answer["turn"], t as u64, "{answer}");
+            }
+        }
+    }))
+    .await;
+    assert_eq!(proxy.pending_rules(), 0, "both targeted faults happened");
+    for session in &sessions {
+        let view = get(&stack, &format!("/v1/sessions/{session}")).await.body;
+        assert_eq!(view["turns"], TURNS as u64);
+        assert_eq!(view["active_turn"], Value::Null);
+        let turns: Vec<u64> = view["recent_turns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["turn"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            turns,
+            (1..=TURNS as u64).collect::<Vec<_>>(),
+            "each turn recorded once"
+        );
+        let counter = view["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["agent"] == "counter")
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            counter["calls"], TURNS as u64,
+            "one instance update per turn: {counter}"
+        );
+        assert_eq!(counter["state"]["seen"], TURNS as u64);
+    }
+    let faults = proxy.report();
+    eprintln!(
+        "faults: {faults:?}, handler deaths: {}",
+        stack.handler_deaths()
+    );
+    assert!(faults.duplicated_sends > 0);
+}
