@@ -59,6 +59,11 @@ async fn register_conversational(
     register(stack, body).await;
 }
 
+async fn register_role(stack: &LocalStack, name: &str, server: &AgentServer, role: &str) {
+    let extra = json!({ "conversation": { "role": role } });
+    register_conversational(stack, name, server, extra).await;
+}
+
 /// A stack with privacy and followup (sync), nutrition (sync, after both), history (async),
 /// primary (core) and a sleep specialist found by keywords.
 async fn conversation_stack(name: &str) -> (LocalStack, Agents) {
@@ -94,9 +99,8 @@ async fn conversation_stack(name: &str) -> (LocalStack, Agents) {
         .await,
         sleep: agent(behaviour(|_| json!({ "response": "Keep a regular bedtime." }))).await,
     };
-    let role = |role: &str| json!({ "conversation": { "role": role } });
-    register_conversational(&stack, "privacy", &agents.privacy, role("sync")).await;
-    register_conversational(&stack, "followup", &agents.followup, role("sync")).await;
+    register_role(&stack, "privacy", &agents.privacy, "sync").await;
+    register_role(&stack, "followup", &agents.followup, "sync").await;
     register_conversational(
         &stack,
         "nutrition",
@@ -104,8 +108,8 @@ async fn conversation_stack(name: &str) -> (LocalStack, Agents) {
         json!({ "conversation": { "role": "sync", "depends_on": ["privacy", "followup"] } }),
     )
     .await;
-    register_conversational(&stack, "history", &agents.history, role("async")).await;
-    register_conversational(&stack, "primary", &agents.primary, role("core")).await;
+    register_role(&stack, "history", &agents.history, "async").await;
+    register_role(&stack, "primary", &agents.primary, "core").await;
     register_conversational(
         &stack,
         "sleep_coach",
@@ -415,13 +419,7 @@ async fn checkpoints_advance_and_the_task_stack_moves_to_the_next_task() {
         json!({ "capabilities": ["conversation.checklist", "checkpoints.evaluate"], "conversation": { "role": "sync" } }),
     )
     .await;
-    register_conversational(
-        &stack,
-        "primary",
-        &primary,
-        json!({ "conversation": { "role": "core" } }),
-    )
-    .await;
+    register_role(&stack, "primary", &primary, "core").await;
     let session = open_session(
         &stack,
         json!({ "task": "eat better", "checkpoints": ["Share your goal", { "id": "diet", "description": "Describe your diet" }] }),
@@ -468,13 +466,7 @@ async fn a_human_intervention_pauses_the_session_until_it_is_resumed() {
         |call| json!({ "requires_human": text_of(call).contains("human") }),
     ))
     .await;
-    register_conversational(
-        &stack,
-        "human",
-        &human,
-        json!({ "conversation": { "role": "sync" } }),
-    )
-    .await;
+    register_role(&stack, "human", &human, "sync").await;
     let session = open_session(&stack, json!({})).await;
     let asked = turn(&stack, &session, "let me talk to a human").await;
     assert_eq!(asked["requires_human"], true);
@@ -514,13 +506,7 @@ async fn two_concurrent_turns_of_one_session_never_run_at_once() {
             .after(std::time::Duration::from_millis(1500))
     }))
     .await;
-    register_conversational(
-        &stack,
-        "primary",
-        &slow,
-        json!({ "conversation": { "role": "core" } }),
-    )
-    .await;
+    register_role(&stack, "primary", &slow, "core").await;
     let session = open_session(&stack, json!({})).await;
     let (a, b) = tokio::join!(
         say(&stack, &session, json!({ "text": "first" })),
@@ -757,27 +743,9 @@ async fn turns_under_faults_are_answered_once_each_and_in_order() {
     ))
     .await;
     let background = agent(behaviour(|_| json!({ "noted": true }))).await;
-    register_conversational(
-        &stack,
-        "counter",
-        &counter,
-        json!({ "conversation": { "role": "sync" } }),
-    )
-    .await;
-    register_conversational(
-        &stack,
-        "primary",
-        &primary,
-        json!({ "conversation": { "role": "core" } }),
-    )
-    .await;
-    register_conversational(
-        &stack,
-        "notes",
-        &background,
-        json!({ "conversation": { "role": "async" } }),
-    )
-    .await;
+    register_role(&stack, "counter", &counter, "sync").await;
+    register_role(&stack, "primary", &primary, "core").await;
+    register_role(&stack, "notes", &background, "async").await;
     let proxy = stack.faults().unwrap();
     // The first turn's start and end each lose their write's response: the retries meet their
     // own writes.

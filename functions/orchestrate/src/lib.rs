@@ -86,19 +86,36 @@ impl<S, Q> Api<S, Q> {
     }
 }
 
-/// The Lambda handler: every outcome, including errors, is an HTTP response.
-pub async fn handle_request<S, Q>(
-    api: &Api<S, Q>,
-    request: Request,
-) -> Result<Response<Body>, Error>
-where
+/// Everything the API needs of the store.
+pub trait ApiStore:
+    WorkflowStore
+    + AgentRegistry
+    + LearningStore
+    + ConfigStore
+    + RoutingState
+    + SessionStore
+    + TurnStore
+{
+}
+
+impl<S> ApiStore for S where
     S: WorkflowStore
         + AgentRegistry
         + LearningStore
         + ConfigStore
         + RoutingState
         + SessionStore
-        + TurnStore,
+        + TurnStore
+{
+}
+
+/// The Lambda handler: every outcome, including errors, is an HTTP response.
+pub async fn handle_request<S, Q>(
+    api: &Api<S, Q>,
+    request: Request,
+) -> Result<Response<Body>, Error>
+where
+    S: ApiStore,
     Q: TaskQueue,
 {
     let span = tracing::info_span!(
@@ -115,13 +132,7 @@ where
 
 async fn dispatch<S, Q>(api: &Api<S, Q>, request: &Request) -> Result<Response<Body>, ApiError>
 where
-    S: WorkflowStore
-        + AgentRegistry
-        + LearningStore
-        + ConfigStore
-        + RoutingState
-        + SessionStore
-        + TurnStore,
+    S: ApiStore,
     Q: TaskQueue,
 {
     let path = request.raw_http_path();
@@ -325,19 +336,8 @@ where
                 .tasks
                 .iter()
                 .map(|t| TaskSpec {
-                    id: t.id.clone(),
-                    capability: t.capability.clone(),
-                    input: Value::Null,
-                    depends_on: t.depends_on.clone(),
-                    retry: None,
-                    fallback: None,
-                    timeout_s: None,
                     task_type: t.profile.task_type.clone(),
-                    routing: None,
-                    priority: None,
-                    resources: None,
-                    deadline: None,
-                    deadline_s: None,
+                    ..TaskSpec::shape(&t.id, &t.capability, t.depends_on.clone())
                 })
                 .collect();
             // A stored workflow passed validation; only a damaged one could fail here.

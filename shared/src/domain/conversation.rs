@@ -271,21 +271,10 @@ pub fn plan_turn(
             .filter(move |a| role_of(a) == Some(role))
             .filter(chosen)
     };
-    let sync_names: Vec<&str> = helpers(Role::Sync).map(|a| a.name.as_str()).collect();
-    let sync: Vec<SyncStep> = helpers(Role::Sync)
-        .map(|agent| SyncStep {
-            agent: agent.name.clone(),
-            depends_on: agent
-                .conversation
-                .iter()
-                .flat_map(|c| &c.depends_on)
-                .filter(|d| sync_names.contains(&d.as_str()))
-                .cloned()
-                .collect(),
-        })
-        .collect();
+    let sync_agents: Vec<&Agent> = helpers(Role::Sync).copied().collect();
+    let sync = steps(&sync_agents);
     check_order(&sync)?;
-    let waited: Vec<&Agent> = helpers(Role::Sync).copied().chain([*core]).collect();
+    let waited: Vec<&Agent> = sync_agents.iter().copied().chain([*core]).collect();
     Ok(TurnPlan {
         specialist: None,
         core: Some(core.name.clone()),
@@ -305,8 +294,12 @@ fn generators(agents: &[&Agent]) -> Vec<String> {
 
 /// Checks that a session's agents have no dependency cycle among them.
 pub fn check_agents(agents: &[&Agent]) -> Result<(), PlanError> {
-    let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
-    let steps: Vec<SyncStep> = agents
+    check_order(&steps(agents))
+}
+
+/// Each agent with its dependencies among `agents` (others are left out).
+fn steps(agents: &[&Agent]) -> Vec<SyncStep> {
+    agents
         .iter()
         .map(|agent| SyncStep {
             agent: agent.name.clone(),
@@ -314,32 +307,17 @@ pub fn check_agents(agents: &[&Agent]) -> Result<(), PlanError> {
                 .conversation
                 .iter()
                 .flat_map(|c| &c.depends_on)
-                .filter(|d| names.contains(&d.as_str()))
+                .filter(|d| agents.iter().any(|a| &a.name == *d))
                 .cloned()
                 .collect(),
         })
-        .collect();
-    check_order(&steps)
+        .collect()
 }
 
 fn check_order(steps: &[SyncStep]) -> Result<(), PlanError> {
     let specs: Vec<TaskSpec> = steps
         .iter()
-        .map(|s| TaskSpec {
-            id: s.agent.clone(),
-            capability: "conversation".into(),
-            input: Value::Null,
-            depends_on: s.depends_on.clone(),
-            retry: None,
-            fallback: None,
-            timeout_s: None,
-            task_type: None,
-            routing: None,
-            priority: None,
-            resources: None,
-            deadline: None,
-            deadline_s: None,
-        })
+        .map(|s| TaskSpec::shape(&s.agent, "conversation", s.depends_on.clone()))
         .collect();
     if specs.is_empty() {
         return Ok(());

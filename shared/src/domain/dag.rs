@@ -46,6 +46,27 @@ pub struct TaskSpec {
     pub deadline_s: Option<f64>,
 }
 
+impl TaskSpec {
+    /// A task with only its shape: id, capability and dependencies.
+    pub fn shape(id: &str, capability: &str, depends_on: Vec<String>) -> Self {
+        TaskSpec {
+            id: id.to_string(),
+            capability: capability.to_string(),
+            input: serde_json::Value::Null,
+            depends_on,
+            retry: None,
+            fallback: None,
+            timeout_s: None,
+            task_type: None,
+            routing: None,
+            priority: None,
+            resources: None,
+            deadline: None,
+            deadline_s: None,
+        }
+    }
+}
+
 /// Why a submitted task list is not a valid workflow.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DagError {

@@ -560,7 +560,7 @@ pub struct TurnFinish<'a> {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resumed {
-    Resumed(Session),
+    Resumed(Box<Session>),
     NotPaused,
     Gone,
 }

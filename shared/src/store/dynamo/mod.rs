@@ -167,12 +167,18 @@ impl DynamoStore {
         let mut items = Vec::new();
         let mut start_key = None;
         loop {
-            let out = self
+            let mut query = self
                 .client
                 .query()
                 .table_name(&self.state_table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(pk.as_str()))
+                .expression_attribute_values(":pk", s(pk.as_str()));
+            query = match read.sk_at_most {
+                Some(last) => query
+                    .key_condition_expression("pk = :pk AND sk <= :last")
+                    .expression_attribute_values(":last", s(last)),
+                None => query.key_condition_expression("pk = :pk"),
+            };
+            let out = query
                 .scan_index_forward(!read.descending)
                 .consistent_read(read.consistent)
                 .set_exclusive_start_key(start_key)
@@ -297,6 +303,8 @@ struct PartitionRead {
     /// Sort keys from the highest down.
     descending: bool,
     consistent: bool,
+    /// Only the items whose sort key is at most this.
+    sk_at_most: Option<&'static str>,
 }
 
 /// The result of a conditional update: the item after it, or the item that failed the check.

@@ -193,27 +193,14 @@ impl SessionStore for DynamoStore {
         id: &str,
     ) -> Result<Option<SessionBundle>, StoreError> {
         // `ASYNC#…` and `INSTANCE#…` sort before `SESSION`, the turns after: one query.
-        let mut items = Vec::new();
-        let mut start_key = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.state_table)
-                .key_condition_expression("pk = :pk AND sk <= :session")
-                .expression_attribute_values(":pk", s(keys::session_pk(tenant, id)))
-                .expression_attribute_values(":session", s(SESSION_SK))
-                .consistent_read(true)
-                .set_exclusive_start_key(start_key)
-                .send()
-                .await
-                .map_err(dynamo_error)?;
-            items.extend(out.items.unwrap_or_default());
-            start_key = out.last_evaluated_key;
-            if start_key.is_none() {
-                break;
-            }
-        }
+        let read = PartitionRead {
+            consistent: true,
+            sk_at_most: Some(SESSION_SK),
+            ..PartitionRead::default()
+        };
+        let items = self
+            .partition_read(keys::session_pk(tenant, id), read)
+            .await?;
         let mut session = None;
         let mut instances = Vec::new();
         let mut pending = Vec::new();
@@ -337,7 +324,7 @@ impl SessionStore for DynamoStore {
             .expression_attribute_values(":sweep", sweep)
             .expression_attribute_values(":ttl", ttl);
         match conditional_update(update, ReturnValue::AllNew).await? {
-            Conditional::Applied(item) => Ok(Resumed::Resumed(session_record(&item)?)),
+            Conditional::Applied(item) => Ok(Resumed::Resumed(Box::new(session_record(&item)?))),
             Conditional::Rejected(None) => Ok(Resumed::Gone),
             Conditional::Rejected(Some(_)) => Ok(Resumed::NotPaused),
         }

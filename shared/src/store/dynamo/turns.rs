@@ -94,18 +94,25 @@ fn put(table: &str, item: Item, condition: Option<&str>) -> Result<TransactWrite
     Ok(TransactWriteItem::builder().put(put).build())
 }
 
-/// Whether a transaction failed on a condition (or a conflict), as opposed to an error.
-fn cancelled<R>(err: SdkError<TransactWriteItemsError, R>) -> Result<(), StoreError>
-where
-    R: std::fmt::Debug,
-{
-    match err.as_service_error() {
-        Some(TransactWriteItemsError::TransactionCanceledException(_)) => Ok(()),
-        _ => Err(dynamo_error(err)),
-    }
-}
-
 impl DynamoStore {
+    /// Runs a transaction: true if it was applied, false if a condition (or a conflict)
+    /// cancelled it.
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<bool, StoreError> {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) => match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(_)) => Ok(false),
+                _ => Err(dynamo_error(err)),
+            },
+        }
+    }
+
     /// The write of an instance after its agent answered: created on the first call.
     fn instance_update(
         &self,
@@ -196,16 +203,9 @@ impl TurnStore for DynamoStore {
                 items.push(put(&self.state_table, item, None)?);
             }
         }
-        let Err(err) = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        else {
+        if self.transact(items).await? {
             return Ok(TurnStarted::Started);
-        };
-        cancelled(err)?;
+        }
         // Refused: by another turn, by the session's end, or by this very write, whose
         // response was lost and which the SDK sent again.
         let out = self
@@ -294,29 +294,24 @@ impl TurnStore for DynamoStore {
             .expression_attribute_values(":turn", n(turn.turn))
             .expression_attribute_names("#recent", RECENT)
             .expression_attribute_values(":recent", json(&after.recent)?);
-        if after.task_stack != before.task_stack {
-            sets.push("#stack = :stack".into());
-            unlock = unlock
-                .expression_attribute_names("#stack", TASK_STACK)
-                .expression_attribute_values(":stack", json(&after.task_stack)?);
-        }
-        if after.flags.requires_human != before.flags.requires_human {
-            sets.push("#human = :human".into());
-            unlock = unlock
-                .expression_attribute_names("#human", REQUIRES_HUMAN)
-                .expression_attribute_values(
-                    ":human",
+        let changed = [
+            (after.task_stack != before.task_stack)
+                .then(|| json(&after.task_stack).map(|v| (TASK_STACK, v))),
+            (after.flags.requires_human != before.flags.requires_human).then(|| {
+                Ok((
+                    REQUIRES_HUMAN,
                     AttributeValue::Bool(after.flags.requires_human),
-                );
-        }
-        if after.flags.is_paused != before.flags.is_paused {
-            sets.push("#paused = :paused".into());
+                ))
+            }),
+            (after.flags.is_paused != before.flags.is_paused)
+                .then(|| Ok((IS_PAUSED, AttributeValue::Bool(after.flags.is_paused)))),
+        ];
+        for (i, part) in changed.into_iter().flatten().enumerate() {
+            let (name, value) = part?;
+            sets.push(format!("#part{i} = :part{i}"));
             unlock = unlock
-                .expression_attribute_names("#paused", IS_PAUSED)
-                .expression_attribute_values(
-                    ":paused",
-                    AttributeValue::Bool(after.flags.is_paused),
-                );
+                .expression_attribute_names(format!("#part{i}"), name)
+                .expression_attribute_values(format!(":part{i}"), value);
         }
         let unlock = built(
             unlock
@@ -340,16 +335,7 @@ impl TurnStore for DynamoStore {
                 finish.now_ms,
             )?);
         }
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(err) => cancelled(err).map(|()| false),
-        }
+        self.transact(items).await
     }
 
     async fn record_async_result(
@@ -394,15 +380,6 @@ impl TurnStore for DynamoStore {
             )?,
         ];
         // Refused: the session has ended, or the result was kept before (a redelivery).
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(err) => cancelled(err),
-        }
+        self.transact(items).await.map(|_| ())
     }
 }

@@ -193,6 +193,7 @@ impl WorkflowStore for DynamoStore {
         let read = PartitionRead {
             descending: true,
             consistent: true,
+            sk_at_most: None,
         };
         let mut workflow = None;
         let mut tasks = Vec::new();
