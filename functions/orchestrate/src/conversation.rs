@@ -16,6 +16,7 @@ use baton::domain::conversation::{
     DEFAULT_WAIT_S, MAX_CHANNEL_CHARS, MAX_TURN_TEXT_CHARS, MAX_WAIT_S,
 };
 use baton::domain::names::{check_name, NameKind};
+use baton::domain::priority::{Band, Priority};
 use baton::domain::session::{Session, SessionInput};
 use baton::domain::task::{TaskProfile, TaskStatus};
 use baton::domain::turn::{AsyncResult, TurnRecord, TurnStatus, TurnTiming};
@@ -479,7 +480,10 @@ fn turn_workflows<S, Q>(api: &Api<S, Q>, tenant: &str, shape: &TurnShape<'_>) ->
         NewTask {
             id: agent.to_string(),
             capability,
+            // A person is waiting: turns travel in the high band, ahead of batch work.
             profile: TaskProfile {
+                priority: Some(Priority::High),
+                band: Band::High,
                 agent: Some(agent.to_string()),
                 turn: Some(TurnTask {
                     session: shape.session_id.to_string(),
