@@ -68,6 +68,7 @@ fn entry(attempt: u32, outcome: AttemptOutcome) -> AttemptRecord {
         error: None,
         claims: 1,
         retry_delay_ms: None,
+        call_ms: None,
     }
 }
 

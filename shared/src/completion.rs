@@ -59,6 +59,8 @@ pub struct AttemptRun {
     pub agent: Option<String>,
     pub started_at_ms: Option<i64>,
     pub claims: u32,
+    /// How long the agent call took, when one was made.
+    pub call_ms: Option<u64>,
 }
 
 /// What ending an attempt came to.
@@ -152,6 +154,7 @@ where
         error: None,
         claims: run.claims,
         retry_delay_ms: None,
+        call_ms: run.call_ms,
     };
     let end = match result {
         Ok(output) => AttemptEnd::Succeeded(output),

@@ -297,11 +297,11 @@ fn truncated(text: &str) -> String {
 fn timing(turn: &TurnRecord, view: &WorkflowView, now_ms: i64) -> TurnTiming {
     let mut agents = BTreeMap::new();
     for task in &view.tasks {
-        let call = task
-            .attempts
-            .iter()
-            .rev()
-            .find_map(|a| Some((a.finished_at_ms - a.started_at_ms?).max(0) as u64));
+        // The call itself; an attempt recorded before calls were timed counts whole.
+        let call = task.attempts.iter().rev().find_map(|a| {
+            a.call_ms
+                .or_else(|| Some((a.finished_at_ms - a.started_at_ms?).max(0) as u64))
+        });
         if let Some(ms) = call {
             agents.insert(agent_of(task).to_string(), ms);
         }

@@ -129,6 +129,7 @@ pub async fn claim_and_record(
         error,
         claims: 1,
         retry_delay_ms: None,
+        call_ms: None,
     };
     let finish = baton::completion::finish_at(&stack.settings, now);
     store

@@ -193,6 +193,7 @@ where
                 agent: lease.agent.clone(),
                 started_at_ms: None,
                 claims: lease.claims,
+                call_ms: None,
             };
             let ended = fail(
                 deps,

@@ -257,6 +257,7 @@ where
                 agent: Some(agent.name.clone()),
                 started_at_ms: claimed.started_at_ms,
                 claims: claimed.claims,
+                call_ms: Some(latency_ms),
             },
             policy,
             prefer: next_agents(message, &claimed, agent),

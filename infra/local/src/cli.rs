@@ -1,5 +1,5 @@
 //! The `baton-local` command: `run` starts the stack with the example agents; `submit` sends a
-//! workflow file to a running stack and shows the result.
+//! workflow file to a running stack and shows the result; `chat` holds a conversation.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
 use crate::agents::{examples, AgentServer};
+use crate::conversation_agents::conversation_set;
 use crate::emulator::{sdk_config_from_env, Emulator};
 use crate::project_root;
 use crate::stack::{LocalStack, StackOptions};
@@ -30,6 +31,8 @@ pub enum Command {
     Run(RunOptions),
     /// Submit a workflow file to a running stack and follow it until it ends.
     Submit(SubmitOptions),
+    /// Talk to a running stack's conversational agents, one turn per line.
+    Chat(crate::chat::ChatOptions),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -139,7 +142,23 @@ pub async fn run(options: RunOptions) -> Result<(), Box<dyn std::error::Error>> 
                 .put_agent("default", registration)
                 .await
                 .map_err(|e| format!("registering {name}: {e}"))?;
-            agents.push((name, capability, server));
+            agents.push((name.to_string(), capability.to_string(), server));
+        }
+        for example in conversation_set() {
+            let server = AgentServer::start(example.behaviour).await?;
+            let mut registration = example.registration;
+            registration["endpoint"] = server.url.clone().into();
+            let capability = registration["capabilities"][0]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let registration: AgentRegistration = serde_json::from_value(registration)
+                .map_err(|e| format!("the example {}: {e}", example.name))?;
+            stack
+                .put_agent("default", registration)
+                .await
+                .map_err(|e| format!("registering {}: {e}", example.name))?;
+            agents.push((example.name.to_string(), capability, server));
         }
     }
 
@@ -147,7 +166,7 @@ pub async fn run(options: RunOptions) -> Result<(), Box<dyn std::error::Error>> 
     println!("  API        {}", stack.api_url);
     println!("  emulator   {endpoint} (DynamoDB, SQS)");
     for (name, capability, server) in &agents {
-        println!("  agent      {name:<11} {:<28} [{capability}]", server.url);
+        println!("  agent      {name:<13} {:<28} [{capability}]", server.url);
     }
     println!("\nSubmit the example workflow and watch it run:\n");
     println!(
@@ -160,6 +179,15 @@ pub async fn run(options: RunOptions) -> Result<(), Box<dyn std::error::Error>> 
         stack.api_url
     );
     println!("  curl -s {}/v1/workflows/<workflow_id>\n", stack.api_url);
+    println!("Talk to the example conversational agents:\n");
+    println!(
+        "  cargo run -q -p baton-local -- chat --api {}",
+        stack.api_url
+    );
+    println!(
+        "  curl -s -X POST {}/v1/sessions -H 'content-type: application/json' -d '{{}}'\n",
+        stack.api_url
+    );
     println!("Ctrl-C stops everything.");
 
     wait_for_stop_signal().await?;

@@ -4,7 +4,8 @@
 //! - [`template`] and [`provision`] create the tables and queues `template.yaml` declares;
 //! - [`stack`] drives the five handlers as Lambda would: [`api_gateway`] for the HTTP API,
 //!   [`event_sources`] for the SQS event-source mappings and the schedule;
-//! - [`agents`] runs agents as real local HTTP servers, including the examples;
+//! - [`agents`] runs agents as real local HTTP servers, including the examples, and
+//!   [`conversation_agents`] holds the example conversational set;
 //! - [`faults`] is a proxy between the handlers' SDK clients and the emulator that injects
 //!   faults, and [`chaos`] the misbehaving agents, workflow and audit the chaos test and
 //!   benchmark share.
@@ -12,7 +13,9 @@
 pub mod agents;
 pub mod api_gateway;
 pub mod chaos;
+pub mod chat;
 pub mod cli;
+pub mod conversation_agents;
 pub mod emulator;
 pub mod event_sources;
 pub mod faults;

@@ -12,6 +12,7 @@ async fn main() {
         .init();
     let result = match Cli::parse().command {
         Some(Command::Submit(options)) => cli::submit(options).await,
+        Some(Command::Chat(options)) => baton_local::chat::chat(options).await,
         Some(Command::Run(options)) => cli::run(options).await,
         // No subcommand: `run` with its defaults (and the environment's PORT).
         None => match Cli::parse_from(["baton-local", "run"]).command {

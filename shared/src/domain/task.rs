@@ -286,6 +286,9 @@ pub struct AttemptRecord {
     /// The wait before the next attempt, when one follows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_delay_ms: Option<u64>,
+    /// How long the agent call itself took (the rest of the attempt is Baton's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_ms: Option<u64>,
 }
 
 #[cfg(test)]

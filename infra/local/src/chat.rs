@@ -1,0 +1,200 @@
+//! `baton-local chat`: an interactive conversation with a running stack's agents, one turn per
+//! line typed. `/resume [reply]`, `/session`, `/end` and `/quit` are commands.
+
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use crate::cli::DEFAULT_PORT;
+
+#[derive(Debug, Clone, Args)]
+pub struct ChatOptions {
+    /// The API's base URL.
+    #[arg(long, default_value_t = format!("http://127.0.0.1:{DEFAULT_PORT}"))]
+    pub api: String,
+    /// Continue this session instead of opening a new one.
+    #[arg(long)]
+    pub session: Option<String>,
+    /// The tenant (sent as `X-Tenant-Id`).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Seconds each message waits for its answer before it is fetched later.
+    #[arg(long, default_value_t = 25.0)]
+    pub wait: f64,
+}
+
+struct Client {
+    http: reqwest::Client,
+    api: String,
+    tenant: Option<String>,
+}
+
+impl Client {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), Box<dyn std::error::Error>> {
+        let mut request = self.http.request(method, format!("{}{path}", self.api));
+        if let Some(tenant) = &self.tenant {
+            request = request.header("x-tenant-id", tenant);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+}
+
+fn error_message(body: &Value) -> String {
+    body.pointer("/error/message")
+        .and_then(Value::as_str)
+        .map_or_else(|| body.to_string(), str::to_string)
+}
+
+/// Runs the conversation until `/quit`, `/end` or the end of input.
+pub async fn chat(options: ChatOptions) -> Result<(), Box<dyn std::error::Error>> {
+    let client = Client {
+        http: reqwest::Client::new(),
+        api: options.api.trim_end_matches('/').to_string(),
+        tenant: options.tenant,
+    };
+    let session = match options.session {
+        Some(id) => id,
+        None => {
+            let (status, body) = client
+                .send(reqwest::Method::POST, "/v1/sessions", Some(json!({})))
+                .await?;
+            if status != 201 {
+                return Err(format!("no session: {}", error_message(&body)).into());
+            }
+            body["session_id"].as_str().ok_or("no session_id")?.to_string()
+        }
+    };
+    println!("session {session} (/resume [reply], /session, /end, /quit)");
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        print!("you> ");
+        std::io::stdout().flush()?;
+        let Some(line) = lines.next().transpose()? else {
+            return Ok(());
+        };
+        let line = line.trim();
+        let path = format!("/v1/sessions/{session}");
+        match line.split_once(' ').map_or((line, ""), |(c, rest)| (c, rest.trim())) {
+            ("", _) => continue,
+            ("/quit", _) => return Ok(()),
+            ("/end", _) => {
+                let (_, body) = client.send(reqwest::Method::DELETE, &path, None).await?;
+                println!("{}", body["status"].as_str().unwrap_or("ended"));
+                return Ok(());
+            }
+            ("/session", _) => {
+                let (_, body) = client.send(reqwest::Method::GET, &path, None).await?;
+                println!("{}", serde_json::to_string_pretty(&body)?);
+            }
+            ("/resume", reply) => {
+                let body = if reply.is_empty() { json!({}) } else { json!({ "reply": reply }) };
+                let (status, body) = client
+                    .send(reqwest::Method::POST, &format!("{path}/resume"), Some(body))
+                    .await?;
+                match status {
+                    200 => println!("resumed"),
+                    _ => println!("! {}", error_message(&body)),
+                }
+            }
+            _ => {
+                let message = json!({ "text": line, "wait": options.wait });
+                let (status, body) = client
+                    .send(reqwest::Method::POST, &format!("{path}/messages"), Some(message))
+                    .await?;
+                let turn = match status {
+                    200 => body,
+                    202 => follow(&client, &path, &body).await?,
+                    _ => {
+                        println!("! {}", error_message(&body));
+                        continue;
+                    }
+                };
+                show(&turn);
+            }
+        }
+    }
+}
+
+/// Polls a turn that was not answered within the wait, with a spinner.
+async fn follow(
+    client: &Client,
+    session_path: &str,
+    accepted: &Value,
+) -> Result<Value, Box<dyn std::error::Error>> {
+    let turn = accepted["turn"].as_u64().ok_or("no turn in the answer")?;
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_style(ProgressStyle::with_template("{spinner} {msg}")?);
+    spinner.set_message(format!("turn {turn} is still running…"));
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let path = format!("{session_path}/turns/{turn}");
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_, view) = client.send(reqwest::Method::GET, &path, None).await?;
+        if view["status"] != "running" {
+            spinner.finish_and_clear();
+            return Ok(view);
+        }
+    }
+}
+
+fn show(turn: &Value) {
+    match turn["response"].as_str() {
+        Some(response) => println!("baton> {response}"),
+        None if turn["is_paused"] == true => {
+            println!("baton> (paused for a person: /resume [reply] lifts it)")
+        }
+        None => println!(
+            "baton> (no answer: {})",
+            turn["error"]["message"].as_str().unwrap_or("the turn failed")
+        ),
+    }
+    let agents: Vec<&str> = turn["sync_agent_results"]
+        .as_object()
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let answering = turn["agents"]["specialist"]
+        .as_str()
+        .or(turn["agents"]["core"].as_str())
+        .unwrap_or("-");
+    println!(
+        "       turn {} · {} via {} · helpers [{}] · {} ms",
+        turn["turn"],
+        turn["analysis"]["method"].as_str().unwrap_or("-"),
+        answering,
+        agents.join(", "),
+        turn["timing_metrics"]["total_ms"]
+    );
+    if let Some(results) = turn["async_agent_results"].as_object().filter(|r| !r.is_empty()) {
+        for (agent, result) in results {
+            println!("       async {agent}: {}", result["result"]);
+        }
+    }
+    if let Some(current) = turn["checkpoints"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["status"] != "complete"))
+    {
+        println!(
+            "       checkpoint: {} ({})",
+            current["description"].as_str().unwrap_or("?"),
+            current["status"].as_str().unwrap_or("?")
+        );
+    }
+    if turn["requires_human"] == true {
+        println!("       a person was asked to join; the session is paused");
+    }
+}
