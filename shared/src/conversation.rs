@@ -268,7 +268,11 @@ fn conclude(
                 error.or_else(|| Some(json!({ "message": "the answering agent did not run" })))
             },
             checkpoint_progress,
-            state: Some(state.clone()),
+            // The recent turns are the session's; the turn keeps what it answers with.
+            state: Some(ConversationState {
+                recent: Vec::new(),
+                ..state.clone()
+            }),
             timing,
             answered_at_ms: Some(now_ms),
             ..turn.clone()

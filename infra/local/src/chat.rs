@@ -49,7 +49,10 @@ impl Client {
         let response = request.send().await?;
         let status = response.status().as_u16();
         let text = response.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
     }
 }
 
@@ -75,7 +78,10 @@ pub async fn chat(options: ChatOptions) -> Result<(), Box<dyn std::error::Error>
             if status != 201 {
                 return Err(format!("no session: {}", error_message(&body)).into());
             }
-            body["session_id"].as_str().ok_or("no session_id")?.to_string()
+            body["session_id"]
+                .as_str()
+                .ok_or("no session_id")?
+                .to_string()
         }
     };
     println!("session {session} (/resume [reply], /session, /end, /quit)");
@@ -89,7 +95,10 @@ pub async fn chat(options: ChatOptions) -> Result<(), Box<dyn std::error::Error>
         };
         let line = line.trim();
         let path = format!("/v1/sessions/{session}");
-        match line.split_once(' ').map_or((line, ""), |(c, rest)| (c, rest.trim())) {
+        match line
+            .split_once(' ')
+            .map_or((line, ""), |(c, rest)| (c, rest.trim()))
+        {
             ("", _) => continue,
             ("/quit", _) => return Ok(()),
             ("/end", _) => {
@@ -102,7 +111,11 @@ pub async fn chat(options: ChatOptions) -> Result<(), Box<dyn std::error::Error>
                 println!("{}", serde_json::to_string_pretty(&body)?);
             }
             ("/resume", reply) => {
-                let body = if reply.is_empty() { json!({}) } else { json!({ "reply": reply }) };
+                let body = if reply.is_empty() {
+                    json!({})
+                } else {
+                    json!({ "reply": reply })
+                };
                 let (status, body) = client
                     .send(reqwest::Method::POST, &format!("{path}/resume"), Some(body))
                     .await?;
@@ -114,7 +127,11 @@ pub async fn chat(options: ChatOptions) -> Result<(), Box<dyn std::error::Error>
             _ => {
                 let message = json!({ "text": line, "wait": options.wait });
                 let (status, body) = client
-                    .send(reqwest::Method::POST, &format!("{path}/messages"), Some(message))
+                    .send(
+                        reqwest::Method::POST,
+                        &format!("{path}/messages"),
+                        Some(message),
+                    )
                     .await?;
                 let turn = match status {
                     200 => body,
@@ -160,7 +177,9 @@ fn show(turn: &Value) {
         }
         None => println!(
             "baton> (no answer: {})",
-            turn["error"]["message"].as_str().unwrap_or("the turn failed")
+            turn["error"]["message"]
+                .as_str()
+                .unwrap_or("the turn failed")
         ),
     }
     let agents: Vec<&str> = turn["sync_agent_results"]
@@ -179,7 +198,10 @@ fn show(turn: &Value) {
         agents.join(", "),
         turn["timing_metrics"]["total_ms"]
     );
-    if let Some(results) = turn["async_agent_results"].as_object().filter(|r| !r.is_empty()) {
+    if let Some(results) = turn["async_agent_results"]
+        .as_object()
+        .filter(|r| !r.is_empty())
+    {
         for (agent, result) in results {
             println!("       async {agent}: {}", result["result"]);
         }

@@ -26,7 +26,8 @@ fn example(
     extra: Value,
     behaviour: fn(&Value) -> AgentReply,
 ) -> ConversationExample {
-    let mut registration = json!({ "name": name, "capabilities": capabilities, "timeout_ms": 5000 });
+    let mut registration =
+        json!({ "name": name, "capabilities": capabilities, "timeout_ms": 5000 });
     if let (Some(target), Some(extra)) = (registration.as_object_mut(), extra.as_object()) {
         target.extend(extra.clone());
     }
@@ -45,7 +46,12 @@ fn role(role: &str) -> Value {
 pub fn conversation_set() -> Vec<ConversationExample> {
     vec![
         example("privacy", &["conversation.privacy"], role("sync"), privacy),
-        example("followup", &["conversation.followup"], role("sync"), followup),
+        example(
+            "followup",
+            &["conversation.followup"],
+            role("sync"),
+            followup,
+        ),
         example(
             "nutrition",
             &["conversation.nutrition"],
@@ -111,9 +117,11 @@ fn words(text: &str) -> Vec<&str> {
 pub fn privacy(call: &Value) -> AgentReply {
     let text = text(call);
     let mut kinds = Vec::new();
-    let email = text
-        .split_whitespace()
-        .any(|token| token.split_once('@').is_some_and(|(user, host)| !user.is_empty() && host.contains('.')));
+    let email = text.split_whitespace().any(|token| {
+        token
+            .split_once('@')
+            .is_some_and(|(user, host)| !user.is_empty() && host.contains('.'))
+    });
     if email {
         kinds.push("email");
     }
@@ -175,16 +183,37 @@ pub fn nutrition(call: &Value) -> AgentReply {
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let tip = [
-        ("breakfast", "A breakfast with protein and fibre keeps you full until lunch."),
-        ("protein", "Spread protein over the day: eggs, beans, fish or yoghurt at each meal."),
-        ("sugar", "Pair something sweet with protein or fibre to soften the sugar spike."),
-        ("water", "Keep a glass of water next to you; thirst often passes for hunger."),
-        ("lunch", "Half a plate of vegetables at lunch is an easy win."),
-        ("dinner", "Cooking at home twice more a week is a realistic first step."),
+        (
+            "breakfast",
+            "A breakfast with protein and fibre keeps you full until lunch.",
+        ),
+        (
+            "protein",
+            "Spread protein over the day: eggs, beans, fish or yoghurt at each meal.",
+        ),
+        (
+            "sugar",
+            "Pair something sweet with protein or fibre to soften the sugar spike.",
+        ),
+        (
+            "water",
+            "Keep a glass of water next to you; thirst often passes for hunger.",
+        ),
+        (
+            "lunch",
+            "Half a plate of vegetables at lunch is an easy win.",
+        ),
+        (
+            "dinner",
+            "Cooking at home twice more a week is a realistic first step.",
+        ),
     ]
     .iter()
     .find(|(word, _)| text.contains(word))
-    .map_or("Small steady changes beat big ones: pick one meal to improve this week.", |(_, t)| t);
+    .map_or(
+        "Small steady changes beat big ones: pick one meal to improve this week.",
+        |(_, t)| t,
+    );
     let mut answer = json!({
         "tip": tip,
         "used": ["privacy", "followup"],
@@ -211,7 +240,9 @@ pub fn history(call: &Value) -> AgentReply {
         .filter_map(|t| t["text"].as_str())
         .chain(current)
         .collect();
-    let first: Vec<&str> = texts.first().map_or(Vec::new(), |t| t.split_whitespace().take(8).collect());
+    let first: Vec<&str> = texts
+        .first()
+        .map_or(Vec::new(), |t| t.split_whitespace().take(8).collect());
     AgentReply::ok(json!({
         "summary": format!("{} message(s) so far, the first: \"{}\"", texts.len(), first.join(" ")),
         "turns_seen": texts.len(),
@@ -384,7 +415,10 @@ mod tests {
 
     #[test]
     fn privacy_flags_an_email_and_a_phone_number() {
-        let found = privacy(&call("mail me at sam@example.com or 555 123 4567", json!({})));
+        let found = privacy(&call(
+            "mail me at sam@example.com or 555 123 4567",
+            json!({}),
+        ));
         assert_eq!(found.body["personal_data"], true);
         assert_eq!(found.body["kinds"], json!(["email", "phone"]));
         let clean = privacy(&call("I like apples", json!({})));
@@ -407,15 +441,27 @@ mod tests {
             "task_stack": [{ "checkpoints": [{ "id": "main-1", "status": "in_progress" }] }],
             "checkpoints": [{ "id": "main-1", "status": "in_progress" }],
         }});
-        let done = checklist(&call("I want to have more energy, also help with sleep", context));
-        assert_eq!(done.body["checkpoint_progress"], json!({ "main-1": "complete" }));
+        let done = checklist(&call(
+            "I want to have more energy, also help with sleep",
+            context,
+        ));
+        assert_eq!(
+            done.body["checkpoint_progress"],
+            json!({ "main-1": "complete" })
+        );
         assert_eq!(done.body["push_task"]["name"], "help with sleep");
     }
 
     #[test]
     fn human_asks_for_a_person_only_when_the_user_does() {
-        assert_eq!(human(&call("Can I talk to a human?", json!({}))).body["requires_human"], true);
-        assert_eq!(human(&call("hello", json!({}))).body["requires_human"], false);
+        assert_eq!(
+            human(&call("Can I talk to a human?", json!({}))).body["requires_human"],
+            true
+        );
+        assert_eq!(
+            human(&call("hello", json!({}))).body["requires_human"],
+            false
+        );
     }
 
     #[test]
@@ -426,7 +472,10 @@ mod tests {
         ]});
         let picked = classify(&call("I can't sleep and I am tired", agents.clone()));
         assert_eq!(picked.body["agent"], "sleep_coach");
-        assert_eq!(classify(&call("hello", agents.clone())).body["agent"], Value::Null);
+        assert_eq!(
+            classify(&call("hello", agents.clone())).body["agent"],
+            Value::Null
+        );
         assert_eq!(classify(&call("fail-classifier", agents)).status, 500);
     }
 
@@ -439,6 +488,9 @@ mod tests {
             "privacy": { "personal_data": false },
         });
         let answer = primary(&c);
-        assert_eq!(answer.body["response"], "Thanks for telling me. Drink water. Why?");
+        assert_eq!(
+            answer.body["response"],
+            "Thanks for telling me. Drink water. Why?"
+        );
     }
 }

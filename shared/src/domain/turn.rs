@@ -85,7 +85,7 @@ pub struct TurnRecord {
     /// Why the turn failed: `{agent, kind, message}`.
     pub error: Option<Value>,
     pub checkpoint_progress: Vec<ProgressChange>,
-    /// The conversation as this turn left it.
+    /// The conversation as this turn left it (its recent turns left out).
     pub state: Option<ConversationState>,
     pub timing: TurnTiming,
     pub created_at_ms: i64,
