@@ -24,15 +24,7 @@ async fn under_faults_nothing_is_lost_stuck_duplicated_or_corrupted() {
         s.faults = Some(FaultPlan::default());
         s.handler_death_rate = 0.03;
         s.pollers = 2;
-        s.sweep_every = Some(Duration::from_millis(500));
-        // Short enough that recovery happens within the test, not 15 minutes later.
-        for (name, value) in [
-            ("DISPATCH_TIMEOUT_SECONDS", "5"),
-            ("REPAIR_AFTER_SECONDS", "3"),
-            ("LEASE_MARGIN_SECONDS", "2"),
-        ] {
-            s.env_overrides.insert(name.into(), value.into());
-        }
+        recover_quickly(s);
     })
     .await;
     // Two agents per capability, each misbehaving on its own.

@@ -720,14 +720,7 @@ async fn turns_under_faults_are_answered_once_each_and_in_order() {
     let stack = start_stack("conv-chaos", |s| {
         s.faults = Some(baton_local::faults::FaultPlan::default());
         s.handler_death_rate = 0.05;
-        s.sweep_every = Some(std::time::Duration::from_millis(500));
-        for (name, value) in [
-            ("DISPATCH_TIMEOUT_SECONDS", "5"),
-            ("REPAIR_AFTER_SECONDS", "3"),
-            ("LEASE_MARGIN_SECONDS", "2"),
-        ] {
-            s.env_overrides.insert(name.into(), value.into());
-        }
+        recover_quickly(s);
     })
     .await;
     let counter = agent(behaviour(|call| {

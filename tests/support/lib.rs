@@ -37,6 +37,20 @@ pub async fn api_only_stack(name: &str) -> LocalStack {
     .await
 }
 
+/// Recovery times short enough that a stack under faults recovers within a test, not
+/// 15 minutes later: a sweep every half second and second-long dispatch, repair and lease
+/// margins.
+pub fn recover_quickly(options: &mut StackOptions) {
+    options.sweep_every = Some(Duration::from_millis(500));
+    for (name, value) in [
+        ("DISPATCH_TIMEOUT_SECONDS", "5"),
+        ("REPAIR_AFTER_SECONDS", "3"),
+        ("LEASE_MARGIN_SECONDS", "2"),
+    ] {
+        options.env_overrides.insert(name.into(), value.into());
+    }
+}
+
 /// A stack with its own tables and queues; `configure` may turn event sources off.
 pub async fn start_stack(name: &str, configure: impl FnOnce(&mut StackOptions)) -> LocalStack {
     // The handlers' logs, shown by the test harness when a test fails.
