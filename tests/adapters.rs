@@ -69,6 +69,7 @@ fn entry(attempt: u32, outcome: AttemptOutcome) -> AttemptRecord {
         claims: 1,
         retry_delay_ms: None,
         call_ms: None,
+        usage: None,
     }
 }
 
@@ -376,6 +377,7 @@ async fn outcomes_are_learned_once_even_when_recorded_concurrently() {
         success,
         latency_ms: 40,
         failure: None,
+        usage: None,
         finished_at_ms: now_ms(),
         counts_for_circuit: true,
         breaker: None,

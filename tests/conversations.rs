@@ -640,34 +640,36 @@ async fn bad_turns_are_refused_naming_the_field_and_store_nothing() {
     assert_eq!(resume.status, 409);
     assert_eq!(state_items(&stack).await, before, "nothing was stored");
 
-    // Agents whose dependencies form a cycle cannot share a session.
+    // Agents whose dependencies would form a cycle cannot be registered, so no session
+    // meets one.
     let server = agent_replying(AgentReply::ok(json!({}))).await;
-    for (name, other) in [("a", "b"), ("b", "a")] {
-        register_conversational(
-            &stack,
-            name,
-            &server,
-            json!({ "conversation": { "role": "sync", "depends_on": [other] } }),
-        )
-        .await;
-    }
-    let cycle = post(
+    register_conversational(
         &stack,
-        "/v1/sessions",
-        &json!({ "agents": ["a", "b"] }).to_string(),
+        "b",
+        &server,
+        json!({ "conversation": { "role": "sync" } }),
+    )
+    .await;
+    register_conversational(
+        &stack,
+        "a",
+        &server,
+        json!({ "conversation": { "role": "sync", "depends_on": ["b"] } }),
+    )
+    .await;
+    let cycle = request_with(
+        &stack,
+        reqwest::Method::PATCH,
+        "/v1/agents/b",
+        json!({ "conversation": { "role": "sync", "depends_on": ["a"] } }),
+        &[("if-match", "\"1\"")],
     )
     .await;
     assert_eq!(cycle.status, 400, "{:?}", cycle.body);
-    assert_eq!(cycle.body["error"]["details"]["field"], "agents");
-    assert!(
-        cycle.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("a -> b -> a")
-            || cycle.body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("b -> a -> b")
+    assert_eq!(cycle.body["error"]["details"]["field"], "depends_on");
+    assert_eq!(
+        cycle.body["error"]["details"]["agents"],
+        json!(["b", "a", "b"])
     );
 
     let ended = request(

@@ -375,6 +375,13 @@ async fn one_unreadable_agent_item_does_not_stop_routing() {
     let listed = get(&stack, "/v1/agents").await;
     assert_eq!(listed.status, 200);
     assert_eq!(listed.body["agents"].as_array().unwrap().len(), 1);
+    // The health summary says what routing skips, and why.
+    let health = get(&stack, "/v1/agents/health").await;
+    assert_eq!(health.body["total"], 2);
+    assert_eq!(health.body["unreadable"][0]["name"], "broken");
+    assert!(health.body["unreadable"][0]["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("smtp")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -417,7 +424,7 @@ async fn a_submission_whose_response_was_lost_is_accepted_and_runs_once() {
     let stack = stack_with_faults("submit-lost", |_| {}).await;
     inject(
         &stack,
-        FaultRule::once("PutItem", &["AGENT#worker"], Fault::LoseResponse),
+        FaultRule::once("TransactWriteItems", &["AGENT#worker"], Fault::LoseResponse),
     );
     let server = worker(&stack).await; // registered: 201, not 409
     inject(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton::clock::now_ms;
-use baton::domain::agent::{AgentKind, AgentRegistration};
+use baton::domain::agent::AgentRegistration;
 use baton::messages::{OutcomeMessage, RouteMessage, TaskRef, FORMAT_VERSION};
 use baton::queue::TaskQueue;
 use baton::store::LearningStore;
@@ -174,6 +174,7 @@ async fn seed_history(stack: &LocalStack, agent: &str, success: bool) {
             success,
             latency_ms: 10,
             failure: None,
+            usage: None,
             finished_at_ms: now_ms(),
             counts_for_circuit: success,
             breaker: None,
@@ -243,21 +244,9 @@ async fn a_task_that_turns_fallback_off_is_retried_on_the_same_agent() {
 
 fn registration(name: &str, server: &AgentServer, enabled: bool) -> AgentRegistration {
     AgentRegistration {
-        name: name.into(),
-        kind: AgentKind::Http,
-        endpoint: server.url.clone(),
-        capabilities: vec!["work".into()],
         timeout_ms: Some(5_000),
         enabled,
-        retry: None,
-        health_check: None,
-        circuit_breaker: None,
-        weight: None,
-        max_concurrency: None,
-        resources: Default::default(),
-        keywords: Vec::new(),
-        task_types: Vec::new(),
-        conversation: None,
+        ..AgentRegistration::http(name, &server.url, &["work"])
     }
 }
 

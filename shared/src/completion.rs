@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::config::Settings;
 use crate::domain::retry::RetryPolicy;
-use crate::domain::task::{AttemptOutcome, AttemptRecord, TaskFailure, TaskStatus};
+use crate::domain::task::{AttemptOutcome, AttemptRecord, TaskFailure, TaskStatus, TokenUsage};
 use crate::messages::{RouteMessage, TaskRef};
 use crate::queue::{QueueError, TaskQueue};
 use crate::store::{
@@ -61,6 +61,8 @@ pub struct AttemptRun {
     pub claims: u32,
     /// How long the agent call took, when one was made.
     pub call_ms: Option<u64>,
+    /// The tokens the call used, when the agent reported them.
+    pub usage: Option<TokenUsage>,
 }
 
 /// What ending an attempt came to.
@@ -155,6 +157,7 @@ where
         claims: run.claims,
         retry_delay_ms: None,
         call_ms: run.call_ms,
+        usage: run.usage,
     };
     let end = match result {
         Ok(output) => AttemptEnd::Succeeded(output),

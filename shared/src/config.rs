@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use crate::domain::endpoint::{
+    parse_http_hosts, parse_private_networks, EndpointPolicy, HTTP_HOSTS_VAR, PRIVATE_NETWORKS_VAR,
+};
 use crate::domain::learning::DEFAULT_HALF_LIFE_MS;
 use crate::domain::priority::Band;
 
@@ -37,6 +40,10 @@ pub struct Settings {
     pub repair_after: Duration,
     /// Learned evidence weighs half as much this long after it was observed.
     pub learning_half_life: Duration,
+    /// Which agent URLs and addresses may be called beyond https to public addresses.
+    pub endpoint_policy: EndpointPolicy,
+    /// Where the API finds a request's tenant (only orchestrate reads it).
+    pub tenant_source: TenantSource,
 }
 
 /// One queue per priority band. A band without its own queue configured uses the standard one.
@@ -100,6 +107,15 @@ impl Settings {
                 standard,
             })
         };
+        let invalid = |name: &'static str| move |reason| ConfigError::Invalid { name, reason };
+        let endpoint_policy = EndpointPolicy {
+            http_hosts: parse_http_hosts(&lookup(HTTP_HOSTS_VAR).unwrap_or_default())
+                .map_err(invalid(HTTP_HOSTS_VAR))?,
+            private_networks: parse_private_networks(
+                &lookup(PRIVATE_NETWORKS_VAR).unwrap_or_default(),
+            )
+            .map_err(invalid(PRIVATE_NETWORKS_VAR))?,
+        };
         Ok(Settings {
             state_table: required("STATE_TABLE")?,
             memory_table: required("MEMORY_TABLE")?,
@@ -124,7 +140,57 @@ impl Settings {
                 "LEARNING_HALF_LIFE_SECONDS",
                 DEFAULT_HALF_LIFE_MS as u64 / 1000,
             )?),
+            endpoint_policy,
+            tenant_source: TenantSource::from_lookup(&lookup)?,
         })
+    }
+}
+
+/// Where a request's tenant comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantSource {
+    /// The named claim of the token API Gateway's JWT authorizer verified (`AuthMode=jwt`).
+    Jwt { claim: String },
+    /// The `X-Tenant-Id` header, which any client can set: only for the local stack and for
+    /// deployments that opted out of authentication (`AuthMode=header`).
+    Header,
+}
+
+pub const TENANT_SOURCE_VAR: &str = "BATON_TENANT_SOURCE";
+pub const TENANT_CLAIM_VAR: &str = "BATON_TENANT_CLAIM";
+/// The claim that names the tenant when the template does not say (Cognito: `custom:tenant_id`).
+pub const DEFAULT_TENANT_CLAIM: &str = "tenant_id";
+const MAX_CLAIM_NAME_CHARS: usize = 128;
+
+impl TenantSource {
+    /// Unset means `jwt`: a function deployed without the variable trusts no header.
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let set = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        match set(TENANT_SOURCE_VAR).as_deref() {
+            None | Some("jwt") => {
+                let claim = set(TENANT_CLAIM_VAR).unwrap_or_else(|| DEFAULT_TENANT_CLAIM.into());
+                if claim.chars().count() > MAX_CLAIM_NAME_CHARS
+                    || claim.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(ConfigError::Invalid {
+                        name: TENANT_CLAIM_VAR,
+                        reason: format!(
+                            "a claim name has 1 to {MAX_CLAIM_NAME_CHARS} characters and no spaces, got `{claim}`"
+                        ),
+                    });
+                }
+                Ok(TenantSource::Jwt { claim })
+            }
+            Some("header") => Ok(TenantSource::Header),
+            Some(other) => Err(ConfigError::Invalid {
+                name: TENANT_SOURCE_VAR,
+                reason: format!("expected `jwt` or `header`, got `{other}`"),
+            }),
+        }
     }
 }
 
@@ -182,5 +248,52 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn endpoint_policy_is_strict_by_default_and_bad_lists_are_named() {
+        let s = Settings::from_lookup(lookup(&ALL)).unwrap();
+        assert_eq!(s.endpoint_policy, EndpointPolicy::default());
+        let mut local = ALL.to_vec();
+        local.push((HTTP_HOSTS_VAR, "127.0.0.1,localhost,[::1]"));
+        local.push((PRIVATE_NETWORKS_VAR, "127.0.0.0/8,::1/128"));
+        let s = Settings::from_lookup(lookup(&local)).unwrap();
+        assert_eq!(s.endpoint_policy, EndpointPolicy::loopback());
+        for (name, value) in [
+            (HTTP_HOSTS_VAR, "http://x/"),
+            (PRIVATE_NETWORKS_VAR, "10.0.0.0"),
+        ] {
+            let mut bad = ALL.to_vec();
+            bad.push((name, value));
+            match Settings::from_lookup(lookup(&bad)) {
+                Err(ConfigError::Invalid { name: named, .. }) => assert_eq!(named, name),
+                other => panic!("{name}={value}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn tenants_come_from_the_token_unless_the_header_is_configured() {
+        let s = Settings::from_lookup(lookup(&ALL)).unwrap();
+        let claim = DEFAULT_TENANT_CLAIM.to_string();
+        assert_eq!(s.tenant_source, TenantSource::Jwt { claim });
+        let mut cognito = ALL.to_vec();
+        cognito.push((TENANT_SOURCE_VAR, "jwt"));
+        cognito.push((TENANT_CLAIM_VAR, "custom:tenant_id"));
+        let s = Settings::from_lookup(lookup(&cognito)).unwrap();
+        let claim = "custom:tenant_id".to_string();
+        assert_eq!(s.tenant_source, TenantSource::Jwt { claim });
+        let mut header = ALL.to_vec();
+        header.push((TENANT_SOURCE_VAR, "header"));
+        let s = Settings::from_lookup(lookup(&header)).unwrap();
+        assert_eq!(s.tenant_source, TenantSource::Header);
+        for (name, value) in [(TENANT_SOURCE_VAR, "none"), (TENANT_CLAIM_VAR, "tenant id")] {
+            let mut bad = ALL.to_vec();
+            bad.push((name, value));
+            match Settings::from_lookup(lookup(&bad)) {
+                Err(ConfigError::Invalid { name: named, .. }) => assert_eq!(named, name),
+                other => panic!("{name}={value}: {other:?}"),
+            }
+        }
     }
 }

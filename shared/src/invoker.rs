@@ -7,6 +7,20 @@
 //! remembers keys can answer the repeat without doing the work twice. A 2xx JSON answer is
 //! the task's output; anything else is a failure, classed as retryable or not. A 429 or 503
 //! may carry `Retry-After` (seconds or an HTTP date), which the next attempt waits for.
+//!
+//! The other kinds have adapters of their own: [`lambda`], [`openai`] and [`bedrock`], and
+//! [`AgentInvokers`] sends each call to its agent's kind.
+
+pub mod aws;
+pub mod bedrock;
+pub mod guard;
+pub mod kinds;
+pub mod lambda;
+pub mod openai;
+pub mod prompt;
+pub mod secrets;
+
+pub use kinds::{AgentInvokers, ServiceEndpoints};
 
 use std::time::Duration;
 
@@ -15,7 +29,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::domain::agent::Agent;
-use crate::domain::task::{FailureKind, TaskFailure};
+use crate::domain::endpoint::{check_url, EndpointPolicy};
+use crate::domain::task::{FailureKind, TaskFailure, TokenUsage};
 use crate::messages::TaskRef;
 
 /// Outputs are stored in the task's item, which DynamoDB caps at 400 KB.
@@ -38,32 +53,76 @@ pub struct AgentCall<'a> {
     pub timeout_ms: u64,
 }
 
+/// An agent's answer to one call: the task's output, and the tokens it used if known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentAnswer {
+    pub output: Value,
+    pub usage: Option<TokenUsage>,
+}
+
+impl AgentAnswer {
+    /// An answer whose usage, if any, is what the output reports under `usage`
+    /// (`{input_tokens, output_tokens}`): how an http or lambda agent that wraps a model
+    /// tells Baton what it spent.
+    pub fn reported(output: Value) -> Self {
+        let usage = output
+            .get("usage")
+            .and_then(|u| serde_json::from_value::<TokenUsage>(u.clone()).ok());
+        AgentAnswer { output, usage }
+    }
+}
+
 #[async_trait]
 pub trait AgentInvoker: Send + Sync {
-    async fn invoke(&self, agent: &Agent, call: &AgentCall<'_>) -> Result<Value, TaskFailure>;
+    async fn invoke(&self, agent: &Agent, call: &AgentCall<'_>)
+        -> Result<AgentAnswer, TaskFailure>;
 }
 
 #[derive(Clone, Debug)]
 pub struct HttpAgentInvoker {
     client: reqwest::Client,
+    policy: EndpointPolicy,
 }
 
 impl HttpAgentInvoker {
-    pub fn new() -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(HttpAgentInvoker { client })
+    /// An invoker that calls only the endpoints `policy` allows (see [`guard`]).
+    pub fn new(policy: &EndpointPolicy) -> Result<Self, reqwest::Error> {
+        Ok(HttpAgentInvoker {
+            client: guard::guarded_client(policy)?,
+            policy: policy.clone(),
+        })
+    }
+
+    /// Its guarded client, which the openai kind shares: one connection pool, and the TLS
+    /// roots loaded once at start-up.
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
     }
 }
 
 #[async_trait]
 impl AgentInvoker for HttpAgentInvoker {
-    async fn invoke(&self, agent: &Agent, call: &AgentCall<'_>) -> Result<Value, TaskFailure> {
+    async fn invoke(
+        &self,
+        agent: &Agent,
+        call: &AgentCall<'_>,
+    ) -> Result<AgentAnswer, TaskFailure> {
+        let Some(endpoint) = agent.endpoint() else {
+            return Err(TaskFailure::new(
+                FailureKind::AgentNotFound,
+                format!(
+                    "agent `{}` is a {} agent; this invoker calls http agents",
+                    agent.name,
+                    agent.kind().as_str()
+                ),
+            ));
+        };
+        // A literal address never reaches the guard's resolver: check the URL itself.
+        check_url(endpoint, &self.policy)
+            .map_err(|refusal| guard::forbidden_failure(&agent.name, &refusal))?;
         let mut response = self
             .client
-            .post(&agent.endpoint)
+            .post(endpoint)
             .timeout(Duration::from_millis(call.timeout_ms))
             .header("Idempotency-Key", call.task.idempotency_key())
             .json(call)
@@ -71,6 +130,17 @@ impl AgentInvoker for HttpAgentInvoker {
             .await
             .map_err(|e| transport_failure(agent, call, &e))?;
         let status = response.status();
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok());
+            return Err(guard::redirect_failure(
+                &agent.name,
+                status.as_u16(),
+                location,
+            ));
+        }
         let retry_after_ms = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -102,15 +172,17 @@ impl AgentInvoker for HttpAgentInvoker {
             failure.retry_after_ms = retry_after_ms.filter(|_| failure.retryable);
             return Err(failure);
         }
-        serde_json::from_slice(&body).map_err(|e| {
-            TaskFailure::new(
-                FailureKind::InvalidResponse,
-                format!(
-                    "agent `{}` answered {status} with a body that is not JSON: {e}",
-                    agent.name
-                ),
-            )
-        })
+        serde_json::from_slice(&body)
+            .map(AgentAnswer::reported)
+            .map_err(|e| {
+                TaskFailure::new(
+                    FailureKind::InvalidResponse,
+                    format!(
+                        "agent `{}` answered {status} with a body that is not JSON: {e}",
+                        agent.name
+                    ),
+                )
+            })
     }
 }
 
@@ -125,7 +197,9 @@ pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<u64>
 }
 
 fn transport_failure(agent: &Agent, call: &AgentCall<'_>, err: &reqwest::Error) -> TaskFailure {
-    if err.is_timeout() {
+    if let Some(refusal) = guard::refusal_of(err) {
+        guard::forbidden_failure(&agent.name, refusal)
+    } else if err.is_timeout() {
         TaskFailure::new(
             FailureKind::Timeout,
             format!(

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::circuit::BreakerSettings;
 use crate::domain::routing::RouteDecision;
-use crate::domain::task::{FailureKind, TaskProfile, TaskStatus};
+use crate::domain::task::{FailureKind, TaskProfile, TaskStatus, TokenUsage};
 
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -135,6 +135,9 @@ pub struct OutcomeMessage {
     pub latency_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureKind>,
+    /// The tokens the call used, when the agent reported them (absent in older messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TokenUsage>,
     pub finished_at_ms: i64,
     /// Whether the call counts for the agent's circuit: a success, or a failure of the agent
     /// (server error, 408, 429, time-out, unreachable, invalid answer); not a 4xx refusal.
@@ -217,5 +220,27 @@ mod tests {
         assert!(json["route"].get("probe").is_none(), "false is left out");
         let back: ExecuteMessage = serde_json::from_value(json).unwrap();
         assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn an_outcome_carries_its_usage_and_an_older_one_without_it_still_parses() {
+        let older = serde_json::json!({"v": 1, "tenant": "acme", "workflow_id": "w",
+            "task_id": "t", "attempt": 1, "agent": "a", "task_type": "sum", "success": true,
+            "latency_ms": 5, "finished_at_ms": 9});
+        let outcome: OutcomeMessage = serde_json::from_value(older).unwrap();
+        assert_eq!(outcome.usage, None);
+        let with_usage = OutcomeMessage {
+            usage: Some(TokenUsage {
+                input_tokens: 30,
+                output_tokens: 7,
+            }),
+            ..outcome
+        };
+        let json = serde_json::to_value(&with_usage).unwrap();
+        assert_eq!(json["usage"]["input_tokens"], 30);
+        assert_eq!(
+            serde_json::from_value::<OutcomeMessage>(json).unwrap(),
+            with_usage
+        );
     }
 }

@@ -1,11 +1,14 @@
 //! The port through which the scheduled function probes agents' health, and its HTTP adapter:
-//! a GET of the agent's health path with a short time-out, no payload, no redirects.
+//! a GET of the agent's health path with a short time-out, no payload, no redirects, and the
+//! same endpoint guard as agent calls ([`crate::invoker::guard`]).
 
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use crate::domain::endpoint::{check_url, EndpointPolicy};
 use crate::domain::health::ProbeResult;
+use crate::invoker::guard;
 
 /// How long a probe may take before it counts as failed.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -18,23 +21,34 @@ pub trait HealthProber: Send + Sync {
 #[derive(Clone, Debug)]
 pub struct HttpHealthProber {
     client: reqwest::Client,
+    policy: EndpointPolicy,
 }
 
 impl HttpHealthProber {
-    pub fn new() -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+    /// A prober that reaches only the endpoints `policy` allows.
+    pub fn new(policy: &EndpointPolicy) -> Result<Self, reqwest::Error> {
+        let client = guard::guarded_builder(policy)
             .timeout(PROBE_TIMEOUT)
             .connect_timeout(PROBE_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("baton-health/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(HttpHealthProber { client })
+        Ok(HttpHealthProber {
+            client,
+            policy: policy.clone(),
+        })
     }
 }
 
 #[async_trait]
 impl HealthProber for HttpHealthProber {
     async fn probe(&self, url: &str) -> ProbeResult {
+        let refused = |refusal: &dyn std::fmt::Display| ProbeResult::Failed {
+            detail: format!("the health check's URL is refused: {refusal}"),
+        };
+        // A literal address never reaches the guard's resolver: check the URL itself.
+        if let Err(refusal) = check_url(url, &self.policy) {
+            return refused(&refusal);
+        }
         let started = Instant::now();
         match self.client.get(url).send().await {
             Ok(response) if response.status().is_success() => ProbeResult::Answered {
@@ -46,14 +60,17 @@ impl HealthProber for HttpHealthProber {
                     response.status().as_u16()
                 ),
             },
-            Err(e) if e.is_timeout() => ProbeResult::Failed {
-                detail: format!(
-                    "the health check did not answer within {} ms",
-                    PROBE_TIMEOUT.as_millis()
-                ),
-            },
-            Err(_) => ProbeResult::Failed {
-                detail: "the health check could not be reached".into(),
+            Err(e) => match guard::refusal_of(&e) {
+                Some(refusal) => refused(refusal),
+                None if e.is_timeout() => ProbeResult::Failed {
+                    detail: format!(
+                        "the health check did not answer within {} ms",
+                        PROBE_TIMEOUT.as_millis()
+                    ),
+                },
+                None => ProbeResult::Failed {
+                    detail: "the health check could not be reached".into(),
+                },
             },
         }
     }

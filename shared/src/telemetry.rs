@@ -31,6 +31,9 @@ use crate::store::dynamo::DynamoStore;
 pub struct AwsClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
+    /// The configuration they were built from, for the clients built on first use (the
+    /// agents' Lambda, Bedrock, Secrets Manager and SSM).
+    pub config: SdkConfig,
 }
 
 impl AwsClients {
@@ -53,6 +56,7 @@ impl AwsClients {
         AwsClients {
             dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
             sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
+            config: config.clone(),
         }
     }
 

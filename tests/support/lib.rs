@@ -144,6 +144,7 @@ pub async fn claim_and_record(
         claims: 1,
         retry_delay_ms: None,
         call_ms: None,
+        usage: None,
     };
     let finish = baton::completion::finish_at(&stack.settings, now);
     store
@@ -224,6 +225,23 @@ pub async fn request(
     }
     if let Some(tenant) = tenant {
         request = request.header("x-tenant-id", tenant);
+    }
+    answer(request.send().await.expect("API answers")).await
+}
+
+/// A request with a JSON body and headers of its own (`If-Match`, say).
+pub async fn request_with(
+    stack: &LocalStack,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}{path}", stack.api_url))
+        .json(&body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     answer(request.send().await.expect("API answers")).await
 }

@@ -194,6 +194,7 @@ where
                 started_at_ms: None,
                 claims: lease.claims,
                 call_ms: None,
+                usage: None,
             };
             let ended = fail(
                 deps,
@@ -469,7 +470,7 @@ where
                 return Ok(false);
             };
             let next = now + i64::from(check.interval_s) * 1000;
-            let probed = match (agent.enabled, check.url(&agent.endpoint)) {
+            let probed = match (agent.enabled, agent.endpoint().and_then(|e| check.url(e))) {
                 (true, Some(url)) => {
                     let result = deps.prober.probe(&url).await;
                     let health = after_probe(agent.health.as_ref(), result, now_ms());

@@ -8,7 +8,7 @@ async fn main() -> Result<(), Error> {
     let deps = CleanupDeps {
         store: clients.store(&settings),
         queue: clients.queues(&settings),
-        prober: HttpHealthProber::new()?,
+        prober: HttpHealthProber::new(&settings.endpoint_policy)?,
         settings,
     };
     run(service_fn(|event| handle_tick(&deps, event))).await

@@ -230,10 +230,17 @@ where
             .map_or(agent.timeout_ms, |t| t.min(agent.timeout_ms)),
     };
     let started = Instant::now();
-    let result = deps.invoker.invoke(agent, &call).await;
+    let answer = deps.invoker.invoke(agent, &call).await;
     let latency_ms = started.elapsed().as_millis() as u64;
+    let usage = answer.as_ref().ok().and_then(|a| a.usage);
+    let result = answer.map(|a| a.output);
     match &result {
-        Ok(_) => tracing::info!(latency_ms, "agent succeeded"),
+        Ok(_) => tracing::info!(
+            latency_ms,
+            input_tokens = usage.map(|u| u.input_tokens),
+            output_tokens = usage.map(|u| u.output_tokens),
+            "agent succeeded"
+        ),
         // The message may quote the agent's answer: it is stored, not logged.
         Err(failure) => tracing::warn!(
             latency_ms,
@@ -258,6 +265,7 @@ where
                 started_at_ms: claimed.started_at_ms,
                 claims: claimed.claims,
                 call_ms: Some(latency_ms),
+                usage,
             },
             policy,
             prefer: next_agents(message, &claimed, agent),
@@ -383,6 +391,7 @@ fn outcome_of(record: &TaskRecord, ended: &AttemptRecord, agent: &Agent) -> Opti
         success,
         latency_ms,
         failure: ended.error.as_ref().map(|f| f.kind),
+        usage: ended.usage,
         finished_at_ms: ended.finished_at_ms,
         counts_for_circuit: success || ended.error.as_ref().is_some_and(|f| f.trips_circuit()),
         breaker: (called == agent.name)

@@ -1,4 +1,4 @@
-use baton::invoker::HttpAgentInvoker;
+use baton::invoker::AgentInvokers;
 use baton_execute_agent::{handle_batch, ExecuteDeps};
 use lambda_runtime::{run, service_fn, Error};
 
@@ -8,7 +8,7 @@ async fn main() -> Result<(), Error> {
     let deps = ExecuteDeps::new(
         clients.store(&settings),
         clients.queues(&settings),
-        HttpAgentInvoker::new()?,
+        AgentInvokers::new(&settings.endpoint_policy, &clients.config)?,
         settings,
     );
     run(service_fn(|event| handle_batch(&deps, event))).await

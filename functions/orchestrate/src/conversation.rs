@@ -426,7 +426,7 @@ async fn analyse<S, Q>(
         timeout_ms: classifier.timeout_ms.min(CLASSIFIER_TIMEOUT_MS),
     };
     let verdict = match invoker.invoke(classifier, &call).await {
-        Ok(answer) => match answer.get("agent") {
+        Ok(answer) => match answer.output.get("agent") {
             Some(Value::Null) | None => Ok(None),
             Some(Value::String(name)) if members.iter().any(|a| &a.name == name) => {
                 Ok(Some(name.clone()))

@@ -16,6 +16,9 @@ pub enum ApiError {
     InvalidRequest { message: String, details: Value },
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// No valid identity: the token's claims do not name a tenant.
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -45,6 +48,7 @@ impl ApiError {
     fn status(&self) -> u16 {
         match self {
             ApiError::InvalidJson { .. } | ApiError::InvalidRequest { .. } => 400,
+            ApiError::Unauthorized(_) => 401,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::Conflict(_) => 409,
@@ -59,6 +63,7 @@ impl ApiError {
             ApiError::InvalidJson { .. } => "invalid_json",
             ApiError::InvalidRequest { .. } => "invalid_request",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::Unauthorized(_) => "unauthorized",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -84,7 +89,15 @@ impl ApiError {
         let body = json!({
             "error": { "code": self.code(), "message": self.to_string(), "details": self.details() }
         });
-        json_response(self.status(), &body)
+        let mut response = json_response(self.status(), &body);
+        if let ApiError::Unauthorized(_) = self {
+            // RFC 6750: the client should present a bearer token.
+            let challenge = http::HeaderValue::from_static("Bearer");
+            response
+                .headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, challenge);
+        }
+        response
     }
 
     /// Parse errors from serde: syntax errors are bad JSON, the rest are bad fields.

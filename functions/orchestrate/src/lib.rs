@@ -5,15 +5,18 @@
 //! A write whose response was lost and that the SDK repeated is recognised as this request's
 //! own, so a stored workflow or agent is never answered with a conflict.
 
+pub mod agents;
 pub mod conversation;
 pub mod error;
+pub mod identity;
 pub mod views;
 
 use baton::clock::now_ms;
 use baton::clock::rfc3339;
 use baton::config::Settings;
-use baton::domain::agent::AgentRegistration;
+use baton::domain::agent::Agent;
 use baton::domain::dag::{Dag, DagError, Plan, TaskEstimate, TaskSpec};
+use baton::domain::endpoint::agent_urls;
 use baton::domain::learning::AgentStats;
 use baton::domain::learning::{expected_latency, DEFAULT_ESTIMATE_MS};
 use baton::domain::names::{check_name, NameKind};
@@ -23,6 +26,7 @@ use baton::domain::retry::{PolicyError, RetryPolicyInput, RetryPolicySpec};
 use baton::domain::routing::{CapabilityDefaults, RoutingStrategy, MAX_LATENCY_TARGET_MS};
 use baton::domain::session::SessionInput;
 use baton::domain::task::{TaskProfile, TaskStatus};
+use baton::invoker::guard::{check_url_resolves, HostResolver, SystemResolver};
 use baton::invoker::AgentInvoker;
 use baton::messages::{RouteMessage, TaskRef};
 use baton::queue::TaskQueue;
@@ -50,9 +54,7 @@ pub const MAX_INPUT_BYTES: usize = 64 * 1024;
 pub const MAX_WORKFLOW_NAME_CHARS: usize = 200;
 /// Bounds of `timeout_s`, for a task and for a workflow.
 pub const MAX_TIMEOUT_S: i64 = 900;
-/// The tenant a request belongs to. Behind API Gateway an authorizer should set it.
-pub const TENANT_HEADER: &str = "x-tenant-id";
-pub const DEFAULT_TENANT: &str = "default";
+pub use identity::{DEFAULT_TENANT, TENANT_HEADER};
 
 pub struct Api<S, Q> {
     pub store: S,
@@ -65,6 +67,8 @@ pub struct Api<S, Q> {
     pub stats: TtlCache<(String, String, Vec<String>), HashMap<String, AgentStats>>,
     /// How a tenant's `classify` agent is asked about a turn; None: the rules decide.
     pub classifier: Option<Arc<dyn AgentInvoker>>,
+    /// Resolves agents' hosts at registration, to refuse those that lead somewhere refused.
+    pub resolver: Arc<dyn HostResolver>,
 }
 
 impl<S, Q> Api<S, Q> {
@@ -77,6 +81,7 @@ impl<S, Q> Api<S, Q> {
             agents: AgentCache::default(),
             stats: TtlCache::new(DEFAULT_TTL),
             classifier: None,
+            resolver: Arc::new(SystemResolver),
         }
     }
 
@@ -135,6 +140,8 @@ where
     S: ApiStore,
     Q: TaskQueue,
 {
+    // Every route but `/health` asks whose request this is, where the stack is set to find it.
+    let tenant = |request: &Request| identity::tenant(&api.settings.tenant_source, request);
     let path = request.raw_http_path();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let method = request.method();
@@ -153,49 +160,9 @@ where
             allow(&[Method::GET])?;
             Ok(json_response(200, &json!({ "status": "ok" })))
         }
-        ["v1", "agents"] => {
-            allow(&[Method::GET, Method::POST])?;
+        ["v1", "agents", rest @ ..] => {
             let tenant = tenant(request)?;
-            if method == Method::POST {
-                register_agent(api, &tenant, request).await
-            } else {
-                let mut agents = api.store.agents(&tenant).await?;
-                agents.sort_by(|a, b| a.name.cmp(&b.name));
-                let names: Vec<String> = agents.iter().map(|a| a.name.clone()).collect();
-                let circuits = api.store.circuits(&tenant, &names).await?;
-                let now = now_ms();
-                let loads = api.store.loads(&tenant, &names, now).await?;
-                let agents: Vec<Value> = agents
-                    .iter()
-                    .map(|a| views::agent(a, circuits.get(&a.name), loads.get(&a.name), now))
-                    .collect();
-                Ok(json_response(200, &json!({ "agents": agents })))
-            }
-        }
-        ["v1", "agents", name] => {
-            allow(&[Method::GET])?;
-            let tenant = tenant(request)?;
-            let not_found = || ApiError::NotFound(format!("agent `{name}` is not registered"));
-            check_name(NameKind::Agent, name).map_err(|_| not_found())?;
-            let agent = api
-                .store
-                .agent(&tenant, name)
-                .await?
-                .ok_or_else(not_found)?;
-            let circuits = api
-                .store
-                .circuits(&tenant, std::slice::from_ref(&agent.name))
-                .await?;
-            let now = now_ms();
-            let names = std::slice::from_ref(&agent.name);
-            let loads = api.store.loads(&tenant, names, now).await?;
-            let view = views::agent(
-                &agent,
-                circuits.get(&agent.name),
-                loads.get(&agent.name),
-                now,
-            );
-            Ok(json_response(200, &view))
+            agents::route(api, &tenant, request, rest).await
         }
         ["v1", "sessions"] => {
             allow(&[Method::POST])?;
@@ -373,16 +340,6 @@ where
     api.store.workflow(tenant, id).await?.ok_or_else(not_found)
 }
 
-fn tenant(request: &Request) -> Result<String, ApiError> {
-    let Some(value) = request.headers().get(TENANT_HEADER) else {
-        return Ok(DEFAULT_TENANT.to_string());
-    };
-    let tenant = value.to_str().unwrap_or_default();
-    check_name(NameKind::Tenant, tenant)
-        .map_err(|e| ApiError::invalid(e.to_string(), json!({ "header": TENANT_HEADER })))?;
-    Ok(tenant.to_string())
-}
-
 pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
     let body: &[u8] = request.body().as_ref();
     if body.len() > MAX_BODY_BYTES {
@@ -396,25 +353,22 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(request: &Request) -> R
     serde_json::from_slice(body).map_err(ApiError::from_json)
 }
 
-async fn register_agent<S, Q>(
-    api: &Api<S, Q>,
-    tenant: &str,
-    request: &Request,
-) -> Result<Response<Body>, ApiError>
-where
-    S: AgentRegistry,
-{
-    let registration: AgentRegistration = parse_body(request)?;
-    let agent = registration
-        .into_agent(now_ms())
-        .map_err(|e| ApiError::invalid(e.to_string(), json!({ "field": e.field() })))?;
-    api.store.register_agent(tenant, &agent).await?;
-    api.agents.forget(tenant);
-    tracing::info!(tenant, agent = %agent.name, "agent registered");
-    Ok(json_response(
-        201,
-        &views::agent(&agent, None, None, now_ms()),
-    ))
+/// Refuses an agent whose URL the deployment's endpoint policy refuses, or whose host does
+/// not resolve or resolves to a refused address. Runs before any write: a refused agent
+/// stores nothing.
+pub(crate) async fn check_agent_urls<S, Q>(api: &Api<S, Q>, agent: &Agent) -> Result<(), ApiError> {
+    for (field, url) in agent_urls(agent) {
+        check_url_resolves(url, &api.settings.endpoint_policy, api.resolver.as_ref())
+            .await
+            .map_err(|e| {
+                let shown: String = url.chars().take(200).collect();
+                ApiError::invalid(
+                    format!("{field} `{shown}` is refused: {e}"),
+                    json!({ "field": field }),
+                )
+            })?;
+    }
+    Ok(())
 }
 
 /// The body of `PUT /v1/capabilities/{name}`.

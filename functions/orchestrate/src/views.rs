@@ -24,13 +24,19 @@ pub fn agent(
     let breaker = agent.breaker();
     let closed = Circuit::default();
     let circuit = circuit.unwrap_or(&closed);
-    json!({
-        "name": agent.name,
-        "kind": agent.kind,
-        "endpoint": agent.endpoint,
+    // The name, then the kind and the kind's own fields (an api_key is a reference, never a key).
+    let mut view = serde_json::Map::from_iter([("name".to_string(), json!(agent.name))]);
+    if let Ok(Value::Object(target)) = serde_json::to_value(&agent.target) {
+        view.extend(target);
+    }
+    let rest = json!({
         "capabilities": agent.capabilities,
+        "category": agent.category,
+        "description": agent.description,
+        "depends_on": agent.depends_on,
         "timeout_ms": agent.timeout_ms,
         "enabled": agent.enabled,
+        "version": agent.version,
         "retry": agent.retry,
         "health_check": agent.health_check,
         "circuit_breaker": breaker,
@@ -54,7 +60,11 @@ pub fn agent(
         },
         "created_at": rfc3339(agent.created_at_ms),
         "updated_at": rfc3339(agent.updated_at_ms),
-    })
+    });
+    if let Value::Object(rest) = rest {
+        view.extend(rest);
+    }
+    Value::Object(view)
 }
 
 /// A capability's routing defaults (`defaults` absent: nothing configured).
@@ -156,5 +166,6 @@ fn attempt(a: &AttemptRecord) -> Value {
         "claims": a.claims,
         "retry_delay_ms": a.retry_delay_ms,
         "next_attempt_at": a.retry_delay_ms.map(|d| rfc3339(a.finished_at_ms + d as i64)),
+        "usage": a.usage,
     })
 }

@@ -8,19 +8,15 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
-use crate::cli::DEFAULT_PORT;
+use crate::cli::ApiTarget;
 
 #[derive(Debug, Clone, Args)]
 pub struct ChatOptions {
-    /// The API's base URL.
-    #[arg(long, default_value_t = format!("http://127.0.0.1:{DEFAULT_PORT}"))]
-    pub api: String,
+    #[command(flatten)]
+    pub target: ApiTarget,
     /// Continue this session instead of opening a new one.
     #[arg(long)]
     pub session: Option<String>,
-    /// The tenant (sent as `X-Tenant-Id`).
-    #[arg(long)]
-    pub tenant: Option<String>,
     /// Seconds each message waits for its answer before it is fetched later.
     #[arg(long, default_value_t = 25.0)]
     pub wait: f64,
@@ -29,7 +25,6 @@ pub struct ChatOptions {
 struct Client {
     http: reqwest::Client,
     api: String,
-    tenant: Option<String>,
 }
 
 impl Client {
@@ -40,9 +35,6 @@ impl Client {
         body: Option<Value>,
     ) -> Result<(u16, Value), Box<dyn std::error::Error>> {
         let mut request = self.http.request(method, format!("{}{path}", self.api));
-        if let Some(tenant) = &self.tenant {
-            request = request.header("x-tenant-id", tenant);
-        }
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -65,9 +57,8 @@ fn error_message(body: &Value) -> String {
 /// Runs the conversation until `/quit`, `/end` or the end of input.
 pub async fn chat(options: ChatOptions) -> Result<(), Box<dyn std::error::Error>> {
     let client = Client {
-        http: reqwest::Client::new(),
-        api: options.api.trim_end_matches('/').to_string(),
-        tenant: options.tenant,
+        http: options.target.client()?,
+        api: options.target.api.trim_end_matches('/').to_string(),
     };
     let session = match options.session {
         Some(id) => id,

@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use baton::domain::agent::{AgentKind, AgentRegistration};
+use baton::domain::agent::AgentRegistration;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
 use crate::agents::{examples, AgentServer};
+use crate::api_gateway::{Authorizer, JwtAuthorizer};
 use crate::conversation_agents::conversation_set;
 use crate::emulator::{sdk_config_from_env, Emulator};
 use crate::project_root;
@@ -56,6 +57,21 @@ pub struct RunOptions {
     /// Batches of the route and learn queues handled at once (more for heavy load).
     #[arg(long, default_value_t = 1)]
     pub pollers: usize,
+    /// Where the API takes the tenant from: `header` trusts X-Tenant-Id (AuthMode=header);
+    /// `jwt` requires a bearer token, verified as API Gateway's JWT authorizer would
+    /// (AuthMode=jwt), with a local HS256 secret.
+    #[arg(long, value_enum, default_value_t = AuthMode::Header)]
+    pub auth: AuthMode,
+    /// The HS256 secret of `--auth jwt` (default: a new random one each run).
+    #[arg(long, env = "BATON_LOCAL_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+}
+
+/// The template's `AuthMode`, for the local stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    Header,
+    Jwt,
 }
 
 impl Default for RunOptions {
@@ -67,6 +83,8 @@ impl Default for RunOptions {
             sweep_every: None,
             settings: Vec::new(),
             pollers: 1,
+            auth: AuthMode::Header,
+            jwt_secret: None,
         }
     }
 }
@@ -82,9 +100,43 @@ fn parse_setting(raw: &str) -> Result<(String, String), String> {
 pub struct SubmitOptions {
     /// The workflow, as JSON.
     pub file: PathBuf,
-    /// The API's base URL.
+    #[command(flatten)]
+    pub target: ApiTarget,
+}
+
+/// Which API a client command talks to, and as whom.
+#[derive(Debug, Clone, Args)]
+pub struct ApiTarget {
+    /// The API's base URL (a deployed stack's `ApiUrl` output, say).
     #[arg(long, default_value_t = format!("http://127.0.0.1:{DEFAULT_PORT}"))]
     pub api: String,
+    /// A bearer token, for an API that authenticates (AuthMode=jwt, or `run --auth jwt`).
+    #[arg(long, env = "BATON_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The tenant, sent as `X-Tenant-Id`: honoured only by an API in header mode.
+    #[arg(long)]
+    pub tenant: Option<String>,
+}
+
+impl ApiTarget {
+    /// An HTTP client that sends the token and the tenant with every request.
+    pub fn client(&self) -> Result<reqwest::Client, Box<dyn std::error::Error>> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = &self.token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        if let Some(tenant) = &self.tenant {
+            headers.insert(
+                "x-tenant-id",
+                reqwest::header::HeaderValue::from_str(tenant)?,
+            );
+        }
+        Ok(reqwest::Client::builder()
+            .default_headers(headers)
+            .build()?)
+    }
 }
 
 /// Runs the stack until Ctrl-C (or SIGTERM).
@@ -110,6 +162,16 @@ pub async fn run(options: RunOptions) -> Result<(), Box<dyn std::error::Error>> 
     stack_options.sweep_every = options.sweep_every.map(Duration::from_secs_f64);
     stack_options.pollers = options.pollers;
     stack_options.env_overrides = options.settings.iter().cloned().collect::<HashMap<_, _>>();
+    let jwt = (options.auth == AuthMode::Jwt).then(|| {
+        let secret = options.jwt_secret.clone().unwrap_or_else(|| {
+            let random = || uuid::Uuid::new_v4().simple().to_string();
+            random() + &random()
+        });
+        std::sync::Arc::new(JwtAuthorizer::local(secret.as_bytes()))
+    });
+    if let Some(jwt) = &jwt {
+        stack_options.authorizer = Authorizer::Jwt(jwt.clone());
+    }
     let aws = sdk_config_from_env().await;
     let stack = LocalStack::start(&aws, &root.join("template.yaml"), stack_options).await?;
 
@@ -119,24 +181,11 @@ pub async fn run(options: RunOptions) -> Result<(), Box<dyn std::error::Error>> 
             let server = AgentServer::start(behaviour).await?;
             // Written whether or not a previous run registered it: its port is new.
             let registration = AgentRegistration {
-                name: name.to_string(),
-                kind: AgentKind::Http,
-                endpoint: server.url.clone(),
-                capabilities: vec![capability.to_string()],
-                timeout_ms: None,
-                enabled: true,
-                retry: None,
                 health_check: Some(baton::domain::health::HealthCheckInput {
                     path: "/health".into(),
                     interval_s: Some(60),
                 }),
-                circuit_breaker: None,
-                weight: None,
-                max_concurrency: None,
-                resources: Default::default(),
-                keywords: Vec::new(),
-                task_types: Vec::new(),
-                conversation: None,
+                ..AgentRegistration::http(name, &server.url, &[capability])
             };
             stack
                 .put_agent("default", registration)
@@ -161,12 +210,46 @@ pub async fn run(options: RunOptions) -> Result<(), Box<dyn std::error::Error>> 
             agents.push((example.name.to_string(), capability, server));
         }
     }
+    // One agent of each other kind, served by the stack's stand-ins.
+    let mut kinds = Vec::new();
+    if let Some(stand_ins) = stack.stand_ins().filter(|_| !options.no_examples) {
+        for example in stand_ins.example_agents() {
+            let name = example["name"].as_str().unwrap_or_default().to_string();
+            let line = format!(
+                "{:<8} {:<17} [{}]",
+                example["kind"].as_str().unwrap_or_default(),
+                name,
+                example["capabilities"][0].as_str().unwrap_or_default()
+            );
+            let registration: AgentRegistration =
+                serde_json::from_value(example).map_err(|e| format!("the example {name}: {e}"))?;
+            stack
+                .put_agent("default", registration)
+                .await
+                .map_err(|e| format!("registering {name}: {e}"))?;
+            kinds.push(line);
+        }
+    }
 
     println!("\nBaton is running locally.\n");
     println!("  API        {}", stack.api_url);
-    println!("  emulator   {endpoint} (DynamoDB, SQS)");
+    println!("  emulator   {endpoint} (DynamoDB, SQS, SSM, Secrets Manager)");
     for (name, capability, server) in &agents {
         println!("  agent      {name:<13} {:<28} [{capability}]", server.url);
+    }
+    for line in &kinds {
+        println!("  agent      {line}");
+    }
+    if let Some(jwt) = &jwt {
+        println!(
+            "\nEvery request but GET /health needs `Authorization: Bearer <token>` (--auth jwt);\n\
+             tokens are HS256 with iss {}, aud {} and the tenant in `tenant_id`.\n\
+             A token for tenant `default`, valid 12 h (`submit` and `chat` read it from\n\
+             BATON_TOKEN or --token):\n\n  {}",
+            jwt.issuer(),
+            jwt.audience().join(","),
+            jwt.token(&serde_json::json!({ "sub": "baton-local", "tenant_id": "default" }))
+        );
     }
     println!("\nSubmit the example workflow and watch it run:\n");
     println!(
@@ -208,9 +291,10 @@ async fn wait_for_stop_signal() -> std::io::Result<()> {
 
 /// Submits a workflow file and polls until the workflow ends; prints each change of status.
 pub async fn submit(options: SubmitOptions) -> Result<(), Box<dyn std::error::Error>> {
-    let SubmitOptions { file, api } = options;
+    let SubmitOptions { file, target } = options;
     let body = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let client = reqwest::Client::new();
+    let client = target.client()?;
+    let api = target.api;
     let response = client
         .post(format!("{api}/v1/workflows"))
         .header("content-type", "application/json")

@@ -6,12 +6,16 @@
 //!   [`event_sources`] for the SQS event-source mappings and the schedule;
 //! - [`agents`] runs agents as real local HTTP servers, including the examples, and
 //!   [`conversation_agents`] holds the example conversational set;
+//! - [`stand_ins`] runs the APIs behind the other agent kinds as local servers:
+//!   [`lambda_service`] (Lambda Invoke), [`bedrock_service`] (Bedrock Converse) and
+//!   [`openai_service`] (an OpenAI-compatible Chat Completions server);
 //! - [`faults`] is a proxy between the handlers' SDK clients and the emulator that injects
 //!   faults, and [`chaos`] the misbehaving agents, workflow and audit the chaos test and
 //!   benchmark share.
 
 pub mod agents;
 pub mod api_gateway;
+pub mod bedrock_service;
 pub mod chaos;
 pub mod chat;
 pub mod cli;
@@ -19,8 +23,11 @@ pub mod conversation_agents;
 pub mod emulator;
 pub mod event_sources;
 pub mod faults;
+pub mod lambda_service;
+pub mod openai_service;
 pub mod provision;
 pub mod stack;
+pub mod stand_ins;
 pub mod template;
 
 use std::path::PathBuf;

@@ -6,8 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use baton::config::{ConfigError, Settings};
-use baton::invoker::HttpAgentInvoker;
+use baton::config::{ConfigError, Settings, TENANT_SOURCE_VAR};
+use baton::domain::endpoint::{HTTP_HOSTS_VAR, PRIVATE_NETWORKS_VAR};
+use baton::invoker::AgentInvokers;
 use baton::prober::HttpHealthProber;
 use baton::queue::SqsQueues;
 use baton::store::dynamo::DynamoStore;
@@ -23,9 +24,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::api_gateway::Authorizer;
 use crate::event_sources::{poll_queue, tick, HandlerDeaths, SqsSource};
 use crate::faults::{FaultPlan, FaultProxy};
 use crate::provision::{provision, ProvisionError, Provisioned};
+use crate::stand_ins::{StandInError, StandIns};
 use crate::template::{resolve_value, EventSpec, FunctionSpec, Template, TemplateError};
 use aws_config::SdkConfig;
 
@@ -55,6 +58,8 @@ pub enum StackError {
     Faults(std::io::Error),
     #[error("the SDK configuration has no endpoint to put the fault proxy in front of")]
     NoEndpoint,
+    #[error(transparent)]
+    StandIns(#[from] StandInError),
 }
 
 /// Which event sources run. Tests turn some off to drive those handlers by hand.
@@ -80,6 +85,12 @@ pub struct StackOptions {
     /// batch, and the template's batching window is not emulated); more keep up under heavy
     /// load.
     pub pollers: usize,
+    /// The HTTP API's authorizer. None by default: the local stack runs as `AuthMode=header`
+    /// and trusts `X-Tenant-Id`; `Authorizer::Jwt` plays the JWT authorizer of `AuthMode=jwt`.
+    pub authorizer: Authorizer,
+    /// Runs the stand-ins for the Lambda, Bedrock and OpenAI-compatible APIs that the
+    /// `lambda`, `bedrock` and `openai` agents reach.
+    pub stand_ins: bool,
 }
 
 impl StackOptions {
@@ -95,6 +106,8 @@ impl StackOptions {
             faults: None,
             handler_death_rate: 0.0,
             pollers: 1,
+            authorizer: Authorizer::None,
+            stand_ins: true,
         }
     }
 
@@ -106,9 +119,24 @@ impl StackOptions {
             run_execute: false,
             run_learn: false,
             sweep_every: Some(Duration::ZERO),
+            stand_ins: false,
             ..Self::new(prefix)
         }
     }
+}
+
+/// Values the local stack uses over the template's: agents run on this machine, so loopback
+/// is allowed, over plain http too (the template's defaults allow neither).
+const LOCAL_ENVIRONMENT: [(&str, &str); 2] = [
+    (HTTP_HOSTS_VAR, "127.0.0.1,localhost,[::1]"),
+    (PRIVATE_NETWORKS_VAR, "127.0.0.0/8,::1/128"),
+];
+
+fn local_default(name: &str) -> Option<String> {
+    LOCAL_ENVIRONMENT
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.to_string())
 }
 
 pub type Store = DynamoStore;
@@ -138,8 +166,9 @@ pub struct LocalStack {
     /// Counts every AWS call the stack's handlers make.
     pub api_calls: ApiCallCounter,
     route: Arc<RouteDeps<Store, Queues>>,
-    execute: Arc<ExecuteDeps<Store, Queues, HttpAgentInvoker>>,
+    execute: Arc<ExecuteDeps<Store, Queues, AgentInvokers>>,
     cleanup: Arc<CleanupDeps<Store, Queues, HttpHealthProber>>,
+    stand_ins: Option<StandIns>,
     learn: Arc<LearnDeps<Store>>,
     faults: Option<FaultProxy>,
     deaths: HandlerDeaths,
@@ -180,6 +209,23 @@ impl LocalStack {
             None => clients.clone(),
         };
         let deaths = HandlerDeaths::new(options.handler_death_rate);
+        let stand_ins = match options.stand_ins {
+            true => Some(StandIns::start(aws, &options.prefix).await?),
+            false => None,
+        };
+        // The agents' clients as a function gets them: the SDK's configuration (through the
+        // fault proxy, if any), with the stand-ins' endpoints for Lambda and Bedrock.
+        let invokers = |settings: &Settings| -> Result<AgentInvokers, StackError> {
+            let endpoints = stand_ins
+                .as_ref()
+                .map(StandIns::endpoints)
+                .unwrap_or_default();
+            Ok(
+                AgentInvokers::new(&settings.endpoint_policy, &handler_clients.config)
+                    .map_err(|e| StackError::Http(e.to_string()))?
+                    .with_endpoints(endpoints),
+            )
+        };
 
         let function = |binary: &'static str| -> Result<(&String, &FunctionSpec), StackError> {
             template
@@ -188,18 +234,24 @@ impl LocalStack {
                 .find(|(_, f)| f.binary == binary)
                 .ok_or(StackError::MissingFunction(binary))
         };
-        let settings_of =
-            |(id, spec): (&String, &FunctionSpec)| -> Result<Settings, StackError> {
-                Settings::from_lookup(|name| {
-                    options.env_overrides.get(name).cloned().or_else(|| {
-                        resolve_value(&template, &provisioned, spec.environment.get(name)?)
-                    })
-                })
-                .map_err(|source| StackError::Config {
-                    function: id.clone(),
-                    source,
-                })
-            };
+        let settings_of = |(id, spec): (&String, &FunctionSpec)| -> Result<Settings, StackError> {
+            Settings::from_lookup(|name| {
+                // Orchestrate takes tenants from where the API Gateway stand-in puts them.
+                let tenant_source = match options.authorizer {
+                    Authorizer::None => "header",
+                    Authorizer::Jwt(_) => "jwt",
+                };
+                (name == TENANT_SOURCE_VAR)
+                    .then(|| tenant_source.to_string())
+                    .or_else(|| options.env_overrides.get(name).cloned())
+                    .or_else(|| local_default(name))
+                    .or_else(|| resolve_value(&template, &provisioned, spec.environment.get(name)?))
+            })
+            .map_err(|source| StackError::Config {
+                function: id.clone(),
+                source,
+            })
+        };
         // Every SQS event source of a function: route and execute have one per priority band.
         let sqs_sources =
             |(id, spec): (&String, &FunctionSpec)| -> Result<Vec<SqsSource>, StackError> {
@@ -245,8 +297,7 @@ impl LocalStack {
 
         let api = {
             let s = settings_of(orchestrate_fn)?;
-            let classifier =
-                HttpAgentInvoker::new().map_err(|e| StackError::Http(e.to_string()))?;
+            let classifier = invokers(&s)?;
             Arc::new(
                 Api::new(handler_clients.store(&s), handler_clients.queues(&s), s)
                     .with_classifier(Arc::new(classifier)),
@@ -262,7 +313,7 @@ impl LocalStack {
         };
         let execute = {
             let s = settings_of(execute_fn)?;
-            let invoker = HttpAgentInvoker::new().map_err(|e| StackError::Http(e.to_string()))?;
+            let invoker = invokers(&s)?;
             Arc::new(ExecuteDeps::new(
                 handler_clients.store(&s),
                 handler_clients.queues(&s),
@@ -282,7 +333,8 @@ impl LocalStack {
             Arc::new(CleanupDeps {
                 store: handler_clients.store(&s),
                 queue: handler_clients.queues(&s),
-                prober: HttpHealthProber::new().map_err(|e| StackError::Http(e.to_string()))?,
+                prober: HttpHealthProber::new(&s.endpoint_policy)
+                    .map_err(|e| StackError::Http(e.to_string()))?,
                 settings: s,
             })
         };
@@ -317,6 +369,7 @@ impl LocalStack {
                             })
                     }
                 },
+                options.authorizer.clone(),
                 stopped.clone(),
             )));
         }
@@ -395,6 +448,7 @@ impl LocalStack {
             route,
             execute,
             cleanup,
+            stand_ins,
             learn,
             faults,
             deaths,
@@ -418,8 +472,14 @@ impl LocalStack {
     }
 
     /// The execute-agent handler's dependencies, to invoke it by hand.
-    pub fn execute_deps(&self) -> &ExecuteDeps<Store, Queues, HttpAgentInvoker> {
+    pub fn execute_deps(&self) -> &ExecuteDeps<Store, Queues, AgentInvokers> {
         &self.execute
+    }
+
+    /// The stand-ins for the Lambda, Bedrock and OpenAI-compatible APIs, when the stack runs
+    /// them.
+    pub fn stand_ins(&self) -> Option<&StandIns> {
+        self.stand_ins.as_ref()
     }
 
     /// The cleanup handler's dependencies, to run a sweep by hand.

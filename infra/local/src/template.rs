@@ -90,6 +90,8 @@ pub struct FunctionSpec {
     pub events: Vec<EventSpec>,
 }
 
+/// A function's event source. `HttpApi`: the function serves the HTTP API, through a SAM
+/// `HttpApi` event or an `AWS::ApiGatewayV2::Integration`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventSpec {
     Sqs { queue: String, batch_size: u32 },
@@ -129,6 +131,8 @@ impl Template {
                 resource: "Resources".into(),
                 message: "missing".into(),
             })?;
+        // Functions an `AWS::ApiGatewayV2::Integration` of the HTTP API invokes.
+        let mut integrated = Vec::new();
         for (id, resource) in resources {
             let id = id.as_str().unwrap_or_default().to_string();
             let fail = |message: String| TemplateError::Resource {
@@ -223,7 +227,15 @@ impl Template {
                         },
                     );
                 }
+                Some("AWS::ApiGatewayV2::Integration") => {
+                    integrated.extend(props.get("IntegrationUri").and_then(get_att_target));
+                }
                 _ => {}
+            }
+        }
+        for function in integrated {
+            if let Some(spec) = template.functions.get_mut(&function) {
+                spec.events.push(EventSpec::HttpApi);
             }
         }
         Ok(template)
@@ -315,6 +327,9 @@ mod tests {
         assert!(t.functions["CleanupFunction"]
             .events
             .contains(&EventSpec::Schedule { every_s: 60 }));
+        assert!(t.functions["OrchestrateFunction"]
+            .events
+            .contains(&EventSpec::HttpApi));
         assert!(t.functions["RouteFunction"]
             .environment
             .contains_key("STATE_TABLE"));

@@ -15,10 +15,14 @@
 //! the decision's confidence: 0.7 with no history, moving towards the observed rate as
 //! evidence accumulates, and back towards 0.7 as evidence ages.
 //!
+//! **Token usage** is summed per (agent, task type) from the calls that report it.
+//!
 //! **Latency** is the decayed mean latency of successful calls, and the 20 newest outcomes
 //! give the p50 the workflow plan uses.
 
 use serde::{Deserialize, Serialize};
+
+use super::task::TokenUsage;
 
 pub const PRIOR_CONFIDENCE: f64 = 0.7;
 pub const PRIOR_WEIGHT: f64 = 10.0;
@@ -138,6 +142,11 @@ pub struct AgentStats {
     pub recent: Vec<RecentOutcome>,
     #[serde(default)]
     pub decayed: DecayedEvidence,
+    /// Tokens read and written by the calls that reported usage, in all.
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
 }
 
 impl AgentStats {
@@ -182,6 +191,12 @@ impl AgentStats {
             .count();
         let (at_least, at_most) = binomial_tails(CHANGE_WINDOW, failure_rate, failures);
         at_least < CHANGE_SIGNIFICANCE || at_most < CHANGE_SIGNIFICANCE
+    }
+
+    /// Adds one call's tokens to the totals.
+    pub fn add_usage(&mut self, usage: TokenUsage) {
+        self.input_tokens = self.input_tokens.saturating_add(usage.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(usage.output_tokens);
     }
 
     pub fn success_rate(&self) -> Option<f64> {
@@ -251,6 +266,25 @@ mod tests {
     use super::*;
 
     const HOUR: i64 = 3_600_000;
+
+    #[test]
+    fn token_usage_is_summed_over_the_calls_that_report_it() {
+        let mut stats = AgentStats::default();
+        stats.add_usage(TokenUsage {
+            input_tokens: 12,
+            output_tokens: 30,
+        });
+        stats.add_usage(TokenUsage {
+            input_tokens: 8,
+            output_tokens: 5,
+        });
+        assert_eq!((stats.input_tokens, stats.output_tokens), (20, 35));
+        let older: AgentStats =
+            serde_json::from_value(serde_json::json!({"count": 1, "successes": 1,
+                "total_latency_ms": 5, "max_latency_ms": 5, "recent": []}))
+            .unwrap();
+        assert_eq!((older.input_tokens, older.output_tokens), (0, 0));
+    }
 
     #[test]
     fn confidence_starts_at_the_prior() {

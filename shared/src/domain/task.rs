@@ -167,6 +167,16 @@ pub enum FailureKind {
     InvalidResponse,
     /// The agent's output does not fit in a task record.
     OutputTooLarge,
+    /// The agent ran and failed: a Lambda function error.
+    FunctionError,
+    /// The cloud API in front of the agent (Lambda, Bedrock) refused or failed the call;
+    /// throttling and service faults are retryable, the caller's mistakes are not.
+    ServiceError,
+    /// The task's input cannot be put to the agent (a model agent's malformed `messages`).
+    InvalidInput,
+    /// The agent's URL, or an address its host resolved to at call time, is one Baton must
+    /// not call (see [`crate::domain::endpoint`]).
+    ForbiddenEndpoint,
     /// No enabled agent offers the task's capability.
     NoCapableAgent,
     /// The routed agent was removed before the task ran.
@@ -194,6 +204,9 @@ impl FailureKind {
                 | FailureKind::Connection
                 | FailureKind::InvalidResponse
                 | FailureKind::OutputTooLarge
+                | FailureKind::FunctionError
+                | FailureKind::ServiceError
+                | FailureKind::ForbiddenEndpoint
         )
     }
 }
@@ -221,6 +234,10 @@ impl TaskFailure {
             FailureKind::HttpStatus
             | FailureKind::InvalidResponse
             | FailureKind::OutputTooLarge
+            | FailureKind::FunctionError
+            | FailureKind::ServiceError
+            | FailureKind::InvalidInput
+            | FailureKind::ForbiddenEndpoint
             | FailureKind::NoCapableAgent
             | FailureKind::AgentNotFound
             | FailureKind::LeaseExpired
@@ -240,8 +257,11 @@ impl TaskFailure {
     /// refusing one task (a 4xx other than 408 and 429) or being refused by Baton.
     pub fn trips_circuit(&self) -> bool {
         match self.kind {
-            FailureKind::HttpStatus => self.retryable,
-            FailureKind::Timeout | FailureKind::Connection | FailureKind::InvalidResponse => true,
+            FailureKind::HttpStatus | FailureKind::ServiceError => self.retryable,
+            FailureKind::Timeout
+            | FailureKind::Connection
+            | FailureKind::InvalidResponse
+            | FailureKind::FunctionError => true,
             _ => false,
         }
     }
@@ -289,6 +309,17 @@ pub struct AttemptRecord {
     /// How long the agent call itself took (the rest of the attempt is Baton's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_ms: Option<u64>,
+    /// The tokens the call used, for agents that report them (openai, bedrock, or any agent
+    /// whose output carries `usage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TokenUsage>,
+}
+
+/// Tokens a model read and wrote for one call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use crate::domain::conversation::ConversationState;
 use crate::domain::health::AgentHealth;
 use crate::domain::learning::AgentStats;
 use crate::domain::priority::Multipliers;
+use crate::domain::registry::UnreadableAgent;
 use crate::domain::resources::{AgentLoad, Limits, Resources};
 use crate::domain::retry::RetryPolicySpec;
 use crate::domain::routing::{CapabilityDefaults, RouteDecision, RoutingView};
@@ -420,13 +421,22 @@ pub trait WorkflowStore: Send + Sync {
 /// The agent registry.
 #[async_trait]
 pub trait AgentRegistry: Send + Sync {
-    /// Registers a new agent; `AlreadyExists` if the name is taken.
-    async fn register_agent(&self, tenant: &str, agent: &Agent) -> Result<(), StoreError>;
     /// Writes the agent whether or not it exists (the local stack's examples on a restart).
     async fn replace_agent(&self, tenant: &str, agent: &Agent) -> Result<(), StoreError>;
     /// The tenant's agents. An unreadable item is left out and logged: one bad item never
     /// takes the tenant's routing down.
     async fn agents(&self, tenant: &str) -> Result<Vec<Agent>, StoreError>;
+    /// The tenant's agents with what the registry needs to change them: the items it could
+    /// not read, and each agent's guard.
+    async fn agent_list(&self, tenant: &str) -> Result<AgentList, StoreError>;
+    /// Writes a registry change with the premises it was decided on; false if any no longer
+    /// holds (the agent's version or guard moved, or a need was disabled meanwhile). A retry
+    /// that meets its own earlier write counts as applied.
+    async fn change_agent(
+        &self,
+        tenant: &str,
+        change: &AgentChange<'_>,
+    ) -> Result<bool, StoreError>;
     async fn agent(&self, tenant: &str, name: &str) -> Result<Option<Agent>, StoreError>;
     /// Agents (of every tenant) whose health check is due, with their tenant.
     async fn due_health_checks(
@@ -442,6 +452,43 @@ pub trait AgentRegistry: Send + Sync {
         health: &AgentHealth,
         next_check_ms: i64,
     ) -> Result<(), StoreError>;
+}
+
+/// The tenant's registry as read for a change.
+#[derive(Debug, Clone, Default)]
+pub struct AgentList {
+    pub agents: Vec<Agent>,
+    /// Items that could not be read: skipped by routing, reported by the health summary.
+    pub unreadable: Vec<UnreadableAgent>,
+    /// Per agent, how many times an agent that needs it was stored enabled. A disable or
+    /// delete is conditioned on it, so that it cannot miss a dependent registered meanwhile.
+    pub guards: std::collections::BTreeMap<String, u64>,
+}
+
+impl AgentList {
+    pub fn get(&self, name: &str) -> Option<&Agent> {
+        self.agents.iter().find(|a| a.name == name)
+    }
+
+    pub fn guard(&self, name: &str) -> u64 {
+        self.guards.get(name).copied().unwrap_or(0)
+    }
+}
+
+/// One change to the registry and the premises it was decided on.
+#[derive(Debug, Clone)]
+pub struct AgentChange<'a> {
+    pub name: &'a str,
+    /// The agent as it is to be stored, its version the next one; None deletes it.
+    pub agent: Option<&'a Agent>,
+    /// The stored version the change was decided on; None: the name must be free.
+    pub expected_version: Option<u64>,
+    /// The agent's guard as read, when the change disables or deletes it.
+    pub expected_guard: Option<u64>,
+    /// Agents the stored agent needs enabled: each must still be, and gets its guard raised.
+    pub needs: Vec<&'a str>,
+    /// Unique to the request: a retry of the same write recognises its own item.
+    pub change_id: &'a str,
 }
 
 /// Conversation sessions and everything they hold.

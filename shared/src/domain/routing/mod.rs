@@ -352,14 +352,15 @@ pub fn stable_shard(key: &str, shards: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::agent::AgentKind;
+    use crate::domain::agent::AgentTarget;
     use crate::domain::health::AgentHealth;
 
     fn agent(name: &str, capabilities: &[&str], enabled: bool) -> Agent {
         Agent {
             name: name.into(),
-            kind: AgentKind::Http,
-            endpoint: format!("http://127.0.0.1/{name}"),
+            target: AgentTarget::Http {
+                endpoint: format!("http://127.0.0.1/{name}"),
+            },
             capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
             timeout_ms: 1000,
             enabled,
@@ -372,7 +373,11 @@ mod tests {
             keywords: Vec::new(),
             task_types: Vec::new(),
             conversation: None,
+            depends_on: Vec::new(),
+            category: None,
+            description: None,
             health: None,
+            version: 1,
             created_at_ms: 0,
             updated_at_ms: 0,
         }

@@ -3,21 +3,88 @@
 use async_trait::async_trait;
 
 use super::*;
+use crate::domain::agent::{AgentTarget, BedrockTarget, OpenAiTarget};
+use crate::domain::registry::UnreadableAgent;
 use crate::store::keys::{HEALTH_SWEEP, SWEEP_AT, SWEEP_SHARD};
+use aws_sdk_dynamodb::types::{Delete, Update};
+
+/// The target's attributes: `kind` and the kind's own fields. An openai agent's `api_key` is
+/// the reference to the secret, never the key.
+fn target_attributes(
+    target: &AgentTarget,
+) -> Result<Vec<(&'static str, AttributeValue)>, StoreError> {
+    let mut attributes = vec![("kind", s(target.kind().as_str()))];
+    match target {
+        AgentTarget::Http { endpoint } => attributes.push(("endpoint", s(endpoint.as_str()))),
+        AgentTarget::Lambda { function } => attributes.push(("function", s(function.as_str()))),
+        AgentTarget::Openai(openai) => {
+            attributes.push(("base_url", s(openai.base_url.as_str())));
+            attributes.push(("model", s(openai.model.as_str())));
+            if let Some(prompt) = &openai.system_prompt {
+                attributes.push(("system_prompt", s(prompt.as_str())));
+            }
+            if let Some(parameters) = &openai.parameters {
+                attributes.push(("parameters", json(parameters)?));
+            }
+            if let Some(reference) = &openai.api_key {
+                attributes.push(("api_key", s(reference.as_str())));
+            }
+        }
+        AgentTarget::Bedrock(bedrock) => {
+            attributes.push(("model_id", s(bedrock.model_id.as_str())));
+            if let Some(prompt) = &bedrock.system_prompt {
+                attributes.push(("system_prompt", s(prompt.as_str())));
+            }
+            if let Some(inference) = &bedrock.inference {
+                attributes.push(("inference", json(inference)?));
+            }
+        }
+    }
+    Ok(attributes)
+}
+
+fn target_record(a: &Attrs<'_>) -> Result<AgentTarget, StoreError> {
+    let opt = |name: &str| a.opt_s(name).map(str::to_string);
+    Ok(match a.s("kind")? {
+        "http" => AgentTarget::Http {
+            endpoint: a.s("endpoint")?.into(),
+        },
+        "lambda" => AgentTarget::Lambda {
+            function: a.s("function")?.into(),
+        },
+        "openai" => AgentTarget::Openai(OpenAiTarget {
+            base_url: a.s("base_url")?.into(),
+            model: a.s("model")?.into(),
+            system_prompt: opt("system_prompt"),
+            parameters: a.json("parameters")?,
+            api_key: opt("api_key"),
+        }),
+        "bedrock" => AgentTarget::Bedrock(BedrockTarget {
+            model_id: a.s("model_id")?.into(),
+            system_prompt: opt("system_prompt"),
+            inference: a.json("inference")?,
+        }),
+        other => return Err(StoreError::Corrupt(format!("unknown agent kind `{other}`"))),
+    })
+}
 
 fn agent_item(tenant: &str, agent: &Agent) -> Result<Item, StoreError> {
     let mut item = HashMap::from([
         (PK.into(), s(keys::agents_pk(tenant))),
         (SK.into(), s(keys::agent_sk(&agent.name))),
         ("name".into(), s(agent.name.as_str())),
-        ("kind".into(), s("http")),
-        ("endpoint".into(), s(agent.endpoint.as_str())),
         ("capabilities".into(), string_list(&agent.capabilities)),
         ("timeout_ms".into(), n(agent.timeout_ms)),
         ("enabled".into(), AttributeValue::Bool(agent.enabled)),
+        (VERSION.into(), n(agent.version)),
         ("created_at".into(), n(agent.created_at_ms)),
         ("updated_at".into(), n(agent.updated_at_ms)),
     ]);
+    item.extend(
+        target_attributes(&agent.target)?
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value)),
+    );
     if let Some(retry) = &agent.retry {
         item.insert("retry".into(), json(retry)?);
     }
@@ -45,6 +112,15 @@ fn agent_item(tenant: &str, agent: &Agent) -> Result<Item, StoreError> {
     if let Some(conversation) = &agent.conversation {
         item.insert("conversation".into(), json(conversation)?);
     }
+    if !agent.depends_on.is_empty() {
+        item.insert("depends_on".into(), string_list(&agent.depends_on));
+    }
+    if let Some(category) = &agent.category {
+        item.insert("category".into(), s(category.as_str()));
+    }
+    if let Some(description) = &agent.description {
+        item.insert("description".into(), s(description.as_str()));
+    }
     if let Some(check) = &agent.health_check {
         item.insert("health_check".into(), json(check)?);
         // In the sweeps index, due at once: the first probe comes with the next sweep.
@@ -56,14 +132,9 @@ fn agent_item(tenant: &str, agent: &Agent) -> Result<Item, StoreError> {
 
 fn agent_record(item: &Item) -> Result<Agent, StoreError> {
     let a = Attrs(item);
-    let kind = match a.s("kind")? {
-        "http" => AgentKind::Http,
-        other => return Err(StoreError::Corrupt(format!("unknown agent kind `{other}`"))),
-    };
     Ok(Agent {
         name: a.s("name")?.into(),
-        kind,
-        endpoint: a.s("endpoint")?.into(),
+        target: target_record(&a)?,
         capabilities: a.list("capabilities"),
         timeout_ms: a.n("timeout_ms")?,
         enabled: a.bool("enabled").unwrap_or(true),
@@ -76,42 +147,187 @@ fn agent_record(item: &Item) -> Result<Agent, StoreError> {
         keywords: a.list("keywords"),
         task_types: a.list("task_types"),
         conversation: a.json("conversation")?,
+        depends_on: a.list("depends_on"),
+        category: a.opt_s("category").map(String::from),
+        description: a.opt_s("description").map(String::from),
         health: a.json("health")?,
+        // Items written before versions were kept are at their first.
+        version: a.opt_n("version")?.unwrap_or(1),
         created_at_ms: a.n("created_at")?,
         updated_at_ms: a.n("updated_at")?,
     })
 }
 
-/// The readable agents among `items`; an unreadable one is logged and left out, so that one
-/// bad item never takes a tenant's whole registry down.
-fn readable_agents(items: &[Item]) -> Vec<Agent> {
-    items
-        .iter()
-        .filter_map(|item| match agent_record(item) {
-            Ok(agent) => Some(agent),
-            Err(error) => {
-                let key = Attrs(item).opt_s(SK).unwrap_or("?");
-                tracing::error!(item = key, %error, "unreadable agent item skipped");
-                None
+/// The agent's version: what `If-Match` names.
+const VERSION: &str = "version";
+/// Raised whenever an agent that needs this one is stored enabled.
+const GUARD: &str = "guard";
+/// The request that last changed the item, so that a retry recognises its own write.
+const CHANGE_ID: &str = "change_id";
+
+/// The agents among `items`, with their guards; an unreadable item is logged, listed and
+/// left out, so that one bad item never takes a tenant's whole registry down.
+fn agent_list(items: &[Item]) -> AgentList {
+    let mut list = AgentList::default();
+    for item in items {
+        let a = Attrs(item);
+        match agent_record(item) {
+            Ok(agent) => {
+                if let Ok(Some(guard)) = a.opt_n::<u64>(GUARD) {
+                    list.guards.insert(agent.name.clone(), guard);
+                }
+                list.agents.push(agent);
             }
-        })
-        .collect()
+            Err(error) => {
+                let key = a.opt_s("name").or_else(|| a.opt_s(SK)).unwrap_or("?");
+                tracing::error!(item = key, %error, "unreadable agent item skipped");
+                list.unreadable.push(UnreadableAgent {
+                    name: key.to_string(),
+                    reason: error.to_string(),
+                });
+            }
+        }
+    }
+    list
+}
+
+fn readable_agents(items: &[Item]) -> Vec<Agent> {
+    agent_list(items).agents
+}
+
+impl DynamoStore {
+    /// The transaction of one registry change: the agent's own write, conditioned on what the
+    /// change was decided on, and a raised guard on each agent it needs.
+    fn change_items(
+        &self,
+        tenant: &str,
+        change: &AgentChange<'_>,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let key = |name: &str| {
+            HashMap::from([
+                (PK.to_string(), s(keys::agents_pk(tenant))),
+                (SK.to_string(), s(keys::agent_sk(name))),
+            ])
+        };
+        let mut values = HashMap::new();
+        let mut conditions = Vec::new();
+        match change.expected_version {
+            None => conditions.push("attribute_not_exists(pk)".to_string()),
+            Some(version) => {
+                conditions.push(format!("{VERSION} = :version"));
+                values.insert(":version".to_string(), n(version));
+            }
+        }
+        match change.expected_guard {
+            Some(0) => conditions.push(format!("attribute_not_exists({GUARD})")),
+            Some(guard) => {
+                conditions.push(format!("{GUARD} = :guard"));
+                values.insert(":guard".to_string(), n(guard));
+            }
+            None => {}
+        }
+        let condition = conditions.join(" AND ");
+        let values = (!values.is_empty()).then_some(values);
+        let own = match change.agent {
+            Some(agent) => {
+                let mut item = agent_item(tenant, agent)?;
+                item.insert(CHANGE_ID.into(), s(change.change_id));
+                let put = built(
+                    Put::builder()
+                        .table_name(&self.state_table)
+                        .set_item(Some(item))
+                        .condition_expression(condition)
+                        .set_expression_attribute_values(values)
+                        .build(),
+                )?;
+                TransactWriteItem::builder().put(put).build()
+            }
+            None => {
+                let delete = built(
+                    Delete::builder()
+                        .table_name(&self.state_table)
+                        .set_key(Some(key(change.name)))
+                        .condition_expression(condition)
+                        .set_expression_attribute_values(values)
+                        .build(),
+                )?;
+                TransactWriteItem::builder().delete(delete).build()
+            }
+        };
+        let mut items = vec![own];
+        for need in &change.needs {
+            let raise = built(
+                Update::builder()
+                    .table_name(&self.state_table)
+                    .set_key(Some(key(need)))
+                    .update_expression(format!(
+                        "SET {GUARD} = if_not_exists({GUARD}, :zero) + :one"
+                    ))
+                    .condition_expression("enabled = :enabled")
+                    .expression_attribute_values(":zero", n(0))
+                    .expression_attribute_values(":one", n(1))
+                    .expression_attribute_values(":enabled", AttributeValue::Bool(true))
+                    .build(),
+            )?;
+            items.push(TransactWriteItem::builder().update(raise).build());
+        }
+        Ok(items)
+    }
+
+    /// An agent's item as stored, read strongly: the registry decides changes on it.
+    async fn agent_item_raw(&self, tenant: &str, name: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.state_table)
+            .key(PK, s(keys::agents_pk(tenant)))
+            .key(SK, s(keys::agent_sk(name)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        Ok(out.item)
+    }
 }
 
 #[async_trait]
 impl AgentRegistry for DynamoStore {
-    async fn register_agent(&self, tenant: &str, agent: &Agent) -> Result<(), StoreError> {
-        self.put_new(
-            agent_item(tenant, agent)?,
-            &["created_at", "endpoint"],
-            || format!("agent `{}`", agent.name),
-        )
-        .await
-    }
-
     async fn replace_agent(&self, tenant: &str, agent: &Agent) -> Result<(), StoreError> {
         self.put(&self.state_table, agent_item(tenant, agent)?)
             .await
+    }
+
+    async fn agent_list(&self, tenant: &str) -> Result<AgentList, StoreError> {
+        Ok(agent_list(
+            &self
+                .partition_read(
+                    keys::agents_pk(tenant),
+                    PartitionRead {
+                        consistent: true,
+                        ..PartitionRead::default()
+                    },
+                )
+                .await?,
+        ))
+    }
+
+    async fn change_agent(
+        &self,
+        tenant: &str,
+        change: &AgentChange<'_>,
+    ) -> Result<bool, StoreError> {
+        if self.transact(self.change_items(tenant, change)?).await? {
+            return Ok(true);
+        }
+        // Cancelled: by a premise that moved, or by this same write applied once already
+        // (its response lost and the request sent again).
+        let now = self.agent_item_raw(tenant, change.name).await?;
+        let ours = match (&now, change.agent) {
+            (Some(item), Some(_)) => Attrs(item).opt_s(CHANGE_ID) == Some(change.change_id),
+            (None, None) => true,
+            _ => false,
+        };
+        Ok(ours)
     }
 
     async fn agents(&self, tenant: &str) -> Result<Vec<Agent>, StoreError> {
@@ -121,16 +337,11 @@ impl AgentRegistry for DynamoStore {
     }
 
     async fn agent(&self, tenant: &str, name: &str) -> Result<Option<Agent>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.state_table)
-            .key(PK, s(keys::agents_pk(tenant)))
-            .key(SK, s(keys::agent_sk(name)))
-            .send()
-            .await
-            .map_err(dynamo_error)?;
-        out.item.as_ref().map(agent_record).transpose()
+        self.agent_item_raw(tenant, name)
+            .await?
+            .as_ref()
+            .map(agent_record)
+            .transpose()
     }
 
     async fn due_health_checks(

@@ -30,6 +30,8 @@ fn stats_record(item: &Item) -> Result<(AgentStats, u64), StoreError> {
             latency_weight: a.opt_n("decayed_latency_weight")?.unwrap_or(0.0),
             as_of_ms: a.opt_n("decayed_at")?.unwrap_or(0),
         },
+        input_tokens: a.opt_n("input_tokens")?.unwrap_or(0),
+        output_tokens: a.opt_n("output_tokens")?.unwrap_or(0),
     };
     Ok((stats, a.n(VERSION)?))
 }
@@ -112,6 +114,10 @@ fn outcome_put(
     ]);
     if let Some(failure) = outcome.failure {
         item.insert("failure".into(), json(&failure)?);
+    }
+    if let Some(usage) = outcome.usage {
+        item.insert("input_tokens".into(), n(usage.input_tokens));
+        item.insert("output_tokens".into(), n(usage.output_tokens));
     }
     Put::builder()
         .table_name(table)
@@ -260,6 +266,9 @@ impl LearningStore for DynamoStore {
                 let o = &outcomes[i];
                 if let Some((s, _)) = stats.get_mut(o.task_type.as_str()) {
                     s.record(o.success, o.latency_ms, o.finished_at_ms, half_life_ms);
+                    if let Some(usage) = o.usage {
+                        s.add_usage(usage);
+                    }
                 }
                 if o.counts_for_circuit {
                     let key = o.task.idempotency_key();
@@ -305,6 +314,8 @@ impl LearningStore for DynamoStore {
                         decimal(stats.decayed.latency_weight),
                     ),
                     ("decayed_at".into(), n(stats.decayed.as_of_ms)),
+                    ("input_tokens".into(), n(stats.input_tokens)),
+                    ("output_tokens".into(), n(stats.output_tokens)),
                     (VERSION.into(), n(version + 1)),
                     ("updated_at".into(), n(updated_at)),
                 ]);

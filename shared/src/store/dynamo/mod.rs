@@ -29,7 +29,6 @@ use serde_json::Value;
 
 use super::keys::{self, EXPIRES_AT, LEASE_SHARD, LEASE_UNTIL, PK, SK};
 use super::*;
-use crate::domain::agent::AgentKind;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -483,5 +482,45 @@ impl<'a> Attrs<'a> {
         let raw = self.s(name)?;
         raw.parse()
             .map_err(|_| StoreError::Corrupt(format!("attribute `{name}` has value `{raw}`")))
+    }
+}
+
+/// A builder's result as the store's error.
+pub(super) fn built<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreError> {
+    result.map_err(|e| StoreError::Dynamo(e.to_string()))
+}
+
+pub(super) fn txn_put(
+    table: &str,
+    item: Item,
+    condition: Option<&str>,
+) -> Result<TransactWriteItem, StoreError> {
+    let put = built(
+        Put::builder()
+            .table_name(table)
+            .set_item(Some(item))
+            .set_condition_expression(condition.map(str::to_string))
+            .build(),
+    )?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
+impl DynamoStore {
+    /// Runs a transaction: true if it was applied, false if a condition (or a conflict)
+    /// cancelled it.
+    pub(super) async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<bool, StoreError> {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) => match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(_)) => Ok(false),
+                _ => Err(dynamo_error(err)),
+            },
+        }
     }
 }

@@ -79,40 +79,7 @@ fn turn_record(item: &Item) -> Result<TurnRecord, StoreError> {
     })
 }
 
-fn built<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreError> {
-    result.map_err(|e| StoreError::Dynamo(e.to_string()))
-}
-
-fn put(table: &str, item: Item, condition: Option<&str>) -> Result<TransactWriteItem, StoreError> {
-    let put = built(
-        Put::builder()
-            .table_name(table)
-            .set_item(Some(item))
-            .set_condition_expression(condition.map(str::to_string))
-            .build(),
-    )?;
-    Ok(TransactWriteItem::builder().put(put).build())
-}
-
 impl DynamoStore {
-    /// Runs a transaction: true if it was applied, false if a condition (or a conflict)
-    /// cancelled it.
-    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<bool, StoreError> {
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(err) => match err.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(_)) => Ok(false),
-                _ => Err(dynamo_error(err)),
-            },
-        }
-    }
-
     /// The write of an instance after its agent answered: created on the first call.
     fn instance_update(
         &self,
@@ -182,7 +149,7 @@ impl TurnStore for DynamoStore {
         let mut items = vec![TransactWriteItem::builder()
             .update(built(lock.build())?)
             .build()];
-        items.push(put(
+        items.push(txn_put(
             &self.state_table,
             turn_item(tenant, start.turn, start.request_id)?,
             Some("attribute_not_exists(pk)"),
@@ -200,7 +167,7 @@ impl TurnStore for DynamoStore {
         for workflow in start.workflows {
             let (tasks, record) = workflow_items(workflow)?;
             for item in tasks.into_iter().chain([record]) {
-                items.push(put(&self.state_table, item, None)?);
+                items.push(txn_put(&self.state_table, item, None)?);
             }
         }
         if self.transact(items).await? {
@@ -369,7 +336,7 @@ impl TurnStore for DynamoStore {
         ]);
         let items = vec![
             TransactWriteItem::builder().condition_check(exists).build(),
-            put(&self.state_table, item, Some("attribute_not_exists(pk)"))?,
+            txn_put(&self.state_table, item, Some("attribute_not_exists(pk)"))?,
             self.instance_update(
                 tenant,
                 session_id,

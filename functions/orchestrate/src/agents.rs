@@ -1,0 +1,539 @@
+//! The registry's endpoints (seed 002's module manager): register, read, list, replace,
+//! patch, delete, enable and disable agents, and the summaries by category and by health.
+//!
+//! Every change is decided on the tenant's agents as read, and written with the premises it
+//! was decided on (the agent's version, its guard, its needs still enabled), so two editors
+//! cannot overwrite each other and the dependency guard cannot be raced past. `PUT` and
+//! `PATCH` need the `ETag` the client read, in `If-Match`.
+
+use baton::clock::now_ms;
+use baton::domain::agent::{Agent, AgentRegistration};
+use baton::domain::circuit::CircuitState;
+use baton::domain::names::{check_name, NameKind};
+use baton::domain::registry::{
+    by_category, check_change, check_release, etag, health_summary, merge_patch, registration_of,
+    requirements, GuardError, IfMatch,
+};
+use baton::queue::TaskQueue;
+use baton::store::{AgentChange, AgentList, AgentRegistry, LearningStore, RoutingState};
+use lambda_http::http::Method;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde_json::{json, Value};
+
+use crate::error::{json_response, ApiError};
+use crate::{check_agent_urls, parse_body, views, Api};
+
+/// How many times a change is decided again when a premise moved meanwhile for a reason
+/// other than the client's version (a dependent registered, a need disabled).
+const DECISION_ROUNDS: usize = 3;
+
+/// `/v1/agents` and everything under it, after the tenant is known.
+pub async fn route<S, Q>(
+    api: &Api<S, Q>,
+    tenant: &str,
+    request: &Request,
+    rest: &[&str],
+) -> Result<Response<Body>, ApiError>
+where
+    S: AgentRegistry + RoutingState + LearningStore,
+    Q: TaskQueue,
+{
+    let method = request.method();
+    let allow = |allowed: &[Method]| {
+        if allowed.contains(method) {
+            Ok(())
+        } else {
+            Err(ApiError::MethodNotAllowed {
+                method: method.to_string(),
+                path: request.uri().path().to_string(),
+            })
+        }
+    };
+    match rest {
+        [] => {
+            allow(&[Method::GET, Method::POST])?;
+            if method == Method::POST {
+                create(api, tenant, request).await
+            } else {
+                list(api, tenant, request).await
+            }
+        }
+        ["categories"] => {
+            allow(&[Method::GET])?;
+            let list = api.store.agent_list(tenant).await?;
+            Ok(json_response(
+                200,
+                &json!({ "categories": by_category(&list.agents) }),
+            ))
+        }
+        ["health"] => {
+            allow(&[Method::GET])?;
+            health(api, tenant).await
+        }
+        [name] => {
+            allow(&[Method::GET, Method::PUT, Method::PATCH, Method::DELETE])?;
+            check_name(NameKind::Agent, name).map_err(|_| not_found(name))?;
+            match *method {
+                Method::PUT => replace(api, tenant, name, request).await,
+                Method::PATCH => patch(api, tenant, name, request).await,
+                Method::DELETE => delete(api, tenant, name, request).await,
+                _ => get(api, tenant, name).await,
+            }
+        }
+        [name, action @ ("enable" | "disable")] => {
+            allow(&[Method::POST])?;
+            check_name(NameKind::Agent, name).map_err(|_| not_found(name))?;
+            set_enabled(api, tenant, name, request, *action == "enable").await
+        }
+        _ => Err(ApiError::NotFound(format!(
+            "no such resource: {}",
+            request.uri().path()
+        ))),
+    }
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::NotFound(format!("agent `{name}` is not registered"))
+}
+
+/// The agent's view with its `ETag`, circuit and load.
+async fn agent_response<S, Q>(
+    api: &Api<S, Q>,
+    tenant: &str,
+    agent: &Agent,
+    status: u16,
+) -> Result<Response<Body>, ApiError>
+where
+    S: RoutingState + LearningStore,
+{
+    let names = std::slice::from_ref(&agent.name);
+    let circuits = api.store.circuits(tenant, names).await?;
+    let now = now_ms();
+    let loads = api.store.loads(tenant, names, now).await?;
+    let view = views::agent(
+        agent,
+        circuits.get(&agent.name),
+        loads.get(&agent.name),
+        now,
+    );
+    let mut response = json_response(status, &view);
+    if let Ok(tag) = etag(agent.version).parse() {
+        response
+            .headers_mut()
+            .insert(lambda_http::http::header::ETAG, tag);
+    }
+    if status == 201 {
+        if let Ok(location) = format!("/v1/agents/{}", agent.name).parse() {
+            response
+                .headers_mut()
+                .insert(lambda_http::http::header::LOCATION, location);
+        }
+    }
+    Ok(response)
+}
+
+async fn get<S, Q>(api: &Api<S, Q>, tenant: &str, name: &str) -> Result<Response<Body>, ApiError>
+where
+    S: AgentRegistry + RoutingState + LearningStore,
+{
+    let agent = api
+        .store
+        .agent(tenant, name)
+        .await?
+        .ok_or_else(|| not_found(name))?;
+    agent_response(api, tenant, &agent, 200).await
+}
+
+/// `GET /v1/agents?category=&capability=&enabled=`.
+async fn list<S, Q>(
+    api: &Api<S, Q>,
+    tenant: &str,
+    request: &Request,
+) -> Result<Response<Body>, ApiError>
+where
+    S: AgentRegistry + RoutingState + LearningStore,
+{
+    let query = request.query_string_parameters();
+    let enabled = match query.first("enabled") {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return Err(ApiError::invalid(
+                format!("enabled must be `true` or `false`, got `{other}`"),
+                json!({ "parameter": "enabled" }),
+            ))
+        }
+    };
+    let category = query.first("category");
+    let capability = query.first("capability");
+    let mut agents = api.store.agents(tenant).await?;
+    agents.retain(|a| {
+        enabled.is_none_or(|e| a.enabled == e)
+            && category.is_none_or(|c| a.category.as_deref() == Some(c))
+            && capability.is_none_or(|c| a.has_capability(c))
+    });
+    agents.sort_by(|a, b| a.name.cmp(&b.name));
+    let names: Vec<String> = agents.iter().map(|a| a.name.clone()).collect();
+    let circuits = api.store.circuits(tenant, &names).await?;
+    let now = now_ms();
+    let loads = api.store.loads(tenant, &names, now).await?;
+    let agents: Vec<Value> = agents
+        .iter()
+        .map(|a| views::agent(a, circuits.get(&a.name), loads.get(&a.name), now))
+        .collect();
+    Ok(json_response(200, &json!({ "agents": agents })))
+}
+
+/// `GET /v1/agents/health`.
+async fn health<S, Q>(api: &Api<S, Q>, tenant: &str) -> Result<Response<Body>, ApiError>
+where
+    S: AgentRegistry + RoutingState + LearningStore,
+{
+    let list = api.store.agent_list(tenant).await?;
+    let names: Vec<String> = list.agents.iter().map(|a| a.name.clone()).collect();
+    let circuits = api.store.circuits(tenant, &names).await?;
+    let now = now_ms();
+    let summary = health_summary(&list.agents, list.unreadable, |agent| {
+        circuits
+            .get(&agent.name)
+            .is_some_and(|c| c.state(now, &agent.breaker()) == CircuitState::Open)
+    });
+    Ok(json_response(200, &json!(summary)))
+}
+
+/// The registration in a body: the agent validated, its URLs checked.
+async fn validated<S, Q>(
+    api: &Api<S, Q>,
+    registration: AgentRegistration,
+    now: i64,
+) -> Result<Agent, ApiError> {
+    let agent = registration
+        .into_agent(now)
+        .map_err(|e| ApiError::invalid(e.to_string(), json!({ "field": e.field() })))?;
+    check_agent_urls(api, &agent).await?;
+    Ok(agent)
+}
+
+/// The guard's refusals: a need unknown or circular is a bad request; a state that forbids
+/// the change (needed by enabled agents, needing disabled ones) is a conflict.
+fn guard_error(error: GuardError) -> ApiError {
+    let details = json!({ "field": error.field(), "agents": error.agents() });
+    match error {
+        GuardError::UnknownDependency { .. } | GuardError::Cycle { .. } => {
+            ApiError::invalid(error.to_string(), details)
+        }
+        GuardError::RequiredBy { .. } | GuardError::NeedsDisabled { .. } => ApiError::Refused {
+            status: 409,
+            code: "dependency_guard",
+            message: error.to_string(),
+            details,
+        },
+    }
+}
+
+fn if_match(request: &Request) -> Result<Option<IfMatch>, ApiError> {
+    let Some(header) = request.headers().get(lambda_http::http::header::IF_MATCH) else {
+        return Ok(None);
+    };
+    header
+        .to_str()
+        .ok()
+        .and_then(IfMatch::parse)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "If-Match must name an ETag this API gave, such as \"3\", or be *",
+                json!({ "header": "if-match" }),
+            )
+        })
+}
+
+fn precondition_required(name: &str) -> ApiError {
+    ApiError::Refused {
+        status: 428,
+        code: "precondition_required",
+        message: format!(
+            "changing agent `{name}` needs If-Match with the ETag you read (GET /v1/agents/{name})"
+        ),
+        details: json!({ "header": "if-match" }),
+    }
+}
+
+fn version_mismatch(agent: &Agent) -> ApiError {
+    ApiError::Refused {
+        status: 412,
+        code: "version_mismatch",
+        message: format!(
+            "agent `{}` changed since you read it: it is at version {} now; read it again",
+            agent.name, agent.version
+        ),
+        details: json!({ "header": "if-match", "etag": etag(agent.version) }),
+    }
+}
+
+/// What a change to one agent becomes, given the registry as it is now.
+enum Decision {
+    /// Store this (None: delete the agent), with this status for the answer.
+    Write(Option<Agent>, u16),
+    /// Nothing to write: the agent already is as asked.
+    Unchanged(Agent),
+}
+
+/// Decides a change on a fresh read of the registry and writes it with its premises, again
+/// if a premise other than the client's version moved meanwhile.
+async fn apply<S, Q>(
+    api: &Api<S, Q>,
+    tenant: &str,
+    name: &str,
+    decide: impl Fn(&AgentList) -> Result<Decision, ApiError>,
+) -> Result<Response<Body>, ApiError>
+where
+    S: AgentRegistry + RoutingState + LearningStore,
+{
+    let change_id = uuid::Uuid::new_v4().to_string();
+    for _ in 0..DECISION_ROUNDS {
+        let list = api.store.agent_list(tenant).await?;
+        let current = list.get(name);
+        let (stored, status) = match decide(&list)? {
+            Decision::Unchanged(agent) => return agent_response(api, tenant, &agent, 200).await,
+            Decision::Write(stored, status) => (stored, status),
+        };
+        if let Some(agent) = &stored {
+            check_change(&list.agents, agent).map_err(guard_error)?;
+        } else {
+            check_release(&list.agents, name).map_err(guard_error)?;
+        }
+        let releases = stored.as_ref().is_none_or(|a| !a.enabled);
+        let needs: Vec<&str> = stored
+            .as_ref()
+            .filter(|a| a.enabled)
+            .map(|a| requirements(a).into_iter().collect())
+            .unwrap_or_default();
+        let change = AgentChange {
+            name,
+            agent: stored.as_ref(),
+            expected_version: current.map(|a| a.version),
+            expected_guard: releases.then(|| list.guard(name)),
+            needs,
+            change_id: &change_id,
+        };
+        if api.store.change_agent(tenant, &change).await? {
+            api.agents.forget(tenant);
+            return match stored {
+                Some(agent) => {
+                    tracing::info!(tenant, agent = %agent.name, version = agent.version, "agent stored");
+                    agent_response(api, tenant, &agent, status).await
+                }
+                None => {
+                    tracing::info!(tenant, agent = %name, "agent deleted");
+                    Ok(json_response(
+                        200,
+                        &json!({ "name": name, "status": "deleted" }),
+                    ))
+                }
+            };
+        }
+    }
+    Err(ApiError::Refused {
+        status: 409,
+        code: "concurrent_change",
+        message: format!("agent `{name}` or an agent it depends on kept changing; try again"),
+        details: json!({}),
+    })
+}
+
+/// The stored agent a change applies to, checked against `If-Match`.
+fn matched<'a>(
+    list: &'a AgentList,
+    name: &str,
+    condition: Option<&IfMatch>,
+) -> Result<&'a Agent, ApiError> {
+    let current = list.get(name).ok_or_else(|| not_found(name))?;
+    match condition {
+        Some(condition) if !condition.matches(current.version) => Err(version_mismatch(current)),
+        _ => Ok(current),
+    }
+}
+
+/// The next version of `current`, as `agent` says it should be.
+fn successor(current: &Agent, mut agent: Agent, now: i64) -> Agent {
+    agent.version = current.version + 1;
+    agent.created_at_ms = current.created_at_ms;
+    agent.updated_at_ms = now;
+    // Health belongs to what was probed: kept while the agent is reached the same way.
+    if agent.target == current.target && agent.health_check == current.health_check {
+        agent.health = current.health.clone();
+    }
+    agent
+}
+
+/// `POST /v1/agents`: a new agent; its name must be free.
+async fn create<S, Q>(
+    api: &Api<S, Q>,
+    tenant: &str,
+    request: &Request,
+) -> Result<Response<Body>, ApiError>
+where
+    S: AgentRegistry + RoutingState + LearningStore,
+    Q: TaskQueue,
+{
+    let registration: AgentRegistration = parse_body(request)?;
+    let agent = validated(api, registration, now_ms()).await?;
+    let name = agent.name.clone();
+    apply(api, tenant, &name, |list| {
+        if list.get(&name).is_some() {
+            return Err(ApiError::Conflict(format!(
+                "agent `{name}` already exists: replace it with PUT /v1/agents/{name}"
+            )));
+        }
+        Ok(Decision::Write(Some(agent.clone()), 201))
+    })
+    .await
+}
+
+/// A registration body for `name`: its `name` may be left out, and may not differ.
+fn registration_for(name: &str, mut body: Value) -> Result<AgentRegistration, ApiError> {
+    let Some(fields) = body.as_object_mut() else {
+        return Err(ApiError::invalid(
+            "the body must be a JSON object",
+            json!({}),
+        ));
+    };
+    match fields.get("name") {
+        None => {
+            fields.insert("name".into(), json!(name));
+        }
+        Some(given) if given != name => {
+            return Err(ApiError::invalid(
+                format!(
+                "the body names another agent than the path (`{name}`); an agent cannot be renamed"
+            ),
+                json!({ "field": "name" }),
+            ))
+        }
+        Some(_) => {}
+    }
+    serde_json::from_value(body).map_err(ApiError::from_json)
+}
+
+/// `PUT /v1/agents/{name}`: replaces the agent (with `If-Match`), or creates it.
+async fn replace<S, Q>(
+    api: &Api<S, Q>,
+    tenant: &str,
+    name: &str,
+    request: &Request,
+) -> Result<Response<Body>, ApiError>
+where
+    S: AgentRegistry + RoutingState + LearningStore,
+    Q: TaskQueue,
+{
+    let condition = if_match(request)?;
+    let registration = registration_for(name, parse_body(request)?)?;
+    let now = now_ms();
+    let agent = validated(api, registration, now).await?;
+    apply(api, tenant, name, |list| {
+        match (list.get(name), &condition) {
+            (None, None) => Ok(Decision::Write(Some(agent.clone()), 201)),
+            (None, Some(_)) => Err(not_found(name)),
+            (Some(_), None) => Err(precondition_required(name)),
+            (Some(_), Some(_)) => {
+                let current = matched(list, name, condition.as_ref())?;
+                Ok(Decision::Write(
+                    Some(successor(current, agent.clone(), now)),
+                    200,
+                ))
+            }
+        }
+    })
+    .await
+}
+
+/// `PATCH /v1/agents/{name}`: a JSON merge patch of the registration, with `If-Match`.
+async fn patch<S, Q>(
+    api: &Api<S, Q>,
+    tenant: &str,
+    name: &str,
+    request: &Request,
+) -> Result<Response<Body>, ApiError>
+where
+    S: AgentRegistry + RoutingState + LearningStore,
+    Q: TaskQueue,
+{
+    let condition = if_match(request)?;
+    let changes: Value = parse_body(request)?;
+    if !changes.is_object() {
+        return Err(ApiError::invalid(
+            "a PATCH body is a JSON object of the fields to change (null removes one)",
+            json!({}),
+        ));
+    }
+    if changes.get("name").is_some_and(|n| n != name) {
+        return Err(ApiError::invalid(
+            "an agent cannot be renamed",
+            json!({ "field": "name" }),
+        ));
+    }
+    // Validated once on the agent as read: the write is conditioned on that version.
+    let list = api.store.agent_list(tenant).await?;
+    let Some(condition) = condition else {
+        list.get(name).ok_or_else(|| not_found(name))?;
+        return Err(precondition_required(name));
+    };
+    let current = matched(&list, name, Some(&condition))?.clone();
+    let mut body = registration_of(&current);
+    merge_patch(&mut body, &changes);
+    let now = now_ms();
+    let agent = validated(api, registration_for(name, body)?, now).await?;
+    let next = successor(&current, agent, now);
+    apply(api, tenant, name, |list| {
+        matched(list, name, Some(&condition))?;
+        Ok(Decision::Write(Some(next.clone()), 200))
+    })
+    .await
+}
+
+/// `DELETE /v1/agents/{name}`, guarded: no enabled agent may need it.
+async fn delete<S, Q>(
+    api: &Api<S, Q>,
+    tenant: &str,
+    name: &str,
+    request: &Request,
+) -> Result<Response<Body>, ApiError>
+where
+    S: AgentRegistry + RoutingState + LearningStore,
+{
+    let condition = if_match(request)?;
+    apply(api, tenant, name, |list| {
+        matched(list, name, condition.as_ref())?;
+        Ok(Decision::Write(None, 200))
+    })
+    .await
+}
+
+/// `POST /v1/agents/{name}/enable|disable`, guarded; `If-Match` is optional.
+async fn set_enabled<S, Q>(
+    api: &Api<S, Q>,
+    tenant: &str,
+    name: &str,
+    request: &Request,
+    enabled: bool,
+) -> Result<Response<Body>, ApiError>
+where
+    S: AgentRegistry + RoutingState + LearningStore,
+{
+    let condition = if_match(request)?;
+    let now = now_ms();
+    apply(api, tenant, name, |list| {
+        let current = matched(list, name, condition.as_ref())?;
+        if current.enabled == enabled {
+            return Ok(Decision::Unchanged(current.clone()));
+        }
+        let mut next = current.clone();
+        next.enabled = enabled;
+        next.version = current.version + 1;
+        next.updated_at_ms = now;
+        Ok(Decision::Write(Some(next), 200))
+    })
+    .await
+}

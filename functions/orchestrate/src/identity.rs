@@ -1,0 +1,161 @@
+//! Whose request this is: the tenant, from the claims API Gateway's JWT authorizer verified,
+//! or from the `X-Tenant-Id` header where the stack is configured to trust it.
+//!
+//! In `jwt` mode the header is ignored entirely: API Gateway checked the token's signature,
+//! issuer, audience and expiry before this function ran, and only the claims it put in the
+//! request context can name a tenant.
+
+use baton::config::TenantSource;
+use baton::domain::names::{check_name, NameKind};
+use lambda_http::request::RequestContext;
+use lambda_http::{Request, RequestExt};
+use serde_json::json;
+
+use crate::ApiError;
+
+/// The tenant a request belongs to in `header` mode.
+pub const TENANT_HEADER: &str = "x-tenant-id";
+/// The tenant of a `header`-mode request without the header.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// The request's tenant. `jwt`: a missing or unusable claim is 401, as an invalid identity.
+/// `header`: a malformed header is 400, as a bad request, and no header the default tenant.
+pub fn tenant(source: &TenantSource, request: &Request) -> Result<String, ApiError> {
+    match source {
+        TenantSource::Jwt { claim } => tenant_from_claims(request, claim),
+        TenantSource::Header => tenant_from_header(request),
+    }
+}
+
+fn tenant_from_claims(request: &Request, claim: &str) -> Result<String, ApiError> {
+    let claims = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context
+            .authorizer
+            .as_ref()
+            .and_then(|authorizer| authorizer.jwt.as_ref())
+            .map(|jwt| &jwt.claims),
+        _ => None,
+    };
+    let Some(claims) = claims else {
+        return Err(ApiError::Unauthorized(
+            "the request carries no verified token: send `Authorization: Bearer <token>`".into(),
+        ));
+    };
+    let Some(value) = claims.get(claim) else {
+        return Err(ApiError::Unauthorized(format!(
+            "the token has no `{claim}` claim to name its tenant"
+        )));
+    };
+    check_name(NameKind::Tenant, value).map_err(|e| {
+        ApiError::Unauthorized(format!("the token's `{claim}` claim is not a tenant: {e}"))
+    })?;
+    Ok(value.clone())
+}
+
+fn tenant_from_header(request: &Request) -> Result<String, ApiError> {
+    let Some(value) = request.headers().get(TENANT_HEADER) else {
+        return Ok(DEFAULT_TENANT.to_string());
+    };
+    let tenant = value.to_str().unwrap_or_default();
+    check_name(NameKind::Tenant, tenant)
+        .map_err(|e| ApiError::invalid(e.to_string(), json!({ "header": TENANT_HEADER })))?;
+    Ok(tenant.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequestContext;
+    use serde_json::Value;
+
+    fn jwt(claim: &str) -> TenantSource {
+        TenantSource::Jwt {
+            claim: claim.into(),
+        }
+    }
+
+    /// A request as API Gateway hands it over, with `authorizer` in its request context.
+    fn request(authorizer: Value, tenant_header: Option<&str>) -> Request {
+        let context: ApiGatewayV2httpRequestContext = serde_json::from_value(json!({
+            "accountId": "000000000000",
+            "apiId": "api",
+            "http": { "method": "GET", "path": "/v1/agents" },
+            "requestId": "r",
+            "authorizer": authorizer,
+        }))
+        .expect("request context");
+        let mut builder = http::Request::builder().uri("/v1/agents");
+        if let Some(tenant) = tenant_header {
+            builder = builder.header(TENANT_HEADER, tenant);
+        }
+        builder
+            .body(lambda_http::Body::Empty)
+            .expect("request")
+            .with_request_context(RequestContext::ApiGatewayV2(context))
+    }
+
+    fn claims(claims: Value) -> Value {
+        json!({ "jwt": { "claims": claims, "scopes": null } })
+    }
+
+    fn unauthorized(result: Result<String, ApiError>) -> String {
+        match result {
+            Err(ApiError::Unauthorized(message)) => message,
+            other => panic!("expected 401, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_named_claim_is_the_tenant() {
+        let r = request(claims(json!({ "sub": "u1", "tenant_id": "acme" })), None);
+        assert_eq!(tenant(&jwt("tenant_id"), &r).unwrap(), "acme");
+        let r = request(claims(json!({ "custom:tenant_id": "globex" })), None);
+        assert_eq!(tenant(&jwt("custom:tenant_id"), &r).unwrap(), "globex");
+    }
+
+    #[test]
+    fn the_header_is_ignored_when_tenants_come_from_tokens() {
+        let r = request(claims(json!({ "tenant_id": "acme" })), Some("globex"));
+        assert_eq!(tenant(&jwt("tenant_id"), &r).unwrap(), "acme");
+        let r = request(Value::Null, Some("globex"));
+        let message = unauthorized(tenant(&jwt("tenant_id"), &r));
+        assert!(message.contains("Bearer"), "{message}");
+    }
+
+    #[test]
+    fn a_token_without_a_usable_claim_is_unauthorized() {
+        let r = request(claims(json!({ "sub": "u1" })), None);
+        let message = unauthorized(tenant(&jwt("tenant_id"), &r));
+        assert!(message.contains("`tenant_id`"), "{message}");
+        for bad in ["", "has space", "a/b", &"x".repeat(300)] {
+            let r = request(claims(json!({ "tenant_id": bad })), None);
+            unauthorized(tenant(&jwt("tenant_id"), &r));
+        }
+    }
+
+    #[test]
+    fn a_request_without_an_authorizer_context_is_unauthorized() {
+        let plain = http::Request::builder()
+            .uri("/v1/agents")
+            .body(lambda_http::Body::Empty)
+            .unwrap();
+        unauthorized(tenant(&jwt("tenant_id"), &plain));
+        let lambda_authorizer = json!({ "lambda": { "tenant_id": "acme" } });
+        unauthorized(tenant(&jwt("tenant_id"), &request(lambda_authorizer, None)));
+    }
+
+    #[test]
+    fn header_mode_takes_the_header_or_the_default_tenant() {
+        let r = request(Value::Null, Some("globex"));
+        assert_eq!(tenant(&TenantSource::Header, &r).unwrap(), "globex");
+        let r = request(claims(json!({ "tenant_id": "acme" })), None);
+        assert_eq!(tenant(&TenantSource::Header, &r).unwrap(), DEFAULT_TENANT);
+        let r = request(Value::Null, Some("not a tenant"));
+        match tenant(&TenantSource::Header, &r) {
+            Err(ApiError::InvalidRequest { details, .. }) => {
+                assert_eq!(details, json!({ "header": TENANT_HEADER }))
+            }
+            other => panic!("expected 400, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! A stand-in for the Bedrock Runtime Converse API (`POST /model/{modelId}/converse`), whose
+//! models answer the last user message by rule:
+//! - [`BRIEF_MODEL`] with its first sentence;
+//! - [`KEYWORDS_MODEL`] with its most frequent words.
+//!
+//! Tokens are counted in words: the system and message texts read, the answer written.
+//! `maxTokens` cuts the answer (`max_tokens`), a stop sequence ends it (`stop_sequence`). An
+//! unknown model is a `ValidationException`, and [`BedrockService::throttle_next`] makes the
+//! next calls fail with `ThrottlingException`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{json, Value};
+
+use crate::stand_ins::{limit_words, serve, tokens, CallLog, ModelRule, Served};
+
+pub const BRIEF_MODEL: &str = "baton.brief-v1";
+pub const KEYWORDS_MODEL: &str = "baton.keywords-v1";
+
+pub struct BedrockService {
+    served: Served,
+    log: Arc<CallLog>,
+}
+
+impl BedrockService {
+    pub async fn start() -> std::io::Result<Self> {
+        let log = Arc::new(CallLog::default());
+        let app = axum::Router::new()
+            .route("/model/{model_id}/converse", post(converse))
+            .with_state(log.clone());
+        Ok(BedrockService {
+            served: serve(app).await?,
+            log,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.served.url
+    }
+
+    /// Throttles the next `calls` requests.
+    pub fn throttle_next(&self, calls: u32) {
+        self.log.throttle_next(calls);
+    }
+
+    /// Every request so far: `{model_id, request}`.
+    pub fn calls(&self) -> Vec<Value> {
+        self.log.calls()
+    }
+}
+
+fn aws_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        [("x-amzn-errortype", code)],
+        axum::Json(json!({ "message": message })),
+    )
+        .into_response()
+}
+
+/// The text blocks of a list of content blocks.
+fn texts(blocks: &Value) -> Vec<&str> {
+    blocks
+        .as_array()
+        .map(|blocks| blocks.iter().filter_map(|b| b["text"].as_str()).collect())
+        .unwrap_or_default()
+}
+
+async fn converse(
+    State(log): State<Arc<CallLog>>,
+    Path(model_id): Path<String>,
+    body: String,
+) -> Response {
+    let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    if log.record(json!({ "model_id": model_id, "request": request })) {
+        return aws_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "ThrottlingException",
+            "Too many requests, please wait before trying again.",
+        );
+    }
+    let rule = match model_id.as_str() {
+        BRIEF_MODEL => ModelRule::Brief,
+        KEYWORDS_MODEL => ModelRule::Keywords,
+        _ => {
+            return aws_error(
+                StatusCode::BAD_REQUEST,
+                "ValidationException",
+                "The provided model identifier is invalid.",
+            )
+        }
+    };
+    let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    let Some(last) = messages.iter().rev().find(|m| m["role"] == "user") else {
+        return aws_error(
+            StatusCode::BAD_REQUEST,
+            "ValidationException",
+            "A conversation must start with a user message.",
+        );
+    };
+    let read: u64 = texts(&request["system"])
+        .into_iter()
+        .chain(messages.iter().flat_map(|m| texts(&m["content"])))
+        .map(tokens)
+        .sum();
+    let config = &request["inferenceConfig"];
+    let mut answer = rule.answer(&texts(&last["content"]).join("\n"));
+    let mut stop_reason = "end_turn";
+    for stop in config["stopSequences"].as_array().into_iter().flatten() {
+        if let Some(at) = stop
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .and_then(|s| answer.find(s))
+        {
+            answer.truncate(at);
+            stop_reason = "stop_sequence";
+        }
+    }
+    let (answer, cut) = limit_words(&answer, config["maxTokens"].as_u64());
+    if cut {
+        stop_reason = "max_tokens";
+    }
+    let written = tokens(&answer);
+    axum::Json(json!({
+        "output": { "message": { "role": "assistant", "content": [{ "text": answer }] } },
+        "stopReason": stop_reason,
+        "usage": { "inputTokens": read, "outputTokens": written, "totalTokens": read + written },
+        "metrics": { "latencyMs": 1 },
+    }))
+    .into_response()
+}

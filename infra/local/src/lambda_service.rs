@@ -1,0 +1,137 @@
+//! A stand-in for the Lambda Invoke API (`POST /2015-03-31/functions/{name}/invocations`) that
+//! runs local example functions by name:
+//! - [`SUMMARIZE`] returns the first sentence of the input's text, its word count, and usage
+//!   counted in words, as a model-backed function would report it;
+//! - [`FAILS`] always raises: a function error (`X-Amz-Function-Error: Unhandled`);
+//! - any other name is not found (`ResourceNotFoundException`).
+//!
+//! [`LambdaService::throttle_next`] makes the next calls fail with `TooManyRequestsException`,
+//! in the error shape the SDK reads (`x-amzn-errortype` and a JSON `message`).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{json, Value};
+
+use crate::stand_ins::{serve, tokens, CallLog, ModelRule, Served};
+
+pub const SUMMARIZE: &str = "baton-agent-summarize";
+pub const FAILS: &str = "baton-agent-fails";
+
+pub struct LambdaService {
+    served: Served,
+    log: Arc<CallLog>,
+}
+
+impl LambdaService {
+    pub async fn start() -> std::io::Result<Self> {
+        let log = Arc::new(CallLog::default());
+        let app = axum::Router::new()
+            .route("/2015-03-31/functions/{name}/invocations", post(invoke))
+            .with_state(log.clone());
+        Ok(LambdaService {
+            served: serve(app).await?,
+            log,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.served.url
+    }
+
+    /// Throttles the next `calls` invocations.
+    pub fn throttle_next(&self, calls: u32) {
+        self.log.throttle_next(calls);
+    }
+
+    /// Every invocation so far: `{function, payload}`.
+    pub fn calls(&self) -> Vec<Value> {
+        self.log.calls()
+    }
+}
+
+fn aws_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        [("x-amzn-errortype", code)],
+        axum::Json(json!({ "Type": "User", "message": message })),
+    )
+        .into_response()
+}
+
+/// The function's name in a name, partial ARN or ARN, without its qualifier.
+fn function_name(named: &str) -> &str {
+    let rest = named.rsplit_once("function:").map_or(named, |(_, r)| r);
+    rest.split(':').next().unwrap_or(rest)
+}
+
+async fn invoke(
+    State(log): State<Arc<CallLog>>,
+    Path(named): Path<String>,
+    body: String,
+) -> Response {
+    let name = function_name(&named).to_string();
+    let payload: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    if log.record(json!({ "function": name, "payload": payload })) {
+        return aws_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequestsException",
+            "Rate Exceeded.",
+        );
+    }
+    let input = &payload["input"];
+    match name.as_str() {
+        SUMMARIZE => {
+            let text = baton::invoker::prompt::input_text(input);
+            let summary = ModelRule::Brief.answer(&text);
+            let result = json!({
+                "summary": summary,
+                "words": tokens(&text),
+                "usage": { "input_tokens": tokens(&text), "output_tokens": tokens(&summary) },
+            });
+            (
+                StatusCode::OK,
+                [("x-amz-executed-version", "$LATEST")],
+                axum::Json(result),
+            )
+                .into_response()
+        }
+        FAILS => (
+            StatusCode::OK,
+            [
+                ("x-amz-function-error", "Unhandled"),
+                ("x-amz-executed-version", "$LATEST"),
+            ],
+            axum::Json(json!({
+                "errorType": "RuntimeError",
+                "errorMessage": "this example function always fails",
+                "stackTrace": [],
+            })),
+        )
+            .into_response(),
+        other => aws_error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            &format!("Function not found: arn:aws:lambda:us-east-1:123456789012:function:{other}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_arns_and_qualifiers_resolve_to_the_function() {
+        assert_eq!(function_name("baton-agent-fails"), "baton-agent-fails");
+        assert_eq!(function_name("f:live"), "f");
+        assert_eq!(function_name("123456789012:function:f:3"), "f");
+        assert_eq!(
+            function_name("arn:aws:lambda:us-east-1:123456789012:function:f"),
+            "f"
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! How an AWS API's refusal or fault becomes a task failure: by the error's code where the
+//! service documents it as transient or final, by its HTTP status otherwise (5xx, 408 and
+//! 429 retryable, other 4xx not).
+
+use std::error::Error;
+
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::http::Response;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use crate::domain::task::{FailureKind, TaskFailure};
+
+/// A service's error codes that say whether trying again can help.
+#[derive(Debug)]
+pub struct ErrorCodes {
+    pub retryable: &'static [&'static str],
+    pub permanent: &'static [&'static str],
+}
+
+const MESSAGE_CHARS: usize = 300;
+
+/// A service's error answer as a failure. `subject` names what was asked (a function, a
+/// model, a secret).
+pub fn service_failure(
+    service: &str,
+    subject: &str,
+    code: Option<&str>,
+    message: Option<&str>,
+    status: u16,
+    codes: &ErrorCodes,
+) -> TaskFailure {
+    let retryable = match code {
+        Some(code) if codes.retryable.contains(&code) => true,
+        Some(code) if codes.permanent.contains(&code) => false,
+        _ => status >= 500 || status == 408 || status == 429,
+    };
+    let message: String = message.unwrap_or("").chars().take(MESSAGE_CHARS).collect();
+    TaskFailure {
+        kind: FailureKind::ServiceError,
+        message: format!(
+            "{service} answered {} (HTTP {status}) for {subject}: {message}",
+            code.unwrap_or("an error")
+        )
+        .trim_end_matches([' ', ':'])
+        .to_string(),
+        http_status: Some(status),
+        retryable,
+        retry_after_ms: None,
+    }
+}
+
+/// Any failure of an SDK call as a task failure.
+pub fn sdk_failure<E>(
+    service: &str,
+    subject: &str,
+    err: SdkError<E, Response>,
+    codes: &ErrorCodes,
+) -> TaskFailure
+where
+    E: ProvideErrorMetadata + Error + Send + Sync + 'static,
+{
+    match err {
+        SdkError::ServiceError(context) => {
+            let status = context.raw().status().as_u16();
+            let err = context.err();
+            service_failure(service, subject, err.code(), err.message(), status, codes)
+        }
+        SdkError::TimeoutError(_) => TaskFailure::new(
+            FailureKind::Timeout,
+            format!("{service} did not answer in time for {subject}"),
+        ),
+        SdkError::DispatchFailure(failure) => {
+            let kind = if failure.is_timeout() {
+                FailureKind::Timeout
+            } else {
+                FailureKind::Connection
+            };
+            TaskFailure::new(
+                kind,
+                format!("{service} could not be reached for {subject}: {failure:?}"),
+            )
+        }
+        // An answer that could not be read: the connection or the service broke mid-way.
+        SdkError::ResponseError(_) => TaskFailure::new(
+            FailureKind::Connection,
+            format!("{service}'s answer for {subject} could not be read"),
+        ),
+        other => {
+            let mut failure = TaskFailure::new(
+                FailureKind::ServiceError,
+                format!(
+                    "the {service} request for {subject} could not be made: {}",
+                    aws_smithy_types::error::display::DisplayErrorContext(&other)
+                ),
+            );
+            failure.retryable = false;
+            failure
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CODES: ErrorCodes = ErrorCodes {
+        retryable: &["ResourceConflictException"],
+        permanent: &["TooLarge"],
+    };
+
+    #[test]
+    fn listed_codes_decide_and_the_status_decides_the_rest() {
+        let failure = |code, status| {
+            service_failure("Lambda", "function `f`", code, Some("m"), status, &CODES)
+        };
+        assert!(failure(Some("ResourceConflictException"), 409).retryable);
+        assert!(!failure(Some("TooLarge"), 500).retryable);
+        assert!(failure(Some("TooManyRequestsException"), 429).retryable);
+        assert!(failure(None, 503).retryable);
+        assert!(!failure(Some("AccessDeniedException"), 403).retryable);
+        let f = failure(Some("X"), 400);
+        assert_eq!(f.kind, FailureKind::ServiceError);
+        assert_eq!(f.http_status, Some(400));
+        assert_eq!(
+            f.message,
+            "Lambda answered X (HTTP 400) for function `f`: m"
+        );
+    }
+}

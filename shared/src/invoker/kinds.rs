@@ -1,0 +1,151 @@
+//! The invoker the functions use: each call goes to its agent's kind.
+//!
+//! The AWS clients (Lambda, Bedrock Runtime, and Secrets Manager and SSM for API keys) are
+//! built from the process's SDK configuration on their first use, so a function that only
+//! calls http agents spends no start-up time on them. The SDK's own retries are off for
+//! Lambda and Bedrock: a throttled call fails its attempt, and Baton's retry policy schedules
+//! the next one (a delayed message; a function never sleeps waiting), where the attempt
+//! history shows it.
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::retry::RetryConfig;
+use aws_config::SdkConfig;
+
+use super::secrets::SecretReader;
+use super::{bedrock, lambda, openai, AgentAnswer, AgentCall, AgentInvoker, HttpAgentInvoker};
+use crate::domain::agent::{Agent, AgentTarget};
+use crate::domain::endpoint::EndpointPolicy;
+use crate::domain::task::{FailureKind, TaskFailure};
+
+/// Endpoints that replace the SDK's for the agents' AWS APIs, for a stand-in. A deployed
+/// function leaves them empty; `AWS_ENDPOINT_URL_LAMBDA` and
+/// `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` in its environment do the same through the SDK.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceEndpoints {
+    pub lambda: Option<String>,
+    pub bedrock_runtime: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct AgentInvokers {
+    http: HttpAgentInvoker,
+    /// The endpoint guard's client (the http invoker's), for OpenAI-compatible APIs, and the
+    /// policy it applies.
+    model_api: reqwest::Client,
+    policy: EndpointPolicy,
+    aws: SdkConfig,
+    endpoints: ServiceEndpoints,
+    lambda: OnceLock<aws_sdk_lambda::Client>,
+    bedrock: OnceLock<aws_sdk_bedrockruntime::Client>,
+    secrets: SecretReader,
+}
+
+impl AgentInvokers {
+    /// Invokers that reach http agents and OpenAI-compatible APIs only where `policy` allows,
+    /// with AWS clients built from `aws` when first needed.
+    pub fn new(policy: &EndpointPolicy, aws: &SdkConfig) -> Result<Self, reqwest::Error> {
+        let http = HttpAgentInvoker::new(policy)?;
+        Ok(AgentInvokers {
+            model_api: http.client().clone(),
+            http,
+            policy: policy.clone(),
+            aws: aws.clone(),
+            endpoints: ServiceEndpoints::default(),
+            lambda: OnceLock::new(),
+            bedrock: OnceLock::new(),
+            secrets: SecretReader::new(aws.clone()),
+        })
+    }
+
+    pub fn with_endpoints(mut self, endpoints: ServiceEndpoints) -> Self {
+        self.endpoints = endpoints;
+        self
+    }
+
+    fn lambda(&self) -> &aws_sdk_lambda::Client {
+        self.lambda.get_or_init(|| {
+            let mut config = aws_sdk_lambda::config::Builder::from(&self.aws)
+                .retry_config(RetryConfig::disabled());
+            if let Some(url) = &self.endpoints.lambda {
+                config = config.endpoint_url(url);
+            }
+            aws_sdk_lambda::Client::from_conf(config.build())
+        })
+    }
+
+    fn bedrock(&self) -> &aws_sdk_bedrockruntime::Client {
+        self.bedrock.get_or_init(|| {
+            let mut config = aws_sdk_bedrockruntime::config::Builder::from(&self.aws)
+                .retry_config(RetryConfig::disabled());
+            if let Some(url) = &self.endpoints.bedrock_runtime {
+                config = config.endpoint_url(url);
+            }
+            aws_sdk_bedrockruntime::Client::from_conf(config.build())
+        })
+    }
+
+    /// Which AWS clients have been built so far (for the start-up cost test).
+    pub fn built_clients(&self) -> Vec<&'static str> {
+        [
+            ("lambda", self.lambda.get().is_some()),
+            ("bedrock-runtime", self.bedrock.get().is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, built)| *built)
+        .map(|(name, _)| name)
+        .chain(self.secrets.built_clients())
+        .collect()
+    }
+}
+
+/// The call, cut off at its time-out (the SDK's own time-outs are longer).
+async fn within<F>(agent: &Agent, call: &AgentCall<'_>, work: F) -> Result<AgentAnswer, TaskFailure>
+where
+    F: Future<Output = Result<AgentAnswer, TaskFailure>>,
+{
+    tokio::time::timeout(Duration::from_millis(call.timeout_ms), work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(TaskFailure::new(
+                FailureKind::Timeout,
+                format!(
+                    "agent `{}` did not answer within {} ms",
+                    agent.name, call.timeout_ms
+                ),
+            ))
+        })
+}
+
+#[async_trait]
+impl AgentInvoker for AgentInvokers {
+    async fn invoke(
+        &self,
+        agent: &Agent,
+        call: &AgentCall<'_>,
+    ) -> Result<AgentAnswer, TaskFailure> {
+        match &agent.target {
+            AgentTarget::Http { .. } => self.http.invoke(agent, call).await,
+            AgentTarget::Lambda { function } => {
+                within(agent, call, lambda::invoke(self.lambda(), function, call)).await
+            }
+            AgentTarget::Openai(target) => {
+                let work = openai::complete(
+                    &self.model_api,
+                    &self.policy,
+                    &self.secrets,
+                    agent,
+                    target,
+                    call,
+                );
+                within(agent, call, work).await
+            }
+            AgentTarget::Bedrock(target) => {
+                within(agent, call, bedrock::converse(self.bedrock(), target, call)).await
+            }
+        }
+    }
+}

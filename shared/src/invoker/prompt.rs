@@ -1,0 +1,164 @@
+//! How a task becomes a model's prompt, for the `openai` and `bedrock` kinds. Pure: the
+//! invokers send what these functions build.
+//!
+//! - The agent's `system_prompt`, if it has one, comes first.
+//! - The outputs of the task's dependencies, if any, follow as one more system text:
+//!   [`DEPENDENCIES_PREAMBLE`] and then a JSON object of each dependency's id to its output.
+//! - Then the conversation: an openai task whose input has a `messages` array sends it as it
+//!   is (each a `{role, content}` object); otherwise one user message holds the input's text:
+//!   `input.prompt` or `input.text` if it is a string, the input itself if it is a string, and
+//!   the input as JSON otherwise.
+
+use serde_json::{json, Map, Value};
+
+pub const DEPENDENCIES_PREAMBLE: &str = "Results of the steps this one depends on:";
+/// The roles a Chat Completions message may take.
+const CHAT_ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
+
+/// The user's text for a task's input.
+pub fn input_text(input: &Value) -> String {
+    let field = |name: &str| input.get(name).and_then(Value::as_str).map(str::to_string);
+    match input {
+        Value::String(text) => text.clone(),
+        _ => field("prompt")
+            .or_else(|| field("text"))
+            .unwrap_or_else(|| input.to_string()),
+    }
+}
+
+/// The system text that passes the dependencies' outputs, if there are any.
+pub fn dependencies_text(dependencies: &Map<String, Value>) -> Option<String> {
+    (!dependencies.is_empty()).then(|| {
+        format!(
+            "{DEPENDENCIES_PREAMBLE}\n{}",
+            Value::Object(dependencies.clone())
+        )
+    })
+}
+
+/// The system texts, in order: the agent's prompt, then the dependencies' outputs.
+pub fn system_texts(system_prompt: Option<&str>, dependencies: &Map<String, Value>) -> Vec<String> {
+    system_prompt
+        .map(str::to_string)
+        .into_iter()
+        .chain(dependencies_text(dependencies))
+        .collect()
+}
+
+/// The `messages` of a Chat Completions request; `Err` says what is wrong with the input's
+/// own `messages`.
+pub fn chat_messages(
+    system_prompt: Option<&str>,
+    input: &Value,
+    dependencies: &Map<String, Value>,
+) -> Result<Vec<Value>, String> {
+    let mut messages: Vec<Value> = system_texts(system_prompt, dependencies)
+        .into_iter()
+        .map(|text| json!({ "role": "system", "content": text }))
+        .collect();
+    match input.get("messages") {
+        Some(Value::Array(given)) => {
+            if given.is_empty() {
+                return Err("`messages` is empty".into());
+            }
+            for (i, message) in given.iter().enumerate() {
+                check_chat_message(message).map_err(|why| format!("messages[{i}]: {why}"))?;
+            }
+            messages.extend(given.iter().cloned());
+        }
+        Some(_) => return Err("`messages` must be an array of {role, content} objects".into()),
+        None => messages.push(json!({ "role": "user", "content": input_text(input) })),
+    }
+    Ok(messages)
+}
+
+fn check_chat_message(message: &Value) -> Result<(), String> {
+    let Some(object) = message.as_object() else {
+        return Err("each message is a {role, content} object".into());
+    };
+    match object.get("role").and_then(Value::as_str) {
+        Some(role) if CHAT_ROLES.contains(&role) => {}
+        _ => return Err(format!("`role` must be one of {}", CHAT_ROLES.join(", "))),
+    }
+    match object.get("content") {
+        Some(Value::String(_) | Value::Array(_)) => Ok(()),
+        _ => Err("`content` must be a string or an array of parts".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deps(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn the_input_text_is_the_prompt_the_text_or_the_input_itself() {
+        assert_eq!(input_text(&json!({"prompt": "hi", "text": "no"})), "hi");
+        assert_eq!(
+            input_text(&json!({"text": "summarize this"})),
+            "summarize this"
+        );
+        assert_eq!(input_text(&json!("plain")), "plain");
+        assert_eq!(input_text(&json!({"prompt": 3})), r#"{"prompt":3}"#);
+        assert_eq!(input_text(&json!([1, 2])), "[1,2]");
+    }
+
+    #[test]
+    fn one_user_message_follows_the_system_prompt_and_the_dependencies() {
+        let messages = chat_messages(
+            Some("Be brief."),
+            &json!({"prompt": "Sum it up"}),
+            &deps(json!({"fetch": {"n": 2}})),
+        )
+        .unwrap();
+        assert_eq!(
+            messages,
+            vec![
+                json!({"role": "system", "content": "Be brief."}),
+                json!({"role": "system", "content": format!("{DEPENDENCIES_PREAMBLE}\n{{\"fetch\":{{\"n\":2}}}}")}),
+                json!({"role": "user", "content": "Sum it up"}),
+            ]
+        );
+        let bare = chat_messages(None, &json!({"a": 1}), &Map::new()).unwrap();
+        assert_eq!(bare, vec![json!({"role": "user", "content": r#"{"a":1}"#})]);
+    }
+
+    #[test]
+    fn given_messages_are_sent_as_they_are_once_checked() {
+        let given = json!([
+            {"role": "user", "content": "Hello"},
+            {"role": "assistant", "content": "Hi"},
+            {"role": "user", "content": [{"type": "text", "text": "More"}]},
+        ]);
+        let messages = chat_messages(None, &json!({"messages": given}), &Map::new()).unwrap();
+        assert_eq!(Value::Array(messages), given);
+        for (bad, says) in [
+            (json!({"messages": "hi"}), "must be an array"),
+            (json!({"messages": []}), "is empty"),
+            (
+                json!({"messages": [{"role": "robot", "content": "x"}]}),
+                "messages[0]: `role`",
+            ),
+            (
+                json!({"messages": [{"role": "user"}]}),
+                "messages[0]: `content`",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "a"}, 3]}),
+                "messages[1]",
+            ),
+        ] {
+            let err = chat_messages(None, &bad, &Map::new()).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn system_texts_leave_out_what_is_absent() {
+        assert!(system_texts(None, &Map::new()).is_empty());
+        assert_eq!(system_texts(Some("p"), &Map::new()), vec!["p".to_string()]);
+    }
+}
