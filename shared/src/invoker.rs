@@ -120,49 +120,17 @@ impl AgentInvoker for HttpAgentInvoker {
         // A literal address never reaches the guard's resolver: check the URL itself.
         check_url(endpoint, &self.policy)
             .map_err(|refusal| guard::forbidden_failure(&agent.name, &refusal))?;
-        let mut response = self
+        let request = self
             .client
             .post(endpoint)
             .timeout(Duration::from_millis(call.timeout_ms))
             .header("Idempotency-Key", call.task.idempotency_key())
-            .json(call)
-            .send()
-            .await
-            .map_err(|e| transport_failure(agent, call, &e))?;
-        let status = response.status();
-        if status.is_redirection() {
-            let location = response
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .and_then(|v| v.to_str().ok());
-            return Err(guard::redirect_failure(
-                &agent.name,
-                status.as_u16(),
-                location,
-            ));
-        }
-        let retry_after_ms = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| transport_failure(agent, call, &e))?
-        {
-            if body.len() + chunk.len() > MAX_OUTPUT_BYTES {
-                return Err(TaskFailure::new(
-                    FailureKind::OutputTooLarge,
-                    format!(
-                        "agent `{}` answered more than {MAX_OUTPUT_BYTES} bytes",
-                        agent.name
-                    ),
-                ));
-            }
-            body.extend_from_slice(&chunk);
-        }
+            .json(call);
+        let HttpAnswer {
+            status,
+            retry_after_ms,
+            body,
+        } = send(agent, call, request).await?;
         if !status.is_success() {
             let excerpt: String = String::from_utf8_lossy(&body)
                 .chars()
@@ -184,6 +152,59 @@ impl AgentInvoker for HttpAgentInvoker {
                 )
             })
     }
+}
+
+/// An agent's answer over HTTP, read up to [`MAX_OUTPUT_BYTES`].
+pub(crate) struct HttpAnswer {
+    pub status: reqwest::StatusCode,
+    pub retry_after_ms: Option<u64>,
+    pub body: Vec<u8>,
+}
+
+/// Sends a call to an agent over HTTP and reads its answer: a redirect is a failure (it is
+/// never followed), and so is an answer larger than an output may be.
+pub(crate) async fn send(
+    agent: &Agent,
+    call: &AgentCall<'_>,
+    request: reqwest::RequestBuilder,
+) -> Result<HttpAnswer, TaskFailure> {
+    let transport = |e: reqwest::Error| transport_failure(agent, call, &e);
+    let mut response = request.send().await.map_err(transport)?;
+    let status = response.status();
+    if status.is_redirection() {
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok());
+        return Err(guard::redirect_failure(
+            &agent.name,
+            status.as_u16(),
+            location,
+        ));
+    }
+    let retry_after_ms = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > MAX_OUTPUT_BYTES {
+            return Err(TaskFailure::new(
+                FailureKind::OutputTooLarge,
+                format!(
+                    "agent `{}` answered more than {MAX_OUTPUT_BYTES} bytes",
+                    agent.name
+                ),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(HttpAnswer {
+        status,
+        retry_after_ms,
+        body,
+    })
 }
 
 /// `Retry-After` as a wait in milliseconds: delta-seconds, or an HTTP date after `now`.

@@ -13,44 +13,16 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use serde_json::{json, Value};
 
-use crate::stand_ins::{limit_words, serve, tokens, CallLog, ModelRule, Served};
+use crate::stand_ins::{limit_words, tokens, CallLog, ModelRule, StandIn};
 
 pub const BRIEF_MODEL: &str = "baton.brief-v1";
 pub const KEYWORDS_MODEL: &str = "baton.keywords-v1";
 
-pub struct BedrockService {
-    served: Served,
-    log: Arc<CallLog>,
-}
-
-impl BedrockService {
-    pub async fn start() -> std::io::Result<Self> {
-        let log = Arc::new(CallLog::default());
-        let app = axum::Router::new()
-            .route("/model/{model_id}/converse", post(converse))
-            .with_state(log.clone());
-        Ok(BedrockService {
-            served: serve(app).await?,
-            log,
-        })
-    }
-
-    pub fn url(&self) -> &str {
-        &self.served.url
-    }
-
-    /// Throttles the next `calls` requests.
-    pub fn throttle_next(&self, calls: u32) {
-        self.log.throttle_next(calls);
-    }
-
-    /// Every request so far: `{model_id, request}`.
-    pub fn calls(&self) -> Vec<Value> {
-        self.log.calls()
-    }
+/// The Converse stand-in; its log holds `{model_id, request}` per request.
+pub async fn start() -> std::io::Result<StandIn> {
+    StandIn::start("/model/{model_id}/converse", converse).await
 }
 
 fn aws_error(status: StatusCode, code: &str, message: &str) -> Response {

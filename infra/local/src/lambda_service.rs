@@ -13,44 +13,16 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use serde_json::{json, Value};
 
-use crate::stand_ins::{serve, tokens, CallLog, ModelRule, Served};
+use crate::stand_ins::{tokens, CallLog, ModelRule, StandIn};
 
 pub const SUMMARIZE: &str = "baton-agent-summarize";
 pub const FAILS: &str = "baton-agent-fails";
 
-pub struct LambdaService {
-    served: Served,
-    log: Arc<CallLog>,
-}
-
-impl LambdaService {
-    pub async fn start() -> std::io::Result<Self> {
-        let log = Arc::new(CallLog::default());
-        let app = axum::Router::new()
-            .route("/2015-03-31/functions/{name}/invocations", post(invoke))
-            .with_state(log.clone());
-        Ok(LambdaService {
-            served: serve(app).await?,
-            log,
-        })
-    }
-
-    pub fn url(&self) -> &str {
-        &self.served.url
-    }
-
-    /// Throttles the next `calls` invocations.
-    pub fn throttle_next(&self, calls: u32) {
-        self.log.throttle_next(calls);
-    }
-
-    /// Every invocation so far: `{function, payload}`.
-    pub fn calls(&self) -> Vec<Value> {
-        self.log.calls()
-    }
+/// The Lambda Invoke API stand-in; its log holds `{function, payload}` per invocation.
+pub async fn start() -> std::io::Result<StandIn> {
+    StandIn::start("/2015-03-31/functions/{name}/invocations", invoke).await
 }
 
 fn aws_error(status: StatusCode, code: &str, message: &str) -> Response {

@@ -15,8 +15,6 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::bedrock_service::BedrockService;
-use crate::lambda_service::LambdaService;
 use crate::openai_service::OpenAiService;
 
 /// A stand-in server on a free loopback port; it stops when its handle is dropped.
@@ -44,6 +42,44 @@ pub async fn serve(app: axum::Router) -> std::io::Result<Served> {
             .await;
     });
     Ok(Served { url, stop })
+}
+
+/// A stand-in for one AWS API: the route it serves, its log of calls and its throttle.
+pub struct StandIn {
+    served: Served,
+    log: Arc<CallLog>,
+}
+
+impl StandIn {
+    /// Serves `handler` at `path` (POST) on a free loopback port.
+    pub async fn start<H, T>(path: &str, handler: H) -> std::io::Result<StandIn>
+    where
+        H: axum::handler::Handler<T, Arc<CallLog>>,
+        T: 'static,
+    {
+        let log = Arc::new(CallLog::default());
+        let app = axum::Router::new()
+            .route(path, axum::routing::post(handler))
+            .with_state(log.clone());
+        Ok(StandIn {
+            served: serve(app).await?,
+            log,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.served.url
+    }
+
+    /// Throttles the next `calls` requests.
+    pub fn throttle_next(&self, calls: u32) {
+        self.log.throttle_next(calls);
+    }
+
+    /// Every request so far, as the handler recorded it.
+    pub fn calls(&self) -> Vec<Value> {
+        self.log.calls()
+    }
 }
 
 /// Calls to refuse as throttled before answering again, and the calls received.
@@ -139,8 +175,8 @@ pub fn limit_words(answer: &str, max_tokens: Option<u64>) -> (String, bool) {
 
 /// The three stand-ins of one local stack, and where the example OpenAI key is kept.
 pub struct StandIns {
-    pub lambda: LambdaService,
-    pub bedrock: BedrockService,
+    pub lambda: StandIn,
+    pub bedrock: StandIn,
     pub openai: OpenAiService,
     /// The SSM parameter (SecureString) holding the OpenAI stand-in's key.
     pub key_parameter: String,
@@ -205,8 +241,8 @@ impl StandIns {
             }
         };
         Ok(StandIns {
-            lambda: LambdaService::start().await?,
-            bedrock: BedrockService::start().await?,
+            lambda: crate::lambda_service::start().await?,
+            bedrock: crate::bedrock_service::start().await?,
             openai: OpenAiService::start(key).await?,
             key_parameter,
             key_secret_arn,

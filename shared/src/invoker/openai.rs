@@ -14,9 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::secrets::SecretReader;
-use super::{
-    guard, parse_retry_after, prompt, transport_failure, AgentAnswer, AgentCall, MAX_OUTPUT_BYTES,
-};
+use super::{guard, prompt, send, AgentAnswer, AgentCall, HttpAnswer};
 use crate::domain::agent::{Agent, OpenAiTarget};
 use crate::domain::endpoint::{check_url, EndpointPolicy};
 use crate::domain::task::{FailureKind, TaskFailure, TokenUsage};
@@ -125,35 +123,11 @@ pub async fn complete(
     if let Some(key) = &key {
         request = request.bearer_auth(key.expose());
     }
-    let transport = |e: reqwest::Error| transport_failure(agent, call, &e);
-    let mut response = request.send().await.map_err(transport)?;
-    let status = response.status();
-    if status.is_redirection() {
-        let location = response
-            .headers()
-            .get(reqwest::header::LOCATION)
-            .and_then(|v| v.to_str().ok());
-        return Err(guard::redirect_failure(
-            agent_name,
-            status.as_u16(),
-            location,
-        ));
-    }
-    let retry_after_ms = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport)? {
-        if bytes.len() + chunk.len() > MAX_OUTPUT_BYTES {
-            return Err(TaskFailure::new(
-                FailureKind::OutputTooLarge,
-                format!("agent `{agent_name}` answered more than {MAX_OUTPUT_BYTES} bytes"),
-            ));
-        }
-        bytes.extend_from_slice(&chunk);
-    }
+    let HttpAnswer {
+        status,
+        retry_after_ms,
+        body: bytes,
+    } = send(agent, call, request).await?;
     if !status.is_success() {
         if status == reqwest::StatusCode::UNAUTHORIZED {
             // The key may have been rotated: the next attempt reads it again.
