@@ -9,11 +9,13 @@
 use baton::clock::now_ms;
 use baton::domain::agent::{Agent, AgentRegistration};
 use baton::domain::circuit::CircuitState;
+use baton::domain::endpoint::agent_urls;
 use baton::domain::names::{check_name, NameKind};
 use baton::domain::registry::{
     by_category, check_change, check_release, etag, health_summary, merge_patch, registration_of,
     requirements, GuardError, IfMatch,
 };
+use baton::invoker::guard::check_url_resolves;
 use baton::queue::TaskQueue;
 use baton::store::{AgentChange, AgentList, AgentRegistry, LearningStore, RoutingState};
 use lambda_http::http::Method;
@@ -21,7 +23,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{json, Value};
 
 use crate::error::{json_response, ApiError};
-use crate::{check_agent_urls, parse_body, views, Api};
+use crate::{allow_method, parse_body, views, Api};
 
 /// How many times a change is decided again when a premise moved meanwhile for a reason
 /// other than the client's version (a dependent registered, a need disabled).
@@ -39,16 +41,7 @@ where
     Q: TaskQueue,
 {
     let method = request.method();
-    let allow = |allowed: &[Method]| {
-        if allowed.contains(method) {
-            Ok(())
-        } else {
-            Err(ApiError::MethodNotAllowed {
-                method: method.to_string(),
-                path: request.uri().path().to_string(),
-            })
-        }
-    };
+    let allow = |allowed: &[Method]| allow_method(request, allowed);
     match rest {
         [] => {
             allow(&[Method::GET, Method::POST])?;
@@ -200,6 +193,24 @@ where
             .is_some_and(|c| c.state(now, &agent.breaker()) == CircuitState::Open)
     });
     Ok(json_response(200, &json!(summary)))
+}
+
+/// Refuses an agent whose URL the deployment's endpoint policy refuses, or whose host does
+/// not resolve or resolves to a refused address. Runs before any write: a refused agent
+/// stores nothing.
+async fn check_agent_urls<S, Q>(api: &Api<S, Q>, agent: &Agent) -> Result<(), ApiError> {
+    for (field, url) in agent_urls(agent) {
+        check_url_resolves(url, &api.settings.endpoint_policy, api.resolver.as_ref())
+            .await
+            .map_err(|e| {
+                let shown: String = url.chars().take(200).collect();
+                ApiError::invalid(
+                    format!("{field} `{shown}` is refused: {e}"),
+                    json!({ "field": field }),
+                )
+            })?;
+    }
+    Ok(())
 }
 
 /// The registration in a body: the agent validated, its URLs checked.

@@ -14,9 +14,7 @@ pub mod views;
 use baton::clock::now_ms;
 use baton::clock::rfc3339;
 use baton::config::Settings;
-use baton::domain::agent::Agent;
 use baton::domain::dag::{Dag, DagError, Plan, TaskEstimate, TaskSpec};
-use baton::domain::endpoint::agent_urls;
 use baton::domain::learning::AgentStats;
 use baton::domain::learning::{expected_latency, DEFAULT_ESTIMATE_MS};
 use baton::domain::names::{check_name, NameKind};
@@ -26,7 +24,7 @@ use baton::domain::retry::{PolicyError, RetryPolicyInput, RetryPolicySpec};
 use baton::domain::routing::{CapabilityDefaults, RoutingStrategy, MAX_LATENCY_TARGET_MS};
 use baton::domain::session::SessionInput;
 use baton::domain::task::{TaskProfile, TaskStatus};
-use baton::invoker::guard::{check_url_resolves, HostResolver, SystemResolver};
+use baton::invoker::guard::{HostResolver, SystemResolver};
 use baton::invoker::AgentInvoker;
 use baton::messages::{RouteMessage, TaskRef};
 use baton::queue::TaskQueue;
@@ -145,16 +143,7 @@ where
     let path = request.raw_http_path();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let method = request.method();
-    let allow = |allowed: &[Method]| {
-        if allowed.contains(method) {
-            Ok(())
-        } else {
-            Err(ApiError::MethodNotAllowed {
-                method: method.to_string(),
-                path: path.to_string(),
-            })
-        }
-    };
+    let allow = |allowed: &[Method]| allow_method(request, allowed);
     match segments.as_slice() {
         ["health"] => {
             allow(&[Method::GET])?;
@@ -340,6 +329,18 @@ where
     api.store.workflow(tenant, id).await?.ok_or_else(not_found)
 }
 
+/// `405` unless the request's method is one of `allowed`.
+pub(crate) fn allow_method(request: &Request, allowed: &[Method]) -> Result<(), ApiError> {
+    if allowed.contains(request.method()) {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed {
+            method: request.method().to_string(),
+            path: request.raw_http_path().to_string(),
+        })
+    }
+}
+
 pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
     let body: &[u8] = request.body().as_ref();
     if body.len() > MAX_BODY_BYTES {
@@ -351,24 +352,6 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(request: &Request) -> R
         return Err(ApiError::invalid("the request body is empty", json!({})));
     }
     serde_json::from_slice(body).map_err(ApiError::from_json)
-}
-
-/// Refuses an agent whose URL the deployment's endpoint policy refuses, or whose host does
-/// not resolve or resolves to a refused address. Runs before any write: a refused agent
-/// stores nothing.
-pub(crate) async fn check_agent_urls<S, Q>(api: &Api<S, Q>, agent: &Agent) -> Result<(), ApiError> {
-    for (field, url) in agent_urls(agent) {
-        check_url_resolves(url, &api.settings.endpoint_policy, api.resolver.as_ref())
-            .await
-            .map_err(|e| {
-                let shown: String = url.chars().take(200).collect();
-                ApiError::invalid(
-                    format!("{field} `{shown}` is refused: {e}"),
-                    json!({ "field": field }),
-                )
-            })?;
-    }
-    Ok(())
 }
 
 /// The body of `PUT /v1/capabilities/{name}`.
