@@ -36,14 +36,30 @@ pub struct AwsClients {
     pub config: SdkConfig,
 }
 
+/// The configuration a Lambda function needs, from the variables Lambda sets (region and the
+/// role's credentials) and `AWS_ENDPOINT_URL`; built by hand because the full loader links
+/// every credential source (profiles, SSO, STS web identity, IMDS) that Lambda never uses.
+fn lambda_sdk_config() -> SdkConfig {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION"));
+    let credentials = aws_config::environment::EnvironmentVariableCredentialsProvider::new();
+    let mut config = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(region.map(aws_config::Region::new))
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(credentials),
+        )
+        .time_source(aws_smithy_async::time::SystemTimeSource::new());
+    config.set_endpoint_url(env("AWS_ENDPOINT_URL"));
+    config.set_sleep_impl(aws_smithy_async::rt::sleep::default_async_sleep());
+    config.build()
+}
+
 impl AwsClients {
-    /// Region, credentials and endpoint come from the standard AWS configuration, so
+    /// Region, credentials and endpoint come from the variables Lambda sets, so
     /// `AWS_ENDPOINT_URL` points the same binary at an emulator.
     pub async fn from_env() -> Self {
-        Self::new(
-            &aws_config::load_defaults(BehaviorVersion::latest()).await,
-            None,
-        )
+        Self::new(&lambda_sdk_config(), None)
     }
 
     pub fn new(config: &SdkConfig, counter: Option<&ApiCallCounter>) -> Self {

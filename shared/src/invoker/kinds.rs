@@ -22,12 +22,23 @@ use crate::domain::endpoint::EndpointPolicy;
 use crate::domain::task::{FailureKind, TaskFailure};
 
 /// Endpoints that replace the SDK's for the agents' AWS APIs, for a stand-in. A deployed
-/// function leaves them empty; `AWS_ENDPOINT_URL_LAMBDA` and
-/// `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` in its environment do the same through the SDK.
+/// function has none, unless its environment sets the SDK's own `AWS_ENDPOINT_URL_LAMBDA` or
+/// `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` (read here: the functions' configuration is not built
+/// by the SDK's full loader, which would read them).
 #[derive(Debug, Clone, Default)]
 pub struct ServiceEndpoints {
     pub lambda: Option<String>,
     pub bedrock_runtime: Option<String>,
+}
+
+impl ServiceEndpoints {
+    pub fn from_env() -> Self {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        ServiceEndpoints {
+            lambda: env("AWS_ENDPOINT_URL_LAMBDA"),
+            bedrock_runtime: env("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -54,7 +65,7 @@ impl AgentInvokers {
             http,
             policy: policy.clone(),
             aws: aws.clone(),
-            endpoints: ServiceEndpoints::default(),
+            endpoints: ServiceEndpoints::from_env(),
             lambda: OnceLock::new(),
             bedrock: OnceLock::new(),
             secrets: SecretReader::new(aws.clone()),
