@@ -352,35 +352,15 @@ pub fn stable_shard(key: &str, shards: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::agent::AgentTarget;
+    use crate::domain::agent::AgentRegistration;
     use crate::domain::health::AgentHealth;
 
     fn agent(name: &str, capabilities: &[&str], enabled: bool) -> Agent {
-        Agent {
-            name: name.into(),
-            target: AgentTarget::Http {
-                endpoint: format!("http://127.0.0.1/{name}"),
-            },
-            capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
-            timeout_ms: 1000,
-            enabled,
-            retry: None,
-            health_check: None,
-            circuit_breaker: None,
-            weight: None,
-            max_concurrency: None,
-            resources: Resources::new(),
-            keywords: Vec::new(),
-            task_types: Vec::new(),
-            conversation: None,
-            depends_on: Vec::new(),
-            category: None,
-            description: None,
-            health: None,
-            version: 1,
-            created_at_ms: 0,
-            updated_at_ms: 0,
-        }
+        let endpoint = format!("https://agents.example.com/{name}");
+        let mut registration = AgentRegistration::http(name, &endpoint, capabilities);
+        registration.timeout_ms = Some(1000);
+        registration.enabled = enabled;
+        registration.into_agent(0).expect("a valid agent")
     }
 
     const NO_NEEDS: &Resources = &Resources::new();
