@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Creates the project-local virtualenv (.venv) with the pinned emulator, and with the template
-# linters when called with --lint. Reinstalls only when a requirements file changed.
+# Creates the project-local virtualenv (.venv) with the pinned emulator, with the template
+# linters when called with --lint, and with the API fuzzer when called with --fuzz.
+# Reinstalls only when a requirements file changed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
@@ -21,6 +22,10 @@ install() {
 }
 
 install "$root/infra/requirements.txt"
-if [ "${1:-}" = "--lint" ]; then
-  install "$root/infra/requirements-lint.txt"
-fi
+for option in "$@"; do
+  case "$option" in
+    --lint) install "$root/infra/requirements-lint.txt" ;;
+    --fuzz) install "$root/infra/requirements-fuzz.txt" ;;
+    *) echo "setup-venv: unknown option $option (--lint, --fuzz)" >&2; exit 2 ;;
+  esac
+done

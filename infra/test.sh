@@ -2,7 +2,8 @@
 # The test command: sets up the emulator's virtualenv if needed, then runs every test of the
 # workspace - unit tests, adapter tests against moto, and end-to-end tests on the local stack.
 # Each test binary starts its own moto server; nothing needs to be running beforehand.
-# Extra arguments go to `cargo test`.
+# Then it fuzzes the HTTP API against its OpenAPI document (infra/fuzz-api.sh).
+# Extra arguments go to `cargo test`, and run those tests alone, without the fuzzing.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -12,6 +13,11 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace "$@" 2>&1 | tee "$log" || status=$?
+if [ "$#" -eq 0 ]; then
+  fuzz_status=0
+  infra/fuzz-api.sh || fuzz_status=$?
+  if [ "$status" -eq 0 ]; then status=$fuzz_status; fi
+fi
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

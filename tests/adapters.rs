@@ -70,6 +70,7 @@ fn entry(attempt: u32, outcome: AttemptOutcome) -> AttemptRecord {
         retry_delay_ms: None,
         call_ms: None,
         usage: None,
+        late: false,
     }
 }
 
@@ -334,7 +335,7 @@ async fn a_finished_task_is_counted_once_and_the_workflow_completes_once() {
     }
     assert!(
         !store
-            .finish_workflow("acme", "w3", false, finish)
+            .finish_workflow("acme", "w3", WorkflowStatus::Succeeded, finish)
             .await
             .unwrap(),
         "d is still to run"
@@ -347,17 +348,17 @@ async fn a_finished_task_is_counted_once_and_the_workflow_completes_once() {
     assert!(!progress.failing);
     assert!(
         !store
-            .finish_workflow("acme", "w3", true, finish)
+            .finish_workflow("acme", "w3", WorkflowStatus::Failed, finish)
             .await
             .unwrap(),
         "nothing failed: it cannot finish as failed"
     );
     assert!(store
-        .finish_workflow("acme", "w3", false, finish)
+        .finish_workflow("acme", "w3", WorkflowStatus::Succeeded, finish)
         .await
         .unwrap());
     assert!(!store
-        .finish_workflow("acme", "w3", false, finish)
+        .finish_workflow("acme", "w3", WorkflowStatus::Succeeded, finish)
         .await
         .unwrap());
     let view = store.workflow("acme", "w3").await.unwrap().unwrap();

@@ -95,7 +95,7 @@ async fn unknown_ids_routes_and_methods_are_client_errors() {
         "method_not_allowed",
     );
     assert_error(
-        &get(&stack, "/v1/workflows").await,
+        &request(&stack, reqwest::Method::DELETE, "/v1/workflows", None, None).await,
         405,
         "method_not_allowed",
     );

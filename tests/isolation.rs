@@ -366,8 +366,12 @@ impl Ids {
             Value::Object(fields) => Value::Object(
                 fields
                     .iter()
+                    // Times differ per request; queue depths are the deployment's, shared by
+                    // every tenant, and move with the traffic.
                     .filter(|(k, _)| {
-                        !k.ends_with("_at") && !k.ends_with("_ms") && *k != "timing_metrics"
+                        !k.ends_with("_at")
+                            && !k.ends_with("_ms")
+                            && !["timing_metrics", "as_of", "queues"].contains(&k.as_str())
                     })
                     .map(|(k, v)| (k.clone(), self.normalize(v, tenant)))
                     .collect(),

@@ -98,6 +98,8 @@ pub struct AttemptConclusion<'a> {
     pub policy: RetryPolicy,
     /// Agents the next attempt should try first, if there is one.
     pub prefer: Vec<String>,
+    /// Attempts before the workflow's last redrive (the task profile's `prior_attempts`).
+    pub prior_attempts: u32,
     pub now_ms: i64,
 }
 
@@ -110,6 +112,7 @@ impl<'a> AttemptConclusion<'a> {
         failure: TaskFailure,
         policy: RetryPolicy,
         prefer: Vec<String>,
+        prior_attempts: u32,
         now_ms: i64,
     ) -> Self {
         AttemptConclusion {
@@ -120,6 +123,7 @@ impl<'a> AttemptConclusion<'a> {
             run: AttemptRun::default(),
             policy,
             prefer,
+            prior_attempts,
             now_ms,
         }
     }
@@ -145,8 +149,10 @@ where
         run,
         policy,
         prefer,
+        prior_attempts,
         now_ms,
     } = conclusion;
+    let drive_attempt = task.attempt.saturating_sub(prior_attempts).max(1);
     let mut entry = AttemptRecord {
         attempt: task.attempt,
         agent: run.agent,
@@ -158,13 +164,14 @@ where
         retry_delay_ms: None,
         call_ms: run.call_ms,
         usage: run.usage,
+        late: false,
     };
     let end = match result {
         Ok(output) => AttemptEnd::Succeeded(output),
         Err(failure) => {
             entry.outcome = AttemptOutcome::Failed;
-            let retry = (failure.retryable && policy.allows_retry_after(task.attempt))
-                .then(|| policy.delay_ms(task.attempt, failure.retry_after_ms, jitter_fraction()));
+            let retry = (failure.retryable && policy.allows_retry_after(drive_attempt))
+                .then(|| policy.delay_ms(drive_attempt, failure.retry_after_ms, jitter_fraction()));
             entry.error = Some(failure.clone());
             match retry {
                 Some(delay_ms) => {
@@ -184,12 +191,26 @@ where
         .end_attempt(task, holder, &end, &entry, finish)
         .await?
     {
-        Ended::Now(record) | Ended::Before(record) => record,
+        Ended::Now(record) => {
+            crate::metrics::attempt_ended(&end);
+            record
+        }
+        Ended::Before(record) => record,
         Ended::Superseded => return Ok(Concluded::Superseded),
     };
     if record.status.is_terminal() {
         complete_task(store, queue, settings, &record, now_ms).await?;
         return Ok(Concluded::Final(record));
+    }
+    // The workflow was paused or cancelled while the attempt ran: no retry may run now.
+    if let Some(hold) = record.hold {
+        return Ok(
+            match crate::control::honour_hold(store, queue, settings, &record, hold, now_ms).await?
+            {
+                Some(cancelled) => Concluded::Final(cancelled),
+                None => Concluded::Retrying(record),
+            },
+        );
     }
     send_retry(queue, &record, task.attempt, capability, prefer, now_ms).await?;
     Ok(Concluded::Retrying(record))
@@ -313,6 +334,10 @@ where
         finish,
     )
     .await?;
+    if progress.cancelling {
+        // The cancel cancels what has not started (`control::reconcile`); nothing is released.
+        return Ok(progress);
+    }
     if record.status != TaskStatus::Succeeded || progress.failing {
         // Nothing new starts in a workflow that will fail.
         skip_descendants(store, tenant, workflow_id, &record.dependents, finish).await?;
@@ -372,14 +397,15 @@ where
     );
     if progress.tasks_remaining == 0
         && store
-            .finish_workflow(tenant, workflow_id, progress.failing, finish)
+            .finish_workflow(tenant, workflow_id, progress.outcome(), finish)
             .await?
     {
         tracing::info!(
             workflow = %workflow_id,
-            failed = progress.failing,
+            status = %progress.outcome(),
             "workflow finished"
         );
+        crate::metrics::workflow_finished(workflow_id, progress.outcome(), finish.now_ms);
     }
     Ok(progress)
 }
@@ -414,10 +440,16 @@ pub fn follow_up_incomplete(view: &WorkflowView, task: &TaskRecord) -> bool {
     if !task.status.is_terminal() {
         return false;
     }
+    // Waiting to be reset by a redrive cut short, not to be counted.
+    if task.drive < view.workflow.drive && task.status != TaskStatus::Succeeded {
+        return false;
+    }
     if !view.workflow.tasks_done.contains(&task.id) {
         return true;
     }
-    let releases = task.status == TaskStatus::Succeeded && !view.workflow.is_failing();
+    let releases = task.status == TaskStatus::Succeeded
+        && !view.workflow.is_failing()
+        && !view.workflow.is_cancelling();
     task.dependents.iter().any(|id| {
         view.tasks.iter().any(|d| {
             &d.id == id
@@ -443,14 +475,13 @@ where
     if w.status.is_terminal() || w.tasks_remaining != 0 {
         return Ok(false);
     }
-    store
-        .finish_workflow(
-            &w.tenant,
-            &w.id,
-            w.is_failing(),
-            finish_at(settings, now_ms),
-        )
-        .await
+    let finished = store
+        .finish_workflow(&w.tenant, &w.id, w.outcome(), finish_at(settings, now_ms))
+        .await?;
+    if finished {
+        crate::metrics::workflow_finished(&w.id, w.outcome(), now_ms);
+    }
+    Ok(finished)
 }
 
 #[cfg(test)]
@@ -488,6 +519,8 @@ mod tests {
             claim_token: None,
             lease_expirations: 0,
             dispatches: 0,
+            hold: None,
+            drive: 0,
         }
     }
 
@@ -507,6 +540,9 @@ mod tests {
                 created_at_ms: 0,
                 updated_at_ms: 0,
                 finished_at_ms: None,
+                control: None,
+                drive: 0,
+                controls: Vec::new(),
             },
             tasks,
         }

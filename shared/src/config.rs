@@ -25,6 +25,8 @@ pub struct Settings {
     pub route_queues: BandQueues,
     pub execute_queues: BandQueues,
     pub learn_queue_url: String,
+    /// The dead-letter queues, which only the API's stats read (unset elsewhere).
+    pub dead_letter_queues: DeadLetterQueues,
     /// How long finished workflows, tasks and outcome records are kept before TTL removes them.
     pub retention: Duration,
     /// How long a queued task may wait for an execute handler before cleanup sends it again.
@@ -52,6 +54,14 @@ pub struct BandQueues {
     pub standard: String,
     pub high: String,
     pub urgent: String,
+}
+
+/// Each kind's dead-letter queue (a kind's bands share one), where configured.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterQueues {
+    pub route: Option<String>,
+    pub execute: Option<String>,
+    pub learn: Option<String>,
 }
 
 impl BandQueues {
@@ -108,6 +118,7 @@ impl Settings {
             })
         };
         let invalid = |name: &'static str| move |reason| ConfigError::Invalid { name, reason };
+        let optional = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let endpoint_policy = EndpointPolicy {
             http_hosts: parse_http_hosts(&lookup(HTTP_HOSTS_VAR).unwrap_or_default())
                 .map_err(invalid(HTTP_HOSTS_VAR))?,
@@ -130,6 +141,11 @@ impl Settings {
                 "EXECUTE_URGENT_QUEUE_URL",
             )?,
             learn_queue_url: required("LEARN_QUEUE_URL")?,
+            dead_letter_queues: DeadLetterQueues {
+                route: optional("ROUTE_DLQ_URL"),
+                execute: optional("EXECUTE_DLQ_URL"),
+                learn: optional("LEARN_DLQ_URL"),
+            },
             retention: Duration::from_secs(number("RETENTION_DAYS", 7)? * 86_400),
             dispatch_timeout: Duration::from_secs(number("DISPATCH_TIMEOUT_SECONDS", 120)?),
             max_dispatches: number("MAX_DISPATCHES", 5)?.min(100) as u32,
@@ -270,6 +286,18 @@ mod tests {
                 other => panic!("{name}={value}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn dead_letter_queues_are_optional() {
+        let s = Settings::from_lookup(lookup(&ALL)).unwrap();
+        assert_eq!(s.dead_letter_queues, DeadLetterQueues::default());
+        let mut with = ALL.to_vec();
+        with.push(("ROUTE_DLQ_URL", "rd"));
+        with.push(("LEARN_DLQ_URL", " "));
+        let s = Settings::from_lookup(lookup(&with)).unwrap();
+        assert_eq!(s.dead_letter_queues.route.as_deref(), Some("rd"));
+        assert_eq!(s.dead_letter_queues.learn, None);
     }
 
     #[test]

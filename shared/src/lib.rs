@@ -10,15 +10,20 @@
 //! - [`conversation`]: what the chain does for a conversation turn's tasks;
 //! - [`batch`]: the one SQS batch helper every queue-driven function uses;
 //! - [`config`] and [`telemetry`]: start-up wiring shared by the thin `main.rs` files.
+//! - [`metrics`]: the CloudWatch EMF metrics and their one-line helpers.
 
 pub mod batch;
 pub mod clock;
 pub mod completion;
 pub mod config;
+pub mod control;
 pub mod conversation;
 pub mod domain;
+pub mod graph;
+pub mod history;
 pub mod invoker;
 pub mod messages;
+pub mod metrics;
 pub mod prober;
 pub mod queue;
 pub mod store;

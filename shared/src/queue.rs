@@ -8,7 +8,7 @@ use aws_sdk_sqs::Client;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use serde::Serialize;
 
-use crate::config::BandQueues;
+use crate::config::{BandQueues, Settings};
 use crate::domain::priority::Band;
 use crate::messages::{ExecuteMessage, OutcomeMessage, RouteMessage};
 
@@ -164,5 +164,243 @@ impl TaskQueue for SqsQueues {
 
     async fn send_outcome(&self, message: &OutcomeMessage) -> Result<(), QueueError> {
         self.send_one(&self.learn_url, message).await
+    }
+}
+
+/// One queue's depth, as `GET /v1/stats` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QueueDepth {
+    /// `route`, `route-high`, `route-urgent`, `execute`, …, `learn`, `route-dlq`, …
+    pub name: String,
+    pub dead_letter: bool,
+    /// Messages waiting to be received (`ApproximateNumberOfMessages`).
+    pub visible: u64,
+    /// Received and not yet deleted or returned (`ApproximateNumberOfMessagesNotVisible`).
+    pub in_flight: u64,
+    /// Sent with a delay that has not passed (`ApproximateNumberOfMessagesDelayed`).
+    pub delayed: u64,
+    /// Seconds since the oldest of up to ten messages peeked was first sent: dead-letter queues
+    /// only, and a lower bound (SQS hands out a sample, not the oldest). None for a working queue
+    /// (a peek there would count as a receive towards its redrive to the dead-letter queue, and
+    /// SQS keeps no such attribute: CloudWatch's `ApproximateAgeOfOldestMessage` has it, and
+    /// reading that from orchestrate would add a client of 170 KB to its binary) and for an
+    /// empty one.
+    pub oldest_age_s: Option<u64>,
+}
+
+/// The depths of the chain's queues and dead-letter queues.
+#[async_trait]
+pub trait QueueStats: Send + Sync {
+    async fn queue_depths(&self, now_ms: i64) -> Result<Vec<QueueDepth>, QueueError>;
+}
+
+/// A queue that stats look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchedQueue {
+    pub name: String,
+    pub url: String,
+    pub dead_letter: bool,
+}
+
+/// Every queue of the chain in the settings, working queues first. A band without a queue of its
+/// own (its URL is the standard one's) is not listed twice.
+pub fn watched_queues(settings: &Settings) -> Vec<WatchedQueue> {
+    let mut queues: Vec<WatchedQueue> = Vec::new();
+    let mut watch = |name: String, url: &str, dead_letter: bool| {
+        if !queues.iter().any(|q| q.url == url) {
+            let url = url.to_string();
+            queues.push(WatchedQueue {
+                name,
+                url,
+                dead_letter,
+            });
+        }
+    };
+    for (kind, bands) in [
+        ("route", &settings.route_queues),
+        ("execute", &settings.execute_queues),
+    ] {
+        for band in [Band::Standard, Band::High, Band::Urgent] {
+            let name = match band {
+                Band::Standard => kind.to_string(),
+                other => format!("{kind}-{}", other.as_str()),
+            };
+            watch(name, bands.url(band), false);
+        }
+    }
+    watch("learn".into(), &settings.learn_queue_url, false);
+    let dlqs = &settings.dead_letter_queues;
+    for (name, url) in [
+        ("route-dlq", &dlqs.route),
+        ("execute-dlq", &dlqs.execute),
+        ("learn-dlq", &dlqs.learn),
+    ] {
+        if let Some(url) = url {
+            watch(name.into(), url, true);
+        }
+    }
+    queues
+}
+
+/// Seconds since the earliest of `sent_ms` (epoch ms), at `now_ms`.
+pub fn oldest_age_s(sent_ms: impl IntoIterator<Item = i64>, now_ms: i64) -> Option<u64> {
+    let oldest = sent_ms.into_iter().min()?;
+    Some(((now_ms - oldest).max(0) / 1000) as u64)
+}
+
+/// Queue depths from SQS: one `GetQueueAttributes` per queue, and for a dead-letter queue that
+/// holds messages one `ReceiveMessage` that peeks at up to ten of them (visibility 0, so they
+/// stay where they are; a dead-letter queue has no redrive, so the receive count is harmless).
+#[derive(Clone, Debug)]
+pub struct SqsQueueStats {
+    client: Client,
+    queues: Vec<WatchedQueue>,
+}
+
+impl SqsQueueStats {
+    pub fn new(client: Client, settings: &Settings) -> Self {
+        SqsQueueStats {
+            client,
+            queues: watched_queues(settings),
+        }
+    }
+
+    async fn depth(&self, queue: &WatchedQueue, now_ms: i64) -> Result<QueueDepth, QueueError> {
+        use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName as A};
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&queue.url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(|e| queue_error(&queue.name, e))?;
+        let attributes = out.attributes.unwrap_or_default();
+        let count = |name: A| {
+            attributes
+                .get(&name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let mut depth = QueueDepth {
+            name: queue.name.clone(),
+            dead_letter: queue.dead_letter,
+            visible: count(A::ApproximateNumberOfMessages),
+            in_flight: count(A::ApproximateNumberOfMessagesNotVisible),
+            delayed: count(A::ApproximateNumberOfMessagesDelayed),
+            oldest_age_s: None,
+        };
+        if queue.dead_letter && depth.visible > 0 {
+            let peeked = self
+                .client
+                .receive_message()
+                .queue_url(&queue.url)
+                .max_number_of_messages(10)
+                .visibility_timeout(0)
+                .wait_time_seconds(0)
+                .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+                .send()
+                .await
+                .map_err(|e| queue_error(&queue.name, e))?;
+            let sent = peeked.messages().iter().filter_map(|m| {
+                m.attributes()?
+                    .get(&MessageSystemAttributeName::SentTimestamp)?
+                    .parse::<i64>()
+                    .ok()
+            });
+            depth.oldest_age_s = oldest_age_s(sent, now_ms);
+        }
+        Ok(depth)
+    }
+}
+
+fn queue_error(queue: &str, error: impl std::error::Error) -> QueueError {
+    QueueError::Sqs(format!("{queue}: {}", DisplayErrorContext(&error)))
+}
+
+#[async_trait]
+impl QueueStats for SqsQueueStats {
+    async fn queue_depths(&self, now_ms: i64) -> Result<Vec<QueueDepth>, QueueError> {
+        futures::future::join_all(self.queues.iter().map(|q| self.depth(q, now_ms)))
+            .await
+            .into_iter()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        let mut all = vec![
+            ("STATE_TABLE", "s"),
+            ("MEMORY_TABLE", "m"),
+            ("ROUTE_QUEUE_URL", "r"),
+            ("EXECUTE_QUEUE_URL", "e"),
+            ("LEARN_QUEUE_URL", "l"),
+        ];
+        all.extend_from_slice(pairs);
+        Settings::from_lookup(|name| {
+            all.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap()
+    }
+
+    fn names(queues: &[WatchedQueue]) -> Vec<(&str, &str, bool)> {
+        queues
+            .iter()
+            .map(|q| (q.name.as_str(), q.url.as_str(), q.dead_letter))
+            .collect()
+    }
+
+    #[test]
+    fn every_band_kind_and_dead_letter_queue_is_watched_once() {
+        let all = settings(&[
+            ("ROUTE_HIGH_QUEUE_URL", "rh"),
+            ("ROUTE_URGENT_QUEUE_URL", "ru"),
+            ("EXECUTE_HIGH_QUEUE_URL", "eh"),
+            ("EXECUTE_URGENT_QUEUE_URL", "eu"),
+            ("ROUTE_DLQ_URL", "rd"),
+            ("EXECUTE_DLQ_URL", "ed"),
+            ("LEARN_DLQ_URL", "ld"),
+        ]);
+        assert_eq!(
+            names(&watched_queues(&all)),
+            [
+                ("route", "r", false),
+                ("route-high", "rh", false),
+                ("route-urgent", "ru", false),
+                ("execute", "e", false),
+                ("execute-high", "eh", false),
+                ("execute-urgent", "eu", false),
+                ("learn", "l", false),
+                ("route-dlq", "rd", true),
+                ("execute-dlq", "ed", true),
+                ("learn-dlq", "ld", true),
+            ]
+        );
+        // Bands without queues of their own, and no dead-letter queues configured.
+        let few = settings(&[]);
+        assert_eq!(
+            names(&watched_queues(&few)),
+            [
+                ("route", "r", false),
+                ("execute", "e", false),
+                ("learn", "l", false)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_oldest_age_is_that_of_the_earliest_message_seen() {
+        assert_eq!(oldest_age_s([90_000, 10_500, 50_000], 100_000), Some(89));
+        assert_eq!(oldest_age_s([100_500], 100_000), Some(0), "clock skew");
+        assert_eq!(oldest_age_s([], 100_000), None);
     }
 }

@@ -23,7 +23,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
 use crate::config::Settings;
-use crate::queue::SqsQueues;
+use crate::queue::{SqsQueueStats, SqsQueues};
 use crate::store::dynamo::DynamoStore;
 
 /// The clients every function needs. Built once per execution environment.
@@ -91,6 +91,11 @@ impl AwsClients {
             settings.execute_queues.clone(),
             settings.learn_queue_url.clone(),
         )
+    }
+
+    /// The depths of every queue in the settings, for the API's stats.
+    pub fn queue_stats(&self, settings: &Settings) -> SqsQueueStats {
+        SqsQueueStats::new(self.sqs.clone(), settings)
     }
 }
 

@@ -145,6 +145,7 @@ pub async fn claim_and_record(
         retry_delay_ms: None,
         call_ms: None,
         usage: None,
+        late: false,
     };
     let finish = baton::completion::finish_at(&stack.settings, now);
     store
@@ -180,7 +181,7 @@ pub fn after_repair_delay(stack: &LocalStack) -> i64 {
 
 /// Asserts what a reader must always see: a finished workflow has no unfinished task.
 pub fn assert_consistent(workflow: &Value) {
-    if workflow["status"] != "running" {
+    if !is_unfinished(workflow) {
         for t in workflow["tasks"].as_array().expect("tasks") {
             let status = t["status"].as_str().unwrap_or("?");
             assert!(
@@ -192,6 +193,11 @@ pub fn assert_consistent(workflow: &Value) {
             );
         }
     }
+}
+
+/// Whether a workflow view shows it still running (maybe paused or being cancelled).
+pub fn is_unfinished(workflow: &Value) -> bool {
+    ["running", "paused", "cancelling"].contains(&workflow["status"].as_str().unwrap_or(""))
 }
 
 /// An HTTP answer: status and JSON body.
@@ -286,7 +292,7 @@ pub async fn wait_until_finished(stack: &LocalStack, id: &str) -> Value {
         }
         assert_eq!(view.status, 200, "{:?}", view.body);
         assert_consistent(&view.body);
-        if view.body["status"] != "running" {
+        if !is_unfinished(&view.body) {
             return view.body;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

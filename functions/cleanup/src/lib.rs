@@ -29,6 +29,7 @@ use baton::completion::{
     AttemptConclusion, AttemptRun, ChainError,
 };
 use baton::config::Settings;
+use baton::control::reconcile;
 use baton::domain::health::after_probe;
 use baton::domain::retry::RetryPolicy;
 use baton::domain::task::{FailureKind, TaskFailure, TaskStatus};
@@ -321,6 +322,7 @@ where
             run,
             policy: RetryPolicy::default(),
             prefer: Vec::new(),
+            prior_attempts: lease.profile.prior_attempts,
             now_ms: now,
         },
     )
@@ -398,6 +400,18 @@ where
     if view.workflow.status.is_terminal() {
         return Ok(repair);
     }
+    // A control (cancel, pause, resume, redrive) whose handler died before every task took it.
+    let w = &view.workflow;
+    if w.control.is_some() || w.drive > 0 || view.tasks.iter().any(|t| t.hold.is_some()) {
+        let reconciled = reconcile(&deps.store, &deps.queue, settings, &view, now).await?;
+        if reconciled.changed() {
+            tracing::warn!(
+                ?reconciled,
+                "a control was carried on to the tasks it had not reached"
+            );
+            repair.repaired += 1;
+        }
+    }
     let deadline = view.workflow.deadline_at_ms;
     if deadline.is_some_and(|at| at <= now) {
         let error = TaskFailure::new(
@@ -414,7 +428,7 @@ where
         for task in view.tasks.iter().filter(|t| !t.status.is_terminal()) {
             if deps
                 .store
-                .cancel_task(tenant, workflow_id, &task.id, &error, finish)
+                .cancel_task(tenant, workflow_id, &task.id, &error, true, finish)
                 .await?
             {
                 cancelled.push(baton::store::TaskRecord {
@@ -534,6 +548,7 @@ where
             let ended = deps.store.end_session(&tenant, &id).await?;
             if ended {
                 tracing::info!(tenant = %tenant, session = %id, "idle session ended");
+                baton::metrics::session_ended();
             }
             Ok(ended)
         })

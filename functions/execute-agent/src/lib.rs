@@ -26,6 +26,7 @@ use baton::completion::{
     ChainError, Concluded,
 };
 use baton::config::Settings;
+use baton::control::honour_hold;
 use baton::domain::agent::Agent;
 use baton::domain::retry::RetryPolicy;
 use baton::domain::task::{AttemptOutcome, AttemptRecord, FailureKind, TaskFailure};
@@ -71,8 +72,8 @@ where
     I: AgentInvoker,
 {
     Ok(
-        process_sqs_batch(event.payload, |message: ExecuteMessage, _| {
-            execute(deps, message)
+        process_sqs_batch(event.payload, |message: ExecuteMessage, delivery| {
+            execute(deps, message, delivery.sent_at_ms)
         })
         .await,
     )
@@ -81,6 +82,7 @@ where
 async fn execute<S, Q, I>(
     deps: &ExecuteDeps<S, Q, I>,
     message: ExecuteMessage,
+    sent_at_ms: Option<i64>,
 ) -> Result<(), ChainError>
 where
     S: ChainStore + AgentRegistry + RoutingState,
@@ -134,7 +136,8 @@ where
                     .await;
             }
         }
-        let result = run_attempt(deps, &message, &agent, &token, lease_until, now).await;
+        let result =
+            run_attempt(deps, &message, &agent, &token, lease_until, now, sent_at_ms).await;
         if counted {
             if let Err(error) = deps
                 .store
@@ -158,6 +161,7 @@ async fn run_attempt<S, Q, I>(
     token: &str,
     lease_until: i64,
     now: i64,
+    sent_at_ms: Option<i64>,
 ) -> Result<(), ChainError>
 where
     S: ChainStore + AgentRegistry,
@@ -177,7 +181,12 @@ where
         )
         .await?
     {
-        ClaimOutcome::Claimed(record) => record,
+        ClaimOutcome::Claimed(record) => {
+            baton::metrics::task_started();
+            // How long the routed task waited in its execute queue (SQS's `SentTimestamp`).
+            baton::metrics::queue_wait(sent_at_ms, now);
+            record
+        }
         ClaimOutcome::AlreadyFinished(record) => {
             tracing::info!("duplicate delivery of a finished attempt; resuming its follow-up");
             complete_task(&deps.store, &deps.queue, &deps.settings, &record, now).await?;
@@ -196,6 +205,14 @@ where
             )
             .await?;
             return send_outcome(deps, &record, task.attempt, agent).await;
+        }
+        ClaimOutcome::Held(record, hold) => {
+            tracing::info!(
+                hold = hold.as_str(),
+                "the workflow holds this task; not run"
+            );
+            honour_hold(&deps.store, &deps.queue, &deps.settings, &record, hold, now).await?;
+            return Ok(());
         }
         ClaimOutcome::NotClaimable(record) => {
             tracing::info!(
@@ -234,6 +251,7 @@ where
     let latency_ms = started.elapsed().as_millis() as u64;
     let usage = answer.as_ref().ok().and_then(|a| a.usage);
     let result = answer.map(|a| a.output);
+    baton::metrics::agent_call(&agent.name, latency_ms, result.is_err());
     match &result {
         Ok(_) => tracing::info!(
             latency_ms,
@@ -269,6 +287,7 @@ where
             },
             policy,
             prefer: next_agents(message, &claimed, agent),
+            prior_attempts: message.profile.prior_attempts,
             now_ms: now_ms(),
         },
     )
@@ -340,6 +359,7 @@ where
         failure,
         RetryPolicy::resolve(&[]),
         Vec::new(),
+        message.profile.prior_attempts,
         now,
     );
     conclude_attempt(&deps.store, &deps.queue, &deps.settings, conclusion).await?;

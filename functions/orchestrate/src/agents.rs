@@ -13,7 +13,7 @@ use baton::domain::endpoint::agent_urls;
 use baton::domain::names::{check_name, NameKind};
 use baton::domain::registry::{
     by_category, check_change, check_release, etag, health_summary, merge_patch, registration_of,
-    requirements, GuardError, IfMatch,
+    requirements, GuardError, HealthSummary, IfMatch,
 };
 use baton::invoker::guard::check_url_resolves;
 use baton::queue::TaskQueue;
@@ -22,7 +22,9 @@ use lambda_http::http::Method;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{json, Value};
 
+use crate::bodies::{AgentDeleted, AgentList as AgentListBody, CategoryList};
 use crate::error::{json_response, ApiError};
+use crate::timing::timed;
 use crate::{allow_method, parse_body, views, Api};
 
 /// How many times a change is decided again when a premise moved meanwhile for a reason
@@ -53,10 +55,12 @@ where
         }
         ["categories"] => {
             allow(&[Method::GET])?;
-            let list = api.store.agent_list(tenant).await?;
+            let list = timed("store", api.store.agent_list(tenant)).await?;
             Ok(json_response(
                 200,
-                &json!({ "categories": by_category(&list.agents) }),
+                &CategoryList {
+                    categories: by_category(&list.agents),
+                },
             ))
         }
         ["health"] => {
@@ -100,9 +104,9 @@ where
     S: RoutingState + LearningStore,
 {
     let names = std::slice::from_ref(&agent.name);
-    let circuits = api.store.circuits(tenant, names).await?;
+    let circuits = timed("store", api.store.circuits(tenant, names)).await?;
     let now = now_ms();
-    let loads = api.store.loads(tenant, names, now).await?;
+    let loads = timed("store", api.store.loads(tenant, names, now)).await?;
     let view = views::agent(
         agent,
         circuits.get(&agent.name),
@@ -160,7 +164,7 @@ where
     };
     let category = query.first("category");
     let capability = query.first("capability");
-    let mut agents = api.store.agents(tenant).await?;
+    let mut agents = timed("store", api.store.agents(tenant)).await?;
     agents.retain(|a| {
         enabled.is_none_or(|e| a.enabled == e)
             && category.is_none_or(|c| a.category.as_deref() == Some(c))
@@ -168,14 +172,14 @@ where
     });
     agents.sort_by(|a, b| a.name.cmp(&b.name));
     let names: Vec<String> = agents.iter().map(|a| a.name.clone()).collect();
-    let circuits = api.store.circuits(tenant, &names).await?;
+    let circuits = timed("store", api.store.circuits(tenant, &names)).await?;
     let now = now_ms();
-    let loads = api.store.loads(tenant, &names, now).await?;
-    let agents: Vec<Value> = agents
+    let loads = timed("store", api.store.loads(tenant, &names, now)).await?;
+    let agents = agents
         .iter()
         .map(|a| views::agent(a, circuits.get(&a.name), loads.get(&a.name), now))
         .collect();
-    Ok(json_response(200, &json!({ "agents": agents })))
+    Ok(json_response(200, &AgentListBody { agents }))
 }
 
 /// `GET /v1/agents/health`.
@@ -183,16 +187,30 @@ async fn health<S, Q>(api: &Api<S, Q>, tenant: &str) -> Result<Response<Body>, A
 where
     S: AgentRegistry + RoutingState + LearningStore,
 {
-    let list = api.store.agent_list(tenant).await?;
+    let list = timed("store", api.store.agent_list(tenant)).await?;
+    let summary = timed("store", health_of(api, tenant, &list, now_ms())).await?;
+    Ok(json_response(200, &summary))
+}
+
+/// The registry's health at `now_ms`, from its list as read and the agents' circuits (one
+/// batch read): `GET /v1/agents/health` and `GET /v1/stats`.
+pub(crate) async fn health_of<S, Q>(
+    api: &Api<S, Q>,
+    tenant: &str,
+    list: &AgentList,
+    now_ms: i64,
+) -> Result<HealthSummary, ApiError>
+where
+    S: LearningStore,
+{
     let names: Vec<String> = list.agents.iter().map(|a| a.name.clone()).collect();
     let circuits = api.store.circuits(tenant, &names).await?;
-    let now = now_ms();
-    let summary = health_summary(&list.agents, list.unreadable, |agent| {
+    let open = |agent: &Agent| {
         circuits
             .get(&agent.name)
-            .is_some_and(|c| c.state(now, &agent.breaker()) == CircuitState::Open)
-    });
-    Ok(json_response(200, &json!(summary)))
+            .is_some_and(|c| c.state(now_ms, &agent.breaker()) == CircuitState::Open)
+    };
+    Ok(health_summary(&list.agents, list.unreadable.clone(), open))
 }
 
 /// Refuses an agent whose URL the deployment's endpoint policy refuses, or whose host does
@@ -219,6 +237,7 @@ async fn validated<S, Q>(
     registration: AgentRegistration,
     now: i64,
 ) -> Result<Agent, ApiError> {
+    let _validate = crate::timing::phase("validate");
     let agent = registration
         .into_agent(now)
         .map_err(|e| ApiError::invalid(e.to_string(), json!({ "field": e.field() })))?;
@@ -304,7 +323,7 @@ where
 {
     let change_id = uuid::Uuid::new_v4().to_string();
     for _ in 0..DECISION_ROUNDS {
-        let list = api.store.agent_list(tenant).await?;
+        let list = timed("store", api.store.agent_list(tenant)).await?;
         let current = list.get(name);
         let (stored, status) = match decide(&list)? {
             Decision::Unchanged(agent) => return agent_response(api, tenant, &agent, 200).await,
@@ -329,7 +348,7 @@ where
             needs,
             change_id: &change_id,
         };
-        if api.store.change_agent(tenant, &change).await? {
+        if timed("store", api.store.change_agent(tenant, &change)).await? {
             api.agents.forget(tenant);
             return match stored {
                 Some(agent) => {
@@ -340,7 +359,10 @@ where
                     tracing::info!(tenant, agent = %name, "agent deleted");
                     Ok(json_response(
                         200,
-                        &json!({ "name": name, "status": "deleted" }),
+                        &AgentDeleted {
+                            name: name.to_string(),
+                            status: "deleted".into(),
+                        },
                     ))
                 }
             };
@@ -486,7 +508,7 @@ where
         ));
     }
     // Validated once on the agent as read: the write is conditioned on that version.
-    let list = api.store.agent_list(tenant).await?;
+    let list = timed("store", api.store.agent_list(tenant)).await?;
     let Some(condition) = condition else {
         list.get(name).ok_or_else(|| not_found(name))?;
         return Err(precondition_required(name));

@@ -31,6 +31,10 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::bodies::{
+    InstanceView, Paused, PausedTurnView, SessionResumed, SessionView, TimingMetrics, TurnAnswer,
+    TurnView,
+};
 use crate::error::json_response;
 use crate::{parse_body, Api, ApiError};
 
@@ -42,13 +46,21 @@ const MAX_SHOWN_PER_TURN: usize = 30;
 
 /// The body of `POST /v1/sessions/{id}/messages`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TurnInput {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 8000))]
     pub text: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)
+    )]
     pub detected_agent: Option<String>,
     pub services: Option<Vec<String>>,
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub channel: Option<String>,
     /// Seconds to wait for the answer before answering 202 (0 to 28, default 25).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 28))]
     pub wait: Option<f64>,
 }
 
@@ -593,8 +605,19 @@ where
     baton::domain::conversation::check_agents(&members)
         .map_err(|e| invalid("agents", e.to_string()))?;
     api.store.create_session(tenant, &session).await?;
+    baton::metrics::session_started();
     tracing::info!(tenant, session = %session.id, "session opened");
     Ok(session)
+}
+
+/// The body of `POST /v1/sessions/{id}/resume` (optional).
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ResumeInput {
+    /// The human's answer, shown to the agents with the next turn.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 8000))]
+    pub reply: Option<String>,
 }
 
 /// `POST /v1/sessions/{id}/resume`.
@@ -607,11 +630,6 @@ pub async fn resume<S, Q>(
 where
     S: SessionStore,
 {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct ResumeInput {
-        reply: Option<String>,
-    }
     let body: &[u8] = request.body().as_ref();
     let input = if body.iter().all(u8::is_ascii_whitespace) {
         ResumeInput { reply: None }
@@ -637,12 +655,12 @@ where
             tracing::info!(tenant, session = %session_id, "session resumed");
             Ok(json_response(
                 200,
-                &json!({
-                    "session_id": session_id,
-                    "is_paused": false,
-                    "requires_human": false,
-                    "reply": input.reply,
-                }),
+                &SessionResumed {
+                    session_id: session_id.to_string(),
+                    is_paused: false,
+                    requires_human: false,
+                    reply: input.reply,
+                },
             ))
         }
         Resumed::NotPaused => Err(ApiError::Refused {
@@ -656,80 +674,95 @@ where
 }
 
 /// The body every turn answer has, seed 001's `OrchestratorResponse` fields included.
-pub fn turn_view(turn: &TurnRecord) -> Value {
+pub fn turn_view(turn: &TurnRecord) -> TurnView {
     let state = turn.state.clone().unwrap_or_default();
-    json!({
-        "session_id": turn.session_id,
-        "conversation_id": turn.session_id,
-        "turn": turn.turn,
-        "status": turn.status.as_str(),
-        "response": turn.response,
-        "answer": turn.answer,
-        "error": turn.error,
-        "analysis": turn.analysis,
-        "agents": turn.plan,
-        "workflow_id": turn.workflow_id,
-        "async_workflow_id": turn.async_workflow_id,
-        "checkpoints": state.checkpoints(),
-        "checkpoint_progress": turn.checkpoint_progress,
-        "task_stack": state.task_stack,
-        "sync_agent_results": turn.sync_agent_results,
-        "async_agent_results": turn.async_agent_results,
-        "requires_human": state.flags.requires_human,
-        "is_paused": state.flags.is_paused,
-        "is_enriched": !turn.sync_agent_results.is_empty(),
-        "timing_metrics": turn.timing,
-        "created_at": baton::clock::rfc3339(turn.created_at_ms),
-        "answered_at": turn.answered_at_ms.map(baton::clock::rfc3339),
-    })
+    TurnView {
+        session_id: turn.session_id.clone(),
+        conversation_id: turn.session_id.clone(),
+        turn: turn.turn,
+        status: turn.status,
+        response: turn.response.clone(),
+        answer: turn.answer.clone(),
+        error: turn.error.clone(),
+        analysis: turn.analysis.clone(),
+        agents: turn.plan.clone(),
+        workflow_id: turn.workflow_id.clone(),
+        async_workflow_id: turn.async_workflow_id.clone(),
+        checkpoints: state.checkpoints().to_vec(),
+        checkpoint_progress: turn.checkpoint_progress.clone(),
+        requires_human: state.flags.requires_human,
+        is_paused: state.flags.is_paused,
+        task_stack: state.task_stack,
+        sync_agent_results: turn.sync_agent_results.clone(),
+        async_agent_results: turn.async_agent_results.clone(),
+        is_enriched: !turn.sync_agent_results.is_empty(),
+        timing_metrics: TimingMetrics {
+            timing: turn.timing.clone(),
+            response_ms: None,
+        },
+        created_at: baton::clock::rfc3339(turn.created_at_ms),
+        answered_at: turn.answered_at_ms.map(baton::clock::rfc3339),
+        location: None,
+    }
 }
 
 /// The answer to a paused session's message: no agent ran.
-pub fn paused_view(session: &Session, timing: &TurnTiming) -> Value {
-    json!({
-        "session_id": session.id,
-        "conversation_id": session.id,
-        "turn": null,
-        "status": "paused",
-        "response": null,
-        "checkpoints": session.state.checkpoints(),
-        "checkpoint_progress": [],
-        "task_stack": session.state.task_stack,
-        "sync_agent_results": {},
-        "async_agent_results": {},
-        "requires_human": session.state.flags.requires_human,
-        "is_paused": true,
-        "is_enriched": false,
-        "timing_metrics": timing,
-    })
+pub fn paused_view(session: &Session, timing: &TurnTiming) -> PausedTurnView {
+    PausedTurnView {
+        session_id: session.id.clone(),
+        conversation_id: session.id.clone(),
+        turn: None,
+        status: Paused::Paused,
+        response: None,
+        checkpoints: session.state.checkpoints().to_vec(),
+        checkpoint_progress: Vec::new(),
+        task_stack: session.state.task_stack.clone(),
+        sync_agent_results: Map::new(),
+        async_agent_results: Map::new(),
+        requires_human: session.state.flags.requires_human,
+        is_paused: true,
+        is_enriched: false,
+        timing_metrics: TimingMetrics {
+            timing: timing.clone(),
+            response_ms: None,
+        },
+    }
 }
 
 /// The session's view: its record, its conversation and its agents' instances.
-pub fn session_view(bundle: &SessionBundle) -> Value {
+pub fn session_view(bundle: &SessionBundle) -> SessionView {
     let session = &bundle.session;
-    let mut view = crate::views::session(session);
-    view["turns"] = json!(session.turns);
-    view["active_turn"] = json!(session.active_turn);
-    view["checkpoints"] = json!(session.state.checkpoints());
-    view["task_stack"] = json!(session.state.task_stack);
-    view["recent_turns"] = json!(session.state.recent);
-    view["requires_human"] = json!(session.state.flags.requires_human);
-    view["is_paused"] = json!(session.state.flags.is_paused);
-    view["instances"] = json!(bundle
-        .instances
-        .iter()
-        .map(|i| json!({
-            "instance_id": format!("{}#{}", i.agent, session.id),
-            "agent": i.agent,
-            "state": i.state,
-            "calls": i.calls,
-            "last_turn": i.last_turn,
-            "created_at": baton::clock::rfc3339(i.created_at_ms),
-            "updated_at": baton::clock::rfc3339(i.updated_at_ms),
-        }))
-        .collect::<Vec<_>>());
-    view["pending_async_results"] = json!(bundle.pending.len());
-    view
+    let rfc3339 = baton::clock::rfc3339;
+    SessionView {
+        session_id: session.id.clone(),
+        agents: session.agents.clone(),
+        metadata: session.metadata.clone(),
+        idle_timeout_s: session.idle_timeout_s,
+        created_at: rfc3339(session.created_at_ms),
+        last_active_at: rfc3339(session.last_active_at_ms),
+        expires_at: rfc3339(session.expires_at_ms()),
+        turns: session.turns,
+        active_turn: session.active_turn,
+        checkpoints: session.state.checkpoints().to_vec(),
+        task_stack: session.state.task_stack.clone(),
+        recent_turns: session.state.recent.clone(),
+        requires_human: session.state.flags.requires_human,
+        is_paused: session.state.flags.is_paused,
+        instances: bundle
+            .instances
+            .iter()
+            .map(|i| InstanceView {
+                instance_id: format!("{}#{}", i.agent, session.id),
+                agent: i.agent.clone(),
+                state: i.state.clone(),
+                calls: i.calls,
+                last_turn: i.last_turn,
+                created_at: rfc3339(i.created_at_ms),
+                updated_at: rfc3339(i.updated_at_ms),
+            })
+            .collect(),
+        pending_async_results: bundle.pending.len(),
+    }
 }
 
 /// A turn's HTTP answer: 200 when it ended, 202 while it runs, with `Server-Timing`.
@@ -740,25 +773,38 @@ pub fn turn_response(reply: TurnReply, arrived: Instant) -> Response<Body> {
                 total_ms: Some(arrived.elapsed().as_millis() as u64),
                 ..TurnTiming::default()
             };
-            (200, paused_view(&session, &timing), timing)
+            let body = TurnAnswer::Paused(Box::new(paused_view(&session, &timing)));
+            (200, body, timing)
         }
-        TurnReply::Finished(turn) => (200, turn_view(&turn), turn.timing.clone()),
+        TurnReply::Finished(turn) => {
+            let body = TurnAnswer::Turn(Box::new(turn_view(&turn)));
+            (200, body, turn.timing)
+        }
         TurnReply::Running(turn) => {
             let mut body = turn_view(&turn);
-            body["location"] = json!(format!(
+            body.location = Some(format!(
                 "/v1/sessions/{}/turns/{}",
                 turn.session_id, turn.turn
             ));
-            (202, body, turn.timing.clone())
+            (202, TurnAnswer::Turn(Box::new(body)), turn.timing)
         }
     };
     let total = arrived.elapsed().as_millis() as u64;
-    body["timing_metrics"]["response_ms"] = json!(total);
+    let location = match &mut body {
+        TurnAnswer::Turn(turn) => {
+            turn.timing_metrics.response_ms = Some(total);
+            turn.location.clone()
+        }
+        TurnAnswer::Paused(paused) => {
+            paused.timing_metrics.response_ms = Some(total);
+            None
+        }
+    };
     let mut response = json_response(status, &body);
     if let Ok(value) = server_timing(&timing, total).parse() {
         response.headers_mut().insert("server-timing", value);
     }
-    if let Some(location) = body["location"].as_str().and_then(|l| l.parse().ok()) {
+    if let Some(location) = location.and_then(|l| l.parse().ok()) {
         response.headers_mut().insert("location", location);
     }
     response
@@ -783,18 +829,29 @@ pub fn server_timing(timing: &TurnTiming, total_ms: u64) -> String {
 
 /// Seed 001's `OrchestratorQuery`, the body of `POST /orchestrate`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OrchestratorQuery {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 8000))]
     pub text: String,
     /// The session; created on first use (a new one when absent).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36)
+    )]
     pub conversation_id: Option<String>,
     pub plan: Option<Value>,
     pub services: Option<Vec<String>>,
     pub individual_id: Option<Value>,
     pub user_profile_id: Option<Value>,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)
+    )]
     pub detected_agent: Option<String>,
     pub agent_instance_id: Option<Value>,
     pub call_log_id: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub channel: Option<String>,
 }
 
@@ -829,7 +886,9 @@ where
     let exists = match api.store.session(tenant, &id).await? {
         Some(session) if session.is_expired(now_ms()) => {
             // Idle past its time-out and not swept yet: it ends now, and the id starts anew.
-            api.store.end_session(tenant, &id).await?;
+            if api.store.end_session(tenant, &id).await? {
+                baton::metrics::session_ended();
+            }
             false
         }
         found => found.is_some(),

@@ -1,6 +1,8 @@
 //! The API's errors and the one place that maps them to HTTP statuses.
 
 use baton::store::StoreError;
+
+use crate::bodies::{ErrorBody, ErrorDetail};
 use lambda_http::{Body, Response};
 use serde_json::{json, Value};
 
@@ -23,8 +25,13 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// `allowed`: the path's methods, for the `Allow` header.
     #[error("method {method} is not allowed on {path}")]
-    MethodNotAllowed { method: String, path: String },
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allowed: String,
+    },
     #[error("the service could not complete the request: {0}")]
     Unavailable(String),
     /// A request refused for the state of what it names, with its own code.
@@ -86,10 +93,20 @@ impl ApiError {
         if let ApiError::Unavailable(cause) = &self {
             tracing::error!(%cause, "request failed on a dependency");
         }
-        let body = json!({
-            "error": { "code": self.code(), "message": self.to_string(), "details": self.details() }
-        });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_string(),
+                message: self.to_string(),
+                details: self.details(),
+            },
+        };
         let mut response = json_response(self.status(), &body);
+        if let ApiError::MethodNotAllowed { allowed, .. } = &self {
+            // RFC 9110: a 405 lists the methods the resource has.
+            if let Ok(allow) = http::HeaderValue::from_str(allowed) {
+                response.headers_mut().insert(http::header::ALLOW, allow);
+            }
+        }
         if let ApiError::Unauthorized(_) = self {
             // RFC 6750: the client should present a bearer token.
             let challenge = http::HeaderValue::from_static("Bearer");
@@ -126,10 +143,21 @@ impl From<StoreError> for ApiError {
     }
 }
 
-pub fn json_response(status: u16, body: &Value) -> Response<Body> {
+/// A control's steps after its write (tasks cancelled, held, released, sent): the store or the
+/// queue failed; what was done stands, and the sweep carries on the rest.
+impl From<baton::completion::ChainError> for ApiError {
+    fn from(err: baton::completion::ChainError) -> Self {
+        ApiError::Unavailable(err.to_string())
+    }
+}
+
+/// A JSON answer: `body` is one of the types in `bodies` (or a `Value`).
+pub fn json_response(status: u16, body: &impl serde::Serialize) -> Response<Body> {
+    // Serializing these types cannot fail: no map has non-string keys.
+    let text = serde_json::to_string(body).unwrap_or_default();
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Body::Text(body.to_string()))
-        .unwrap_or_else(|_| Response::new(Body::Text(body.to_string())))
+        .body(Body::Text(text.clone()))
+        .unwrap_or_else(|_| Response::new(Body::Text(text)))
 }

@@ -56,7 +56,9 @@ fn tenant_from_header(request: &Request) -> Result<String, ApiError> {
     let Some(value) = request.headers().get(TENANT_HEADER) else {
         return Ok(DEFAULT_TENANT.to_string());
     };
-    let tenant = value.to_str().unwrap_or_default();
+    // A header that is not visible ASCII is read lossily, so the error quotes what was sent.
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let tenant = text.as_ref();
     check_name(NameKind::Tenant, tenant)
         .map_err(|e| ApiError::invalid(e.to_string(), json!({ "header": TENANT_HEADER })))?;
     Ok(tenant.to_string())

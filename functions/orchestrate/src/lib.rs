@@ -6,10 +6,16 @@
 //! own, so a stored workflow or agent is never answered with a conflict.
 
 pub mod agents;
+pub mod bodies;
 pub mod conversation;
 pub mod error;
 pub mod identity;
+#[cfg(feature = "openapi")]
+pub mod openapi;
+pub mod stats;
+pub mod timing;
 pub mod views;
+pub mod workflows;
 
 use baton::clock::now_ms;
 use baton::clock::rfc3339;
@@ -27,16 +33,16 @@ use baton::domain::task::{TaskProfile, TaskStatus};
 use baton::invoker::guard::{HostResolver, SystemResolver};
 use baton::invoker::AgentInvoker;
 use baton::messages::{RouteMessage, TaskRef};
-use baton::queue::TaskQueue;
+use baton::queue::{QueueStats, TaskQueue};
 use baton::store::cache::{AgentCache, ConfigCache, TtlCache, DEFAULT_TTL};
 use baton::store::{
     AgentRegistry, ConfigStore, LearningStore, NewTask, NewWorkflow, RoutingState, SessionStore,
-    TurnStore, WorkflowStore, WorkflowView,
+    StatsStore, TurnStore, WorkflowControls, WorkflowStore,
 };
 use lambda_http::http::Method;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -67,6 +73,8 @@ pub struct Api<S, Q> {
     pub classifier: Option<Arc<dyn AgentInvoker>>,
     /// Resolves agents' hosts at registration, to refuse those that lead somewhere refused.
     pub resolver: Arc<dyn HostResolver>,
+    /// The queues' depths for `GET /v1/stats`; None: it shows no queues.
+    pub queue_stats: Option<Arc<dyn QueueStats>>,
 }
 
 impl<S, Q> Api<S, Q> {
@@ -80,7 +88,13 @@ impl<S, Q> Api<S, Q> {
             stats: TtlCache::new(DEFAULT_TTL),
             classifier: None,
             resolver: Arc::new(SystemResolver),
+            queue_stats: None,
         }
+    }
+
+    pub fn with_queue_stats(mut self, queues: Arc<dyn QueueStats>) -> Self {
+        self.queue_stats = Some(queues);
+        self
     }
 
     pub fn with_classifier(mut self, invoker: Arc<dyn AgentInvoker>) -> Self {
@@ -92,23 +106,27 @@ impl<S, Q> Api<S, Q> {
 /// Everything the API needs of the store.
 pub trait ApiStore:
     WorkflowStore
+    + WorkflowControls
     + AgentRegistry
     + LearningStore
     + ConfigStore
     + RoutingState
     + SessionStore
     + TurnStore
+    + StatsStore
 {
 }
 
 impl<S> ApiStore for S where
     S: WorkflowStore
+        + WorkflowControls
         + AgentRegistry
         + LearningStore
         + ConfigStore
         + RoutingState
         + SessionStore
         + TurnStore
+        + StatsStore
 {
 }
 
@@ -126,10 +144,10 @@ where
         method = %request.method(),
         path = %request.raw_http_path(),
     );
-    let response = dispatch(api, &request)
-        .instrument(span)
-        .await
-        .unwrap_or_else(ApiError::into_response);
+    let arrived = Instant::now();
+    let (response, phases) = timing::recorded(dispatch(api, &request).instrument(span)).await;
+    let mut response = response.unwrap_or_else(ApiError::into_response);
+    timing::add_header(&mut response, &phases, arrived.elapsed());
     Ok(response)
 }
 
@@ -147,7 +165,12 @@ where
     match segments.as_slice() {
         ["health"] => {
             allow(&[Method::GET])?;
-            Ok(json_response(200, &json!({ "status": "ok" })))
+            let status = "ok".to_string();
+            Ok(json_response(200, &bodies::Health { status }))
+        }
+        ["openapi.json"] => {
+            allow(&[Method::GET])?;
+            Ok(openapi_response())
         }
         ["v1", "agents", rest @ ..] => {
             let tenant = tenant(request)?;
@@ -159,12 +182,12 @@ where
             let input: SessionInput = parse_body(request)?;
             let id = uuid::Uuid::now_v7().to_string();
             let session = conversation::open_session(api, &tenant, input, id).await?;
-            let body = json!({
-                "session_id": session.id,
-                "expires_at": rfc3339(session.expires_at_ms()),
-            });
+            let body = bodies::SessionCreated {
+                expires_at: rfc3339(session.expires_at_ms()),
+                session_id: session.id,
+            };
             let mut response = json_response(201, &body);
-            if let Ok(location) = format!("/v1/sessions/{}", session.id).parse() {
+            if let Ok(location) = format!("/v1/sessions/{}", body.session_id).parse() {
                 response.headers_mut().insert("location", location);
             }
             Ok(response)
@@ -175,19 +198,21 @@ where
             let not_found = || conversation::session_not_found(id);
             check_name(NameKind::Workflow, id).map_err(|_| not_found())?;
             if method == Method::DELETE {
-                if !api.store.end_session(&tenant, id).await? {
+                if !timing::timed("store", api.store.end_session(&tenant, id)).await? {
                     return Err(not_found());
                 }
+                baton::metrics::session_ended();
                 tracing::info!(tenant, session = %id, "session ended");
                 return Ok(json_response(
                     200,
-                    &json!({ "session_id": id, "status": "ended" }),
+                    &bodies::SessionEnded {
+                        session_id: id.to_string(),
+                        status: "ended".into(),
+                    },
                 ));
             }
             let now = now_ms();
-            let bundle = api
-                .store
-                .session_bundle(&tenant, id)
+            let bundle = timing::timed("store", api.store.session_bundle(&tenant, id))
                 .await?
                 .filter(|b| !b.session.is_expired(now))
                 .ok_or_else(not_found)?;
@@ -208,9 +233,7 @@ where
             let not_found = || ApiError::NotFound(format!("session `{id}` has no turn `{number}`"));
             check_name(NameKind::Workflow, id).map_err(|_| not_found())?;
             let number: u32 = number.parse().map_err(|_| not_found())?;
-            let turn = api
-                .store
-                .turn(&tenant, id, number)
+            let turn = timing::timed("store", api.store.turn(&tenant, id, number))
                 .await?
                 .ok_or_else(not_found)?;
             Ok(json_response(200, &conversation::turn_view(&turn)))
@@ -231,14 +254,14 @@ where
         ["v1", "capabilities"] => {
             allow(&[Method::GET])?;
             let tenant = tenant(request)?;
-            let config = api.store.tenant_config(&tenant).await?;
+            let config = timing::timed("store", api.store.tenant_config(&tenant)).await?;
             let mut names: Vec<&String> = config.capabilities.keys().collect();
             names.sort();
-            let list: Vec<Value> = names
+            let capabilities = names
                 .into_iter()
                 .map(|name| views::capability(name, Some(&config.capability(name))))
                 .collect();
-            Ok(json_response(200, &json!({ "capabilities": list })))
+            Ok(json_response(200, &bodies::CapabilityList { capabilities }))
         }
         ["v1", "capabilities", name] => {
             allow(&[Method::GET, Method::PUT])?;
@@ -247,9 +270,8 @@ where
                 .map_err(|e| ApiError::invalid(e.to_string(), json!({ "field": "capability" })))?;
             if method == Method::PUT {
                 let defaults = parse_body::<CapabilityDefaultsInput>(request)?.validate()?;
-                api.store
-                    .put_capability_defaults(&tenant, name, &defaults)
-                    .await?;
+                let put = api.store.put_capability_defaults(&tenant, name, &defaults);
+                timing::timed("store", put).await?;
                 api.config.forget(&tenant);
                 tracing::info!(tenant, capability = %name, "capability defaults set");
                 return Ok(json_response(
@@ -257,9 +279,14 @@ where
                     &views::capability(name, Some(&defaults)),
                 ));
             }
-            let config = api.store.tenant_config(&tenant).await?;
+            let config = timing::timed("store", api.store.tenant_config(&tenant)).await?;
             let defaults = config.capabilities.get(*name);
             Ok(json_response(200, &views::capability(name, defaults)))
+        }
+        ["v1", "stats"] => {
+            allow(&[Method::GET])?;
+            let tenant = tenant(request)?;
+            stats::stats(api, &tenant).await
         }
         ["v1", "priorities"] => {
             allow(&[Method::GET, Method::PUT])?;
@@ -269,25 +296,48 @@ where
                 check_multipliers(&input.multipliers).map_err(|(field, reason)| {
                     ApiError::invalid(format!("{field}: {reason}"), json!({ "field": field }))
                 })?;
-                api.store
-                    .put_multipliers(&tenant, &input.multipliers)
-                    .await?;
+                let put = api.store.put_multipliers(&tenant, &input.multipliers);
+                timing::timed("store", put).await?;
                 api.config.forget(&tenant);
                 tracing::info!(tenant, "priority multipliers set");
                 return Ok(json_response(200, &views::priorities(&input.multipliers)));
             }
-            let config = api.store.tenant_config(&tenant).await?;
+            let config = timing::timed("store", api.store.tenant_config(&tenant)).await?;
             Ok(json_response(200, &views::priorities(&config.multipliers)))
         }
         ["v1", "workflows"] => {
+            allow(&[Method::POST, Method::GET])?;
+            let tenant = tenant(request)?;
+            if method == Method::GET {
+                return workflows::list(api, &tenant, request).await;
+            }
+            submit_workflow(api, &tenant, request).await
+        }
+        ["v1", "workflows", id, control @ ("cancel" | "pause" | "resume" | "retry")] => {
             allow(&[Method::POST])?;
             let tenant = tenant(request)?;
-            submit_workflow(api, &tenant, request).await
+            let action = workflows::action_of(control, request)?;
+            workflows::control(api, &tenant, id, action).await
+        }
+        ["v1", "workflows", id, "history"] => {
+            allow(&[Method::GET])?;
+            let tenant = tenant(request)?;
+            workflows::workflow_history(api, &tenant, id).await
+        }
+        ["v1", "workflows", id, "graph"] => {
+            allow(&[Method::GET])?;
+            let tenant = tenant(request)?;
+            workflows::graph(api, &tenant, id, request).await
+        }
+        ["v1", "workflows", id, "tasks", task] => {
+            allow(&[Method::GET])?;
+            let tenant = tenant(request)?;
+            workflows::one_task(api, &tenant, id, task).await
         }
         ["v1", "workflows", id, "plan"] => {
             allow(&[Method::GET])?;
             let tenant = tenant(request)?;
-            let view = stored_workflow(api, &tenant, id).await?;
+            let view = workflows::stored(api, &tenant, id).await?;
             let specs: Vec<TaskSpec> = view
                 .tasks
                 .iter()
@@ -302,41 +352,46 @@ where
             let plan = plan(api, &tenant, &dag, &specs, Freshness::Fresh).await?;
             Ok(json_response(
                 200,
-                &json!({ "workflow_id": id, "status": view.workflow.status, "plan": plan }),
+                &workflows::WorkflowPlan {
+                    workflow_id: view.workflow.id.clone(),
+                    status: workflows::shown_status(&view.workflow),
+                    plan,
+                },
             ))
         }
         ["v1", "workflows", id] => {
             allow(&[Method::GET])?;
             let tenant = tenant(request)?;
-            let view = stored_workflow(api, &tenant, id).await?;
-            Ok(json_response(200, &views::workflow(&view)))
+            let view = workflows::stored(api, &tenant, id).await?;
+            Ok(json_response(200, &workflows::detail(&view)))
         }
         _ => Err(ApiError::NotFound(format!("no route for {path}"))),
     }
 }
 
-/// A stored workflow with its tasks; 404 for an id that is not one.
-async fn stored_workflow<S, Q>(
-    api: &Api<S, Q>,
-    tenant: &str,
-    id: &str,
-) -> Result<WorkflowView, ApiError>
-where
-    S: WorkflowStore,
-{
-    let not_found = || ApiError::NotFound(format!("workflow `{id}` does not exist"));
-    check_name(NameKind::Workflow, id).map_err(|_| not_found())?;
-    api.store.workflow(tenant, id).await?.ok_or_else(not_found)
+/// `GET /openapi.json`: the document generated by `openapi::document()`, as committed (a test
+/// keeps the two equal), so the binary carries no generator.
+fn openapi_response() -> Response<Body> {
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(Body::Text(OPENAPI_JSON.to_string()))
+        .unwrap_or_else(|_| Response::new(Body::Text(OPENAPI_JSON.to_string())))
 }
+
+/// docs/openapi.json.
+pub const OPENAPI_JSON: &str = include_str!("../../../docs/openapi.json");
 
 /// `405` unless the request's method is one of `allowed`.
 pub(crate) fn allow_method(request: &Request, allowed: &[Method]) -> Result<(), ApiError> {
     if allowed.contains(request.method()) {
         Ok(())
     } else {
+        let allowed: Vec<&str> = allowed.iter().map(Method::as_str).collect();
         Err(ApiError::MethodNotAllowed {
             method: request.method().to_string(),
             path: request.raw_http_path().to_string(),
+            allowed: allowed.join(", "),
         })
     }
 }
@@ -351,14 +406,28 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(request: &Request) -> R
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid("the request body is empty", json!({})));
     }
+    // Every body of this API is an object, and serde would read a struct from an array too.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(ApiError::from_json)?;
+        return Err(ApiError::invalid(
+            "the request body must be a JSON object, not an array",
+            json!({}),
+        ));
+    }
     serde_json::from_slice(body).map_err(ApiError::from_json)
 }
 
 /// The body of `PUT /v1/capabilities/{name}`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct CapabilityDefaultsInput {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<baton::domain::routing::RoutingStrategy>)
+    )]
     routing: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 600000))]
     latency_target_ms: Option<i64>,
 }
 
@@ -399,6 +468,7 @@ impl CapabilityDefaultsInput {
 
 /// The body of `PUT /v1/priorities`: the tenant's multipliers by task type, over the defaults.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct PrioritiesInput {
     multipliers: std::collections::BTreeMap<String, f64>,
@@ -406,18 +476,23 @@ struct PrioritiesInput {
 
 /// The body of `POST /v1/workflows`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct WorkflowSubmission {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     name: String,
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 500))]
     tasks: Vec<TaskSpec>,
     #[serde(default)]
     defaults: WorkflowDefaults,
     /// The workflow's deadline, in seconds from submission.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 900))]
     timeout_s: Option<i64>,
 }
 
 /// What every task of a workflow gets unless it says otherwise.
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct WorkflowDefaults {
     retry: Option<RetryPolicyInput>,
@@ -448,14 +523,17 @@ where
     S: WorkflowStore + ConfigStore + AgentRegistry + LearningStore,
     Q: TaskQueue,
 {
-    let submission: WorkflowSubmission = parse_body(request)?;
+    let submission: WorkflowSubmission = timing::timed_sync("validate", || parse_body(request))?;
     let now = now_ms();
-    let multipliers = api.config.config(&api.store, tenant).await?.multipliers();
+    let config = timing::timed("store", api.config.config(&api.store, tenant)).await?;
+    let multipliers = config.multipliers();
     let ValidWorkflow {
         dag,
         settings,
         deadline_s,
-    } = validate_workflow(&submission, &multipliers, now)?;
+    } = timing::timed_sync("validate", || {
+        validate_workflow(&submission, &multipliers, now)
+    })?;
 
     let workflow_id = uuid::Uuid::now_v7().to_string();
     let deadline_at_ms = deadline_s.map(|s| now + s as i64 * 1000);
@@ -509,15 +587,20 @@ where
         check_at_ms: deadline_at_ms.map_or(check_at, |deadline| deadline.min(check_at)),
         tasks,
     };
-    api.store.create_workflow(&workflow).await?;
-    if let Err(error) = api.queue.send_route(&ready).await {
+    timing::timed("store", api.store.create_workflow(&workflow)).await?;
+    if let Err(error) = timing::timed("enqueue", api.queue.send_route(&ready)).await {
         // The workflow is stored and its ready tasks hold dispatch leases: cleanup sends them
         // once the leases run out, so the submission stands.
         tracing::error!(workflow = %workflow_id, %error, "ready tasks not sent; cleanup will send them");
     }
     tracing::info!(tenant, workflow = %workflow_id, tasks = dag.len(), "workflow accepted");
-    let plan = plan(api, tenant, &dag, &submission.tasks, Freshness::Cached).await?;
-    let body = json!({ "workflow_id": workflow_id, "status": "running", "plan": plan });
+    let plan = plan(api, tenant, &dag, &submission.tasks, Freshness::Cached);
+    let plan = timing::timed("plan", plan).await?;
+    let body = bodies::WorkflowAccepted {
+        workflow_id: workflow_id.clone(),
+        status: "running".into(),
+        plan,
+    };
     let mut response = json_response(202, &body);
     if let Ok(location) = format!("/v1/workflows/{workflow_id}").parse() {
         response.headers_mut().insert("location", location);

@@ -5,15 +5,21 @@ use lambda_http::{run, service_fn, Error};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let (settings, clients) = baton::telemetry::init_function().await?;
+    baton::metrics::install("orchestrate")?;
     let classifier = std::sync::Arc::new(AgentInvokers::new(
         &settings.endpoint_policy,
         &clients.config,
     )?);
+    let queue_stats = std::sync::Arc::new(clients.queue_stats(&settings));
     let api = Api::new(
         clients.store(&settings),
         clients.queues(&settings),
         settings,
     )
-    .with_classifier(classifier);
-    run(service_fn(|request| handle_request(&api, request))).await
+    .with_classifier(classifier)
+    .with_queue_stats(queue_stats);
+    run(service_fn(|request| {
+        baton::metrics::flushed(handle_request(&api, request))
+    }))
+    .await
 }

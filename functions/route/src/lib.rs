@@ -120,6 +120,10 @@ where
                 .await?;
             return Ok(());
         }
+        // Retries and waits are delayed on purpose: only a first send's wait is queueing.
+        if task.attempt == 1 && message.waits == 0 {
+            baton::metrics::queue_wait(delivery.sent_at_ms, now);
+        }
         // A message older than the dispatch time-out may have been sent again by cleanup
         // (a backlog, not a loss): only the newest copy goes on, so a backlog is not doubled.
         let may_have_newer_copy = delivery
@@ -232,6 +236,7 @@ where
         match plan {
             Ok(RoutePlan::Routed(route)) => {
                 tracing::info!(agent = %route.primary, confidence = route.confidence, probe = route.probe, "routed");
+                let strategy = route.strategy;
                 deps.queue
                     .send_execute(&ExecuteMessage {
                         v: FORMAT_VERSION,
@@ -243,6 +248,7 @@ where
                         dispatch: message.dispatch,
                     })
                     .await?;
+                baton::metrics::routed(strategy);
                 Ok(())
             }
             Ok(RoutePlan::Unavailable {
@@ -368,6 +374,7 @@ where
         failure,
         policy,
         message.prefer.clone(),
+        message.profile.prior_attempts,
         now,
     );
     let concluded = conclude_attempt(&deps.store, &deps.queue, &deps.settings, conclusion).await?;

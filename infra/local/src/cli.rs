@@ -1,13 +1,24 @@
-//! The `baton-local` command: `run` starts the stack with the example agents; `submit` sends a
-//! workflow file to a running stack and shows the result; `chat` holds a conversation.
+//! The `baton-local` command: `run` starts the stack with the example agents; the client
+//! commands (`submit`, `workflows`, `status`, `history`, `graph`, `cancel`, `pause`, `resume`,
+//! `retry`, `agents`, `stats`) talk to a running stack's API, local or deployed; `chat` holds a
+//! conversation; `completions` prints a shell's completion script.
+//!
+//! The submodules: [`api`] is the one HTTP helper of the client commands, [`client`] the
+//! commands themselves, [`render`] how answers are printed and [`progress`] how `submit` shows
+//! a workflow running.
+
+pub mod api;
+pub mod client;
+pub mod progress;
+pub mod render;
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use baton::domain::agent::AgentRegistration;
-use clap::{Args, Parser, Subcommand};
-use serde_json::Value;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::agents::{examples, AgentServer};
 use crate::api_gateway::{Authorizer, JwtAuthorizer};
@@ -19,11 +30,24 @@ use crate::stack::{LocalStack, StackOptions};
 pub const DEFAULT_PORT: u16 = 3000;
 
 /// Baton's local stack: the whole chain in one process against an emulator, no Docker.
+///
+/// Without a command it runs the stack, and takes `run`'s options.
 #[derive(Debug, Parser)]
-#[command(name = "baton-local", version)]
+// `run`'s options stand at the top level too, so `baton-local --port 8080` runs the stack;
+// they cannot be mixed with another command.
+#[command(name = "baton-local", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    #[command(flatten, next_help_heading = "Options of `run`, the default command")]
+    pub run: RunOptions,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+impl Cli {
+    /// The command to carry out: `run` with the top-level options when none is named.
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::Run(self.run))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -31,9 +55,94 @@ pub enum Command {
     /// Run the stack (the default): emulator, tables and queues, handlers, example agents.
     Run(RunOptions),
     /// Submit a workflow file to a running stack and follow it until it ends.
+    ///
+    /// Progress goes to stderr (a bar on a terminal, one line per change elsewhere) and the
+    /// result to stdout. Exits 1 unless the workflow succeeded.
     Submit(SubmitOptions),
+    /// List workflows, newest first.
+    Workflows(WorkflowsOptions),
+    /// Show a workflow: its status and each task's status, agent and attempt.
+    Status(WorkflowOptions),
+    /// Show what happened to a workflow, one line per event.
+    History(WorkflowOptions),
+    /// Print a workflow's task graph (Mermaid or Graphviz dot).
+    Graph(GraphOptions),
+    /// Cancel a workflow.
+    ///
+    /// Tasks not started are cancelled, and the workflow ends once the running ones end; with
+    /// `--force` at once, the running tasks cancelled too.
+    Cancel(CancelOptions),
+    /// Pause a workflow: running tasks finish, no new task starts until `resume`.
+    Pause(WorkflowOptions),
+    /// Resume a paused workflow.
+    Resume(WorkflowOptions),
+    /// Retry a workflow that failed or was cancelled.
+    ///
+    /// Its tasks that did not succeed run again.
+    Retry(WorkflowOptions),
+    /// List the registered agents with their health and circuit.
+    Agents(ClientOptions),
+    /// Show the API's statistics.
+    Stats(ClientOptions),
     /// Talk to a running stack's conversational agents, one turn per line.
     Chat(crate::chat::ChatOptions),
+    /// Print a shell's completion script.
+    ///
+    /// For example `baton-local completions bash >
+    /// ~/.local/share/bash-completion/completions/baton-local`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Carries out a command, printing to stdout (and `submit`'s progress to stderr).
+pub async fn execute(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+    let out = &mut std::io::stdout();
+    let result = match command {
+        Command::Run(options) => run(options).await,
+        Command::Submit(options) => {
+            client::submit(options, out, progress::ProgressView::on_stderr())
+                .await
+                .map(drop)
+        }
+        Command::Workflows(options) => client::workflows(options, out).await,
+        Command::Status(options) => client::status(options, out).await,
+        Command::History(options) => client::history(options, out).await,
+        Command::Graph(options) => client::graph(options, out).await,
+        Command::Cancel(options) => {
+            let force: &[_] = if options.force {
+                &[("force", "true")]
+            } else {
+                &[]
+            };
+            client::control(options.workflow, "cancel", force, out).await
+        }
+        Command::Pause(options) => client::control(options, "pause", &[], out).await,
+        Command::Resume(options) => client::control(options, "resume", &[], out).await,
+        Command::Retry(options) => client::control(options, "retry", &[], out).await,
+        Command::Agents(options) => client::agents(options, out).await,
+        Command::Stats(options) => client::stats(options, out).await,
+        Command::Chat(options) => crate::chat::chat(options).await,
+        Command::Completions { shell } => Ok(completions(shell, out)?),
+    };
+    // A reader that stopped early (`| head`) took all it wanted: not an error.
+    match result {
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        result => result,
+    }
+}
+
+/// Writes `shell`'s completion script for `baton-local`.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) -> std::io::Result<()> {
+    clap_complete::generate(shell, &mut Cli::command(), "baton-local", out);
+    out.flush()
 }
 
 #[derive(Debug, Clone, Args)]
@@ -100,8 +209,78 @@ fn parse_setting(raw: &str) -> Result<(String, String), String> {
 pub struct SubmitOptions {
     /// The workflow, as JSON.
     pub file: PathBuf,
+    /// Stop following after this many seconds (the workflow goes on).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+    #[command(flatten)]
+    pub client: ClientOptions,
+}
+
+/// A client command's API and how it prints the answer.
+#[derive(Debug, Clone, Args)]
+pub struct ClientOptions {
     #[command(flatten)]
     pub target: ApiTarget,
+    /// Print the API's JSON answer as it is.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A command about one workflow.
+#[derive(Debug, Clone, Args)]
+pub struct WorkflowOptions {
+    /// The workflow's id.
+    pub id: String,
+    #[command(flatten)]
+    pub client: ClientOptions,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CancelOptions {
+    #[command(flatten)]
+    pub workflow: WorkflowOptions,
+    /// Cancel the running tasks too, without waiting for them to end.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GraphOptions {
+    #[command(flatten)]
+    pub workflow: WorkflowOptions,
+    #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+    pub format: GraphFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormat {
+    Mermaid,
+    Dot,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkflowsOptions {
+    /// Only workflows in this status (running, paused, cancelling, succeeded, failed,
+    /// cancelled).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only workflows of this name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Only workflows created at or after this time (RFC 3339).
+    #[arg(long, value_name = "RFC3339")]
+    pub since: Option<String>,
+    /// Workflows per page.
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// The page that starts here (a previous answer's `next_cursor`).
+    #[arg(long)]
+    pub cursor: Option<String>,
+    /// Follow the pages to the last one.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub client: ClientOptions,
 }
 
 /// Which API a client command talks to, and as whom.
@@ -287,63 +466,4 @@ async fn wait_for_stop_signal() -> std::io::Result<()> {
         result = tokio::signal::ctrl_c() => result,
         _ = terminate.recv() => Ok(()),
     }
-}
-
-/// Submits a workflow file and polls until the workflow ends; prints each change of status.
-pub async fn submit(options: SubmitOptions) -> Result<(), Box<dyn std::error::Error>> {
-    let SubmitOptions { file, target } = options;
-    let body = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let client = target.client()?;
-    let api = target.api;
-    let response = client
-        .post(format!("{api}/v1/workflows"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?;
-    let status = response.status();
-    let accepted: Value = response.json().await?;
-    println!("{}", serde_json::to_string_pretty(&accepted)?);
-    if !status.is_success() {
-        return Err(format!("the workflow was refused ({status})").into());
-    }
-    let id = accepted["workflow_id"]
-        .as_str()
-        .ok_or("no workflow_id in the answer")?;
-    let mut last = String::new();
-    for _ in 0..600 {
-        let view: Value = client
-            .get(format!("{api}/v1/workflows/{id}"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let line = view["tasks"]
-            .as_array()
-            .map(|tasks| {
-                tasks
-                    .iter()
-                    .map(|t| {
-                        format!(
-                            "{}={}",
-                            t["id"].as_str().unwrap_or("?"),
-                            t["status"].as_str().unwrap_or("?")
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default();
-        let line = format!("{}: {line}", view["status"].as_str().unwrap_or("?"));
-        if line != last {
-            println!("{line}");
-            last = line;
-        }
-        if view["status"] != "running" {
-            println!("{}", serde_json::to_string_pretty(&view)?);
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Err("the workflow did not finish within two minutes".into())
 }

@@ -1,4 +1,4 @@
-use baton_local::cli::{self, Cli, Command};
+use baton_local::cli::{self, Cli};
 use clap::Parser;
 
 #[tokio::main]
@@ -10,17 +10,7 @@ async fn main() {
         )
         .with_target(false)
         .init();
-    let result = match Cli::parse().command {
-        Some(Command::Submit(options)) => cli::submit(options).await,
-        Some(Command::Chat(options)) => baton_local::chat::chat(options).await,
-        Some(Command::Run(options)) => cli::run(options).await,
-        // No subcommand: `run` with its defaults (and the environment's PORT).
-        None => match Cli::parse_from(["baton-local", "run"]).command {
-            Some(Command::Run(options)) => cli::run(options).await,
-            _ => unreachable!("`run` parses as run"),
-        },
-    };
-    if let Err(error) = result {
+    if let Err(error) = cli::execute(Cli::parse().into_command()).await {
         eprintln!("baton-local: {error}");
         std::process::exit(1);
     }

@@ -7,8 +7,9 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
+    GlobalSecondaryIndexUpdate, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -144,6 +145,7 @@ async fn create_table(
                 .map_err(|e| e.to_string())?,
         );
     }
+    let mut indexes = Vec::new();
     for index in &spec.global_secondary_indexes {
         let projection = Projection::builder()
             .projection_type(ProjectionType::from(
@@ -154,7 +156,7 @@ async fn create_table(
                     .then(|| index.projection.non_key_attributes.clone()),
             )
             .build();
-        request = request.global_secondary_indexes(
+        indexes.push(
             GlobalSecondaryIndex::builder()
                 .index_name(&index.index_name)
                 .set_key_schema(Some(key_schema(&index.key_schema)?))
@@ -163,14 +165,20 @@ async fn create_table(
                 .map_err(|e| e.to_string())?,
         );
     }
-    match request.send().await {
+    // DynamoDB refuses an empty list of indexes.
+    match request
+        .set_global_secondary_indexes((!indexes.is_empty()).then(|| indexes.clone()))
+        .send()
+        .await
+    {
         Ok(_) => {}
-        // A restart against an emulator that kept the table: it is used as it is.
+        // A restart against an emulator that kept the table: it is used as it is, with the
+        // indexes a newer template added.
         Err(e)
             if e.as_service_error()
                 .is_some_and(|e| e.is_resource_in_use_exception()) =>
         {
-            return Ok(())
+            return add_missing_indexes(dynamodb, name, spec, indexes).await;
         }
         Err(e) => return Err(display(&e)),
     }
@@ -184,6 +192,62 @@ async fn create_table(
                     .enabled(ttl.enabled)
                     .build()
                     .map_err(|e| e.to_string())?,
+            )
+            .send()
+            .await
+            .map_err(|e| display(&e))?;
+    }
+    Ok(())
+}
+
+/// Creates the template's indexes that an existing table lacks (one per UpdateTable, as
+/// DynamoDB requires).
+async fn add_missing_indexes(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    name: &str,
+    spec: &TableSpec,
+    indexes: Vec<GlobalSecondaryIndex>,
+) -> Result<(), String> {
+    let described = dynamodb
+        .describe_table()
+        .table_name(name)
+        .send()
+        .await
+        .map_err(|e| display(&e))?;
+    let existing: Vec<String> = described
+        .table()
+        .map(|table| {
+            table
+                .global_secondary_indexes()
+                .iter()
+                .filter_map(|i| i.index_name().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    for index in indexes {
+        if existing.iter().any(|e| e == index.index_name()) {
+            continue;
+        }
+        tracing::info!(table = %name, index = %index.index_name(), "adding an index the template added");
+        let mut update = dynamodb.update_table().table_name(name);
+        for a in &spec.attribute_definitions {
+            update = update.attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(&a.attribute_name)
+                    .attribute_type(ScalarAttributeType::from(a.attribute_type.as_str()))
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        let create = CreateGlobalSecondaryIndexAction::builder()
+            .index_name(index.index_name())
+            .set_key_schema(Some(index.key_schema().to_vec()))
+            .set_projection(index.projection().cloned())
+            .build()
+            .map_err(|e| e.to_string())?;
+        update
+            .global_secondary_index_updates(
+                GlobalSecondaryIndexUpdate::builder().create(create).build(),
             )
             .send()
             .await

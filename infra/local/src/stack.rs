@@ -298,9 +298,11 @@ impl LocalStack {
         let api = {
             let s = settings_of(orchestrate_fn)?;
             let classifier = invokers(&s)?;
+            let queue_stats = Arc::new(handler_clients.queue_stats(&s));
             Arc::new(
                 Api::new(handler_clients.store(&s), handler_clients.queues(&s), s)
-                    .with_classifier(Arc::new(classifier)),
+                    .with_classifier(Arc::new(classifier))
+                    .with_queue_stats(queue_stats),
             )
         };
         let route = {

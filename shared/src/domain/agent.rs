@@ -20,6 +20,7 @@ pub const MAX_WEIGHT: f64 = 1_000_000.0;
 
 /// How Baton reaches an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum AgentKind {
     /// Baton POSTs the call to the agent's endpoint.
@@ -57,6 +58,7 @@ impl AgentKind {
 
 /// Where an agent of each kind is reached, with what the kind needs to call it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum AgentTarget {
     Http {
@@ -83,6 +85,7 @@ impl AgentTarget {
 
 /// An OpenAI-compatible Chat Completions API and how to ask it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OpenAiTarget {
     /// The API's base, e.g. `https://api.openai.com/v1`; Baton POSTs to `{base_url}/chat/completions`.
     pub base_url: String,
@@ -99,6 +102,7 @@ pub struct OpenAiTarget {
 
 /// A Bedrock model asked through the Converse API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BedrockTarget {
     pub model_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,6 +113,7 @@ pub struct BedrockTarget {
 
 /// Converse's inference configuration; what is left out, the model decides.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct InferenceSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,11 +148,17 @@ pub const RESERVED_PARAMETERS: [&str; 4] = ["model", "messages", "stream", "n"];
 
 /// The body of `POST /v1/agents`.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AgentRegistration {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)
+    )]
     pub name: String,
     /// `http` (the default), `lambda`, `openai` or `bedrock`; read as text so that an unknown
     /// kind is refused naming the field.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<AgentKind>))]
     pub kind: Option<String>,
     /// http: the URL Baton POSTs to.
     pub endpoint: Option<String>,
@@ -167,7 +178,9 @@ pub struct AgentRegistration {
     pub api_key: Option<String>,
     /// bedrock: the inference configuration.
     pub inference: Option<InferenceSettings>,
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 32))]
     pub capabilities: Vec<String>,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 120000))]
     pub timeout_ms: Option<u64>,
     #[serde(default = "enabled_by_default")]
     pub enabled: bool,
@@ -176,8 +189,10 @@ pub struct AgentRegistration {
     pub health_check: Option<HealthCheckInput>,
     pub circuit_breaker: Option<BreakerInput>,
     /// The agent's share under the `weighted` strategy (default 1).
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0, maximum = 1000000))]
     pub weight: Option<f64>,
     /// The most calls Baton has in flight to the agent at once, across every instance.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
     pub max_concurrency: Option<i64>,
     /// What the agent can hold at once, by resource name.
     #[serde(default)]
@@ -194,7 +209,12 @@ pub struct AgentRegistration {
     #[serde(default)]
     pub depends_on: Vec<String>,
     /// A group for people browsing the registry (`finance`, `support`).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length = 64)
+    )]
     pub category: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
     pub description: Option<String>,
 }
 

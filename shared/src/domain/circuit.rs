@@ -27,6 +27,7 @@ const MAX_COOLDOWN_S: u32 = 3_600;
 
 /// When an agent's circuit opens and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BreakerSettings {
     pub failure_threshold: u32,
     pub failure_rate: f64,
@@ -53,6 +54,7 @@ impl BreakerSettings {
 
 /// `circuit_breaker` in an agent's registration: any field may be left to its default.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BreakerInput {
     pub failure_threshold: Option<i64>,
@@ -107,6 +109,7 @@ impl BreakerInput {
 
 /// The state routing acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CircuitState {
     Closed,

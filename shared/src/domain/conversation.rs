@@ -28,6 +28,7 @@ pub const CLASSIFY: &str = "classify";
 
 /// An agent's part in a conversation (seed 001's `AGENT_CONFIG`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// The primary agent: it answers every turn no specialist takes, last, with the sync
@@ -54,6 +55,7 @@ impl Role {
 
 /// How an agent takes part in conversations, as registered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ConversationRole {
     pub role: Role,
@@ -73,6 +75,7 @@ pub struct TurnTask {
 
 /// How the agent that answers was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AnalysisMethod {
     /// The client named `detected_agent`.
@@ -87,6 +90,7 @@ pub enum AnalysisMethod {
 
 /// The query analysis of one turn, recorded with it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Analysis {
     pub method: AnalysisMethod,
     pub detected_agent: Option<String>,
@@ -192,6 +196,7 @@ fn matched_terms(words: &[String], agent: &Agent) -> Vec<String> {
 
 /// Which agents answer one turn, in what order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TurnPlan {
     /// A detected specialist answers alone; None: the core agent answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,6 +215,7 @@ pub struct TurnPlan {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SyncStep {
     pub agent: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -329,6 +335,7 @@ fn check_order(steps: &[SyncStep]) -> Result<(), PlanError> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CheckpointStatus {
     Pending,
@@ -348,6 +355,7 @@ impl CheckpointStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Checkpoint {
     pub id: String,
     pub description: String,
@@ -356,6 +364,7 @@ pub struct Checkpoint {
 
 /// A checkpoint as a client gives it: a description, or an id and a description.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum CheckpointInput {
     Description(String),
@@ -366,6 +375,7 @@ pub enum CheckpointInput {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TaskKind {
     Main,
@@ -373,6 +383,7 @@ pub enum TaskKind {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StackTaskStatus {
     Active,
@@ -381,6 +392,7 @@ pub enum StackTaskStatus {
 
 /// One task on the conversation's stack, with its own checkpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StackTask {
     pub id: String,
     pub name: String,
@@ -391,6 +403,7 @@ pub struct StackTask {
 
 /// One past turn, as agents see it in their context.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TurnSummary {
     pub turn: u32,
     pub text: String,
@@ -418,6 +431,7 @@ pub struct Flags {
 
 /// One checkpoint's move in a turn.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProgressChange {
     pub task: String,
     pub checkpoint: String,

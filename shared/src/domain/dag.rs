@@ -10,9 +10,18 @@ use super::retry::RetryPolicyInput;
 
 /// One task as submitted by a user (the JSON body of POST /v1/workflows has `tasks: [TaskSpec]`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)
+    )]
     pub id: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length = 64)
+    )]
     pub capability: String,
     #[serde(default)]
     pub input: serde_json::Value,
@@ -26,21 +35,29 @@ pub struct TaskSpec {
     pub fallback: Option<bool>,
     /// The longest the agent call may take, in seconds (the agent's own time-out may be less).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 900))]
     pub timeout_s: Option<i64>,
     /// The task type it is learned and prioritised under (default: its capability).
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length = 64)
+    )]
     pub task_type: Option<String>,
     /// `learned`, `round_robin`, `random`, `weighted` or `least_loaded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::domain::routing::RoutingStrategy>))]
     pub routing: Option<String>,
     /// `critical`, `high`, `normal` or `low`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::domain::priority::Priority>))]
     pub priority: Option<String>,
     /// What one call of the task holds on its agent, by resource name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<std::collections::BTreeMap<String, serde_json::Value>>,
     /// The latest time it may start (RFC 3339), or `deadline_s` seconds from submission.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub deadline: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_s: Option<f64>,
@@ -104,6 +121,7 @@ pub struct Dag {
 
 /// What the scheduler reports for a workflow before running it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Plan {
     pub stages: Vec<Vec<String>>,
     /// The longest chain by estimated duration (by task count when nothing is known).
@@ -118,6 +136,7 @@ pub struct Plan {
 
 /// One task's estimated duration.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskEstimate {
     pub task: String,
     pub duration_ms: u64,

@@ -18,6 +18,7 @@ const MAX_PATH_CHARS: usize = 512;
 
 /// `health_check` in an agent's registration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthCheck {
     /// Path on the agent's own host, e.g. `/health`.
     pub path: String,
@@ -25,9 +26,11 @@ pub struct HealthCheck {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckInput {
     pub path: String,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 86400))]
     pub interval_s: Option<i64>,
 }
 
@@ -87,6 +90,7 @@ impl HealthCheck {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HealthStatus {
     Healthy,

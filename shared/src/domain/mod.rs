@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod circuit;
+pub mod control;
 pub mod conversation;
 pub mod dag;
 pub mod endpoint;
@@ -14,5 +15,6 @@ pub mod resources;
 pub mod retry;
 pub mod routing;
 pub mod session;
+pub mod stats;
 pub mod task;
 pub mod turn;

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     Critical,
@@ -127,6 +128,7 @@ pub fn check_multipliers(own: &BTreeMap<String, f64>) -> Result<(), (String, Str
 /// The queues a task travels through, by score: each band has its own route and execute
 /// queues, event source mappings and concurrency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Band {
     /// Score 4 and above: critical work, and high work of a type weighted 1.5.

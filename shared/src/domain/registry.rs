@@ -268,6 +268,7 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 
 /// One category's agents, for `GET /v1/agents/categories`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Category {
     pub category: String,
     pub agents: Vec<String>,
@@ -297,6 +298,7 @@ pub fn by_category(agents: &[Agent]) -> Vec<Category> {
 
 /// An agent item the registry could not read, for the health summary.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UnreadableAgent {
     /// The agent's name, or the item's key when even that is unreadable.
     pub name: String,
@@ -305,6 +307,7 @@ pub struct UnreadableAgent {
 
 /// The registry's health at a glance, for `GET /v1/agents/health`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthSummary {
     pub total: usize,
     pub enabled: usize,

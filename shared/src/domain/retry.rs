@@ -22,6 +22,7 @@ pub const DEFAULT_MAX_MS: u64 = 60_000;
 pub const MAX_DELAY_MS: u64 = 24 * 3_600_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Backoff {
     Exponential,
@@ -30,6 +31,7 @@ pub enum Backoff {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Jitter {
     Full,
@@ -40,17 +42,23 @@ pub enum Jitter {
 /// so that an error can name the field. Numbers are signed here so that a negative delay is
 /// reported as such rather than as a parse error.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicyInput {
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10))]
     pub max_attempts: Option<i64>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Backoff>))]
     pub backoff: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 86400000))]
     pub base_ms: Option<i64>,
     pub max_ms: Option<i64>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Jitter>))]
     pub jitter: Option<String>,
 }
 
 /// A validated policy layer: what one of task, workflow or agent says, field by field.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetryPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,

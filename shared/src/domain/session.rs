@@ -18,12 +18,15 @@ pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 /// The body of `POST /v1/sessions`.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SessionInput {
     /// The agents that take part in the session's turns (default: the tenant's).
+    #[cfg_attr(feature = "openapi", schema(max_items = 32))]
     pub agents: Option<Vec<String>>,
     /// The client's own data about the session, kept and shown as given.
     pub metadata: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(minimum = 60, maximum = 604800))]
     pub idle_timeout_s: Option<i64>,
     /// The main task's checkpoints, as descriptions or `{id?, description}`.
     pub checkpoints: Option<Vec<CheckpointInput>>,

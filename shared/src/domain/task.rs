@@ -12,6 +12,7 @@ use std::str::FromStr;
 /// A task's life: `waiting` for dependencies → `queued` for routing and execution →
 /// `running` under a lease → `succeeded` or `failed`, or back to `queued` for a retry. Tasks
 /// behind a failure end `skipped`; tasks a workflow's deadline stopped end `cancelled`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
@@ -80,6 +81,13 @@ pub struct TaskProfile {
     /// The conversation turn it belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub turn: Option<TurnTask>,
+    /// Attempts made before the workflow's last redrive: the retry policy counts from there.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prior_attempts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl TaskProfile {
@@ -92,6 +100,12 @@ impl TaskProfile {
         *self == TaskProfile::default()
     }
 
+    /// The attempt's number within the current drive of the workflow (1-based), which the
+    /// retry policy counts.
+    pub fn drive_attempt(&self, attempt: u32) -> u32 {
+        attempt.saturating_sub(self.prior_attempts).max(1)
+    }
+
     /// Whether the deadline passed before `now_ms`.
     pub fn missed_deadline(&self, now_ms: i64) -> bool {
         self.deadline_at_ms.is_some_and(|at| now_ms > at)
@@ -99,13 +113,17 @@ impl TaskProfile {
 }
 
 /// A workflow runs from creation until every task has ended: it succeeds if they all
-/// succeeded, and fails if any failed or its deadline passed.
+/// succeeded, fails if any failed or its deadline passed, and is cancelled if a cancel was
+/// asked for. (Paused and cancelling are controls on a running workflow, see
+/// [`super::control`].) A redrive makes a failed or cancelled workflow run again.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkflowStatus {
     Running,
     Succeeded,
     Failed,
+    Cancelled,
 }
 
 impl WorkflowStatus {
@@ -114,6 +132,7 @@ impl WorkflowStatus {
             WorkflowStatus::Running => "running",
             WorkflowStatus::Succeeded => "succeeded",
             WorkflowStatus::Failed => "failed",
+            WorkflowStatus::Cancelled => "cancelled",
         }
     }
 
@@ -147,13 +166,14 @@ impl_str_conversions!(
     TaskStatus,
     [Waiting, Queued, Running, Succeeded, Failed, Skipped, Cancelled]
 );
-impl_str_conversions!(WorkflowStatus, [Running, Succeeded, Failed]);
+impl_str_conversions!(WorkflowStatus, [Running, Succeeded, Failed, Cancelled]);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown state `{0}`")]
 pub struct UnknownState(pub String);
 
 /// Why a task failed. The kind decides whether a retry could help.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
@@ -191,6 +211,8 @@ pub enum FailureKind {
     DeadlineExceeded,
     /// The task was sent for execution again and again, and no handler ever took it.
     NotDispatched,
+    /// The workflow was cancelled before the task ended.
+    Cancelled,
 }
 
 impl FailureKind {
@@ -212,6 +234,7 @@ impl FailureKind {
 }
 
 /// A task failure as recorded on the task and shown by the API.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskFailure {
     pub kind: FailureKind,
@@ -242,7 +265,8 @@ impl TaskFailure {
             | FailureKind::AgentNotFound
             | FailureKind::LeaseExpired
             | FailureKind::DeadlineExceeded
-            | FailureKind::NotDispatched => false,
+            | FailureKind::NotDispatched
+            | FailureKind::Cancelled => false,
         };
         TaskFailure {
             kind,
@@ -279,6 +303,7 @@ impl TaskFailure {
 }
 
 /// How an attempt ended.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
@@ -313,9 +338,13 @@ pub struct AttemptRecord {
     /// whose output carries `usage`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<TokenUsage>,
+    /// The result came after a forced cancel had ended the task: kept, and it changed nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub late: bool,
 }
 
 /// Tokens a model read and wrote for one call.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenUsage {
     pub input_tokens: u64,

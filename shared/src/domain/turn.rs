@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::conversation::{Analysis, ConversationState, ProgressChange, TurnPlan};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TurnStatus {
     Running,
@@ -40,6 +41,7 @@ impl std::str::FromStr for TurnStatus {
 
 /// Where a turn's time went, in milliseconds (seed 001's `timing_metrics`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TurnTiming {
     /// Reading the session, its instances and its async results.
     pub state_load_ms: u64,

@@ -50,6 +50,33 @@ pub const SESSION_SK: &str = "SESSION";
 pub const LOAD_SK: &str = "LOAD";
 
 pub const WORKFLOW_SK: &str = "WORKFLOW";
+/// The list index: a tenant's workflows by creation, newest first.
+pub const LIST_INDEX: &str = "workflows";
+pub const LIST_PK: &str = "list_pk";
+pub const LIST_SK: &str = "list_sk";
+/// A workflow's control (`paused`, `cancelling`), whether a cancel is forced, the controls
+/// applied, and its drive (redrives so far); a task's hold and the drive it was reset for.
+pub const CONTROL: &str = "control";
+pub const CANCEL_FORCE: &str = "cancel_force";
+pub const CONTROLS: &str = "controls";
+pub const DRIVE: &str = "drive";
+pub const HOLD: &str = "held_for";
+
+pub fn workflow_list_pk(tenant: &str) -> String {
+    format!("{tenant}#WORKFLOWS")
+}
+
+/// The workflow id of a list index sort key (None: not one).
+pub fn parse_workflow_list_sk(sk: &str) -> Option<&str> {
+    let (created, id) = sk.split_once('#')?;
+    (created.len() == 15 && created.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty())
+        .then_some(id)
+}
+
+/// Sorts by creation time, then id; milliseconds padded so that text order is time order.
+pub fn workflow_list_sk(created_at_ms: i64, workflow_id: &str) -> String {
+    format!("{created_at_ms:015}#{workflow_id}")
+}
 const TASK_PREFIX: &str = "TASK#";
 
 pub fn workflow_pk(tenant: &str, workflow_id: &str) -> String {

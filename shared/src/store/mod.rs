@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::domain::agent::Agent;
 use crate::domain::circuit::{Circuit, Probe};
+use crate::domain::control::{Control, ControlChange, ControlEvent, ControlState, Hold, TaskReset};
 use crate::domain::conversation::ConversationState;
 use crate::domain::health::AgentHealth;
 use crate::domain::learning::AgentStats;
@@ -113,6 +114,10 @@ pub struct TaskRecord {
     pub dispatches: u32,
     /// How the current attempt's agent was chosen.
     pub decision: Option<RouteDecision>,
+    /// Set while its workflow is paused or being cancelled: no claim takes it.
+    pub hold: Option<Hold>,
+    /// The workflow's drive it was last reset for (0: never redriven).
+    pub drive: u32,
 }
 
 impl TaskRecord {
@@ -152,12 +157,47 @@ pub struct WorkflowRecord {
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub finished_at_ms: Option<i64>,
+    /// A pause or cancel that holds while it runs.
+    pub control: Option<Control>,
+    /// Redrives so far.
+    pub drive: u32,
+    /// Every control applied, oldest first (for the history).
+    pub controls: Vec<ControlEvent>,
 }
 
 impl WorkflowRecord {
     /// The workflow will fail: a task failed or its deadline passed. Nothing new starts.
     pub fn is_failing(&self) -> bool {
         self.failed_task.is_some() || self.error.is_some()
+    }
+
+    pub fn is_cancelling(&self) -> bool {
+        matches!(self.control, Some(Control::Cancelling { .. }))
+    }
+
+    pub fn control_state(&self) -> ControlState {
+        ControlState {
+            status: self.status,
+            control: self.control,
+            tasks_remaining: self.tasks_remaining,
+            drive: self.drive,
+        }
+    }
+
+    /// How it ends once every task has: cancelled if asked, else failed or succeeded.
+    pub fn outcome(&self) -> WorkflowStatus {
+        progress_outcome(self.is_cancelling(), self.is_failing())
+    }
+}
+
+/// The final status of a workflow whose tasks have all ended.
+pub fn progress_outcome(cancelling: bool, failing: bool) -> WorkflowStatus {
+    if cancelling {
+        WorkflowStatus::Cancelled
+    } else if failing {
+        WorkflowStatus::Failed
+    } else {
+        WorkflowStatus::Succeeded
     }
 }
 
@@ -178,6 +218,8 @@ pub enum ClaimOutcome {
     AlreadyFinished(TaskRecord),
     /// Another handler holds the attempt, or a newer attempt exists, or the task is not ready.
     NotClaimable(TaskRecord),
+    /// The attempt is queued but held: its workflow is paused or being cancelled.
+    Held(TaskRecord, Hold),
     /// No such task.
     Missing,
 }
@@ -230,6 +272,14 @@ pub struct WorkflowProgress {
     pub tasks_remaining: u32,
     /// A task failed or the deadline passed: the workflow will fail, and nothing new starts.
     pub failing: bool,
+    /// A cancel was asked for: the workflow will end cancelled, and nothing new starts.
+    pub cancelling: bool,
+}
+
+impl WorkflowProgress {
+    pub fn outcome(&self) -> WorkflowStatus {
+        progress_outcome(self.cancelling, self.failing)
+    }
 }
 
 /// What releasing one dependent of a finished task did.
@@ -327,13 +377,13 @@ pub trait WorkflowStore: Send + Sync {
         failed: bool,
         now_ms: i64,
     ) -> Result<WorkflowProgress, StoreError>;
-    /// running → succeeded (or failed, when failing) once every task is counted. False if it
-    /// already finished or some task is not counted yet.
+    /// running → `outcome` (succeeded, failed when failing, cancelled when cancelling) once
+    /// every task is counted. False if it already finished or some task is not counted yet.
     async fn finish_workflow(
         &self,
         tenant: &str,
         workflow_id: &str,
-        failed: bool,
+        outcome: WorkflowStatus,
         finish: Finish,
     ) -> Result<bool, StoreError>;
     /// Counts `parent` as done on `dependent` once; queues it when it was the last.
@@ -354,13 +404,15 @@ pub trait WorkflowStore: Send + Sync {
         task_id: &str,
         finish: Finish,
     ) -> Result<Option<Vec<String>>, StoreError>;
-    /// Any unfinished state → cancelled with `failure`. True if it is cancelled now or was.
+    /// An unfinished state → cancelled with `failure` (a running one only when
+    /// `running_too`). True if it is cancelled now or was.
     async fn cancel_task(
         &self,
         tenant: &str,
         workflow_id: &str,
         task_id: &str,
         failure: &TaskFailure,
+        running_too: bool,
         finish: Finish,
     ) -> Result<bool, StoreError>;
     /// Marks a running workflow as failing with `error` (its deadline passed).
@@ -416,6 +468,111 @@ pub trait WorkflowStore: Send + Sync {
         workflow_id: &str,
         at_ms: i64,
     ) -> Result<(), StoreError>;
+}
+
+/// One page of a tenant's workflows, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct WorkflowPage {
+    pub workflows: Vec<WorkflowRecord>,
+    /// Where the next page starts (the index key of the last item read), if there may be one.
+    pub next: Option<String>,
+}
+
+/// What a list of workflows is filtered by.
+#[derive(Debug, Clone, Default)]
+pub struct WorkflowFilter {
+    /// A shown status (`running`, `paused`, `cancelling`, or a final one).
+    pub status: Option<String>,
+    pub name: Option<String>,
+    /// Created at or after.
+    pub since_ms: Option<i64>,
+    pub limit: u32,
+    /// The `next` of the page before.
+    pub after: Option<String>,
+}
+
+/// A control's write on the workflow record.
+#[derive(Debug, Clone)]
+pub struct ControlWrite<'a> {
+    pub change: ControlChange,
+    /// Appended to the record's controls; its request id recognises a retried write.
+    pub event: &'a ControlEvent,
+    /// A redrive's tasks to run again (taken off the tasks counted as done).
+    pub rerun: &'a [String],
+    /// A redrive's new deadline: the workflow's time-out again, from now.
+    pub deadline_at_ms: Option<i64>,
+    /// The next check of the repair sweep, which finishes a control cut short.
+    pub check_at_ms: i64,
+}
+
+/// What applying a control to a workflow record found.
+#[derive(Debug, Clone)]
+pub enum ControlApplied {
+    /// Written now, or by this request before (a retried write meeting itself).
+    Applied(Box<WorkflowRecord>),
+    /// The record changed since it was read: decide again.
+    Stale,
+    Missing,
+}
+
+/// The controls' writes: the workflow record first, then each task brought in line.
+#[async_trait]
+pub trait WorkflowControls: Send + Sync {
+    /// Applies `change` to the workflow record read as `read`, conditional on it being
+    /// unchanged, and appends `event` to its controls.
+    async fn control_workflow(
+        &self,
+        read: &WorkflowRecord,
+        write: &ControlWrite<'_>,
+    ) -> Result<ControlApplied, StoreError>;
+    /// Puts `hold` on an unfinished task. Returns the task as it is after, or None if it
+    /// has ended.
+    async fn hold_task(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+        task_id: &str,
+        hold: Hold,
+    ) -> Result<Option<TaskRecord>, StoreError>;
+    /// Takes a held, queued attempt out of the lease index: it waits for a resume, which
+    /// sends it again, and no sweep sends it meanwhile.
+    async fn park_task(&self, task: &TaskRef) -> Result<(), StoreError>;
+    /// Lifts a pause from a task read as `read`. A queued one gets a new dispatch lease
+    /// until `dispatch_until_ms` and must be sent to routing (returned as Some). False-y
+    /// (None) also when the task changed since it was read; the caller reads it again.
+    async fn release_hold(
+        &self,
+        read: &TaskRecord,
+        dispatch_until_ms: i64,
+    ) -> Result<HoldReleased, StoreError>;
+    /// Resets a task for the workflow's drive `drive` as `reset` says. True if it is reset
+    /// now or was before.
+    async fn reset_task(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+        reset: &TaskReset,
+        profile: &TaskProfile,
+        drive: u32,
+        dispatch_until_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// One page of the tenant's workflows, newest first, from the list index.
+    async fn list_workflows(
+        &self,
+        tenant: &str,
+        filter: &WorkflowFilter,
+    ) -> Result<WorkflowPage, StoreError>;
+}
+
+/// What lifting a pause from a task did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HoldReleased {
+    /// Lifted; the task was queued and must be sent to routing.
+    Send(Box<TaskRecord>),
+    /// Lifted (or there was none); nothing to send.
+    Done,
+    /// The task changed since it was read.
+    Changed,
 }
 
 /// The agent registry.
@@ -555,9 +712,9 @@ pub trait TurnStore: Send + Sync {
 }
 
 /// What ending a task needs: its workflow, and the conversation turn it may belong to.
-pub trait ChainStore: WorkflowStore + SessionStore + TurnStore {}
+pub trait ChainStore: WorkflowStore + WorkflowControls + SessionStore + TurnStore {}
 
-impl<S: WorkflowStore + SessionStore + TurnStore + ?Sized> ChainStore for S {}
+impl<S: WorkflowStore + WorkflowControls + SessionStore + TurnStore + ?Sized> ChainStore for S {}
 
 /// A session with what its turns need.
 #[derive(Debug, Clone)]
@@ -741,4 +898,18 @@ pub trait LearningStore: Send + Sync {
         opened_at_ms: i64,
         now_ms: i64,
     ) -> Result<bool, StoreError>;
+}
+
+/// What the API's stats read beyond the other ports: every learned stats record of some agents,
+/// and how many of a tenant's workflows are running.
+#[async_trait]
+pub trait StatsStore: Send + Sync {
+    /// Every task type's stats record of each of `agents` (one query per agent).
+    async fn learned_stats(
+        &self,
+        tenant: &str,
+        agents: &[String],
+    ) -> Result<Vec<crate::domain::stats::LearnedStats>, StoreError>;
+    /// The tenant's workflows that have not finished.
+    async fn running_workflows(&self, tenant: &str) -> Result<u64, StoreError>;
 }

@@ -363,7 +363,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .or_default() += 1;
             }
         }
-        views.push(view.as_ref().map(baton_orchestrate::views::workflow));
+        views.push(view.as_ref().map(|v| {
+            serde_json::to_value(baton_orchestrate::workflows::detail(v)).unwrap_or_default()
+        }));
     }
     let calls: Vec<_> = agents.iter().flat_map(AgentServer::calls).collect();
     let audit = chaos::audit(&views, &calls);

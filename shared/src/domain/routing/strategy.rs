@@ -40,6 +40,7 @@ pub const MIN_LATENCY_TARGET_MS: f64 = 1_000.0;
 pub const LATENCY_TARGET_FACTOR: f64 = 4.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RoutingStrategy {
     #[default]

@@ -15,7 +15,7 @@ use crate::domain::learning::DecayedEvidence;
 /// Stats records and the circuit are rewritten whole; `version` guards against lost updates.
 const VERSION: &str = "version";
 
-fn stats_record(item: &Item) -> Result<(AgentStats, u64), StoreError> {
+pub(super) fn stats_record(item: &Item) -> Result<(AgentStats, u64), StoreError> {
     let a = Attrs(item);
     let stats = AgentStats {
         count: a.n("count")?,
@@ -261,6 +261,7 @@ impl LearningStore for DynamoStore {
                 .map(circuit_record)
                 .transpose()?
                 .unwrap_or_default();
+            let was_open = circuit.open;
             let mut circuit_changed = false;
             for &i in &pending {
                 let o = &outcomes[i];
@@ -333,6 +334,9 @@ impl LearningStore for DynamoStore {
             }
             let err = match transaction.send().await {
                 Ok(_) => {
+                    if circuit.open != was_open {
+                        crate::metrics::circuit_changed(&first.agent, circuit.open);
+                    }
                     for &i in &pending {
                         learned[i] = Some(true);
                     }

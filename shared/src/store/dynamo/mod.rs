@@ -1,13 +1,15 @@
 //! The DynamoDB adapter of the store ports: the client and the item helpers every part shares.
-//! Each submodule holds what one kind of record needs: `workflows` (workflows and tasks),
+//! Each submodule holds what one kind of record needs: `workflows` (workflows and tasks), `controls` (cancel, pause, resume, redrive; the list),
 //! `agents` (the registry and its health), `config` (tenants' settings), `learning` (outcomes,
 //! learned stats, circuits) `sessions` (conversation sessions), `turns` (their turns) and `slots` (round-robin counters, calls in flight).
 
 mod agents;
 mod config;
+mod controls;
 mod learning;
 mod sessions;
 mod slots;
+mod stats;
 mod turns;
 mod workflows;
 

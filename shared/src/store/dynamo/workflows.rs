@@ -3,10 +3,13 @@
 use async_trait::async_trait;
 
 use super::*;
-use crate::store::keys::{SWEEP_AT, SWEEP_SHARD};
+use crate::domain::control::{Control, Hold};
+use crate::store::keys::{
+    CANCEL_FORCE, CONTROL, CONTROLS, DRIVE, HOLD, LIST_PK, LIST_SK, SWEEP_AT, SWEEP_SHARD,
+};
 
 /// Attributes that place an item in the lease index.
-const LEASE_ATTRS: &str = "lease_until, lease_shard";
+pub(super) const LEASE_ATTRS: &str = "lease_until, lease_shard";
 
 fn task_item(workflow: &NewWorkflow, position: usize, task: &NewTask) -> Result<Item, StoreError> {
     let mut item = HashMap::from([
@@ -75,6 +78,15 @@ pub(super) fn workflow_items(workflow: &NewWorkflow) -> Result<(Vec<Item>, Item)
             s(keys::workflow_sweep_shard(&workflow.workflow_id)),
         ),
         (SWEEP_AT.into(), n(workflow.check_at_ms)),
+        // The list index: the tenant's workflows, newest first.
+        (LIST_PK.into(), s(keys::workflow_list_pk(&workflow.tenant))),
+        (
+            LIST_SK.into(),
+            s(keys::workflow_list_sk(
+                workflow.created_at_ms,
+                &workflow.workflow_id,
+            )),
+        ),
     ]);
     if let Some(deadline) = workflow.deadline_at_ms {
         record.insert("deadline_at".into(), n(deadline));
@@ -83,9 +95,9 @@ pub(super) fn workflow_items(workflow: &NewWorkflow) -> Result<(Vec<Item>, Item)
 }
 
 /// The task's profile, only on tasks that have one (and projected into the lease index).
-const PROFILE: &str = "profile";
+pub(super) const PROFILE: &str = "profile";
 
-fn task_record(item: &Item) -> Result<TaskRecord, StoreError> {
+pub(super) fn task_record(item: &Item) -> Result<TaskRecord, StoreError> {
     let a = Attrs(item);
     let (tenant, workflow_id, task_id) = keys::parse_task_keys(a.s(PK)?, a.s(SK)?)
         .ok_or_else(|| StoreError::Corrupt("task item has unexpected keys".into()))?;
@@ -117,10 +129,12 @@ fn task_record(item: &Item) -> Result<TaskRecord, StoreError> {
         claim_token: a.opt_s("claim_token").map(str::to_string),
         lease_expirations: a.opt_n("lease_expirations")?.unwrap_or(0),
         dispatches: a.opt_n("dispatches")?.unwrap_or(0),
+        hold: a.opt_s(HOLD).and_then(Hold::parse),
+        drive: a.opt_n(DRIVE)?.unwrap_or(0),
     })
 }
 
-fn workflow_record(tenant: &str, item: &Item) -> Result<WorkflowRecord, StoreError> {
+pub(super) fn workflow_record(tenant: &str, item: &Item) -> Result<WorkflowRecord, StoreError> {
     let a = Attrs(item);
     Ok(WorkflowRecord {
         tenant: tenant.into(),
@@ -136,7 +150,15 @@ fn workflow_record(tenant: &str, item: &Item) -> Result<WorkflowRecord, StoreErr
         created_at_ms: a.n("created_at")?,
         updated_at_ms: a.n("updated_at")?,
         finished_at_ms: a.opt_n("finished_at")?,
+        control: control_of(&a),
+        drive: a.opt_n(DRIVE)?.unwrap_or(0),
+        controls: a.json_list(CONTROLS)?,
     })
+}
+
+fn control_of(a: &Attrs<'_>) -> Option<Control> {
+    a.opt_s(CONTROL)
+        .and_then(|c| Control::parse(c, a.bool(CANCEL_FORCE).unwrap_or(false)))
 }
 
 fn progress(item: &Item) -> Result<WorkflowProgress, StoreError> {
@@ -145,6 +167,7 @@ fn progress(item: &Item) -> Result<WorkflowProgress, StoreError> {
         status: a.parsed("status")?,
         tasks_remaining: a.n("tasks_remaining")?,
         failing: a.opt_s("failed_task").is_some() || a.opt_s("error").is_some(),
+        cancelling: matches!(control_of(&a), Some(Control::Cancelling { .. })),
     })
 }
 
@@ -163,6 +186,38 @@ fn ended_before(task: &TaskRef, current: Option<Item>) -> Result<Ended, StoreErr
             Ended::Superseded
         },
     )
+}
+
+impl DynamoStore {
+    /// Keeps the result of an attempt whose task a forced cancel ended while it ran: it is
+    /// recorded (marked late) and changes nothing else. Once per claim.
+    async fn record_late_result(
+        &self,
+        task: &TaskRef,
+        token: &str,
+        entry: &AttemptRecord,
+    ) -> Result<(), StoreError> {
+        let late = AttemptRecord {
+            late: true,
+            ..entry.clone()
+        };
+        let update = self
+            .update_attempt(task)
+            .update_expression(
+                "SET attempts = list_append(if_not_exists(attempts, :empty), :entry), \
+                 late_claim = :token",
+            )
+            .condition_expression(
+                "#status = :cancelled AND attempt = :attempt AND claim_token = :token \
+                 AND (attribute_not_exists(late_claim) OR late_claim <> :token)",
+            )
+            .expression_attribute_values(":entry", json_list(std::slice::from_ref(&late))?)
+            .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(":cancelled", s(TaskStatus::Cancelled.as_str()))
+            .expression_attribute_values(":token", s(token));
+        conditional_update(update, ReturnValue::None).await?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -275,7 +330,9 @@ impl WorkflowStore for DynamoStore {
                  lease_until = :lease, lease_shard = :shard, claim_token = :token, \
                  claims = if_not_exists(claims, :zero) + :one{set_decision}"
             ))
-            .condition_expression("#status = :queued AND attempt = :attempt")
+            .condition_expression(format!(
+                "#status = :queued AND attempt = :attempt AND attribute_not_exists({HOLD})"
+            ))
             .expression_attribute_names("#agent", "agent")
             .expression_attribute_values(":running", s(TaskStatus::Running.as_str()))
             .expression_attribute_values(":queued", s(TaskStatus::Queued.as_str()))
@@ -305,6 +362,9 @@ impl WorkflowStore for DynamoStore {
                         ClaimOutcome::Claimed(current)
                     } else if current.status.has_result() {
                         ClaimOutcome::AlreadyFinished(current)
+                    } else if let (TaskStatus::Queued, Some(hold)) = (current.status, current.hold)
+                    {
+                        ClaimOutcome::Held(current, hold)
                     } else {
                         ClaimOutcome::NotClaimable(current)
                     }
@@ -390,7 +450,7 @@ impl WorkflowStore for DynamoStore {
                 update
                     .update_expression(format!(
                         "SET #status = :status, #result = :result, finished_at = :now, \
-                         expires_at = :expires, {append} REMOVE {LEASE_ATTRS}, claim_token"
+                         expires_at = :expires, {append} REMOVE {LEASE_ATTRS}, claim_token, {HOLD}"
                     ))
                     .expression_attribute_names("#result", field)
                     .expression_attribute_values(":status", s(status.as_str()))
@@ -411,7 +471,19 @@ impl WorkflowStore for DynamoStore {
         };
         match conditional_update(update, ReturnValue::AllNew).await? {
             Conditional::Applied(item) => Ok(Ended::Now(task_record(&item)?)),
-            Conditional::Rejected(current) => ended_before(task, current),
+            Conditional::Rejected(current) => {
+                if let (AttemptHolder::Claim(token), Some(item)) = (holder, &current) {
+                    let cancelled = task_record(item)?;
+                    if cancelled.status == TaskStatus::Cancelled
+                        && cancelled.attempt == task.attempt
+                        && cancelled.claim_token.as_deref() == Some(token)
+                    {
+                        self.record_late_result(task, token, entry).await?;
+                        return Ok(Ended::Superseded);
+                    }
+                }
+                ended_before(task, current)
+            }
         }
     }
 
@@ -452,36 +524,45 @@ impl WorkflowStore for DynamoStore {
         &self,
         tenant: &str,
         workflow_id: &str,
-        failed: bool,
+        outcome: WorkflowStatus,
         finish: Finish,
     ) -> Result<bool, StoreError> {
-        let (status, failing) = if failed {
-            (
-                WorkflowStatus::Failed,
-                "(attribute_exists(failed_task) OR attribute_exists(#error))",
-            )
-        } else {
-            (
-                WorkflowStatus::Succeeded,
-                "attribute_not_exists(failed_task) AND attribute_not_exists(#error)",
-            )
+        // The outcome must be the one the record shows: a cancel decides over a failure.
+        let not_cancelling =
+            format!("(attribute_not_exists({CONTROL}) OR {CONTROL} <> :cancelling)");
+        let failing = match outcome {
+            WorkflowStatus::Cancelled => format!("{CONTROL} = :cancelling"),
+            WorkflowStatus::Failed => format!(
+                "(attribute_exists(failed_task) OR attribute_exists(#error)) AND {not_cancelling}"
+            ),
+            _ => format!(
+                "attribute_not_exists(failed_task) AND attribute_not_exists(#error) \
+                 AND {not_cancelling}"
+            ),
         };
+        let status = outcome;
         let update = self
             .update_workflow(tenant, workflow_id)
             .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#error", "error")
             .update_expression(format!(
                 "SET #status = :final, finished_at = :now, updated_at = :now, expires_at = :expires \
-                 REMOVE {SWEEP_SHARD}, {SWEEP_AT}"
+                 REMOVE {SWEEP_SHARD}, {SWEEP_AT}, {CONTROL}, {CANCEL_FORCE}"
             ))
             .condition_expression(format!(
                 "#status = :running AND tasks_remaining = :zero AND {failing}"
             ))
             .expression_attribute_values(":final", s(status.as_str()))
             .expression_attribute_values(":running", s(WorkflowStatus::Running.as_str()))
+            .expression_attribute_values(":cancelling", s(Control::CANCELLING))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":now", n(finish.now_ms))
             .expression_attribute_values(":expires", n(finish.expires_at_s));
+        // DynamoDB refuses a name the expressions do not use.
+        let update = if outcome == WorkflowStatus::Cancelled {
+            update
+        } else {
+            update.expression_attribute_names("#error", "error")
+        };
         Ok(matches!(
             conditional_update(update, ReturnValue::None).await?,
             Conditional::Applied(_)
@@ -522,7 +603,7 @@ impl WorkflowStore for DynamoStore {
             // Already queued: by this parent (its response lost, or a resumed duplicate) or by
             // another. Only the parent that queued it sends it to routing; its dispatch lease
             // covers a lost message.
-            TaskStatus::Queued if current.attempt == 1 => {
+            TaskStatus::Queued if current.attempt == current.profile.prior_attempts + 1 => {
                 let released_by = Attrs(&item).opt_s("released_by");
                 return Ok(if released_by == Some(parent) {
                     Release::Ready {
@@ -607,20 +688,27 @@ impl WorkflowStore for DynamoStore {
         workflow_id: &str,
         task_id: &str,
         failure: &TaskFailure,
+        running_too: bool,
         finish: Finish,
     ) -> Result<bool, StoreError> {
+        // The claim token stays: a running attempt's late result is still recognised as its.
+        let also = if running_too {
+            TaskStatus::Running
+        } else {
+            TaskStatus::Queued
+        };
         let update = self
             .update_task(tenant, workflow_id, task_id)
             .update_expression(format!(
                 "SET #status = :cancelled, failure = :failure, finished_at = :now, \
-                 expires_at = :expires REMOVE {LEASE_ATTRS}, claim_token"
+                 expires_at = :expires REMOVE {LEASE_ATTRS}, {HOLD}"
             ))
-            .condition_expression("#status IN (:waiting, :queued, :running)")
+            .condition_expression("#status IN (:waiting, :queued, :also)")
             .expression_attribute_values(":cancelled", s(TaskStatus::Cancelled.as_str()))
             .expression_attribute_values(":failure", json(failure)?)
             .expression_attribute_values(":waiting", s(TaskStatus::Waiting.as_str()))
             .expression_attribute_values(":queued", s(TaskStatus::Queued.as_str()))
-            .expression_attribute_values(":running", s(TaskStatus::Running.as_str()))
+            .expression_attribute_values(":also", s(also.as_str()))
             .expression_attribute_values(":now", n(finish.now_ms))
             .expression_attribute_values(":expires", n(finish.expires_at_s));
         Ok(match conditional_update(update, ReturnValue::None).await? {
@@ -715,9 +803,15 @@ impl WorkflowStore for DynamoStore {
                      REMOVE claim_token",
                 )
                 .expression_attribute_values(":queued", s(TaskStatus::Queued.as_str())),
-            TaskStatus::Queued => update.update_expression(
-                "SET lease_until = :until, dispatches = if_not_exists(dispatches, :zero) + :one",
-            ),
+            // A held task is not sent again: it waits, parked, for its workflow's resume.
+            TaskStatus::Queued => update
+                .update_expression(
+                    "SET lease_until = :until, dispatches = if_not_exists(dispatches, :zero) + :one",
+                )
+                .condition_expression(format!(
+                    "#status = :status AND attempt = :attempt AND lease_until = :old \
+                     AND attribute_not_exists({HOLD})"
+                )),
             _ => return Ok(false),
         };
         Ok(matches!(
