@@ -646,3 +646,66 @@ async fn control_until_answered(
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancelled_diamond_and_a_paused_fan_out_behave_as_their_controls_say() {
+    let stack = start_stack("shapes", |_| {}).await;
+    let gate = GatedAgent::start().await;
+    let worker = agent(Arc::new(|_: &Value| AgentReply::ok(json!({ "ok": true })))).await;
+    register_gated(&stack, "gate", &gate).await;
+    register_agent(&stack, "worker", &worker, &["work"]).await;
+
+    // A diamond cancelled while its root runs: b, c and d never start.
+    let diamond = submit(&stack, &gated_diamond()).await;
+    wait_for_status(&stack, &diamond, "a", "running").await;
+    let cancelled = control(&stack, &diamond, "cancel").await;
+    assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
+    assert_eq!(
+        cancelled.body["tasks"]["cancelled"], 3,
+        "{:?}",
+        cancelled.body
+    );
+
+    // A fan-out paused while its root runs (the same gate holds both roots).
+    let leaves: Vec<Value> = (1..=4)
+        .map(|i| json!({ "id": format!("leaf{i}"), "capability": "work", "depends_on": ["root"] }))
+        .chain([json!({ "id": "root", "capability": "gate" })])
+        .collect();
+    let fan = submit(&stack, &json!({ "name": "fan-out", "tasks": leaves })).await;
+    wait_for_status(&stack, &fan, "root", "running").await;
+    let paused = control(&stack, &fan, "pause").await;
+    assert_eq!(paused.body["status"], "paused", "{:?}", paused.body);
+    let paused_again = control(&stack, &fan, "pause").await;
+    assert_eq!(paused_again.body["changed"], false);
+
+    gate.open();
+    let diamond_view = wait_until_finished(&stack, &diamond).await;
+    assert_eq!(diamond_view["status"], "cancelled", "{diamond_view:#}");
+    assert_eq!(task(&diamond_view, "a")["status"], "succeeded");
+    for t in ["b", "c", "d"] {
+        assert_eq!(task(&diamond_view, t)["status"], "cancelled");
+    }
+    eventually("the fan-out's leaves held", || async {
+        let view = get(&stack, &format!("/v1/workflows/{fan}")).await.body;
+        (1..=4)
+            .all(|i| task(&view, &format!("leaf{i}"))["hold"] == "pause")
+            .then_some(())
+    })
+    .await;
+    assert!(worker.calls().is_empty(), "nothing but the roots ran");
+    let listed = get(&stack, "/v1/workflows?status=paused").await.body;
+    assert_eq!(
+        listed["workflows"][0]["workflow_id"],
+        fan.as_str(),
+        "{listed:#}"
+    );
+
+    assert_eq!(control(&stack, &fan, "resume").await.status, 200);
+    let fan_view = wait_until_finished(&stack, &fan).await;
+    assert_eq!(fan_view["status"], "succeeded", "{fan_view:#}");
+    assert_eq!(
+        worker.calls().len(),
+        4,
+        "each leaf ran once, after the resume"
+    );
+}
