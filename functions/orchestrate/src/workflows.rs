@@ -156,11 +156,9 @@ pub struct WorkflowSummary {
     pub name: String,
     pub status: String,
     pub task_count: u32,
-    pub tasks_remaining: u32,
     pub redrives: u32,
     pub failed_task: Option<String>,
     pub created_at: String,
-    pub updated_at: String,
     pub finished_at: Option<String>,
 }
 
@@ -434,13 +432,11 @@ where
         .map(|w| WorkflowSummary {
             workflow_id: w.id.clone(),
             name: w.name.clone(),
-            status: shown_status(w),
+            status: w.control_state().shown_status().to_string(),
             task_count: w.task_count,
-            tasks_remaining: w.tasks_remaining,
             redrives: w.drive,
             failed_task: w.failed_task.clone(),
             created_at: rfc3339(w.created_at_ms),
-            updated_at: rfc3339(w.updated_at_ms),
             finished_at: w.finished_at_ms.map(rfc3339),
         })
         .collect();

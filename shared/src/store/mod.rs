@@ -470,10 +470,36 @@ pub trait WorkflowStore: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
+/// A workflow as the list index holds it: what changes only at its creation, its controls and
+/// its end (not its per-task counters, which would cost an index write per task).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedWorkflow {
+    pub id: String,
+    pub name: String,
+    pub status: WorkflowStatus,
+    pub control: Option<Control>,
+    pub task_count: u32,
+    pub drive: u32,
+    pub failed_task: Option<String>,
+    pub created_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+}
+
+impl ListedWorkflow {
+    pub fn control_state(&self) -> ControlState {
+        ControlState {
+            status: self.status,
+            control: self.control,
+            tasks_remaining: 0,
+            drive: self.drive,
+        }
+    }
+}
+
 /// One page of a tenant's workflows, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct WorkflowPage {
-    pub workflows: Vec<WorkflowRecord>,
+    pub workflows: Vec<ListedWorkflow>,
     /// Where the next page starts (the index key of the last item read), if there may be one.
     pub next: Option<String>,
 }

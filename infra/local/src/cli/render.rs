@@ -60,14 +60,9 @@ pub fn workflows_table(workflows: &[Value]) -> String {
     let rows: Vec<Vec<String>> = workflows
         .iter()
         .map(|w| {
-            let total = w["task_count"].as_u64();
-            let remaining = w["tasks_remaining"].as_u64();
-            let tasks = match (total, remaining) {
-                (Some(total), Some(remaining)) => {
-                    format!("{}/{total}", total.saturating_sub(remaining))
-                }
-                _ => "-".into(),
-            };
+            let tasks = w["task_count"]
+                .as_u64()
+                .map_or_else(|| "-".into(), |n| n.to_string());
             vec![
                 text(&w["workflow_id"]),
                 text(&w["name"]),
@@ -79,7 +74,7 @@ pub fn workflows_table(workflows: &[Value]) -> String {
         })
         .collect();
     table(
-        &["WORKFLOW", "NAME", "STATUS", "ENDED", "CREATED", "FINISHED"],
+        &["WORKFLOW", "NAME", "STATUS", "TASKS", "CREATED", "FINISHED"],
         &rows,
     )
 }
@@ -342,7 +337,7 @@ mod tests {
     }
 
     #[test]
-    fn the_workflow_list_shows_ended_tasks_out_of_all() {
+    fn the_workflow_list_shows_each_workflow_with_its_task_count() {
         let page = json!({"workflows": [
             {"workflow_id": "w2", "name": "report", "status": "running", "task_count": 7,
              "tasks_remaining": 4, "created_at": "2026-12-04T10:00:00Z", "finished_at": null},
@@ -352,9 +347,9 @@ mod tests {
         ], "next_cursor": null});
         assert_eq!(
             workflows_table(page["workflows"].as_array().unwrap()),
-            "WORKFLOW  NAME     STATUS     ENDED  CREATED               FINISHED\n\
-             w2        report   running    3/7    2026-12-04T10:00:00Z  -\n\
-             w1        diamond  succeeded  4/4    2026-12-04T09:00:00Z  2026-12-04T09:00:03Z\n"
+            "WORKFLOW  NAME     STATUS     TASKS  CREATED               FINISHED\n\
+             w2        report   running    7      2026-12-04T10:00:00Z  -\n\
+             w1        diamond  succeeded  4      2026-12-04T09:00:00Z  2026-12-04T09:00:03Z\n"
         );
         assert_eq!(workflows_table(&[]), "no workflows\n");
     }

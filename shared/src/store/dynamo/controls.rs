@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use super::workflows::{task_record, workflow_record, LEASE_ATTRS, PROFILE};
+use super::workflows::{listed_workflow, task_record, workflow_record, LEASE_ATTRS, PROFILE};
 use super::*;
 use crate::domain::control::{Control, ControlChange, Hold, TaskReset};
 use crate::store::keys::{
@@ -353,7 +353,7 @@ impl WorkflowControls for DynamoStore {
             }
             let out = query.send().await.map_err(dynamo_error)?;
             for item in out.items.unwrap_or_default() {
-                page.workflows.push(workflow_record(tenant, &item)?);
+                page.workflows.push(listed_workflow(&item)?);
             }
             let last = out.last_evaluated_key.filter(|key| !key.is_empty());
             match last {

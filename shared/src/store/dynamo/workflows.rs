@@ -156,6 +156,22 @@ pub(super) fn workflow_record(tenant: &str, item: &Item) -> Result<WorkflowRecor
     })
 }
 
+/// A workflow as the list index projects it.
+pub(super) fn listed_workflow(item: &Item) -> Result<ListedWorkflow, StoreError> {
+    let a = Attrs(item);
+    Ok(ListedWorkflow {
+        id: a.s("workflow_id")?.into(),
+        name: a.s("name")?.into(),
+        status: a.parsed("status")?,
+        control: control_of(&a),
+        task_count: a.n("task_count")?,
+        drive: a.opt_n(DRIVE)?.unwrap_or(0),
+        failed_task: a.opt_s("failed_task").map(str::to_string),
+        created_at_ms: a.n("created_at")?,
+        finished_at_ms: a.opt_n("finished_at")?,
+    })
+}
+
 fn control_of(a: &Attrs<'_>) -> Option<Control> {
     a.opt_s(CONTROL)
         .and_then(|c| Control::parse(c, a.bool(CANCEL_FORCE).unwrap_or(false)))
