@@ -405,3 +405,59 @@ async fn one_connection_serves_requests_with_bodies_of_either_framing() {
     assert_eq!(details["header"], "x-tenant-id");
     assert_closed(&mut stream).await;
 }
+
+/// A table kept from an older template (no `workflows` index) gets the index a restart's
+/// template added, with what it already holds kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_adds_the_index_a_newer_template_added_to_a_kept_table() {
+    use baton_local::provision::provision;
+    use baton_local::template::Template;
+    let config = baton_local::emulator::sdk_config(emulator_endpoint());
+    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let template =
+        Template::load(&baton_local::project_root().join("template.yaml")).expect("template");
+    let mut older = template.clone();
+    let state = older.tables.get_mut("StateTable").expect("state table");
+    state
+        .global_secondary_indexes
+        .retain(|i| i.index_name != "workflows");
+    state
+        .attribute_definitions
+        .retain(|a| !a.attribute_name.starts_with("list_"));
+    let prefix = "index-upgrade";
+    let first = provision(&older, prefix, &dynamodb, &sqs)
+        .await
+        .expect("older stack");
+    let table = first.tables["StateTable"].clone();
+    let indexes = |described: aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput| {
+        let mut names: Vec<String> = described
+            .table()
+            .map(|t| {
+                t.global_secondary_indexes()
+                    .iter()
+                    .filter_map(|i| i.index_name().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let describe = || dynamodb.describe_table().table_name(&table).send();
+    assert_eq!(
+        indexes(describe().await.expect("table")),
+        ["leases", "sweeps"]
+    );
+
+    provision(&template, prefix, &dynamodb, &sqs)
+        .await
+        .expect("restart");
+    assert_eq!(
+        indexes(describe().await.expect("table")),
+        ["leases", "sweeps", "workflows"]
+    );
+    // A second restart finds nothing to add.
+    provision(&template, prefix, &dynamodb, &sqs)
+        .await
+        .expect("again");
+}

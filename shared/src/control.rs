@@ -63,18 +63,7 @@ where
     let mut ready = Vec::new();
 
     // A redrive cut short: the tasks of the new drive not reset yet.
-    let tasks: Vec<RedriveTask<'_>> = view
-        .tasks
-        .iter()
-        .map(|t| RedriveTask {
-            id: &t.id,
-            status: t.status,
-            depends_on: &t.depends_on,
-            attempt: t.attempt,
-            ran: t.claims > 0 || !t.attempts.is_empty(),
-            drive: t.drive,
-        })
-        .collect();
+    let tasks = redrive_tasks(view);
     if w.drive > 0 {
         for reset in redrive_plan(&tasks, w.drive) {
             let Some(task) = view.tasks.iter().find(|t| t.id == reset.id) else {
@@ -177,6 +166,21 @@ where
     }
     queue.send_route(&ready).await?;
     Ok(done)
+}
+
+/// The workflow's tasks as a redrive plans them.
+pub fn redrive_tasks(view: &WorkflowView) -> Vec<RedriveTask<'_>> {
+    view.tasks
+        .iter()
+        .map(|t| RedriveTask {
+            id: &t.id,
+            status: t.status,
+            depends_on: &t.depends_on,
+            attempt: t.attempt,
+            ran: t.claims > 0 || !t.attempts.is_empty(),
+            drive: t.drive,
+        })
+        .collect()
 }
 
 /// Lifts a pause from one task, reading it again while it changes under the write. Returns

@@ -50,18 +50,22 @@ fn elapsed_ms(task: &TaskRecord, now_ms: i64) -> i64 {
     started.map_or(0, |s| (ended - s).max(0))
 }
 
+/// Each task's position in the workflow, by id.
+fn positions(view: &WorkflowView) -> HashMap<&str, usize> {
+    view.tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), i))
+        .collect()
+}
+
 /// The heaviest chain ending at a task: its (duration, task count), and the task before.
 type Link = ((i64, usize), Option<usize>);
 
 /// The tasks of the critical path, from a root to a sink: the chain of dependencies whose
 /// durations add up to the most (by task count when none has run yet).
 pub fn critical_path(view: &WorkflowView, now_ms: i64) -> Vec<usize> {
-    let index: HashMap<&str, usize> = view
-        .tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.id.as_str(), i))
-        .collect();
+    let index = positions(view);
     // best[i]: (duration, tasks) of the heaviest chain ending at i, and its previous task.
     let mut best: Vec<Option<Link>> = vec![None; view.tasks.len()];
     fn chain(
@@ -114,12 +118,7 @@ pub fn critical_path(view: &WorkflowView, now_ms: i64) -> Vec<usize> {
 pub fn render(view: &WorkflowView, format: GraphFormat, now_ms: i64) -> String {
     let path = critical_path(view, now_ms);
     let on_path: Vec<bool> = (0..view.tasks.len()).map(|i| path.contains(&i)).collect();
-    let index: HashMap<&str, usize> = view
-        .tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.id.as_str(), i))
-        .collect();
+    let index = positions(view);
     // Edges in task order, each marked when both ends are consecutive on the path.
     let mut edges = Vec::new();
     for (to, task) in view.tasks.iter().enumerate() {

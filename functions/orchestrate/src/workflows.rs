@@ -565,18 +565,7 @@ where
         }
         let plan = match change {
             ControlChange::Redrive { drive } => {
-                let tasks: Vec<_> = view
-                    .tasks
-                    .iter()
-                    .map(|t| baton::domain::control::RedriveTask {
-                        id: &t.id,
-                        status: t.status,
-                        depends_on: &t.depends_on,
-                        attempt: t.attempt,
-                        ran: t.claims > 0 || !t.attempts.is_empty(),
-                        drive: t.drive,
-                    })
-                    .collect();
+                let tasks = baton::control::redrive_tasks(&view);
                 let plan: Vec<String> = redrive_plan(&tasks, drive)
                     .into_iter()
                     .map(|r| r.id)

@@ -131,20 +131,12 @@ async fn create_table(
                 })
                 .collect()
         };
-    let mut request = dynamodb
+    let request = dynamodb
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
-        .set_key_schema(Some(key_schema(&spec.key_schema)?));
-    for a in &spec.attribute_definitions {
-        request = request.attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name(&a.attribute_name)
-                .attribute_type(ScalarAttributeType::from(a.attribute_type.as_str()))
-                .build()
-                .map_err(|e| e.to_string())?,
-        );
-    }
+        .set_key_schema(Some(key_schema(&spec.key_schema)?))
+        .set_attribute_definitions(Some(attribute_definitions(spec)?));
     let mut indexes = Vec::new();
     for index in &spec.global_secondary_indexes {
         let projection = Projection::builder()
@@ -200,6 +192,19 @@ async fn create_table(
     Ok(())
 }
 
+fn attribute_definitions(spec: &TableSpec) -> Result<Vec<AttributeDefinition>, String> {
+    spec.attribute_definitions
+        .iter()
+        .map(|a| {
+            AttributeDefinition::builder()
+                .attribute_name(&a.attribute_name)
+                .attribute_type(ScalarAttributeType::from(a.attribute_type.as_str()))
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
 /// Creates the template's indexes that an existing table lacks (one per UpdateTable, as
 /// DynamoDB requires).
 async fn add_missing_indexes(
@@ -229,16 +234,20 @@ async fn add_missing_indexes(
             continue;
         }
         tracing::info!(table = %name, index = %index.index_name(), "adding an index the template added");
-        let mut update = dynamodb.update_table().table_name(name);
-        for a in &spec.attribute_definitions {
-            update = update.attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(&a.attribute_name)
-                    .attribute_type(ScalarAttributeType::from(a.attribute_type.as_str()))
-                    .build()
-                    .map_err(|e| e.to_string())?,
-            );
-        }
+        // Only the new index's keys: DynamoDB refuses definitions no key uses.
+        let keys: Vec<&str> = index
+            .key_schema()
+            .iter()
+            .map(|k| k.attribute_name())
+            .collect();
+        let definitions = attribute_definitions(spec)?
+            .into_iter()
+            .filter(|d| keys.contains(&d.attribute_name()))
+            .collect();
+        let update = dynamodb
+            .update_table()
+            .table_name(name)
+            .set_attribute_definitions(Some(definitions));
         let create = CreateGlobalSecondaryIndexAction::builder()
             .index_name(index.index_name())
             .set_key_schema(Some(index.key_schema().to_vec()))
