@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 use crate::error::json_response;
+use crate::timing::{timed, timed_sync};
 use crate::{Api, ApiError, ApiStore};
 
 /// A task's output larger than this (as JSON text) is left out of the workflow's view, so that
@@ -239,8 +240,7 @@ where
     S: ApiStore,
 {
     check_name(NameKind::Workflow, id).map_err(|_| not_found(id))?;
-    api.store
-        .workflow(tenant, id)
+    timed("store", api.store.workflow(tenant, id))
         .await?
         .ok_or_else(|| not_found(id))
 }
@@ -343,12 +343,13 @@ where
     check_name(NameKind::Workflow, id).map_err(|_| not_found(id))?;
     check_name(NameKind::Task, task_id).map_err(|_| missing())?;
     // The workflow record makes its tasks visible: without it they are not there.
-    if api.store.workflow_status(tenant, id).await?.is_none() {
+    if timed("store", api.store.workflow_status(tenant, id))
+        .await?
+        .is_none()
+    {
         return Err(not_found(id));
     }
-    let record = api
-        .store
-        .task(tenant, id, task_id)
+    let record = timed("store", api.store.task(tenant, id, task_id))
         .await?
         .ok_or_else(missing)?;
     Ok(json_response(200, &task(&record, false)))
@@ -424,8 +425,8 @@ pub async fn list<S, Q>(
 where
     S: ApiStore,
 {
-    let filter = list_filter(request)?;
-    let page = api.store.list_workflows(tenant, &filter).await?;
+    let filter = timed_sync("validate", || list_filter(request))?;
+    let page = timed("store", api.store.list_workflows(tenant, &filter)).await?;
     let workflows = page
         .workflows
         .iter()
@@ -560,7 +561,11 @@ where
         let change = decide(&view.workflow.control_state(), action).map_err(refused)?;
         if change == ControlChange::Unchanged {
             // Carry on a control that may have been cut short; idempotent.
-            let done = reconcile(&api.store, &api.queue, &api.settings, &view, now).await?;
+            let done = timed(
+                "tasks",
+                reconcile(&api.store, &api.queue, &api.settings, &view, now),
+            )
+            .await?;
             return answer(api, tenant, &view.workflow, action, false, done).await;
         }
         let plan = match change {
@@ -609,14 +614,18 @@ where
                 .or(w.deadline_at_ms)
                 .map_or(check_at, |at| at.min(check_at)),
         };
-        match api.store.control_workflow(w, &write).await? {
+        match timed("store", api.store.control_workflow(w, &write)).await? {
             ControlApplied::Applied(record) => {
                 tracing::info!(tenant, workflow = %id, action = action.name(), "control applied");
                 let view = WorkflowView {
                     workflow: *record,
                     tasks: view.tasks,
                 };
-                let done = reconcile(&api.store, &api.queue, &api.settings, &view, now).await?;
+                let done = timed(
+                    "tasks",
+                    reconcile(&api.store, &api.queue, &api.settings, &view, now),
+                )
+                .await?;
                 return answer(api, tenant, &view.workflow, action, true, done).await;
             }
             ControlApplied::Stale => continue,
@@ -649,7 +658,7 @@ where
     S: ApiStore,
 {
     // The control's own effects may have finished the workflow (a cancel with nothing running).
-    let status = match api.store.workflow_status(tenant, &record.id).await? {
+    let status = match timed("store", api.store.workflow_status(tenant, &record.id)).await? {
         Some(status) if status.is_terminal() => status.as_str().to_string(),
         _ => shown_status(record),
     };
