@@ -488,64 +488,26 @@ where
 mod tests {
     use super::*;
     use crate::domain::task::WorkflowStatus;
-    use crate::store::WorkflowRecord;
 
+    /// An ended task (finished at 0) with these dependents, from the graph tests' fixture.
     fn task(id: &str, status: TaskStatus, dependents: &[&str]) -> TaskRecord {
         TaskRecord {
-            tenant: "t".into(),
-            workflow_id: "w".into(),
-            id: id.into(),
-            capability: "c".into(),
-            profile: Default::default(),
-            decision: None,
-            input: Value::Null,
-            depends_on: Vec::new(),
             dependents: dependents.iter().map(|d| d.to_string()).collect(),
-            status,
-            attempt: 1,
-            deps_remaining: 0,
-            deps_done: Vec::new(),
-            agent: None,
-            output: None,
-            failure: None,
-            started_at_ms: None,
             finished_at_ms: Some(0),
-            lease_until_ms: None,
-            retry: None,
-            fallback: true,
-            timeout_ms: None,
-            attempts: Vec::new(),
-            claims: 0,
-            claim_token: None,
-            lease_expirations: 0,
-            dispatches: 0,
-            hold: None,
-            drive: 0,
+            ..crate::graph::tests::task(id, &[], status, None)
         }
     }
 
+    /// A running workflow that counted `done` and maybe failed.
     fn view(tasks: Vec<TaskRecord>, done: &[&str], failed_task: Option<&str>) -> WorkflowView {
-        WorkflowView {
-            workflow: WorkflowRecord {
-                tenant: "t".into(),
-                id: "w".into(),
-                name: "n".into(),
-                status: WorkflowStatus::Running,
-                task_count: tasks.len() as u32,
-                tasks_remaining: (tasks.len() - done.len()) as u32,
-                tasks_done: done.iter().map(|d| d.to_string()).collect(),
-                failed_task: failed_task.map(str::to_string),
-                error: None,
-                deadline_at_ms: None,
-                created_at_ms: 0,
-                updated_at_ms: 0,
-                finished_at_ms: None,
-                control: None,
-                drive: 0,
-                controls: Vec::new(),
-            },
-            tasks,
-        }
+        let mut view = crate::graph::tests::view(tasks);
+        let w = &mut view.workflow;
+        w.status = WorkflowStatus::Running;
+        w.tasks_remaining = w.task_count - done.len() as u32;
+        w.tasks_done = done.iter().map(|d| d.to_string()).collect();
+        w.failed_task = failed_task.map(str::to_string);
+        w.finished_at_ms = None;
+        view
     }
 
     #[test]

@@ -50,6 +50,24 @@ fn elapsed_ms(task: &TaskRecord, now_ms: i64) -> i64 {
     started.map_or(0, |s| (ended - s).max(0))
 }
 
+/// The positions of the critical path's tasks, from a root to a sink: the DAG's heaviest
+/// chain of run times. Each task weighs a millisecond more than it ran, so that before
+/// anything ran the longest chain is critical. Empty for a damaged workflow.
+pub fn critical_path(view: &WorkflowView, now_ms: i64) -> Vec<usize> {
+    let Ok(dag) = view.dag() else {
+        return Vec::new();
+    };
+    let index = positions(view);
+    let (path, _) = dag.critical_path(|id| {
+        index
+            .get(id)
+            .map_or(0.0, |&i| (elapsed_ms(&view.tasks[i], now_ms) + 1) as f64)
+    });
+    path.iter()
+        .filter_map(|id| index.get(id).copied())
+        .collect()
+}
+
 /// Each task's position in the workflow, by id.
 fn positions(view: &WorkflowView) -> HashMap<&str, usize> {
     view.tasks
@@ -57,61 +75,6 @@ fn positions(view: &WorkflowView) -> HashMap<&str, usize> {
         .enumerate()
         .map(|(i, t)| (t.id.as_str(), i))
         .collect()
-}
-
-/// The heaviest chain ending at a task: its (duration, task count), and the task before.
-type Link = ((i64, usize), Option<usize>);
-
-/// The tasks of the critical path, from a root to a sink: the chain of dependencies whose
-/// durations add up to the most (by task count when none has run yet).
-pub fn critical_path(view: &WorkflowView, now_ms: i64) -> Vec<usize> {
-    let index = positions(view);
-    // best[i]: (duration, tasks) of the heaviest chain ending at i, and its previous task.
-    let mut best: Vec<Option<Link>> = vec![None; view.tasks.len()];
-    fn chain(
-        i: usize,
-        view: &WorkflowView,
-        index: &HashMap<&str, usize>,
-        best: &mut Vec<Option<Link>>,
-        now_ms: i64,
-        depth: usize,
-    ) -> (i64, usize) {
-        if let Some((weight, _)) = best[i] {
-            return weight;
-        }
-        let task = &view.tasks[i];
-        let mut heaviest = ((0, 0), None);
-        // A stored workflow is acyclic; the depth bound only guards a damaged one.
-        if depth <= view.tasks.len() {
-            for dep in task.depends_on.iter().filter_map(|d| index.get(d.as_str())) {
-                let weight = chain(*dep, view, index, best, now_ms, depth + 1);
-                if weight > heaviest.0 {
-                    heaviest = (weight, Some(*dep));
-                }
-            }
-        }
-        let own = elapsed_ms(task, now_ms);
-        let weight = (heaviest.0 .0 + own, heaviest.0 .1 + 1);
-        best[i] = Some((weight, heaviest.1));
-        weight
-    }
-    let mut end = None;
-    let mut heaviest = (-1, 0);
-    for i in 0..view.tasks.len() {
-        let weight = chain(i, view, &index, &mut best, now_ms, 0);
-        if weight > heaviest {
-            heaviest = weight;
-            end = Some(i);
-        }
-    }
-    let mut path = Vec::new();
-    let mut at = end;
-    while let Some(i) = at {
-        path.push(i);
-        at = best[i].and_then(|(_, previous)| previous);
-    }
-    path.reverse();
-    path
 }
 
 /// The picture of the workflow in `format`.

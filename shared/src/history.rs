@@ -70,13 +70,7 @@ pub fn history(view: &WorkflowView) -> Vec<HistoryEvent> {
         if let Some(drive) = control.drive {
             details.insert("drive".into(), json!(drive));
         }
-        let event = match control.event.as_str() {
-            "paused" => "paused",
-            "resumed" => "resumed",
-            "cancel_requested" => "cancel_requested",
-            _ => "redriven",
-        };
-        let mut entry = HistoryEvent::at(control.at_ms, event);
+        let mut entry = HistoryEvent::at(control.at_ms, control.event.as_str());
         if !details.is_empty() {
             entry = entry.details(Value::Object(details));
         }
@@ -239,7 +233,7 @@ mod tests {
         let mut v = view(vec![a, b]);
         v.workflow.finished_at_ms = Some(61);
         v.workflow.controls = vec![ControlEvent {
-            event: "paused".into(),
+            event: crate::domain::control::ControlKind::Paused,
             at_ms: 35,
             force: false,
             drive: None,

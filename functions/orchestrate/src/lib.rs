@@ -338,16 +338,10 @@ where
             allow(&[Method::GET])?;
             let tenant = tenant(request)?;
             let view = workflows::stored(api, &tenant, id).await?;
-            let specs: Vec<TaskSpec> = view
-                .tasks
-                .iter()
-                .map(|t| TaskSpec {
-                    task_type: t.profile.task_type.clone(),
-                    ..TaskSpec::shape(&t.id, &t.capability, t.depends_on.clone())
-                })
-                .collect();
+            let specs = view.specs();
             // A stored workflow passed validation; only a damaged one could fail here.
-            let dag = Dag::build(&specs)
+            let dag = view
+                .dag()
                 .map_err(|e| ApiError::Unavailable(format!("stored workflow is malformed: {e}")))?;
             let plan = plan(api, &tenant, &dag, &specs, Freshness::Fresh).await?;
             Ok(json_response(

@@ -559,7 +559,7 @@ where
         let view = stored(api, tenant, id).await?;
         let now = now_ms();
         let change = decide(&view.workflow.control_state(), action).map_err(refused)?;
-        if change == ControlChange::Unchanged {
+        let Some(event) = change.event() else {
             // Carry on a control that may have been cut short; idempotent.
             let done = timed(
                 "tasks",
@@ -567,7 +567,7 @@ where
             )
             .await?;
             return answer(api, tenant, &view.workflow, action, false, done).await;
-        }
+        };
         let plan = match change {
             ControlChange::Redrive { drive } => {
                 let tasks = baton::control::redrive_tasks(&view);
@@ -588,7 +588,7 @@ where
         };
         let w = &view.workflow;
         let event = ControlEvent {
-            event: change.event().unwrap_or_default().to_string(),
+            event,
             at_ms: now,
             force: matches!(change, ControlChange::Cancel { force: true }),
             drive: match change {

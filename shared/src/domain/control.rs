@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 
+use super::dag::{Dag, TaskSpec};
 use super::task::{TaskStatus, WorkflowStatus};
 
 /// A control that holds on a running workflow until it finishes or is resumed.
@@ -99,12 +100,32 @@ impl ControlAction {
     }
 }
 
+/// What a control did, as the history names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlKind {
+    Paused,
+    Resumed,
+    CancelRequested,
+    Redriven,
+}
+
+impl ControlKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ControlKind::Paused => "paused",
+            ControlKind::Resumed => "resumed",
+            ControlKind::CancelRequested => "cancel_requested",
+            ControlKind::Redriven => "redriven",
+        }
+    }
+}
+
 /// A control as the workflow record keeps it (`controls`), for the history. It is appended
 /// by the write that applies the control, so the history costs no write of its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlEvent {
-    /// `paused`, `resumed`, `cancel_requested` or `redriven`.
-    pub event: String,
+    pub event: ControlKind,
     pub at_ms: i64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
@@ -133,13 +154,13 @@ pub enum ControlChange {
 
 impl ControlChange {
     /// The history event the change records.
-    pub const fn event(self) -> Option<&'static str> {
+    pub const fn event(self) -> Option<ControlKind> {
         match self {
             ControlChange::Unchanged => None,
-            ControlChange::Pause => Some("paused"),
-            ControlChange::Resume => Some("resumed"),
-            ControlChange::Cancel { .. } => Some("cancel_requested"),
-            ControlChange::Redrive { .. } => Some("redriven"),
+            ControlChange::Pause => Some(ControlKind::Paused),
+            ControlChange::Resume => Some(ControlKind::Resumed),
+            ControlChange::Cancel { .. } => Some(ControlKind::CancelRequested),
+            ControlChange::Redrive { .. } => Some(ControlKind::Redriven),
         }
     }
 }
@@ -295,42 +316,22 @@ pub fn redrive_plan(tasks: &[RedriveTask<'_>], drive: u32) -> Vec<TaskReset> {
         .collect()
 }
 
-/// Indexes of `tasks` in an order where every task comes before its dependencies.
+/// Indexes of `tasks` in an order where every task comes before its dependencies: the DAG's
+/// topological order, reversed. A damaged workflow (no DAG) keeps its stored order.
 fn dependents_first(tasks: &[RedriveTask<'_>]) -> Vec<usize> {
+    let specs: Vec<TaskSpec> = tasks
+        .iter()
+        .map(|t| TaskSpec::shape(t.id, "", t.depends_on.to_vec()))
+        .collect();
+    let Ok(dag) = Dag::build(&specs) else {
+        return (0..tasks.len()).collect();
+    };
     let index: HashMap<&str, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
-    let mut depth = vec![None::<usize>; tasks.len()];
-    // Depth = the longest chain of dependencies below a task; deeper tasks come first.
-    fn measure(
-        i: usize,
-        tasks: &[RedriveTask<'_>],
-        index: &HashMap<&str, usize>,
-        depth: &mut Vec<Option<usize>>,
-        guard: usize,
-    ) -> usize {
-        if let Some(d) = depth[i] {
-            return d;
-        }
-        // A stored workflow is acyclic (validated at submission); the guard only stops a
-        // damaged one from recursing forever.
-        if guard > tasks.len() {
-            return 0;
-        }
-        let d = tasks[i]
-            .depends_on
-            .iter()
-            .filter_map(|dep| index.get(dep.as_str()))
-            .map(|&j| measure(j, tasks, index, depth, guard + 1) + 1)
-            .max()
-            .unwrap_or(0);
-        depth[i] = Some(d);
-        d
-    }
-    for i in 0..tasks.len() {
-        measure(i, tasks, &index, &mut depth, 0);
-    }
-    let mut order: Vec<usize> = (0..tasks.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(depth[i].unwrap_or(0)));
-    order
+    dag.topological_order()
+        .iter()
+        .rev()
+        .filter_map(|id| index.get(id).copied())
+        .collect()
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use crate::domain::agent::Agent;
 use crate::domain::circuit::{Circuit, Probe};
 use crate::domain::control::{Control, ControlChange, ControlEvent, ControlState, Hold, TaskReset};
 use crate::domain::conversation::ConversationState;
+use crate::domain::dag::{Dag, DagError, TaskSpec};
 use crate::domain::health::AgentHealth;
 use crate::domain::learning::AgentStats;
 use crate::domain::priority::Multipliers;
@@ -206,6 +207,25 @@ pub fn progress_outcome(cancelling: bool, failing: bool) -> WorkflowStatus {
 pub struct WorkflowView {
     pub workflow: WorkflowRecord,
     pub tasks: Vec<TaskRecord>,
+}
+
+impl WorkflowView {
+    /// The tasks' shapes as submitted (ids, capabilities, types, dependencies), for the DAG's
+    /// analyses.
+    pub fn specs(&self) -> Vec<TaskSpec> {
+        self.tasks
+            .iter()
+            .map(|t| TaskSpec {
+                task_type: t.profile.task_type.clone(),
+                ..TaskSpec::shape(&t.id, &t.capability, t.depends_on.clone())
+            })
+            .collect()
+    }
+
+    /// Its DAG. A stored workflow passed validation; only a damaged one fails here.
+    pub fn dag(&self) -> Result<Dag, DagError> {
+        Dag::build(&self.specs())
+    }
 }
 
 /// What a claim on (task, attempt) found.
