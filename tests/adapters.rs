@@ -18,6 +18,7 @@ use serde_json::json;
 /// Stores the diamond a → {b, c} → d directly.
 async fn store_diamond(stack: &LocalStack, id: &str) {
     let task = |name: &str, deps: &[&str], dependents: &[&str]| NewTask {
+        dispatch_until_ms: None,
         id: name.into(),
         capability: "work".into(),
         profile: Default::default(),
@@ -35,6 +36,7 @@ async fn store_diamond(stack: &LocalStack, id: &str) {
     };
     let now = now_ms();
     let workflow = NewWorkflow {
+        counted: true,
         tenant: "acme".into(),
         workflow_id: id.into(),
         name: "diamond".into(),
@@ -464,6 +466,7 @@ async fn a_join_released_by_many_parents_at_once_is_released_exactly_once() {
     let mut tasks: Vec<NewTask> = parents
         .iter()
         .map(|p| NewTask {
+            dispatch_until_ms: None,
             id: p.clone(),
             capability: "work".into(),
             profile: Default::default(),
@@ -477,6 +480,7 @@ async fn a_join_released_by_many_parents_at_once_is_released_exactly_once() {
         })
         .collect();
     tasks.push(NewTask {
+        dispatch_until_ms: None,
         id: "join".into(),
         capability: "work".into(),
         profile: Default::default(),
@@ -490,6 +494,7 @@ async fn a_join_released_by_many_parents_at_once_is_released_exactly_once() {
     });
     let now = now_ms();
     let workflow = NewWorkflow {
+        counted: true,
         tenant: "acme".into(),
         workflow_id: "wj".into(),
         name: "join".into(),

@@ -491,7 +491,7 @@ async fn the_graph_and_the_task_view_show_the_workflow() {
         404
     );
 
-    let client = reqwest::Client::new();
+    let client = baton_local::tenant_client("default").build().unwrap();
     let mermaid = client
         .get(format!("{}/v1/workflows/{id}/graph", stack.api_url))
         .send()

@@ -547,7 +547,9 @@ async fn orchestrate_speaks_seed_001s_contract() {
         "call_log_id": "call-9",
         "channel": "sms",
     });
-    let response = reqwest::Client::new()
+    let response = baton_local::tenant_client("default")
+        .build()
+        .unwrap()
         .post(format!("{}/orchestrate", stack.api_url))
         .json(&query)
         .send()

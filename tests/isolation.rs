@@ -280,7 +280,7 @@ async fn requests_without_a_valid_identity_get_401_and_store_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn header_mode_trusts_x_tenant_id_and_defaults_to_the_default_tenant() {
+async fn header_mode_trusts_x_tenant_id_and_refuses_a_request_without_one() {
     let stack = api_only_stack("header-mode").await;
     let registered = call(
         &stack,
@@ -302,14 +302,24 @@ async fn header_mode_trusts_x_tenant_id_and_defaults_to_the_default_tenant() {
     assert_eq!(as_acme.status, 200, "{:#}", as_acme.body);
     let as_default = call(
         &stack,
-        &Caller::nobody(),
+        &Caller::header("default"),
         "GET",
         "/v1/agents/acme-agent",
         None,
     )
     .await;
     assert_eq!(as_default.status, 404, "{:#}", as_default.body);
-    // A token means nothing to a stack without an authorizer.
+    // Without the header there is no tenant: refused, not answered as `default`'s.
+    for (method, path) in [
+        ("GET", "/v1/agents/acme-agent"),
+        ("GET", "/v1/agents"),
+        ("POST", "/v1/workflows"),
+    ] {
+        let nobody = call(&stack, &Caller::nobody(), method, path, None).await;
+        assert_eq!(nobody.status, 401, "{method} {path}: {:#}", nobody.body);
+        assert_eq!(nobody.body["error"]["code"], "unauthorized");
+    }
+    // A token means nothing to a stack without an authorizer: without the header, no tenant.
     let authorizer = JwtAuthorizer::local(b"unused");
     let with_token = call(
         &stack,
@@ -319,7 +329,7 @@ async fn header_mode_trusts_x_tenant_id_and_defaults_to_the_default_tenant() {
         None,
     )
     .await;
-    assert_eq!(with_token.status, 404, "{:#}", with_token.body);
+    assert_eq!(with_token.status, 401, "{:#}", with_token.body);
     let malformed = call(
         &stack,
         &Caller::header("not a tenant"),

@@ -5,7 +5,7 @@
 //! contract says; bad registrations are refused by field and store nothing.
 
 use baton_local::bedrock_service::{BRIEF_MODEL, KEYWORDS_MODEL};
-use baton_local::lambda_service::{FAILS, SUMMARIZE};
+use baton_local::lambda_service::{function, FAILS, SUMMARIZE};
 use baton_local::openai_service;
 use baton_local::stack::LocalStack;
 use baton_local::stand_ins::StandIns;
@@ -97,7 +97,7 @@ async fn a_lambda_agent_runs_through_the_sdk_and_its_reported_usage_is_kept() {
         &stack,
         "summarizer",
         "summarize",
-        json!({ "kind": "lambda", "function": SUMMARIZE }),
+        json!({ "kind": "lambda", "function": function("default", SUMMARIZE) }),
     )
     .await;
     let id = submit(&stack, &two_steps("summarize")).await;
@@ -120,7 +120,8 @@ async fn a_lambda_agent_runs_through_the_sdk_and_its_reported_usage_is_kept() {
         .iter()
         .find(|c| c["payload"]["task_id"] == "second")
         .expect("the second step was invoked");
-    assert_eq!(second["function"], SUMMARIZE);
+    assert_eq!(second["function"], function("default", SUMMARIZE));
+    assert_eq!(second["payload"]["tenant"], "default");
     assert_eq!(second["payload"]["dependencies"]["first"], first["output"]);
     assert!(second["payload"]["idempotency_key"]
         .as_str()
@@ -142,7 +143,7 @@ async fn a_lambda_function_error_fails_the_task_without_a_retry() {
         &stack,
         "faulty",
         "work",
-        json!({ "kind": "lambda", "function": FAILS }),
+        json!({ "kind": "lambda", "function": function("default", FAILS) }),
     )
     .await;
     let id = submit(&stack, &one_task("work", json!({ "text": "anything" }))).await;
@@ -169,7 +170,7 @@ async fn an_unknown_function_fails_for_good_and_a_throttled_one_is_retried_until
         &stack,
         "missing",
         "gone",
-        json!({ "kind": "lambda", "function": "baton-agent-none" }),
+        json!({ "kind": "lambda", "function": "baton-agent-default-none" }),
     )
     .await;
     let id = submit(&stack, &one_task("gone", json!({}))).await;
@@ -189,7 +190,7 @@ async fn an_unknown_function_fails_for_good_and_a_throttled_one_is_retried_until
         &stack,
         "busy",
         "summarize",
-        json!({ "kind": "lambda", "function": SUMMARIZE }),
+        json!({ "kind": "lambda", "function": function("default", SUMMARIZE) }),
     )
     .await;
     stand_ins(&stack).lambda.throttle_next(2);
@@ -265,7 +266,14 @@ async fn a_bedrock_agent_answers_through_converse_with_its_prompt_and_the_depend
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_throttled_bedrock_call_is_retried_and_an_invalid_model_is_not() {
-    let stack = start_stack("bedrock-errors", |_| {}).await;
+    // The operator allows a model the service does not have: Bedrock itself refuses it.
+    let stack = start_stack("bedrock-errors", |options| {
+        options.env_overrides.insert(
+            "BATON_BEDROCK_MODELS".into(),
+            format!("{KEYWORDS_MODEL},baton.none-v1"),
+        );
+    })
+    .await;
     register_kind(
         &stack,
         "keywords",

@@ -177,7 +177,7 @@ async fn send(request: reqwest::RequestBuilder) -> Raw {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_over_the_payload_limit_gets_413_in_the_error_shape() {
     let stack = api_only_stack("bigbody").await;
-    let client = reqwest::Client::new();
+    let client = baton_local::tenant_client("default").build().unwrap();
     let body = vec![b'x'; 11 * 1024 * 1024];
     let answer = send(
         client
@@ -211,7 +211,7 @@ async fn a_body_over_the_payload_limit_gets_413_in_the_error_shape() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_line_over_api_gateways_limit_gets_414_in_the_error_shape() {
     let stack = api_only_stack("longurl").await;
-    let client = reqwest::Client::new();
+    let client = baton_local::tenant_client("default").build().unwrap();
     let long = "a".repeat(20_000);
     for url in [
         format!("{}/v1/workflows/{long}", stack.api_url),
@@ -363,7 +363,7 @@ async fn one_connection_serves_requests_with_bodies_of_either_framing() {
     let body = b"GET /x HTTP/1.1\r\nBad\x00: y\r\n\r\n";
     let request = [
         format!(
-            "POST /v1/workflows HTTP/1.1\r\nHost: baton\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "POST /v1/workflows HTTP/1.1\r\nHost: baton\r\nX-Tenant-Id: default\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .as_bytes(),
@@ -375,7 +375,7 @@ async fn one_connection_serves_requests_with_bodies_of_either_framing() {
     assert_refused(&answer, 400, "invalid_json");
 
     // A chunked body, with an extension and a trailer.
-    let chunked = b"POST /v1/workflows HTTP/1.1\r\nHost: baton\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n\
+    let chunked = b"POST /v1/workflows HTTP/1.1\r\nHost: baton\r\nX-Tenant-Id: default\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n\
 5;note=x\r\n{\"nam\r\n3\r\ne\":\r\n0\r\nX-Trailer: t\r\n\r\n";
     stream.write_all(chunked).await.unwrap();
     let answer = read_answer(&mut stream).await;
@@ -406,8 +406,8 @@ async fn one_connection_serves_requests_with_bodies_of_either_framing() {
     assert_closed(&mut stream).await;
 }
 
-/// A table kept from an older template (no `workflows` index) gets the index a restart's
-/// template added, with what it already holds kept.
+/// A table kept from an older template (no `workflows` and `running` indexes) gets the
+/// indexes a restart's template added, with what it already holds kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_adds_the_index_a_newer_template_added_to_a_kept_table() {
     use baton_local::provision::provision;
@@ -421,10 +421,10 @@ async fn a_restart_adds_the_index_a_newer_template_added_to_a_kept_table() {
     let state = older.tables.get_mut("StateTable").expect("state table");
     state
         .global_secondary_indexes
-        .retain(|i| i.index_name != "workflows");
+        .retain(|i| i.index_name != "workflows" && i.index_name != "running");
     state
         .attribute_definitions
-        .retain(|a| !a.attribute_name.starts_with("list_"));
+        .retain(|a| !a.attribute_name.starts_with("list_") && a.attribute_name != "run_pk");
     let prefix = "index-upgrade";
     let first = provision(&older, prefix, &dynamodb, &sqs)
         .await
@@ -454,7 +454,7 @@ async fn a_restart_adds_the_index_a_newer_template_added_to_a_kept_table() {
         .expect("restart");
     assert_eq!(
         indexes(describe().await.expect("table")),
-        ["leases", "sweeps", "workflows"]
+        ["leases", "running", "sweeps", "workflows"]
     );
     // A second restart finds nothing to add.
     provision(&template, prefix, &dynamodb, &sqs)

@@ -21,7 +21,9 @@ async fn call(
     body: Option<Value>,
     if_match: Option<&str>,
 ) -> Tagged {
-    let mut request = reqwest::Client::new().request(method, format!("{}{path}", stack.api_url));
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}{path}", stack.api_url))
+        .header("x-tenant-id", baton_local::LOCAL_TENANT);
     if let Some(body) = body {
         request = request.json(&body);
     }

@@ -191,12 +191,11 @@ async fn seed_history(stack: &LocalStack, agent: &str, success: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_workflow_whose_primary_agent_is_down_succeeds_on_its_fallback() {
     let stack = start_stack("fallback", |_| {}).await;
-    let down = agent_replying(AgentReply::ok(json!({}))).await;
+    let down = ClosedPort::new();
     let up = agent(Arc::new(|_: &Value| AgentReply::ok(json!({ "by": "up" })))).await;
-    register_agent(&stack, "down", &down, &["work"]).await;
+    register_url(&stack, "down", &down.url, &["work"]).await;
     register_agent(&stack, "up", &up, &["work"]).await;
     seed_good_history(&stack, "down", "up").await;
-    drop(down); // its port now refuses connections
 
     let id = submit(
         &stack,
@@ -219,12 +218,11 @@ async fn a_workflow_whose_primary_agent_is_down_succeeds_on_its_fallback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_task_that_turns_fallback_off_is_retried_on_the_same_agent() {
     let stack = start_stack("no-fallback", |_| {}).await;
-    let down = agent_replying(AgentReply::ok(json!({}))).await;
+    let down = ClosedPort::new();
     let up = agent_replying(AgentReply::ok(json!({}))).await;
-    register_agent(&stack, "down", &down, &["work"]).await;
+    register_url(&stack, "down", &down.url, &["work"]).await;
     register_agent(&stack, "up", &up, &["work"]).await;
     seed_good_history(&stack, "down", "up").await;
-    drop(down);
 
     let id = submit(
         &stack,

@@ -182,6 +182,7 @@ async fn a_host_that_resolves_to_a_refused_address_is_not_called() {
     let policy = EndpointPolicy {
         http_hosts: vec!["localhost".into()],
         private_networks: Vec::new(),
+        allow_loopback: false,
     };
     let endpoint = format!("http://localhost:{}/", server.port);
     let agent = AgentRegistration::http("rebound", &endpoint, &["work"])

@@ -41,6 +41,21 @@ async fn stats_of(stack: &baton_local::stack::LocalStack, tenant: Option<&str>) 
     answer.body
 }
 
+/// The stats as the operator sees them: with the deployment's queues.
+async fn operator_stats(stack: &baton_local::stack::LocalStack) -> Value {
+    let scopes = [("x-baton-scopes", "openid baton/operator")];
+    let answer = request_with(
+        stack,
+        reqwest::Method::GET,
+        "/v1/stats",
+        json!(null),
+        &scopes,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{:#}", answer.body);
+    answer.body
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stats_show_routing_learning_health_queues_and_the_tenants_running_workflows() {
     let stack = start_stack("stats", |_| {}).await;
@@ -102,7 +117,10 @@ async fn stats_show_routing_learning_health_queues_and_the_tenants_running_workf
     assert_eq!(stats["health"]["total"], 2);
     assert_eq!(stats["health"]["enabled"], 2);
     assert_eq!(stats["health"]["circuits_open"], json!([]));
-    // Queues: all ten, each with its depth.
+    // Queues are the deployment's: a tenant sees none, the operator all ten, each with its
+    // depth.
+    assert!(stats.get("queues").is_none(), "{stats:#}");
+    let stats = operator_stats(&stack).await;
     let names: Vec<&str> = stats["queues"]
         .as_array()
         .expect("queues")
@@ -137,7 +155,7 @@ async fn stats_show_routing_learning_health_queues_and_the_tenants_running_workf
     assert_eq!(stats["workflows"]["running"], 1, "{stats:#}");
 
     // The peek left the dead-letter message where it was.
-    let again = stats_of(&stack, None).await;
+    let again = operator_stats(&stack).await;
     assert_eq!(queue(&again, "route-dlq")["visible"], 1);
 
     // Another tenant sees nothing of this one's agents, learning or workflows.
@@ -147,6 +165,7 @@ async fn stats_show_routing_learning_health_queues_and_the_tenants_running_workf
     assert_eq!(other["learning"]["outcomes"], 0);
     assert_eq!(other["health"]["total"], 0);
     assert_eq!(other["workflows"]["running"], 0);
+    assert!(other.get("queues").is_none());
 
     assert_eq!(
         wait_until_finished(&stack, &running).await["status"],
@@ -188,7 +207,7 @@ fn names(timing: &[(String, f64)]) -> Vec<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_carries_server_timing_with_its_phases_and_total() {
     let stack = api_only_stack("timing").await;
-    let client = reqwest::Client::new();
+    let client = baton_local::tenant_client("default").build().unwrap();
     let url = |path: &str| format!("{}{path}", stack.api_url);
 
     let health = client.get(url("/health")).send().await.expect("answer");

@@ -116,9 +116,8 @@ async fn a_task_no_agent_can_take_fails_with_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unreachable_agent_is_a_connection_failure() {
     let stack = start_stack("unreachable", |_| {}).await;
-    let gone = agent_replying(AgentReply::ok(json!({}))).await;
-    register_agent(&stack, "gone", &gone, &["work"]).await;
-    drop(gone);
+    let gone = ClosedPort::new();
+    register_url(&stack, "gone", &gone.url, &["work"]).await;
     let id = submit(
         &stack,
         &json!({ "name": "w", "tasks": [{ "id": "t", "capability": "work" }] }),

@@ -32,6 +32,9 @@ pub enum ChainError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// A step ran out of the time it is given; every step being conditional, it resumes later.
+    #[error("{0} ran out of its time budget; it resumes later")]
+    OutOfTime(&'static str),
 }
 
 /// How many dependents are released at once.
@@ -366,6 +369,12 @@ where
                     task_id: dependent.clone(),
                     attempt,
                 };
+                if let Some(turn) = profile.paced_until_ms.filter(|at| *at > now_ms) {
+                    // Its turn at the tenant's pace comes after its release: the dispatch
+                    // lease follows the turn, so the sweep does not take it for lost.
+                    let until = turn + dispatch_timeout_ms(settings);
+                    store.extend_dispatch(&task, 0, until).await?;
+                }
                 ready.push(RouteMessage::new(task, capability, profile));
             }
         }

@@ -7,6 +7,11 @@ use crate::domain::endpoint::{
 };
 use crate::domain::learning::DEFAULT_HALF_LIFE_MS;
 use crate::domain::priority::Band;
+use crate::domain::quota::Quotas;
+use crate::domain::tenancy::{
+    ModelPolicy, Namespaces, TenancyPolicy, DEFAULT_FUNCTION_PREFIX, DEFAULT_MAX_TOKENS,
+    DEFAULT_PARAMETER_PREFIX, DEFAULT_SECRET_PREFIX,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -46,6 +51,13 @@ pub struct Settings {
     pub endpoint_policy: EndpointPolicy,
     /// Where the API finds a request's tenant (only orchestrate reads it).
     pub tenant_source: TenantSource,
+    /// The namespaces tenants' secrets, parameters and functions live in, and the models
+    /// they may ask.
+    pub tenancy: TenancyPolicy,
+    /// Every tenant's quotas unless the operator set its own.
+    pub quotas: Quotas,
+    /// The JWT scope (or Cognito group) that makes a caller the operator.
+    pub operator_scope: String,
 }
 
 /// One queue per priority band. A band without its own queue configured uses the standard one.
@@ -81,6 +93,13 @@ impl Settings {
 
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// These settings as the local stack runs them: agents on this machine's loopback may be
+    /// called. No environment variable does this, so a deployed function never can.
+    pub fn with_loopback(mut self) -> Self {
+        self.endpoint_policy.allow_loopback = true;
+        self
     }
 
     /// Reads settings through `lookup`, so the local stack can feed the template's values.
@@ -126,6 +145,61 @@ impl Settings {
                 &lookup(PRIVATE_NETWORKS_VAR).unwrap_or_default(),
             )
             .map_err(invalid(PRIVATE_NETWORKS_VAR))?,
+            allow_loopback: false,
+        };
+        let text = |name: &str, default: &str| optional(name).unwrap_or_else(|| default.into());
+        let defaults = Quotas::default();
+        let rate = match optional("BATON_QUOTA_TASKS_PER_SECOND") {
+            None => defaults.tasks_per_second,
+            Some(v) => v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|r| r.is_finite() && *r > 0.0)
+                .ok_or_else(|| ConfigError::Invalid {
+                    name: "BATON_QUOTA_TASKS_PER_SECOND",
+                    reason: format!("expected a positive number, got `{v}`"),
+                })?,
+        };
+        let urgent_percent = match optional("BATON_QUOTA_URGENT_PERCENT") {
+            None => defaults.urgent_share * 100.0,
+            Some(v) => v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|p| (0.0..=100.0).contains(p))
+                .ok_or_else(|| ConfigError::Invalid {
+                    name: "BATON_QUOTA_URGENT_PERCENT",
+                    reason: format!("expected a percentage from 0 to 100, got `{v}`"),
+                })?,
+        };
+        let capped = |name: &'static str, default: u32| -> Result<u32, ConfigError> {
+            Ok(number(name, u64::from(default))?.min(u64::from(u32::MAX)) as u32)
+        };
+        let quotas = Quotas {
+            agents: capped("BATON_QUOTA_AGENTS", defaults.agents)?,
+            running_workflows: capped("BATON_QUOTA_RUNNING_WORKFLOWS", defaults.running_workflows)?,
+            tasks_per_second: rate,
+            task_burst: capped("BATON_QUOTA_TASK_BURST", defaults.task_burst)?,
+            task_backlog: capped("BATON_QUOTA_TASK_BACKLOG", defaults.task_backlog)?,
+            urgent_share: urgent_percent / 100.0,
+        };
+        let tenancy = TenancyPolicy {
+            namespaces: Namespaces {
+                secret_prefix: text("BATON_SECRET_PREFIX", DEFAULT_SECRET_PREFIX),
+                parameter_prefix: text("BATON_PARAMETER_PREFIX", DEFAULT_PARAMETER_PREFIX),
+                function_prefix: text("BATON_FUNCTION_PREFIX", DEFAULT_FUNCTION_PREFIX),
+            },
+            models: ModelPolicy {
+                allowed: optional("BATON_BEDROCK_MODELS")
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                max_tokens: capped("BATON_BEDROCK_MAX_TOKENS", DEFAULT_MAX_TOKENS)?,
+            },
         };
         Ok(Settings {
             state_table: required("STATE_TABLE")?,
@@ -158,6 +232,9 @@ impl Settings {
             )?),
             endpoint_policy,
             tenant_source: TenantSource::from_lookup(&lookup)?,
+            tenancy,
+            quotas,
+            operator_scope: text("BATON_OPERATOR_SCOPE", DEFAULT_OPERATOR_SCOPE),
         })
     }
 }
@@ -173,6 +250,8 @@ pub enum TenantSource {
 }
 
 pub const TENANT_SOURCE_VAR: &str = "BATON_TENANT_SOURCE";
+/// The operator's scope when the template does not say.
+pub const DEFAULT_OPERATOR_SCOPE: &str = "baton/operator";
 pub const TENANT_CLAIM_VAR: &str = "BATON_TENANT_CLAIM";
 /// The claim that names the tenant when the template does not say (Cognito: `custom:tenant_id`).
 pub const DEFAULT_TENANT_CLAIM: &str = "tenant_id";
@@ -274,7 +353,10 @@ mod tests {
         local.push((HTTP_HOSTS_VAR, "127.0.0.1,localhost,[::1]"));
         local.push((PRIVATE_NETWORKS_VAR, "127.0.0.0/8,::1/128"));
         let s = Settings::from_lookup(lookup(&local)).unwrap();
-        assert_eq!(s.endpoint_policy, EndpointPolicy::loopback());
+        assert_eq!(
+            s.with_loopback().endpoint_policy,
+            EndpointPolicy::loopback()
+        );
         for (name, value) in [
             (HTTP_HOSTS_VAR, "http://x/"),
             (PRIVATE_NETWORKS_VAR, "10.0.0.0"),
@@ -286,6 +368,45 @@ mod tests {
                 other => panic!("{name}={value}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn tenancy_and_quotas_come_from_the_template_with_defaults() {
+        let s = Settings::from_lookup(lookup(&ALL)).unwrap();
+        assert_eq!(s.tenancy, TenancyPolicy::default());
+        assert_eq!(s.quotas, Quotas::default());
+        assert!(!s.endpoint_policy.allow_loopback);
+        let mut set = ALL.to_vec();
+        set.extend([
+            ("BATON_SECRET_PREFIX", "team/"),
+            ("BATON_BEDROCK_MODELS", "m1, m2,"),
+            ("BATON_BEDROCK_MAX_TOKENS", "512"),
+            ("BATON_QUOTA_TASKS_PER_SECOND", "2.5"),
+            ("BATON_QUOTA_URGENT_PERCENT", "0"),
+            ("BATON_QUOTA_AGENTS", "7"),
+        ]);
+        let s = Settings::from_lookup(lookup(&set)).unwrap();
+        assert_eq!(s.tenancy.namespaces.secret_root("acme"), "team/acme/");
+        assert_eq!(s.tenancy.models.allowed, ["m1", "m2"]);
+        assert_eq!(s.tenancy.models.max_tokens, 512);
+        assert_eq!(
+            (s.quotas.tasks_per_second, s.quotas.urgent_share),
+            (2.5, 0.0)
+        );
+        assert_eq!(s.quotas.agents, 7);
+        for (name, value) in [
+            ("BATON_QUOTA_TASKS_PER_SECOND", "0"),
+            ("BATON_QUOTA_URGENT_PERCENT", "101"),
+            ("BATON_QUOTA_AGENTS", "-1"),
+        ] {
+            let mut bad = ALL.to_vec();
+            bad.push((name, value));
+            match Settings::from_lookup(lookup(&bad)) {
+                Err(ConfigError::Invalid { name: named, .. }) => assert_eq!(named, name),
+                other => panic!("{name}={value}: {other:?}"),
+            }
+        }
+        assert!(s.with_loopback().endpoint_policy.allow_loopback);
     }
 
     #[test]

@@ -28,3 +28,4 @@ pub mod prober;
 pub mod queue;
 pub mod store;
 pub mod telemetry;
+pub mod vault;

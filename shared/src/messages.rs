@@ -87,16 +87,17 @@ impl RouteMessage {
         status == TaskStatus::Queued && attempt == self.task.attempt && dispatches <= self.dispatch
     }
 
-    /// A task ready to be routed now, with no preference.
+    /// A task ready to be routed, with no preference: now, or at its turn at the tenant's
+    /// pace if that is later.
     pub fn new(task: TaskRef, capability: impl Into<String>, profile: TaskProfile) -> Self {
         RouteMessage {
             v: FORMAT_VERSION,
             task,
             capability: capability.into(),
+            not_before_ms: profile.paced_until_ms,
             profile,
             prefer: Vec::new(),
             avoid: Vec::new(),
-            not_before_ms: None,
             dispatch: 0,
             waits: 0,
         }
@@ -120,6 +121,36 @@ pub struct ExecuteMessage {
     /// sent back to wait keeps it, so it is not taken for a late copy.
     #[serde(default, skip_serializing_if = "is_first_send")]
     pub dispatch: u32,
+}
+
+/// A message of one tenant's: SQS fair queues keep one tenant's backlog from delaying
+/// another's by this (`MessageGroupId`).
+pub trait TenantMessage {
+    fn tenant(&self) -> &str;
+}
+
+impl TenantMessage for RouteMessage {
+    fn tenant(&self) -> &str {
+        &self.task.tenant
+    }
+}
+
+impl TenantMessage for ExecuteMessage {
+    fn tenant(&self) -> &str {
+        &self.task.tenant
+    }
+}
+
+impl TenantMessage for OutcomeMessage {
+    fn tenant(&self) -> &str {
+        &self.task.tenant
+    }
+}
+
+impl<M: TenantMessage + ?Sized> TenantMessage for &M {
+    fn tenant(&self) -> &str {
+        (**self).tenant()
+    }
 }
 
 /// execute-agent → learn: how one agent did on one attempt.

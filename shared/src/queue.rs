@@ -8,9 +8,10 @@ use aws_sdk_sqs::Client;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use serde::Serialize;
 
+use crate::completion::delay_until;
 use crate::config::{BandQueues, Settings};
 use crate::domain::priority::Band;
-use crate::messages::{ExecuteMessage, OutcomeMessage, RouteMessage};
+use crate::messages::{ExecuteMessage, OutcomeMessage, RouteMessage, TenantMessage};
 
 /// SendMessageBatch takes at most 10 entries.
 const SEND_BATCH_LIMIT: usize = 10;
@@ -61,23 +62,30 @@ impl SqsQueues {
         }
     }
 
-    async fn send_one(&self, url: &str, message: &impl Serialize) -> Result<(), QueueError> {
+    async fn send_one<M: Serialize + TenantMessage>(
+        &self,
+        url: &str,
+        message: &M,
+    ) -> Result<(), QueueError> {
         self.send_delayed(url, message, Duration::ZERO).await
     }
 
-    async fn send_delayed(
+    /// Every message carries its tenant as `MessageGroupId`: on a standard queue that makes
+    /// SQS a fair queue, which serves a quiet tenant's messages before a noisy tenant's
+    /// backlog (and changes nothing else).
+    async fn send_delayed<M: Serialize + TenantMessage>(
         &self,
         url: &str,
-        message: &impl Serialize,
+        message: &M,
         delay: Duration,
     ) -> Result<(), QueueError> {
         let mut request = self
             .client
             .send_message()
             .queue_url(url)
+            .message_group_id(message.tenant())
             .message_body(serde_json::to_string(message)?);
-        // Whole seconds, rounded up so a message never arrives before it is due.
-        let delay_s = delay.as_millis().div_ceil(1000).min(900) as i32;
+        let delay_s = delay_seconds(delay);
         if delay_s > 0 {
             request = request.delay_seconds(delay_s);
         }
@@ -88,16 +96,24 @@ impl SqsQueues {
         Ok(())
     }
 
-    /// Sends in batches of ten, resending only the entries SQS reports as failed.
-    async fn send_many(&self, url: &str, messages: &[impl Serialize]) -> Result<(), QueueError> {
+    /// Sends in batches of ten, resending only the entries SQS reports as failed; each with
+    /// its own delay.
+    async fn send_many<M: Serialize + TenantMessage>(
+        &self,
+        url: &str,
+        messages: &[(M, Duration)],
+    ) -> Result<(), QueueError> {
         for chunk in messages.chunks(SEND_BATCH_LIMIT) {
             let mut entries = chunk
                 .iter()
                 .enumerate()
-                .map(|(i, m)| {
+                .map(|(i, (m, delay))| {
+                    let delay_s = delay_seconds(*delay);
                     SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
+                        .message_group_id(m.tenant())
                         .message_body(serde_json::to_string(m)?)
+                        .set_delay_seconds((delay_s > 0).then_some(delay_s))
                         .build()
                         .map_err(|e| QueueError::Sqs(e.to_string()))
                 })
@@ -135,13 +151,24 @@ impl SqsQueues {
 #[async_trait]
 impl TaskQueue for SqsQueues {
     async fn send_route(&self, messages: &[RouteMessage]) -> Result<(), QueueError> {
+        let now = crate::clock::now_ms();
         for band in Band::ALL {
             let url = self.route.url(band);
-            let in_band: Vec<&RouteMessage> =
-                messages.iter().filter(|m| m.profile.band == band).collect();
+            // A message not due yet (its turn at the tenant's pace) waits in SQS's delay.
+            let in_band: Vec<(&RouteMessage, Duration)> = messages
+                .iter()
+                .filter(|m| m.profile.band == band)
+                .map(|m| {
+                    (
+                        m,
+                        m.not_before_ms
+                            .map_or(Duration::ZERO, |at| delay_until(at, now)),
+                    )
+                })
+                .collect();
             match in_band.as_slice() {
                 [] => {}
-                [one] => self.send_one(url, one).await?,
+                [(one, delay)] => self.send_delayed(url, one, *delay).await?,
                 many => self.send_many(url, many).await?,
             }
         }
@@ -165,6 +192,11 @@ impl TaskQueue for SqsQueues {
     async fn send_outcome(&self, message: &OutcomeMessage) -> Result<(), QueueError> {
         self.send_one(&self.learn_url, message).await
     }
+}
+
+/// SQS's delay in whole seconds, rounded up so a message never arrives before it is due.
+fn delay_seconds(delay: Duration) -> i32 {
+    delay.as_millis().div_ceil(1000).min(900) as i32
 }
 
 /// One queue's depth, as `GET /v1/stats` shows it.

@@ -215,7 +215,7 @@ pub async fn get(stack: &LocalStack, path: &str) -> Answer {
     request(stack, reqwest::Method::GET, path, None, None).await
 }
 
-/// Any request, optionally as `tenant` (the `X-Tenant-Id` header).
+/// Any request, as `tenant` (the `X-Tenant-Id` header; the local tenant `default` if None).
 pub async fn request(
     stack: &LocalStack,
     method: reqwest::Method,
@@ -229,9 +229,7 @@ pub async fn request(
             .header("content-type", "application/json")
             .body(body.to_string());
     }
-    if let Some(tenant) = tenant {
-        request = request.header("x-tenant-id", tenant);
-    }
+    request = request.header("x-tenant-id", tenant.unwrap_or(baton_local::LOCAL_TENANT));
     answer(request.send().await.expect("API answers")).await
 }
 
@@ -246,6 +244,12 @@ pub async fn request_with(
     let mut request = reqwest::Client::new()
         .request(method, format!("{}{path}", stack.api_url))
         .json(&body);
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("x-tenant-id"))
+    {
+        request = request.header("x-tenant-id", baton_local::LOCAL_TENANT);
+    }
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -266,6 +270,39 @@ pub async fn register_agent(
     capabilities: &[&str],
 ) {
     let body = json!({ "name": name, "endpoint": server.url, "capabilities": capabilities, "timeout_ms": 5000 });
+    let answer = post(stack, "/v1/agents", &body.to_string()).await;
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+}
+
+/// An agent URL on a port that refuses every connection and stays reserved while this lives:
+/// a server started and then dropped would free its port for another test's server to take.
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    pub url: String,
+}
+
+impl ClosedPort {
+    pub fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+        let port = socket.local_addr().expect("address").port();
+        ClosedPort {
+            _socket: socket,
+            url: format!("http://127.0.0.1:{port}/"),
+        }
+    }
+}
+
+impl Default for ClosedPort {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Registers an http agent at `url` (as `register_agent` does for a server).
+pub async fn register_url(stack: &LocalStack, name: &str, url: &str, capabilities: &[&str]) {
+    let body =
+        json!({ "name": name, "endpoint": url, "capabilities": capabilities, "timeout_ms": 5000 });
     let answer = post(stack, "/v1/agents", &body.to_string()).await;
     assert_eq!(answer.status, 201, "{:?}", answer.body);
 }

@@ -55,6 +55,12 @@ pub const SESSION_LIMIT: i32 = 100;
 pub const PROBE_LIMIT: i32 = 100;
 /// Leases and workflows handled at once: a sweep must fit in the function's 60 s.
 const SWEEP_CONCURRENCY: usize = 8;
+/// How long one workflow's repair may take in one sweep: past it, the repair stops where it
+/// is (every step is conditional, so the next sweep resumes it) and the others go on.
+pub const REPAIR_BUDGET: Duration = Duration::from_secs(10);
+/// How long a sweep starts new work: the rest waits for the next tick, inside the
+/// function's 60 s.
+pub const SWEEP_BUDGET: Duration = Duration::from_secs(40);
 const PROBE_CONCURRENCY: usize = 8;
 /// A redispatched task waits at most this long before it is sent again.
 const MAX_DISPATCH_WAIT: Duration = Duration::from_secs(3_600);
@@ -115,8 +121,9 @@ where
     P: HealthProber,
 {
     let mut report = SweepReport::default();
+    let until = std::time::Instant::now() + SWEEP_BUDGET;
     sweep_leases(deps, now, &mut report).await;
-    sweep_workflows(deps, now, &mut report).await;
+    sweep_workflows(deps, now, until, &mut report).await;
     probe_agents(deps, now, &mut report).await;
     end_idle_sessions(deps, now, &mut report).await;
     if report != SweepReport::default() {
@@ -233,6 +240,21 @@ where
             );
             Ok(Some(Handled::Reclaimed))
         }
+        TaskStatus::Queued
+            if lease
+                .profile
+                .paced_until_ms
+                .is_some_and(|turn| turn + settings.dispatch_timeout.as_millis() as i64 > now) =>
+        {
+            // Not lost: it waits for its turn at the tenant's pace. The lease follows the
+            // turn (a dependent released before its turn got a lease from its release).
+            let turn = lease.profile.paced_until_ms.unwrap_or(now);
+            let until = turn + settings.dispatch_timeout.as_millis() as i64;
+            deps.store
+                .extend_dispatch(task, lease.dispatches, until)
+                .await?;
+            Ok(None)
+        }
         TaskStatus::Queued => {
             // Tasks are written before their workflow record: without one, they were never
             // accepted and must not run.
@@ -333,12 +355,23 @@ where
     ))
 }
 
-async fn sweep_workflows<S, Q, P>(deps: &CleanupDeps<S, Q, P>, now: i64, report: &mut SweepReport)
-where
+async fn sweep_workflows<S, Q, P>(
+    deps: &CleanupDeps<S, Q, P>,
+    now: i64,
+    until: std::time::Instant,
+    report: &mut SweepReport,
+) where
     S: ChainStore,
     Q: TaskQueue,
 {
     for shard in 0..LEASE_SHARDS {
+        if std::time::Instant::now() >= until {
+            tracing::warn!(
+                shard,
+                "sweep out of time; the rest of the workflows wait a tick"
+            );
+            break;
+        }
         let due = match deps.store.due_workflows(shard, now, REPAIR_LIMIT).await {
             Ok(due) => due,
             Err(error) => {
@@ -349,11 +382,25 @@ where
         };
         report.workflows_checked += due.len() as u32;
         let repairs: Vec<_> = futures::stream::iter(due)
+            .take_while(|_| std::future::ready(std::time::Instant::now() < until))
             .map(|(tenant, workflow_id)| async move {
                 let span = tracing::info_span!("repair", tenant = %tenant, workflow = %workflow_id);
-                repair_workflow(deps, &tenant, &workflow_id, now)
+                let repair = repair_workflow(deps, &tenant, &workflow_id, now);
+                match tokio::time::timeout(REPAIR_BUDGET, repair)
                     .instrument(span)
                     .await
+                {
+                    Ok(result) => result,
+                    Err(_) => {
+                        // Looked at again after the usual delay, not first in the next sweep,
+                        // so one slow workflow cannot take every sweep's time.
+                        let next = now + deps.settings.repair_after.as_millis() as i64;
+                        deps.store
+                            .schedule_check(&tenant, &workflow_id, next)
+                            .await?;
+                        Err(ChainError::OutOfTime("the workflow's repair"))
+                    }
+                }
             })
             .buffer_unordered(SWEEP_CONCURRENCY)
             .collect()
@@ -394,7 +441,9 @@ where
 {
     let settings = &deps.settings;
     let mut repair = Repair::default();
-    let Some(view) = deps.store.workflow(tenant, workflow_id).await? else {
+    // Without inputs and outputs: a partition of any size fits the sweep's memory. A task
+    // whose follow-up must run again is read whole on its own.
+    let Some(view) = deps.store.workflow_outline(tenant, workflow_id).await? else {
         return Ok(repair);
     };
     if view.workflow.status.is_terminal() {
@@ -450,7 +499,10 @@ where
             .is_some_and(|at| at <= now - FOLLOW_UP_GRACE_MS);
         if settled && follow_up_incomplete(&view, task) {
             tracing::warn!(task = %task.id, status = %task.status, "follow-up of an ended task was interrupted; running it again");
-            complete_task(&deps.store, &deps.queue, settings, task, now).await?;
+            let Some(whole) = deps.store.task(tenant, workflow_id, &task.id).await? else {
+                continue;
+            };
+            complete_task(&deps.store, &deps.queue, settings, &whole, now).await?;
             repair.repaired += 1;
         }
     }

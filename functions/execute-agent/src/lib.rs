@@ -35,8 +35,8 @@ use baton::messages::{ExecuteMessage, OutcomeMessage, RouteMessage, TaskRef, FOR
 use baton::queue::TaskQueue;
 use baton::store::cache::AgentCache;
 use baton::store::{
-    new_claim_token, AgentRegistry, AttemptHolder, ChainStore, ClaimOutcome, RoutingState,
-    SlotGrant, SlotHold, TaskRecord,
+    new_claim_token, AgentRegistry, AttemptHolder, ChainStore, ClaimOutcome, DependencyOutputs,
+    RoutingState, SlotGrant, SlotHold, TaskRecord, MAX_DEPENDENCY_BYTES,
 };
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::Map;
@@ -228,10 +228,48 @@ where
         }
     };
 
-    let outputs = deps
+    let outputs = match deps
         .store
-        .task_outputs(&task.tenant, &task.workflow_id, &claimed.depends_on)
-        .await?;
+        .task_outputs(
+            &task.tenant,
+            &task.workflow_id,
+            &claimed.depends_on,
+            MAX_DEPENDENCY_BYTES,
+        )
+        .await?
+    {
+        DependencyOutputs::Within(outputs) => outputs,
+        DependencyOutputs::TooLarge { bytes } => {
+            // More than one call may carry: the task fails for good, and the agent is never
+            // called (nor charged in its stats).
+            let failure = TaskFailure::new(
+                FailureKind::InputTooLarge,
+                format!(
+                    "the outputs of the task's dependencies come to more than \
+                     {MAX_DEPENDENCY_BYTES} bytes (at least {bytes}), more than a task may receive"
+                ),
+            );
+            let conclusion = AttemptConclusion {
+                task,
+                capability: &claimed.capability,
+                holder: AttemptHolder::Claim(token),
+                result: Err(failure),
+                run: AttemptRun {
+                    agent: None,
+                    started_at_ms: claimed.started_at_ms,
+                    claims: claimed.claims,
+                    call_ms: None,
+                    usage: None,
+                },
+                policy: RetryPolicy::resolve(&[]),
+                prefer: Vec::new(),
+                prior_attempts: message.profile.prior_attempts,
+                now_ms: now_ms(),
+            };
+            conclude_attempt(&deps.store, &deps.queue, &deps.settings, conclusion).await?;
+            return Ok(());
+        }
+    };
     // A conversation turn's agent gets the conversation as it is now, and its own state.
     let input = baton::conversation::call_input(&deps.store, &claimed, &agent.name).await?;
     let call = AgentCall {

@@ -9,7 +9,7 @@ async fn main() -> Result<(), Error> {
     let deps = ExecuteDeps::new(
         clients.store(&settings),
         clients.queues(&settings),
-        AgentInvokers::new(&settings.endpoint_policy, &clients.config)?,
+        AgentInvokers::new(&settings, &clients.config)?,
         settings,
     );
     run(service_fn(|event| {

@@ -7,7 +7,7 @@
 //! `PATCH` need the `ETag` the client read, in `If-Match`.
 
 use baton::clock::now_ms;
-use baton::domain::agent::{Agent, AgentRegistration};
+use baton::domain::agent::{Agent, AgentError, AgentRegistration};
 use baton::domain::circuit::CircuitState;
 use baton::domain::endpoint::agent_urls;
 use baton::domain::names::{check_name, NameKind};
@@ -17,7 +17,9 @@ use baton::domain::registry::{
 };
 use baton::invoker::guard::check_url_resolves;
 use baton::queue::TaskQueue;
-use baton::store::{AgentChange, AgentList, AgentRegistry, LearningStore, RoutingState};
+use baton::store::{
+    AgentChange, AgentList, AgentRegistry, ConfigStore, LearningStore, RoutingState,
+};
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{json, Value};
@@ -39,7 +41,7 @@ pub async fn route<S, Q>(
     rest: &[&str],
 ) -> Result<Response<Body>, ApiError>
 where
-    S: AgentRegistry + RoutingState + LearningStore,
+    S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
     Q: TaskQueue,
 {
     let method = request.method();
@@ -109,6 +111,7 @@ where
     let loads = timed("store", api.store.loads(tenant, names, now)).await?;
     let view = views::agent(
         agent,
+        (tenant, &api.settings.tenancy),
         circuits.get(&agent.name),
         loads.get(&agent.name),
         now,
@@ -177,7 +180,10 @@ where
     let loads = timed("store", api.store.loads(tenant, &names, now)).await?;
     let agents = agents
         .iter()
-        .map(|a| views::agent(a, circuits.get(&a.name), loads.get(&a.name), now))
+        .map(|a| {
+            let tenancy = (tenant, &api.settings.tenancy);
+            views::agent(a, tenancy, circuits.get(&a.name), loads.get(&a.name), now)
+        })
         .collect();
     Ok(json_response(200, &AgentListBody { agents }))
 }
@@ -231,16 +237,22 @@ async fn check_agent_urls<S, Q>(api: &Api<S, Q>, agent: &Agent) -> Result<(), Ap
     Ok(())
 }
 
-/// The registration in a body: the agent validated, its URLs checked.
+/// The registration in a body: the agent validated, its references owned by the tenant (a
+/// secret, a function and a model in its namespace or the operator's allow-list), its URLs
+/// checked. Refusals name the field and never repeat a reference.
 async fn validated<S, Q>(
     api: &Api<S, Q>,
+    tenant: &str,
     registration: AgentRegistration,
     now: i64,
 ) -> Result<Agent, ApiError> {
     let _validate = crate::timing::phase("validate");
-    let agent = registration
-        .into_agent(now)
-        .map_err(|e| ApiError::invalid(e.to_string(), json!({ "field": e.field() })))?;
+    let invalid = |e: AgentError| ApiError::invalid(e.to_string(), json!({ "field": e.field() }));
+    let agent = registration.into_agent(now).map_err(invalid)?;
+    api.settings
+        .tenancy
+        .check_agent(tenant, &agent)
+        .map_err(invalid)?;
     check_agent_urls(api, &agent).await?;
     Ok(agent)
 }
@@ -376,6 +388,21 @@ where
     })
 }
 
+/// Refuses a new agent once the tenant has its quota of them (unreadable items count too:
+/// they hold their place in the registry).
+fn within_quota(list: &AgentList, limit: u32) -> Result<(), ApiError> {
+    let registered = list.agents.len() + list.unreadable.len();
+    if registered >= limit as usize {
+        return Err(crate::admission::quota_exceeded(
+            "agents",
+            limit,
+            format!("the tenant has {registered} agents, its quota of {limit}; delete one first"),
+            None,
+        ));
+    }
+    Ok(())
+}
+
 /// The stored agent a change applies to, checked against `If-Match`.
 fn matched<'a>(
     list: &'a AgentList,
@@ -408,18 +435,20 @@ async fn create<S, Q>(
     request: &Request,
 ) -> Result<Response<Body>, ApiError>
 where
-    S: AgentRegistry + RoutingState + LearningStore,
+    S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
     Q: TaskQueue,
 {
     let registration: AgentRegistration = parse_body(request)?;
-    let agent = validated(api, registration, now_ms()).await?;
+    let agent = validated(api, tenant, registration, now_ms()).await?;
     let name = agent.name.clone();
+    let limit = crate::admission::quotas(api, tenant).await?.agents;
     apply(api, tenant, &name, |list| {
         if list.get(&name).is_some() {
             return Err(ApiError::Conflict(format!(
                 "agent `{name}` already exists: replace it with PUT /v1/agents/{name}"
             )));
         }
+        within_quota(list, limit)?;
         Ok(Decision::Write(Some(agent.clone()), 201))
     })
     .await
@@ -458,16 +487,20 @@ async fn replace<S, Q>(
     request: &Request,
 ) -> Result<Response<Body>, ApiError>
 where
-    S: AgentRegistry + RoutingState + LearningStore,
+    S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
     Q: TaskQueue,
 {
     let condition = if_match(request)?;
     let registration = registration_for(name, parse_body(request)?)?;
     let now = now_ms();
-    let agent = validated(api, registration, now).await?;
+    let agent = validated(api, tenant, registration, now).await?;
+    let limit = crate::admission::quotas(api, tenant).await?.agents;
     apply(api, tenant, name, |list| {
         match (list.get(name), &condition) {
-            (None, None) => Ok(Decision::Write(Some(agent.clone()), 201)),
+            (None, None) => {
+                within_quota(list, limit)?;
+                Ok(Decision::Write(Some(agent.clone()), 201))
+            }
             (None, Some(_)) => Err(not_found(name)),
             (Some(_), None) => Err(precondition_required(name)),
             (Some(_), Some(_)) => {
@@ -490,7 +523,7 @@ async fn patch<S, Q>(
     request: &Request,
 ) -> Result<Response<Body>, ApiError>
 where
-    S: AgentRegistry + RoutingState + LearningStore,
+    S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
     Q: TaskQueue,
 {
     let condition = if_match(request)?;
@@ -517,7 +550,7 @@ where
     let mut body = registration_of(&current);
     merge_patch(&mut body, &changes);
     let now = now_ms();
-    let agent = validated(api, registration_for(name, body)?, now).await?;
+    let agent = validated(api, tenant, registration_for(name, body)?, now).await?;
     let next = successor(&current, agent, now);
     apply(api, tenant, name, |list| {
         matched(list, name, Some(&condition))?;

@@ -190,6 +190,28 @@ pub struct WorkflowAccepted {
     /// Always `running`.
     pub status: String,
     pub plan: Plan,
+    /// Present when tasks beyond the tenant's burst wait for their turn at its pace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pacing: Option<Pacing>,
+    /// Urgent tasks past the tenant's urgent share, which run in the `high` band instead.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub demoted_from_urgent: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// How a submission's tasks are paced.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Pacing {
+    /// Tasks that reach the queues at their turn rather than at once.
+    pub paced_tasks: u32,
+    /// The last of those turns (RFC 3339): when the last task may start at the earliest.
+    pub last_start_at: String,
+    /// The tenant's pace.
+    pub tasks_per_second: f64,
 }
 
 /// `POST /v1/sessions`.

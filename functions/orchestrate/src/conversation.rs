@@ -24,8 +24,8 @@ use baton::invoker::AgentCall;
 use baton::messages::{RouteMessage, TaskRef};
 use baton::queue::TaskQueue;
 use baton::store::{
-    AgentRegistry, NewTask, NewWorkflow, Resumed, SessionBundle, SessionStore, TurnStart,
-    TurnStarted, TurnStore,
+    AdmissionStore, AgentRegistry, ConfigStore, NewTask, NewWorkflow, Resumed, SessionBundle,
+    SessionStore, TurnStart, TurnStarted, TurnStore,
 };
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
@@ -146,7 +146,7 @@ pub async fn run_turn<S, Q>(
     arrived: Instant,
 ) -> Result<TurnReply, ApiError>
 where
-    S: SessionStore + TurnStore + AgentRegistry,
+    S: SessionStore + TurnStore + AgentRegistry + ConfigStore + AdmissionStore,
     Q: TaskQueue,
 {
     let created_at_ms = now_ms();
@@ -203,6 +203,7 @@ where
     let analysis_started = Instant::now();
     let analysis = analyse(
         api,
+        tenant,
         &ask,
         &registered,
         &members,
@@ -262,6 +263,14 @@ where
             now_ms: created_at_ms,
         },
     );
+    // A turn's tasks count against the tenant's pace and backlog like any others, but are
+    // never delayed: a person is waiting, and a session runs one turn at a time.
+    let quotas = crate::admission::quotas(api, tenant).await?;
+    let demand = baton::domain::quota::Demand {
+        tasks: workflows.iter().map(|w| w.tasks.len() as u32).sum(),
+        urgent: 0,
+    };
+    crate::admission::admit_tasks(api, tenant, &quotas, demand, created_at_ms).await?;
     let mut turn = TurnRecord {
         session_id: session_id.to_string(),
         turn: turn_number,
@@ -394,12 +403,16 @@ where
 /// rules over the session's agents' keywords and task types.
 async fn analyse<S, Q>(
     api: &Api<S, Q>,
+    tenant: &str,
     ask: &TurnAsk,
     registered: &[Agent],
     members: &[&Agent],
     session_id: &str,
     turn: u32,
-) -> Analysis {
+) -> Analysis
+where
+    S: AgentRegistry,
+{
     if let Some(agent) = &ask.detected_agent {
         return Analysis::by_client(agent);
     }
@@ -409,6 +422,12 @@ async fn analyse<S, Q>(
     let (Some(classifier), Some(invoker)) = (classifier, api.classifier.as_ref()) else {
         return Analysis::by_rules(&ask.text, members);
     };
+    // The registry as cached holds no prompts: the call needs the agent whole.
+    let whole = api.agents.agent(&api.store, tenant, &classifier.name).await;
+    let Ok(Some(classifier)) = whole else {
+        return Analysis::by_rules(&ask.text, members);
+    };
+    let classifier = &classifier;
     let candidates: Vec<Value> = members
         .iter()
         .map(|a| {
@@ -421,8 +440,10 @@ async fn analyse<S, Q>(
         })
         .collect();
     let input = json!({ "text": ask.text, "agents": candidates });
+    // The key carries the tenant like every other: an agent shared by two tenants' registrations
+    // must not take one tenant's classification for the other's.
     let task = TaskRef {
-        tenant: String::new(),
+        tenant: tenant.to_string(),
         workflow_id: session_id.to_string(),
         task_id: format!("classify-{turn}"),
         attempt: 1,
@@ -517,6 +538,7 @@ fn turn_workflows<S, Q>(api: &Api<S, Q>, tenant: &str, shape: &TurnShape<'_>) ->
             } else {
                 TaskStatus::Waiting
             },
+            dispatch_until_ms: None,
             depends_on,
             dependents,
             retry: None,
@@ -558,6 +580,7 @@ fn turn_workflows<S, Q>(api: &Api<S, Q>, tenant: &str, shape: &TurnShape<'_>) ->
         dispatch_until_ms: shape.now_ms + api.settings.dispatch_timeout.as_millis() as i64,
         deadline_at_ms: None,
         check_at_ms: shape.now_ms + api.settings.repair_after.as_millis() as i64,
+        counted: false,
         tasks,
     };
     let mut workflows = vec![workflow("", waited)];
@@ -864,7 +887,7 @@ pub async fn orchestrate<S, Q>(
     arrived: Instant,
 ) -> Result<TurnReply, ApiError>
 where
-    S: SessionStore + TurnStore + AgentRegistry,
+    S: SessionStore + TurnStore + AgentRegistry + ConfigStore + AdmissionStore,
     Q: TaskQueue,
 {
     let ask = TurnInput {

@@ -21,6 +21,12 @@ pub enum ApiError {
     /// No valid identity: the token's claims do not name a tenant.
     #[error("{0}")]
     Unauthorized(String),
+    /// No identity at all where the headers carry it (`AuthMode=header`): no bearer challenge.
+    #[error("{0}")]
+    NoIdentity(String),
+    /// The caller is not the operator; operator routes answer this, and nothing else.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -32,8 +38,18 @@ pub enum ApiError {
         path: String,
         allowed: String,
     },
+    /// A dependency failed. The cause is logged with the request's id; the answer says only
+    /// that (it would show the operator's resources and the store's internals).
     #[error("the service could not complete the request: {0}")]
     Unavailable(String),
+    /// A quota refuses the request: `429` with `Retry-After` when waiting helps, `409` when
+    /// something must be removed first.
+    #[error("{message}")]
+    QuotaExceeded {
+        message: String,
+        details: Value,
+        retry_after_s: Option<u64>,
+    },
     /// A request refused for the state of what it names, with its own code.
     #[error("{message}")]
     Refused {
@@ -55,13 +71,18 @@ impl ApiError {
     fn status(&self) -> u16 {
         match self {
             ApiError::InvalidJson { .. } | ApiError::InvalidRequest { .. } => 400,
-            ApiError::Unauthorized(_) => 401,
+            ApiError::Unauthorized(_) | ApiError::NoIdentity(_) => 401,
+            ApiError::Forbidden(_) => 403,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::Conflict(_) => 409,
             ApiError::PayloadTooLarge { .. } => 413,
             ApiError::Unavailable(_) => 503,
             ApiError::Refused { status, .. } => *status,
+            ApiError::QuotaExceeded { retry_after_s, .. } => match retry_after_s {
+                Some(_) => 429,
+                None => 409,
+            },
         }
     }
 
@@ -70,12 +91,14 @@ impl ApiError {
             ApiError::InvalidJson { .. } => "invalid_json",
             ApiError::InvalidRequest { .. } => "invalid_request",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
-            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Unauthorized(_) | ApiError::NoIdentity(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Refused { code, .. } => code,
+            ApiError::QuotaExceeded { .. } => "quota_exceeded",
         }
     }
 
@@ -84,20 +107,33 @@ impl ApiError {
             ApiError::InvalidJson { line, column, .. } => json!({ "line": line, "column": column }),
             ApiError::InvalidRequest { details, .. } => details.clone(),
             ApiError::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
-            ApiError::Refused { details, .. } => details.clone(),
+            ApiError::Refused { details, .. } | ApiError::QuotaExceeded { details, .. } => {
+                details.clone()
+            }
             _ => json!({}),
         }
     }
 
-    pub fn into_response(self) -> Response<Body> {
-        if let ApiError::Unavailable(cause) = &self {
-            tracing::error!(%cause, "request failed on a dependency");
-        }
+    /// The answer to `request_id`'s request.
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let (message, details) = match &self {
+            ApiError::Unavailable(cause) => {
+                tracing::error!(%cause, request_id, "request failed on a dependency");
+                (
+                    format!(
+                        "the service could not complete the request; it may be sent again \
+                         (request id {request_id})"
+                    ),
+                    json!({ "request_id": request_id }),
+                )
+            }
+            _ => (self.to_string(), self.details()),
+        };
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code().to_string(),
-                message: self.to_string(),
-                details: self.details(),
+                message,
+                details,
             },
         };
         let mut response = json_response(self.status(), &body);
@@ -106,6 +142,15 @@ impl ApiError {
             if let Ok(allow) = http::HeaderValue::from_str(allowed) {
                 response.headers_mut().insert(http::header::ALLOW, allow);
             }
+        }
+        if let ApiError::QuotaExceeded {
+            retry_after_s: Some(seconds),
+            ..
+        } = &self
+        {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(*seconds));
         }
         if let ApiError::Unauthorized(_) = self {
             // RFC 6750: the client should present a bearer token.

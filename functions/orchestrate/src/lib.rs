@@ -5,6 +5,7 @@
 //! A write whose response was lost and that the SDK repeated is recognised as this request's
 //! own, so a stored workflow or agent is never answered with a conflict.
 
+pub mod admission;
 pub mod agents;
 pub mod bodies;
 pub mod conversation;
@@ -12,7 +13,9 @@ pub mod error;
 pub mod identity;
 #[cfg(feature = "openapi")]
 pub mod openapi;
+pub mod secrets;
 pub mod stats;
+pub mod tenants;
 pub mod timing;
 pub mod views;
 pub mod workflows;
@@ -25,6 +28,7 @@ use baton::domain::learning::AgentStats;
 use baton::domain::learning::{expected_latency, DEFAULT_ESTIMATE_MS};
 use baton::domain::names::{check_name, NameKind};
 use baton::domain::priority::{check_multipliers, parse_deadline, Band, Multipliers, Priority};
+use baton::domain::quota::Demand;
 use baton::domain::resources::parse_resources;
 use baton::domain::retry::{PolicyError, RetryPolicyInput, RetryPolicySpec};
 use baton::domain::routing::{CapabilityDefaults, RoutingStrategy, MAX_LATENCY_TARGET_MS};
@@ -36,9 +40,10 @@ use baton::messages::{RouteMessage, TaskRef};
 use baton::queue::{QueueStats, TaskQueue};
 use baton::store::cache::{AgentCache, ConfigCache, TtlCache, DEFAULT_TTL};
 use baton::store::{
-    AgentRegistry, ConfigStore, LearningStore, NewTask, NewWorkflow, RoutingState, SessionStore,
-    StatsStore, TurnStore, WorkflowControls, WorkflowStore,
+    AdmissionStore, AgentRegistry, ConfigStore, LearningStore, NewTask, NewWorkflow, RoutingState,
+    SessionStore, StatsStore, TurnStore, WorkflowControls, WorkflowStore,
 };
+use baton::vault::SecretVault;
 use lambda_http::http::Method;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use serde::Deserialize;
@@ -75,6 +80,8 @@ pub struct Api<S, Q> {
     pub resolver: Arc<dyn HostResolver>,
     /// The queues' depths for `GET /v1/stats`; None: it shows no queues.
     pub queue_stats: Option<Arc<dyn QueueStats>>,
+    /// Where tenants' secrets are kept (`/v1/secrets`); None: those routes answer 503.
+    pub vault: Option<Arc<dyn SecretVault>>,
 }
 
 impl<S, Q> Api<S, Q> {
@@ -89,7 +96,13 @@ impl<S, Q> Api<S, Q> {
             classifier: None,
             resolver: Arc::new(SystemResolver),
             queue_stats: None,
+            vault: None,
         }
+    }
+
+    pub fn with_vault(mut self, vault: Arc<dyn SecretVault>) -> Self {
+        self.vault = Some(vault);
+        self
     }
 
     pub fn with_queue_stats(mut self, queues: Arc<dyn QueueStats>) -> Self {
@@ -106,6 +119,7 @@ impl<S, Q> Api<S, Q> {
 /// Everything the API needs of the store.
 pub trait ApiStore:
     WorkflowStore
+    + AdmissionStore
     + WorkflowControls
     + AgentRegistry
     + LearningStore
@@ -119,6 +133,7 @@ pub trait ApiStore:
 
 impl<S> ApiStore for S where
     S: WorkflowStore
+        + AdmissionStore
         + WorkflowControls
         + AgentRegistry
         + LearningStore
@@ -143,12 +158,33 @@ where
         "request",
         method = %request.method(),
         path = %request.raw_http_path(),
+        request_id = tracing::field::Empty,
     );
     let arrived = Instant::now();
+    let request_id = request_id(&request);
+    span.record("request_id", request_id.as_str());
     let (response, phases) = timing::recorded(dispatch(api, &request).instrument(span)).await;
-    let mut response = response.unwrap_or_else(ApiError::into_response);
+    let mut response = response.unwrap_or_else(|e| e.into_response(&request_id));
+    if let Ok(id) = request_id.parse() {
+        response.headers_mut().insert("x-request-id", id);
+    }
     timing::add_header(&mut response, &phases, arrived.elapsed());
     Ok(response)
+}
+
+/// API Gateway's id of the request (in its access log too), or a fresh one.
+fn request_id(request: &Request) -> String {
+    match request.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV2(context))
+            if context
+                .request_id
+                .as_deref()
+                .is_some_and(|id| !id.is_empty()) =>
+        {
+            context.request_id.clone().unwrap_or_default()
+        }
+        _ => uuid::Uuid::new_v4().to_string(),
+    }
 }
 
 async fn dispatch<S, Q>(api: &Api<S, Q>, request: &Request) -> Result<Response<Body>, ApiError>
@@ -175,6 +211,19 @@ where
         ["v1", "agents", rest @ ..] => {
             let tenant = tenant(request)?;
             agents::route(api, &tenant, request, rest).await
+        }
+        ["v1", "quotas"] => {
+            let tenant = tenant(request)?;
+            tenants::own(api, &tenant, request).await
+        }
+        ["v1", "tenants", id, "quotas"] => {
+            // The operator acts across tenants, but still authenticates as one.
+            tenant(request)?;
+            tenants::operator(api, request, id).await
+        }
+        ["v1", "secrets", rest @ ..] => {
+            let tenant = tenant(request)?;
+            secrets::route(api, &tenant, request, rest).await
         }
         ["v1", "sessions"] => {
             allow(&[Method::POST])?;
@@ -286,7 +335,10 @@ where
         ["v1", "stats"] => {
             allow(&[Method::GET])?;
             let tenant = tenant(request)?;
-            stats::stats(api, &tenant).await
+            let settings = &api.settings;
+            let operator =
+                identity::has_scope(&settings.tenant_source, request, &settings.operator_scope);
+            stats::stats(api, &tenant, operator).await
         }
         ["v1", "priorities"] => {
             allow(&[Method::GET, Method::PUT])?;
@@ -390,7 +442,8 @@ pub(crate) fn allow_method(request: &Request, allowed: &[Method]) -> Result<(), 
     }
 }
 
-pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
+/// The request's body, within [`MAX_BODY_BYTES`] and not empty.
+pub(crate) fn body_bytes(request: &Request) -> Result<&[u8], ApiError> {
     let body: &[u8] = request.body().as_ref();
     if body.len() > MAX_BODY_BYTES {
         return Err(ApiError::PayloadTooLarge {
@@ -400,6 +453,11 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(request: &Request) -> R
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid("the request body is empty", json!({})));
     }
+    Ok(body)
+}
+
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
+    let body = body_bytes(request)?;
     // Every body of this API is an object, and serde would read a struct from an array too.
     if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(ApiError::from_json)?;
@@ -514,7 +572,7 @@ async fn submit_workflow<S, Q>(
     request: &Request,
 ) -> Result<Response<Body>, ApiError>
 where
-    S: WorkflowStore + ConfigStore + AgentRegistry + LearningStore,
+    S: WorkflowStore + ConfigStore + AgentRegistry + LearningStore + AdmissionStore,
     Q: TaskQueue,
 {
     let submission: WorkflowSubmission = timing::timed_sync("validate", || parse_body(request))?;
@@ -523,11 +581,57 @@ where
     let multipliers = config.multipliers();
     let ValidWorkflow {
         dag,
-        settings,
+        mut settings,
         deadline_s,
     } = timing::timed_sync("validate", || {
         validate_workflow(&submission, &multipliers, now)
     })?;
+
+    // Quotas: a workflow more than the tenant may run, or tasks past its backlog, store
+    // nothing; admitted tasks get their turns at its pace.
+    let quotas = config.quotas.over(&api.settings.quotas);
+    admission::check_running(api, tenant, &quotas).await?;
+    let position: HashMap<&str, usize> = submission
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), i))
+        .collect();
+    // Turns are handed out in dispatch order: roots first, then each stage.
+    let order: Vec<usize> = dag
+        .topological_order()
+        .into_iter()
+        .filter_map(|id| position.get(id).copied())
+        .collect();
+    let demand = Demand {
+        tasks: order.len() as u32,
+        urgent: settings
+            .iter()
+            .filter(|s| s.profile.band == Band::Urgent)
+            .count() as u32,
+    };
+    let admitted = admission::admit_tasks(api, tenant, &quotas, demand, now).await?;
+    let dispatch_timeout_ms = api.settings.dispatch_timeout.as_millis() as i64;
+    let mut urgent_left = admitted.urgent_kept;
+    let mut paced = 0usize;
+    let mut last_turn_ms = now;
+    for (k, &i) in order.iter().enumerate() {
+        let profile = &mut settings[i].profile;
+        if profile.band == Band::Urgent {
+            if urgent_left > 0 {
+                urgent_left -= 1;
+            } else {
+                // Past the tenant's urgent share: it runs in the high band.
+                profile.band = Band::High;
+            }
+        }
+        let turn = admitted.turns_ms.get(k).copied().unwrap_or(now);
+        if turn > now + PACE_SLACK_MS {
+            profile.paced_until_ms = Some(turn);
+            paced += 1;
+            last_turn_ms = last_turn_ms.max(turn);
+        }
+    }
 
     let workflow_id = uuid::Uuid::now_v7().to_string();
     let deadline_at_ms = deadline_s.map(|s| now + s as i64 * 1000);
@@ -539,6 +643,10 @@ where
         .map(|(spec, settings)| NewTask {
             id: spec.id.clone(),
             capability: spec.capability.clone(),
+            dispatch_until_ms: settings
+                .profile
+                .paced_until_ms
+                .map(|turn| turn + dispatch_timeout_ms),
             profile: settings.profile,
             input: spec.input.clone(),
             depends_on: spec.depends_on.clone(),
@@ -575,10 +683,11 @@ where
         workflow_id: workflow_id.clone(),
         name: submission.name.clone(),
         created_at_ms: now,
-        dispatch_until_ms: now + api.settings.dispatch_timeout.as_millis() as i64,
+        dispatch_until_ms: now + dispatch_timeout_ms,
         deadline_at_ms,
         // The repair looks at it first when a stuck task could be noticed, or at its deadline.
         check_at_ms: deadline_at_ms.map_or(check_at, |deadline| deadline.min(check_at)),
+        counted: true,
         tasks,
     };
     timing::timed("store", api.store.create_workflow(&workflow)).await?;
@@ -587,13 +696,19 @@ where
         // once the leases run out, so the submission stands.
         tracing::error!(workflow = %workflow_id, %error, "ready tasks not sent; cleanup will send them");
     }
-    tracing::info!(tenant, workflow = %workflow_id, tasks = dag.len(), "workflow accepted");
+    tracing::info!(tenant, workflow = %workflow_id, tasks = dag.len(), paced, "workflow accepted");
     let plan = plan(api, tenant, &dag, &submission.tasks, Freshness::Cached);
     let plan = timing::timed("plan", plan).await?;
     let body = bodies::WorkflowAccepted {
         workflow_id: workflow_id.clone(),
         status: "running".into(),
         plan,
+        pacing: (paced > 0).then(|| bodies::Pacing {
+            paced_tasks: paced as u32,
+            last_start_at: rfc3339(last_turn_ms),
+            tasks_per_second: quotas.tasks_per_second,
+        }),
+        demoted_from_urgent: demand.urgent - admitted.urgent_kept,
     };
     let mut response = json_response(202, &body);
     if let Ok(location) = format!("/v1/workflows/{workflow_id}").parse() {
@@ -601,6 +716,9 @@ where
     }
     Ok(response)
 }
+
+/// A turn this close to now is now: its task is sent at once.
+const PACE_SLACK_MS: i64 = 50;
 
 /// The task's type, strategy, resources, priority (and so its band) and deadline. Errors are
 /// (field, reason).

@@ -6,18 +6,17 @@ use lambda_http::{run, service_fn, Error};
 async fn main() -> Result<(), Error> {
     let (settings, clients) = baton::telemetry::init_function().await?;
     baton::metrics::install("orchestrate")?;
-    let classifier = std::sync::Arc::new(AgentInvokers::new(
-        &settings.endpoint_policy,
-        &clients.config,
-    )?);
+    let classifier = std::sync::Arc::new(AgentInvokers::new(&settings, &clients.config)?);
     let queue_stats = std::sync::Arc::new(clients.queue_stats(&settings));
+    let vault = std::sync::Arc::new(baton::vault::SecretsManagerVault::new(&clients.config));
     let api = Api::new(
         clients.store(&settings),
         clients.queues(&settings),
         settings,
     )
     .with_classifier(classifier)
-    .with_queue_stats(queue_stats);
+    .with_queue_stats(queue_stats)
+    .with_vault(vault);
     run(service_fn(|request| {
         baton::metrics::flushed(handle_request(&api, request))
     }))

@@ -66,10 +66,12 @@ pub fn document() -> String {
         list_capabilities, get_capability, set_capability,
         get_priorities, set_priorities,
         stats,
+        list_secrets, get_secret, put_secret, delete_secret,
+        own_quotas, get_tenant_quotas, set_tenant_quotas,
     ),
     components(schemas(ErrorBody), responses(
-        BadRequest, Unauthorized, NotFound, MethodNotAllowed, Conflict, PreconditionFailed,
-        PayloadTooLarge, PreconditionRequired, Unavailable,
+        BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, Conflict,
+        PreconditionFailed, PayloadTooLarge, PreconditionRequired, QuotaExceeded, Unavailable,
     )),
     modifiers(&TenantScoped, &AgentReplacement),
     security(("jwt" = []), ()),
@@ -80,6 +82,7 @@ pub fn document() -> String {
         (name = "conversations", description = "Sessions and their turns, and seed 001's `/orchestrate`."),
         (name = "settings", description = "The tenant's routing defaults and priority multipliers."),
         (name = "observe", description = "Routing, health, learning, queues and running workflows at a glance."),
+        (name = "tenancy", description = "The tenant's own secrets (write-only values) and quotas; the operator's quotas per tenant."),
     ),
 )]
 struct ApiDoc;
@@ -89,10 +92,20 @@ struct ApiDoc;
 /// `invalid_json` or `invalid_request`: `details` names the field, header or parameter.
 #[derive(ToResponse)]
 struct BadRequest(ErrorBody);
-/// `unauthorized`: no valid bearer token, or its claims name no tenant (`AuthMode=jwt`).
-/// API Gateway's own refusal of a missing or invalid token has the body `{"message": "Unauthorized"}`.
+/// `unauthorized`: no valid bearer token, or its claims name no tenant (`AuthMode=jwt`); no
+/// `X-Tenant-Id` (`AuthMode=header`). API Gateway's own refusal of a missing or invalid token
+/// has the body `{"message": "Unauthorized"}`.
 #[derive(ToResponse)]
 struct Unauthorized(ErrorBody);
+/// `forbidden`: the route is the operator's, and the caller lacks the operator's scope (the
+/// same for every id, so it tells nothing of what exists).
+#[derive(ToResponse)]
+struct Forbidden(ErrorBody);
+/// `quota_exceeded`: the tenant's quota refuses it now (`details.quota`, `details.limit`);
+/// nothing was stored. Try again after `Retry-After` seconds.
+#[derive(ToResponse)]
+#[response(headers(("Retry-After" = u64, description = "Seconds until trying again can succeed")))]
+struct QuotaExceeded(ErrorBody);
 /// `not_found`: nothing of that name for this tenant (another tenant's is answered the same).
 #[derive(ToResponse)]
 struct NotFound(ErrorBody);
@@ -101,8 +114,9 @@ struct NotFound(ErrorBody);
 #[response(headers(("Allow" = String, description = "The methods the path has")))]
 struct MethodNotAllowed(ErrorBody);
 /// `conflict`, `dependency_guard`, `concurrent_change`, `turn_in_progress`, `not_paused`,
-/// `no_core_agent` or `invalid_state` (a workflow control; `details.status` is the workflow's):
-/// the state of what the request names forbids it now.
+/// `no_core_agent`, `secret_in_use`, `quota_exceeded` (a count the tenant must bring down:
+/// agents, secrets) or `invalid_state` (a workflow control; `details.status` is the
+/// workflow's): the state of what the request names forbids it now.
 #[derive(ToResponse)]
 struct Conflict(ErrorBody);
 /// `version_mismatch`: `If-Match` names another version than the stored one (`details.etag`).
@@ -114,7 +128,8 @@ struct PayloadTooLarge(ErrorBody);
 /// `precondition_required`: changing an existing agent needs `If-Match`.
 #[derive(ToResponse)]
 struct PreconditionRequired(ErrorBody);
-/// `unavailable`: DynamoDB or SQS failed; the request may be sent again.
+/// `unavailable`: a dependency (DynamoDB, SQS, Secrets Manager) failed; the request may be
+/// sent again. `details.request_id` names it in the service's logs.
 #[derive(ToResponse)]
 struct Unavailable(ErrorBody);
 
@@ -146,8 +161,8 @@ impl Modify for TenantScoped {
             .parameter_in(ParameterIn::Header)
             .required(Required::False)
             .description(Some(
-                "The tenant, with `AuthMode=header` and the local stack only (default \
-                 `default`); ignored where tenants come from tokens.",
+                "The tenant, with `AuthMode=header` and the local stack, where a request \
+                 without it is refused (401); ignored where tenants come from tokens.",
             ))
             .schema(Some(
                 utoipa::openapi::ObjectBuilder::new()
@@ -384,7 +399,9 @@ fn disable_agent() {}
 
 // ---- workflows ----------------------------------------------------------------------------
 
-/// Submits a workflow: at most 500 tasks, 64 KB of input per task.
+/// Submits a workflow: at most 500 tasks, 64 KB of input per task. Tasks beyond the tenant's
+/// burst start at their turn at its pace (`pacing`); past its backlog or its running
+/// workflows it is refused (429) and nothing is stored.
 #[utoipa::path(post, path = "/v1/workflows", tag = "workflows",
     request_body(content = WorkflowSubmission, example = json!({
         "name": "text-report",
@@ -398,6 +415,7 @@ fn disable_agent() {}
     responses(
         (status = 202, body = WorkflowAccepted, headers(("Location" = String))),
         (status = 413, response = PayloadTooLarge),
+        (status = 429, response = QuotaExceeded),
     ))]
 fn submit_workflow() {}
 
@@ -551,6 +569,7 @@ fn end_session() {}
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
+        (status = 429, response = QuotaExceeded),
     ))]
 fn send_message() {}
 
@@ -588,6 +607,7 @@ fn resume_session() {}
             body = TurnView, headers(("Server-Timing" = String), ("Location" = String))),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
+        (status = 429, response = QuotaExceeded),
     ))]
 fn orchestrate() {}
 
@@ -690,7 +710,74 @@ mod tests {
 
 // ---- observe -------------------------------------------------------------------------------
 
-/// Routing, health and learning summaries, every queue's depth, and the workflows running.
+/// Routing, health and learning summaries and the tenant's running workflows; with the
+/// operator's scope, every queue's depth too.
 #[utoipa::path(get, path = "/v1/stats", tag = "observe",
     responses((status = 200, body = crate::stats::Stats)))]
 fn stats() {}
+
+// ---- tenancy ------------------------------------------------------------------------------
+
+/// The tenant's secrets: names and dates, never values.
+#[utoipa::path(get, path = "/v1/secrets", tag = "tenancy",
+    responses((status = 200, body = crate::secrets::SecretList)))]
+fn list_secrets() {}
+
+/// One secret's name, reference and dates; never its value.
+#[utoipa::path(get, path = "/v1/secrets/{name}", tag = "tenancy",
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)),
+    responses(
+        (status = 200, body = crate::secrets::SecretView),
+        (status = 404, response = NotFound),
+    ))]
+fn get_secret() {}
+
+/// Stores a value as the tenant's secret `name` (an agent's `api_key` then names its
+/// `reference`). The value is write-only: no answer, log or item ever holds it.
+#[utoipa::path(put, path = "/v1/secrets/{name}", tag = "tenancy",
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)),
+    request_body(content = crate::secrets::SecretInput, example = json!({ "value": "sk-..." })),
+    responses(
+        (status = 200, description = "Its value replaced", body = crate::secrets::SecretView),
+        (status = 201, description = "Created", body = crate::secrets::SecretView, headers(("Location" = String))),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+    ))]
+fn put_secret() {}
+
+/// Deletes a secret at once; refused while one of the tenant's agents names it.
+#[utoipa::path(delete, path = "/v1/secrets/{name}", tag = "tenancy",
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)),
+    responses(
+        (status = 200, body = crate::secrets::SecretDeleted),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ))]
+fn delete_secret() {}
+
+/// The tenant's quotas in effect, and what it uses now.
+#[utoipa::path(get, path = "/v1/quotas", tag = "tenancy",
+    responses((status = 200, body = crate::tenants::QuotaView)))]
+fn own_quotas() {}
+
+/// A tenant's quotas (the operator's scope only).
+#[utoipa::path(get, path = "/v1/tenants/{id}/quotas", tag = "tenancy",
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)),
+    responses(
+        (status = 200, body = crate::tenants::QuotaView),
+        (status = 403, response = Forbidden),
+    ))]
+fn get_tenant_quotas() {}
+
+/// Sets a tenant's quotas over the deployment's defaults (the operator's scope only); each
+/// field left out keeps the default.
+#[utoipa::path(put, path = "/v1/tenants/{id}/quotas", tag = "tenancy",
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)),
+    request_body(content = baton::domain::quota::QuotaOverrides,
+        example = json!({ "tasks_per_second": 20, "running_workflows": 50 })),
+    responses(
+        (status = 200, body = crate::tenants::QuotaView),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+    ))]
+fn set_tenant_quotas() {}

@@ -1,11 +1,12 @@
 //! `GET /v1/stats`: the tenant's routing (calls and share per agent), the registry's health,
-//! what was learned, the depth of every queue and dead-letter queue, and its running
-//! workflows, in one answer.
+//! what was learned and its running workflows, in one answer; for the operator also the
+//! depth of every queue and dead-letter queue, which are the deployment's, not a tenant's.
 //!
 //! Reads: the registry (one query), then at once the agents' circuits (one batch), their
 //! learned stats (one query per agent, on the `STATS#` keys only), the running-workflow count
-//! (four queries of the sweeps index) and the queues (one `GetQueueAttributes` each, and a peek
-//! at each non-empty dead-letter queue). Nothing is cached: it is a view.
+//! (the `running` index, under the tenant's own key) and, for the operator, the queues (one
+//! `GetQueueAttributes` each, and a peek at each non-empty dead-letter queue). Nothing is
+//! cached: it is a view.
 
 use baton::clock::{now_ms, rfc3339};
 use baton::domain::registry::HealthSummary;
@@ -28,20 +29,26 @@ pub struct Stats {
     pub routing: RoutingSummary,
     pub health: HealthSummary,
     pub learning: LearningSummary,
-    /// The route and execute queues of each band, the learn queue, then the dead-letter queues.
-    pub queues: Vec<QueueDepth>,
+    /// The route and execute queues of each band, the learn queue, then the dead-letter
+    /// queues: the deployment's, so only for the operator (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queues: Option<Vec<QueueDepth>>,
     pub workflows: WorkflowCounts,
 }
 
 #[derive(Debug, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkflowCounts {
-    /// Submitted and not finished yet (paused ones included).
+    /// The tenant's, submitted and not finished yet (paused ones included; turns' not).
     pub running: u64,
 }
 
-/// `GET /v1/stats`.
-pub async fn stats<S, Q>(api: &Api<S, Q>, tenant: &str) -> Result<Response<Body>, ApiError>
+/// `GET /v1/stats`; the queues only for the `operator`.
+pub async fn stats<S, Q>(
+    api: &Api<S, Q>,
+    tenant: &str,
+    operator: bool,
+) -> Result<Response<Body>, ApiError>
 where
     S: AgentRegistry + RoutingState + LearningStore + StatsStore,
 {
@@ -57,11 +64,12 @@ where
     };
     let queues = async {
         match &api.queue_stats {
-            Some(queues) => queues
+            Some(queues) if operator => queues
                 .queue_depths(now)
                 .await
+                .map(Some)
                 .map_err(|e| ApiError::Unavailable(e.to_string())),
-            None => Ok(Vec::new()),
+            _ => Ok(None),
         }
     };
     let (read, queues) = futures::join!(timed("store", reads), timed("queues", queues));

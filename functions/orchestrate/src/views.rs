@@ -1,21 +1,40 @@
 //! How stored records are shown by the API.
 
 use baton::clock::rfc3339;
-use baton::domain::agent::Agent;
+use baton::domain::agent::{Agent, AgentTarget};
 use baton::domain::circuit::Circuit;
 use baton::domain::priority::{Band, Multipliers, Priority};
 use baton::domain::resources::AgentLoad;
 use baton::domain::routing::CapabilityDefaults;
+use baton::domain::tenancy::TenancyPolicy;
 use std::collections::BTreeMap;
 
 use crate::bodies::{
     AgentView, BandStart, Bands, CapabilityView, CircuitView, HealthView, Levels, PrioritiesView,
 };
 
+/// What an `api_key` that is not a reference in the tenant's namespace shows as: a key pasted
+/// into a registration stored before references were checked is never shown back.
+pub const HIDDEN_API_KEY: &str = "(hidden: not a secret reference of this tenant; set one)";
+
+/// The agent's target as shown to `tenant`: an `api_key` outside its namespace is hidden.
+fn shown_target(agent: &Agent, tenant: &str, tenancy: &TenancyPolicy) -> AgentTarget {
+    let mut target = agent.target.clone();
+    if let AgentTarget::Openai(openai) = &mut target {
+        if let Some(reference) = &openai.api_key {
+            if tenancy.check_secret(tenant, reference).is_err() {
+                openai.api_key = Some(HIDDEN_API_KEY.into());
+            }
+        }
+    }
+    target
+}
+
 /// An agent with its health, circuit (absent: closed, no recent failure) and the calls in
-/// flight to it (absent: none counted).
+/// flight to it (absent: none counted), as `tenant` sees it.
 pub fn agent(
     agent: &Agent,
+    (tenant, tenancy): (&str, &TenancyPolicy),
     circuit: Option<&Circuit>,
     load: Option<&AgentLoad>,
     now_ms: i64,
@@ -26,7 +45,7 @@ pub fn agent(
     let circuit = circuit.unwrap_or(&closed);
     AgentView {
         name: agent.name.clone(),
-        target: agent.target.clone(),
+        target: shown_target(agent, tenant, tenancy),
         capabilities: agent.capabilities.clone(),
         category: agent.category.clone(),
         description: agent.description.clone(),

@@ -292,8 +292,9 @@ pub struct ApiTarget {
     /// A bearer token, for an API that authenticates (AuthMode=jwt, or `run --auth jwt`).
     #[arg(long, env = "BATON_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// The tenant, sent as `X-Tenant-Id`: honoured only by an API in header mode.
-    #[arg(long)]
+    /// The tenant, sent as `X-Tenant-Id`: required by an API in header mode (the local
+    /// stack's examples belong to `default`), ignored where tenants come from tokens.
+    #[arg(long, default_value = crate::LOCAL_TENANT)]
     pub tenant: Option<String>,
 }
 
@@ -306,12 +307,11 @@ impl ApiTarget {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        if let Some(tenant) = &self.tenant {
-            headers.insert(
-                "x-tenant-id",
-                reqwest::header::HeaderValue::from_str(tenant)?,
-            );
-        }
+        let tenant = self.tenant.as_deref().unwrap_or(crate::LOCAL_TENANT);
+        headers.insert(
+            "x-tenant-id",
+            reqwest::header::HeaderValue::from_str(tenant)?,
+        );
         Ok(reqwest::Client::builder()
             .default_headers(headers)
             .build()?)

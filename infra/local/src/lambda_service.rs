@@ -1,9 +1,13 @@
 //! A stand-in for the Lambda Invoke API (`POST /2015-03-31/functions/{name}/invocations`) that
-//! runs local example functions by name:
+//! runs local example functions for every tenant, named as a deployment's tenants name theirs,
+//! `baton-agent-{tenant}-{name}` (see [`function`]):
 //! - [`SUMMARIZE`] returns the first sentence of the input's text, its word count, and usage
 //!   counted in words, as a model-backed function would report it;
 //! - [`FAILS`] always raises: a function error (`X-Amz-Function-Error: Unhandled`);
 //! - any other name is not found (`ResourceNotFoundException`).
+//!
+//! Like a careful tenant's function, each keeps its own boundary too: a payload whose `tenant`
+//! is not the one its name carries is refused with a function error.
 //!
 //! [`LambdaService::throttle_next`] makes the next calls fail with `TooManyRequestsException`,
 //! in the error shape the SDK reads (`x-amzn-errortype` and a JSON `message`).
@@ -17,8 +21,20 @@ use serde_json::{json, Value};
 
 use crate::stand_ins::{tokens, CallLog, ModelRule, StandIn};
 
-pub const SUMMARIZE: &str = "baton-agent-summarize";
-pub const FAILS: &str = "baton-agent-fails";
+pub const SUMMARIZE: &str = "summarize";
+pub const FAILS: &str = "fails";
+/// The template's default `AgentFunctionPrefix`.
+const PREFIX: &str = "baton-agent-";
+
+/// The name of the example function `name` (`SUMMARIZE`, `FAILS`) for `tenant`.
+pub fn function(tenant: &str, name: &str) -> String {
+    format!("{PREFIX}{tenant}-{name}")
+}
+
+/// (tenant, example name) of a function name, if it has the shape [`function`] gives.
+fn tenant_and_example(name: &str) -> Option<(&str, &str)> {
+    name.strip_prefix(PREFIX)?.rsplit_once('-')
+}
 
 /// The Lambda Invoke API stand-in; its log holds `{function, payload}` per invocation.
 pub async fn start() -> std::io::Result<StandIn> {
@@ -55,7 +71,29 @@ async fn invoke(
         );
     }
     let input = &payload["input"];
-    match name.as_str() {
+    let Some((tenant, example)) = tenant_and_example(&name) else {
+        return aws_error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            &format!("Function not found: arn:aws:lambda:us-east-1:123456789012:function:{name}"),
+        );
+    };
+    if payload["tenant"].as_str() != Some(tenant) {
+        return (
+            StatusCode::OK,
+            [
+                ("x-amz-function-error", "Unhandled"),
+                ("x-amz-executed-version", "$LATEST"),
+            ],
+            axum::Json(json!({
+                "errorType": "PermissionError",
+                "errorMessage": "this function serves another tenant",
+                "stackTrace": [],
+            })),
+        )
+            .into_response();
+    }
+    match example {
         SUMMARIZE => {
             let text = baton::invoker::prompt::input_text(input);
             let summary = ModelRule::Brief.answer(&text);
@@ -84,10 +122,10 @@ async fn invoke(
             })),
         )
             .into_response(),
-        other => aws_error(
+        _ => aws_error(
             StatusCode::NOT_FOUND,
             "ResourceNotFoundException",
-            &format!("Function not found: arn:aws:lambda:us-east-1:123456789012:function:{other}"),
+            &format!("Function not found: arn:aws:lambda:us-east-1:123456789012:function:{name}"),
         ),
     }
 }
@@ -99,6 +137,11 @@ mod tests {
     #[test]
     fn names_arns_and_qualifiers_resolve_to_the_function() {
         assert_eq!(function_name("baton-agent-fails"), "baton-agent-fails");
+        assert_eq!(
+            tenant_and_example(&function("a-b", SUMMARIZE)),
+            Some(("a-b", SUMMARIZE))
+        );
+        assert_eq!(tenant_and_example("other-fn"), None);
         assert_eq!(function_name("f:live"), "f");
         assert_eq!(function_name("123456789012:function:f:3"), "f");
         assert_eq!(

@@ -32,6 +32,18 @@ pub mod template;
 
 use std::path::PathBuf;
 
+/// The tenant the local tools act as unless told otherwise (`X-Tenant-Id`).
+pub const LOCAL_TENANT: &str = "default";
+
+/// An HTTP client that names `tenant` on every request, as a header-mode API requires.
+pub fn tenant_client(tenant: &str) -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(value) = reqwest::header::HeaderValue::from_str(tenant) {
+        headers.insert("x-tenant-id", value);
+    }
+    reqwest::Client::builder().default_headers(headers)
+}
+
 /// The repository root, where `template.yaml`, `infra/` and `.venv/` live.
 pub fn project_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

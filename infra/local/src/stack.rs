@@ -126,10 +126,12 @@ impl StackOptions {
 }
 
 /// Values the local stack uses over the template's: agents run on this machine, so loopback
-/// is allowed, over plain http too (the template's defaults allow neither).
-const LOCAL_ENVIRONMENT: [(&str, &str); 2] = [
+/// is allowed, over plain http too (the template's defaults allow neither), and the Bedrock
+/// stand-in's models are the allowed ones.
+const LOCAL_ENVIRONMENT: [(&str, &str); 3] = [
     (HTTP_HOSTS_VAR, "127.0.0.1,localhost,[::1]"),
     (PRIVATE_NETWORKS_VAR, "127.0.0.0/8,::1/128"),
+    ("BATON_BEDROCK_MODELS", "baton.brief-v1,baton.keywords-v1"),
 ];
 
 fn local_default(name: &str) -> Option<String> {
@@ -220,11 +222,9 @@ impl LocalStack {
                 .as_ref()
                 .map(StandIns::endpoints)
                 .unwrap_or_default();
-            Ok(
-                AgentInvokers::new(&settings.endpoint_policy, &handler_clients.config)
-                    .map_err(|e| StackError::Http(e.to_string()))?
-                    .with_endpoints(endpoints),
-            )
+            Ok(AgentInvokers::new(settings, &handler_clients.config)
+                .map_err(|e| StackError::Http(e.to_string()))?
+                .with_endpoints(endpoints))
         };
 
         let function = |binary: &'static str| -> Result<(&String, &FunctionSpec), StackError> {
@@ -247,6 +247,8 @@ impl LocalStack {
                     .or_else(|| local_default(name))
                     .or_else(|| resolve_value(&template, &provisioned, spec.environment.get(name)?))
             })
+            // Loopback agents: the one thing only the local stack may allow.
+            .map(Settings::with_loopback)
             .map_err(|source| StackError::Config {
                 function: id.clone(),
                 source,
@@ -302,7 +304,10 @@ impl LocalStack {
             Arc::new(
                 Api::new(handler_clients.store(&s), handler_clients.queues(&s), s)
                     .with_classifier(Arc::new(classifier))
-                    .with_queue_stats(queue_stats),
+                    .with_queue_stats(queue_stats)
+                    .with_vault(Arc::new(baton::vault::SecretsManagerVault::new(
+                        &handler_clients.config,
+                    ))),
             )
         };
         let route = {
@@ -366,8 +371,9 @@ impl LocalStack {
                         baton_orchestrate::handle_request(&api, request)
                             .await
                             .unwrap_or_else(|e| {
+                                let id = uuid::Uuid::new_v4().to_string();
                                 baton_orchestrate::ApiError::Unavailable(e.to_string())
-                                    .into_response()
+                                    .into_response(&id)
                             })
                     }
                 },

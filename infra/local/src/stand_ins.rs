@@ -197,8 +197,10 @@ impl StandIns {
     /// `prefix` (written again on a restart against the same emulator).
     pub async fn start(aws: &SdkConfig, prefix: &str) -> Result<Self, StandInError> {
         let key = format!("sk-local-{}", uuid::Uuid::new_v4().simple());
-        let key_parameter = format!("/baton/{prefix}/openai-api-key");
-        let secret_name = format!("baton/{prefix}/openai");
+        // In the default tenant's namespace (the examples are its agents), one per stack so
+        // that stacks sharing an emulator keep their own keys.
+        let key_parameter = format!("/baton/{DEFAULT_TENANT}/{prefix}-openai-api-key");
+        let secret_name = format!("baton/{DEFAULT_TENANT}/{prefix}-openai");
         let failed = |e: &dyn std::fmt::Display| StandInError::Key(e.to_string());
         aws_sdk_ssm::Client::new(aws)
             .put_parameter()
@@ -262,7 +264,10 @@ impl StandIns {
         vec![
             serde_json::json!({
                 "name": "lambda-summarizer", "kind": "lambda",
-                "function": crate::lambda_service::SUMMARIZE,
+                "function": crate::lambda_service::function(
+                    DEFAULT_TENANT,
+                    crate::lambda_service::SUMMARIZE,
+                ),
                 "capabilities": ["summarize-text"],
             }),
             serde_json::json!({
@@ -284,6 +289,9 @@ impl StandIns {
         ]
     }
 }
+
+/// The tenant the local stack's examples belong to.
+const DEFAULT_TENANT: &str = "default";
 
 /// A shared call log.
 pub type Calls = Arc<CallLog>;

@@ -1,7 +1,7 @@
 //! Reads `template.yaml`: the tables, queues and functions the local stack must stand up, so
 //! that local and cloud are described by one file and cannot drift.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::Deserialize;
@@ -25,6 +25,9 @@ pub struct Template {
     pub functions: BTreeMap<String, FunctionSpec>,
     /// Parameter defaults, for `!Ref Parameter`.
     pub parameters: BTreeMap<String, String>,
+    /// The `CommaDelimitedList` parameters: `!Ref` of one is a list (its default split at
+    /// commas), as `!Join` takes it.
+    pub list_parameters: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,6 +116,14 @@ impl Template {
             .flatten()
             .filter_map(|(k, v)| Some((k.as_str()?.to_string(), scalar(v.get("Default")?)?)))
             .collect();
+        let list_parameters = doc
+            .get("Parameters")
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+            .filter(|(_, v)| v.get("Type").and_then(Value::as_str) == Some("CommaDelimitedList"))
+            .filter_map(|(k, _)| Some(k.as_str()?.to_string()))
+            .collect();
         let globals = doc
             .get("Globals")
             .and_then(|g| g.get("Function"))
@@ -123,6 +134,7 @@ impl Template {
             queues: BTreeMap::new(),
             functions: BTreeMap::new(),
             parameters,
+            list_parameters,
         };
         let resources = doc
             .get("Resources")
@@ -286,7 +298,8 @@ pub trait Resolve {
     fn reference(&self, logical_id: &str) -> Option<String>;
 }
 
-/// Resolves one environment value: a plain scalar, or `!Ref` of a resource or parameter.
+/// Resolves one environment value: a plain scalar, `!Ref` of a resource or parameter, or
+/// `!Join [delimiter, values]` of those or of a `CommaDelimitedList` parameter.
 pub fn resolve_value(
     template: &Template,
     resources: &impl Resolve,
@@ -299,7 +312,38 @@ pub fn resolve_value(
                 .reference(id)
                 .or_else(|| template.parameters.get(id).cloned())
         }
+        Value::Tagged(t) if t.tag == "Join" => {
+            let [delimiter, values] = t.value.as_sequence()?.as_slice() else {
+                return None;
+            };
+            let values = resolve_list(template, resources, values)?;
+            Some(values.join(delimiter.as_str()?))
+        }
         other => scalar(other),
+    }
+}
+
+/// A list `!Join` takes: a sequence of values, or `!Ref` of a `CommaDelimitedList` parameter
+/// (whose default `""` is the one-item list `[""]`, as in CloudFormation).
+fn resolve_list(
+    template: &Template,
+    resources: &impl Resolve,
+    value: &Value,
+) -> Option<Vec<String>> {
+    match value {
+        Value::Sequence(items) => items
+            .iter()
+            .map(|item| resolve_value(template, resources, item))
+            .collect(),
+        Value::Tagged(t) if t.tag == "Ref" => {
+            let id = t.value.as_str()?;
+            if !template.list_parameters.contains(id) {
+                return None;
+            }
+            let joined = template.parameters.get(id)?;
+            Some(joined.split(',').map(str::to_string).collect())
+        }
+        _ => None,
     }
 }
 
@@ -333,6 +377,91 @@ mod tests {
         assert!(t.functions["RouteFunction"]
             .environment
             .contains_key("STATE_TABLE"));
+    }
+
+    /// Nothing provisioned: `!Ref` falls back to parameter defaults.
+    struct Nothing;
+    impl Resolve for Nothing {
+        fn reference(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    #[test]
+    fn joins_of_lists_and_values_resolve_like_cloudformation() {
+        let t = Template::parse(
+            r#"
+Parameters:
+  Empty: { Type: CommaDelimitedList, Default: "" }
+  Models: { Type: CommaDelimitedList, Default: "m1,m2" }
+  Hosts: { Type: String, Default: "a,b" }
+  Tokens: { Type: Number, Default: 4096 }
+Resources: {}
+"#,
+        )
+        .unwrap();
+        let resolve =
+            |yaml: &str| resolve_value(&t, &Nothing, &serde_yaml::from_str(yaml).unwrap());
+        assert_eq!(resolve(r#"!Join [",", !Ref Empty]"#).as_deref(), Some(""));
+        assert_eq!(
+            resolve(r#"!Join [",", !Ref Models]"#).as_deref(),
+            Some("m1,m2")
+        );
+        assert_eq!(
+            resolve(r#"!Join ["|", !Ref Models]"#).as_deref(),
+            Some("m1|m2")
+        );
+        assert_eq!(
+            resolve(r#"!Join ["-", [x, !Ref Tokens, !Join [":", !Ref Models]]]"#).as_deref(),
+            Some("x-4096-m1:m2")
+        );
+        assert_eq!(resolve("!Ref Tokens").as_deref(), Some("4096"));
+        // A String parameter is one value, not a list, whatever commas it holds.
+        assert_eq!(resolve(r#"!Join [",", !Ref Hosts]"#), None);
+        assert_eq!(
+            resolve(r#"!Join [",", [!Ref Hosts]]"#).as_deref(),
+            Some("a,b")
+        );
+        assert_eq!(resolve(r#"!Join [",", !Ref Missing]"#), None);
+    }
+
+    #[test]
+    fn the_project_template_resolves_the_tenancy_settings() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
+        let t = Template::load(&path).unwrap();
+        let env = |function: &str, name: &str| {
+            let value = t.functions[function].environment.get(name)?;
+            resolve_value(&t, &Nothing, value)
+        };
+        for function in t.functions.keys() {
+            assert_eq!(env(function, "BATON_BEDROCK_MODELS").as_deref(), Some(""));
+            assert_eq!(
+                env(function, "BATON_BEDROCK_MAX_TOKENS").as_deref(),
+                Some("4096")
+            );
+            assert_eq!(
+                env(function, "BATON_SECRET_PREFIX").as_deref(),
+                Some("baton/")
+            );
+            assert_eq!(
+                env(function, "BATON_FUNCTION_PREFIX").as_deref(),
+                Some("baton-agent-")
+            );
+            assert_eq!(
+                env(function, "BATON_QUOTA_TASK_BACKLOG").as_deref(),
+                Some("20000")
+            );
+        }
+        assert_eq!(
+            env("OrchestrateFunction", "BATON_OPERATOR_SCOPE").as_deref(),
+            Some("baton/operator")
+        );
+        let running = t.tables["StateTable"]
+            .global_secondary_indexes
+            .iter()
+            .find(|i| i.index_name == "running")
+            .expect("running index");
+        assert_eq!(running.projection.projection_type, "KEYS_ONLY");
     }
 
     #[test]

@@ -129,7 +129,7 @@ pub struct InferenceSettings {
 /// Where a secret is read from, as named by an `api_key` reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretSource<'a> {
-    /// A Secrets Manager secret, by ARN.
+    /// A Secrets Manager secret, by name or ARN.
     SecretsManager(&'a str),
     /// An SSM parameter, by name or ARN, read with decryption.
     SsmParameter(&'a str),
@@ -174,7 +174,9 @@ pub struct AgentRegistration {
     pub system_prompt: Option<String>,
     /// openai: fields merged into each request.
     pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
-    /// openai: the Secrets Manager secret or SSM parameter holding the API key.
+    /// openai: the secret holding the API key, in the tenant's namespace: a Secrets Manager
+    /// secret (`baton/{tenant}/openai`, or its ARN) or an SSM parameter
+    /// (`/baton/{tenant}/openai`, or its ARN). Never the key itself.
     pub api_key: Option<String>,
     /// bedrock: the inference configuration.
     pub inference: Option<InferenceSettings>,
@@ -679,15 +681,14 @@ fn check_function(function: &str) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// Where an `api_key` reference points: a Secrets Manager secret ARN, an SSM parameter ARN,
-/// or an SSM parameter name (`/baton/openai`).
+/// Where an `api_key` reference points, by its shape: a Secrets Manager secret by ARN or by
+/// name (`baton/acme/openai`), or an SSM parameter by ARN or by its hierarchical name
+/// (`/baton/acme/openai`). Whose namespace it lies in is [`super::tenancy`]'s question.
 pub fn secret_source(reference: &str) -> Result<SecretSource<'_>, AgentError> {
     let fail = || {
         Err(target_error(
             "api_key",
-            "must reference the key, never hold it: a Secrets Manager secret ARN \
-             (arn:aws:secretsmanager:…:secret:…), an SSM parameter ARN \
-             (arn:aws:ssm:…:parameter/…) or an SSM parameter name such as /baton/openai",
+            "must reference the key, never hold it: a Secrets Manager secret's name              (baton/<tenant>/<name>) or ARN, or an SSM parameter's name              (/baton/<tenant>/<name>) or ARN",
         ))
     };
     if reference.starts_with("arn:") {
@@ -716,14 +717,23 @@ pub fn secret_source(reference: &str) -> Result<SecretSource<'_>, AgentError> {
             _ => fail(),
         };
     }
-    let name_chars = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/');
-    if reference.is_empty()
-        || reference.len() > MAX_PARAMETER_NAME_CHARS
-        || !reference.chars().all(name_chars)
-    {
+    if let Some(path) = reference.strip_prefix('/') {
+        let name_chars = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/');
+        if path.is_empty()
+            || reference.len() > MAX_PARAMETER_NAME_CHARS
+            || !reference.chars().all(name_chars)
+        {
+            return fail();
+        }
+        return Ok(SecretSource::SsmParameter(reference));
+    }
+    // Secrets Manager's name alphabet; a name is at most 512 characters.
+    let name_chars =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '+' | '=' | '.' | '@' | '-');
+    if reference.is_empty() || reference.len() > 512 || !reference.chars().all(name_chars) {
         return fail();
     }
-    Ok(SecretSource::SsmParameter(reference))
+    Ok(SecretSource::SecretsManager(reference))
 }
 
 fn check_model(field: &'static str, model: &str, max: usize) -> Result<(), AgentError> {
@@ -1085,18 +1095,22 @@ mod tests {
     }
 
     #[test]
-    fn secret_references_are_arns_or_parameter_names_never_keys() {
+    fn secret_references_are_names_or_arns_never_keys() {
         let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:baton/openai-AbCdEf";
         assert_eq!(secret_source(arn), Ok(SecretSource::SecretsManager(arn)));
         let arn = "arn:aws:ssm:us-east-1:123456789012:parameter/baton/openai";
         assert_eq!(secret_source(arn), Ok(SecretSource::SsmParameter(arn)));
-        for name in ["/baton/openai", "openai_key", "a.b-c"] {
+        for name in ["/baton/openai", "/a.b-c"] {
             assert_eq!(secret_source(name), Ok(SecretSource::SsmParameter(name)));
+        }
+        for name in ["baton/acme/openai", "openai_key"] {
+            assert_eq!(secret_source(name), Ok(SecretSource::SecretsManager(name)));
         }
         for bad in [
             "",
+            "/",
             "sk-live abc",
-            "sk+key=",
+            "sk+key=\n",
             "arn:aws:s3:::bucket/key",
             "arn:aws:secretsmanager:us-east-1:123456789012:parameter/x",
             "arn:aws:ssm:us-east-1:1234:parameter/x",
@@ -1104,7 +1118,7 @@ mod tests {
         ] {
             let err = secret_source(bad).unwrap_err();
             assert_eq!(err.field(), "api_key", "{bad}");
-            assert!(!err.to_string().contains(bad) || bad.is_empty(), "{bad}");
+            assert!(!err.to_string().contains(bad) || bad.len() < 2, "{bad}");
         }
     }
 

@@ -47,6 +47,10 @@ pub struct EndpointPolicy {
     /// Non-public networks agents may resolve into (the local stack: loopback; a VPC
     /// deployment: its private ranges). Never-allowed addresses stay refused inside them.
     pub private_networks: Vec<IpNet>,
+    /// Whether loopback addresses may be called at all: only the local stack sets it. A
+    /// deployment's functions read their policy from the environment, which cannot set it,
+    /// so no operator setting lets an agent reach the function's own host.
+    pub allow_loopback: bool,
 }
 
 impl EndpointPolicy {
@@ -58,6 +62,7 @@ impl EndpointPolicy {
                 IpNet::new_assert(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8),
                 IpNet::new_assert(IpAddr::V6(Ipv6Addr::LOCALHOST), 128),
             ],
+            allow_loopback: true,
         }
     }
 
@@ -69,6 +74,11 @@ impl EndpointPolicy {
 
     fn allows_network(&self, ip: IpAddr) -> bool {
         self.private_networks.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Whether the policy can allow an address refused for `refusal` at all.
+    fn may_allow(&self, refusal: AddressRefusal) -> bool {
+        refusal.is_allowable() && (refusal != AddressRefusal::Loopback || self.allow_loopback)
     }
 }
 
@@ -161,7 +171,13 @@ impl AddressRefusal {
 
 impl fmt::Display for AddressRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_allowable() {
+        if *self == AddressRefusal::Loopback {
+            write!(
+                f,
+                "{}, which agents of a deployment may never use (only the local stack allows it)",
+                self.describe()
+            )
+        } else if self.is_allowable() {
             write!(
                 f,
                 "{}; to allow it, list a network that contains it in {PRIVATE_NETWORKS_VAR}",
@@ -182,7 +198,7 @@ pub fn check_address(ip: IpAddr, policy: &EndpointPolicy) -> Result<(), AddressR
     match classify(ip) {
         None => Ok(()),
         Some(refusal)
-            if refusal.is_allowable()
+            if policy.may_allow(refusal)
                 && (policy.allows_network(ip)
                     || embedded.is_some_and(|v4| policy.allows_network(v4))) =>
         {
@@ -496,6 +512,7 @@ mod tests {
         let everything = EndpointPolicy {
             http_hosts: vec![],
             private_networks: parse_private_networks("0.0.0.0/0,::/0").unwrap(),
+            allow_loopback: false,
         };
         for (ip, refusal) in [
             ("0.0.0.0", AddressRefusal::Unspecified),
@@ -518,6 +535,7 @@ mod tests {
         let unique_local = EndpointPolicy {
             http_hosts: vec![],
             private_networks: parse_private_networks("fc00::/7").unwrap(),
+            allow_loopback: false,
         };
         assert!(check_address("fd12::1".parse().unwrap(), &unique_local).is_ok());
         assert_eq!(
@@ -527,10 +545,34 @@ mod tests {
     }
 
     #[test]
+    fn loopback_is_refused_in_a_deployment_whatever_the_lists_say() {
+        let deployment = EndpointPolicy {
+            allow_loopback: false,
+            ..EndpointPolicy::loopback()
+        };
+        for ip in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(
+                check_address(ip, &deployment),
+                Err(AddressRefusal::Loopback),
+                "{ip}"
+            );
+            assert!(
+                check_address(ip, &EndpointPolicy::loopback()).is_ok(),
+                "{ip}"
+            );
+        }
+        assert!(AddressRefusal::Loopback
+            .to_string()
+            .contains("only the local stack"));
+    }
+
+    #[test]
     fn private_addresses_are_refused_unless_their_network_is_listed() {
         let vpc = EndpointPolicy {
             http_hosts: vec![],
             private_networks: parse_private_networks("10.0.0.0/8").unwrap(),
+            allow_loopback: false,
         };
         for (ip, refusal) in [
             ("127.0.0.1", AddressRefusal::Loopback),
@@ -582,6 +624,7 @@ mod tests {
         let listed = EndpointPolicy {
             http_hosts: parse_http_hosts("Agents.Example.com").unwrap(),
             private_networks: vec![],
+            allow_loopback: false,
         };
         assert!(check_url("http://agents.example.com/", &listed).is_ok());
         assert!(check_url("http://other.example.com/", &listed).is_err());
@@ -620,6 +663,7 @@ mod tests {
         let anything = EndpointPolicy {
             http_hosts: vec!["metadata".into(), "metadata.google.internal".into()],
             private_networks: parse_private_networks("0.0.0.0/0").unwrap(),
+            allow_loopback: false,
         };
         for probe in [
             "http://metadata.google.internal/",

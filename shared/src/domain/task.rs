@@ -84,6 +84,10 @@ pub struct TaskProfile {
     /// Attempts made before the workflow's last redrive: the retry policy counts from there.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub prior_attempts: u32,
+    /// Not routed before this time: its turn at the tenant's pace (see
+    /// [`crate::domain::quota`]). Only on tasks admitted beyond the tenant's burst.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paced_until_ms: Option<i64>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -213,6 +217,11 @@ pub enum FailureKind {
     NotDispatched,
     /// The workflow was cancelled before the task ended.
     Cancelled,
+    /// The agent's target reaches beyond its tenant: another tenant's secret or function, a
+    /// model the operator does not allow (checked again before every call).
+    ForbiddenReference,
+    /// The outputs of the task's dependencies are more than a task may receive.
+    InputTooLarge,
 }
 
 impl FailureKind {
@@ -266,7 +275,9 @@ impl TaskFailure {
             | FailureKind::LeaseExpired
             | FailureKind::DeadlineExceeded
             | FailureKind::NotDispatched
-            | FailureKind::Cancelled => false,
+            | FailureKind::Cancelled
+            | FailureKind::ForbiddenReference
+            | FailureKind::InputTooLarge => false,
         };
         TaskFailure {
             kind,

@@ -9,6 +9,7 @@ use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::domain::task::{FailureKind, TaskFailure};
+use crate::domain::tenancy::redact_aws_identifiers;
 
 /// A service's error codes that say whether trying again can help.
 #[derive(Debug)]
@@ -34,7 +35,10 @@ pub fn service_failure(
         Some(code) if codes.permanent.contains(&code) => false,
         _ => status >= 500 || status == 408 || status == 429,
     };
-    let message: String = message.unwrap_or("").chars().take(MESSAGE_CHARS).collect();
+    // The service's words may name the operator's account, role and resources: the code and
+    // status stay, the identifiers go (the failure is shown to the tenant).
+    let message = redact_aws_identifiers(message.unwrap_or(""));
+    let message: String = message.chars().take(MESSAGE_CHARS).collect();
     TaskFailure {
         kind: FailureKind::ServiceError,
         message: format!(
@@ -77,7 +81,9 @@ where
             };
             TaskFailure::new(
                 kind,
-                format!("{service} could not be reached for {subject}: {failure:?}"),
+                redact_aws_identifiers(&format!(
+                    "{service} could not be reached for {subject}: {failure:?}"
+                )),
             )
         }
         // An answer that could not be read: the connection or the service broke mid-way.
@@ -88,10 +94,10 @@ where
         other => {
             let mut failure = TaskFailure::new(
                 FailureKind::ServiceError,
-                format!(
+                redact_aws_identifiers(&format!(
                     "the {service} request for {subject} could not be made: {}",
                     aws_smithy_types::error::display::DisplayErrorContext(&other)
-                ),
+                )),
             );
             failure.retryable = false;
             failure
@@ -124,6 +130,19 @@ mod tests {
         assert_eq!(
             f.message,
             "Lambda answered X (HTTP 400) for function `f`: m"
+        );
+        let denied = service_failure(
+            "Lambda",
+            "function `f`",
+            Some("AccessDeniedException"),
+            Some("User: arn:aws:sts::123456789012:assumed-role/r/s is not authorized"),
+            403,
+            &CODES,
+        );
+        assert_eq!(
+            denied.message,
+            "Lambda answered AccessDeniedException (HTTP 403) for function `f`: User: [arn] is \
+             not authorized"
         );
     }
 }

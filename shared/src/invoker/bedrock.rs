@@ -35,9 +35,12 @@ pub const BEDROCK_CODES: ErrorCodes = ErrorCodes {
     ],
 };
 
+/// Asks the agent's model; no call asks for more than `max_tokens` output tokens (the
+/// operator's cap, also where the agent leaves it open).
 pub async fn converse(
     client: &aws_sdk_bedrockruntime::Client,
     target: &BedrockTarget,
+    max_tokens: u32,
     call: &AgentCall<'_>,
 ) -> Result<AgentAnswer, TaskFailure> {
     let subject = format!("model `{}`", target.model_id);
@@ -61,7 +64,13 @@ pub async fn converse(
         .model_id(&target.model_id)
         .set_system((!system.is_empty()).then_some(system))
         .messages(message)
-        .set_inference_config(target.inference.as_ref().map(inference_config))
+        .inference_config(inference_config(
+            target
+                .inference
+                .as_ref()
+                .unwrap_or(&InferenceSettings::default()),
+            max_tokens,
+        ))
         .send()
         .await
         .map_err(|e| sdk_failure("Bedrock", &subject, e, &BEDROCK_CODES))?;
@@ -76,9 +85,10 @@ pub async fn converse(
     })
 }
 
-fn inference_config(settings: &InferenceSettings) -> InferenceConfiguration {
+fn inference_config(settings: &InferenceSettings, cap: u32) -> InferenceConfiguration {
+    let max_tokens = settings.max_tokens.map_or(cap, |t| t.min(cap));
     InferenceConfiguration::builder()
-        .set_max_tokens(settings.max_tokens.and_then(|t| i32::try_from(t).ok()))
+        .max_tokens(i32::try_from(max_tokens).unwrap_or(i32::MAX))
         .set_temperature(settings.temperature)
         .set_top_p(settings.top_p)
         .set_stop_sequences(

@@ -17,9 +17,11 @@ use aws_config::SdkConfig;
 
 use super::secrets::SecretReader;
 use super::{bedrock, lambda, openai, AgentAnswer, AgentCall, AgentInvoker, HttpAgentInvoker};
+use crate::config::Settings;
 use crate::domain::agent::{Agent, AgentTarget};
 use crate::domain::endpoint::EndpointPolicy;
 use crate::domain::task::{FailureKind, TaskFailure};
+use crate::domain::tenancy::TenancyPolicy;
 
 /// Endpoints that replace the SDK's for the agents' AWS APIs, for a stand-in. A deployed
 /// function has none, unless its environment sets the SDK's own `AWS_ENDPOINT_URL_LAMBDA` or
@@ -48,6 +50,8 @@ pub struct AgentInvokers {
     /// policy it applies.
     model_api: reqwest::Client,
     policy: EndpointPolicy,
+    /// What each tenant may reach: checked again before every call, whatever was registered.
+    tenancy: TenancyPolicy,
     aws: SdkConfig,
     endpoints: ServiceEndpoints,
     lambda: OnceLock<aws_sdk_lambda::Client>,
@@ -56,19 +60,22 @@ pub struct AgentInvokers {
 }
 
 impl AgentInvokers {
-    /// Invokers that reach http agents and OpenAI-compatible APIs only where `policy` allows,
+    /// Invokers that reach http agents and OpenAI-compatible APIs only where the settings'
+    /// endpoint policy allows, each tenant only its own secrets, functions and allowed models,
     /// with AWS clients built from `aws` when first needed.
-    pub fn new(policy: &EndpointPolicy, aws: &SdkConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(settings: &Settings, aws: &SdkConfig) -> Result<Self, reqwest::Error> {
+        let policy = &settings.endpoint_policy;
         let http = HttpAgentInvoker::new(policy)?;
         Ok(AgentInvokers {
             model_api: http.client().clone(),
             http,
             policy: policy.clone(),
+            tenancy: settings.tenancy.clone(),
             aws: aws.clone(),
             endpoints: ServiceEndpoints::from_env(),
             lambda: OnceLock::new(),
             bedrock: OnceLock::new(),
-            secrets: SecretReader::new(aws.clone()),
+            secrets: SecretReader::new(aws.clone(), settings.tenancy.clone()),
         })
     }
 
@@ -138,6 +145,17 @@ impl AgentInvoker for AgentInvokers {
         agent: &Agent,
         call: &AgentCall<'_>,
     ) -> Result<AgentAnswer, TaskFailure> {
+        // A registration stored before a rule existed, or edited in the table, is refused
+        // here as it would be at registration; the message never repeats the reference.
+        if let Err(refusal) = self.tenancy.check_agent(&call.task.tenant, agent) {
+            return Err(TaskFailure::new(
+                FailureKind::ForbiddenReference,
+                format!(
+                    "agent `{}` is refused for this tenant: {refusal}",
+                    agent.name
+                ),
+            ));
+        }
         match &agent.target {
             AgentTarget::Http { .. } => self.http.invoke(agent, call).await,
             AgentTarget::Lambda { function } => {
@@ -155,7 +173,9 @@ impl AgentInvoker for AgentInvokers {
                 within(agent, call, work).await
             }
             AgentTarget::Bedrock(target) => {
-                within(agent, call, bedrock::converse(self.bedrock(), target, call)).await
+                let max_tokens = self.tenancy.models.max_tokens;
+                let work = bedrock::converse(self.bedrock(), target, max_tokens, call);
+                within(agent, call, work).await
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The `lambda` kind: a synchronous (`RequestResponse`) Invoke of the agent's function.
 //!
 //! The payload is the JSON an http agent is POSTed, plus `idempotency_key` (an http agent gets
-//! it as a header). The function's JSON result is the task's output. A function error (the
+//! it as a header) and `tenant`. The function's JSON result is the task's output. A function error (the
 //! function threw, or timed out) fails the task for good; throttling and Lambda's own faults
 //! are retried.
 
@@ -86,7 +86,8 @@ pub async fn invoke(
     Ok(AgentAnswer::reported(output))
 }
 
-/// The call as the function receives it.
+/// The call as the function receives it: with the tenant, so that a function can keep its
+/// own boundary too.
 pub fn payload(call: &AgentCall<'_>) -> Vec<u8> {
     let mut body = serde_json::to_value(call).unwrap_or_default();
     if let Value::Object(fields) = &mut body {
@@ -94,6 +95,7 @@ pub fn payload(call: &AgentCall<'_>) -> Vec<u8> {
             "idempotency_key".into(),
             Value::String(call.task.idempotency_key()),
         );
+        fields.insert("tenant".into(), Value::String(call.task.tenant.clone()));
     }
     body.to_string().into_bytes()
 }
@@ -152,6 +154,7 @@ mod tests {
         assert_eq!(body["input"], input);
         assert_eq!(body["attempt"], 2);
         assert_eq!(body["idempotency_key"], task.idempotency_key());
+        assert_eq!(body["tenant"], "acme");
     }
 
     #[test]

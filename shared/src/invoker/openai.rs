@@ -112,7 +112,7 @@ pub async fn complete(
     check_url(&url, policy).map_err(|refusal| guard::forbidden_failure(agent_name, &refusal))?;
     let body = request_body(target, call)?;
     let key = match &target.api_key {
-        Some(reference) => Some(secrets.api_key(reference).await?),
+        Some(reference) => Some(secrets.api_key(&call.task.tenant, reference).await?),
         None => None,
     };
     let mut request = client
@@ -132,7 +132,7 @@ pub async fn complete(
         if status == reqwest::StatusCode::UNAUTHORIZED {
             // The key may have been rotated: the next attempt reads it again.
             if let Some(reference) = &target.api_key {
-                secrets.forget(reference);
+                secrets.forget(&call.task.tenant, reference);
             }
         }
         let mut excerpt: String = String::from_utf8_lossy(&bytes)

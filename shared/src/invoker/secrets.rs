@@ -1,18 +1,31 @@
 //! API keys for `openai` agents, read from where the registration points: a Secrets Manager
-//! secret or an SSM parameter (decrypted). Each key is read once per process and kept in
-//! memory only; it is never logged, stored or returned, and its `Debug` hides it.
+//! secret or an SSM parameter (decrypted), always in the calling tenant's namespace. A key is
+//! kept in memory for a few minutes, per tenant and reference, so that one tenant's entry
+//! never serves another and a rotated key is read again; it is never logged, stored or
+//! returned, and its `Debug` hides it.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use super::aws::{sdk_failure, ErrorCodes};
-use crate::domain::agent::{secret_source, SecretSource};
+use crate::domain::agent::SecretSource;
 use crate::domain::task::{FailureKind, TaskFailure};
+use crate::domain::tenancy::TenancyPolicy;
+
+/// How long a key read is used before it is read again: a key rotated through
+/// `PUT /v1/secrets` reaches every process within this time (at once after a 401).
+pub const KEY_TTL: Duration = Duration::from_secs(300);
+/// Keys kept at most; the oldest are dropped first.
+const MAX_KEYS: usize = 256;
+
+/// A key's place in the cache: whose it is and where it was read from.
+type KeyId = (String, String);
 
 /// An API key. Only [`ApiKey::expose`] shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -55,27 +68,53 @@ pub struct SecretReader {
     aws: SdkConfig,
     secrets_manager: OnceLock<aws_sdk_secretsmanager::Client>,
     ssm: OnceLock<aws_sdk_ssm::Client>,
-    keys: Mutex<HashMap<String, Arc<OnceCell<ApiKey>>>>,
+    tenancy: TenancyPolicy,
+    keys: Mutex<HashMap<KeyId, (Instant, Arc<OnceCell<ApiKey>>)>>,
 }
 
 impl SecretReader {
-    pub fn new(aws: SdkConfig) -> Self {
+    pub fn new(aws: SdkConfig, tenancy: TenancyPolicy) -> Self {
         SecretReader {
             aws,
             secrets_manager: OnceLock::new(),
             ssm: OnceLock::new(),
+            tenancy,
             keys: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The key `reference` points at, read on first use. A failed read is not kept: the next
-    /// call reads again.
-    pub async fn api_key(&self, reference: &str) -> Result<ApiKey, TaskFailure> {
+    /// The key `reference` points at for `tenant`, read on first use and again after
+    /// [`KEY_TTL`]. A reference outside the tenant's namespace is refused before any read. A
+    /// failed read is not kept: the next call reads again.
+    pub async fn api_key(&self, tenant: &str, reference: &str) -> Result<ApiKey, TaskFailure> {
+        let source = self
+            .tenancy
+            .check_secret(tenant, reference)
+            .map_err(|refusal| {
+                TaskFailure::new(
+                    FailureKind::ForbiddenReference,
+                    format!("the agent's {refusal}"),
+                )
+            })?;
         let cell = {
             let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-            keys.entry(reference.to_string()).or_default().clone()
+            keys.retain(|_, (read_at, _)| read_at.elapsed() < KEY_TTL);
+            if keys.len() >= MAX_KEYS {
+                let oldest = keys
+                    .iter()
+                    .min_by_key(|(_, (at, _))| *at)
+                    .map(|(k, _)| k.clone());
+                if let Some(oldest) = oldest {
+                    keys.remove(&oldest);
+                }
+            }
+            let id = (tenant.to_string(), reference.to_string());
+            keys.entry(id)
+                .or_insert_with(|| (Instant::now(), Arc::default()))
+                .1
+                .clone()
         };
-        cell.get_or_try_init(|| self.read(reference)).await.cloned()
+        cell.get_or_try_init(|| self.read(source)).await.cloned()
     }
 
     /// Which of its clients have been built so far.
@@ -91,15 +130,15 @@ impl SecretReader {
     }
 
     /// Forgets a key the API refused, so that a rotated key is read again.
-    pub fn forget(&self, reference: &str) {
+    pub fn forget(&self, tenant: &str, reference: &str) {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        keys.remove(reference);
+        keys.remove(&(tenant.to_string(), reference.to_string()));
     }
 
-    async fn read(&self, reference: &str) -> Result<ApiKey, TaskFailure> {
-        let subject = format!("the API key at `{reference}`");
-        let source = secret_source(reference)
-            .map_err(|e| TaskFailure::new(FailureKind::InvalidInput, format!("{subject}: {e}")))?;
+    async fn read(&self, source: SecretSource<'_>) -> Result<ApiKey, TaskFailure> {
+        // The reference is the tenant's own (checked), but failures are shown and stored:
+        // they say which kind of store, not the name.
+        let subject = "the agent's API key";
         let text = match source {
             SecretSource::SecretsManager(id) => {
                 let client = self
@@ -110,7 +149,7 @@ impl SecretReader {
                     .secret_id(id)
                     .send()
                     .await
-                    .map_err(|e| sdk_failure("Secrets Manager", &subject, e, &SECRET_CODES))?;
+                    .map_err(|e| sdk_failure("Secrets Manager", subject, e, &SECRET_CODES))?;
                 out.secret_string().map(str::to_string)
             }
             SecretSource::SsmParameter(name) => {
@@ -121,7 +160,7 @@ impl SecretReader {
                     .with_decryption(true)
                     .send()
                     .await
-                    .map_err(|e| sdk_failure("SSM", &subject, e, &SECRET_CODES))?;
+                    .map_err(|e| sdk_failure("SSM", subject, e, &SECRET_CODES))?;
                 out.parameter().and_then(|p| p.value()).map(str::to_string)
             }
         };

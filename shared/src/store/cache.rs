@@ -11,8 +11,12 @@ use super::{AgentRegistry, ConfigStore, StoreError, TenantConfig};
 use crate::domain::agent::Agent;
 
 pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
+/// Entries one cache keeps at most: a process's memory follows what one batch needs, not how
+/// many tenants it has served lately.
+pub const MAX_ENTRIES: usize = 64;
 
-/// Values by key, each fresh for `ttl` after it was loaded.
+/// Values by key, each fresh for `ttl` after it was loaded; at most [`MAX_ENTRIES`], the
+/// oldest dropped first.
 #[derive(Debug)]
 pub struct TtlCache<K, V> {
     ttl: Duration,
@@ -55,6 +59,16 @@ impl<K: Eq + Hash + Clone, V> TtlCache<K, V> {
         if let Ok(mut entries) = self.entries.lock() {
             let ttl = self.ttl;
             entries.retain(|_, (at, _)| at.elapsed() < ttl);
+            while entries.len() >= MAX_ENTRIES {
+                let oldest = entries
+                    .iter()
+                    .min_by_key(|(_, (at, _))| *at)
+                    .map(|(k, _)| k.clone());
+                match oldest {
+                    Some(oldest) => entries.remove(&oldest),
+                    None => break,
+                };
+            }
             entries.insert(key, (Instant::now(), value.clone()));
         }
         value
@@ -75,24 +89,31 @@ impl<K: Eq + Hash + Clone, V> TtlCache<K, V> {
     }
 }
 
-/// The agent registry per tenant.
+/// The agent registry per tenant, as routing sees it, and single agents whole, as a call
+/// needs them.
 #[derive(Debug)]
-pub struct AgentCache(TtlCache<String, Vec<Agent>>);
+pub struct AgentCache {
+    registries: TtlCache<String, Vec<Agent>>,
+    agents: TtlCache<(String, String), Option<Agent>>,
+}
 
 impl Default for AgentCache {
     fn default() -> Self {
-        AgentCache(TtlCache::new(DEFAULT_TTL))
+        AgentCache {
+            registries: TtlCache::new(DEFAULT_TTL),
+            agents: TtlCache::new(DEFAULT_TTL),
+        }
     }
 }
 
 impl AgentCache {
-    /// The tenant's agents, from the cache while it is fresh.
+    /// The tenant's agents (routing's view: no prompts), from the cache while it is fresh.
     pub async fn agents<R>(&self, registry: &R, tenant: &str) -> Result<Arc<Vec<Agent>>, StoreError>
     where
         R: AgentRegistry + ?Sized,
     {
-        self.0
-            .get(&tenant.to_string(), || registry.agents(tenant))
+        self.registries
+            .get(&tenant.to_string(), || registry.routing_agents(tenant))
             .await
     }
 
@@ -105,17 +126,21 @@ impl AgentCache {
     where
         R: AgentRegistry + ?Sized,
     {
-        self.0
-            .reload(&tenant.to_string(), || registry.agents(tenant))
+        self.registries
+            .reload(&tenant.to_string(), || registry.routing_agents(tenant))
             .await
     }
 
     /// Forgets the tenant's agents after this process changed them.
     pub fn forget(&self, tenant: &str) {
-        self.0.forget(&tenant.to_string());
+        self.registries.forget(&tenant.to_string());
+        if let Ok(mut entries) = self.agents.entries.lock() {
+            entries.retain(|(t, _), _| t != tenant);
+        }
     }
 
-    /// One agent by name; a miss in a fresh cache is checked against the registry.
+    /// One agent by name, whole (with what its call needs): one read of its item, kept for a
+    /// few seconds.
     pub async fn agent<R>(
         &self,
         registry: &R,
@@ -125,12 +150,16 @@ impl AgentCache {
     where
         R: AgentRegistry + ?Sized,
     {
-        let cached = self.agents(registry, tenant).await?;
-        if let Some(agent) = cached.iter().find(|a| a.name == name) {
-            return Ok(Some(agent.clone()));
+        let key = (tenant.to_string(), name.to_string());
+        let found = self
+            .agents
+            .get(&key, || registry.agent(tenant, name))
+            .await?;
+        if found.is_none() {
+            // An agent registered a moment ago must not be missed for the cache's lifetime.
+            self.agents.forget(&key);
         }
-        let agents = self.refresh(registry, tenant).await?;
-        Ok(agents.iter().find(|a| a.name == name).cloned())
+        Ok(Option::clone(&found))
     }
 }
 

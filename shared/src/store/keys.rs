@@ -9,11 +9,14 @@
 //!   state; `TURN#{n}` its turns, `INSTANCE#{agent}` its agents' instances, `ASYNC#{n}#{agent}`
 //!   async results not shown yet. Everything the session creates lives in its partition,
 //!   except its turns' workflows, which its turns name; ending it deletes both;
-//! - `{tenant}#CONFIG` / `CAPABILITY#{name}` and `PRIORITIES`: the tenant's settings, one
-//!   query for all of them.
+//! - `{tenant}#CONFIG` / `CAPABILITY#{name}`, `PRIORITIES` and `QUOTAS`: the tenant's
+//!   settings, one query for all of them; `PACE`: its admission and pacing cells.
 //!
 //! Index `leases` (`lease_shard`, `lease_until`) is sparse: only queued and running tasks carry
 //! the attributes, so cleanup finds expired leases with one query per shard.
+//!
+//! Index `running` (`run_pk`, `list_sk`) is sparse: a submitted workflow carries
+//! `{tenant}#RUNNING` until it finishes.
 //!
 //! Index `sweeps` (`sweep_shard`, `sweep_at`) is sparse too. A running workflow record carries
 //! `WF#{shard}` and the time of its next check, so cleanup finds every unfinished workflow
@@ -54,6 +57,14 @@ pub const WORKFLOW_SK: &str = "WORKFLOW";
 pub const LIST_INDEX: &str = "workflows";
 pub const LIST_PK: &str = "list_pk";
 pub const LIST_SK: &str = "list_sk";
+/// The running index: a tenant's unfinished workflows (keys only), counted for its quota and
+/// its stats without reading any other tenant's keys.
+pub const RUNNING_INDEX: &str = "running";
+pub const RUN_PK: &str = "run_pk";
+
+pub fn running_pk(tenant: &str) -> String {
+    format!("{tenant}#RUNNING")
+}
 /// A workflow's control (`paused`, `cancelling`), whether a cancel is forced, the controls
 /// applied, and its drive (redrives so far); a task's hold and the drive it was reset for.
 pub const CONTROL: &str = "control";
@@ -129,6 +140,10 @@ pub fn config_pk(tenant: &str) -> String {
 
 pub const CAPABILITY_PREFIX: &str = "CAPABILITY#";
 pub const PRIORITIES_SK: &str = "PRIORITIES";
+/// The quotas the operator set for the tenant.
+pub const QUOTAS_SK: &str = "QUOTAS";
+/// The tenant's pacing cells (see [`crate::domain::quota`]).
+pub const PACE_SK: &str = "PACE";
 
 pub fn capability_sk(capability: &str) -> String {
     format!("{CAPABILITY_PREFIX}{capability}")

@@ -24,6 +24,7 @@ use crate::domain::dag::{Dag, DagError, TaskSpec};
 use crate::domain::health::AgentHealth;
 use crate::domain::learning::AgentStats;
 use crate::domain::priority::Multipliers;
+use crate::domain::quota::{PaceState, PaceStep, QuotaOverrides};
 use crate::domain::registry::UnreadableAgent;
 use crate::domain::resources::{AgentLoad, Limits, Resources};
 use crate::domain::retry::RetryPolicySpec;
@@ -56,6 +57,9 @@ pub struct NewTask {
     pub dependents: Vec<String>,
     /// `Queued` for roots (sent to routing at once), `Waiting` for the rest.
     pub status: TaskStatus,
+    /// A queued root's dispatch lease, when its pace sends it later than the workflow's
+    /// (None: the workflow's `dispatch_until_ms`).
+    pub dispatch_until_ms: Option<i64>,
     /// The task's retry policy merged over the workflow's defaults; None: both left it open.
     pub retry: Option<RetryPolicySpec>,
     /// False: retries stay on the agent that failed instead of moving to a fallback.
@@ -75,6 +79,9 @@ pub struct NewWorkflow {
     pub deadline_at_ms: Option<i64>,
     /// When the scheduled repair first looks at the workflow, if it is still running.
     pub check_at_ms: i64,
+    /// Counted among the tenant's running workflows (its quota) while it runs; a
+    /// conversation turn's are not (a session runs one turn at a time).
+    pub counted: bool,
     pub tasks: Vec<NewTask>,
 }
 
@@ -228,6 +235,19 @@ impl WorkflowView {
     }
 }
 
+/// What a task receives from its dependencies.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DependencyOutputs {
+    /// Each dependency's output, by id.
+    Within(Vec<(String, Value)>),
+    /// They come to more than a task may receive: at least this many bytes.
+    TooLarge { bytes: usize },
+}
+
+/// The most a task receives from its dependencies' outputs, in bytes of stored JSON: what
+/// one call carries, and what a handler holds for it.
+pub const MAX_DEPENDENCY_BYTES: usize = 1024 * 1024;
+
 /// What a claim on (task, attempt) found.
 #[derive(Debug, Clone)]
 pub enum ClaimOutcome {
@@ -346,6 +366,13 @@ pub trait WorkflowStore: Send + Sync {
     /// The workflow record and all its tasks, read so that a finished workflow is never seen
     /// with unfinished tasks.
     async fn workflow(&self, tenant: &str, id: &str) -> Result<Option<WorkflowView>, StoreError>;
+    /// The workflow as [`WorkflowStore::workflow`] reads it, without its tasks' inputs and
+    /// outputs: the scheduled repair's read, bounded whatever the payloads.
+    async fn workflow_outline(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<WorkflowView>, StoreError>;
     /// One task (None: no such task).
     async fn task(
         &self,
@@ -371,13 +398,15 @@ pub trait WorkflowStore: Send + Sync {
         lease_until_ms: i64,
         now_ms: i64,
     ) -> Result<ClaimOutcome, StoreError>;
-    /// Outputs of the given tasks of one workflow (those that have one).
+    /// Outputs of the given tasks of one workflow (those that have one), read a few at a
+    /// time and no further once they come to more than `max_bytes`.
     async fn task_outputs(
         &self,
         tenant: &str,
         workflow_id: &str,
         task_ids: &[String],
-    ) -> Result<Vec<(String, Value)>, StoreError>;
+        max_bytes: usize,
+    ) -> Result<DependencyOutputs, StoreError>;
     /// Ends attempt `task.attempt` as `end`, if `holder` still holds it, and appends `entry`
     /// to the task's attempts in the same write.
     async fn end_attempt(
@@ -641,6 +670,12 @@ pub trait AgentRegistry: Send + Sync {
         change: &AgentChange<'_>,
     ) -> Result<bool, StoreError>;
     async fn agent(&self, tenant: &str, name: &str) -> Result<Option<Agent>, StoreError>;
+    /// The tenant's agents as routing and planning see them: without their system prompts,
+    /// parameters, inference settings and descriptions, which only a call (or a person)
+    /// needs. Unreadable items are left out, as by [`AgentRegistry::agents`].
+    async fn routing_agents(&self, tenant: &str) -> Result<Vec<Agent>, StoreError> {
+        self.agents(tenant).await
+    }
     /// Agents (of every tenant) whose health check is due, with their tenant.
     async fn due_health_checks(
         &self,
@@ -815,12 +850,15 @@ pub enum Resumed {
     Gone,
 }
 
-/// A tenant's settings: defaults per capability and its own priority multipliers.
+/// A tenant's settings: defaults per capability, its own priority multipliers, and the
+/// quotas the operator set for it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TenantConfig {
     pub capabilities: HashMap<String, CapabilityDefaults>,
     /// Multipliers by task type that the tenant set, over the defaults.
     pub multipliers: std::collections::BTreeMap<String, f64>,
+    /// The operator's quotas for this tenant, over the deployment's defaults.
+    pub quotas: QuotaOverrides,
 }
 
 impl TenantConfig {
@@ -853,6 +891,35 @@ pub trait ConfigStore: Send + Sync {
         tenant: &str,
         multipliers: &std::collections::BTreeMap<String, f64>,
     ) -> Result<(), StoreError>;
+    /// Replaces the quotas the operator set for the tenant.
+    async fn put_quotas(&self, tenant: &str, quotas: &QuotaOverrides) -> Result<(), StoreError>;
+}
+
+/// What a submission's step on the tenant's pace cell did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaceAdvance {
+    /// Applied: the turns count from `base_us`; `old` is the cells as they were before.
+    Advanced { base_us: i64, old: PaceState },
+    /// Refused: the cell is at `tat_us`, past what the submission may start from.
+    Refused { tat_us: i64 },
+}
+
+/// Admission: the tenant's pacing cells, moved once per submission, and what runs.
+#[async_trait]
+pub trait AdmissionStore: Send + Sync {
+    /// Applies `step` to the tenant's `tat` atomically: from idle if the tenant is idle, else
+    /// extended if it stays within the backlog (see [`PaceStep`]).
+    async fn advance_pace(&self, tenant: &str, step: &PaceStep) -> Result<PaceAdvance, StoreError>;
+    /// Writes the urgent cell if it is still `read`; false if another submission moved it.
+    async fn save_urgent(
+        &self,
+        tenant: &str,
+        read: Option<i64>,
+        next: i64,
+    ) -> Result<bool, StoreError>;
+    /// The tenant's unfinished submitted workflows, counted up to `limit` (from an index:
+    /// a workflow submitted or finished a moment ago may be missed).
+    async fn running_count(&self, tenant: &str, limit: u32) -> Result<u64, StoreError>;
 }
 
 /// What acquiring a slot on an agent found.

@@ -54,7 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }))
     .await?;
-    let http = reqwest::Client::new();
+    let http = baton_local::tenant_client(baton_local::LOCAL_TENANT).build()?;
     let registered = http
         .post(format!("{}/v1/agents", stack.api_url))
         .json(

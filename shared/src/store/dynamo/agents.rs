@@ -191,6 +191,48 @@ fn agent_list(items: &[Item]) -> AgentList {
     list
 }
 
+/// An agent without what only its call needs (its prompt, parameters, inference settings) or
+/// people read (its description): what routing and planning keep of a whole registry, so a
+/// process's memory follows the number of agents, not the size of their prompts.
+static ROUTING_VIEW: Projection = Projection {
+    expression: "#pk, #sk, #name, #kind, #endpoint, #function, #base_url, #model, #api_key, \
+                 #model_id, #capabilities, #timeout_ms, #enabled, #version, #created_at, \
+                 #updated_at, #retry, #circuit_breaker, #health, #weight, #max_concurrency, \
+                 #resources, #keywords, #task_types, #conversation, #depends_on, #category, \
+                 #health_check, #guard",
+    names: &[
+        ("#pk", PK),
+        ("#sk", SK),
+        ("#name", "name"),
+        ("#kind", "kind"),
+        ("#endpoint", "endpoint"),
+        ("#function", "function"),
+        ("#base_url", "base_url"),
+        ("#model", "model"),
+        ("#api_key", "api_key"),
+        ("#model_id", "model_id"),
+        ("#capabilities", "capabilities"),
+        ("#timeout_ms", "timeout_ms"),
+        ("#enabled", "enabled"),
+        ("#version", VERSION),
+        ("#created_at", "created_at"),
+        ("#updated_at", "updated_at"),
+        ("#retry", "retry"),
+        ("#circuit_breaker", "circuit_breaker"),
+        ("#health", "health"),
+        ("#weight", "weight"),
+        ("#max_concurrency", "max_concurrency"),
+        ("#resources", "resources"),
+        ("#keywords", "keywords"),
+        ("#task_types", "task_types"),
+        ("#conversation", "conversation"),
+        ("#depends_on", "depends_on"),
+        ("#category", "category"),
+        ("#health_check", "health_check"),
+        ("#guard", GUARD),
+    ],
+};
+
 fn readable_agents(items: &[Item]) -> Vec<Agent> {
     agent_list(items).agents
 }
@@ -333,6 +375,16 @@ impl AgentRegistry for DynamoStore {
     async fn agents(&self, tenant: &str) -> Result<Vec<Agent>, StoreError> {
         Ok(readable_agents(
             &self.partition(keys::agents_pk(tenant)).await?,
+        ))
+    }
+
+    async fn routing_agents(&self, tenant: &str) -> Result<Vec<Agent>, StoreError> {
+        let read = PartitionRead {
+            projection: Some(&ROUTING_VIEW),
+            ..PartitionRead::default()
+        };
+        Ok(readable_agents(
+            &self.partition_read(keys::agents_pk(tenant), read).await?,
         ))
     }
 

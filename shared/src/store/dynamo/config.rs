@@ -1,11 +1,24 @@
-//! Tenants' settings in the state table: capability defaults and priority multipliers.
+//! Tenants' settings in the state table: capability defaults, priority multipliers and the
+//! operator's quotas; and the tenant's pacing cells, which admission changes.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
 use super::*;
+use crate::domain::quota::{PaceState, PaceStep, QuotaOverrides};
 use crate::domain::routing::CapabilityDefaults;
+
+const TAT: &str = "tat_us";
+const URGENT_TAT: &str = "urgent_tat_us";
+
+fn pace_of(item: &Item) -> Result<PaceState, StoreError> {
+    let a = Attrs(item);
+    Ok(PaceState {
+        tat_us: a.opt_n(TAT)?,
+        urgent_tat_us: a.opt_n(URGENT_TAT)?,
+    })
+}
 
 #[async_trait]
 impl ConfigStore for DynamoStore {
@@ -19,6 +32,8 @@ impl ConfigStore for DynamoStore {
                 config.capabilities.insert(capability.to_string(), defaults);
             } else if sk == keys::PRIORITIES_SK {
                 config.multipliers = a.json("multipliers")?.unwrap_or_default();
+            } else if sk == keys::QUOTAS_SK {
+                config.quotas = a.json("quotas")?.unwrap_or_default();
             }
         }
         Ok(config)
@@ -49,5 +64,127 @@ impl ConfigStore for DynamoStore {
             ("multipliers".into(), json(multipliers)?),
         ]);
         self.put(&self.state_table, item).await
+    }
+
+    async fn put_quotas(&self, tenant: &str, quotas: &QuotaOverrides) -> Result<(), StoreError> {
+        let item = HashMap::from([
+            (PK.into(), s(keys::config_pk(tenant))),
+            (SK.into(), s(keys::QUOTAS_SK)),
+            ("quotas".into(), json(quotas)?),
+        ]);
+        self.put(&self.state_table, item).await
+    }
+}
+
+#[async_trait]
+impl AdmissionStore for DynamoStore {
+    /// Two atomic updates at most, no read: the first finds an idle tenant (its `tat` at or
+    /// below the floor), the second extends a busy one within its backlog. Each returns the
+    /// cells as they were, so the turns and the urgent share are decided on what was
+    /// replaced. A retried write whose response was lost counts its tasks twice: the tenant's
+    /// pace errs on the side of the deployment.
+    async fn advance_pace(&self, tenant: &str, step: &PaceStep) -> Result<PaceAdvance, StoreError> {
+        let update = || {
+            self.client
+                .update_item()
+                .table_name(&self.state_table)
+                .key(PK, s(keys::config_pk(tenant)))
+                .key(SK, s(keys::PACE_SK))
+                .expression_attribute_values(":floor", n(step.floor_us))
+        };
+        let mut tat_us = None;
+        if step.fits_from_idle() {
+            let idle = update()
+                .update_expression(format!("SET {TAT} = :tat"))
+                .condition_expression(format!("attribute_not_exists({TAT}) OR {TAT} <= :floor"))
+                .expression_attribute_values(":tat", n(step.floor_us + step.by_us));
+            match conditional_update(idle, ReturnValue::AllOld).await? {
+                Conditional::Applied(old) => {
+                    return Ok(PaceAdvance::Advanced {
+                        base_us: step.floor_us,
+                        old: pace_of(&old)?,
+                    })
+                }
+                Conditional::Rejected(current) => {
+                    tat_us = current
+                        .as_ref()
+                        .map(pace_of)
+                        .transpose()?
+                        .and_then(|p| p.tat_us)
+                }
+            }
+        }
+        let busy = update()
+            .update_expression(format!("SET {TAT} = {TAT} + :by"))
+            .condition_expression(format!("{TAT} > :floor AND {TAT} <= :limit"))
+            .expression_attribute_values(":by", n(step.by_us))
+            .expression_attribute_values(":limit", n(step.limit_us));
+        Ok(match conditional_update(busy, ReturnValue::AllOld).await? {
+            Conditional::Applied(old) => {
+                let old = pace_of(&old)?;
+                PaceAdvance::Advanced {
+                    base_us: old.tat_us.unwrap_or(step.floor_us),
+                    old,
+                }
+            }
+            Conditional::Rejected(current) => {
+                let current = current.as_ref().map(pace_of).transpose()?;
+                let tat = current.and_then(|p| p.tat_us).or(tat_us);
+                PaceAdvance::Refused {
+                    tat_us: tat.unwrap_or(step.floor_us).max(step.floor_us),
+                }
+            }
+        })
+    }
+
+    async fn save_urgent(
+        &self,
+        tenant: &str,
+        read: Option<i64>,
+        next: i64,
+    ) -> Result<bool, StoreError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.state_table)
+            .key(PK, s(keys::config_pk(tenant)))
+            .key(SK, s(keys::PACE_SK))
+            .update_expression(format!("SET {URGENT_TAT} = :next"))
+            .expression_attribute_values(":next", n(next));
+        let update = match read {
+            Some(at) => update
+                .condition_expression(format!("{URGENT_TAT} = :read"))
+                .expression_attribute_values(":read", n(at)),
+            None => update.condition_expression(format!("attribute_not_exists({URGENT_TAT})")),
+        };
+        Ok(matches!(
+            conditional_update(update, ReturnValue::None).await?,
+            Conditional::Applied(_)
+        ))
+    }
+
+    async fn running_count(&self, tenant: &str, limit: u32) -> Result<u64, StoreError> {
+        let mut running = 0;
+        let mut start_key = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.state_table)
+                .index_name(keys::RUNNING_INDEX)
+                .key_condition_expression(format!("{} = :pk", keys::RUN_PK))
+                .expression_attribute_values(":pk", s(keys::running_pk(tenant)))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .limit(i32::try_from(limit.saturating_add(1)).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start_key)
+                .send()
+                .await
+                .map_err(dynamo_error)?;
+            running += out.count.max(0) as u64;
+            start_key = out.last_evaluated_key;
+            if start_key.is_none() || running > u64::from(limit) {
+                return Ok(running);
+            }
+        }
     }
 }

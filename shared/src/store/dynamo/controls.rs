@@ -6,7 +6,7 @@ use super::workflows::{listed_workflow, task_record, workflow_record, LEASE_ATTR
 use super::*;
 use crate::domain::control::{Control, ControlChange, Hold, TaskReset};
 use crate::store::keys::{
-    CANCEL_FORCE, CONTROL, CONTROLS, DRIVE, HOLD, LIST_INDEX, LIST_PK, LIST_SK, SWEEP_AT,
+    CANCEL_FORCE, CONTROL, CONTROLS, DRIVE, HOLD, LIST_INDEX, LIST_PK, LIST_SK, RUN_PK, SWEEP_AT,
     SWEEP_SHARD,
 };
 
@@ -82,7 +82,7 @@ impl WorkflowControls for DynamoStore {
                     .expression_attribute_names("#error", "error")
                     .update_expression(format!(
                         "SET #status = :running, {DRIVE} = :drive, tasks_remaining = :remaining, \
-                         {SWEEP_SHARD} = :shard{deadline}, {common} \
+                         {SWEEP_SHARD} = :shard, {RUN_PK} = :run{deadline}, {common} \
                          REMOVE failed_task, #error, finished_at, {EXPIRES_AT}, {CONTROL}, \
                          {CANCEL_FORCE} DELETE tasks_done :rerun"
                     ))
@@ -94,6 +94,7 @@ impl WorkflowControls for DynamoStore {
                     .expression_attribute_values(":was", s(read.status.as_str()))
                     .expression_attribute_values(":remaining", n(rerun.len()))
                     .expression_attribute_values(":shard", s(keys::workflow_sweep_shard(&read.id)))
+                    .expression_attribute_values(":run", s(keys::running_pk(&read.tenant)))
                     .expression_attribute_values(":rerun", string_set(&rerun));
                 match write.deadline_at_ms {
                     Some(at) => update.expression_attribute_values(":deadline", n(at)),

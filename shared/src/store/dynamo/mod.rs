@@ -173,6 +173,12 @@ impl DynamoStore {
                 .query()
                 .table_name(&self.state_table)
                 .expression_attribute_values(":pk", s(pk.as_str()));
+            if let Some(projection) = read.projection {
+                query = query.projection_expression(projection.expression);
+                for (placeholder, name) in projection.names {
+                    query = query.expression_attribute_names(*placeholder, *name);
+                }
+            }
             query = match read.sk_at_most {
                 Some(last) => query
                     .key_condition_expression("pk = :pk AND sk <= :last")
@@ -306,6 +312,16 @@ struct PartitionRead {
     consistent: bool,
     /// Only the items whose sort key is at most this.
     sk_at_most: Option<&'static str>,
+    /// Only these attributes of each item.
+    projection: Option<&'static Projection>,
+}
+
+/// The attributes a read keeps: what a handler needs, never a tenant's large payloads.
+#[derive(Debug)]
+struct Projection {
+    /// `#a, #b, …`: every name through a placeholder, so no reserved word gets in the way.
+    expression: &'static str,
+    names: &'static [(&'static str, &'static str)],
 }
 
 /// The result of a conditional update: the item after it, or the item that failed the check.

@@ -33,7 +33,8 @@ fn task_item(workflow: &NewWorkflow, position: usize, task: &NewTask) -> Result<
             LEASE_SHARD.into(),
             s(keys::lease_shard(&workflow.workflow_id)),
         );
-        item.insert(LEASE_UNTIL.into(), n(workflow.dispatch_until_ms));
+        let until = task.dispatch_until_ms.unwrap_or(workflow.dispatch_until_ms);
+        item.insert(LEASE_UNTIL.into(), n(until));
     }
     if let Some(retry) = &task.retry {
         item.insert("retry".into(), json(retry)?);
@@ -90,6 +91,9 @@ pub(super) fn workflow_items(workflow: &NewWorkflow) -> Result<(Vec<Item>, Item)
     ]);
     if let Some(deadline) = workflow.deadline_at_ms {
         record.insert("deadline_at".into(), n(deadline));
+    }
+    if workflow.counted {
+        record.insert(keys::RUN_PK.into(), s(keys::running_pk(&workflow.tenant)));
     }
     Ok((tasks, record))
 }
@@ -236,6 +240,96 @@ impl DynamoStore {
     }
 }
 
+/// A workflow without its tasks' inputs and outputs: what the repair needs of a partition
+/// of any size, so one tenant's large payloads cannot exhaust the sweep's memory.
+static OUTLINE: Projection = Projection {
+    expression: "#pk, #sk, #position, #capability, #profile, #decision, #depends_on, \
+                 #dependents, #status, #attempt, #deps_remaining, #deps_done, #agent, #failure, \
+                 #started_at, #finished_at, #lease_until, #retry, #fallback, #timeout_ms, \
+                 #attempts, #claims, #claim_token, #lease_expirations, #dispatches, #held_for, \
+                 #drive, #workflow_id, #name, #task_count, #tasks_remaining, #tasks_done, \
+                 #failed_task, #error, #deadline_at, #created_at, #updated_at, #control, \
+                 #cancel_force, #controls",
+    names: &[
+        ("#pk", PK),
+        ("#sk", SK),
+        ("#position", "position"),
+        ("#capability", "capability"),
+        ("#profile", PROFILE),
+        ("#decision", "decision"),
+        ("#depends_on", "depends_on"),
+        ("#dependents", "dependents"),
+        ("#status", "status"),
+        ("#attempt", "attempt"),
+        ("#deps_remaining", "deps_remaining"),
+        ("#deps_done", "deps_done"),
+        ("#agent", "agent"),
+        ("#failure", "failure"),
+        ("#started_at", "started_at"),
+        ("#finished_at", "finished_at"),
+        ("#lease_until", LEASE_UNTIL),
+        ("#retry", "retry"),
+        ("#fallback", "fallback"),
+        ("#timeout_ms", "timeout_ms"),
+        ("#attempts", "attempts"),
+        ("#claims", "claims"),
+        ("#claim_token", "claim_token"),
+        ("#lease_expirations", "lease_expirations"),
+        ("#dispatches", "dispatches"),
+        ("#held_for", HOLD),
+        ("#drive", DRIVE),
+        ("#workflow_id", "workflow_id"),
+        ("#name", "name"),
+        ("#task_count", "task_count"),
+        ("#tasks_remaining", "tasks_remaining"),
+        ("#tasks_done", "tasks_done"),
+        ("#failed_task", "failed_task"),
+        ("#error", "error"),
+        ("#deadline_at", "deadline_at"),
+        ("#created_at", "created_at"),
+        ("#updated_at", "updated_at"),
+        ("#control", CONTROL),
+        ("#cancel_force", CANCEL_FORCE),
+        ("#controls", CONTROLS),
+    ],
+};
+
+impl DynamoStore {
+    async fn workflow_read(
+        &self,
+        tenant: &str,
+        id: &str,
+        projection: Option<&'static Projection>,
+    ) -> Result<Option<WorkflowView>, StoreError> {
+        // The workflow record sorts after its tasks: read backwards, it comes first. A workflow
+        // read as finished had all its tasks ended before, so the tasks read after it are too.
+        let read = PartitionRead {
+            descending: true,
+            consistent: true,
+            sk_at_most: None,
+            projection,
+        };
+        let mut workflow = None;
+        let mut tasks = Vec::new();
+        for item in self
+            .partition_read(keys::workflow_pk(tenant, id), read)
+            .await?
+        {
+            if Attrs(&item).opt_s(SK) == Some(keys::WORKFLOW_SK) {
+                workflow = Some(workflow_record(tenant, &item)?);
+            } else {
+                let position: u32 = Attrs(&item).n("position")?;
+                tasks.push((position, task_record(&item)?));
+            }
+        }
+        tasks.sort_by_key(|(position, _)| *position);
+        Ok(workflow.map(|workflow| WorkflowView {
+            workflow,
+            tasks: tasks.into_iter().map(|(_, t)| t).collect(),
+        }))
+    }
+}
+
 #[async_trait]
 impl WorkflowStore for DynamoStore {
     async fn create_workflow(&self, workflow: &NewWorkflow) -> Result<(), StoreError> {
@@ -259,31 +353,15 @@ impl WorkflowStore for DynamoStore {
     }
 
     async fn workflow(&self, tenant: &str, id: &str) -> Result<Option<WorkflowView>, StoreError> {
-        // The workflow record sorts after its tasks: read backwards, it comes first. A workflow
-        // read as finished had all its tasks ended before, so the tasks read after it are too.
-        let read = PartitionRead {
-            descending: true,
-            consistent: true,
-            sk_at_most: None,
-        };
-        let mut workflow = None;
-        let mut tasks = Vec::new();
-        for item in self
-            .partition_read(keys::workflow_pk(tenant, id), read)
-            .await?
-        {
-            if Attrs(&item).opt_s(SK) == Some(keys::WORKFLOW_SK) {
-                workflow = Some(workflow_record(tenant, &item)?);
-            } else {
-                let position: u32 = Attrs(&item).n("position")?;
-                tasks.push((position, task_record(&item)?));
-            }
-        }
-        tasks.sort_by_key(|(position, _)| *position);
-        Ok(workflow.map(|workflow| WorkflowView {
-            workflow,
-            tasks: tasks.into_iter().map(|(_, t)| t).collect(),
-        }))
+        self.workflow_read(tenant, id, None).await
+    }
+
+    async fn workflow_outline(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<WorkflowView>, StoreError> {
+        self.workflow_read(tenant, id, Some(&OUTLINE)).await
     }
 
     async fn task(
@@ -394,34 +472,42 @@ impl WorkflowStore for DynamoStore {
         tenant: &str,
         workflow_id: &str,
         task_ids: &[String],
-    ) -> Result<Vec<(String, Value)>, StoreError> {
-        if task_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys = task_ids
-            .iter()
-            .map(|id| self.task_key(tenant, workflow_id, id))
-            .collect();
-        // Consistent: a dependency's output was written just before this task was released.
-        let items = self
-            .batch_get(
-                &self.state_table,
-                keys,
-                Some("sk, #output"),
-                &[("#output", "output")],
-                true,
-            )
-            .await?;
-        let mut outputs = Vec::with_capacity(items.len());
-        for item in &items {
-            let a = Attrs(item);
-            let id = a.s(SK)?.trim_start_matches("TASK#").to_string();
-            if let Some(output) = a.json::<Value>("output")? {
-                outputs.push((id, output));
+        max_bytes: usize,
+    ) -> Result<DependencyOutputs, StoreError> {
+        // A few at a time (an output is at most an item, 400 KB): the handler never holds
+        // much more than `max_bytes`, whatever a fan-in's dependencies hold.
+        const CHUNK: usize = 4;
+        let mut outputs = Vec::with_capacity(task_ids.len());
+        let mut bytes = 0;
+        for chunk in task_ids.chunks(CHUNK) {
+            let keys = chunk
+                .iter()
+                .map(|id| self.task_key(tenant, workflow_id, id))
+                .collect();
+            // Consistent: a dependency's output was written just before this task was released.
+            let items = self
+                .batch_get(
+                    &self.state_table,
+                    keys,
+                    Some("sk, #output"),
+                    &[("#output", "output")],
+                    true,
+                )
+                .await?;
+            for item in &items {
+                let a = Attrs(item);
+                bytes += a.opt_s("output").map_or(0, str::len);
+                if bytes > max_bytes {
+                    return Ok(DependencyOutputs::TooLarge { bytes });
+                }
+                let id = a.s(SK)?.trim_start_matches("TASK#").to_string();
+                if let Some(output) = a.json::<Value>("output")? {
+                    outputs.push((id, output));
+                }
             }
         }
         outputs.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(outputs)
+        Ok(DependencyOutputs::Within(outputs))
     }
 
     async fn end_attempt(
@@ -562,7 +648,8 @@ impl WorkflowStore for DynamoStore {
             .expression_attribute_names("#status", "status")
             .update_expression(format!(
                 "SET #status = :final, finished_at = :now, updated_at = :now, expires_at = :expires \
-                 REMOVE {SWEEP_SHARD}, {SWEEP_AT}, {CONTROL}, {CANCEL_FORCE}"
+                 REMOVE {SWEEP_SHARD}, {SWEEP_AT}, {CONTROL}, {CANCEL_FORCE}, {}",
+                keys::RUN_PK
             ))
             .condition_expression(format!(
                 "#status = :running AND tasks_remaining = :zero AND {failing}"
