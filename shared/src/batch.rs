@@ -3,10 +3,16 @@
 //! Messages are processed concurrently, each in its own span. Only the ids of messages that
 //! failed are reported (`ReportBatchItemFailures`), so SQS redelivers just those. A message
 //! that cannot be decoded is reported as failed too: after `maxReceiveCount` receives SQS moves
-//! it to the dead-letter queue, where it stays for inspection instead of being dropped.
+//! it to the dead-letter queue, where it stays for inspection instead of being dropped. A
+//! message whose handling panics fails alone: the panic is caught at the message (the
+//! functions are built to unwind), so one tenant's poison message never fails the rest of
+//! its batch.
 
 use std::fmt::Display;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use serde::de::DeserializeOwned;
@@ -50,10 +56,13 @@ where
                 .unwrap_or("?"),
         );
         let delivery = Delivery::of(&record);
-        let handled = decode::<M>(&record).map(|message| handle(message, delivery));
+        let handled = decode::<M>(&record).and_then(|message| {
+            std::panic::catch_unwind(AssertUnwindSafe(|| handle(message, delivery)))
+                .map_err(|panic| panicked(&panic))
+        });
         async move {
             let result = match handled {
-                Ok(future) => future.await.map_err(|e| e.to_string()),
+                Ok(future) => isolated(future).await,
                 Err(e) => Err(e),
             };
             match result {
@@ -71,6 +80,27 @@ where
         response.add_failure(failed);
     }
     response
+}
+
+/// Runs one message's (or group's) work so that a panic in it is its failure alone.
+pub async fn isolated<T, E, Fut>(work: Fut) -> Result<T, String>
+where
+    E: Display,
+    Fut: Future<Output = Result<T, E>>,
+{
+    match AssertUnwindSafe(work).catch_unwind().await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(panic) => Err(panicked(&panic)),
+    }
+}
+
+fn panicked(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into());
+    format!("the handler panicked: {what}")
 }
 
 /// For handlers that work on the batch as a whole: the decoded messages with their ids, and a
@@ -128,6 +158,23 @@ mod tests {
             .map(|f| f.item_identifier.as_str())
             .collect();
         assert_eq!(failed, ["m1", "m2"]);
+    }
+
+    #[tokio::test]
+    async fn a_message_whose_handling_panics_fails_alone() {
+        let response = process_sqs_batch(event(&["1", "2", "3"]), |n: u32, _| async move {
+            if n == 2 {
+                panic!("poison");
+            }
+            Ok::<(), String>(())
+        })
+        .await;
+        let failed: Vec<_> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["m1"]);
     }
 
     #[tokio::test]

@@ -149,7 +149,10 @@ where
         let handled: Vec<_> = futures::stream::iter(leases)
             .map(|lease| async move {
                 let span = lease.task.span("cleanup");
-                handle_expired(deps, &lease, now).instrument(span).await
+                // A panic on one tenant's task is that task's failure, not the sweep's.
+                baton::batch::isolated(handle_expired(deps, &lease, now))
+                    .instrument(span)
+                    .await
             })
             .buffer_unordered(SWEEP_CONCURRENCY)
             .collect()
@@ -385,7 +388,9 @@ async fn sweep_workflows<S, Q, P>(
             .take_while(|_| std::future::ready(std::time::Instant::now() < until))
             .map(|(tenant, workflow_id)| async move {
                 let span = tracing::info_span!("repair", tenant = %tenant, workflow = %workflow_id);
-                let repair = repair_workflow(deps, &tenant, &workflow_id, now);
+                // A panic on one tenant's workflow is that workflow's failure, not the sweep's.
+                let repair =
+                    baton::batch::isolated(repair_workflow(deps, &tenant, &workflow_id, now));
                 match tokio::time::timeout(REPAIR_BUDGET, repair)
                     .instrument(span)
                     .await
@@ -395,10 +400,12 @@ async fn sweep_workflows<S, Q, P>(
                         // Looked at again after the usual delay, not first in the next sweep,
                         // so one slow workflow cannot take every sweep's time.
                         let next = now + deps.settings.repair_after.as_millis() as i64;
-                        deps.store
-                            .schedule_check(&tenant, &workflow_id, next)
-                            .await?;
-                        Err(ChainError::OutOfTime("the workflow's repair"))
+                        if let Err(error) =
+                            deps.store.schedule_check(&tenant, &workflow_id, next).await
+                        {
+                            tracing::warn!(%error, "the next check was not moved");
+                        }
+                        Err(ChainError::OutOfTime("the workflow's repair").to_string())
                     }
                 }
             })

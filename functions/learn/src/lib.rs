@@ -47,7 +47,9 @@ pub async fn handle_batch<S: LearningStore>(
             let span = tracing::info_span!("learn", tenant = %tenant, agent = %agent);
             async move {
                 let outcomes: Vec<OutcomeMessage> = chunk.iter().map(|(_, o)| o.clone()).collect();
-                match deps.store.record_outcomes(&outcomes, deps.settings.half_life_ms(), expires_at_s).await {
+                let learned = deps.store.record_outcomes(&outcomes, deps.settings.half_life_ms(), expires_at_s);
+                // A panic in one group fails that group's messages alone.
+                match baton::batch::isolated(learned).await {
                     Ok(learned) => {
                         let new = learned.iter().filter(|l| **l).count();
                         tracing::info!(learned = new, duplicates = learned.len() - new, "outcomes learned");
