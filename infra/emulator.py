@@ -19,6 +19,7 @@ import moto.dynamodb.models
 import moto.sqs.models
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
+from moto.dynamodb.responses import DynamoHandler
 from moto.server import ThreadedMotoServer
 
 
@@ -26,7 +27,10 @@ def serialize_dynamodb_item_access() -> None:
     """DynamoDB applies the writes to one item one at a time; moto's threaded server does not,
     and two concurrent UpdateItem calls on one item can lose an update (a counter decremented
     once instead of twice). Baton's exactly-once steps rely on DynamoDB's guarantee, so the
-    emulator restores it: its item operations run one at a time."""
+    emulator restores it: its item operations run one at a time. The request handlers of the
+    writes hold the same lock around the whole request, because they read the item they return
+    as ReturnValues (ALL_OLD, UPDATED_OLD) apart from the write itself: under concurrency a
+    write could answer with another write's old value, which DynamoDB never does."""
     lock = threading.RLock()
 
     def locked(method):
@@ -40,6 +44,8 @@ def serialize_dynamodb_item_access() -> None:
     for name in ("put_item", "update_item", "delete_item", "transact_write_items",
                  "get_item", "query", "scan"):
         setattr(DynamoDBBackend, name, locked(getattr(DynamoDBBackend, name)))
+    for name in ("put_item", "update_item", "delete_item"):
+        setattr(DynamoHandler, name, locked(getattr(DynamoHandler, name)))
 
 
 def remove_hot_spots() -> None:

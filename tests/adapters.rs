@@ -530,3 +530,99 @@ async fn a_join_released_by_many_parents_at_once_is_released_exactly_once() {
     assert_eq!(join.status, TaskStatus::Queued);
     assert_eq!(join.deps_remaining, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repairs_outline_of_a_workflow_holds_no_inputs_or_outputs() {
+    let stack = api_only_stack("outline").await;
+    store_diamond(&stack, "w-outline").await;
+    let store = &stack.execute_deps().store;
+    let whole = store.workflow("acme", "w-outline").await.unwrap().unwrap();
+    assert!(whole.tasks.iter().all(|t| t.input.is_object()));
+    let outline = store
+        .workflow_outline("acme", "w-outline")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outline.workflow, whole.workflow);
+    assert_eq!(outline.tasks.len(), 4);
+    for (thin, full) in outline.tasks.iter().zip(&whole.tasks) {
+        assert!(thin.input.is_null() && thin.output.is_none(), "{thin:?}");
+        // Everything the repair decides on is there.
+        assert_eq!(
+            (&thin.id, thin.status, &thin.dependents, &thin.deps_done),
+            (&full.id, full.status, &full.dependents, &full.deps_done)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_workflows_are_counted_under_their_tenant_until_they_finish() {
+    use baton::store::AdmissionStore;
+    let stack = api_only_stack("running").await;
+    let store = &stack.execute_deps().store;
+    store_diamond(&stack, "w-running-1").await;
+    store_diamond(&stack, "w-running-2").await;
+    assert_eq!(
+        eventually("both are counted", || async {
+            let n = store.running_count("acme", 100).await.unwrap();
+            (n == 2).then_some(n)
+        })
+        .await,
+        2
+    );
+    assert!(store.running_count("acme", 1).await.unwrap() >= 1);
+    assert_eq!(store.running_count("globex", 100).await.unwrap(), 0);
+    // Finishing takes it out of the index.
+    let finish = finish_at(&stack.settings, now_ms());
+    for task in ["a", "b", "c", "d"] {
+        store
+            .count_finished_task("acme", "w-running-1", task, false, now_ms())
+            .await
+            .unwrap();
+    }
+    assert!(store
+        .finish_workflow("acme", "w-running-1", WorkflowStatus::Succeeded, finish)
+        .await
+        .unwrap());
+    eventually("one is left", || async {
+        (store.running_count("acme", 100).await.unwrap() == 1).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_submissions_of_one_tenant_never_lose_each_others_tasks() {
+    use baton::domain::quota::{PaceStep, Quotas};
+    use baton::store::{AdmissionStore, PaceAdvance};
+    let stack = api_only_stack("pace").await;
+    let store = stack.execute_deps().store.clone();
+    let quotas = Quotas {
+        tasks_per_second: 1_000.0,
+        task_burst: 10,
+        task_backlog: 1_000_000,
+        ..Quotas::default()
+    };
+    let now = now_ms();
+    // Twenty submissions of five tasks at once, all at the same instant.
+    let advances = futures::future::join_all((0..20).map(|_| {
+        let store = store.clone();
+        async move {
+            let step = PaceStep::new(&quotas, 5, now);
+            match store.advance_pace("acme", &step).await.unwrap() {
+                PaceAdvance::Advanced { base_us, .. } => (base_us, step.turns_ms(base_us)),
+                PaceAdvance::Refused { .. } => panic!("within the backlog"),
+            }
+        }
+    }))
+    .await;
+    // Every submission got turns of its own: no two share a base, and together they hold
+    // the hundred turns of a hundred tasks at the pace (10 of them in the burst).
+    let mut bases: Vec<i64> = advances.iter().map(|(base, _)| *base).collect();
+    bases.sort_unstable();
+    bases.dedup();
+    assert_eq!(bases.len(), 20);
+    let mut turns: Vec<i64> = advances.into_iter().flat_map(|(_, t)| t).collect();
+    turns.sort_unstable();
+    let step = PaceStep::new(&quotas, 100, now);
+    assert_eq!(turns, step.turns_ms(step.floor_us));
+}
