@@ -26,6 +26,8 @@ const MAX_KEYS: usize = 256;
 
 /// A key's place in the cache: whose it is and where it was read from.
 type KeyId = (String, String);
+/// A key being read or read, and when its entry was made.
+type KeyEntry = (Instant, Arc<OnceCell<ApiKey>>);
 
 /// An API key. Only [`ApiKey::expose`] shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -69,7 +71,7 @@ pub struct SecretReader {
     secrets_manager: OnceLock<aws_sdk_secretsmanager::Client>,
     ssm: OnceLock<aws_sdk_ssm::Client>,
     tenancy: TenancyPolicy,
-    keys: Mutex<HashMap<KeyId, (Instant, Arc<OnceCell<ApiKey>>)>>,
+    keys: Mutex<HashMap<KeyId, KeyEntry>>,
 }
 
 impl SecretReader {
