@@ -461,3 +461,47 @@ pub async fn learned_stats(
     )
     .await
 }
+
+/// Every item of a table of the stack, read page by page (items of a few hundred KB fill a
+/// page of `Scan` quickly; `state_table` reads only the first).
+pub async fn table_items(
+    stack: &LocalStack,
+    table: &str,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let out = stack
+            .clients
+            .dynamodb
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        items.extend(out.items.unwrap_or_default());
+        start = out.last_evaluated_key;
+        if start.is_none() {
+            return items;
+        }
+    }
+}
+
+/// The keys (`pk`, `sk`) of every item of the stack's state table: what a refused request
+/// must leave as it found it.
+pub async fn state_keys(stack: &LocalStack) -> std::collections::BTreeSet<(String, String)> {
+    let text =
+        |item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+         name: &str| {
+            item.get(name)
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default()
+        };
+    table_items(stack, &stack.settings.state_table)
+        .await
+        .iter()
+        .map(|item| (text(item, "pk"), text(item, "sk")))
+        .collect()
+}

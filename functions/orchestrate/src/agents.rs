@@ -18,7 +18,7 @@ use baton::domain::registry::{
 use baton::invoker::guard::check_url_resolves;
 use baton::queue::TaskQueue;
 use baton::store::{
-    AgentChange, AgentList, AgentRegistry, ConfigStore, LearningStore, RoutingState,
+    AgentChange, AgentCount, AgentList, AgentRegistry, ConfigStore, LearningStore, RoutingState,
 };
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -323,7 +323,8 @@ enum Decision {
 }
 
 /// Decides a change on a fresh read of the registry and writes it with its premises, again
-/// if a premise other than the client's version moved meanwhile.
+/// if a premise other than the client's version moved meanwhile. A new agent or a deletion
+/// moves the tenant's count of agents in the same write, within `agent_limit`.
 async fn apply<S, Q>(
     api: &Api<S, Q>,
     tenant: &str,
@@ -331,8 +332,9 @@ async fn apply<S, Q>(
     decide: impl Fn(&AgentList) -> Result<Decision, ApiError>,
 ) -> Result<Response<Body>, ApiError>
 where
-    S: AgentRegistry + RoutingState + LearningStore,
+    S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
 {
+    let agent_limit = crate::admission::quotas(api, tenant).await?.agents;
     let change_id = uuid::Uuid::new_v4().to_string();
     for _ in 0..DECISION_ROUNDS {
         let list = timed("store", api.store.agent_list(tenant)).await?;
@@ -352,6 +354,12 @@ where
             .filter(|a| a.enabled)
             .map(|a| requirements(a).into_iter().collect())
             .unwrap_or_default();
+        let registered = (list.agents.len() + list.unreadable.len()) as u64;
+        let delta = match (current, &stored) {
+            (None, Some(_)) => 1,
+            (Some(_), None) => -1,
+            _ => 0,
+        };
         let change = AgentChange {
             name,
             agent: stored.as_ref(),
@@ -359,6 +367,11 @@ where
             expected_guard: releases.then(|| list.guard(name)),
             needs,
             change_id: &change_id,
+            count: (delta != 0).then_some(AgentCount {
+                registered,
+                delta,
+                limit: agent_limit,
+            }),
         };
         if timed("store", api.store.change_agent(tenant, &change)).await? {
             api.agents.forget(tenant);
@@ -380,6 +393,11 @@ where
             };
         }
     }
+    // Racing registrations may have taken the last places meanwhile.
+    let counted = timed("store", api.store.agent_count(tenant)).await?;
+    if let Some(registered) = counted.filter(|n| *n >= u64::from(agent_limit)) {
+        return Err(agents_quota_exceeded(registered, agent_limit));
+    }
     Err(ApiError::Refused {
         status: 409,
         code: "concurrent_change",
@@ -391,16 +409,20 @@ where
 /// Refuses a new agent once the tenant has its quota of them (unreadable items count too:
 /// they hold their place in the registry).
 fn within_quota(list: &AgentList, limit: u32) -> Result<(), ApiError> {
-    let registered = list.agents.len() + list.unreadable.len();
-    if registered >= limit as usize {
-        return Err(crate::admission::quota_exceeded(
-            "agents",
-            limit,
-            format!("the tenant has {registered} agents, its quota of {limit}; delete one first"),
-            None,
-        ));
+    let registered = (list.agents.len() + list.unreadable.len()) as u64;
+    if registered >= u64::from(limit) {
+        return Err(agents_quota_exceeded(registered, limit));
     }
     Ok(())
+}
+
+fn agents_quota_exceeded(registered: u64, limit: u32) -> ApiError {
+    crate::admission::quota_exceeded(
+        "agents",
+        limit,
+        format!("the tenant has {registered} agents, its quota of {limit}; delete one first"),
+        None,
+    )
 }
 
 /// The stored agent a change applies to, checked against `If-Match`.
@@ -567,7 +589,7 @@ async fn delete<S, Q>(
     request: &Request,
 ) -> Result<Response<Body>, ApiError>
 where
-    S: AgentRegistry + RoutingState + LearningStore,
+    S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
 {
     let condition = if_match(request)?;
     apply(api, tenant, name, |list| {
@@ -586,7 +608,7 @@ async fn set_enabled<S, Q>(
     enabled: bool,
 ) -> Result<Response<Body>, ApiError>
 where
-    S: AgentRegistry + RoutingState + LearningStore,
+    S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
 {
     let condition = if_match(request)?;
     let now = now_ms();

@@ -41,7 +41,7 @@ use baton::queue::{QueueStats, TaskQueue};
 use baton::store::cache::{AgentCache, ConfigCache, TtlCache, DEFAULT_TTL};
 use baton::store::{
     AdmissionStore, AgentRegistry, ConfigStore, LearningStore, NewTask, NewWorkflow, RoutingState,
-    SessionStore, StatsStore, TurnStore, WorkflowControls, WorkflowStore,
+    SessionStore, StatsStore, TenantCounters, TurnStore, WorkflowControls, WorkflowStore,
 };
 use baton::vault::SecretVault;
 use lambda_http::http::Method;
@@ -120,6 +120,7 @@ impl<S, Q> Api<S, Q> {
 pub trait ApiStore:
     WorkflowStore
     + AdmissionStore
+    + TenantCounters
     + WorkflowControls
     + AgentRegistry
     + LearningStore
@@ -134,6 +135,7 @@ pub trait ApiStore:
 impl<S> ApiStore for S where
     S: WorkflowStore
         + AdmissionStore
+        + TenantCounters
         + WorkflowControls
         + AgentRegistry
         + LearningStore

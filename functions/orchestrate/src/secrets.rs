@@ -6,7 +6,7 @@
 use baton::clock::{now_ms, rfc3339};
 use baton::domain::agent::AgentTarget;
 use baton::domain::names::{check_name, NameKind};
-use baton::store::AgentRegistry;
+use baton::store::{AgentRegistry, TenantCounters};
 use baton::vault::{SecretMeta, SecretWrite, VaultError, MAX_SECRETS_PER_TENANT, MAX_SECRET_BYTES};
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
@@ -63,7 +63,7 @@ pub async fn route<S, Q>(
     rest: &[&str],
 ) -> Result<Response<Body>, ApiError>
 where
-    S: AgentRegistry,
+    S: AgentRegistry + TenantCounters,
 {
     match rest {
         [] => {
@@ -84,6 +84,16 @@ where
             "no such resource: {}",
             request.uri().path()
         ))),
+    }
+}
+
+/// The counter of a tenant's secrets (see `TenantCounters`).
+const SECRETS_COUNTER: &str = "secrets";
+
+/// A place given back; a failure only leaves the count high until the next delete.
+async fn give_place_back<S: TenantCounters, Q>(api: &Api<S, Q>, tenant: &str) {
+    if let Err(error) = api.store.give_place(tenant, SECRETS_COUNTER).await {
+        tracing::warn!(tenant, %error, "a secret's place was not given back");
     }
 }
 
@@ -140,9 +150,9 @@ fn value_of(request: &Request) -> Result<String, ApiError> {
     let Value::Object(fields) = body else {
         return Err(refused("it is not a JSON object"));
     };
-    if let Some(other) = fields.keys().find(|k| *k != "value") {
-        let shown: String = other.chars().take(40).collect();
-        return Err(refused(&format!("`{shown}` is not a field")));
+    // A field's name could be the key itself, pasted in the wrong place: never quoted.
+    if fields.keys().any(|k| k != "value") {
+        return Err(refused("it has a field other than `value`"));
     }
     match fields.get("value") {
         Some(Value::String(value)) if !value.is_empty() && value.len() <= MAX_SECRET_BYTES => {
@@ -178,7 +188,7 @@ async fn get<S, Q>(api: &Api<S, Q>, tenant: &str, name: &str) -> Result<Response
     ))
 }
 
-async fn put<S, Q>(
+async fn put<S: TenantCounters, Q>(
     api: &Api<S, Q>,
     tenant: &str,
     name: &str,
@@ -194,23 +204,40 @@ async fn put<S, Q>(
         .map_err(vault_error)?
         .is_some();
     if !exists {
+        // A place under the limit is taken before the secret is made, so racing writes
+        // cannot pass it; the listing only starts the count.
         let kept = timed("secrets", vault.list(&root, MAX_SECRETS_PER_TENANT))
             .await
             .map_err(vault_error)?;
-        if kept.len() >= MAX_SECRETS_PER_TENANT {
-            return Err(ApiError::Refused {
-                status: 409,
-                code: "quota_exceeded",
-                message: format!(
+        let limit = MAX_SECRETS_PER_TENANT as u64;
+        let take = api
+            .store
+            .take_place(tenant, SECRETS_COUNTER, kept.len() as u64, limit);
+        if !timed("store", take).await? {
+            return Err(crate::admission::quota_exceeded(
+                "secrets",
+                MAX_SECRETS_PER_TENANT,
+                format!(
                     "a tenant keeps at most {MAX_SECRETS_PER_TENANT} secrets; delete one first"
                 ),
-                details: json!({ "quota": "secrets", "limit": MAX_SECRETS_PER_TENANT }),
-            });
+                None,
+            ));
         }
     }
-    let written = timed("secrets", vault.put(tenant, &full, &value))
-        .await
-        .map_err(vault_error)?;
+    let written = match timed("secrets", vault.put(tenant, &full, &value)).await {
+        Ok(written) => written,
+        Err(error) => {
+            if !exists {
+                give_place_back(api, tenant).await;
+            }
+            return Err(vault_error(error));
+        }
+    };
+    if exists && written == SecretWrite::Created {
+        // Deleted and made again between the look and the write: it took no place.
+        let take = api.store.take_place(tenant, SECRETS_COUNTER, 0, u64::MAX);
+        timed("store", take).await?;
+    }
     drop(value);
     tracing::info!(tenant, secret = %name, ?written, "secret written");
     let now = rfc3339(now_ms());
@@ -237,7 +264,7 @@ async fn put<S, Q>(
 /// every call, so the agents that name it are listed instead (409, as the registry's guard).
 async fn delete<S, Q>(api: &Api<S, Q>, tenant: &str, name: &str) -> Result<Response<Body>, ApiError>
 where
-    S: AgentRegistry,
+    S: AgentRegistry + TenantCounters,
 {
     let full = api.settings.tenancy.namespaces.secret_name(tenant, name);
     let vault = vault(api)?;
@@ -272,9 +299,12 @@ where
             details: json!({ "agents": users }),
         });
     }
-    timed("secrets", vault.delete(&full))
+    let deleted = timed("secrets", vault.delete(&full))
         .await
         .map_err(vault_error)?;
+    if deleted {
+        give_place_back(api, tenant).await;
+    }
     tracing::info!(tenant, secret = %name, "secret deleted");
     Ok(json_response(
         200,

@@ -688,7 +688,9 @@ pub fn secret_source(reference: &str) -> Result<SecretSource<'_>, AgentError> {
     let fail = || {
         Err(target_error(
             "api_key",
-            "must reference the key, never hold it: a Secrets Manager secret's name              (baton/<tenant>/<name>) or ARN, or an SSM parameter's name              (/baton/<tenant>/<name>) or ARN",
+            "must reference the key, never hold it: a Secrets Manager secret's name \
+             (baton/<tenant>/<name>) or ARN, or an SSM parameter's name \
+             (/baton/<tenant>/<name>) or ARN",
         ))
     };
     if reference.starts_with("arn:") {

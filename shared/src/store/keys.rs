@@ -144,6 +144,13 @@ pub const PRIORITIES_SK: &str = "PRIORITIES";
 pub const QUOTAS_SK: &str = "QUOTAS";
 /// The tenant's pacing cells (see [`crate::domain::quota`]).
 pub const PACE_SK: &str = "PACE";
+/// The tenant's count of agents, which registry changes keep within its quota.
+pub const AGENT_COUNT_SK: &str = "AGENT_COUNT";
+
+/// A tenant's count of something kept outside the tables (its secrets).
+pub fn counter_sk(counter: &str) -> String {
+    format!("COUNT#{counter}")
+}
 
 pub fn capability_sk(capability: &str) -> String {
     format!("{CAPABILITY_PREFIX}{capability}")

@@ -670,6 +670,8 @@ pub trait AgentRegistry: Send + Sync {
         change: &AgentChange<'_>,
     ) -> Result<bool, StoreError>;
     async fn agent(&self, tenant: &str, name: &str) -> Result<Option<Agent>, StoreError>;
+    /// The tenant's count of agents as its changes kept it (None: none kept yet).
+    async fn agent_count(&self, tenant: &str) -> Result<Option<u64>, StoreError>;
     /// The tenant's agents as routing and planning see them: without their system prompts,
     /// parameters, inference settings and descriptions, which only a call (or a person)
     /// needs. Unreadable items are left out, as by [`AgentRegistry::agents`].
@@ -727,6 +729,20 @@ pub struct AgentChange<'a> {
     pub needs: Vec<&'a str>,
     /// Unique to the request: a retry of the same write recognises its own item.
     pub change_id: &'a str,
+    /// How the change moves the tenant's count of agents (a new agent, a deletion), which
+    /// its quota bounds in the same transaction; None: it does not.
+    pub count: Option<AgentCount>,
+}
+
+/// A change to the tenant's count of agents, applied with the change itself: a new agent
+/// only while the count is under `limit`, so racing registrations cannot pass the quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentCount {
+    /// The agents the change was decided on (the count where none was kept yet).
+    pub registered: u64,
+    /// +1 for a new agent, -1 for a deleted one.
+    pub delta: i64,
+    pub limit: u32,
 }
 
 /// Conversation sessions and everything they hold.
@@ -893,6 +909,24 @@ pub trait ConfigStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Replaces the quotas the operator set for the tenant.
     async fn put_quotas(&self, tenant: &str, quotas: &QuotaOverrides) -> Result<(), StoreError>;
+}
+
+/// Counts a tenant's quotas bound where the things counted live outside the tables (its
+/// secrets, in Secrets Manager): a place is taken before the thing is made, and given back
+/// when it is deleted (or could not be made), so racing requests cannot pass the quota.
+#[async_trait]
+pub trait TenantCounters: Send + Sync {
+    /// Takes one place under `limit` on the tenant's `counter`; `counted` is the count to
+    /// start from where none is kept yet. False when every place is taken.
+    async fn take_place(
+        &self,
+        tenant: &str,
+        counter: &str,
+        counted: u64,
+        limit: u64,
+    ) -> Result<bool, StoreError>;
+    /// Gives one place back (never below zero).
+    async fn give_place(&self, tenant: &str, counter: &str) -> Result<(), StoreError>;
 }
 
 /// What a submission's step on the tenant's pace cell did.

@@ -297,6 +297,31 @@ impl DynamoStore {
             }
         };
         let mut items = vec![own];
+        if let Some(count) = change.count {
+            let update = Update::builder()
+                .table_name(&self.state_table)
+                .key(PK, s(keys::config_pk(tenant)))
+                .key(SK, s(keys::AGENT_COUNT_SK))
+                .update_expression(format!(
+                    "SET {AGENTS} = if_not_exists({AGENTS}, :registered) + :delta"
+                ))
+                .expression_attribute_values(":registered", n(count.registered))
+                .expression_attribute_values(":delta", n(count.delta));
+            let update = if count.delta > 0 {
+                update
+                    .condition_expression(format!(
+                        "attribute_not_exists({AGENTS}) OR {AGENTS} < :limit"
+                    ))
+                    .expression_attribute_values(":limit", n(count.limit))
+            } else {
+                update
+            };
+            items.push(
+                TransactWriteItem::builder()
+                    .update(built(update.build())?)
+                    .build(),
+            );
+        }
         for need in &change.needs {
             let raise = built(
                 Update::builder()
@@ -332,8 +357,27 @@ impl DynamoStore {
     }
 }
 
+/// The count of agents on the tenant's `AGENT_COUNT` item.
+const AGENTS: &str = "agents";
+
 #[async_trait]
 impl AgentRegistry for DynamoStore {
+    async fn agent_count(&self, tenant: &str) -> Result<Option<u64>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.state_table)
+            .key(PK, s(keys::config_pk(tenant)))
+            .key(SK, s(keys::AGENT_COUNT_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        out.item
+            .as_ref()
+            .map_or(Ok(None), |item| Attrs(item).opt_n(AGENTS))
+    }
+
     async fn replace_agent(&self, tenant: &str, agent: &Agent) -> Result<(), StoreError> {
         self.put(&self.state_table, agent_item(tenant, agent)?)
             .await

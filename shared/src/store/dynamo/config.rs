@@ -188,3 +188,75 @@ impl AdmissionStore for DynamoStore {
         }
     }
 }
+
+/// The count on a tenant's counter item (`{tenant}#CONFIG` / `COUNT#{counter}`), through a
+/// placeholder: `count` is one of DynamoDB's reserved words.
+const COUNT: &str = "#count";
+
+#[async_trait]
+impl TenantCounters for DynamoStore {
+    async fn take_place(
+        &self,
+        tenant: &str,
+        counter: &str,
+        counted: u64,
+        limit: u64,
+    ) -> Result<bool, StoreError> {
+        // Where no count is kept yet, `counted` starts it: full already, nothing to write.
+        if counted >= limit && self.counter(tenant, counter).await?.is_none() {
+            return Ok(false);
+        }
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.state_table)
+            .key(PK, s(keys::config_pk(tenant)))
+            .key(SK, s(keys::counter_sk(counter)))
+            .expression_attribute_names(COUNT, "count")
+            .update_expression(format!(
+                "SET {COUNT} = if_not_exists({COUNT}, :counted) + :one"
+            ))
+            .condition_expression(format!("attribute_not_exists({COUNT}) OR {COUNT} < :limit"))
+            .expression_attribute_values(":counted", n(counted))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":limit", n(limit));
+        Ok(matches!(
+            conditional_update(update, ReturnValue::None).await?,
+            Conditional::Applied(_)
+        ))
+    }
+
+    async fn give_place(&self, tenant: &str, counter: &str) -> Result<(), StoreError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.state_table)
+            .key(PK, s(keys::config_pk(tenant)))
+            .key(SK, s(keys::counter_sk(counter)))
+            .expression_attribute_names(COUNT, "count")
+            .update_expression(format!("SET {COUNT} = {COUNT} - :one"))
+            .condition_expression(format!("{COUNT} > :zero"))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":zero", n(0));
+        conditional_update(update, ReturnValue::None).await?;
+        Ok(())
+    }
+}
+
+impl DynamoStore {
+    async fn counter(&self, tenant: &str, counter: &str) -> Result<Option<u64>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.state_table)
+            .key(PK, s(keys::config_pk(tenant)))
+            .key(SK, s(keys::counter_sk(counter)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        out.item
+            .as_ref()
+            .map_or(Ok(None), |item| Attrs(item).opt_n("count"))
+    }
+}
