@@ -72,8 +72,14 @@ where
         }
         [name] => {
             allow_method(request, &[Method::GET, Method::PUT, Method::DELETE])?;
-            // A name that cannot be a secret's is one that exists nowhere.
-            check_name(NameKind::Agent, name).map_err(|_| not_found(name))?;
+            // A name that cannot be a secret's: a bad one to create, one that exists nowhere
+            // to read or delete.
+            if let Err(e) = check_name(NameKind::Agent, name) {
+                return Err(match *request.method() {
+                    Method::PUT => ApiError::invalid(e.to_string(), json!({ "parameter": "name" })),
+                    _ => not_found(name),
+                });
+            }
             match *request.method() {
                 Method::PUT => put(api, tenant, name, request).await,
                 Method::DELETE => delete(api, tenant, name).await,
