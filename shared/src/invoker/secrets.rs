@@ -100,16 +100,7 @@ impl SecretReader {
             })?;
         let cell = {
             let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-            keys.retain(|_, (read_at, _)| read_at.elapsed() < KEY_TTL);
-            if keys.len() >= MAX_KEYS {
-                let oldest = keys
-                    .iter()
-                    .min_by_key(|(_, (at, _))| *at)
-                    .map(|(k, _)| k.clone());
-                if let Some(oldest) = oldest {
-                    keys.remove(&oldest);
-                }
-            }
+            crate::store::cache::make_room(&mut keys, KEY_TTL, MAX_KEYS);
             let id = (tenant.to_string(), reference.to_string());
             keys.entry(id)
                 .or_insert_with(|| (Instant::now(), Arc::default()))

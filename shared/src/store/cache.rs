@@ -58,17 +58,7 @@ impl<K: Eq + Hash + Clone, V> TtlCache<K, V> {
         let value = Arc::new(value);
         if let Ok(mut entries) = self.entries.lock() {
             let ttl = self.ttl;
-            entries.retain(|_, (at, _)| at.elapsed() < ttl);
-            while entries.len() >= MAX_ENTRIES {
-                let oldest = entries
-                    .iter()
-                    .min_by_key(|(_, (at, _))| *at)
-                    .map(|(k, _)| k.clone());
-                match oldest {
-                    Some(oldest) => entries.remove(&oldest),
-                    None => break,
-                };
-            }
+            make_room(&mut entries, ttl, MAX_ENTRIES);
             entries.insert(key, (Instant::now(), value.clone()));
         }
         value
@@ -86,6 +76,25 @@ impl<K: Eq + Hash + Clone, V> TtlCache<K, V> {
         let entries = self.entries.lock().ok()?;
         let (at, value) = entries.get(key)?;
         (at.elapsed() < self.ttl).then(|| value.clone())
+    }
+}
+
+/// Drops the entries older than `ttl`, then the oldest ones until one more fits under `max`.
+pub fn make_room<K: Eq + Hash + Clone, V>(
+    entries: &mut HashMap<K, (Instant, V)>,
+    ttl: Duration,
+    max: usize,
+) {
+    entries.retain(|_, (at, _)| at.elapsed() < ttl);
+    while entries.len() >= max {
+        let Some(oldest) = entries
+            .iter()
+            .min_by_key(|(_, (at, _))| *at)
+            .map(|(k, _)| k.clone())
+        else {
+            break;
+        };
+        entries.remove(&oldest);
     }
 }
 

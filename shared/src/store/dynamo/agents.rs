@@ -343,17 +343,8 @@ impl DynamoStore {
 
     /// An agent's item as stored, read strongly: the registry decides changes on it.
     async fn agent_item_raw(&self, tenant: &str, name: &str) -> Result<Option<Item>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.state_table)
-            .key(PK, s(keys::agents_pk(tenant)))
-            .key(SK, s(keys::agent_sk(name)))
-            .consistent_read(true)
-            .send()
+        self.state_item(keys::agents_pk(tenant), &keys::agent_sk(name))
             .await
-            .map_err(dynamo_error)?;
-        Ok(out.item)
     }
 }
 
@@ -363,18 +354,10 @@ const AGENTS: &str = "agents";
 #[async_trait]
 impl AgentRegistry for DynamoStore {
     async fn agent_count(&self, tenant: &str) -> Result<Option<u64>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.state_table)
-            .key(PK, s(keys::config_pk(tenant)))
-            .key(SK, s(keys::AGENT_COUNT_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(dynamo_error)?;
-        out.item
-            .as_ref()
+        let item = self
+            .state_item(keys::config_pk(tenant), keys::AGENT_COUNT_SK)
+            .await?;
+        item.as_ref()
             .map_or(Ok(None), |item| Attrs(item).opt_n(AGENTS))
     }
 

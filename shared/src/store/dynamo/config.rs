@@ -245,18 +245,10 @@ impl TenantCounters for DynamoStore {
 
 impl DynamoStore {
     async fn counter(&self, tenant: &str, counter: &str) -> Result<Option<u64>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.state_table)
-            .key(PK, s(keys::config_pk(tenant)))
-            .key(SK, s(keys::counter_sk(counter)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(dynamo_error)?;
-        out.item
-            .as_ref()
+        let item = self
+            .state_item(keys::config_pk(tenant), &keys::counter_sk(counter))
+            .await?;
+        item.as_ref()
             .map_or(Ok(None), |item| Attrs(item).opt_n("count"))
     }
 }

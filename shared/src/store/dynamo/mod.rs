@@ -156,6 +156,21 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// One state-table item, read strongly (None: there is none).
+    async fn state_item(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.state_table)
+            .key(PK, s(pk))
+            .key(SK, s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        Ok(out.item)
+    }
+
     async fn partition(&self, pk: String) -> Result<Vec<Item>, StoreError> {
         self.partition_read(pk, PartitionRead::default()).await
     }
