@@ -419,7 +419,9 @@ where
     Ok(progress)
 }
 
-/// Marks every task downstream of `dependents` skipped, and counts each on the workflow.
+/// Marks every task downstream of `dependents` skipped, and counts each on the workflow. Each
+/// task is visited once, whatever the number of paths that lead to it: the walk is linear in
+/// the tasks and edges below (a chain of diamonds has twice as many paths per diamond).
 async fn skip_descendants<S>(
     store: &S,
     tenant: &str,
@@ -430,6 +432,7 @@ async fn skip_descendants<S>(
 where
     S: WorkflowStore + ?Sized,
 {
+    let mut visited: std::collections::HashSet<String> = dependents.iter().cloned().collect();
     let mut frontier = dependents.to_vec();
     while let Some(task_id) = frontier.pop() {
         if let Some(next) = store
@@ -437,7 +440,7 @@ where
             .await?
         {
             count_task(store, tenant, workflow_id, &task_id, false, finish).await?;
-            frontier.extend(next);
+            frontier.extend(next.into_iter().filter(|d| visited.insert(d.clone())));
         }
     }
     Ok(())

@@ -65,8 +65,10 @@ where
     // A redrive cut short: the tasks of the new drive not reset yet.
     let tasks = redrive_tasks(view);
     if w.drive > 0 {
+        let by_id: std::collections::HashMap<&str, &TaskRecord> =
+            view.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
         for reset in redrive_plan(&tasks, w.drive) {
-            let Some(task) = view.tasks.iter().find(|t| t.id == reset.id) else {
+            let Some(task) = by_id.get(reset.id.as_str()).copied() else {
                 continue;
             };
             let profile = TaskProfile {
@@ -116,6 +118,14 @@ where
                             status: TaskStatus::Cancelled,
                             ..task.clone()
                         });
+                    } else if store
+                        .hold_task(tenant, workflow_id, &task.id, Hold::Cancel)
+                        .await?
+                        .is_some()
+                    {
+                        // Claimed since the view was read: it runs out its attempt, held, so
+                        // no retry of it can run after the cancel answered.
+                        done.held += 1;
                     }
                 } else if task.hold != Some(Hold::Cancel)
                     && store

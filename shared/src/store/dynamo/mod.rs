@@ -539,21 +539,131 @@ pub(super) fn txn_put(
 }
 
 impl DynamoStore {
-    /// Runs a transaction: true if it was applied, false if a condition (or a conflict)
-    /// cancelled it.
+    /// Runs a transaction: true if it was applied, false if one of its conditions refused it.
+    /// DynamoDB cancels a transaction for other reasons too, and says which per item: a
+    /// conflict with another transaction on the same items, or throttling, is tried again
+    /// after a backoff (the SDK does not retry a cancelled transaction); an item refused as
+    /// invalid (over 400 KB, say) is an error that says so, never taken for a condition.
     pub(super) async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<bool, StoreError> {
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(err) => match err.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(_)) => Ok(false),
-                _ => Err(dynamo_error(err)),
-            },
+        for retry in 0.. {
+            let err = match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(true),
+                Err(err) => err,
+            };
+            let reasons: Vec<(String, String)> = match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => cancelled
+                    .cancellation_reasons()
+                    .iter()
+                    .filter_map(|r| {
+                        let code = r.code().filter(|c| *c != "None")?;
+                        Some((
+                            code.to_string(),
+                            r.message().unwrap_or_default().to_string(),
+                        ))
+                    })
+                    .collect(),
+                Some(TransactWriteItemsError::TransactionInProgressException(_)) => Vec::new(),
+                _ => return Err(dynamo_error(err)),
+            };
+            match transaction_cancellation(&reasons) {
+                Cancellation::Condition => return Ok(false),
+                Cancellation::Invalid(why) => return Err(why),
+                Cancellation::Transient if retry < MAX_RETRIES => {
+                    tokio::time::sleep(backoff(retry)).await;
+                }
+                Cancellation::Transient => {
+                    return Err(StoreError::Dynamo(format!(
+                        "the transaction kept being cancelled ({})",
+                        codes(&reasons)
+                    )))
+                }
+            }
         }
+        unreachable!("the loop returns")
+    }
+}
+
+/// Why DynamoDB cancelled a transaction, from its reasons per item (`None` items left out).
+#[derive(Debug)]
+enum Cancellation {
+    /// A condition was false: the transaction's premise does not hold.
+    Condition,
+    /// A conflict with another transaction, throttling, a transaction in progress: try again.
+    Transient,
+    /// The request cannot succeed as it is.
+    Invalid(StoreError),
+}
+
+fn codes(reasons: &[(String, String)]) -> String {
+    let codes: Vec<&str> = reasons.iter().map(|(code, _)| code.as_str()).collect();
+    codes.join(", ")
+}
+
+fn transaction_cancellation(reasons: &[(String, String)]) -> Cancellation {
+    if let Some((code, message)) = reasons
+        .iter()
+        .find(|(code, _)| code == "ValidationError" || code == "ItemCollectionSizeLimitExceeded")
+    {
+        let why = format!("{code}: {message}");
+        return Cancellation::Invalid(if message.to_ascii_lowercase().contains("size") {
+            StoreError::TooLarge(why)
+        } else {
+            StoreError::Dynamo(format!("the transaction was refused: {why}"))
+        });
+    }
+    if reasons
+        .iter()
+        .any(|(code, _)| code == "ConditionalCheckFailed")
+    {
+        return Cancellation::Condition;
+    }
+    Cancellation::Transient
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reasons(codes: &[&str]) -> Vec<(String, String)> {
+        codes
+            .iter()
+            .map(|c| (c.to_string(), format!("{c} happened")))
+            .collect()
+    }
+
+    #[test]
+    fn only_a_failed_condition_is_taken_for_the_premise_not_holding() {
+        assert!(matches!(
+            transaction_cancellation(&reasons(&["ConditionalCheckFailed"])),
+            Cancellation::Condition
+        ));
+        for transient in [
+            &["TransactionConflict"][..],
+            &["ThrottlingError"],
+            &["ProvisionedThroughputExceeded"],
+            &[],
+        ] {
+            assert!(
+                matches!(
+                    transaction_cancellation(&reasons(transient)),
+                    Cancellation::Transient
+                ),
+                "{transient:?}"
+            );
+        }
+        let big = vec![(
+            "ValidationError".to_string(),
+            "Item size has exceeded the maximum allowed size".to_string(),
+        )];
+        assert!(matches!(
+            transaction_cancellation(&big),
+            Cancellation::Invalid(StoreError::TooLarge(_))
+        ));
     }
 }
