@@ -48,6 +48,32 @@ def serialize_dynamodb_item_access() -> None:
         setattr(DynamoHandler, name, locked(getattr(DynamoHandler, name)))
 
 
+def make_failed_updates_atomic() -> None:
+    """An UpdateItem that DynamoDB refuses (the item would pass 400 KB) changes nothing;
+    moto applies the expression's actions one by one and raises at the one that makes the
+    item too large, leaving the ones before applied. The emulator puts the item back as it
+    was when an update raises, as DynamoDB does."""
+    original = DynamoDBBackend.update_item
+
+    @functools.wraps(original)
+    def update_item(self, table_name, key, *args, **kwargs):
+        table = self.get_table(table_name)
+        hash_value, range_value = self.get_keys_value(table, key)
+        before = table.get_item(hash_value, range_value)
+        saved = copy.deepcopy(before.attrs) if before is not None else None
+        try:
+            return original(self, table_name, key, *args, **kwargs)
+        except Exception:
+            after = table.get_item(hash_value, range_value)
+            if saved is not None and after is not None:
+                after.attrs = saved
+            elif saved is None and after is not None:
+                table.delete_item(hash_value, range_value)
+            raise
+
+    DynamoDBBackend.update_item = update_item
+
+
 def remove_hot_spots() -> None:
     """Costs that grow with load and make moto, not the code under test, the bottleneck of a
     benchmark; the behaviour is unchanged:
@@ -149,6 +175,7 @@ def main() -> None:
     port = int(sys.argv[1])
     # The order matters: the snapshotting transaction runs inside the item lock.
     snapshot_only_touched_items()
+    make_failed_updates_atomic()
     serialize_dynamodb_item_access()
     read_one_partition_per_query()
     remove_hot_spots()

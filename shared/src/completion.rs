@@ -16,7 +16,10 @@ use serde_json::Value;
 
 use crate::config::Settings;
 use crate::domain::retry::RetryPolicy;
-use crate::domain::task::{AttemptOutcome, AttemptRecord, TaskFailure, TaskStatus, TokenUsage};
+use crate::domain::task::{
+    AttemptOutcome, AttemptRecord, FailureKind, TaskFailure, TaskStatus, TokenUsage,
+};
+use crate::payload::MAX_PAYLOAD_BYTES;
 use crate::messages::{RouteMessage, TaskRef};
 use crate::queue::{QueueError, TaskQueue};
 use crate::store::{
@@ -35,6 +38,21 @@ pub enum ChainError {
     /// A step ran out of the time it is given; every step being conditional, it resumes later.
     #[error("{0} ran out of its time budget; it resumes later")]
     OutOfTime(&'static str),
+}
+
+/// The size of a value as stored JSON.
+pub fn stored_bytes(value: &Value) -> usize {
+    serde_json::to_string(value).map_or(usize::MAX, |text| text.len())
+}
+
+fn output_too_large(bytes: usize) -> TaskFailure {
+    TaskFailure::new(
+        FailureKind::OutputTooLarge,
+        format!(
+            "the output is {bytes} bytes as stored JSON; a task's output may be at most \
+             {MAX_PAYLOAD_BYTES} bytes"
+        ),
+    )
 }
 
 /// How many dependents are released at once.
@@ -156,6 +174,12 @@ where
         now_ms,
     } = conclusion;
     let drive_attempt = task.attempt.saturating_sub(prior_attempts).max(1);
+    // An output is kept as stored JSON, which can be larger than the answer was (`1e15` is
+    // stored as `1000000000000000.0`): past the limit the task fails at once, never retried.
+    let result = result.and_then(|output| match stored_bytes(&output) {
+        bytes if bytes > MAX_PAYLOAD_BYTES => Err(output_too_large(bytes)),
+        _ => Ok(output),
+    });
     let mut entry = AttemptRecord {
         attempt: task.attempt,
         agent: run.agent,
@@ -190,10 +214,23 @@ where
         }
     };
     let finish = finish_at(settings, now_ms);
-    let record = match store
-        .end_attempt(task, holder, &end, &entry, finish)
-        .await?
-    {
+    let ended = match store.end_attempt(task, holder, &end, &entry, finish).await {
+        // The item refused the output (no bucket to take it, or an item over its budget):
+        // the attempt fails for good rather than being written again and again.
+        Err(StoreError::TooLarge(why)) if matches!(end, AttemptEnd::Succeeded(_)) => {
+            tracing::warn!(%why, "the output does not fit its item; the task fails");
+            let failure = TaskFailure::new(
+                FailureKind::OutputTooLarge,
+                format!("the output does not fit the task's record: {why}"),
+            );
+            entry.outcome = AttemptOutcome::Failed;
+            entry.error = Some(failure.clone());
+            let end = AttemptEnd::Failed(failure);
+            store.end_attempt(task, holder, &end, &entry, finish).await?
+        }
+        other => other?,
+    };
+    let record = match ended {
         Ended::Now(record) => {
             crate::metrics::attempt_ended(&end);
             record

@@ -58,6 +58,9 @@ pub struct Settings {
     pub quotas: Quotas,
     /// The JWT scope (or Cognito group) that makes a caller the operator.
     pub operator_scope: String,
+    /// The bucket of payloads too large for their items (None: every payload stays inline,
+    /// as far as its item's size allows).
+    pub payload_bucket: Option<String>,
 }
 
 /// One queue per priority band. A band without its own queue configured uses the standard one.
@@ -235,6 +238,7 @@ impl Settings {
             tenancy,
             quotas,
             operator_scope: text("BATON_OPERATOR_SCOPE", DEFAULT_OPERATOR_SCOPE),
+            payload_bucket: optional("PAYLOAD_BUCKET"),
         })
     }
 }

@@ -191,6 +191,8 @@ pub(crate) mod tests {
             deps_done: deps.iter().map(|d| d.to_string()).collect(),
             agent: ran.map(|_| "agent-1".to_string()),
             output: None,
+            output_ref: None,
+            output_preview: None,
             failure: None,
             started_at_ms: ran.map(|(s, _)| s),
             finished_at_ms: ran.map(|(_, f)| f),

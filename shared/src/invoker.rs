@@ -33,8 +33,9 @@ use crate::domain::endpoint::{check_url, EndpointPolicy};
 use crate::domain::task::{FailureKind, TaskFailure, TokenUsage};
 use crate::messages::TaskRef;
 
-/// Outputs are stored in the task's item, which DynamoDB caps at 400 KB.
-pub const MAX_OUTPUT_BYTES: usize = 320 * 1024;
+/// The most of an agent's answer read: a task's output limit (past 32 KB an output goes to
+/// the payload bucket, not the task's item).
+pub const MAX_OUTPUT_BYTES: usize = crate::payload::MAX_PAYLOAD_BYTES;
 const ERROR_EXCERPT_CHARS: usize = 300;
 
 /// What an agent receives for one attempt.

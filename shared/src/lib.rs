@@ -24,6 +24,7 @@ pub mod history;
 pub mod invoker;
 pub mod messages;
 pub mod metrics;
+pub mod payload;
 pub mod prober;
 pub mod queue;
 pub mod store;

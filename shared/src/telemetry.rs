@@ -76,12 +76,20 @@ impl AwsClients {
         }
     }
 
+    /// The store, with the payload bucket when the settings name one (its client is built
+    /// on first use, by the first payload too large for its item).
     pub fn store(&self, settings: &Settings) -> DynamoStore {
-        DynamoStore::new(
+        let store = DynamoStore::new(
             self.dynamodb.clone(),
             settings.state_table.clone(),
             settings.memory_table.clone(),
-        )
+        );
+        match &settings.payload_bucket {
+            Some(bucket) => store.with_payloads(std::sync::Arc::new(
+                crate::payload::S3Payloads::new(&self.config, bucket),
+            )),
+            None => store,
+        }
     }
 
     pub fn queues(&self, settings: &Settings) -> SqsQueues {

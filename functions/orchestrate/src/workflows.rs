@@ -268,6 +268,21 @@ pub fn detail(view: &WorkflowView) -> WorkflowDetail {
 pub fn task(t: &TaskRecord, cut: bool) -> TaskView {
     let mut output = t.output.clone();
     let mut output_truncated = None;
+    // An output in the payload bucket: the view shows its size and first characters, and
+    // the task's own URL reads it whole.
+    if let (None, Some(stored)) = (&t.output, &t.output_ref) {
+        output_truncated = Some(TruncatedOutput {
+            bytes: stored.bytes as usize,
+            preview: t
+                .output_preview
+                .as_deref()
+                .unwrap_or_default()
+                .chars()
+                .take(OUTPUT_PREVIEW_CHARS)
+                .collect(),
+            url: format!("/v1/workflows/{}/tasks/{}", t.workflow_id, t.id),
+        });
+    }
     if cut {
         if let Some(value) = &t.output {
             let text = value.to_string();
@@ -349,7 +364,8 @@ where
     {
         return Err(not_found(id));
     }
-    let record = timed("store", api.store.task(tenant, id, task_id))
+    // Whole: an output in the payload bucket is read from it.
+    let record = timed("store", api.store.task_whole(tenant, id, task_id))
         .await?
         .ok_or_else(missing)?;
     Ok(json_response(200, &task(&record, false)))

@@ -17,6 +17,8 @@ use tokio::sync::watch;
 pub struct AgentReply {
     pub status: u16,
     pub body: Value,
+    /// A body sent exactly as written instead of `body` (JSON whose text matters, e.g. `1e15`).
+    pub raw: Option<String>,
     /// Time taken before answering.
     pub delay: Duration,
     /// Extra response headers, e.g. `Retry-After`.
@@ -28,6 +30,7 @@ impl AgentReply {
         AgentReply {
             status: 200,
             body,
+            raw: None,
             delay: Duration::ZERO,
             headers: Vec::new(),
         }
@@ -37,8 +40,17 @@ impl AgentReply {
         AgentReply {
             status,
             body: json!({ "error": message }),
+            raw: None,
             delay: Duration::ZERO,
             headers: Vec::new(),
+        }
+    }
+
+    /// A reply whose body is `text` as written, sent as JSON.
+    pub fn raw(status: u16, text: impl Into<String>) -> Self {
+        AgentReply {
+            raw: Some(text.into()),
+            ..AgentReply::error(status, "")
         }
     }
 
@@ -148,7 +160,8 @@ async fn answer(
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let Ok(bytes) = axum::body::to_bytes(request.into_body(), 1024 * 1024).await else {
+    // As much as a call can carry: a task's input and its dependencies' outputs.
+    let Ok(bytes) = axum::body::to_bytes(request.into_body(), 16 * 1024 * 1024).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response();
     };
     let Ok(body) = serde_json::from_slice::<Value>(&bytes) else {
@@ -170,7 +183,15 @@ async fn answer(
         tokio::time::sleep(reply.delay).await;
     }
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (status, axum::Json(reply.body)).into_response();
+    let mut response = match reply.raw {
+        Some(text) => (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            text,
+        )
+            .into_response(),
+        None => (status, axum::Json(reply.body)).into_response(),
+    };
     for (name, value) in reply.headers {
         if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
             response.headers_mut().insert(name, value);

@@ -27,6 +27,8 @@ pub struct Provisioned {
     pub tables: BTreeMap<String, String>,
     /// logical id → (queue URL, queue ARN)
     pub queues: BTreeMap<String, (String, String)>,
+    /// logical id → bucket name
+    pub buckets: BTreeMap<String, String>,
 }
 
 impl Resolve for Provisioned {
@@ -36,16 +38,63 @@ impl Resolve for Provisioned {
             .get(logical_id)
             .cloned()
             .or_else(|| self.queues.get(logical_id).map(|(url, _)| url.clone()))
+            .or_else(|| self.buckets.get(logical_id).cloned())
     }
+}
+
+/// The clients provisioning creates the template's resources with.
+#[derive(Debug, Clone, Copy)]
+pub struct ProvisionClients<'a> {
+    pub dynamodb: &'a aws_sdk_dynamodb::Client,
+    pub sqs: &'a aws_sdk_sqs::Client,
+    pub s3: &'a aws_sdk_s3::Client,
+}
+
+/// An S3 client for an emulator, which serves buckets by path rather than by host name.
+pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let s3 = aws_sdk_s3::config::Builder::from(config)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(s3)
+}
+
+/// A bucket's name for `prefix` and its logical id: lower case, at most 63 characters, as S3
+/// wants.
+pub fn bucket_name(prefix: &str, id: &str) -> String {
+    let name: String = format!("{prefix}-{id}")
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .take(63)
+        .collect();
+    name.trim_end_matches('-').to_string()
 }
 
 pub async fn provision(
     template: &Template,
     prefix: &str,
-    dynamodb: &aws_sdk_dynamodb::Client,
-    sqs: &aws_sdk_sqs::Client,
+    clients: ProvisionClients<'_>,
 ) -> Result<Provisioned, ProvisionError> {
+    let ProvisionClients { dynamodb, sqs, s3 } = clients;
     let mut provisioned = Provisioned::default();
+    for id in &template.buckets {
+        let name = bucket_name(prefix, id);
+        match s3.create_bucket().bucket(&name).send().await {
+            Ok(_) => {}
+            // Kept from an earlier run against the same emulator: used as it is.
+            Err(e)
+                if e.as_service_error().is_some_and(|e| {
+                    e.is_bucket_already_owned_by_you() || e.is_bucket_already_exists()
+                }) => {}
+            Err(e) => {
+                return Err(ProvisionError::Create {
+                    resource: id.clone(),
+                    message: display(&e),
+                })
+            }
+        }
+        provisioned.buckets.insert(id.clone(), name);
+    }
     for (id, spec) in &template.tables {
         let name = format!("{prefix}-{id}");
         create_table(dynamodb, &name, spec)

@@ -29,6 +29,7 @@ use crate::event_sources::{poll_queue, tick, HandlerDeaths, SqsSource};
 use crate::faults::{FaultPlan, FaultProxy};
 use crate::provision::{provision, ProvisionError, Provisioned};
 use crate::stand_ins::{StandInError, StandIns};
+use crate::provision::ProvisionClients;
 use crate::template::{resolve_value, EventSpec, FunctionSpec, Template, TemplateError};
 use aws_config::SdkConfig;
 
@@ -190,7 +191,12 @@ impl LocalStack {
         let api_calls = ApiCallCounter::default();
         let clients = AwsClients::new(aws, Some(&api_calls));
         let provisioned =
-            provision(&template, &options.prefix, &clients.dynamodb, &clients.sqs).await?;
+            provision(&template, &options.prefix, ProvisionClients {
+                dynamodb: &clients.dynamodb,
+                sqs: &clients.sqs,
+                s3: &crate::provision::s3_client(aws),
+            })
+            .await?;
         // The handlers reach the emulator through the fault proxy when there is one.
         let faults = match &options.faults {
             Some(plan) => {

@@ -22,6 +22,9 @@ pub enum TemplateError {
 pub struct Template {
     pub tables: BTreeMap<String, TableSpec>,
     pub queues: BTreeMap<String, QueueSpec>,
+    /// S3 buckets, by logical id (their properties are the deployment's: encryption, public
+    /// access, expiry; a local bucket only holds objects).
+    pub buckets: Vec<String>,
     pub functions: BTreeMap<String, FunctionSpec>,
     /// Parameter defaults, for `!Ref Parameter`.
     pub parameters: BTreeMap<String, String>,
@@ -132,6 +135,7 @@ impl Template {
         let mut template = Template {
             tables: BTreeMap::new(),
             queues: BTreeMap::new(),
+            buckets: Vec::new(),
             functions: BTreeMap::new(),
             parameters,
             list_parameters,
@@ -157,6 +161,7 @@ impl Template {
                     let spec = serde_yaml::from_value(props).map_err(|e| fail(e.to_string()))?;
                     template.tables.insert(id, spec);
                 }
+                Some("AWS::S3::Bucket") => template.buckets.push(id),
                 Some("AWS::SQS::Queue") => {
                     let redrive = match props.get("RedrivePolicy") {
                         None => None,

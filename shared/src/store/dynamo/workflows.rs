@@ -11,7 +11,12 @@ use crate::store::keys::{
 /// Attributes that place an item in the lease index.
 pub(super) const LEASE_ATTRS: &str = "lease_until, lease_shard";
 
-fn task_item(workflow: &NewWorkflow, position: usize, task: &NewTask) -> Result<Item, StoreError> {
+fn task_item(
+    workflow: &NewWorkflow,
+    position: usize,
+    task: &NewTask,
+    input: &Placed,
+) -> Result<Item, StoreError> {
     let mut item = HashMap::from([
         (
             PK.into(),
@@ -20,7 +25,6 @@ fn task_item(workflow: &NewWorkflow, position: usize, task: &NewTask) -> Result<
         (SK.into(), s(keys::task_sk(&task.id))),
         ("position".into(), n(position)),
         ("capability".into(), s(task.capability.as_str())),
-        ("input".into(), json(&task.input)?),
         ("depends_on".into(), string_list(&task.depends_on)),
         ("dependents".into(), string_list(&task.dependents)),
         ("deps_remaining".into(), n(task.depends_on.len())),
@@ -28,6 +32,10 @@ fn task_item(workflow: &NewWorkflow, position: usize, task: &NewTask) -> Result<
         ("attempt".into(), n(1)),
         ("created_at".into(), n(workflow.created_at_ms)),
     ]);
+    match input {
+        Placed::Inline(text) => item.insert("input".into(), s(text.as_str())),
+        Placed::Stored(stored, _) => item.insert(INPUT_REF.into(), json(stored)?),
+    };
     if task.status == TaskStatus::Queued {
         item.insert(
             LEASE_SHARD.into(),
@@ -51,14 +59,18 @@ fn task_item(workflow: &NewWorkflow, position: usize, task: &NewTask) -> Result<
     Ok(item)
 }
 
-/// A new workflow's items: its tasks, and its record. While it runs, the record sits in the
-/// sweeps index.
-pub(super) fn workflow_items(workflow: &NewWorkflow) -> Result<(Vec<Item>, Item), StoreError> {
+/// A new workflow's items: its tasks (with their inputs placed, `inputs[i]` for task `i`),
+/// and its record. While it runs, the record sits in the sweeps index.
+pub(super) fn workflow_items(
+    workflow: &NewWorkflow,
+    inputs: &[Placed],
+) -> Result<(Vec<Item>, Item), StoreError> {
     let tasks = workflow
         .tasks
         .iter()
+        .zip(inputs)
         .enumerate()
-        .map(|(position, task)| task_item(workflow, position, task))
+        .map(|(position, (task, input))| task_item(workflow, position, task, input))
         .collect::<Result<Vec<_>, _>>()?;
     let count = workflow.tasks.len();
     let mut record = HashMap::from([
@@ -121,6 +133,8 @@ pub(super) fn task_record(item: &Item) -> Result<TaskRecord, StoreError> {
         deps_done: a.set("deps_done"),
         agent: a.opt_s("agent").map(str::to_string),
         output: a.json("output")?,
+        output_ref: a.json("output_ref")?,
+        output_preview: a.opt_s("output_preview").map(str::to_string),
         failure: a.json("failure")?,
         started_at_ms: a.opt_n("started_at")?,
         finished_at_ms: a.opt_n("finished_at")?,
@@ -295,6 +309,16 @@ static OUTLINE: Projection = Projection {
 };
 
 impl DynamoStore {
+    /// Each task's input as it goes on its item: in the bucket when too large.
+    pub(super) async fn place_inputs(&self, workflow: &NewWorkflow) -> Result<Vec<Placed>, StoreError> {
+        let mut placed = Vec::with_capacity(workflow.tasks.len());
+        for task in &workflow.tasks {
+            let key = crate::payload::input_key(&workflow.tenant, &workflow.workflow_id, &task.id);
+            placed.push(self.place_payload(&key, json_text(&task.input)?).await?);
+        }
+        Ok(placed)
+    }
+
     async fn workflow_read(
         &self,
         tenant: &str,
@@ -333,7 +357,8 @@ impl DynamoStore {
 #[async_trait]
 impl WorkflowStore for DynamoStore {
     async fn create_workflow(&self, workflow: &NewWorkflow) -> Result<(), StoreError> {
-        let (tasks, record) = workflow_items(workflow)?;
+        let inputs = self.place_inputs(workflow).await?;
+        let (tasks, record) = workflow_items(workflow, &inputs)?;
         let mut requests = Vec::with_capacity(tasks.len());
         for item in tasks {
             let put = PutRequest::builder()
@@ -380,6 +405,27 @@ impl WorkflowStore for DynamoStore {
             .await
             .map_err(dynamo_error)?;
         out.item.as_ref().map(task_record).transpose()
+    }
+
+    async fn task_whole(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+        task_id: &str,
+    ) -> Result<Option<TaskRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.state_table)
+            .set_key(Some(self.task_key(tenant, workflow_id, task_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        match &out.item {
+            Some(item) => Ok(Some(self.whole_task(item).await?)),
+            None => Ok(None),
+        }
     }
 
     async fn workflow_status(
@@ -443,7 +489,8 @@ impl WorkflowStore for DynamoStore {
         };
         Ok(
             match conditional_update(update, ReturnValue::AllNew).await? {
-                Conditional::Applied(item) => ClaimOutcome::Claimed(task_record(&item)?),
+                // The call needs the input whole, wherever it is.
+                Conditional::Applied(item) => ClaimOutcome::Claimed(self.whole_task(&item).await?),
                 Conditional::Rejected(None) => ClaimOutcome::Missing,
                 Conditional::Rejected(Some(item)) => {
                     let current = task_record(&item)?;
@@ -489,19 +536,26 @@ impl WorkflowStore for DynamoStore {
                 .batch_get(
                     &self.state_table,
                     keys,
-                    Some("sk, #output"),
+                    Some("sk, #output, output_ref"),
                     &[("#output", "output")],
                     true,
                 )
                 .await?;
             for item in &items {
                 let a = Attrs(item);
-                bytes += a.opt_s("output").map_or(0, str::len);
+                let stored: Option<crate::payload::StoredPayload> = a.json("output_ref")?;
+                bytes += stored
+                    .as_ref()
+                    .map_or_else(|| a.opt_s("output").map_or(0, str::len), |p| p.bytes as usize);
                 if bytes > max_bytes {
                     return Ok(DependencyOutputs::TooLarge { bytes });
                 }
                 let id = a.s(SK)?.trim_start_matches("TASK#").to_string();
-                if let Some(output) = a.json::<Value>("output")? {
+                let output = match &stored {
+                    Some(stored) => Some(self.fetch_payload(stored).await?),
+                    None => a.json::<Value>("output")?,
+                };
+                if let Some(output) = output {
                     outputs.push((id, output));
                 }
             }
@@ -542,23 +596,48 @@ impl WorkflowStore for DynamoStore {
         let append = "attempts = list_append(if_not_exists(attempts, :empty), :entry)";
         let update = match end {
             AttemptEnd::Succeeded(_) | AttemptEnd::Failed(_) => {
-                let (status, field, value) = match end {
+                let (status, field, value, preview) = match end {
                     AttemptEnd::Succeeded(output) => {
-                        (TaskStatus::Succeeded, "output", json(output)?)
+                        // Too large for the item: in the bucket, under this attempt's key
+                        // (a repeated write writes the same object).
+                        let key = crate::payload::output_key(
+                            &task.tenant,
+                            &task.workflow_id,
+                            &task.task_id,
+                            task.attempt,
+                        );
+                        match self.place_payload(&key, json_text(output)?).await? {
+                            Placed::Inline(text) => (TaskStatus::Succeeded, "output", s(text), None),
+                            Placed::Stored(stored, preview) => {
+                                (TaskStatus::Succeeded, "output_ref", json(&stored)?, Some(preview))
+                            }
+                        }
                     }
-                    AttemptEnd::Failed(failure) => (TaskStatus::Failed, "failure", json(failure)?),
+                    AttemptEnd::Failed(failure) => {
+                        (TaskStatus::Failed, "failure", json(failure)?, None)
+                    }
                     AttemptEnd::Retry { .. } => unreachable!("matched above"),
                 };
-                update
+                let set_preview = if preview.is_some() {
+                    ", output_preview = :preview"
+                } else {
+                    ""
+                };
+                let update = update
                     .update_expression(format!(
-                        "SET #status = :status, #result = :result, finished_at = :now, \
-                         expires_at = :expires, {append} REMOVE {LEASE_ATTRS}, claim_token, {HOLD}"
+                        "SET #status = :status, #result = :result{set_preview}, \
+                         finished_at = :now, expires_at = :expires, {append} \
+                         REMOVE {LEASE_ATTRS}, claim_token, {HOLD}"
                     ))
                     .expression_attribute_names("#result", field)
                     .expression_attribute_values(":status", s(status.as_str()))
                     .expression_attribute_values(":result", value)
                     .expression_attribute_values(":now", n(finish.now_ms))
-                    .expression_attribute_values(":expires", n(finish.expires_at_s))
+                    .expression_attribute_values(":expires", n(finish.expires_at_s));
+                match preview {
+                    Some(preview) => update.expression_attribute_values(":preview", s(preview)),
+                    None => update,
+                }
             }
             AttemptEnd::Retry { lease_until_ms, .. } => update
                 .update_expression(format!(
