@@ -821,3 +821,131 @@ async fn turns_under_faults_are_answered_once_each_and_in_order() {
     );
     assert!(faults.duplicated_sends > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_turn_longer_than_the_idle_time_out_is_answered_and_the_idle_clock_starts_at_its_answer(
+) {
+    use baton::domain::session::MIN_IDLE_TIMEOUT_S;
+    let idle_ms = MIN_IDLE_TIMEOUT_S as i64 * 1000;
+    // The sweep every half second, as the schedule would run it if it ran that often.
+    let stack = start_stack("conv-long-turn", |s| {
+        s.sweep_every = Some(std::time::Duration::from_millis(500));
+    })
+    .await;
+    let slow = agent(Arc::new(move |_: &Value| {
+        AgentReply::ok(json!({ "response": "worth the wait" }))
+            .after(std::time::Duration::from_secs(MIN_IDLE_TIMEOUT_S + 3))
+    }))
+    .await;
+    register_conversational(
+        &stack,
+        "primary",
+        &slow,
+        json!({ "conversation": { "role": "core" }, "timeout_ms": idle_ms + 30_000 }),
+    )
+    .await;
+    let session = open_session(&stack, json!({ "idle_timeout_s": MIN_IDLE_TIMEOUT_S })).await;
+    let asked = say(&stack, &session, json!({ "text": "take your time", "wait": 28 })).await;
+    assert_eq!(asked.status, 202, "{:?}", asked.body);
+    let turn_path = asked.body["location"].as_str().unwrap().to_string();
+    let answered = eventually("the turn is answered", || async {
+        let view = get(&stack, &turn_path).await;
+        assert_eq!(view.status, 200, "the session ended under its turn: {:?}", view.body);
+        (view.body["status"] != "running").then_some(view.body)
+    })
+    .await;
+    assert_eq!(answered["status"], "answered", "{answered}");
+    assert_eq!(answered["response"], "worth the wait");
+
+    // The idle clock runs from the answer.
+    let answered_at = baton::clock::parse_rfc3339(answered["answered_at"].as_str().unwrap())
+        .expect("answered_at");
+    let path = format!("/v1/sessions/{session}");
+    let view = get(&stack, &path).await.body;
+    assert_eq!(view["active_turn"], Value::Null, "{view}");
+    assert_eq!(view["last_active_at"], answered["answered_at"]);
+    let expires_at = baton::clock::parse_rfc3339(view["expires_at"].as_str().unwrap()).unwrap();
+    assert_eq!(expires_at, answered_at + idle_ms);
+    // The sweep (the scheduled one, as of chosen times) leaves it until a whole idle time-out
+    // has passed since the answer, and ends it then.
+    let report = sweep_at(&stack, answered_at + idle_ms - 1).await;
+    assert_eq!(report.sessions_ended, 0, "{report:?}");
+    assert_eq!(get(&stack, &path).await.status, 200);
+    let report = sweep_at(&stack, answered_at + idle_ms + 1).await;
+    assert_eq!(report.sessions_ended, 1, "{report:?}");
+    assert_eq!(get(&stack, &path).await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_async_results_are_shown_as_bounded_previews_and_the_session_goes_on() {
+    use baton::domain::turn::RESULT_PREVIEW_BYTES;
+    const LARGE: usize = 250 * 1024;
+    let stack = start_stack("conv-large-async", |_| {}).await;
+    let large = |name: &'static str| {
+        behaviour(move |_| json!({ "notes": "n".repeat(LARGE), "from": name }))
+    };
+    let digest = agent(large("digest")).await;
+    let archive = agent(large("archive")).await;
+    let privacy = agent(behaviour(|_| json!({ "personal_data": false }))).await;
+    let primary = agent(behaviour(|call| {
+        json!({ "response": format!("heard `{}`", text_of(call)), "mood": "calm" })
+    }))
+    .await;
+    register_role(&stack, "digest", &digest, "async").await;
+    register_role(&stack, "archive", &archive, "async").await;
+    register_role(&stack, "privacy", &privacy, "sync").await;
+    register_role(&stack, "primary", &primary, "core").await;
+    let session = open_session(&stack, json!({})).await;
+    let path = format!("/v1/sessions/{session}");
+    let both_kept = || async {
+        eventually("both async results are kept", || async {
+            (get(&stack, &path).await.body["pending_async_results"] == 2).then_some(())
+        })
+        .await
+    };
+
+    let first = turn(&stack, &session, "one").await;
+    assert_eq!(first["async_agent_results"], json!({}));
+    for (n, text) in [(2, "two"), (3, "three")] {
+        both_kept().await;
+        let answer = turn(&stack, &session, text).await;
+        assert_eq!(answer["response"], format!("heard `{text}`"));
+        assert_eq!(answer["answer"]["response"], format!("heard `{text}`"));
+        assert_eq!(answer["answer"]["mood"], "calm");
+        let shown = answer["async_agent_results"].as_object().unwrap();
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        for agent in ["digest", "archive"] {
+            let result = &shown[agent];
+            assert_eq!(result["turn"], n - 1, "{result}");
+            assert_eq!(result["truncated"], true, "{result}");
+            assert!(result["bytes"].as_u64().unwrap() > LARGE as u64, "{result}");
+            let preview = result["preview"].as_str().unwrap();
+            assert!(preview.starts_with(r#"{"notes":"nnn"#), "{preview:.40}");
+            assert!(json!(preview).to_string().len() <= RESULT_PREVIEW_BYTES);
+            // The whole result is where the preview says.
+            let url = result["url"].as_str().unwrap();
+            let whole = get(&stack, url).await;
+            assert_eq!(whole.status, 200, "{:?}", whole.body);
+            assert_eq!(whole.body["output"]["notes"].as_str().unwrap().len(), LARGE);
+        }
+        // Only the answering agent received them, bounded too.
+        let call = &primary.calls()[n as usize - 1].body;
+        let context = &call["input"]["context"]["async_agent_results"];
+        assert_eq!(context["digest"]["truncated"], true, "{context:.300}");
+        let helper = &privacy.calls()[n as usize - 1].body;
+        assert_eq!(helper["input"]["context"]["async_agent_results"], json!({}));
+        assert!(helper["input"].get("async_agent_results").is_none());
+    }
+    // The turn's item keeps the response once: in `response`, not again in `answer`.
+    let turns: Vec<_> = table_items(&stack, &stack.settings.state_table)
+        .await
+        .into_iter()
+        .filter(|item| item["sk"].as_s().is_ok_and(|sk| sk.starts_with("TURN#")))
+        .collect();
+    assert_eq!(turns.len(), 3);
+    for item in &turns {
+        let answer = item["answer"].as_s().unwrap();
+        assert!(!answer.contains("heard"), "{answer}");
+        assert!(item["response"].as_s().unwrap().starts_with("heard"));
+    }
+}

@@ -108,3 +108,113 @@ async fn bad_session_input_is_refused_naming_the_field_and_stores_nothing() {
     assert_eq!(unknown.status, 400);
     assert_eq!(state_items(&stack).await, 0);
 }
+
+/// The state table's keys that mention any of `needles`.
+async fn keys_mentioning(
+    stack: &baton_local::stack::LocalStack,
+    needles: &[&str],
+) -> Vec<(String, String)> {
+    state_keys(stack)
+        .await
+        .into_iter()
+        .filter(|(pk, sk)| needles.iter().any(|n| pk.contains(n) || sk.contains(n)))
+        .collect()
+}
+
+/// A stack without pollers, a core agent and a session of it with one turn started (nothing
+/// answers it: the turn stays running, its workflow stored). Returns the session and the
+/// turn's workflow.
+async fn session_with_a_turn(name: &str) -> (baton_local::stack::LocalStack, String, String) {
+    let stack = api_only_stack(name).await;
+    let server = agent_replying(AgentReply::ok(json!({ "response": "hi" }))).await;
+    let body = json!({ "name": "primary", "endpoint": server.url, "capabilities": ["chat"],
+                       "conversation": { "role": "core" } });
+    register(&stack, body).await;
+    let id = open(&stack, json!({ "agents": ["primary"] })).await;
+    let workflow = start_turn(&stack, &id).await;
+    (stack, id, workflow)
+}
+
+/// Starts a turn and returns its workflow.
+async fn start_turn(stack: &baton_local::stack::LocalStack, id: &str) -> String {
+    let path = format!("/v1/sessions/{id}/messages");
+    let asked = post(stack, &path, &json!({ "text": "hello", "wait": 0 }).to_string()).await;
+    assert_eq!(asked.status, 202, "{:?}", asked.body);
+    asked.body["workflow_id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_that_read_an_earlier_opening_leaves_the_session_opened_again_whole() {
+    use baton::domain::session::SessionInput;
+    use baton::store::SessionStore;
+    let (stack, id, first) = session_with_a_turn("session-generations").await;
+    let store = &stack.cleanup_deps().store;
+    let tenant = baton_local::LOCAL_TENANT;
+    // An end reads the session's items (as the sweep and `POST /orchestrate` both may)…
+    let late_end = store
+        .session_contents(tenant, &id)
+        .await
+        .unwrap()
+        .expect("the session's items");
+    // …another end completes first, and the id is opened again, with a turn of its own…
+    assert!(store.end_session(tenant, &id).await.unwrap());
+    let reopened = SessionInput {
+        agents: Some(vec!["primary".into()]),
+        ..SessionInput::default()
+    }
+    .into_session(id.clone(), now_ms())
+    .unwrap();
+    store.create_session(tenant, &reopened).await.unwrap();
+    let workflow = start_turn(&stack, &id).await;
+    let keys = state_keys(&stack).await;
+    // …then the first end goes on with what it read: the new opening loses nothing.
+    let deleted = store
+        .delete_session_contents(tenant, &late_end)
+        .await
+        .unwrap();
+    assert_eq!(state_keys(&stack).await, keys, "every item of the new opening is kept");
+    assert!(!deleted, "nothing of the earlier opening was left to delete");
+    let view = get(&stack, &format!("/v1/sessions/{id}")).await;
+    assert_eq!(view.status, 200, "{:?}", view.body);
+    assert_eq!(view.body["active_turn"], 1);
+    let turn = get(&stack, &format!("/v1/sessions/{id}/turns/1")).await;
+    assert_eq!(turn.status, 200, "{:?}", turn.body);
+    assert_eq!(turn.body["workflow_id"], workflow.as_str());
+    // Ending the new opening ends it whole.
+    assert!(store.end_session(tenant, &id).await.unwrap());
+    let left = keys_mentioning(&stack, &[&id, &first, &workflow]).await;
+    assert_eq!(left, Vec::new(), "nothing of either opening is left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_stored_before_generations_is_ended_whole() {
+    let (stack, id, workflow) = session_with_a_turn("session-before-generations").await;
+    // Every item of the session as written before generations were: without one.
+    let session_pk = format!("{}#SESSION#{id}", baton_local::LOCAL_TENANT);
+    let mut stripped = 0;
+    for item in table_items(&stack, &stack.settings.state_table).await {
+        if item["pk"].as_s().unwrap() != &session_pk {
+            continue;
+        }
+        stack
+            .clients
+            .dynamodb
+            .update_item()
+            .table_name(&stack.settings.state_table)
+            .key("pk", item["pk"].clone())
+            .key("sk", item["sk"].clone())
+            .update_expression("REMOVE generation")
+            .send()
+            .await
+            .expect("update");
+        stripped += 1;
+    }
+    assert_eq!(stripped, 2, "the record and the turn");
+    let view = get(&stack, &format!("/v1/sessions/{id}")).await;
+    assert_eq!(view.status, 200, "{:?}", view.body);
+    let path = format!("/v1/sessions/{id}");
+    let ended = request(&stack, reqwest::Method::DELETE, &path, None, None).await;
+    assert_eq!(ended.status, 200, "{:?}", ended.body);
+    let left = keys_mentioning(&stack, &[&id, &workflow]).await;
+    assert_eq!(left, Vec::new(), "nothing of the session is left");
+}

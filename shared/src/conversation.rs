@@ -16,7 +16,10 @@ use serde_json::{json, Map, Value};
 
 use crate::domain::conversation::{AgentAnswer, ConversationState, Role, TurnSummary, TurnTask};
 use crate::domain::task::TaskStatus;
-use crate::domain::turn::{public_answer, AsyncResult, TurnRecord, TurnStatus, TurnTiming};
+use crate::domain::turn::{
+    public_answer, task_url, within_budget, AsyncResult, Kept, TurnRecord, TurnStatus,
+    TurnTiming, RESULT_PREVIEW_BYTES,
+};
 use crate::store::{
     SessionStore, StoreError, TaskRecord, TurnFinish, TurnStore, WorkflowStore, WorkflowView,
 };
@@ -93,24 +96,49 @@ async fn keep_async_result<S>(
     turn: &TurnTask,
 ) -> Result<(), StoreError>
 where
-    S: SessionStore + TurnStore + ?Sized,
+    S: WorkflowStore + SessionStore + TurnStore + ?Sized,
 {
     let agent = agent_of(record);
-    let result = match (&record.output, &record.failure) {
+    let output = whole_output(store, record).await?;
+    let result = match (&output, &record.failure) {
         (Some(output), _) => public_answer(output),
         (None, failure) => json!({ "error": failure }),
     };
-    let state = record.output.as_ref().and_then(|o| o.get("state"));
+    let state = output.as_ref().and_then(|o| o.get("state"));
     let finished_at_ms = record.finished_at_ms.unwrap_or_default();
+    // Kept bounded: the task keeps it whole, and the preview says where.
+    let url = task_url(&record.workflow_id, &record.id);
     let kept = AsyncResult {
         turn: turn.turn,
         agent: agent.to_string(),
-        result,
+        result: Kept::new(result, RESULT_PREVIEW_BYTES, Some(url)),
         finished_at_ms,
+        workflow_id: Some(record.workflow_id.clone()),
     };
     store
-        .record_async_result(&record.tenant, &turn.session, &kept, state, finished_at_ms)
+        .record_async_result(
+            &record.tenant,
+            &turn.session,
+            turn.generation.as_deref(),
+            &kept,
+            state,
+            finished_at_ms,
+        )
         .await
+}
+
+/// A task's output whole, read from the payload bucket when its item holds only a pointer.
+async fn whole_output<S>(store: &S, record: &TaskRecord) -> Result<Option<Value>, StoreError>
+where
+    S: WorkflowStore + ?Sized,
+{
+    if record.output.is_some() || record.output_ref.is_none() {
+        return Ok(record.output.clone());
+    }
+    let whole = store
+        .task_whole(&record.tenant, &record.workflow_id, &record.id)
+        .await?;
+    Ok(whole.and_then(|t| t.output))
 }
 
 /// The agent a turn's task names (its task id is the agent's name).
@@ -136,19 +164,27 @@ where
     let Some(session) = store.session(tenant, &task.session).await? else {
         return Ok(());
     };
-    if session.active_turn != Some(turn.turn) {
+    // A task of an earlier opening of the session's id finishes nothing of this one.
+    let other_opening = task.generation.is_some() && task.generation != session.generation;
+    if session.active_turn != Some(turn.turn) || other_opening {
         return Ok(());
     }
-    let Some(view) = store.workflow(tenant, &turn.workflow_id).await? else {
+    let Some(mut view) = store.workflow(tenant, &turn.workflow_id).await? else {
         return Ok(());
     };
+    // The answers are needed whole: the answer, the helpers' state and progress.
+    for task in &mut view.tasks {
+        if task.output.is_none() && task.output_ref.is_some() {
+            task.output = whole_output(store, task).await?;
+        }
+    }
     let ended = conclude(&turn, &session.state, &view, now_ms);
     let finished = store
         .finish_turn(
             tenant,
             &TurnFinish {
                 turn: &ended.turn,
-                before: &session.state,
+                session: &session,
                 after: &ended.state,
                 instances: ended.instances,
                 now_ms,
@@ -191,24 +227,39 @@ fn conclude(
         .collect();
     succeeded.sort_by_key(|t| (agent_of(t) == answering, t.finished_at_ms));
 
-    let mut sync_agent_results = Map::new();
+    // The helpers' results as the turn keeps them: bounded (the agents that depended on
+    // them got them whole; the workflow's tasks serve them whole).
+    let mut results = Vec::new();
     let mut error = None;
     for step in &plan.sync {
         let Some(t) = task(&step.agent) else { continue };
         match t.status {
             TaskStatus::Succeeded => {
                 if let Some(output) = &t.output {
-                    sync_agent_results.insert(step.agent.clone(), public_answer(output));
+                    results.push((step.agent.clone(), public_answer(output)));
                 }
             }
             TaskStatus::Failed => {
-                let failure = json!({ "error": t.failure });
-                sync_agent_results.insert(step.agent.clone(), failure);
+                results.push((step.agent.clone(), json!({ "error": t.failure })));
                 error.get_or_insert_with(|| failed_because(&step.agent, t));
             }
             _ => {}
         }
     }
+    let (agents, results): (Vec<String>, Vec<Value>) = results.into_iter().unzip();
+    let kept = results
+        .into_iter()
+        .zip(&agents)
+        .map(|(result, agent)| {
+            let url = Some(task_url(&turn.workflow_id, agent));
+            (Kept::Whole(result), url)
+        })
+        .collect();
+    let sync_agent_results: Map<String, Value> = agents
+        .into_iter()
+        .zip(within_budget(kept))
+        .map(|(agent, result)| (agent, result.to_value()))
+        .collect();
     let answer_task = task(answering);
     let answer = answer_task
         .filter(|t| t.status == TaskStatus::Succeeded)

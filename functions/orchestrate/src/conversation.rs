@@ -19,7 +19,9 @@ use baton::domain::names::{check_name, NameKind};
 use baton::domain::priority::{Band, Priority};
 use baton::domain::session::{Session, SessionInput};
 use baton::domain::task::{TaskProfile, TaskStatus};
-use baton::domain::turn::{AsyncResult, TurnRecord, TurnStatus, TurnTiming};
+use baton::domain::turn::{
+    shown_async_results, AsyncResult, TurnRecord, TurnStatus, TurnTiming, MAX_SHOWN_PER_TURN,
+};
 use baton::invoker::AgentCall;
 use baton::messages::{RouteMessage, TaskRef};
 use baton::queue::TaskQueue;
@@ -40,9 +42,6 @@ use crate::{parse_body, Api, ApiError};
 
 /// How long the classifier may take: the analysis is on the turn's critical path.
 const CLASSIFIER_TIMEOUT_MS: u64 = 5_000;
-/// A transaction takes at most 100 items: the session, the turn, two workflow records, the
-/// tasks (at most 33 waited for, 32 async), and as many shown async results as fit.
-const MAX_SHOWN_PER_TURN: usize = 30;
 
 /// The body of `POST /v1/sessions/{id}/messages`.
 #[derive(Debug, Deserialize)]
@@ -234,20 +233,14 @@ where
         .take(MAX_SHOWN_PER_TURN)
         .cloned()
         .collect();
-    let async_agent_results: Map<String, Value> = shown
-        .iter()
-        .map(|r| {
-            (
-                r.agent.clone(),
-                json!({ "turn": r.turn, "result": r.result }),
-            )
-        })
-        .collect();
+    // Bounded previews, in the turn and in the input of the agent that answers, the only one
+    // that receives them.
+    let async_agent_results = shown_async_results(&shown);
     let workflows = turn_workflows(
         api,
         tenant,
         &TurnShape {
-            session_id,
+            session,
             turn: turn_number,
             plan: &plan,
             agents: &members,
@@ -258,8 +251,8 @@ where
                 "channel": ask.channel,
                 "services": ask.services,
                 "detected_agent": analysis.detected_agent,
-                "async_agent_results": async_agent_results,
             }),
+            async_agent_results: &async_agent_results,
             now_ms: created_at_ms,
         },
     );
@@ -495,11 +488,13 @@ where
 
 /// What a turn's workflows are built from.
 struct TurnShape<'a> {
-    session_id: &'a str,
+    session: &'a Session,
     turn: u32,
     plan: &'a TurnPlan,
     agents: &'a [&'a Agent],
     base_input: Value,
+    /// The async results the turn shows: in the answering agent's input only.
+    async_agent_results: &'a Map<String, Value>,
     now_ms: i64,
 }
 
@@ -517,6 +512,9 @@ fn turn_workflows<S, Q>(api: &Api<S, Q>, tenant: &str, shape: &TurnShape<'_>) ->
             .unwrap_or_default();
         let mut input = shape.base_input.clone();
         input["role"] = json!(role.as_str());
+        if matches!(role, Role::Core | Role::Specialist) {
+            input["async_agent_results"] = json!(shape.async_agent_results);
+        }
         NewTask {
             id: agent.to_string(),
             capability,
@@ -526,9 +524,10 @@ fn turn_workflows<S, Q>(api: &Api<S, Q>, tenant: &str, shape: &TurnShape<'_>) ->
                 band: Band::High,
                 agent: Some(agent.to_string()),
                 turn: Some(TurnTask {
-                    session: shape.session_id.to_string(),
+                    session: shape.session.id.clone(),
                     turn: shape.turn,
                     role,
+                    generation: shape.session.generation.clone(),
                 }),
                 ..TaskProfile::default()
             },
@@ -575,7 +574,7 @@ fn turn_workflows<S, Q>(api: &Api<S, Q>, tenant: &str, shape: &TurnShape<'_>) ->
     let workflow = |suffix: &str, tasks: Vec<NewTask>| NewWorkflow {
         tenant: tenant.to_string(),
         workflow_id: uuid::Uuid::now_v7().to_string(),
-        name: format!("session {} turn {}{suffix}", shape.session_id, shape.turn),
+        name: format!("session {} turn {}{suffix}", shape.session.id, shape.turn),
         created_at_ms: shape.now_ms,
         dispatch_until_ms: shape.now_ms + api.settings.dispatch_timeout.as_millis() as i64,
         deadline_at_ms: None,
@@ -909,7 +908,9 @@ where
     let exists = match api.store.session(tenant, &id).await? {
         Some(session) if session.is_expired(now_ms()) => {
             // Idle past its time-out and not swept yet: it ends now, and the id starts anew.
-            if api.store.end_session(tenant, &id).await? {
+            // Only this opening ends: one opened since by another request is kept.
+            let generation = session.generation.as_deref();
+            if api.store.end_session_of(tenant, &id, generation).await? {
                 baton::metrics::session_ended();
             }
             false

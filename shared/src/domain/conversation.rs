@@ -71,6 +71,10 @@ pub struct TurnTask {
     pub session: String,
     pub turn: u32,
     pub role: Role,
+    /// The generation of the session that started the turn: a task of an earlier opening of
+    /// the same id changes nothing of a later one. None on tasks from before generations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<String>,
 }
 
 /// How the agent that answers was found.

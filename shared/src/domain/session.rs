@@ -48,17 +48,29 @@ pub struct Session {
     /// The turn running now, if one is.
     pub active_turn: Option<u32>,
     pub state: ConversationState,
+    /// Which opening of this id the session is: fresh at each creation and carried by every
+    /// item the session writes, so that an end that read an earlier opening's items never
+    /// deletes a later one's. None: a session stored before generations were.
+    pub generation: Option<String>,
 }
 
 impl Session {
-    /// When the session ends unless a turn comes first.
+    /// When the session ends unless a turn comes first: its idle time-out after its last
+    /// activity (its opening, a turn's start, a turn's answer, a resume).
     pub fn expires_at_ms(&self) -> i64 {
         self.last_active_at_ms + self.idle_timeout_s as i64 * 1000
     }
 
+    /// Whether the idle time-out has ended the session. Never while a turn runs: the idle
+    /// clock starts again at the turn's answer, however long the turn takes.
     pub fn is_expired(&self, now_ms: i64) -> bool {
-        now_ms >= self.expires_at_ms()
+        self.active_turn.is_none() && now_ms >= self.expires_at_ms()
     }
+}
+
+/// A fresh generation for a session being opened.
+pub fn new_generation() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -159,6 +171,7 @@ impl SessionInput {
             turns: 0,
             active_turn: None,
             state: ConversationState::open(&task, checkpoints),
+            generation: Some(new_generation()),
         })
     }
 }
@@ -180,6 +193,21 @@ mod tests {
         assert!(!session.is_expired(7_200_999));
         assert!(session.is_expired(7_201_000));
         assert_eq!(session.metadata, json!({}));
+    }
+
+    #[test]
+    fn a_session_running_a_turn_never_expires_and_each_opening_has_its_own_generation() {
+        let mut session = input(json!({ "idle_timeout_s": 60 }))
+            .into_session("s".into(), 0)
+            .unwrap();
+        session.active_turn = Some(1);
+        assert!(!session.is_expired(60_000));
+        assert!(!session.is_expired(i64::MAX / 2));
+        session.active_turn = None;
+        assert!(session.is_expired(60_000));
+        let again = input(json!({})).into_session("s".into(), 0).unwrap();
+        assert!(session.generation.is_some());
+        assert_ne!(session.generation, again.generation);
     }
 
     #[test]

@@ -4,9 +4,26 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use super::conversation::{Analysis, ConversationState, ProgressChange, TurnPlan};
+
+/// The most async results one turn shows: a turn's start is one transaction of at most 100
+/// items (the session, the turn, two workflow records, at most 33 tasks waited for and 32
+/// async, and the results it takes). Beyond it, the other results stay pending, oldest first,
+/// and the next turns show them.
+pub const MAX_SHOWN_PER_TURN: usize = 30;
+/// The most of one helper's result, as JSON text, that a turn keeps: in the turn's
+/// `async_agent_results` and `sync_agent_results` and in the answering agent's input. A larger
+/// result is shown as `{"truncated": true, "bytes", "preview", "url"}`: its first bytes, its
+/// whole size, and `GET /v1/workflows/{id}/tasks/{agent}`, which serves it whole until the
+/// session ends.
+pub const RESULT_PREVIEW_BYTES: usize = 8 * 1024;
+/// The most all the async results a turn shows may take together, and as much for its sync
+/// results: when many large results meet, they share it (small ones whole, the others cut to
+/// equal previews), so a turn's item and its answering task's input stay far below
+/// DynamoDB's 400 KB item limit whatever the helpers answer.
+pub const RESULTS_BYTES: usize = 32 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -110,9 +127,13 @@ pub struct AgentInstance {
 pub struct AsyncResult {
     pub turn: u32,
     pub agent: String,
-    /// The agent's answer, or `{"error": {kind, message}}`.
-    pub result: Value,
+    /// The agent's answer, or `{"error": {kind, message}}`: whole, or a preview of it
+    /// ([`RESULT_PREVIEW_BYTES`]), as kept in the session until a turn shows it.
+    pub result: Kept,
     pub finished_at_ms: i64,
+    /// The async workflow whose task answered (None: kept before it was recorded), where the
+    /// whole result stays until the session ends.
+    pub workflow_id: Option<String>,
 }
 
 /// An agent's answer as the turn shows it: its private `state` stays with its instance.
@@ -125,5 +146,216 @@ pub fn public_answer(output: &Value) -> Value {
                 .collect(),
         ),
         other => other.clone(),
+    }
+}
+
+/// Where a turn's task serves its whole output.
+pub fn task_url(workflow_id: &str, agent: &str) -> String {
+    format!("/v1/workflows/{workflow_id}/tasks/{agent}")
+}
+
+/// A helper's result as a turn keeps it: whole, or the start of its JSON text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kept {
+    Whole(Value),
+    Cut(Preview),
+}
+
+/// The start of a result too large to keep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preview {
+    /// The whole result's size, as JSON text.
+    pub bytes: usize,
+    /// The start of its JSON text.
+    pub preview: String,
+    /// Where it is served whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+impl Kept {
+    /// `value` kept within `max_bytes` of JSON: whole if it fits, else cut.
+    pub fn new(value: Value, max_bytes: usize, url: Option<String>) -> Kept {
+        let text = value.to_string();
+        if text.len() <= max_bytes {
+            return Kept::Whole(value);
+        }
+        Kept::Cut(Preview {
+            bytes: text.len(),
+            preview: prefix_within(&text, max_bytes).to_string(),
+            url,
+        })
+    }
+
+    /// The size it takes kept whole: what budgets are shared by.
+    fn size(&self) -> usize {
+        match self {
+            Kept::Whole(value) => value.to_string().len(),
+            Kept::Cut(preview) => preview.bytes,
+        }
+    }
+
+    /// The same within `max_bytes`: cut, or its preview shortened.
+    fn within(self, max_bytes: usize, url: Option<String>) -> Kept {
+        match self {
+            Kept::Whole(value) => Kept::new(value, max_bytes, url),
+            Kept::Cut(mut cut) => {
+                let len = prefix_within(&cut.preview, max_bytes).len();
+                cut.preview.truncate(len);
+                Kept::Cut(cut)
+            }
+        }
+    }
+
+    /// As a turn shows it: the result itself, or `{"truncated": true, "bytes", "preview",
+    /// "url"}`.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Kept::Whole(value) => value.clone(),
+            Kept::Cut(cut) => {
+                let mut shown = json!({
+                    "truncated": true,
+                    "bytes": cut.bytes,
+                    "preview": cut.preview,
+                });
+                if let Some(url) = &cut.url {
+                    shown["url"] = json!(url);
+                }
+                shown
+            }
+        }
+    }
+}
+
+/// The longest start of `text` that takes at most `max_bytes` written as a JSON string
+/// (quotes and escapes included), never splitting a character.
+fn prefix_within(text: &str, max_bytes: usize) -> &str {
+    let mut kept = 2; // the quotes
+    let mut end = 0;
+    for (at, c) in text.char_indices() {
+        let escaped = match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if (c as u32) < 0x20 => 6,
+            c => c.len_utf8(),
+        };
+        if kept + escaped > max_bytes {
+            break;
+        }
+        kept += escaped;
+        end = at + c.len_utf8();
+    }
+    &text[..end]
+}
+
+/// Results bounded together, each with the URL of its whole: each at most
+/// [`RESULT_PREVIEW_BYTES`] of JSON, all at most [`RESULTS_BYTES`]. The smallest are kept
+/// whole first; what is left of the budget is shared equally by the larger ones, which are cut
+/// to it. Returned in the order given.
+pub fn within_budget(results: Vec<(Kept, Option<String>)>) -> Vec<Kept> {
+    let sizes: Vec<usize> = results.iter().map(|(kept, _)| kept.size()).collect();
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by_key(|&i| sizes[i]);
+    let mut left = RESULTS_BYTES;
+    let mut share = vec![0; sizes.len()];
+    for (done, &i) in order.iter().enumerate() {
+        let fair = (left / (sizes.len() - done)).min(RESULT_PREVIEW_BYTES);
+        share[i] = fair;
+        left -= sizes[i].min(fair);
+    }
+    results
+        .into_iter()
+        .zip(share)
+        .map(|((kept, url), share)| kept.within(share, url))
+        .collect()
+}
+
+/// The async results a turn shows, by agent: `{"turn", "result"}`, or `{"turn",
+/// "truncated": true, "bytes", "preview", "url"}` for a result beyond the bounds. The caller
+/// takes at most [`MAX_SHOWN_PER_TURN`].
+pub fn shown_async_results(shown: &[AsyncResult]) -> Map<String, Value> {
+    let bounded = within_budget(
+        shown
+            .iter()
+            .map(|r| {
+                let url = r.workflow_id.as_deref().map(|w| task_url(w, &r.agent));
+                (r.result.clone(), url)
+            })
+            .collect(),
+    );
+    shown
+        .iter()
+        .zip(bounded)
+        .map(|(r, result)| {
+            let mut entry = json!({ "turn": r.turn });
+            match result {
+                Kept::Whole(result) => entry["result"] = result,
+                cut => {
+                    if let (Value::Object(entry), Value::Object(cut)) = (&mut entry, cut.to_value()) {
+                        entry.extend(cut);
+                    }
+                }
+            }
+            (r.agent.clone(), entry)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(agent: &str, bytes: usize) -> AsyncResult {
+        let value = json!({ "notes": "x".repeat(bytes) });
+        AsyncResult {
+            turn: 1,
+            agent: agent.into(),
+            result: Kept::new(value, RESULT_PREVIEW_BYTES, Some(task_url("wf", agent))),
+            finished_at_ms: 0,
+            workflow_id: Some("wf".into()),
+        }
+    }
+
+    #[test]
+    fn a_small_result_is_shown_whole_and_a_large_one_as_a_bounded_preview() {
+        let shown = shown_async_results(&[result("small", 100), result("large", 250 * 1024)]);
+        assert_eq!(shown["small"]["result"]["notes"].as_str().unwrap().len(), 100);
+        let large = &shown["large"];
+        assert_eq!(large["turn"], 1);
+        assert_eq!(large["truncated"], true);
+        assert_eq!(large["bytes"], 250 * 1024 + r#"{"notes":""}"#.len());
+        assert_eq!(large["url"], "/v1/workflows/wf/tasks/large");
+        assert!(large.get("result").is_none());
+        let preview = large["preview"].as_str().unwrap();
+        assert!(preview.starts_with(r#"{"notes":"xxx"#));
+        assert!(json!(preview).to_string().len() <= RESULT_PREVIEW_BYTES);
+    }
+
+    #[test]
+    fn many_large_results_share_the_turns_budget() {
+        let many: Vec<AsyncResult> = (0..MAX_SHOWN_PER_TURN)
+            .map(|i| result(&format!("a{i}"), 100 * 1024))
+            .collect();
+        let shown = shown_async_results(&many);
+        assert_eq!(shown.len(), MAX_SHOWN_PER_TURN);
+        let previews: usize = shown
+            .values()
+            .map(|r| json!(r["preview"]).to_string().len())
+            .sum();
+        assert!(previews <= RESULTS_BYTES, "{previews} bytes");
+        // A small one among them is kept whole.
+        let mut mixed = many;
+        mixed.push(result("small", 10));
+        let shown = shown_async_results(&mixed);
+        assert_eq!(shown["small"]["result"]["notes"], "x".repeat(10));
+    }
+
+    #[test]
+    fn a_preview_counts_its_escapes_and_never_splits_a_character() {
+        let text = json!({ "q": "\"é\n".repeat(10_000) });
+        let cut = Kept::new(text, RESULT_PREVIEW_BYTES, None).to_value();
+        let preview = cut["preview"].as_str().unwrap();
+        let written = json!(preview).to_string().len();
+        assert!(written <= RESULT_PREVIEW_BYTES && written > RESULT_PREVIEW_BYTES - 8);
+        assert!(cut.get("url").is_none());
     }
 }

@@ -2,17 +2,20 @@
 //! deletes everything it created and nothing else.
 
 use async_trait::async_trait;
+use futures::StreamExt;
 
 use super::*;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::types::DeleteRequest;
 
 use crate::domain::conversation::{ConversationState, Flags, TurnSummary};
 use crate::domain::session::{Session, MAX_IDLE_TIMEOUT_S};
 use crate::domain::task::AttemptRecord;
-use crate::domain::turn::{AgentInstance, AsyncResult};
+use crate::domain::turn::{AgentInstance, AsyncResult, Kept};
 use crate::store::keys::{
     ASYNC_PREFIX, INSTANCE_PREFIX, SESSION_SK, SESSION_SWEEP, SWEEP_AT, SWEEP_SHARD, TURN_PREFIX,
 };
+use crate::store::{SessionContents, SessionItem};
 
 /// TTL removes a session's items this long after its idle time-out, should no sweep have.
 const TTL_BACKSTOP_S: i64 = 86_400;
@@ -25,6 +28,33 @@ pub(super) const TASK_STACK: &str = "task_stack";
 pub(super) const RECENT: &str = "recent";
 pub(super) const REQUIRES_HUMAN: &str = "requires_human";
 pub(super) const IS_PAUSED: &str = "is_paused";
+/// The session's generation, on its record and on every item it writes.
+pub(super) const GENERATION: &str = "generation";
+
+/// Items an end deletes at once: one conditional delete each (BatchWriteItem takes no
+/// condition).
+const DELETE_CONCURRENCY: usize = 8;
+
+/// What an end reads of each item: its key, its generation and a turn's workflows.
+const CONTENTS: Projection = Projection {
+    expression: "#pk, #sk, #generation, #workflow, #async_workflow",
+    names: &[
+        ("#pk", PK),
+        ("#sk", SK),
+        ("#generation", GENERATION),
+        ("#workflow", "workflow_id"),
+        ("#async_workflow", "async_workflow_id"),
+    ],
+};
+
+/// The condition that an item is still of `generation` (None: of none, written before
+/// generations).
+pub(super) fn same_generation(generation: Option<&str>) -> (&'static str, Option<AttributeValue>) {
+    match generation {
+        Some(g) => ("#generation = :generation", Some(s(g))),
+        None => ("attribute_not_exists(#generation)", None),
+    }
+}
 
 /// Where the session record's idle time-out puts it: the sweep's due time and the TTL.
 pub(super) fn expiry_attrs(
@@ -61,6 +91,9 @@ fn session_item(tenant: &str, session: &Session) -> Result<Item, StoreError> {
         ),
         (SWEEP_SHARD.into(), s(SESSION_SWEEP)),
     ]);
+    if let Some(generation) = &session.generation {
+        item.insert(GENERATION.into(), s(generation.as_str()));
+    }
     item.extend(expiry_attrs(session, session.last_active_at_ms));
     Ok(item)
 }
@@ -84,6 +117,7 @@ pub(super) fn session_record(item: &Item) -> Result<Session, StoreError> {
                 is_paused: a.bool(IS_PAUSED).unwrap_or(false),
             },
         },
+        generation: a.opt_s(GENERATION).map(str::to_string),
     })
 }
 
@@ -104,9 +138,26 @@ pub(super) fn async_result_record(item: &Item) -> Result<AsyncResult, StoreError
     Ok(AsyncResult {
         turn: a.n("turn")?,
         agent: a.s("agent")?.into(),
-        result: a.json("result")?.unwrap_or(Value::Null),
+        result: if a.bool("truncated") == Some(true) {
+            let preview = a
+                .json("result")?
+                .ok_or_else(|| StoreError::Corrupt("async result without its preview".into()))?;
+            Kept::Cut(preview)
+        } else {
+            Kept::Whole(a.json("result")?.unwrap_or(Value::Null))
+        },
         finished_at_ms: a.n("finished_at")?,
+        workflow_id: a.opt_s("workflow_id").map(str::to_string),
     })
+}
+
+/// Whether an item belongs to the opening `generation` of its session: an item of another
+/// opening is one an end has yet to delete. Items stored before generations belong to any.
+fn of_generation(item: &Item, generation: Option<&str>) -> bool {
+    match (Attrs(item).opt_s(GENERATION), generation) {
+        (Some(own), Some(current)) => own == current,
+        _ => true,
+    }
 }
 
 /// The key of an item, for a delete.
@@ -160,6 +211,61 @@ impl DynamoStore {
             .collect::<Result<Vec<_>, _>>()?;
         self.batch_write(&self.state_table, items).await
     }
+
+    /// Deletes one item of a session if it is still of the generation it was read in. False
+    /// if it was not (gone already, or written since by a new opening of the id).
+    async fn delete_if_generation(
+        &self,
+        pk: &str,
+        sk: &str,
+        generation: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let (condition, value) = same_generation(generation);
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.state_table)
+            .key(PK, s(pk))
+            .key(SK, s(sk))
+            .condition_expression(format!("attribute_exists(pk) AND {condition}"))
+            .expression_attribute_names("#generation", GENERATION)
+            .set_expression_attribute_values(
+                value.map(|v| HashMap::from([(":generation".to_string(), v)])),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(err))
+                if matches!(err.err(), DeleteItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(dynamo_error(e)),
+        }
+    }
+
+    /// A session found due while a turn runs is due again at `later`, unless the turn ended
+    /// since (its answer set the session's time).
+    async fn postpone_busy_session(
+        &self,
+        pk: &str,
+        now_ms: i64,
+        later: i64,
+    ) -> Result<(), StoreError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.state_table)
+            .key(PK, s(pk))
+            .key(SK, s(SESSION_SK))
+            .condition_expression("attribute_exists(active_turn) AND sweep_at < :now")
+            .update_expression("SET sweep_at = :later")
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":later", n(later));
+        conditional_update(update, ReturnValue::None).await?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -201,19 +307,27 @@ impl SessionStore for DynamoStore {
         let items = self
             .partition_read(keys::session_pk(tenant, id), read)
             .await?;
-        let mut session = None;
+        let Some(record) = items
+            .iter()
+            .find(|item| Attrs(item).opt_s(SK) == Some(SESSION_SK))
+        else {
+            return Ok(None);
+        };
+        let session = session_record(record)?;
+        let generation = session.generation.as_deref();
         let mut instances = Vec::new();
         let mut pending = Vec::new();
-        for item in &items {
+        // Items of an earlier opening of the id, which its end has yet to delete, are not this
+        // session's.
+        for item in items.iter().filter(|i| of_generation(i, generation)) {
             let sk = Attrs(item).opt_s(SK).unwrap_or_default();
-            if sk == SESSION_SK {
-                session = Some(session_record(item)?);
-            } else if sk.starts_with(INSTANCE_PREFIX) {
+            if sk.starts_with(INSTANCE_PREFIX) {
                 instances.push(instance_record(item)?);
             } else if sk.starts_with(ASYNC_PREFIX) {
                 pending.push(async_result_record(item)?);
             }
         }
+        let session = Some(session);
         Ok(session.map(|session| SessionBundle {
             session,
             instances,
@@ -221,40 +335,89 @@ impl SessionStore for DynamoStore {
         }))
     }
 
-    async fn end_session(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
-        let items = self.partition(keys::session_pk(tenant, id)).await?;
+    async fn session_contents(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<SessionContents>, StoreError> {
+        let read = PartitionRead {
+            consistent: true,
+            projection: Some(&CONTENTS),
+            ..PartitionRead::default()
+        };
+        let items = self
+            .partition_read(keys::session_pk(tenant, id), read)
+            .await?;
         if items.is_empty() {
-            return Ok(false);
+            return Ok(None);
         }
-        // The turns' workflows first, then the partition with its record last: while any
-        // item is left, the session is still found (and swept again) rather than leaving
-        // orphans behind a missing record.
+        let mut contents = SessionContents {
+            session_id: id.to_string(),
+            ..SessionContents::default()
+        };
         for item in &items {
             let a = Attrs(item);
-            if !a.opt_s(SK).is_some_and(|sk| sk.starts_with(TURN_PREFIX)) {
+            let sk = a.opt_s(SK).unwrap_or_default();
+            let generation = a.opt_s(GENERATION).map(str::to_string);
+            if sk == SESSION_SK {
+                contents.has_record = true;
+                contents.generation = generation;
                 continue;
             }
-            for workflow in [a.opt_s("workflow_id"), a.opt_s("async_workflow_id")]
-                .into_iter()
-                .flatten()
-            {
-                self.delete_workflow(tenant, workflow).await?;
+            if sk.starts_with(TURN_PREFIX) {
+                for workflow in [a.opt_s("workflow_id"), a.opt_s("async_workflow_id")]
+                    .into_iter()
+                    .flatten()
+                {
+                    contents.workflows.push(workflow.to_string());
+                }
             }
+            contents.items.push(SessionItem {
+                sk: sk.to_string(),
+                generation,
+            });
         }
-        let (record, rest): (Vec<Item>, Vec<Item>) = items
-            .into_iter()
-            .partition(|item| Attrs(item).opt_s(SK) == Some(SESSION_SK));
-        let rest = rest
+        Ok(Some(contents))
+    }
+
+    async fn delete_session_contents(
+        &self,
+        tenant: &str,
+        contents: &SessionContents,
+    ) -> Result<bool, StoreError> {
+        // The turns' workflows first (their ids are the read turns' own, never a later
+        // opening's), then the partition with its record last: while any item is left, the
+        // session is still found (and swept again) rather than leaving orphans behind a
+        // missing record.
+        for workflow in &contents.workflows {
+            self.delete_workflow(tenant, workflow).await?;
+        }
+        let pk = keys::session_pk(tenant, &contents.session_id);
+        let deletes: Vec<_> = contents
+            .items
             .iter()
-            .map(delete_request)
-            .collect::<Result<Vec<_>, _>>()?;
-        self.batch_write(&self.state_table, rest).await?;
-        let record = record
-            .iter()
-            .map(delete_request)
-            .collect::<Result<Vec<_>, _>>()?;
-        self.batch_write(&self.state_table, record).await?;
-        Ok(true)
+            .map(|item| {
+                let (pk, sk, generation) = (pk.clone(), item.sk.clone(), item.generation.clone());
+                async move {
+                    self.delete_if_generation(&pk, &sk, generation.as_deref())
+                        .await
+                }
+            })
+            .collect();
+        let deleted: Vec<Result<bool, StoreError>> = futures::stream::iter(deletes)
+            .buffer_unordered(DELETE_CONCURRENCY)
+            .collect()
+            .await;
+        let mut any = false;
+        for result in deleted {
+            any |= result?;
+        }
+        if contents.has_record {
+            any |= self
+                .delete_if_generation(&pk, SESSION_SK, contents.generation.as_deref())
+                .await?;
+        }
+        Ok(any)
     }
 
     async fn idle_sessions(
@@ -265,10 +428,45 @@ impl SessionStore for DynamoStore {
         let due = self
             .due_in_sweeps(SESSION_SWEEP.to_string(), now_ms, limit)
             .await?;
+        let keys: Vec<Item> = due
+            .iter()
+            .filter_map(|item| {
+                Some(HashMap::from([
+                    (PK.into(), item.get(PK)?.clone()),
+                    (SK.into(), s(SESSION_SK)),
+                ]))
+            })
+            .collect();
+        // The index holds keys only: whether a turn runs is on the record.
+        let records = self
+            .batch_get(
+                &self.state_table,
+                keys,
+                Some("#pk, active_turn, idle_timeout_s"),
+                &[("#pk", PK)],
+                true,
+            )
+            .await?;
+        let mut busy = Vec::new();
+        for record in &records {
+            let a = Attrs(record);
+            if a.opt_n::<u32>("active_turn")?.is_none() {
+                continue;
+            }
+            let Some(pk) = a.opt_s(PK) else { continue };
+            let idle_ms = a.opt_n::<i64>("idle_timeout_s")?.unwrap_or(0) * 1000;
+            self.postpone_busy_session(pk, now_ms, now_ms + idle_ms.max(1_000))
+                .await?;
+            busy.push(pk.to_string());
+        }
         Ok(due
             .iter()
             .filter_map(|item| {
-                let (tenant, id) = keys::parse_session_pk(Attrs(item).opt_s(PK)?)?;
+                let pk = Attrs(item).opt_s(PK)?;
+                if busy.iter().any(|b| b == pk) {
+                    return None;
+                }
+                let (tenant, id) = keys::parse_session_pk(pk)?;
                 Some((tenant.to_string(), id.to_string()))
             })
             .collect())

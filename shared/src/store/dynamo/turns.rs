@@ -5,16 +5,22 @@
 use async_trait::async_trait;
 
 use super::sessions::{
-    expiry_attrs, session_record, IS_PAUSED, RECENT, REQUIRES_HUMAN, SESSION_ITEM_TTL_S, TASK_STACK,
+    expiry_attrs, same_generation, session_record, GENERATION, IS_PAUSED, RECENT, REQUIRES_HUMAN,
+    SESSION_ITEM_TTL_S, TASK_STACK,
 };
 use super::workflows::workflow_items;
 use super::*;
 use aws_sdk_dynamodb::types::{ConditionCheck, Delete, Update};
 
-use crate::domain::turn::{AsyncResult, TurnRecord, TurnStatus};
+use crate::domain::turn::{AsyncResult, Kept, TurnRecord, TurnStatus};
 use crate::store::keys::SESSION_SK;
 
-fn turn_item(tenant: &str, turn: &TurnRecord, request_id: &str) -> Result<Item, StoreError> {
+fn turn_item(
+    tenant: &str,
+    turn: &TurnRecord,
+    request_id: &str,
+    generation: Option<&str>,
+) -> Result<Item, StoreError> {
     let mut item = HashMap::from([
         (PK.into(), s(keys::session_pk(tenant, &turn.session_id))),
         (SK.into(), s(keys::turn_sk(turn.turn))),
@@ -46,7 +52,31 @@ fn turn_item(tenant: &str, turn: &TurnRecord, request_id: &str) -> Result<Item, 
     if let Some(id) = &turn.async_workflow_id {
         item.insert("async_workflow_id".into(), s(id.as_str()));
     }
+    if let Some(generation) = generation {
+        item.insert(GENERATION.into(), s(generation));
+    }
     Ok(item)
+}
+
+/// The answering agent's answer as the turn item keeps it: without its `response`, which the
+/// item holds once, as `response` (an answer may be as large as an agent's output).
+fn stored_answer(turn: &TurnRecord) -> Option<Value> {
+    let mut answer = turn.answer.clone()?;
+    if let (Value::Object(map), Some(response)) = (&mut answer, &turn.response) {
+        if map.get("response").and_then(Value::as_str) == Some(response.as_str()) {
+            map.remove("response");
+        }
+    }
+    Some(answer)
+}
+
+/// The answer as the turn shows it: its `response` put back.
+fn shown_answer(answer: Option<Value>, response: Option<&str>) -> Option<Value> {
+    let mut answer = answer?;
+    if let (Value::Object(map), Some(response)) = (&mut answer, response) {
+        map.entry("response").or_insert_with(|| Value::from(response));
+    }
+    Some(answer)
 }
 
 fn turn_record(item: &Item) -> Result<TurnRecord, StoreError> {
@@ -67,7 +97,7 @@ fn turn_record(item: &Item) -> Result<TurnRecord, StoreError> {
         async_workflow_id: a.opt_s("async_workflow_id").map(str::to_string),
         status: a.parsed("status")?,
         response: a.opt_s("response").map(str::to_string),
-        answer: a.json("answer")?,
+        answer: shown_answer(a.json("answer")?, a.opt_s("response")),
         sync_agent_results: a.json("sync_agent_results")?.unwrap_or_default(),
         async_agent_results: a.json("async_agent_results")?.unwrap_or_default(),
         error: a.json("error")?,
@@ -80,11 +110,14 @@ fn turn_record(item: &Item) -> Result<TurnRecord, StoreError> {
 }
 
 impl DynamoStore {
-    /// The write of an instance after its agent answered: created on the first call.
+    /// The write of an instance after its agent answered: created on the first call, and
+    /// marked with the session's generation.
+    #[allow(clippy::too_many_arguments)]
     fn instance_update(
         &self,
         tenant: &str,
         session_id: &str,
+        generation: Option<&str>,
         agent: &str,
         turn: u32,
         state: Option<&Value>,
@@ -113,6 +146,12 @@ impl DynamoStore {
                 .expression_attribute_names("#state", "state")
                 .expression_attribute_values(":state", json(state)?);
         }
+        if let Some(generation) = generation {
+            expression.push_str(", #generation = :generation");
+            update = update
+                .expression_attribute_names("#generation", GENERATION)
+                .expression_attribute_values(":generation", s(generation));
+        }
         let update = built(update.update_expression(expression).build())?;
         Ok(TransactWriteItem::builder().update(update).build())
     }
@@ -127,13 +166,20 @@ impl TurnStore for DynamoStore {
     ) -> Result<TurnStarted, StoreError> {
         let session = start.session;
         let next = start.turn.turn;
+        // The opening read, still: a session opened again under its id since is not this one.
+        let (same, generation) = same_generation(session.generation.as_deref());
         let mut lock = Update::builder()
             .table_name(&self.state_table)
             .key(PK, s(keys::session_pk(tenant, &session.id)))
             .key(SK, s(SESSION_SK))
-            .condition_expression(
-                "attribute_exists(pk) AND attribute_not_exists(active_turn) AND turns = :expected",
-            )
+            .condition_expression(format!(
+                "attribute_exists(pk) AND attribute_not_exists(active_turn) AND turns = :expected \
+                 AND {same}"
+            ))
+            .expression_attribute_names("#generation", GENERATION)
+            .set_expression_attribute_values(generation.map(|g| {
+                HashMap::from([(":generation".to_string(), g)])
+            }))
             .update_expression(
                 "SET turns = :next, active_turn = :next, turn_request = :request, \
                  last_active_at = :now, sweep_at = :sweep, expires_at = :ttl",
@@ -151,7 +197,12 @@ impl TurnStore for DynamoStore {
             .build()];
         items.push(txn_put(
             &self.state_table,
-            turn_item(tenant, start.turn, start.request_id)?,
+            turn_item(
+                tenant,
+                start.turn,
+                start.request_id,
+                session.generation.as_deref(),
+            )?,
             Some("attribute_not_exists(pk)"),
         )?);
         for shown in start.shown {
@@ -165,7 +216,8 @@ impl TurnStore for DynamoStore {
             items.push(TransactWriteItem::builder().delete(delete).build());
         }
         for workflow in start.workflows {
-            let (tasks, record) = workflow_items(workflow)?;
+            let inputs = self.place_inputs(workflow).await?;
+            let (tasks, record) = workflow_items(workflow, &inputs)?;
             for item in tasks.into_iter().chain([record]) {
                 items.push(txn_put(&self.state_table, item, None)?);
             }
@@ -233,7 +285,7 @@ impl TurnStore for DynamoStore {
             .expression_attribute_values(":progress", json(&turn.checkpoint_progress)?)
             .expression_attribute_values(":state", json(&turn.state)?)
             .expression_attribute_values(":timing", json(&turn.timing)?)
-            .expression_attribute_values(":answer", json(&turn.answer)?)
+            .expression_attribute_values(":answer", json(&stored_answer(turn))?)
             .expression_attribute_values(":error", json(&turn.error)?)
             .expression_attribute_values(":at", n(finish.now_ms));
         let mut expression = String::from(
@@ -251,14 +303,30 @@ impl TurnStore for DynamoStore {
 
         // Only the conversation's parts this turn changed are written (seed 001's dirty
         // tracking): most turns leave the task stack and the flags alone.
-        let (before, after) = (finish.before, finish.after);
-        let mut sets = vec!["#recent = :recent".to_string()];
+        let (session, after) = (finish.session, finish.after);
+        let before = &session.state;
+        // The idle clock starts again at the answer, in the sweeps index too.
+        let mut sets = vec![
+            "#recent = :recent".to_string(),
+            "last_active_at = :active".to_string(),
+            "sweep_at = :sweep".to_string(),
+            "expires_at = :ttl".to_string(),
+        ];
+        let [(_, active), (_, sweep), (_, ttl)] = expiry_attrs(session, finish.now_ms);
+        let (same, generation) = same_generation(session.generation.as_deref());
         let mut unlock = Update::builder()
             .table_name(&self.state_table)
             .key(PK, s(pk.as_str()))
             .key(SK, s(SESSION_SK))
-            .condition_expression("active_turn = :turn")
+            .condition_expression(format!("active_turn = :turn AND {same}"))
+            .expression_attribute_names("#generation", GENERATION)
+            .set_expression_attribute_values(generation.map(|g| {
+                HashMap::from([(":generation".to_string(), g)])
+            }))
             .expression_attribute_values(":turn", n(turn.turn))
+            .expression_attribute_values(":active", active)
+            .expression_attribute_values(":sweep", sweep)
+            .expression_attribute_values(":ttl", ttl)
             .expression_attribute_names("#recent", RECENT)
             .expression_attribute_values(":recent", json(&after.recent)?);
         let changed = [
@@ -296,6 +364,7 @@ impl TurnStore for DynamoStore {
             items.push(self.instance_update(
                 tenant,
                 &turn.session_id,
+                session.generation.as_deref(),
                 agent,
                 turn.turn,
                 state.as_ref(),
@@ -309,20 +378,26 @@ impl TurnStore for DynamoStore {
         &self,
         tenant: &str,
         session_id: &str,
+        generation: Option<&str>,
         result: &AsyncResult,
         state: Option<&Value>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let pk = keys::session_pk(tenant, session_id);
-        let exists = built(
-            ConditionCheck::builder()
-                .table_name(&self.state_table)
-                .key(PK, s(pk.as_str()))
-                .key(SK, s(SESSION_SK))
-                .condition_expression("attribute_exists(pk)")
-                .build(),
-        )?;
-        let item = HashMap::from([
+        let mut exists = ConditionCheck::builder()
+            .table_name(&self.state_table)
+            .key(PK, s(pk.as_str()))
+            .key(SK, s(SESSION_SK))
+            .condition_expression("attribute_exists(pk)");
+        if let Some(generation) = generation {
+            // The opening that started the turn: a new one under the same id is not it.
+            exists = exists
+                .condition_expression("attribute_exists(pk) AND #generation = :generation")
+                .expression_attribute_names("#generation", GENERATION)
+                .expression_attribute_values(":generation", s(generation));
+        }
+        let exists = built(exists.build())?;
+        let mut item = HashMap::from([
             (PK.into(), s(pk.as_str())),
             (
                 SK.into(),
@@ -330,16 +405,33 @@ impl TurnStore for DynamoStore {
             ),
             ("turn".into(), n(result.turn)),
             ("agent".into(), s(result.agent.as_str())),
-            ("result".into(), json(&result.result)?),
+            (
+                "result".into(),
+                match &result.result {
+                    Kept::Whole(value) => json(value)?,
+                    Kept::Cut(preview) => json(preview)?,
+                },
+            ),
+            (
+                "truncated".into(),
+                AttributeValue::Bool(matches!(result.result, Kept::Cut(_))),
+            ),
             ("finished_at".into(), n(result.finished_at_ms)),
             (EXPIRES_AT.into(), n(now_ms / 1000 + SESSION_ITEM_TTL_S)),
         ]);
+        if let Some(generation) = generation {
+            item.insert(GENERATION.into(), s(generation));
+        }
+        if let Some(workflow_id) = &result.workflow_id {
+            item.insert("workflow_id".into(), s(workflow_id.as_str()));
+        }
         let items = vec![
             TransactWriteItem::builder().condition_check(exists).build(),
             txn_put(&self.state_table, item, Some("attribute_not_exists(pk)"))?,
             self.instance_update(
                 tenant,
                 session_id,
+                generation,
                 &result.agent,
                 result.turn,
                 state,
