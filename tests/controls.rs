@@ -709,3 +709,77 @@ async fn a_cancelled_diamond_and_a_paused_fan_out_behave_as_their_controls_say()
         "each leaf ran once, after the resume"
     );
 }
+
+/// The attempt's dispatches (resends by the lease sweep) as stored.
+async fn dispatches(stack: &baton_local::stack::LocalStack, id: &str, task_id: &str) -> u32 {
+    use baton::store::WorkflowStore;
+    stack
+        .execute_deps()
+        .store
+        .task("default", id, task_id)
+        .await
+        .expect("task read")
+        .expect("task stored")
+        .dispatches
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resume_whose_release_lost_its_response_sends_the_held_tasks_at_once() {
+    use baton_local::faults::{Fault, FaultPlan, FaultRule};
+    // Sweeps run, with a short dispatch lease: a held task the resume did not send would be
+    // sent again by the lease sweep, and its `dispatches` would show it.
+    let stack = start_stack("release-lost", |s| {
+        s.faults = Some(FaultPlan::default());
+        recover_quickly(s);
+    })
+    .await;
+    let gate = GatedAgent::start().await;
+    let worker = agent(Arc::new(|_: &Value| AgentReply::ok(json!({ "ok": true })))).await;
+    register_gated(&stack, "gate", &gate).await;
+    register_agent(&stack, "worker", &worker, &["work"]).await;
+    let proxy = stack.faults().expect("fault proxy");
+
+    let id = submit(&stack, &gated_diamond()).await;
+    wait_for_status(&stack, &id, "a", "running").await;
+    let paused = control(&stack, &id, "pause").await;
+    assert_eq!(paused.body["status"], "paused", "{:?}", paused.body);
+    gate.open();
+    eventually("a's dependents queued and held", || async {
+        let view = get(&stack, &format!("/v1/workflows/{id}")).await.body;
+        let held =
+            |t: &str| task(&view, t)["status"] == "queued" && task(&view, t)["hold"] == "pause";
+        (held("b") && held("c")).then_some(())
+    })
+    .await;
+
+    // The release of each queued task is applied and its response lost: the SDK's retry
+    // meets the write it already made.
+    for t in ["b", "c"] {
+        proxy
+            .add_rule(FaultRule::once(
+                "UpdateItem",
+                &["dispatches = :zero REMOVE held_for", &format!("TASK#{t}\"")],
+                Fault::LoseResponse,
+            ))
+            .expect("rule");
+    }
+    let resumed = control(&stack, &id, "resume").await;
+    assert_eq!(resumed.status, 200, "{:?}", resumed.body);
+    assert_eq!(resumed.body["tasks"]["released"], 3, "{:?}", resumed.body);
+    assert_eq!(
+        proxy.pending_rules(),
+        0,
+        "both releases lost their responses"
+    );
+    let workflow = wait_until_finished(&stack, &id).await;
+    assert_eq!(workflow["status"], "succeeded", "{workflow:#}");
+    assert_eq!(worker.calls().len(), 3, "b, c and d ran once each");
+    // Sent by the resume itself: the lease sweep never had to send them again.
+    for t in ["b", "c"] {
+        assert_eq!(
+            dispatches(&stack, &id, t).await,
+            0,
+            "{t} was resent by the sweep"
+        );
+    }
+}

@@ -426,7 +426,13 @@ async fn a_restart_adds_the_index_a_newer_template_added_to_a_kept_table() {
         .attribute_definitions
         .retain(|a| !a.attribute_name.starts_with("list_") && a.attribute_name != "run_pk");
     let prefix = "index-upgrade";
-    let first = provision(&older, prefix, &dynamodb, &sqs)
+    let s3 = baton_local::provision::s3_client(&config);
+    let clients = baton_local::provision::ProvisionClients {
+        dynamodb: &dynamodb,
+        sqs: &sqs,
+        s3: &s3,
+    };
+    let first = provision(&older, prefix, clients)
         .await
         .expect("older stack");
     let table = first.tables["StateTable"].clone();
@@ -449,7 +455,7 @@ async fn a_restart_adds_the_index_a_newer_template_added_to_a_kept_table() {
         ["leases", "sweeps"]
     );
 
-    provision(&template, prefix, &dynamodb, &sqs)
+    provision(&template, prefix, clients)
         .await
         .expect("restart");
     assert_eq!(
@@ -457,7 +463,7 @@ async fn a_restart_adds_the_index_a_newer_template_added_to_a_kept_table() {
         ["leases", "running", "sweeps", "workflows"]
     );
     // A second restart finds nothing to add.
-    provision(&template, prefix, &dynamodb, &sqs)
+    provision(&template, prefix, clients)
         .await
         .expect("again");
 }

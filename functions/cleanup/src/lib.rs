@@ -51,8 +51,11 @@ pub const SWEEP_LIMIT: i32 = 200;
 pub const REPAIR_LIMIT: i32 = 100;
 /// Idle sessions ended per sweep.
 pub const SESSION_LIMIT: i32 = 100;
-/// Health probes per sweep, and how many run at once.
+/// Health probes per sweep, shared round-robin among the tenants of the due checks read
+/// (`domain::health::DUE_READ_FACTOR` times as many, oldest first).
 pub const PROBE_LIMIT: i32 = 100;
+/// When an agent found not probeable (disabled) is due again, if the index still holds it.
+const UNPROBED_WAIT_MS: i64 = 86_400_000;
 /// Leases and workflows handled at once: a sweep must fit in the function's 60 s.
 const SWEEP_CONCURRENCY: usize = 8;
 /// How long one workflow's repair may take in one sweep: past it, the repair stops where it
@@ -506,7 +509,7 @@ where
             .is_some_and(|at| at <= now - FOLLOW_UP_GRACE_MS);
         if settled && follow_up_incomplete(&view, task) {
             tracing::warn!(task = %task.id, status = %task.status, "follow-up of an ended task was interrupted; running it again");
-            let Some(whole) = deps.store.task(tenant, workflow_id, &task.id).await? else {
+            let Some(whole) = deps.store.task_whole(tenant, workflow_id, &task.id).await? else {
                 continue;
             };
             complete_task(&deps.store, &deps.queue, settings, &whole, now).await?;
@@ -556,11 +559,13 @@ where
                         .map_err(|e| e.to_string())?;
                     true
                 }
-                // Disabled agents are not probed; their next turn is kept.
+                // Not probed (the store hands out only enabled agents with a URL to probe, and
+                // takes the others out of the index): one with a health keeps it, due again
+                // only much later, so it never holds up the others.
                 _ => {
                     if let Some(health) = agent.health.as_ref() {
                         deps.store
-                            .record_health(&tenant, &agent.name, health, next)
+                            .record_health(&tenant, &agent.name, health, now + UNPROBED_WAIT_MS)
                             .await
                             .map_err(|e| e.to_string())?;
                     }

@@ -121,8 +121,21 @@ impl ControlKind {
     }
 }
 
+/// The control events a workflow record keeps, newest last. Each pause and resume adds one,
+/// so a client that pauses and resumes in a loop would otherwise grow the record without bound
+/// (and with it the cost of every write on it, which DynamoDB charges by the item's size):
+/// older events are dropped, and counted, by the write that appends a new one.
+pub const MAX_CONTROL_EVENTS: usize = 20;
+
+/// How many of the oldest of `kept` stored events the next appended one pushes out.
+pub const fn controls_to_drop(kept: usize) -> usize {
+    (kept + 1).saturating_sub(MAX_CONTROL_EVENTS)
+}
+
 /// A control as the workflow record keeps it (`controls`), for the history. It is appended
-/// by the write that applies the control, so the history costs no write of its own.
+/// by the write that applies the control, so the history costs no write of its own; the
+/// record keeps the newest [`MAX_CONTROL_EVENTS`] and counts the older ones
+/// (`controls_dropped`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlEvent {
     pub event: ControlKind,
@@ -345,6 +358,23 @@ mod tests {
             tasks_remaining: 2,
             drive: 0,
         }
+    }
+
+    #[test]
+    fn a_record_keeps_the_newest_control_events_and_drops_the_oldest() {
+        assert_eq!(controls_to_drop(0), 0);
+        assert_eq!(
+            controls_to_drop(MAX_CONTROL_EVENTS - 1),
+            0,
+            "fills up to the limit"
+        );
+        assert_eq!(
+            controls_to_drop(MAX_CONTROL_EVENTS),
+            1,
+            "then one out, one in"
+        );
+        // A record written before the limit, or past it by racing appends, comes back to it.
+        assert_eq!(controls_to_drop(2_000), 2_001 - MAX_CONTROL_EVENTS);
     }
 
     #[test]

@@ -158,9 +158,71 @@ pub fn after_probe(previous: Option<&AgentHealth>, probe: ProbeResult, now_ms: i
     }
 }
 
+/// Due health checks looked at per sweep for each one probed: a sweep reads this many times
+/// its probe limit from the `HEALTH` partition (oldest first, keys only) and shares its
+/// probes among their tenants, so one tenant's backlog of due agents cannot take every probe
+/// while another's agent waits behind it.
+pub const DUE_READ_FACTOR: usize = 10;
+
+/// Up to `limit` of `due` (oldest first), taken round-robin by tenant: one of each tenant's
+/// (its oldest), tenants in the order of their oldest due check, then a second of each, and
+/// so on. Each tenant's own checks keep their order.
+pub fn fair_by_tenant<T>(due: Vec<T>, tenant_of: impl Fn(&T) -> &str, limit: usize) -> Vec<T> {
+    let mut tenants: Vec<std::collections::VecDeque<T>> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for item in due {
+        let tenant = tenant_of(&item).to_string();
+        let at = *index.entry(tenant).or_insert_with(|| {
+            tenants.push(std::collections::VecDeque::new());
+            tenants.len() - 1
+        });
+        tenants[at].push_back(item);
+    }
+    let mut taken = Vec::new();
+    while taken.len() < limit {
+        let before = taken.len();
+        for queue in tenants.iter_mut() {
+            if taken.len() == limit {
+                break;
+            }
+            if let Some(item) = queue.pop_front() {
+                taken.push(item);
+            }
+        }
+        if taken.len() == before {
+            break;
+        }
+    }
+    taken
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probes_are_shared_round_robin_by_tenant_oldest_first() {
+        let mut due: Vec<(&str, u32)> = (0..120).map(|i| ("busy", i)).collect();
+        due.push(("quiet", 0));
+        due.push(("busy", 120));
+        due.push(("other", 0));
+        let taken = fair_by_tenant(due.clone(), |d| d.0, 100);
+        assert_eq!(taken.len(), 100);
+        assert_eq!(taken[..3], [("busy", 0), ("quiet", 0), ("other", 0)]);
+        let busy: Vec<u32> = taken
+            .iter()
+            .filter(|d| d.0 == "busy")
+            .map(|d| d.1)
+            .collect();
+        assert_eq!(
+            busy,
+            (0..98).collect::<Vec<_>>(),
+            "a tenant's own oldest first"
+        );
+        assert_eq!(fair_by_tenant(due.clone(), |d| d.0, 500).len(), due.len());
+        assert!(fair_by_tenant(due, |d| d.0, 0).is_empty());
+        assert!(fair_by_tenant(Vec::<(&str, u32)>::new(), |d| d.0, 5).is_empty());
+    }
 
     fn input(path: &str, interval_s: Option<i64>) -> HealthCheckInput {
         HealthCheckInput {

@@ -44,6 +44,8 @@ pub enum StoreError {
     TooLarge(String),
     #[error("DynamoDB request failed: {0}")]
     Dynamo(String),
+    #[error(transparent)]
+    Payload(#[from] crate::payload::PayloadError),
 }
 
 /// A task as written when its workflow is created.
@@ -103,7 +105,12 @@ pub struct TaskRecord {
     /// Dependencies already counted as done.
     pub deps_done: Vec<String>,
     pub agent: Option<String>,
+    /// The output, when it is on the item (read whole: also when it was in S3).
     pub output: Option<Value>,
+    /// Where an output too large for the item went; a view reads it only on request.
+    pub output_ref: Option<crate::payload::StoredPayload>,
+    /// The first bytes of such an output's JSON, for views.
+    pub output_preview: Option<String>,
     pub failure: Option<TaskFailure>,
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
@@ -245,8 +252,8 @@ pub enum DependencyOutputs {
 }
 
 /// The most a task receives from its dependencies' outputs, in bytes of stored JSON: what
-/// one call carries, and what a handler holds for it.
-pub const MAX_DEPENDENCY_BYTES: usize = 1024 * 1024;
+/// one call carries, and what a handler holds for it (one output of the largest size fits).
+pub const MAX_DEPENDENCY_BYTES: usize = 8 * 1024 * 1024;
 
 /// What a claim on (task, attempt) found.
 #[derive(Debug, Clone)]
@@ -373,7 +380,16 @@ pub trait WorkflowStore: Send + Sync {
         tenant: &str,
         id: &str,
     ) -> Result<Option<WorkflowView>, StoreError>;
-    /// One task (None: no such task).
+    /// One task with its input and output read whole, also from the payload bucket (None:
+    /// no such task). [`WorkflowStore::task`] reads the item only.
+    async fn task_whole(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+        task_id: &str,
+    ) -> Result<Option<TaskRecord>, StoreError>;
+    /// One task as its item holds it: an input or output in the payload bucket is left there
+    /// (None: no such task).
     async fn task(
         &self,
         tenant: &str,
@@ -752,8 +768,47 @@ pub trait SessionStore: Send + Sync {
     async fn create_session(&self, tenant: &str, session: &Session) -> Result<(), StoreError>;
     async fn session(&self, tenant: &str, id: &str) -> Result<Option<Session>, StoreError>;
     /// Deletes every item of the session. False if it held none (already ended).
-    async fn end_session(&self, tenant: &str, id: &str) -> Result<bool, StoreError>;
-    /// Sessions whose idle time-out has passed, with their tenant, from the sweeps index.
+    async fn end_session(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        match self.session_contents(tenant, id).await? {
+            Some(contents) => self.delete_session_contents(tenant, &contents).await,
+            None => Ok(false),
+        }
+    }
+    /// Ends the session only if it is still the opening `generation` (None: one stored
+    /// before generations, or any opening, as [`SessionStore::end_session`]): an id opened
+    /// again since it was read keeps its new session. False if nothing of it was deleted.
+    async fn end_session_of(
+        &self,
+        tenant: &str,
+        id: &str,
+        generation: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let Some(contents) = self.session_contents(tenant, id).await? else {
+            return Ok(false);
+        };
+        if generation.is_some() && contents.generation.as_deref() != generation {
+            return Ok(false);
+        }
+        self.delete_session_contents(tenant, &contents).await
+    }
+    /// What ending the session deletes, as it is now: the first half of an end (None: the
+    /// session holds nothing).
+    async fn session_contents(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<SessionContents>, StoreError>;
+    /// The second half of an end: deletes the turns' workflows, then each item read that is
+    /// still of the generation it was read in, the record last. Items written since by a new
+    /// opening of the id are left alone. False if nothing was deleted.
+    async fn delete_session_contents(
+        &self,
+        tenant: &str,
+        contents: &SessionContents,
+    ) -> Result<bool, StoreError>;
+    /// Sessions whose idle time-out has passed, with their tenant, from the sweeps index. A
+    /// session found due while it runs a turn is not returned: it is made due again one idle
+    /// time-out later (its turn's answer sets the real time), so it never holds up the sweep.
     async fn idle_sessions(
         &self,
         now_ms: i64,
@@ -797,11 +852,12 @@ pub trait TurnStore: Send + Sync {
     /// or the session has ended.
     async fn finish_turn(&self, tenant: &str, finish: &TurnFinish<'_>) -> Result<bool, StoreError>;
     /// Keeps an async agent's result for the next turn, and its instance state; nothing if
-    /// the session has ended.
+    /// the session has ended, or is another opening than `generation` (when known).
     async fn record_async_result(
         &self,
         tenant: &str,
         session_id: &str,
+        generation: Option<&str>,
         result: &AsyncResult,
         state: Option<&Value>,
         now_ms: i64,
@@ -820,6 +876,30 @@ pub struct SessionBundle {
     pub instances: Vec<AgentInstance>,
     /// Async results not yet shown, oldest first.
     pub pending: Vec<AsyncResult>,
+}
+
+/// What an end of a session read, to delete: each item's key with the generation it was read
+/// in, and the turns' workflows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionContents {
+    pub session_id: String,
+    /// The generation of the session's record as read (None: no record, or one stored before
+    /// generations).
+    pub generation: Option<String>,
+    /// Every item of the session's partition but its record, by sort key.
+    pub items: Vec<SessionItem>,
+    /// Whether the record was read (deleted last).
+    pub has_record: bool,
+    /// The workflows of its turns (deleted first).
+    pub workflows: Vec<String>,
+}
+
+/// One item of a session as an end read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionItem {
+    pub sk: String,
+    /// None: written before generations; deleted only while it still has none.
+    pub generation: Option<String>,
 }
 
 /// Everything a new turn writes at once.
@@ -851,8 +931,10 @@ pub enum TurnStarted {
 /// A turn's end.
 pub struct TurnFinish<'a> {
     pub turn: &'a TurnRecord,
-    /// The conversation before and after the turn: only the parts that differ are written.
-    pub before: &'a ConversationState,
+    /// The session as read before the end: its conversation (only the parts that differ from
+    /// `after` are written), its generation (the condition) and its idle time-out, whose
+    /// clock restarts at the answer.
+    pub session: &'a Session,
     pub after: &'a ConversationState,
     /// The agents that answered, with the state each returned (None: unchanged).
     pub instances: Vec<(String, Option<Value>)>,

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::domain::agent::{AgentTarget, BedrockTarget, OpenAiTarget};
+use crate::domain::health::{fair_by_tenant, DUE_READ_FACTOR};
 use crate::domain::registry::UnreadableAgent;
 use crate::store::keys::{HEALTH_SWEEP, SWEEP_AT, SWEEP_SHARD};
 use aws_sdk_dynamodb::types::{Delete, Update};
@@ -123,9 +124,13 @@ fn agent_item(tenant: &str, agent: &Agent) -> Result<Item, StoreError> {
     }
     if let Some(check) = &agent.health_check {
         item.insert("health_check".into(), json(check)?);
-        // In the sweeps index, due at once: the first probe comes with the next sweep.
-        item.insert(SWEEP_SHARD.into(), s(HEALTH_SWEEP));
-        item.insert(SWEEP_AT.into(), n(agent.updated_at_ms));
+        // An enabled agent is in the sweeps index, due at once: the first probe comes with
+        // the next sweep (so does the first after an enable). A disabled one is not probed
+        // and stays out of the index, where it would only take a due check's place.
+        if agent.enabled {
+            item.insert(SWEEP_SHARD.into(), s(HEALTH_SWEEP));
+            item.insert(SWEEP_AT.into(), n(agent.updated_at_ms));
+        }
     }
     Ok(item)
 }
@@ -156,6 +161,12 @@ fn agent_record(item: &Item) -> Result<Agent, StoreError> {
         created_at_ms: a.n("created_at")?,
         updated_at_ms: a.n("updated_at")?,
     })
+}
+
+/// Where the health sweep probes the agent, if it can.
+fn probe_url(agent: &Agent) -> Option<String> {
+    let check = agent.health_check.as_ref()?;
+    check.url(agent.endpoint()?)
 }
 
 /// The agent's version: what `If-Match` names.
@@ -341,6 +352,35 @@ impl DynamoStore {
         Ok(items)
     }
 
+    /// Takes an agent the health sweep cannot probe out of the sweeps index, unless it
+    /// changed since `item` was read (a change writes its place in the index anew).
+    async fn leave_health_sweep(&self, item: &Item) -> Result<(), StoreError> {
+        let (Some(pk), Some(sk)) = (item.get(PK), item.get(SK)) else {
+            return Ok(());
+        };
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.state_table)
+            .key(PK, pk.clone())
+            .key(SK, sk.clone())
+            .update_expression(format!("REMOVE {SWEEP_SHARD}, {SWEEP_AT}"));
+        let update = match item.get(VERSION) {
+            Some(version) => update
+                .condition_expression(format!("{VERSION} = :version"))
+                .expression_attribute_values(":version", version.clone()),
+            None => update.condition_expression(format!(
+                "attribute_exists({PK}) AND attribute_not_exists({VERSION})"
+            )),
+        };
+        conditional_update(update, ReturnValue::None).await?;
+        tracing::info!(
+            agent = Attrs(item).opt_s("name").unwrap_or("?"),
+            "agent the health sweep cannot probe taken out of the sweeps index"
+        );
+        Ok(())
+    }
+
     /// An agent's item as stored, read strongly: the registry decides changes on it.
     async fn agent_item_raw(&self, tenant: &str, name: &str) -> Result<Option<Item>, StoreError> {
         self.state_item(keys::agents_pk(tenant), &keys::agent_sk(name))
@@ -428,15 +468,27 @@ impl AgentRegistry for DynamoStore {
         now_ms: i64,
         limit: i32,
     ) -> Result<Vec<(String, Agent)>, StoreError> {
-        let keys: Vec<Item> = self
-            .due_in_sweeps(HEALTH_SWEEP.to_string(), now_ms, limit)
+        let wanted = usize::try_from(limit).unwrap_or(0);
+        // More than the limit, keys only, so the probes can be shared among tenants.
+        let read = i32::try_from(wanted.saturating_mul(DUE_READ_FACTOR)).unwrap_or(i32::MAX);
+        let due: Vec<(String, Item)> = self
+            .due_in_sweeps(HEALTH_SWEEP.to_string(), now_ms, read.max(1))
             .await?
             .into_iter()
-            .map(|item| {
-                item.into_iter()
+            .filter_map(|item| {
+                let a = Attrs(&item);
+                let (tenant, _) = keys::parse_agent_keys(a.opt_s(PK)?, a.opt_s(SK)?)?;
+                let tenant = tenant.to_string();
+                let key = item
+                    .into_iter()
                     .filter(|(k, _)| k == PK || k == SK)
-                    .collect()
+                    .collect();
+                Some((tenant, key))
             })
+            .collect();
+        let keys: Vec<Item> = fair_by_tenant(due, |(tenant, _)| tenant.as_str(), wanted)
+            .into_iter()
+            .map(|(_, key)| key)
             .collect();
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -444,15 +496,32 @@ impl AgentRegistry for DynamoStore {
         let items = self
             .batch_get(&self.state_table, keys, None, &[], false)
             .await?;
-        Ok(items
-            .iter()
-            .filter_map(|item| {
-                let a = Attrs(item);
-                let (tenant, _) = keys::parse_agent_keys(a.opt_s(PK)?, a.opt_s(SK)?)?;
-                let agent = readable_agents(std::slice::from_ref(item)).pop()?;
-                Some((tenant.to_string(), agent))
-            })
-            .collect())
+        let mut probed = Vec::new();
+        for item in &items {
+            let a = Attrs(item);
+            let Some((tenant, _)) = a
+                .opt_s(PK)
+                .zip(a.opt_s(SK))
+                .and_then(|(pk, sk)| keys::parse_agent_keys(pk, sk))
+            else {
+                continue;
+            };
+            match readable_agents(std::slice::from_ref(item)).pop() {
+                Some(agent) if agent.enabled && probe_url(&agent).is_some() => {
+                    probed.push((tenant.to_string(), agent));
+                }
+                // Disabled (written so before disabling took an agent out of the index), or
+                // unreadable, or with nothing to probe: out of the index, or it would stay the
+                // oldest due check for good. Its next change puts it back.
+                _ => {
+                    if let Err(error) = self.leave_health_sweep(item).await {
+                        // Tried again when it next comes up; the others are probed meanwhile.
+                        tracing::warn!(%error, "an agent that cannot be probed is still due");
+                    }
+                }
+            }
+        }
+        Ok(probed)
     }
 
     async fn record_health(
@@ -469,8 +538,11 @@ impl AgentRegistry for DynamoStore {
             .key(PK, s(keys::agents_pk(tenant)))
             .key(SK, s(keys::agent_sk(name)))
             .update_expression(format!("SET health = :health, {SWEEP_AT} = :next"))
-            // The agent may have been removed or lost its check since the probe started.
-            .condition_expression("attribute_exists(health_check)")
+            // The agent may have been removed, disabled (out of the index) or lost its check
+            // since the probe started.
+            .condition_expression(format!(
+                "attribute_exists(health_check) AND attribute_exists({SWEEP_SHARD})"
+            ))
             .expression_attribute_values(":health", json(health)?)
             .expression_attribute_values(":next", n(next_check_ms));
         conditional_update(update, ReturnValue::None).await?;

@@ -4,7 +4,9 @@ use async_trait::async_trait;
 
 use super::workflows::{listed_workflow, task_record, workflow_record, LEASE_ATTRS, PROFILE};
 use super::*;
-use crate::domain::control::{Control, ControlChange, Hold, TaskReset};
+use crate::domain::control::{
+    controls_to_drop, Control, ControlChange, ControlEvent, Hold, TaskReset,
+};
 use crate::store::keys::{
     CANCEL_FORCE, CONTROL, CONTROLS, DRIVE, HOLD, LIST_INDEX, LIST_PK, LIST_SK, RUN_PK, SWEEP_AT,
     SWEEP_SHARD,
@@ -19,6 +21,97 @@ fn controlled_by(record: &WorkflowRecord, request: &str) -> bool {
     record.controls.last().is_some_and(|c| c.request == request)
 }
 
+/// Whether a refused release of the queued attempt `read` meets the release's own write: the
+/// hold is gone and the attempt, still queued, has the dispatch lease that write set (another
+/// release, or a sweep's resend, sets another).
+fn released_by_this_write(
+    read: &TaskRecord,
+    dispatch_until_ms: i64,
+    current: &Item,
+) -> Result<bool, StoreError> {
+    let a = Attrs(current);
+    Ok(a.opt_s(HOLD).is_none()
+        && a.opt_s("status") == Some(TaskStatus::Queued.as_str())
+        && a.opt_n::<u32>("attempt")? == Some(read.attempt)
+        && a.opt_n::<i64>(LEASE_UNTIL)? == Some(dispatch_until_ms)
+        && a.opt_s(LEASE_SHARD).is_some())
+}
+
+/// How many older control events the record dropped (it keeps the newest
+/// `MAX_CONTROL_EVENTS`); with the kept ones, the count of every control applied.
+const CONTROLS_DROPPED: &str = "controls_dropped";
+
+/// A control's events written anew: the record's kept events as freshly read, without the
+/// oldest, and the new one; conditional on the list being as read.
+struct TrimmedControls {
+    events: Vec<AttributeValue>,
+    dropped: u64,
+    /// What the list was read as: its length and the count of events dropped before.
+    read_len: usize,
+    read_dropped: Option<u64>,
+}
+
+impl TrimmedControls {
+    /// The write's values, its `SET` of the events, and the condition that no control was
+    /// appended since the read (every append makes the length or the dropped count grow).
+    fn apply(self, update: UpdateItemFluentBuilder) -> (UpdateItemFluentBuilder, String, String) {
+        let update = update
+            .expression_attribute_values(":events", AttributeValue::L(self.events))
+            .expression_attribute_values(":dropped", n(self.dropped));
+        let (update, dropped) = match self.read_dropped {
+            Some(before) => (
+                update.expression_attribute_values(":dropped_before", n(before)),
+                format!("{CONTROLS_DROPPED} = :dropped_before"),
+            ),
+            None => (update, format!("attribute_not_exists({CONTROLS_DROPPED})")),
+        };
+        let (update, list) = match self.read_len {
+            0 => (update, format!("attribute_not_exists({CONTROLS})")),
+            len => (
+                update.expression_attribute_values(":kept", n(len)),
+                format!("size({CONTROLS}) = :kept"),
+            ),
+        };
+        (
+            update,
+            format!("{CONTROLS} = :events, {CONTROLS_DROPPED} = :dropped"),
+            format!(" AND {list} AND {dropped}"),
+        )
+    }
+}
+
+impl DynamoStore {
+    /// The record's control events with `event` appended and the oldest dropped, from a
+    /// strongly consistent read of the record (None: it is gone).
+    async fn trimmed_controls(
+        &self,
+        read: &WorkflowRecord,
+        event: &ControlEvent,
+    ) -> Result<Option<TrimmedControls>, StoreError> {
+        let Some(item) = self
+            .state_item(keys::workflow_pk(&read.tenant, &read.id), keys::WORKFLOW_SK)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let a = Attrs(&item);
+        let stored = match item.get(CONTROLS) {
+            Some(AttributeValue::L(events)) => events.as_slice(),
+            _ => &[],
+        };
+        let drop = controls_to_drop(stored.len());
+        let read_dropped = a.opt_n::<u64>(CONTROLS_DROPPED)?;
+        let mut events = stored[drop..].to_vec();
+        events.push(json(event)?);
+        Ok(Some(TrimmedControls {
+            events,
+            dropped: read_dropped.unwrap_or(0) + drop as u64,
+            read_len: stored.len(),
+            read_dropped,
+        }))
+    }
+}
+
 #[async_trait]
 impl WorkflowControls for DynamoStore {
     async fn control_workflow(
@@ -26,21 +119,37 @@ impl WorkflowControls for DynamoStore {
         read: &WorkflowRecord,
         write: &ControlWrite<'_>,
     ) -> Result<ControlApplied, StoreError> {
+        if write.change == ControlChange::Unchanged {
+            return Ok(ControlApplied::Applied(Box::new(read.clone())));
+        }
         let update = self
             .update_workflow(&read.tenant, &read.id)
             .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":event", json_list(std::slice::from_ref(write.event))?)
-            .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
             .expression_attribute_values(":now", n(write.event.at_ms))
             .expression_attribute_values(":check", n(write.check_at_ms))
             .expression_attribute_values(":running", s(WorkflowStatus::Running.as_str()));
-        let common = format!(
-            "{CONTROLS} = list_append(if_not_exists({CONTROLS}, :empty), :event), \
-             updated_at = :now, {SWEEP_AT} = :check"
-        );
-        let live = "#status = :running AND tasks_remaining > :zero";
+        // The event is appended; once the record holds its fill of them, the list is written
+        // anew from a fresh read without the oldest, in this same conditional write.
+        let (update, events, unchanged) = if true || controls_to_drop(read.controls.len()) == 0 {
+            let update = update
+                .expression_attribute_values(
+                    ":event",
+                    json_list(std::slice::from_ref(write.event))?,
+                )
+                .expression_attribute_values(":empty", AttributeValue::L(Vec::new()));
+            let events =
+                format!("{CONTROLS} = list_append(if_not_exists({CONTROLS}, :empty), :event)");
+            (update, events, String::new())
+        } else {
+            let Some(trim) = self.trimmed_controls(read, write.event).await? else {
+                return Ok(ControlApplied::Missing);
+            };
+            trim.apply(update)
+        };
+        let common = format!("{events}, updated_at = :now, {SWEEP_AT} = :check");
+        let live = format!("#status = :running AND tasks_remaining > :zero{unchanged}");
         let update = match write.change {
-            ControlChange::Unchanged => return Ok(ControlApplied::Applied(Box::new(read.clone()))),
+            ControlChange::Unchanged => unreachable!("answered above"),
             ControlChange::Pause => update
                 .update_expression(format!("SET {CONTROL} = :paused, {common}"))
                 .condition_expression(format!("{live} AND attribute_not_exists({CONTROL})"))
@@ -48,7 +157,9 @@ impl WorkflowControls for DynamoStore {
                 .expression_attribute_values(":zero", n(0)),
             ControlChange::Resume => update
                 .update_expression(format!("SET {common} REMOVE {CONTROL}"))
-                .condition_expression(format!("#status = :running AND {CONTROL} = :paused"))
+                .condition_expression(format!(
+                    "#status = :running AND {CONTROL} = :paused{unchanged}"
+                ))
                 .expression_attribute_values(":paused", s(Control::PAUSED)),
             ControlChange::Cancel { force } => {
                 let (set_force, allowed) = if force {
@@ -87,7 +198,8 @@ impl WorkflowControls for DynamoStore {
                          {CANCEL_FORCE} DELETE tasks_done :rerun"
                     ))
                     .condition_expression(format!(
-                        "#status = :was AND (attribute_not_exists({DRIVE}) OR {DRIVE} = :read)"
+                        "#status = :was AND (attribute_not_exists({DRIVE}) OR {DRIVE} = :read)\
+                         {unchanged}"
                     ))
                     .expression_attribute_values(":drive", n(drive))
                     .expression_attribute_values(":read", n(read.drive))
@@ -188,6 +300,14 @@ impl WorkflowControls for DynamoStore {
                     HoldReleased::Send(Box::new(task_record(&item)?))
                 }
                 Conditional::Applied(_) => HoldReleased::Done,
+                // This write's own effect (its response was lost and the SDK sent it again):
+                // the queued attempt is released with the dispatch lease this write set, so it
+                // is sent now, not a whole lease later by the sweep.
+                Conditional::Rejected(Some(item))
+                    if queued && released_by_this_write(read, dispatch_until_ms, &item)? =>
+                {
+                    HoldReleased::Send(Box::new(task_record(&item)?))
+                }
                 Conditional::Rejected(Some(item)) if Attrs(&item).opt_s(HOLD).is_none() => {
                     HoldReleased::Done
                 }

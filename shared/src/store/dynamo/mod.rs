@@ -34,6 +34,19 @@ use super::*;
 
 type Item = HashMap<String, AttributeValue>;
 
+/// Where a payload went.
+enum Placed {
+    /// Its JSON text, for the item.
+    Inline(String),
+    /// In the bucket; with the first characters of its JSON for views.
+    Stored(crate::payload::StoredPayload, String),
+}
+
+/// How much of a stored payload's JSON its item keeps, for views.
+const PREVIEW_CHARS: usize = 1024;
+/// The pointer to a task's input in the bucket.
+const INPUT_REF: &str = "input_ref";
+
 /// BatchWriteItem takes at most 25 items, BatchGetItem 100 keys.
 const BATCH_WRITE_LIMIT: usize = 25;
 const BATCH_GET_LIMIT: usize = 100;
@@ -43,12 +56,14 @@ const MAX_RETRIES: u32 = 8;
 /// task type among them (at most one per outcome) and the circuit.
 pub const MAX_OUTCOMES_PER_WRITE: usize = 49;
 
-/// Both tables, reached through one client built at start-up.
+/// Both tables, reached through one client built at start-up, and the bucket that holds the
+/// payloads too large for their items.
 #[derive(Clone, Debug)]
 pub struct DynamoStore {
     client: Client,
     state_table: String,
     memory_table: String,
+    payloads: Option<std::sync::Arc<dyn crate::payload::PayloadStore>>,
 }
 
 impl DynamoStore {
@@ -57,7 +72,60 @@ impl DynamoStore {
             client,
             state_table,
             memory_table,
+            payloads: None,
         }
+    }
+
+    /// The store with a bucket for large inputs and outputs (without one, every payload
+    /// stays on its item, as far as the item's size allows).
+    pub fn with_payloads(mut self, payloads: std::sync::Arc<dyn crate::payload::PayloadStore>) -> Self {
+        self.payloads = Some(payloads);
+        self
+    }
+
+    /// A payload as it goes on an item: inline when small (or when there is no bucket), else
+    /// written to the bucket under `key` and pointed at.
+    async fn place_payload(&self, key: &str, json_text: String) -> Result<Placed, StoreError> {
+        match &self.payloads {
+            Some(payloads) if json_text.len() > crate::payload::INLINE_LIMIT => {
+                let bytes = json_text.len() as u64;
+                let preview: String = json_text.chars().take(PREVIEW_CHARS).collect();
+                payloads.put(key, json_text.into_bytes()).await?;
+                Ok(Placed::Stored(
+                    crate::payload::StoredPayload {
+                        key: key.to_string(),
+                        bytes,
+                    },
+                    preview,
+                ))
+            }
+            _ => Ok(Placed::Inline(json_text)),
+        }
+    }
+
+    /// A stored payload, read whole and parsed.
+    async fn fetch_payload(
+        &self,
+        stored: &crate::payload::StoredPayload,
+    ) -> Result<Value, StoreError> {
+        let payloads = self.payloads.as_ref().ok_or(crate::payload::PayloadError::NoBucket {
+            bytes: stored.bytes as usize,
+        })?;
+        let bytes = payloads.get(&stored.key).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::Corrupt(format!("payload `{}`: {e}", stored.key)))
+    }
+
+    /// A task item as a record with its input and output read whole, wherever they are.
+    async fn whole_task(&self, item: &Item) -> Result<TaskRecord, StoreError> {
+        let mut record = workflows::task_record(item)?;
+        if let Some(stored) = Attrs(item).json::<crate::payload::StoredPayload>(INPUT_REF)? {
+            record.input = self.fetch_payload(&stored).await?;
+        }
+        if let Some(stored) = &record.output_ref {
+            record.output = Some(self.fetch_payload(stored).await?);
+        }
+        Ok(record)
     }
 
     fn task_key(&self, tenant: &str, workflow_id: &str, task_id: &str) -> Item {
@@ -377,11 +445,21 @@ fn backoff(retry: u32) -> Duration {
     Duration::from_millis(25 << retry.min(6))
 }
 
+/// A request's failure as the store's error: an item refused for its size is `TooLarge`, so
+/// that the chain can fail what made it so large instead of trying the write again.
 fn dynamo_error<E, R>(err: SdkError<E, R>) -> StoreError
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
+    if let Some(service) = err.as_service_error() {
+        let message = service.message().unwrap_or_default();
+        if service.code() == Some("ValidationException")
+            && message.to_ascii_lowercase().contains("item size")
+        {
+            return StoreError::TooLarge(message.to_string());
+        }
+    }
     StoreError::Dynamo(DisplayErrorContext(&err).to_string())
 }
 
@@ -423,10 +501,13 @@ fn json_list<T: serde::Serialize>(values: &[T]) -> Result<AttributeValue, StoreE
         .map(AttributeValue::L)
 }
 
+/// A value's JSON text as an item stores it.
+fn json_text(value: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 fn json(value: &impl serde::Serialize) -> Result<AttributeValue, StoreError> {
-    serde_json::to_string(value)
-        .map(AttributeValue::S)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))
+    json_text(value).map(AttributeValue::S)
 }
 
 /// Typed access to an item's attributes, with errors that name the attribute.
