@@ -2269,14 +2269,27 @@ async fn a_tenants_pace_spreads_its_tasks_and_its_backlog_refuses_what_would_wai
     assert_eq!(accepted["pacing"]["tasks_per_second"], 2.0, "{accepted:#}");
     let id = id_of(&accepted);
 
-    // Five more right away would leave more than three waiting: refused, nothing stored.
+    // More than the burst and backlog together can never be admitted: refused for good,
+    // with no Retry-After to come back after.
     let before = state_keys(&stack).await;
-    let refused = call(
+    let never = call(
         &stack,
         MALLORY,
         "POST",
         "/v1/workflows",
         Some(&independent(5)),
+    )
+    .await;
+    assert_error(&never, 429, "quota_exceeded", "never be admitted");
+    assert!(never.header("retry-after").is_none(), "{:?}", never.body);
+
+    // Three more right away would leave more than three waiting: refused, nothing stored.
+    let refused = call(
+        &stack,
+        MALLORY,
+        "POST",
+        "/v1/workflows",
+        Some(&independent(3)),
     )
     .await;
     assert_error(&refused, 429, "quota_exceeded", "past the backlog");
@@ -2545,10 +2558,11 @@ async fn concurrent_secret_writes_cannot_exceed_the_secrets_a_tenant_may_keep() 
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fan_in_whose_dependencies_exceed_a_mebibyte_fails_without_calling_its_agent() {
+async fn a_fan_in_whose_dependencies_exceed_their_limit_fails_without_calling_its_agent() {
     let stack = start_stack("atk-fan-in", |s| s.run_learn = false).await;
-    // Each answers about 300 KB of JSON: four of them come to more than 1 MiB.
-    let producer = agent_replying(AgentReply::ok(json!({ "blob": "x".repeat(300_000) }))).await;
+    // Each answers about 2.5 MB of JSON (in the payload bucket): four of them come to more
+    // than the 8 MiB a task may receive from its dependencies.
+    let producer = agent_replying(AgentReply::ok(json!({ "blob": "x".repeat(2_500_000) }))).await;
     let gatherer = agent_replying(AgentReply::ok(json!({ "gathered": true }))).await;
     register_url_as(&stack, MALLORY, "producer", &producer.url, &["produce"]).await;
     register_url_as(&stack, MALLORY, "gatherer", &gatherer.url, &["gather"]).await;

@@ -823,8 +823,8 @@ async fn turns_under_faults_are_answered_once_each_and_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_turn_longer_than_the_idle_time_out_is_answered_and_the_idle_clock_starts_at_its_answer(
-) {
+async fn a_turn_longer_than_the_idle_time_out_is_answered_and_the_idle_clock_starts_at_its_answer()
+{
     use baton::domain::session::MIN_IDLE_TIMEOUT_S;
     let idle_ms = MIN_IDLE_TIMEOUT_S as i64 * 1000;
     // The sweep every half second, as the schedule would run it if it ran that often.
@@ -845,12 +845,21 @@ async fn a_turn_longer_than_the_idle_time_out_is_answered_and_the_idle_clock_sta
     )
     .await;
     let session = open_session(&stack, json!({ "idle_timeout_s": MIN_IDLE_TIMEOUT_S })).await;
-    let asked = say(&stack, &session, json!({ "text": "take your time", "wait": 28 })).await;
+    let asked = say(
+        &stack,
+        &session,
+        json!({ "text": "take your time", "wait": 28 }),
+    )
+    .await;
     assert_eq!(asked.status, 202, "{:?}", asked.body);
     let turn_path = asked.body["location"].as_str().unwrap().to_string();
     let answered = eventually("the turn is answered", || async {
         let view = get(&stack, &turn_path).await;
-        assert_eq!(view.status, 200, "the session ended under its turn: {:?}", view.body);
+        assert_eq!(
+            view.status, 200,
+            "the session ended under its turn: {:?}",
+            view.body
+        );
         (view.body["status"] != "running").then_some(view.body)
     })
     .await;
@@ -887,9 +896,9 @@ async fn large_async_results_are_shown_as_bounded_previews_and_the_session_goes_
     let digest = agent(large("digest")).await;
     let archive = agent(large("archive")).await;
     let privacy = agent(behaviour(|_| json!({ "personal_data": false }))).await;
-    let primary = agent(behaviour(|call| {
-        json!({ "response": format!("heard `{}`", text_of(call)), "mood": "calm" })
-    }))
+    let primary = agent(behaviour(
+        |call| json!({ "response": format!("heard `{}`", text_of(call)), "mood": "calm" }),
+    ))
     .await;
     register_role(&stack, "digest", &digest, "async").await;
     register_role(&stack, "archive", &archive, "async").await;
@@ -947,5 +956,48 @@ async fn large_async_results_are_shown_as_bounded_previews_and_the_session_goes_
         let answer = item["answer"].as_s().unwrap();
         assert!(!answer.contains("heard"), "{answer}");
         assert!(item["response"].as_s().unwrap().starts_with("heard"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answer_larger_than_a_turn_keeps_is_cut_with_its_url_and_the_session_goes_on() {
+    use baton::domain::turn::{AGENT_STATE_BYTES, ANSWER_BYTES};
+    const LARGE: usize = 600 * 1024;
+    let stack = start_stack("conv-large-answer", |_| {}).await;
+    let primary = agent(behaviour(|call| {
+        let text = text_of(call);
+        let kept = call.pointer("/input/state/n").and_then(Value::as_u64);
+        match text.as_str() {
+            // An answer, and a state, each past what a turn keeps.
+            "long" => json!({ "response": "r".repeat(LARGE), "state": { "n": 1,
+                "pad": "s".repeat(AGENT_STATE_BYTES) } }),
+            _ => json!({ "response": format!("short, state {kept:?}"), "state": { "n": 2 } }),
+        }
+    }))
+    .await;
+    register_role(&stack, "primary", &primary, "core").await;
+    let session = open_session(&stack, json!({})).await;
+    let first = turn(&stack, &session, "hello").await;
+    assert_eq!(first["response"], "short, state None");
+
+    let long = turn(&stack, &session, "long").await;
+    let response = long["response"].as_str().expect("a response");
+    assert!(response.len() <= ANSWER_BYTES && response.starts_with("rrr"));
+    assert_eq!(long["answer"]["truncated"], true, "{:.300}", long["answer"]);
+    assert!(long["answer"]["bytes"].as_u64().unwrap() > LARGE as u64);
+    let url = long["answer"]["url"].as_str().expect("a url");
+    let whole = get(&stack, url).await;
+    assert_eq!(whole.status, 200, "{:?}", whole.body);
+    assert_eq!(
+        whole.body["output"]["response"].as_str().map(str::len),
+        Some(LARGE)
+    );
+
+    // The state too large to keep was not kept: the next call gets the one before.
+    let next = turn(&stack, &session, "again").await;
+    assert_eq!(next["response"], "short, state Some(2)");
+    for item in table_items(&stack, &stack.settings.state_table).await {
+        let size = format!("{item:?}").len();
+        assert!(size < 300 * 1024, "an item of {size} bytes");
     }
 }

@@ -12,38 +12,6 @@ use baton_local::agents::{AgentReply, AgentServer};
 use baton_local::stack::LocalStack;
 use baton_tests::*;
 use serde_json::{json, Value};
-use tokio::sync::watch;
-
-/// An agent that holds every call until the test opens its gate.
-struct GatedAgent {
-    url: String,
-    gate: watch::Sender<bool>,
-}
-
-impl GatedAgent {
-    async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}/", listener.local_addr().expect("address"));
-        let (gate, opened) = watch::channel(false);
-        let app = axum::Router::new().fallback(move || {
-            let mut opened = opened.clone();
-            async move {
-                let _ = opened.wait_for(|open| *open).await;
-                axum::Json(json!({ "done": true }))
-            }
-        });
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        GatedAgent { url, gate }
-    }
-
-    fn open(&self) {
-        let _ = self.gate.send(true);
-    }
-}
 
 /// An item's size as DynamoDB counts it (names and values; numbers as their digits, which
 /// is no less than DynamoDB's count), so a bound on it is a bound on what each write costs.
@@ -88,9 +56,20 @@ async fn control(stack: &LocalStack, id: &str, action: &str) -> Answer {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_pauses_and_resumes_keep_the_workflow_record_small_and_working() {
+    pauses_and_resumes(100).await;
+}
+
+/// About ten minutes on moto, so it runs with the benchmarks (`infra/scale.sh`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "minutes long: infra/scale.sh runs it"]
 async fn a_thousand_pauses_and_resumes_keep_the_workflow_record_small_and_working() {
-    const PAIRS: usize = 1_000;
-    let stack = start_stack("control-loop", |_| {}).await;
+    pauses_and_resumes(1_000).await;
+}
+
+/// `pairs` pauses and resumes of a workflow whose one task is running, then it finishes.
+async fn pauses_and_resumes(pairs: usize) {
+    let stack = start_stack(&format!("control-loop-{pairs}"), |_| {}).await;
     let gate = GatedAgent::start().await;
     // The longest time-out an agent may have, and attempts to spare: if the loop outlasts a
     // call, the attempt times out while paused and the next resume sends the retry.
@@ -112,7 +91,7 @@ async fn a_thousand_pauses_and_resumes_keep_the_workflow_record_small_and_workin
     })
     .await;
 
-    for i in 0..PAIRS {
+    for i in 0..pairs {
         for (action, status) in [("pause", "paused"), ("resume", "running")] {
             let answer = control(&stack, &id, action).await;
             assert_eq!(answer.status, 200, "{action} #{i}: {:?}", answer.body);
@@ -141,7 +120,7 @@ async fn a_thousand_pauses_and_resumes_keep_the_workflow_record_small_and_workin
         other => panic!("controls_dropped: {other:?}"),
     };
     assert_eq!(kept, MAX_CONTROL_EVENTS);
-    assert_eq!(kept + dropped, 2 * PAIRS, "every control counted");
+    assert_eq!(kept + dropped, 2 * pairs, "every control counted");
     let bytes = item_bytes(&item);
     assert!(bytes < 4_096, "the workflow record holds {bytes} bytes");
     let newest: Value = match item.get("controls").and_then(|l| l.as_l().ok()?.last()) {

@@ -463,7 +463,5 @@ async fn a_restart_adds_the_index_a_newer_template_added_to_a_kept_table() {
         ["leases", "running", "sweeps", "workflows"]
     );
     // A second restart finds nothing to add.
-    provision(&template, prefix, clients)
-        .await
-        .expect("again");
+    provision(&template, prefix, clients).await.expect("again");
 }

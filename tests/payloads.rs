@@ -43,10 +43,16 @@ async fn a_five_megabyte_output_reaches_its_dependent_whole() {
     );
     // The workflow's view shows its size; the task's own URL serves it whole.
     let shown = &task(&workflow, "make")["output_truncated"];
-    assert!(shown["bytes"].as_u64().unwrap() > 5 * 1024 * 1024, "{shown}");
+    assert!(
+        shown["bytes"].as_u64().unwrap() > 5 * 1024 * 1024,
+        "{shown}"
+    );
     let whole = get(&stack, &format!("/v1/workflows/{id}/tasks/make")).await;
     assert_eq!(whole.status, 200);
-    assert_eq!(whole.body["output"]["blob"].as_str().map(str::len), Some(big.len()));
+    assert_eq!(
+        whole.body["output"]["blob"].as_str().map(str::len),
+        Some(big.len())
+    );
     // The item itself stays small: the output is in the bucket.
     for item in table_items(&stack, &stack.settings.state_table).await {
         let size: usize = format!("{item:?}").len();
@@ -60,7 +66,9 @@ async fn an_output_past_the_limit_fails_at_once_and_is_not_retried() {
     let huge = agent_replying(AgentReply::ok(json!({ "blob": text(7 * 1024 * 1024) }))).await;
     // 25,000 numbers written `1e15` take 125 KB as sent, more as stored, with a 60 KB input
     // beside them on the task's item: what once made every write of the result fail.
-    let numbers = std::iter::repeat_n("1e15", 25_000).collect::<Vec<_>>().join(",");
+    let numbers = std::iter::repeat_n("1e15", 25_000)
+        .collect::<Vec<_>>()
+        .join(",");
     let grows = agent(std::sync::Arc::new(move |_: &Value| {
         AgentReply::raw(200, format!("{{\"values\":[{numbers}]}}"))
     }))
@@ -88,5 +96,102 @@ async fn an_output_past_the_limit_fails_at_once_and_is_not_retried() {
     assert_eq!(grew["status"], "succeeded", "{grew:#}");
     assert_eq!(grows.calls().len(), 1);
     let whole = get(&stack, &format!("/v1/workflows/{id}/tasks/grows")).await;
-    assert_eq!(whole.body["output"]["values"].as_array().map(Vec::len), Some(25_000));
+    assert_eq!(
+        whole.body["output"]["values"].as_array().map(Vec::len),
+        Some(25_000)
+    );
+}
+
+/// The retention this test runs under: short enough to pass three times within the test.
+const SHORT_RETENTION_S: u64 = 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workflow_paused_past_the_retention_resumes_with_every_output() {
+    let stack = start_stack("payload-kept", |options| {
+        recover_quickly(options);
+        options
+            .env_overrides
+            .insert("RETENTION_SECONDS".into(), SHORT_RETENTION_S.to_string());
+    })
+    .await;
+    let blob = text(40 * 1024);
+    let maker = GatedAgent::replying(json!({ "blob": blob })).await;
+    let taker = agent(std::sync::Arc::new(|call: &Value| {
+        let length = |v: &Value| v.as_str().map_or(0, str::len);
+        AgentReply::ok(json!({
+            "received": length(&call["dependencies"]["make"]["blob"]),
+            "input": length(&call["input"]["note"]),
+        }))
+    }))
+    .await;
+    register_url(&stack, "maker", &maker.url, &["make"]).await;
+    register_agent(&stack, "taker", &taker, &["take"]).await;
+    let quick = agent_replying(AgentReply::ok(json!({ "done": true }))).await;
+    register_agent(&stack, "quick", &quick, &["quick"]).await;
+    // A workflow that ends at once: its items and objects are what the retention removes.
+    let ended = submit(
+        &stack,
+        &json!({ "name": "ended", "tasks": [
+            { "id": "q", "capability": "quick", "input": { "note": blob } }] }),
+    )
+    .await;
+    wait_until_finished(&stack, &ended).await;
+    // Both inputs go to the bucket; so does the output of `make`, once it ends.
+    let id = submit(
+        &stack,
+        &json!({ "name": "kept", "tasks": [
+            { "id": "make", "capability": "make", "input": { "note": blob } },
+            { "id": "take", "capability": "take", "depends_on": ["make"],
+              "input": { "note": blob } },
+        ]}),
+    )
+    .await;
+    eventually("make running", || async {
+        let view = workflow_view(&stack, &id).await;
+        (task(&view, "make")["status"] == "running").then_some(())
+    })
+    .await;
+    let paused = post(&stack, &format!("/v1/workflows/{id}/pause"), "").await;
+    assert_eq!(paused.status, 200, "{:?}", paused.body);
+    maker.open();
+    eventually("make succeeded", || async {
+        let view = workflow_view(&stack, &id).await;
+        (task(&view, "make")["status"] == "succeeded").then_some(())
+    })
+    .await;
+
+    // Three retentions pass while it is paused, with DynamoDB's TTL and the bucket's expiry
+    // applied as AWS would, and the repair sweeping meanwhile.
+    let retention = std::time::Duration::from_secs(SHORT_RETENTION_S);
+    let paused_at = std::time::Instant::now();
+    let mut removed = (0, 0);
+    while paused_at.elapsed() < 3 * retention {
+        let (items, objects) = stack.expire(baton::clock::now_ms()).await.expect("expiry");
+        removed = (removed.0 + items, removed.1 + objects);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(
+        removed.0 > 0 && removed.1 > 0,
+        "the expiry removed what had ended: {removed:?}"
+    );
+    let gone = get(&stack, &format!("/v1/workflows/{ended}")).await;
+    assert_eq!(
+        gone.status, 404,
+        "an ended workflow expires: {:?}",
+        gone.body
+    );
+
+    let resumed = post(&stack, &format!("/v1/workflows/{id}/resume"), "").await;
+    assert_eq!(resumed.status, 200, "{:?}", resumed.body);
+    let workflow = wait_until_finished(&stack, &id).await;
+    assert_eq!(workflow["status"], "succeeded", "{:#}", workflow["tasks"]);
+    let took = &task(&workflow, "take")["output"];
+    assert_eq!(took["received"], blob.len(), "{took}");
+    assert_eq!(took["input"], blob.len(), "{took}");
+    let made = get(&stack, &format!("/v1/workflows/{id}/tasks/make")).await;
+    assert_eq!(made.status, 200, "{:?}", made.body);
+    assert_eq!(
+        made.body["output"]["blob"].as_str().map(str::len),
+        Some(blob.len())
+    );
 }

@@ -138,7 +138,12 @@ async fn session_with_a_turn(name: &str) -> (baton_local::stack::LocalStack, Str
 /// Starts a turn and returns its workflow.
 async fn start_turn(stack: &baton_local::stack::LocalStack, id: &str) -> String {
     let path = format!("/v1/sessions/{id}/messages");
-    let asked = post(stack, &path, &json!({ "text": "hello", "wait": 0 }).to_string()).await;
+    let asked = post(
+        stack,
+        &path,
+        &json!({ "text": "hello", "wait": 0 }).to_string(),
+    )
+    .await;
     assert_eq!(asked.status, 202, "{:?}", asked.body);
     asked.body["workflow_id"].as_str().unwrap().to_string()
 }
@@ -172,8 +177,15 @@ async fn an_end_that_read_an_earlier_opening_leaves_the_session_opened_again_who
         .delete_session_contents(tenant, &late_end)
         .await
         .unwrap();
-    assert_eq!(state_keys(&stack).await, keys, "every item of the new opening is kept");
-    assert!(!deleted, "nothing of the earlier opening was left to delete");
+    assert_eq!(
+        state_keys(&stack).await,
+        keys,
+        "every item of the new opening is kept"
+    );
+    assert!(
+        !deleted,
+        "nothing of the earlier opening was left to delete"
+    );
     let view = get(&stack, &format!("/v1/sessions/{id}")).await;
     assert_eq!(view.status, 200, "{:?}", view.body);
     assert_eq!(view.body["active_turn"], 1);

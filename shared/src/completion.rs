@@ -19,8 +19,8 @@ use crate::domain::retry::RetryPolicy;
 use crate::domain::task::{
     AttemptOutcome, AttemptRecord, FailureKind, TaskFailure, TaskStatus, TokenUsage,
 };
-use crate::payload::MAX_PAYLOAD_BYTES;
 use crate::messages::{RouteMessage, TaskRef};
+use crate::payload::MAX_PAYLOAD_BYTES;
 use crate::queue::{QueueError, TaskQueue};
 use crate::store::{
     AttemptEnd, AttemptHolder, ChainStore, Ended, Finish, Release, StoreError, TaskRecord,
@@ -226,7 +226,9 @@ where
             entry.outcome = AttemptOutcome::Failed;
             entry.error = Some(failure.clone());
             let end = AttemptEnd::Failed(failure);
-            store.end_attempt(task, holder, &end, &entry, finish).await?
+            store
+                .end_attempt(task, holder, &end, &entry, finish)
+                .await?
         }
         other => other?,
     };

@@ -79,12 +79,12 @@ where
             };
             if store
                 .reset_task(
-                    tenant,
-                    workflow_id,
+                    task,
                     &reset,
                     &profile,
                     w.drive,
                     dispatch_until,
+                    finish_at(settings, now_ms).expires_at_s,
                 )
                 .await?
             {

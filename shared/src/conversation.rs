@@ -17,8 +17,8 @@ use serde_json::{json, Map, Value};
 use crate::domain::conversation::{AgentAnswer, ConversationState, Role, TurnSummary, TurnTask};
 use crate::domain::task::TaskStatus;
 use crate::domain::turn::{
-    public_answer, task_url, within_budget, AsyncResult, Kept, TurnRecord, TurnStatus,
-    TurnTiming, RESULT_PREVIEW_BYTES,
+    kept_answer, public_answer, state_fits, task_url, within_budget, AsyncResult, Kept, TurnRecord,
+    TurnStatus, TurnTiming, RESULT_PREVIEW_BYTES,
 };
 use crate::store::{
     SessionStore, StoreError, TaskRecord, TurnFinish, TurnStore, WorkflowStore, WorkflowView,
@@ -269,10 +269,13 @@ fn conclude(
             error = Some(failed_because(answering, t));
         }
     }
-    let response = answer
-        .and_then(|a| a.get("response"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let (kept, response) = match answer {
+        Some(output) => {
+            let (kept, response) = kept_answer(output, task_url(&turn.workflow_id, answering));
+            (Some(kept), response)
+        }
+        None => (None, None),
+    };
 
     let mut state = before.clone();
     let answers: Vec<AgentAnswer<'_>> = succeeded
@@ -298,6 +301,14 @@ fn conclude(
         .iter()
         .map(|t| {
             let state = t.output.as_ref().and_then(|o| o.get("state")).cloned();
+            // Too large to keep: the agent's next call gets the state it had before.
+            let state = state.filter(|state| {
+                let fits = state_fits(state);
+                if !fits {
+                    tracing::warn!(agent = agent_of(t), "an agent's state too large to keep");
+                }
+                fits
+            });
             (agent_of(t).to_string(), state)
         })
         .collect();
@@ -311,7 +322,7 @@ fn conclude(
         turn: TurnRecord {
             status,
             response,
-            answer: answer.map(public_answer),
+            answer: kept,
             sync_agent_results,
             error: if answer.is_some() {
                 None

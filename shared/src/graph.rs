@@ -213,6 +213,7 @@ pub(crate) mod tests {
     pub(crate) fn view(tasks: Vec<TaskRecord>) -> WorkflowView {
         WorkflowView {
             workflow: WorkflowRecord {
+                kept_at_ms: 0,
                 tenant: "t".into(),
                 id: "w".into(),
                 name: "a \"quoted\" name".into(),

@@ -1,12 +1,13 @@
 //! A workflow's history, derived from what its items already hold: the workflow record (its
-//! creation, controls and end) and each task's attempts, claims and release. Nothing is
-//! written for it, and nothing caps it: every attempt a task made is on its item.
+//! creation, controls and end), each task's attempts, claims and release, and the attempts of
+//! earlier drives that its redrives archived. Nothing is written for it: every attempt a task
+//! made is on its item or, once a redrive ended its drive, in the workflow's archive.
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::domain::task::{AttemptOutcome, TaskStatus};
-use crate::store::{TaskRecord, WorkflowView};
+use crate::domain::task::{AttemptOutcome, AttemptRecord, TaskStatus};
+use crate::store::{ArchivedDrive, TaskRecord, WorkflowView};
 
 /// One transition in a workflow's life.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -54,13 +55,16 @@ impl HistoryEvent {
 }
 
 /// Every transition of the workflow, oldest first (events of one instant in the order they
-/// happen).
-pub fn history(view: &WorkflowView) -> Vec<HistoryEvent> {
+/// happen), with the attempts of the drives its redrives ended from `archive`.
+pub fn history(view: &WorkflowView, archive: &[ArchivedDrive]) -> Vec<HistoryEvent> {
     let w = &view.workflow;
     let mut events = vec![HistoryEvent::at(w.created_at_ms, "submitted")
         .details(json!({ "name": w.name, "tasks": w.task_count }))];
     for task in &view.tasks {
-        task_events(view, task, &mut events);
+        let mut drives: Vec<&ArchivedDrive> =
+            archive.iter().filter(|d| d.task_id == task.id).collect();
+        drives.sort_by_key(|d| d.drive);
+        task_events(view, task, &drives, &mut events);
     }
     for control in &w.controls {
         let mut details = serde_json::Map::new();
@@ -91,7 +95,13 @@ pub fn history(view: &WorkflowView) -> Vec<HistoryEvent> {
     events
 }
 
-fn task_events(view: &WorkflowView, task: &TaskRecord, events: &mut Vec<HistoryEvent>) {
+/// A task's events; `drives`: its archived drives, oldest first.
+fn task_events(
+    view: &WorkflowView,
+    task: &TaskRecord,
+    drives: &[&ArchivedDrive],
+    events: &mut Vec<HistoryEvent>,
+) {
     let created = view.workflow.created_at_ms;
     if task.depends_on.is_empty() {
         events.push(HistoryEvent::of(task, created, "queued"));
@@ -104,35 +114,10 @@ fn task_events(view: &WorkflowView, task: &TaskRecord, events: &mut Vec<HistoryE
             .map(|t| t.id.clone());
         events.push(HistoryEvent::of(task, released_at, "released").details(json!({ "by": by })));
     }
-    for a in &task.attempts {
-        let start = a.started_at_ms.unwrap_or(a.finished_at_ms);
-        if a.agent.is_some() {
-            events.push(
-                HistoryEvent::of(task, start, "claimed")
-                    .attempt(a.attempt, a.agent.as_ref())
-                    .details(json!({ "claims": a.claims })),
-            );
-        }
-        let (event, details) = match a.outcome {
-            AttemptOutcome::Succeeded => ("succeeded", json!({ "call_ms": a.call_ms })),
-            AttemptOutcome::Failed => ("failed", json!({ "error": a.error, "call_ms": a.call_ms })),
-        };
-        events.push(
-            HistoryEvent::of(task, a.finished_at_ms, event)
-                .attempt(a.attempt, a.agent.as_ref())
-                .details(details),
-        );
-        if let Some(delay_ms) = a.retry_delay_ms {
-            events.push(
-                HistoryEvent::of(task, a.finished_at_ms, "retry_scheduled")
-                    .attempt(a.attempt + 1, None)
-                    .details(json!({
-                        "delay_ms": delay_ms,
-                        "due_at_ms": a.finished_at_ms + delay_ms as i64,
-                    })),
-            );
-        }
+    for drive in drives {
+        attempt_events(task, &drive.attempts, events);
     }
+    attempt_events(task, &task.attempts, events);
     // The current attempt's routing decision, shown at its claim (the decision is kept with
     // the claim; the time routing made it is not stored).
     let current_ended = task.attempts.iter().any(|a| a.attempt == task.attempt);
@@ -175,6 +160,39 @@ fn task_events(view: &WorkflowView, task: &TaskRecord, events: &mut Vec<HistoryE
                     .details(json!({ "reason": task.failure.as_ref().map(|f| &f.message) })),
             ),
             _ => {}
+        }
+    }
+}
+
+/// A claim and an end for each ended attempt, and the retry each scheduled.
+fn attempt_events(task: &TaskRecord, attempts: &[AttemptRecord], events: &mut Vec<HistoryEvent>) {
+    for a in attempts {
+        let start = a.started_at_ms.unwrap_or(a.finished_at_ms);
+        if a.agent.is_some() {
+            events.push(
+                HistoryEvent::of(task, start, "claimed")
+                    .attempt(a.attempt, a.agent.as_ref())
+                    .details(json!({ "claims": a.claims })),
+            );
+        }
+        let (event, details) = match a.outcome {
+            AttemptOutcome::Succeeded => ("succeeded", json!({ "call_ms": a.call_ms })),
+            AttemptOutcome::Failed => ("failed", json!({ "error": a.error, "call_ms": a.call_ms })),
+        };
+        events.push(
+            HistoryEvent::of(task, a.finished_at_ms, event)
+                .attempt(a.attempt, a.agent.as_ref())
+                .details(details),
+        );
+        if let Some(delay_ms) = a.retry_delay_ms {
+            events.push(
+                HistoryEvent::of(task, a.finished_at_ms, "retry_scheduled")
+                    .attempt(a.attempt + 1, None)
+                    .details(json!({
+                        "delay_ms": delay_ms,
+                        "due_at_ms": a.finished_at_ms + delay_ms as i64,
+                    })),
+            );
         }
     }
 }
@@ -239,7 +257,7 @@ mod tests {
             drive: None,
             request: "r".into(),
         }];
-        let events: Vec<(i64, &str, Option<&str>)> = history(&v)
+        let events: Vec<(i64, &str, Option<&str>)> = history(&v, &[])
             .iter()
             .map(|e| (e.at_ms, e.event, e.task.as_deref()))
             .map(|(at, ev, t)| (at, ev, t.map(|t| if t == "a" { "a" } else { "b" })))
@@ -259,6 +277,42 @@ mod tests {
                 (45, "claimed", Some("b")),
                 (60, "succeeded", Some("b")),
                 (61, "finished", None),
+            ]
+        );
+    }
+
+    #[test]
+    fn archived_drives_come_before_the_current_one_in_time_order() {
+        let mut a = task("a", &[], TaskStatus::Succeeded, Some((50, 60)));
+        a.attempt = 3;
+        a.drive = 2;
+        a.attempts = vec![attempt(3, AttemptOutcome::Succeeded, (50, 60), None)];
+        let archive = [
+            ArchivedDrive {
+                task_id: "a".into(),
+                drive: 1,
+                attempts: vec![attempt(2, AttemptOutcome::Failed, (30, 40), None)],
+            },
+            ArchivedDrive {
+                task_id: "a".into(),
+                drive: 0,
+                attempts: vec![attempt(1, AttemptOutcome::Failed, (10, 20), None)],
+            },
+        ];
+        let ends: Vec<(i64, &str, Option<u32>)> = history(&view(vec![a]), &archive)
+            .iter()
+            .filter(|e| e.event != "claimed")
+            .map(|e| (e.at_ms, e.event, e.attempt))
+            .collect();
+        assert_eq!(
+            ends,
+            [
+                (0, "submitted", None),
+                (0, "queued", None),
+                (20, "failed", Some(1)),
+                (40, "failed", Some(2)),
+                (60, "succeeded", Some(3)),
+                (100, "finished", None),
             ]
         );
     }

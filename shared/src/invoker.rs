@@ -220,7 +220,7 @@ pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<u64>
 
 fn transport_failure(agent: &Agent, call: &AgentCall<'_>, err: &reqwest::Error) -> TaskFailure {
     if let Some(refusal) = guard::refusal_of(err) {
-        guard::forbidden_failure(&agent.name, refusal)
+        guard::refused_call_failure(&agent.name, refusal)
     } else if err.is_timeout() {
         TaskFailure::new(
             FailureKind::Timeout,

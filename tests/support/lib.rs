@@ -505,3 +505,40 @@ pub async fn state_keys(stack: &LocalStack) -> std::collections::BTreeSet<(Strin
         .map(|item| (text(item, "pk"), text(item, "sk")))
         .collect()
 }
+
+/// An agent that holds every call until the test opens its gate.
+pub struct GatedAgent {
+    pub url: String,
+    gate: tokio::sync::watch::Sender<bool>,
+}
+
+impl GatedAgent {
+    pub async fn start() -> Self {
+        Self::replying(json!({ "done": true })).await
+    }
+
+    /// One whose every call, once the gate opens, gets `reply` as its JSON body.
+    pub async fn replying(reply: Value) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("address"));
+        let (gate, opened) = tokio::sync::watch::channel(false);
+        let app = axum::Router::new().fallback(move || {
+            let mut opened = opened.clone();
+            let reply = reply.clone();
+            async move {
+                let _ = opened.wait_for(|open| *open).await;
+                axum::Json(reply.clone())
+            }
+        });
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        GatedAgent { url, gate }
+    }
+
+    pub fn open(&self) {
+        let _ = self.gate.send(true);
+    }
+}

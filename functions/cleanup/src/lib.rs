@@ -19,7 +19,9 @@
 //!   created (TTL is only the backstop).
 //!
 //! Finished workflows, tasks and outcomes carry an `expires_at` attribute written when they
-//! finish, and DynamoDB's TTL removes them; the sweep has nothing to delete.
+//! finish, and DynamoDB's TTL removes them; the sweep has nothing to delete. An unfinished
+//! workflow (paused, retrying slowly, redriven) is kept: every half retention the repair
+//! moves its ended tasks' `expires_at` on and refreshes its payloads in the bucket.
 
 use std::time::Duration;
 
@@ -470,6 +472,20 @@ where
             );
             repair.repaired += 1;
         }
+    }
+    // Half the retention after it was last kept, what it still needs is kept again: its
+    // ended tasks and its payloads expire a retention after they were written otherwise.
+    let half_retention = settings.retention.as_millis() as i64 / 2;
+    if now - view.workflow.kept_at_ms >= half_retention {
+        let expires = finish_at(settings, now).expires_at_s;
+        let kept = deps
+            .store
+            .keep_alive(tenant, workflow_id, now - half_retention, now, expires)
+            .await?;
+        tracing::info!(
+            kept,
+            "an unfinished workflow's tasks and payloads kept from expiring"
+        );
     }
     let deadline = view.workflow.deadline_at_ms;
     if deadline.is_some_and(|at| at <= now) {

@@ -68,6 +68,20 @@ pub async fn admit_tasks<S: AdmissionStore, Q>(
     demand: Demand,
     now_ms: i64,
 ) -> Result<Admitted, ApiError> {
+    // More tasks than the pace can ever hold at once would be refused for good: say so,
+    // without a Retry-After that would send the client round in circles.
+    let most = quotas.task_burst.saturating_add(quotas.task_backlog);
+    if demand.tasks > most {
+        return Err(quota_exceeded(
+            "task_backlog",
+            quotas.task_backlog,
+            format!(
+                "{} task(s) can never be admitted at once: the tenant's burst ({}) and backlog                  ({}) hold at most {most}; submit fewer tasks at a time",
+                demand.tasks, quotas.task_burst, quotas.task_backlog
+            ),
+            None,
+        ));
+    }
     let step = PaceStep::new(quotas, demand.tasks, now_ms);
     let (base_us, old) = match timed("store", api.store.advance_pace(tenant, &step)).await? {
         PaceAdvance::Advanced { base_us, old } => (base_us, old),

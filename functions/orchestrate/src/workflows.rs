@@ -381,7 +381,13 @@ where
     S: ApiStore,
 {
     let view = stored(api, tenant, id).await?;
-    let events = history(&view)
+    // Only a redriven workflow has an archive: any other's history reads nothing more.
+    let archive = if view.workflow.drive > 0 {
+        timed("store", api.store.archived_drives(tenant, id)).await?
+    } else {
+        Vec::new()
+    };
+    let events = history(&view, &archive)
         .into_iter()
         .map(|e| HistoryEntry {
             at: rfc3339(e.at_ms),

@@ -2,7 +2,10 @@
 //! workflow whose every output can be checked, and the audit of what must always hold.
 //!
 //! Each task's output is `sum = input.n + Σ dependencies' sums`, so a task that saw wrong or
-//! missing dependency data ends with a wrong sum, whatever the faults did on the way.
+//! missing dependency data ends with a wrong sum, whatever the faults did on the way. With
+//! payloads, a task's input carries ballast and its output `pad` bytes of padding, of sizes
+//! from a few bytes to past the payload bucket's threshold: a dependent that received a
+//! padding cut or lost counts it in `pads_seen`, which the audit checks.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,7 +50,17 @@ pub fn summing_agent(faults: Misbehaviour, seed: u64) -> Behaviour {
             + call["dependencies"].as_object().map_or(0, |deps| {
                 deps.values().filter_map(|d| d["sum"].as_i64()).sum()
             });
-        let ok = AgentReply::ok(json!({ "task": call["task_id"], "sum": sum }));
+        let mut output = json!({ "task": call["task_id"], "sum": sum });
+        if let Some(pad) = call.pointer("/input/pad").and_then(Value::as_u64) {
+            output["pad"] = json!("p".repeat(pad as usize));
+            output["pads_seen"] = json!(call["dependencies"].as_object().map_or(0, |deps| {
+                deps.values()
+                    .filter_map(|d| d["pad"].as_str())
+                    .map(str::len)
+                    .sum::<usize>()
+            }));
+        }
+        let ok = AgentReply::ok(output);
         if draw < faults.server_error_rate {
             AgentReply::error(503, "overloaded (fault injection)")
         } else if draw < faults.server_error_rate + faults.timeout_rate {
@@ -86,13 +99,36 @@ pub fn expected_sums() -> BTreeMap<&'static str, i64> {
     sums
 }
 
+/// Output paddings for [`workflow_with_payloads`]: inline, near the item's inline limit, in
+/// the payload bucket, and large.
+pub const PAD_BYTES: [usize; 6] = [0, 2 * 1024, 30 * 1024, 40 * 1024, 200 * 1024, 1024 * 1024];
+/// The most input ballast a task carries (a workflow's body stays well under its limit).
+const MAX_BALLAST_BYTES: usize = 40 * 1024;
+
 /// One chaos workflow, retried patiently: every workflow whose agents can eventually
 /// succeed must succeed.
 pub fn workflow(name: &str, capability: &str) -> Value {
+    chaos_workflow(name, capability, None)
+}
+
+/// The same with payloads of every size: task `i` of workflow `seed` asks for an output
+/// padding of `PAD_BYTES[(seed + i) % 6]` and carries as much input ballast (at most 40 KiB).
+pub fn workflow_with_payloads(name: &str, capability: &str, seed: usize) -> Value {
+    chaos_workflow(name, capability, Some(seed))
+}
+
+fn chaos_workflow(name: &str, capability: &str, payload_seed: Option<usize>) -> Value {
     let tasks: Vec<Value> = TASKS
         .iter()
-        .map(|(id, n, deps)| {
-            json!({ "id": id, "capability": capability, "input": { "n": n }, "depends_on": deps })
+        .enumerate()
+        .map(|(i, (id, n, deps))| {
+            let mut input = json!({ "n": n });
+            if let Some(seed) = payload_seed {
+                let pad = PAD_BYTES[(seed + i) % PAD_BYTES.len()];
+                input["pad"] = json!(pad);
+                input["ballast"] = json!("b".repeat(pad.min(MAX_BALLAST_BYTES)));
+            }
+            json!({ "id": id, "capability": capability, "input": input, "depends_on": deps })
         })
         .collect();
     json!({
@@ -203,6 +239,15 @@ pub fn audit(views: &[Option<Value>], calls: &[ReceivedCall]) -> Audit {
                     audit.bad_data += 1;
                     audit.example(format!("{id}/{task_id}: sum {sum:?}"));
                 }
+                if let Some(seen) = task["output"]["pads_seen"].as_u64() {
+                    let expected = pads_expected(&tasks, &task_id);
+                    if Some(seen) != expected {
+                        audit.bad_data += 1;
+                        audit.example(format!(
+                            "{id}/{task_id}: saw {seen} of {expected:?} padding"
+                        ));
+                    }
+                }
                 outputs.insert((id.clone(), task_id), task["output"].clone());
             }
         }
@@ -234,6 +279,18 @@ pub fn audit(views: &[Option<Value>], calls: &[ReceivedCall]) -> Audit {
         }
     }
     audit
+}
+
+/// The padding a task's dependencies answered, by their outputs in the view (None: one
+/// is missing).
+fn pads_expected(tasks: &[Value], task_id: &str) -> Option<u64> {
+    let (_, _, deps) = TASKS.iter().find(|(id, _, _)| *id == task_id)?;
+    deps.iter()
+        .map(|dep| {
+            let parent = tasks.iter().find(|t| t["id"] == *dep)?;
+            Some(parent["output"]["pad"].as_str()?.len() as u64)
+        })
+        .sum()
 }
 
 #[cfg(test)]

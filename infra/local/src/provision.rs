@@ -64,7 +64,13 @@ pub fn bucket_name(prefix: &str, id: &str) -> String {
     let name: String = format!("{prefix}-{id}")
         .to_ascii_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(63)
         .collect();
     name.trim_end_matches('-').to_string()

@@ -27,9 +27,9 @@ use tokio::task::JoinHandle;
 use crate::api_gateway::Authorizer;
 use crate::event_sources::{poll_queue, tick, HandlerDeaths, SqsSource};
 use crate::faults::{FaultPlan, FaultProxy};
+use crate::provision::ProvisionClients;
 use crate::provision::{provision, ProvisionError, Provisioned};
 use crate::stand_ins::{StandInError, StandIns};
-use crate::provision::ProvisionClients;
 use crate::template::{resolve_value, EventSpec, FunctionSpec, Template, TemplateError};
 use aws_config::SdkConfig;
 
@@ -190,13 +190,16 @@ impl LocalStack {
         let template = Template::load(template_path)?;
         let api_calls = ApiCallCounter::default();
         let clients = AwsClients::new(aws, Some(&api_calls));
-        let provisioned =
-            provision(&template, &options.prefix, ProvisionClients {
+        let provisioned = provision(
+            &template,
+            &options.prefix,
+            ProvisionClients {
                 dynamodb: &clients.dynamodb,
                 sqs: &clients.sqs,
                 s3: &crate::provision::s3_client(aws),
-            })
-            .await?;
+            },
+        )
+        .await?;
         // The handlers reach the emulator through the fault proxy when there is one.
         let faults = match &options.faults {
             Some(plan) => {
@@ -540,6 +543,79 @@ impl LocalStack {
             .queues
             .get(logical_id)
             .map(|(url, _)| url.as_str())
+    }
+
+    /// Does at `now_ms` what moto leaves undone: DynamoDB's TTL deletes every item of both
+    /// tables whose `expires_at` (seconds) has passed, and the payload bucket's lifecycle rule
+    /// deletes every object last written a retention ago. Returns (items, objects) deleted.
+    pub async fn expire(&self, now_ms: i64) -> Result<(usize, usize), String> {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let now_s = now_ms / 1000;
+        let mut items = 0;
+        for table in [&self.settings.state_table, &self.settings.memory_table] {
+            let mut start = None;
+            loop {
+                let page = self
+                    .clients
+                    .dynamodb
+                    .scan()
+                    .table_name(table)
+                    .filter_expression("expires_at <= :now")
+                    .expression_attribute_values(":now", AttributeValue::N(now_s.to_string()))
+                    .projection_expression("pk, sk")
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(|e| format!("scan {table}: {e}"))?;
+                for key in page.items.unwrap_or_default() {
+                    self.clients
+                        .dynamodb
+                        .delete_item()
+                        .table_name(table)
+                        .set_key(Some(key))
+                        .send()
+                        .await
+                        .map_err(|e| format!("delete from {table}: {e}"))?;
+                    items += 1;
+                }
+                start = page.last_evaluated_key;
+                if start.is_none() {
+                    break;
+                }
+            }
+        }
+        let Some(bucket) = &self.settings.payload_bucket else {
+            return Ok((items, 0));
+        };
+        let s3 = crate::provision::s3_client(&self.clients.config);
+        let oldest = now_ms - self.settings.retention.as_millis() as i64;
+        let mut objects = 0;
+        let mut token = None;
+        loop {
+            let page = s3
+                .list_objects_v2()
+                .bucket(bucket)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| format!("list {bucket}: {e}"))?;
+            for object in page.contents.unwrap_or_default() {
+                let written = object.last_modified.and_then(|t| t.to_millis().ok());
+                if written.is_some_and(|at| at <= oldest) {
+                    s3.delete_object()
+                        .bucket(bucket)
+                        .set_key(object.key)
+                        .send()
+                        .await
+                        .map_err(|e| format!("delete from {bucket}: {e}"))?;
+                    objects += 1;
+                }
+            }
+            token = page.next_continuation_token;
+            if token.is_none() {
+                return Ok((items, objects));
+            }
+        }
     }
 
     /// Stops every server, poller and ticker, and waits for them.

@@ -106,8 +106,22 @@ impl Multipliers {
     }
 }
 
-/// Checks configured multipliers: positive and bounded, keyed by a name.
+/// The most task types a tenant may give multipliers: they live on one item (at most about
+/// 20 KB at this count, far below DynamoDB's 400 KB).
+pub const MAX_MULTIPLIERS: usize = 200;
+
+/// Checks configured multipliers: positive and bounded, keyed by a name, at most
+/// [`MAX_MULTIPLIERS`] of them.
 pub fn check_multipliers(own: &BTreeMap<String, f64>) -> Result<(), (String, String)> {
+    if own.len() > MAX_MULTIPLIERS {
+        return Err((
+            "multipliers".into(),
+            format!(
+                "at most {MAX_MULTIPLIERS} task types may have a multiplier, this has {}",
+                own.len()
+            ),
+        ));
+    }
     for (task_type, m) in own {
         if task_type.is_empty() || task_type.len() > 64 {
             return Err((
@@ -255,6 +269,10 @@ mod tests {
             check_multipliers(&bad).unwrap_err().0,
             "multipliers.finance"
         );
+        let many: BTreeMap<String, f64> = (0..=MAX_MULTIPLIERS)
+            .map(|i| (format!("t{i}"), 1.0))
+            .collect();
+        assert_eq!(check_multipliers(&many).unwrap_err().0, "multipliers");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Task and workflow states, and how a failed agent call is classified.
 
-use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::conversation::TurnTask;
 use super::priority::{Band, Priority};
@@ -247,6 +249,8 @@ impl FailureKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskFailure {
     pub kind: FailureKind,
+    /// Stored and shown within [`MAX_FAILURE_MESSAGE_BYTES`], however it was built.
+    #[serde(serialize_with = "serialize_bounded")]
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
@@ -281,7 +285,7 @@ impl TaskFailure {
         };
         TaskFailure {
             kind,
-            message: message.into(),
+            message: bounded_message(message.into()),
             http_status: None,
             retryable,
             retry_after_ms: None,
@@ -305,12 +309,36 @@ impl TaskFailure {
     pub fn http_status(status: u16, body_excerpt: &str) -> Self {
         TaskFailure {
             kind: FailureKind::HttpStatus,
-            message: format!("agent answered HTTP {status}: {body_excerpt}"),
+            message: bounded_message(format!("agent answered HTTP {status}: {body_excerpt}")),
             http_status: Some(status),
             retryable: status >= 500 || status == 408 || status == 429,
             retry_after_ms: None,
         }
     }
+}
+
+/// The most a failure's message holds, in bytes: every attempt keeps its failure, so an
+/// agent's error text must not be able to grow a task's item.
+pub const MAX_FAILURE_MESSAGE_BYTES: usize = 2048;
+/// Ends a message that was cut.
+const CUT_MARK: &str = " [cut]";
+
+/// `message` within [`MAX_FAILURE_MESSAGE_BYTES`]: a longer one is cut at a character boundary
+/// and ends with a mark saying so.
+pub fn bounded_message<'a>(message: impl Into<Cow<'a, str>>) -> String {
+    let message = message.into();
+    if message.len() <= MAX_FAILURE_MESSAGE_BYTES {
+        return message.into_owned();
+    }
+    let mut end = MAX_FAILURE_MESSAGE_BYTES - CUT_MARK.len();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{CUT_MARK}", &message[..end])
+}
+
+fn serialize_bounded<S: Serializer>(message: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&bounded_message(message))
 }
 
 /// How an attempt ended.
@@ -380,6 +408,27 @@ mod tests {
             assert_eq!(s.as_str().parse::<TaskStatus>().unwrap(), s);
         }
         assert!("done".parse::<WorkflowStatus>().is_err());
+    }
+
+    #[test]
+    fn a_long_failure_message_is_cut_at_a_character_boundary_and_marked() {
+        assert_eq!(bounded_message("short"), "short");
+        let exact = "x".repeat(MAX_FAILURE_MESSAGE_BYTES);
+        assert_eq!(bounded_message(exact.as_str()), exact);
+        // Three-byte characters: no cut can fall on MAX - mark exactly.
+        let long = "€".repeat(MAX_FAILURE_MESSAGE_BYTES);
+        let cut = bounded_message(long.as_str());
+        assert!(cut.len() <= MAX_FAILURE_MESSAGE_BYTES, "{}", cut.len());
+        assert!(cut.len() > MAX_FAILURE_MESSAGE_BYTES - CUT_MARK.len() - 3);
+        assert!(cut.ends_with(CUT_MARK));
+        assert!(cut.trim_end_matches(CUT_MARK).chars().all(|c| c == '€'));
+        // However a failure is built, what is stored is bounded.
+        let mut failure = TaskFailure::http_status(500, &"e".repeat(10_000));
+        assert!(failure.message.len() <= MAX_FAILURE_MESSAGE_BYTES);
+        failure.message = "m".repeat(10_000);
+        let stored: TaskFailure =
+            serde_json::from_str(&serde_json::to_string(&failure).unwrap()).unwrap();
+        assert!(stored.message.len() <= MAX_FAILURE_MESSAGE_BYTES);
     }
 
     #[test]

@@ -227,6 +227,33 @@ impl Kept {
     }
 }
 
+/// The most of the answering agent's answer, as JSON text, that its turn keeps; as much again
+/// for its `response` text. A larger answer is kept as `{"truncated": true, "bytes",
+/// "preview", "url"}` and its response cut to fit, with the answer served whole at the URL:
+/// a turn's item (answer, response, results and the conversation's state) stays below
+/// DynamoDB's 400 KB whatever the agent answers.
+pub const ANSWER_BYTES: usize = 96 * 1024;
+/// The most of an agent's `state`, as JSON text, that is kept for its next call. A larger
+/// state is not kept (the agent's next call gets the one before), and the turn says so.
+pub const AGENT_STATE_BYTES: usize = 64 * 1024;
+
+/// The answering agent's output as its turn keeps it: the answer (without `state`) within
+/// [`ANSWER_BYTES`], and its `response` text, cut to fit when the answer is.
+pub fn kept_answer(output: &Value, url: String) -> (Value, Option<String>) {
+    let answer = Kept::new(public_answer(output), ANSWER_BYTES, Some(url));
+    let response = output.get("response").and_then(Value::as_str);
+    let response = match &answer {
+        Kept::Whole(_) => response.map(str::to_string),
+        Kept::Cut(_) => response.map(|text| prefix_within(text, ANSWER_BYTES).to_string()),
+    };
+    (answer.to_value(), response)
+}
+
+/// Whether an agent's `state` is small enough to keep.
+pub fn state_fits(state: &Value) -> bool {
+    state.to_string().len() <= AGENT_STATE_BYTES
+}
+
 /// The longest start of `text` that takes at most `max_bytes` written as a JSON string
 /// (quotes and escapes included), never splitting a character.
 fn prefix_within(text: &str, max_bytes: usize) -> &str {
@@ -290,7 +317,8 @@ pub fn shown_async_results(shown: &[AsyncResult]) -> Map<String, Value> {
             match result {
                 Kept::Whole(result) => entry["result"] = result,
                 cut => {
-                    if let (Value::Object(entry), Value::Object(cut)) = (&mut entry, cut.to_value()) {
+                    if let (Value::Object(entry), Value::Object(cut)) = (&mut entry, cut.to_value())
+                    {
                         entry.extend(cut);
                     }
                 }
@@ -318,7 +346,10 @@ mod tests {
     #[test]
     fn a_small_result_is_shown_whole_and_a_large_one_as_a_bounded_preview() {
         let shown = shown_async_results(&[result("small", 100), result("large", 250 * 1024)]);
-        assert_eq!(shown["small"]["result"]["notes"].as_str().unwrap().len(), 100);
+        assert_eq!(
+            shown["small"]["result"]["notes"].as_str().unwrap().len(),
+            100
+        );
         let large = &shown["large"];
         assert_eq!(large["turn"], 1);
         assert_eq!(large["truncated"], true);
@@ -328,6 +359,23 @@ mod tests {
         let preview = large["preview"].as_str().unwrap();
         assert!(preview.starts_with(r#"{"notes":"xxx"#));
         assert!(json!(preview).to_string().len() <= RESULT_PREVIEW_BYTES);
+    }
+
+    #[test]
+    fn a_large_answer_is_kept_cut_with_its_response_and_a_small_one_whole() {
+        let small = json!({ "response": "hi", "state": { "n": 1 } });
+        let (answer, response) = kept_answer(&small, "/u".into());
+        assert_eq!(answer, json!({ "response": "hi" }));
+        assert_eq!(response.as_deref(), Some("hi"));
+        let large = json!({ "response": "y".repeat(300 * 1024), "extra": "z".repeat(50_000) });
+        let (answer, response) = kept_answer(&large, "/u".into());
+        assert_eq!(answer["truncated"], true);
+        assert_eq!(answer["url"], "/u");
+        assert!(answer.to_string().len() < ANSWER_BYTES + 1024);
+        let response = response.expect("a response");
+        assert!(response.len() <= ANSWER_BYTES && response.len() > ANSWER_BYTES - 16);
+        assert!(state_fits(&json!({ "n": 1 })));
+        assert!(!state_fits(&json!("s".repeat(AGENT_STATE_BYTES))));
     }
 
     #[test]

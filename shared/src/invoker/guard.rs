@@ -153,6 +153,18 @@ pub fn refusal_of(err: &reqwest::Error) -> Option<&EndpointError> {
     None
 }
 
+/// A call the guard stopped. A name that does not resolve now may on the next attempt (a DNS
+/// fault), so it fails as a retryable connection failure; any other refusal is final.
+pub fn refused_call_failure(agent: &str, refusal: &EndpointError) -> TaskFailure {
+    match refusal {
+        EndpointError::Unresolvable { .. } => TaskFailure::new(
+            FailureKind::Connection,
+            format!("agent `{agent}` could not be reached: {refusal}"),
+        ),
+        _ => forbidden_failure(agent, refusal),
+    }
+}
+
 /// A call the guard refused: never retried, since the same URL would be refused again.
 pub fn forbidden_failure(agent: &str, refusal: &EndpointError) -> TaskFailure {
     TaskFailure::new(
@@ -265,5 +277,16 @@ mod tests {
         let refused = forbidden_failure("a", &EndpointError::NoHost);
         assert_eq!(refused.kind, FailureKind::ForbiddenEndpoint);
         assert!(!refused.retryable);
+        let dns_fault = EndpointError::Unresolvable {
+            host: "agents.example.com".into(),
+            reason: "timed out".into(),
+        };
+        let retried = refused_call_failure("a", &dns_fault);
+        assert_eq!(retried.kind, FailureKind::Connection);
+        assert!(retried.retryable);
+        let address = EndpointError::MetadataHost {
+            host: "metadata.google.internal".into(),
+        };
+        assert!(!refused_call_failure("a", &address).retryable);
     }
 }

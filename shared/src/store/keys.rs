@@ -3,6 +3,9 @@
 //! State table (`pk`, `sk`), every partition scoped by tenant:
 //! - `{tenant}#WF#{workflow}` / `WORKFLOW`: the workflow record and its counters;
 //! - `{tenant}#WF#{workflow}` / `TASK#{task}`: one item per task, so a workflow is one query;
+//! - `{tenant}#WF#{workflow}#ARCHIVE` / `TASK#{task}#DRIVE#{drive}`: a task's attempts of a
+//!   drive a redrive ended, moved off its item; a partition apart, so reading the workflow
+//!   never reads them (only its history does);
 //! - `{tenant}#AGENTS` / `AGENT#{name}`: the registry.
 //!
 //! - `{tenant}#SESSION#{session}` / `SESSION`: a conversation session and its conversation
@@ -96,6 +99,19 @@ pub fn workflow_pk(tenant: &str, workflow_id: &str) -> String {
 
 pub fn task_sk(task_id: &str) -> String {
     format!("{TASK_PREFIX}{task_id}")
+}
+
+/// Where a workflow's redrives keep the attempts of the drives they ended.
+pub fn workflow_archive_pk(tenant: &str, workflow_id: &str) -> String {
+    format!("{tenant}#WF#{workflow_id}#ARCHIVE")
+}
+
+/// The task whose attempts an archive item holds.
+pub const ARCHIVED_TASK: &str = "task_id";
+
+/// A task's attempts of one drive; the drive zero-padded so that a task's drives sort in order.
+pub fn archived_drive_sk(task_id: &str, drive: u32) -> String {
+    format!("{TASK_PREFIX}{task_id}#DRIVE#{drive:05}")
 }
 
 pub fn agents_pk(tenant: &str) -> String {
@@ -216,6 +232,9 @@ mod tests {
         );
         assert_eq!(parse_task_keys(&pk, WORKFLOW_SK), None);
         assert_eq!(parse_workflow_pk(&pk), Some(("acme", "0190-abc")));
+        let archive = workflow_archive_pk("acme", "0190-abc");
+        assert!(archive.starts_with(&pk) && archive != pk);
+        assert!(archived_drive_sk("a", 9) < archived_drive_sk("a", 10));
         assert_eq!(
             parse_agent_keys(&agents_pk("acme"), &agent_sk("summarizer")),
             Some(("acme", "summarizer"))

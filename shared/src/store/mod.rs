@@ -118,7 +118,8 @@ pub struct TaskRecord {
     pub retry: Option<RetryPolicySpec>,
     pub fallback: bool,
     pub timeout_ms: Option<u64>,
-    /// Every ended attempt, oldest first.
+    /// Every ended attempt since the task was last reset by a redrive, oldest first (the
+    /// earlier ones are archived: see [`ArchivedDrive`]).
     pub attempts: Vec<AttemptRecord>,
     /// Claims of the current attempt; above 1, a handler died holding it.
     pub claims: u32,
@@ -153,6 +154,16 @@ impl TaskRecord {
     }
 }
 
+/// A task's attempts of one drive that a redrive ended, as the workflow's archive keeps them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchivedDrive {
+    pub task_id: String,
+    /// The drive they were made in (0: before the first redrive).
+    pub drive: u32,
+    /// Oldest first.
+    pub attempts: Vec<AttemptRecord>,
+}
+
 /// A workflow as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkflowRecord {
@@ -178,6 +189,8 @@ pub struct WorkflowRecord {
     pub drive: u32,
     /// Every control applied, oldest first (for the history).
     pub controls: Vec<ControlEvent>,
+    /// When what it still needs was last kept from expiring (its creation at first).
+    pub kept_at_ms: i64,
 }
 
 impl WorkflowRecord {
@@ -533,6 +546,18 @@ pub trait WorkflowStore: Send + Sync {
         workflow_id: &str,
         at_ms: i64,
     ) -> Result<(), StoreError>;
+    /// Keeps what an unfinished workflow still needs from expiring: each task not kept since
+    /// `since_ms` has its payloads in the bucket refreshed and, if it has ended, its
+    /// `expires_at` moved to `expires_at_s`; then the record notes `now_ms` as `kept_at`.
+    /// Returns the tasks kept. Safe to repeat, and to stop anywhere: what it did stays done.
+    async fn keep_alive(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+        since_ms: i64,
+        now_ms: i64,
+        expires_at_s: i64,
+    ) -> Result<u32, StoreError>;
 }
 
 /// A workflow as the list index holds it: what changes only at its creation, its controls and
@@ -636,17 +661,26 @@ pub trait WorkflowControls: Send + Sync {
         read: &TaskRecord,
         dispatch_until_ms: i64,
     ) -> Result<HoldReleased, StoreError>;
-    /// Resets a task for the workflow's drive `drive` as `reset` says. True if it is reset
-    /// now or was before.
+    /// Resets the task read as `read` for the workflow's drive `drive` as `reset` says. Its
+    /// attempts of the drive that ended move to the workflow's archive in the same write (kept
+    /// until `archive_expires_at_s`), so its item starts the drive without them. True if it
+    /// is reset now or was before.
     async fn reset_task(
         &self,
-        tenant: &str,
-        workflow_id: &str,
+        read: &TaskRecord,
         reset: &TaskReset,
         profile: &TaskProfile,
         drive: u32,
         dispatch_until_ms: i64,
+        archive_expires_at_s: i64,
     ) -> Result<bool, StoreError>;
+    /// The attempts the workflow's redrives moved to its archive, by task and drive (only a
+    /// redriven workflow has any).
+    async fn archived_drives(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+    ) -> Result<Vec<ArchivedDrive>, StoreError>;
     /// One page of the tenant's workflows, newest first, from the list index.
     async fn list_workflows(
         &self,

@@ -1,4 +1,5 @@
-//! Workflow controls (cancel, pause, resume, redrive) and the list of a tenant's workflows.
+//! Workflow controls (cancel, pause, resume, redrive), the archive where a redrive moves the
+//! attempts of the drive it ends, and the list of a tenant's workflows.
 
 use async_trait::async_trait;
 
@@ -8,9 +9,10 @@ use crate::domain::control::{
     controls_to_drop, Control, ControlChange, ControlEvent, Hold, TaskReset,
 };
 use crate::store::keys::{
-    CANCEL_FORCE, CONTROL, CONTROLS, DRIVE, HOLD, LIST_INDEX, LIST_PK, LIST_SK, RUN_PK, SWEEP_AT,
-    SWEEP_SHARD,
+    ARCHIVED_TASK, CANCEL_FORCE, CONTROL, CONTROLS, DRIVE, HOLD, LIST_INDEX, LIST_PK, LIST_SK,
+    RUN_PK, SWEEP_AT, SWEEP_SHARD,
 };
+use aws_sdk_dynamodb::types::Update;
 
 /// Pages of the list index read for one answer at most: a selective filter returns a short
 /// page with a cursor rather than reading on.
@@ -35,6 +37,157 @@ fn released_by_this_write(
         && a.opt_n::<u32>("attempt")? == Some(read.attempt)
         && a.opt_n::<i64>(LEASE_UNTIL)? == Some(dispatch_until_ms)
         && a.opt_s(LEASE_SHARD).is_some())
+}
+
+/// Reads of a rejected reset, each followed by another try: a task only changes under a
+/// reset as planned when a late result of a cancelled attempt lands on it.
+const RESET_TRIES: usize = 3;
+/// Pages of a workflow's archive a history reads at most (each up to 1 MB): thousands of
+/// drives, with a bound on what one request holds.
+const MAX_ARCHIVE_PAGES: usize = 16;
+const ATTEMPTS: &str = "attempts";
+
+/// A task's reset for a new drive, as planned from a read of the task.
+struct ResetWrite<'a> {
+    reset: &'a TaskReset,
+    profile: &'a TaskProfile,
+    drive: u32,
+    dispatch_until_ms: i64,
+    archive_expires_at_s: i64,
+}
+
+/// An update's expressions, for an `UpdateItem` or a transaction's `Update`.
+struct UpdateExpression {
+    update: String,
+    condition: String,
+    names: HashMap<String, String>,
+    values: Item,
+}
+
+impl UpdateExpression {
+    fn apply_to(self, builder: UpdateItemFluentBuilder) -> UpdateItemFluentBuilder {
+        builder
+            .update_expression(self.update)
+            .condition_expression(self.condition)
+            .set_expression_attribute_names(Some(self.names))
+            .set_expression_attribute_values(Some(self.values))
+    }
+
+    fn transact_item(self, table: &str, key: Item) -> Result<TransactWriteItem, StoreError> {
+        let update = built(
+            Update::builder()
+                .table_name(table)
+                .set_key(Some(key))
+                .update_expression(self.update)
+                .condition_expression(self.condition)
+                .set_expression_attribute_names(Some(self.names))
+                .set_expression_attribute_values(Some(self.values))
+                .build(),
+        )?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+}
+
+impl ResetWrite<'_> {
+    /// The task's attempts since its last reset, as the archive keeps them.
+    fn archive(&self, read: &TaskRecord) -> Result<Item, StoreError> {
+        Ok(HashMap::from([
+            (
+                PK.into(),
+                s(keys::workflow_archive_pk(&read.tenant, &read.workflow_id)),
+            ),
+            (SK.into(), s(keys::archived_drive_sk(&read.id, read.drive))),
+            (ARCHIVED_TASK.into(), s(read.id.as_str())),
+            (DRIVE.into(), n(read.drive)),
+            (ATTEMPTS.into(), json_list(&read.attempts)?),
+            (EXPIRES_AT.into(), n(self.archive_expires_at_s)),
+        ]))
+    }
+
+    /// The reset, conditional on the task being as read: in the status and attempt planned
+    /// from, at the drive and with the attempts the archive is written for.
+    fn expression(&self, read: &TaskRecord) -> Result<UpdateExpression, StoreError> {
+        let reset = self.reset;
+        let mut set = vec![
+            "#status = :status",
+            "attempt = :attempt",
+            "deps_remaining = :remaining",
+            "#drive = :drive",
+            "claims = :zero",
+            "dispatches = :zero",
+            // A redrive is a deliberate new start: deaths of the last drive's handlers do not
+            // count against it.
+            "lease_expirations = :zero",
+        ];
+        // The ended drive's attempts and output go: the attempts to the archive, the output
+        // (and its pointer to the payload bucket) because the new drive has none yet.
+        let mut remove = vec![
+            "failure",
+            "#output",
+            "output_ref",
+            "output_preview",
+            "#attempts",
+            "finished_at",
+            "started_at",
+            "claim_token",
+            "released_by",
+            EXPIRES_AT,
+            HOLD,
+        ];
+        let mut values: Item = HashMap::from([
+            (":status".into(), s(reset.status.as_str())),
+            (":attempt".into(), n(reset.attempt)),
+            (":remaining".into(), n(reset.deps_remaining)),
+            (":drive".into(), n(self.drive)),
+            (":zero".into(), n(0)),
+            (":from".into(), s(reset.from.as_str())),
+            (":from_attempt".into(), n(reset.from_attempt)),
+            (":read_drive".into(), n(read.drive)),
+        ]);
+        let done: Vec<&str> = reset.deps_done.iter().map(String::as_str).collect();
+        if done.is_empty() {
+            remove.push("deps_done");
+        } else {
+            set.push("deps_done = :done");
+            values.insert(":done".into(), string_set(&done));
+        }
+        if self.profile.is_default() {
+            remove.push(PROFILE);
+        } else {
+            set.push("profile = :profile");
+            values.insert(":profile".into(), json(self.profile)?);
+        }
+        if reset.status == TaskStatus::Queued {
+            set.push("lease_until = :until");
+            set.push("lease_shard = :shard");
+            values.insert(":until".into(), n(self.dispatch_until_ms));
+            values.insert(":shard".into(), s(keys::lease_shard(&read.workflow_id)));
+        }
+        let attempts = if read.attempts.is_empty() {
+            "(attribute_not_exists(#attempts) OR size(#attempts) = :zero)".to_string()
+        } else {
+            values.insert(":kept".into(), n(read.attempts.len()));
+            "size(#attempts) = :kept".to_string()
+        };
+        let drive = if read.drive == 0 {
+            "(attribute_not_exists(#drive) OR #drive = :read_drive)"
+        } else {
+            "#drive = :read_drive"
+        };
+        Ok(UpdateExpression {
+            update: format!("SET {} REMOVE {}", set.join(", "), remove.join(", ")),
+            condition: format!(
+                "#status = :from AND attempt = :from_attempt AND {drive} AND {attempts}"
+            ),
+            names: HashMap::from([
+                ("#status".into(), "status".into()),
+                ("#output".into(), "output".into()),
+                ("#attempts".into(), ATTEMPTS.into()),
+                ("#drive".into(), DRIVE.into()),
+            ]),
+            values,
+        })
+    }
 }
 
 /// How many older control events the record dropped (it keeps the newest
@@ -130,7 +283,7 @@ impl WorkflowControls for DynamoStore {
             .expression_attribute_values(":running", s(WorkflowStatus::Running.as_str()));
         // The event is appended; once the record holds its fill of them, the list is written
         // anew from a fresh read without the oldest, in this same conditional write.
-        let (update, events, unchanged) = if true || controls_to_drop(read.controls.len()) == 0 {
+        let (update, events, unchanged) = if controls_to_drop(read.controls.len()) == 0 {
             let update = update
                 .expression_attribute_values(
                     ":event",
@@ -324,92 +477,109 @@ impl WorkflowControls for DynamoStore {
 
     async fn reset_task(
         &self,
-        tenant: &str,
-        workflow_id: &str,
+        read: &TaskRecord,
         reset: &TaskReset,
         profile: &TaskProfile,
         drive: u32,
         dispatch_until_ms: i64,
+        archive_expires_at_s: i64,
     ) -> Result<bool, StoreError> {
-        let mut set = vec![
-            "#status = :status",
-            "attempt = :attempt",
-            "deps_remaining = :remaining",
-            "drive = :drive",
-            "claims = :zero",
-            "dispatches = :zero",
-            // A redrive is a deliberate new start: deaths of the last drive's handlers do not
-            // count against it.
-            "lease_expirations = :zero",
-        ];
-        let mut remove = vec![
-            "failure",
-            "#output",
-            "finished_at",
-            "started_at",
-            "claim_token",
-            "released_by",
-            EXPIRES_AT,
-            HOLD,
-        ];
-        let done: Vec<&str> = reset.deps_done.iter().map(String::as_str).collect();
-        if done.is_empty() {
-            remove.push("deps_done");
-        } else {
-            set.push("deps_done = :done");
-        }
-        if profile.is_default() {
-            remove.push(PROFILE);
-        } else {
-            set.push("profile = :profile");
-        }
-        let queued = reset.status == TaskStatus::Queued;
-        if queued {
-            set.push("lease_until = :until");
-            set.push("lease_shard = :shard");
-        }
-        let update = self
-            .update_task(tenant, workflow_id, &reset.id)
-            .expression_attribute_names("#output", "output")
-            .update_expression(format!(
-                "SET {} REMOVE {}",
-                set.join(", "),
-                remove.join(", ")
-            ))
-            .condition_expression(format!(
-                "#status = :from AND attempt = :from_attempt \
-                 AND (attribute_not_exists({DRIVE}) OR {DRIVE} < :drive)"
-            ))
-            .expression_attribute_values(":status", s(reset.status.as_str()))
-            .expression_attribute_values(":attempt", n(reset.attempt))
-            .expression_attribute_values(":remaining", n(reset.deps_remaining))
-            .expression_attribute_values(":drive", n(drive))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":from", s(reset.from.as_str()))
-            .expression_attribute_values(":from_attempt", n(reset.from_attempt));
-        let update = if done.is_empty() {
-            update
-        } else {
-            update.expression_attribute_values(":done", string_set(&done))
+        let write = ResetWrite {
+            reset,
+            profile,
+            drive,
+            dispatch_until_ms,
+            archive_expires_at_s,
         };
-        let update = if profile.is_default() {
-            update
-        } else {
-            update.expression_attribute_values(":profile", json(profile)?)
-        };
-        let update = if queued {
-            update
-                .expression_attribute_values(":until", n(dispatch_until_ms))
-                .expression_attribute_values(":shard", s(keys::lease_shard(workflow_id)))
-        } else {
-            update
-        };
-        Ok(match conditional_update(update, ReturnValue::None).await? {
-            Conditional::Applied(_) => true,
-            // Reset for this drive before (this write's lost response, or another handler).
-            Conditional::Rejected(Some(item)) => Attrs(&item).opt_n::<u32>(DRIVE)? >= Some(drive),
-            Conditional::Rejected(None) => false,
-        })
+        let mut read = std::borrow::Cow::Borrowed(read);
+        for _ in 0..RESET_TRIES {
+            let refused = if read.attempts.is_empty() {
+                let update = write.expression(&read)?.apply_to(self.update_task(
+                    &read.tenant,
+                    &read.workflow_id,
+                    &reset.id,
+                ));
+                match conditional_update(update, ReturnValue::None).await? {
+                    Conditional::Applied(_) => return Ok(true),
+                    Conditional::Rejected(item) => item,
+                }
+            } else {
+                // One transaction: the attempts are archived if and only if the item is reset
+                // without them, so a handler dying, a retried request or a second reset can
+                // neither lose nor repeat them.
+                let key = self.task_key(&read.tenant, &read.workflow_id, &reset.id);
+                let items = vec![
+                    txn_put(&self.state_table, write.archive(&read)?, None)?,
+                    write
+                        .expression(&read)?
+                        .transact_item(&self.state_table, key)?,
+                ];
+                if self.transact(items).await? {
+                    return Ok(true);
+                }
+                let pk = keys::workflow_pk(&read.tenant, &read.workflow_id);
+                self.state_item(pk, &keys::task_sk(&reset.id)).await?
+            };
+            let Some(item) = refused else {
+                return Ok(false);
+            };
+            let current = task_record(&item)?;
+            if current.drive >= drive {
+                // Reset for this drive before (this write's lost response, or another handler).
+                return Ok(true);
+            }
+            if current.status != reset.from || current.attempt != reset.from_attempt {
+                return Ok(false);
+            }
+            // Still as planned, but its attempts changed since the read (a cancelled attempt's
+            // late result): again, with them.
+            read = std::borrow::Cow::Owned(current);
+        }
+        Ok(false)
+    }
+
+    async fn archived_drives(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+    ) -> Result<Vec<ArchivedDrive>, StoreError> {
+        let mut drives = Vec::new();
+        let mut start = None;
+        for _ in 0..MAX_ARCHIVE_PAGES {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.state_table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(
+                    ":pk",
+                    s(keys::workflow_archive_pk(tenant, workflow_id)),
+                )
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(dynamo_error)?;
+            for item in out.items.unwrap_or_default() {
+                let a = Attrs(&item);
+                drives.push(ArchivedDrive {
+                    task_id: a.s(ARCHIVED_TASK)?.to_string(),
+                    drive: a.n(DRIVE)?,
+                    attempts: a.json_list(ATTEMPTS)?,
+                });
+            }
+            match out.last_evaluated_key.filter(|key| !key.is_empty()) {
+                Some(key) => start = Some(key),
+                None => return Ok(drives),
+            }
+        }
+        tracing::warn!(
+            tenant,
+            workflow = workflow_id,
+            pages = MAX_ARCHIVE_PAGES,
+            "the archive is longer than a history reads; its later drives are left out"
+        );
+        Ok(drives)
     }
 
     async fn list_workflows(

@@ -78,7 +78,10 @@ impl DynamoStore {
 
     /// The store with a bucket for large inputs and outputs (without one, every payload
     /// stays on its item, as far as the item's size allows).
-    pub fn with_payloads(mut self, payloads: std::sync::Arc<dyn crate::payload::PayloadStore>) -> Self {
+    pub fn with_payloads(
+        mut self,
+        payloads: std::sync::Arc<dyn crate::payload::PayloadStore>,
+    ) -> Self {
         self.payloads = Some(payloads);
         self
     }
@@ -108,12 +111,30 @@ impl DynamoStore {
         &self,
         stored: &crate::payload::StoredPayload,
     ) -> Result<Value, StoreError> {
-        let payloads = self.payloads.as_ref().ok_or(crate::payload::PayloadError::NoBucket {
-            bytes: stored.bytes as usize,
-        })?;
+        let payloads = self
+            .payloads
+            .as_ref()
+            .ok_or(crate::payload::PayloadError::NoBucket {
+                bytes: stored.bytes as usize,
+            })?;
         let bytes = payloads.get(&stored.key).await?;
         serde_json::from_slice(&bytes)
             .map_err(|e| StoreError::Corrupt(format!("payload `{}`: {e}", stored.key)))
+    }
+
+    /// Restarts a stored payload's time in the bucket, so the bucket's expiry does not take
+    /// it from a workflow still running.
+    async fn refresh_payload(
+        &self,
+        stored: &crate::payload::StoredPayload,
+    ) -> Result<(), StoreError> {
+        let payloads = self
+            .payloads
+            .as_ref()
+            .ok_or(crate::payload::PayloadError::NoBucket {
+                bytes: stored.bytes as usize,
+            })?;
+        Ok(payloads.refresh(&stored.key).await?)
     }
 
     /// A task item as a record with its input and output read whole, wherever they are.
@@ -449,7 +470,11 @@ fn backoff(retry: u32) -> Duration {
 /// that the chain can fail what made it so large instead of trying the write again.
 fn dynamo_error<E, R>(err: SdkError<E, R>) -> StoreError
 where
-    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + Send + Sync + 'static,
+    E: std::error::Error
+        + aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + Send
+        + Sync
+        + 'static,
     R: std::fmt::Debug,
 {
     if let Some(service) = err.as_service_error() {

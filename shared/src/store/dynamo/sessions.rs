@@ -175,18 +175,34 @@ fn delete_request(item: &Item) -> Result<WriteRequest, StoreError> {
 }
 
 impl DynamoStore {
-    /// Deletes a turn's workflow: its tasks, its record, and the outcome history its attempts
-    /// left in the memory table (keyed by the workflow, so nothing names the session after).
+    /// Deletes a turn's workflow: its tasks, its record, the archive of a redriven one, and
+    /// the outcome history their attempts left in the memory table (keyed by the workflow, so
+    /// nothing names the session after).
     async fn delete_workflow(&self, tenant: &str, workflow_id: &str) -> Result<(), StoreError> {
-        let items = self
+        let mut items = self
             .partition(keys::workflow_pk(tenant, workflow_id))
             .await?;
+        // The archive goes too, at once, rather than at its TTL; first, as the record that
+        // says it exists goes last. Only a redriven workflow has one.
+        let redriven = items.iter().any(|item| {
+            let a = Attrs(item);
+            a.opt_s(SK) == Some(keys::WORKFLOW_SK)
+                && a.opt_n::<u32>(keys::DRIVE).ok().flatten() > Some(0)
+        });
+        if redriven {
+            let archive = self
+                .partition(keys::workflow_archive_pk(tenant, workflow_id))
+                .await?;
+            items.splice(0..0, archive);
+        }
         let mut outcomes = Vec::new();
         for item in &items {
             let a = Attrs(item);
-            let Some(task_id) = a.opt_s(SK).and_then(|sk| sk.strip_prefix("TASK#")) else {
+            let Some(task_sk) = a.opt_s(SK).and_then(|sk| sk.strip_prefix("TASK#")) else {
                 continue;
             };
+            // An archive item's sort key names its drive too; it names its task apart.
+            let task_id = a.opt_s(keys::ARCHIVED_TASK).unwrap_or(task_sk);
             for attempt in a.json_list::<AttemptRecord>("attempts")? {
                 if let Some(agent) = &attempt.agent {
                     outcomes.push(HashMap::from([
@@ -237,7 +253,10 @@ impl DynamoStore {
         match result {
             Ok(_) => Ok(true),
             Err(SdkError::ServiceError(err))
-                if matches!(err.err(), DeleteItemError::ConditionalCheckFailedException(_)) =>
+                if matches!(
+                    err.err(),
+                    DeleteItemError::ConditionalCheckFailedException(_)
+                ) =>
             {
                 Ok(false)
             }

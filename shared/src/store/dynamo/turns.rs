@@ -74,7 +74,8 @@ fn stored_answer(turn: &TurnRecord) -> Option<Value> {
 fn shown_answer(answer: Option<Value>, response: Option<&str>) -> Option<Value> {
     let mut answer = answer?;
     if let (Value::Object(map), Some(response)) = (&mut answer, response) {
-        map.entry("response").or_insert_with(|| Value::from(response));
+        map.entry("response")
+            .or_insert_with(|| Value::from(response));
     }
     Some(answer)
 }
@@ -177,9 +178,9 @@ impl TurnStore for DynamoStore {
                  AND {same}"
             ))
             .expression_attribute_names("#generation", GENERATION)
-            .set_expression_attribute_values(generation.map(|g| {
-                HashMap::from([(":generation".to_string(), g)])
-            }))
+            .set_expression_attribute_values(
+                generation.map(|g| HashMap::from([(":generation".to_string(), g)])),
+            )
             .update_expression(
                 "SET turns = :next, active_turn = :next, turn_request = :request, \
                  last_active_at = :now, sweep_at = :sweep, expires_at = :ttl",
@@ -320,9 +321,9 @@ impl TurnStore for DynamoStore {
             .key(SK, s(SESSION_SK))
             .condition_expression(format!("active_turn = :turn AND {same}"))
             .expression_attribute_names("#generation", GENERATION)
-            .set_expression_attribute_values(generation.map(|g| {
-                HashMap::from([(":generation".to_string(), g)])
-            }))
+            .set_expression_attribute_values(
+                generation.map(|g| HashMap::from([(":generation".to_string(), g)])),
+            )
             .expression_attribute_values(":turn", n(turn.turn))
             .expression_attribute_values(":active", active)
             .expression_attribute_values(":sweep", sweep)

@@ -171,6 +171,7 @@ pub(super) fn workflow_record(tenant: &str, item: &Item) -> Result<WorkflowRecor
         control: control_of(&a),
         drive: a.opt_n(DRIVE)?.unwrap_or(0),
         controls: a.json_list(CONTROLS)?,
+        kept_at_ms: a.opt_n(KEPT_AT)?.unwrap_or(a.n("created_at")?),
     })
 }
 
@@ -263,7 +264,7 @@ static OUTLINE: Projection = Projection {
                  #attempts, #claims, #claim_token, #lease_expirations, #dispatches, #held_for, \
                  #drive, #workflow_id, #name, #task_count, #tasks_remaining, #tasks_done, \
                  #failed_task, #error, #deadline_at, #created_at, #updated_at, #control, \
-                 #cancel_force, #controls",
+                 #cancel_force, #controls, #kept_at",
     names: &[
         ("#pk", PK),
         ("#sk", SK),
@@ -305,12 +306,32 @@ static OUTLINE: Projection = Projection {
         ("#control", CONTROL),
         ("#cancel_force", CANCEL_FORCE),
         ("#controls", CONTROLS),
+        ("#kept_at", KEPT_AT),
+    ],
+};
+
+/// When a workflow, or one of its tasks, was last kept from expiring.
+const KEPT_AT: &str = "kept_at";
+
+/// What keeping a task from expiring needs of it.
+static KEEP: Projection = Projection {
+    expression: "#pk, #sk, #input_ref, #output_ref, #expires_at, #kept_at",
+    names: &[
+        ("#pk", PK),
+        ("#sk", SK),
+        ("#input_ref", INPUT_REF),
+        ("#output_ref", "output_ref"),
+        ("#expires_at", EXPIRES_AT),
+        ("#kept_at", KEPT_AT),
     ],
 };
 
 impl DynamoStore {
     /// Each task's input as it goes on its item: in the bucket when too large.
-    pub(super) async fn place_inputs(&self, workflow: &NewWorkflow) -> Result<Vec<Placed>, StoreError> {
+    pub(super) async fn place_inputs(
+        &self,
+        workflow: &NewWorkflow,
+    ) -> Result<Vec<Placed>, StoreError> {
         let mut placed = Vec::with_capacity(workflow.tasks.len());
         for task in &workflow.tasks {
             let key = crate::payload::input_key(&workflow.tenant, &workflow.workflow_id, &task.id);
@@ -499,8 +520,9 @@ impl WorkflowStore for DynamoStore {
                     } else if current.status == TaskStatus::Running
                         && current.claim_token.as_deref() == Some(token)
                     {
-                        // This claim's own response was lost; the SDK's retry met it.
-                        ClaimOutcome::Claimed(current)
+                        // This claim's own response was lost; the SDK's retry met it. The
+                        // call needs the input whole here too.
+                        ClaimOutcome::Claimed(self.whole_task(&item).await?)
                     } else if current.status.has_result() {
                         ClaimOutcome::AlreadyFinished(current)
                     } else if let (TaskStatus::Queued, Some(hold)) = (current.status, current.hold)
@@ -544,9 +566,10 @@ impl WorkflowStore for DynamoStore {
             for item in &items {
                 let a = Attrs(item);
                 let stored: Option<crate::payload::StoredPayload> = a.json("output_ref")?;
-                bytes += stored
-                    .as_ref()
-                    .map_or_else(|| a.opt_s("output").map_or(0, str::len), |p| p.bytes as usize);
+                bytes += stored.as_ref().map_or_else(
+                    || a.opt_s("output").map_or(0, str::len),
+                    |p| p.bytes as usize,
+                );
                 if bytes > max_bytes {
                     return Ok(DependencyOutputs::TooLarge { bytes });
                 }
@@ -607,10 +630,15 @@ impl WorkflowStore for DynamoStore {
                             task.attempt,
                         );
                         match self.place_payload(&key, json_text(output)?).await? {
-                            Placed::Inline(text) => (TaskStatus::Succeeded, "output", s(text), None),
-                            Placed::Stored(stored, preview) => {
-                                (TaskStatus::Succeeded, "output_ref", json(&stored)?, Some(preview))
+                            Placed::Inline(text) => {
+                                (TaskStatus::Succeeded, "output", s(text), None)
                             }
+                            Placed::Stored(stored, preview) => (
+                                TaskStatus::Succeeded,
+                                "output_ref",
+                                json(&stored)?,
+                                Some(preview),
+                            ),
                         }
                     }
                     AttemptEnd::Failed(failure) => {
@@ -1077,5 +1105,73 @@ impl WorkflowStore for DynamoStore {
             .expression_attribute_values(":running", s(WorkflowStatus::Running.as_str()));
         conditional_update(update, ReturnValue::None).await?;
         Ok(())
+    }
+
+    async fn keep_alive(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+        since_ms: i64,
+        now_ms: i64,
+        expires_at_s: i64,
+    ) -> Result<u32, StoreError> {
+        let read = PartitionRead {
+            projection: Some(&KEEP),
+            ..PartitionRead::default()
+        };
+        let mut kept = 0;
+        // Its tasks, and the attempts of earlier drives that its history shows.
+        let partitions = [
+            keys::workflow_pk(tenant, workflow_id),
+            keys::workflow_archive_pk(tenant, workflow_id),
+        ];
+        for (pk, item) in futures::future::try_join_all(partitions.map(|pk| async move {
+            let items = self.partition_read(pk.clone(), read).await?;
+            Ok::<_, StoreError>(items.into_iter().map(move |item| (pk.clone(), item)))
+        }))
+        .await?
+        .into_iter()
+        .flatten()
+        {
+            let a = Attrs(&item);
+            let Some(sk) = a.opt_s(SK).filter(|sk| *sk != keys::WORKFLOW_SK) else {
+                continue;
+            };
+            if a.opt_n::<i64>(KEPT_AT)?.is_some_and(|at| at >= since_ms) {
+                continue;
+            }
+            // The objects first: a task whose item says it is kept has its payloads kept too.
+            for field in [INPUT_REF, "output_ref"] {
+                if let Some(stored) = a.json::<crate::payload::StoredPayload>(field)? {
+                    self.refresh_payload(&stored).await?;
+                }
+            }
+            let update = self
+                .client
+                .update_item()
+                .table_name(&self.state_table)
+                .key(PK, s(pk))
+                .key(SK, s(sk))
+                .condition_expression(format!("attribute_exists({PK})"))
+                .expression_attribute_values(":now", n(now_ms));
+            // An ended task's (or archive's) TTL moves on; an unfinished task has none until
+            // it ends.
+            let update = if a.opt_n::<i64>(EXPIRES_AT)?.is_some() {
+                update
+                    .update_expression(format!("SET {KEPT_AT} = :now, {EXPIRES_AT} = :expires"))
+                    .expression_attribute_values(":expires", n(expires_at_s))
+            } else {
+                update.update_expression(format!("SET {KEPT_AT} = :now"))
+            };
+            conditional_update(update, ReturnValue::None).await?;
+            kept += 1;
+        }
+        let update = self
+            .update_workflow(tenant, workflow_id)
+            .update_expression(format!("SET {KEPT_AT} = :now"))
+            .condition_expression(format!("attribute_exists({PK})"))
+            .expression_attribute_values(":now", n(now_ms));
+        conditional_update(update, ReturnValue::None).await?;
+        Ok(kept)
     }
 }
