@@ -297,7 +297,8 @@ pub struct TurnView {
     pub status: TurnStatus,
     /// The answering agent's text.
     pub response: Option<String>,
-    /// The answering agent's whole answer (its `state` kept out).
+    /// The answering agent's answer (its `state` kept out); past 96 KiB, `{"truncated": true,
+    /// "bytes", "preview", "url"}` with the url that serves it whole.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
     pub answer: Option<Value>,
     /// Why the turn failed: `{agent, kind, message}`.

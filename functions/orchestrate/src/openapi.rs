@@ -102,7 +102,7 @@ struct Unauthorized(ErrorBody);
 #[derive(ToResponse)]
 struct Forbidden(ErrorBody);
 /// `quota_exceeded`: the tenant's quota refuses it now (`details.quota`, `details.limit`);
-/// nothing was stored. Try again after `Retry-After` seconds.
+/// nothing was stored. Try again after `Retry-After` seconds; without one, it can never fit.
 #[derive(ToResponse)]
 #[response(headers(("Retry-After" = u64, description = "Seconds until trying again can succeed")))]
 struct QuotaExceeded(ErrorBody);

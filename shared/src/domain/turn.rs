@@ -96,7 +96,8 @@ pub struct TurnRecord {
     pub async_workflow_id: Option<String>,
     pub status: TurnStatus,
     pub response: Option<String>,
-    /// The answering agent's whole answer (its `state` kept out).
+    /// The answering agent's answer (its `state` kept out); past 96 KiB, `{"truncated": true,
+    /// "bytes", "preview", "url"}` with the url that serves it whole.
     pub answer: Option<Value>,
     pub sync_agent_results: Map<String, Value>,
     /// Async results of earlier turns, delivered with this one.

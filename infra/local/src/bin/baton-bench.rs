@@ -1,10 +1,12 @@
 //! Counts the AWS API calls the chain makes per task, for the diamond workflow, on the local
 //! stack, and prices them. A benchmark: it reports numbers and asserts nothing about time.
 //!
-//! Usage: baton-bench [--workflows N] [--fail-first-attempt]
+//! Usage: baton-bench [--workflows N] [--fail-first-attempt] [--output-bytes N]
 //!
 //! With `--fail-first-attempt` the agent answers 503 to every task's first attempt, so each
-//! task takes exactly one retry: the difference from a plain run is what a retry costs.
+//! task takes exactly one retry: the difference from a plain run is what a retry costs. With
+//! `--output-bytes N` every output is padded to about N bytes of JSON: DynamoDB bills a write
+//! by the whole item's size, so this is what large outputs cost.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +36,9 @@ struct Args {
     /// The agent fails every task's first attempt (503), so each task is retried once.
     #[arg(long)]
     fail_first_attempt: bool,
+    /// Pad every output to about this many bytes of JSON.
+    #[arg(long, default_value_t = 0)]
+    output_bytes: usize,
 }
 
 #[tokio::main]
@@ -41,6 +46,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let workflows = args.workflows;
     let fail_first = args.fail_first_attempt;
+    let padding = "p".repeat(args.output_bytes.saturating_sub(40));
     let root = project_root();
     let emulator = Emulator::start(&root)?;
     let mut options = StackOptions::new("baton-bench");
@@ -50,7 +56,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if fail_first && call["attempt"] == 1 {
             AgentReply::error(503, "first attempts fail in this run")
         } else {
-            AgentReply::ok(json!({ "task": call["task_id"] }))
+            let mut output = json!({ "task": call["task_id"] });
+            if !padding.is_empty() {
+                output["pad"] = json!(padding);
+            }
+            AgentReply::ok(output)
         }
     }))
     .await?;
