@@ -2269,8 +2269,8 @@ async fn a_tenants_pace_spreads_its_tasks_and_its_backlog_refuses_what_would_wai
     assert_eq!(accepted["pacing"]["tasks_per_second"], 2.0, "{accepted:#}");
     let id = id_of(&accepted);
 
-    // More than the burst and backlog together can never be admitted: refused for good,
-    // with no Retry-After to come back after.
+    // More than the burst and backlog together can never be admitted: refused for good (a
+    // 409, as for a count the tenant must bring down), with no Retry-After to come back after.
     let before = state_keys(&stack).await;
     let never = call(
         &stack,
@@ -2280,7 +2280,7 @@ async fn a_tenants_pace_spreads_its_tasks_and_its_backlog_refuses_what_would_wai
         Some(&independent(5)),
     )
     .await;
-    assert_error(&never, 429, "quota_exceeded", "never be admitted");
+    assert_error(&never, 409, "quota_exceeded", "never be admitted");
     assert!(never.header("retry-after").is_none(), "{:?}", never.body);
 
     // Three more right away would leave more than three waiting: refused, nothing stored.

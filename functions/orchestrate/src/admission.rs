@@ -76,7 +76,8 @@ pub async fn admit_tasks<S: AdmissionStore, Q>(
             "task_backlog",
             quotas.task_backlog,
             format!(
-                "{} task(s) can never be admitted at once: the tenant's burst ({}) and backlog                  ({}) hold at most {most}; submit fewer tasks at a time",
+                "{} task(s) can never be admitted at once: the tenant's burst ({}) and backlog \
+                 ({}) hold at most {most}; submit fewer tasks at a time",
                 demand.tasks, quotas.task_burst, quotas.task_backlog
             ),
             None,

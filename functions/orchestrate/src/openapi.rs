@@ -414,6 +414,7 @@ fn disable_agent() {}
     })),
     responses(
         (status = 202, body = WorkflowAccepted, headers(("Location" = String))),
+        (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
         (status = 429, response = QuotaExceeded),
     ))]
