@@ -129,7 +129,9 @@ impl PayloadStore for S3Payloads {
     }
 
     async fn refresh(&self, key: &str) -> Result<(), PayloadError> {
-        self.client()
+        use aws_sdk_s3::error::ProvideErrorMetadata;
+        match self
+            .client()
             .copy_object()
             .bucket(&self.bucket)
             .key(key)
@@ -138,7 +140,12 @@ impl PayloadStore for S3Payloads {
             .content_type("application/json")
             .send()
             .await
-            .map_err(s3_error)?;
-        Ok(())
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().and_then(|e| e.code()) == Some("NoSuchKey") => {
+                Err(PayloadError::Missing(key.to_string()))
+            }
+            Err(e) => Err(s3_error(e)),
+        }
     }
 }

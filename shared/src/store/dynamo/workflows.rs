@@ -1143,7 +1143,14 @@ impl WorkflowStore for DynamoStore {
             // The objects first: a task whose item says it is kept has its payloads kept too.
             for field in [INPUT_REF, "output_ref"] {
                 if let Some(stored) = a.json::<crate::payload::StoredPayload>(field)? {
-                    self.refresh_payload(&stored).await?;
+                    match self.refresh_payload(&stored).await {
+                        // Gone already (deleted by hand, or kept too late): nothing to keep,
+                        // and the rest of the workflow is kept all the same.
+                        Err(StoreError::Payload(crate::payload::PayloadError::Missing(key))) => {
+                            tracing::warn!(%key, "a payload to keep is missing");
+                        }
+                        other => other?,
+                    }
                 }
             }
             let update = self
