@@ -193,7 +193,7 @@ where
         usage: run.usage,
         late: false,
     };
-    let end = match result {
+    let mut end = match result {
         Ok(output) => AttemptEnd::Succeeded(output),
         Err(failure) => {
             entry.outcome = AttemptOutcome::Failed;
@@ -225,7 +225,8 @@ where
             );
             entry.outcome = AttemptOutcome::Failed;
             entry.error = Some(failure.clone());
-            let end = AttemptEnd::Failed(failure);
+            // What was ended is the failure, for the metrics too.
+            end = AttemptEnd::Failed(failure);
             store
                 .end_attempt(task, holder, &end, &entry, finish)
                 .await?

@@ -132,13 +132,10 @@ async fn whole_output<S>(store: &S, record: &TaskRecord) -> Result<Option<Value>
 where
     S: WorkflowStore + ?Sized,
 {
-    if record.output.is_some() || record.output_ref.is_none() {
-        return Ok(record.output.clone());
+    match (&record.output, &record.output_ref) {
+        (None, Some(stored)) => Ok(Some(store.stored_payload(stored).await?)),
+        (output, _) => Ok(output.clone()),
     }
-    let whole = store
-        .task_whole(&record.tenant, &record.workflow_id, &record.id)
-        .await?;
-    Ok(whole.and_then(|t| t.output))
 }
 
 /// The agent a turn's task names (its task id is the agent's name).

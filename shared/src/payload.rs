@@ -40,10 +40,18 @@ pub enum PayloadError {
     Missing(String),
 }
 
-/// The key of one attempt's output (its attempt: a retry writes a new object, a repeat of the
-/// same attempt the same one).
-pub fn output_key(tenant: &str, workflow_id: &str, task_id: &str, attempt: u32) -> String {
-    format!("{tenant}/{workflow_id}/{task_id}/{attempt}/output.json")
+/// The key of one attempt's output as written by one holder of it (`writer`: its claim).
+/// A repeat of the same write (an SDK retry, a redelivery to the same holder) writes the same
+/// object; a second holder of the attempt (a handler that outlived its lease, with the attempt
+/// claimed again meanwhile) writes its own, so it can never change an output already recorded.
+pub fn output_key(
+    tenant: &str,
+    workflow_id: &str,
+    task_id: &str,
+    attempt: u32,
+    writer: &str,
+) -> String {
+    format!("{tenant}/{workflow_id}/{task_id}/{attempt}/{writer}.json")
 }
 
 /// The key of a task's input.

@@ -525,10 +525,12 @@ where
             .is_some_and(|at| at <= now - FOLLOW_UP_GRACE_MS);
         if settled && follow_up_incomplete(&view, task) {
             tracing::warn!(task = %task.id, status = %task.status, "follow-up of an ended task was interrupted; running it again");
-            let Some(whole) = deps.store.task_whole(tenant, workflow_id, &task.id).await? else {
+            // The item, not its payloads: a follow-up reads an output from the bucket only
+            // where it needs one (a turn's answer).
+            let Some(record) = deps.store.task(tenant, workflow_id, &task.id).await? else {
                 continue;
             };
-            complete_task(&deps.store, &deps.queue, settings, &whole, now).await?;
+            complete_task(&deps.store, &deps.queue, settings, &record, now).await?;
             repair.repaired += 1;
         }
     }

@@ -393,6 +393,11 @@ pub trait WorkflowStore: Send + Sync {
         tenant: &str,
         id: &str,
     ) -> Result<Option<WorkflowView>, StoreError>;
+    /// A payload an item points at, read from the bucket and parsed.
+    async fn stored_payload(
+        &self,
+        stored: &crate::payload::StoredPayload,
+    ) -> Result<Value, StoreError>;
     /// One task with its input and output read whole, also from the payload bucket (None:
     /// no such task). [`WorkflowStore::task`] reads the item only.
     async fn task_whole(

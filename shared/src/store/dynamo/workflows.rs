@@ -310,6 +310,9 @@ static OUTLINE: Projection = Projection {
     ],
 };
 
+/// Payload objects written or read at once by one request.
+const PAYLOAD_CONCURRENCY: usize = 4;
+
 /// When a workflow, or one of its tasks, was last kept from expiring.
 const KEPT_AT: &str = "kept_at";
 
@@ -332,12 +335,36 @@ impl DynamoStore {
         &self,
         workflow: &NewWorkflow,
     ) -> Result<Vec<Placed>, StoreError> {
-        let mut placed = Vec::with_capacity(workflow.tasks.len());
-        for task in &workflow.tasks {
-            let key = crate::payload::input_key(&workflow.tenant, &workflow.workflow_id, &task.id);
-            placed.push(self.place_payload(&key, json_text(&task.input)?).await?);
-        }
-        Ok(placed)
+        use futures::{StreamExt, TryStreamExt};
+        // A few at a time, in task order: a large submission's puts overlap.
+        let inputs = workflow
+            .tasks
+            .iter()
+            .map(|task| {
+                let key =
+                    crate::payload::input_key(&workflow.tenant, &workflow.workflow_id, &task.id);
+                Ok((key, json_text(&task.input)?))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        futures::stream::iter(inputs)
+            .map(|(key, text)| async move { self.place_payload(&key, text).await })
+            .buffered(PAYLOAD_CONCURRENCY)
+            .try_collect()
+            .await
+    }
+
+    /// A task's item as stored, read strongly.
+    async fn task_item_read(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+        task_id: &str,
+    ) -> Result<Option<Item>, StoreError> {
+        self.state_item(
+            keys::workflow_pk(tenant, workflow_id),
+            &keys::task_sk(task_id),
+        )
+        .await
     }
 
     async fn workflow_read(
@@ -416,16 +443,15 @@ impl WorkflowStore for DynamoStore {
         workflow_id: &str,
         task_id: &str,
     ) -> Result<Option<TaskRecord>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.state_table)
-            .set_key(Some(self.task_key(tenant, workflow_id, task_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(dynamo_error)?;
-        out.item.as_ref().map(task_record).transpose()
+        let item = self.task_item_read(tenant, workflow_id, task_id).await?;
+        item.as_ref().map(task_record).transpose()
+    }
+
+    async fn stored_payload(
+        &self,
+        stored: &crate::payload::StoredPayload,
+    ) -> Result<Value, StoreError> {
+        self.fetch_payload(stored).await
     }
 
     async fn task_whole(
@@ -434,17 +460,8 @@ impl WorkflowStore for DynamoStore {
         workflow_id: &str,
         task_id: &str,
     ) -> Result<Option<TaskRecord>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.state_table)
-            .set_key(Some(self.task_key(tenant, workflow_id, task_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(dynamo_error)?;
-        match &out.item {
-            Some(item) => Ok(Some(self.whole_task(item).await?)),
+        match self.task_item_read(tenant, workflow_id, task_id).await? {
+            Some(item) => Ok(Some(self.whole_task(&item).await?)),
             None => Ok(None),
         }
     }
@@ -621,13 +638,19 @@ impl WorkflowStore for DynamoStore {
             AttemptEnd::Succeeded(_) | AttemptEnd::Failed(_) => {
                 let (status, field, value, preview) = match end {
                     AttemptEnd::Succeeded(output) => {
-                        // Too large for the item: in the bucket, under this attempt's key
-                        // (a repeated write writes the same object).
+                        // Too large for the item: in the bucket, under this attempt's and
+                        // holder's key (see `output_key`).
+                        let writer = match holder {
+                            AttemptHolder::Claim(token) => token.to_string(),
+                            AttemptHolder::Queued => "queued".to_string(),
+                            AttemptHolder::ExpiredLease(until) => format!("lease-{until}"),
+                        };
                         let key = crate::payload::output_key(
                             &task.tenant,
                             &task.workflow_id,
                             &task.task_id,
                             task.attempt,
+                            &writer,
                         );
                         match self.place_payload(&key, json_text(output)?).await? {
                             Placed::Inline(text) => {
