@@ -2,7 +2,7 @@
 //! success rate and latency the test sets, and fixed seeds. Each task is routed on what was
 //! learned so far, its outcome drawn, and learned before the next task, one task per second.
 //!
-//! Run with `--nocapture` to see the figures the README quotes.
+//! Run with `--nocapture` to see the figures docs/BENCHMARKS.md quotes.
 
 use std::collections::HashMap;
 
