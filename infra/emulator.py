@@ -3,12 +3,18 @@
 Started by the local stack and the tests, which hold this process's stdin open: when they
 exit, for whatever reason, stdin closes and the emulator stops with them. A few patches keep
 moto faithful (item operations one at a time, as in DynamoDB) and keep it from being the
-bottleneck of a benchmark (costs that grow with the tables or the queues).
+bottleneck of a benchmark (costs that grow with the tables or the queues). With
+BATON_EMULATOR_METER set to a file path, it also meters the DynamoDB write units the writes
+would be billed, by item size, and keeps that file up to date with the totals (see
+meter_writes); without it nothing is metered.
 """
 
 import copy
 import functools
+import json
 import logging
+import math
+import os
 import signal
 import sys
 import threading
@@ -17,6 +23,7 @@ import time
 import moto.backends
 import moto.dynamodb.models
 import moto.sqs.models
+from moto.dynamodb.exceptions import ConditionalCheckFailed, TransactionCanceledException
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
@@ -72,6 +79,151 @@ def make_failed_updates_atomic() -> None:
             raise
 
     DynamoDBBackend.update_item = update_item
+
+
+class _WriteMeter:
+    """Running totals of the write units DynamoDB would bill, per table."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.tables = {}
+        # Set while a TransactWriteItems runs on this thread: the puts, updates and deletes it
+        # makes (and the rollback's) are metered by the transaction, not one by one.
+        self.local = threading.local()
+
+    def add(self, table_name, units):
+        with self.lock:
+            totals = self.tables.setdefault(table_name, {"write_units": 0, "writes": 0})
+            totals["write_units"] += units
+            totals["writes"] += 1
+
+    def in_transaction(self):
+        return getattr(self.local, "transaction", False)
+
+    def totals(self):
+        with self.lock:
+            tables = {name: dict(t) for name, t in self.tables.items()}
+        return {"tables": tables, "write_units": sum(t["write_units"] for t in tables.values())}
+
+
+def _units(*sizes):
+    """Write units for an item of the larger of `sizes` bytes: one per KB begun, at least one."""
+    return max(1, math.ceil(max(sizes) / 1024))
+
+
+def _item_size(item):
+    return item.size() if item is not None else 0
+
+
+def _key_of(table, attrs):
+    names = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
+    return {name: attrs[name] for name in names if name in attrs}
+
+
+def _stored(backend, table_name, key):
+    """The item at `key` as it is now, or None (also when the key or table is invalid)."""
+    try:
+        return backend.get_item(table_name, key)
+    except Exception:
+        return None
+
+
+def meter_writes(meter) -> None:
+    """Counts the write units DynamoDB would bill, by item size; moto's ConsumedCapacity is a
+    constant. The rules, as DynamoDB states them:
+    - PutItem, UpdateItem, DeleteItem, and each put or delete of a BatchWriteItem: one unit per
+      KB (1024 bytes) begun of the larger of the item before and the item after, at least one;
+    - TransactWriteItems: twice that for each of its items (Put, Update, Delete, and
+      ConditionCheck, whose item is unchanged);
+    - a write refused by its condition (ConditionalCheckFailed) is billed by the size of the
+      item as it is, at least one unit. Choice of this meter: a cancelled transaction is billed
+      that way too, each of its items at twice the units of its item as it is. Other errors
+      (validation, item too large) are not billed.
+    An item's size is moto's Item.size(): the UTF-8 bytes of the attribute names and values
+    (numbers by their decimal digits), which approximates DynamoDB's rules (those add a few
+    bytes per list, map and number, and count numbers by digit pairs). Writes to the indexes
+    (each GSI is billed on its own) are not counted. Item operations run one at a time (the
+    item lock), so the sizes before and after are those of this write alone."""
+    original_put = DynamoDBBackend.put_item
+    original_update = DynamoDBBackend.update_item
+    original_delete = DynamoDBBackend.delete_item
+    original_transact = DynamoDBBackend.transact_write_items
+
+    def metered(write, key_of):
+        @functools.wraps(write)
+        def wrapper(self, table_name, *args, **kwargs):
+            if meter.in_transaction():
+                return write(self, table_name, *args, **kwargs)
+            table = self.get_table(table_name)
+            key = key_of(table, *args, **kwargs)
+            before = _item_size(_stored(self, table.name, key))
+            try:
+                result = write(self, table_name, *args, **kwargs)
+            except ConditionalCheckFailed:
+                meter.add(table.name, _units(before))
+                raise
+            after = _item_size(_stored(self, table.name, key))
+            meter.add(table.name, _units(before, after))
+            return result
+
+        return wrapper
+
+    def put_key(table, item_attrs, *args, **kwargs):
+        return _key_of(table, item_attrs)
+
+    def given_key(table, key, *args, **kwargs):
+        return key
+
+    def transact_write_items(self, transact_items):
+        charges = []
+        for entry in transact_items:
+            _, op = next(iter(entry.items()))
+            table = self.tables.get(op.get("TableName"))
+            if table is None:
+                continue
+            key = op["Key"] if "Key" in op else _key_of(table, op.get("Item", {}))
+            charges.append((table.name, key, _item_size(_stored(self, table.name, key))))
+        meter.local.transaction = True
+        try:
+            result = original_transact(self, transact_items)
+        except TransactionCanceledException:
+            for table_name, _, before in charges:
+                meter.add(table_name, 2 * _units(before))
+            raise
+        finally:
+            meter.local.transaction = False
+        for table_name, key, before in charges:
+            after = _item_size(_stored(self, table_name, key))
+            meter.add(table_name, 2 * _units(before, after))
+        return result
+
+    DynamoDBBackend.put_item = metered(original_put, put_key)
+    DynamoDBBackend.update_item = metered(original_update, given_key)
+    DynamoDBBackend.delete_item = metered(original_delete, given_key)
+    DynamoDBBackend.transact_write_items = functools.wraps(original_transact)(transact_write_items)
+
+
+def publish_meter(meter, path):
+    """Writes the meter's totals to `path` as JSON, {"tables": {name: {"write_units": n,
+    "writes": n}}, "write_units": total}, every 200 ms: to a temporary file renamed over
+    `path`, so a reader never sees half a file. Returns the function that writes them, for
+    a last write at exit."""
+    def write() -> None:
+        temporary = f"{path}.{os.getpid()}.tmp"
+        with open(temporary, "w") as f:
+            json.dump(meter.totals(), f)
+        os.replace(temporary, path)
+
+    def run() -> None:
+        while True:
+            try:
+                write()
+            except OSError:
+                pass
+            time.sleep(0.2)
+
+    threading.Thread(target=run, daemon=True).start()
+    return write
 
 
 def remove_hot_spots() -> None:
@@ -176,11 +328,18 @@ def main() -> None:
     # The order matters: the snapshotting transaction runs inside the item lock.
     snapshot_only_touched_items()
     make_failed_updates_atomic()
+    # With BATON_EMULATOR_METER naming a file, the write units DynamoDB would bill are
+    # metered (inside the item lock, after the rollbacks above) and published there.
+    meter_path = os.environ.get("BATON_EMULATOR_METER")
+    meter = _WriteMeter() if meter_path else None
+    if meter is not None:
+        meter_writes(meter)
     serialize_dynamodb_item_access()
     read_one_partition_per_query()
     remove_hot_spots()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    publish = publish_meter(meter, meter_path) if meter is not None else None
     print(f"ready {port}", flush=True)
 
     stop = threading.Event()
@@ -194,6 +353,8 @@ def main() -> None:
     threading.Thread(target=wait_for_stdin_to_close, daemon=True).start()
     stop.wait()
     server.stop()
+    if publish is not None:
+        publish()
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ use crate::domain::endpoint::{check_url, EndpointPolicy};
 use crate::domain::task::{FailureKind, TaskFailure, TokenUsage};
 use crate::messages::TaskRef;
 
-/// The most of an agent's answer read: a task's output limit (past 32 KB an output goes to
+/// The most of an agent's answer read: a task's output limit (past 8 KiB an output goes to
 /// the payload bucket, not the task's item).
 pub const MAX_OUTPUT_BYTES: usize = crate::payload::MAX_PAYLOAD_BYTES;
 const ERROR_EXCERPT_CHARS: usize = 300;

@@ -16,8 +16,11 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use serde::{Deserialize, Serialize};
 
-/// Stored JSON up to this many bytes stays on its item; larger goes to S3.
-pub const INLINE_LIMIT: usize = 32 * 1024;
+/// Stored JSON up to this many bytes stays on its item; larger goes to S3. Where the costs
+/// meet: DynamoDB bills every write of an item by its size (a write unit per KB, each read a
+/// read unit per 4 KB), an S3 PUT costs as much as 8 write units; and the workflow's view
+/// shows no output past 8 KiB anyway (docs/BENCHMARKS.md has the measurements).
+pub const INLINE_LIMIT: usize = 8 * 1024;
 /// The most a task's output may be, as stored JSON: Lambda's own response limit, and what a
 /// call to a dependent can carry. Beyond it the task fails `output_too_large`, not retried.
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
@@ -75,14 +78,21 @@ pub struct S3Payloads {
     aws: SdkConfig,
     bucket: String,
     client: OnceLock<aws_sdk_s3::Client>,
+    counter: Option<crate::telemetry::ApiCallCounter>,
 }
 
 impl S3Payloads {
-    pub fn new(aws: &SdkConfig, bucket: impl Into<String>) -> Self {
+    /// `counter`, when given, counts the bucket's requests (the local stack's benchmarks).
+    pub fn new(
+        aws: &SdkConfig,
+        bucket: impl Into<String>,
+        counter: Option<crate::telemetry::ApiCallCounter>,
+    ) -> Self {
         S3Payloads {
             aws: aws.clone(),
             bucket: bucket.into(),
             client: OnceLock::new(),
+            counter,
         }
     }
 
@@ -90,10 +100,12 @@ impl S3Payloads {
         self.client.get_or_init(|| {
             // An emulator behind `AWS_ENDPOINT_URL` serves buckets by path, not by host name.
             let path_style = self.aws.endpoint_url().is_some();
-            let config = aws_sdk_s3::config::Builder::from(&self.aws)
-                .force_path_style(path_style)
-                .build();
-            aws_sdk_s3::Client::from_conf(config)
+            let mut config =
+                aws_sdk_s3::config::Builder::from(&self.aws).force_path_style(path_style);
+            if let Some(counter) = &self.counter {
+                config = config.interceptor(counter.clone());
+            }
+            aws_sdk_s3::Client::from_conf(config.build())
         })
     }
 }

@@ -34,6 +34,8 @@ pub struct AwsClients {
     /// The configuration they were built from, for the clients built on first use (the
     /// agents' Lambda, Bedrock, Secrets Manager and SSM).
     pub config: SdkConfig,
+    /// Counts the calls of the clients built later too (the payload bucket's).
+    counter: Option<ApiCallCounter>,
 }
 
 /// The configuration a Lambda function needs, from the variables Lambda sets (region and the
@@ -73,6 +75,7 @@ impl AwsClients {
             dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
             sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
             config: config.clone(),
+            counter: counter.cloned(),
         }
     }
 
@@ -86,7 +89,7 @@ impl AwsClients {
         );
         match &settings.payload_bucket {
             Some(bucket) => store.with_payloads(std::sync::Arc::new(
-                crate::payload::S3Payloads::new(&self.config, bucket),
+                crate::payload::S3Payloads::new(&self.config, bucket, self.counter.clone()),
             )),
             None => store,
         }

@@ -99,9 +99,9 @@ pub fn expected_sums() -> BTreeMap<&'static str, i64> {
     sums
 }
 
-/// Output paddings for [`workflow_with_payloads`]: inline, near the item's inline limit, in
-/// the payload bucket, and large.
-pub const PAD_BYTES: [usize; 6] = [0, 2 * 1024, 30 * 1024, 40 * 1024, 200 * 1024, 1024 * 1024];
+/// Output paddings for [`workflow_with_payloads`]: inline, just under the item's inline limit
+/// (8 KiB), just over it in the payload bucket, and larger.
+pub const PAD_BYTES: [usize; 6] = [0, 2 * 1024, 7 * 1024, 10 * 1024, 200 * 1024, 1024 * 1024];
 /// The most input ballast a task carries (a workflow's body stays well under its limit).
 const MAX_BALLAST_BYTES: usize = 40 * 1024;
 

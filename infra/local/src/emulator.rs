@@ -31,6 +31,17 @@ pub struct Emulator {
 impl Emulator {
     /// Starts moto from the project's virtualenv on a free loopback port.
     pub fn start(project_root: &Path) -> Result<Self, EmulatorError> {
+        Self::spawn(project_root, None)
+    }
+
+    /// Starts moto as [`Emulator::start`] does, metering the DynamoDB write units by item
+    /// size: the emulator keeps the totals, as JSON, in the file at `meter` (rewritten every
+    /// 200 ms; see `meter_writes` in infra/emulator.py).
+    pub fn start_metered(project_root: &Path, meter: &Path) -> Result<Self, EmulatorError> {
+        Self::spawn(project_root, Some(meter))
+    }
+
+    fn spawn(project_root: &Path, meter: Option<&Path>) -> Result<Self, EmulatorError> {
         let python = std::env::var_os("BATON_PYTHON")
             .map(PathBuf::from)
             .unwrap_or_else(|| project_root.join(".venv/bin/python"));
@@ -38,7 +49,11 @@ impl Emulator {
             return Err(EmulatorError::NoVirtualenv(python));
         }
         let port = free_port().map_err(|e| EmulatorError::Start(e.to_string()))?;
-        let mut child = Command::new(&python)
+        let mut command = Command::new(&python);
+        if let Some(meter) = meter {
+            command.env("BATON_EMULATOR_METER", meter);
+        }
+        let mut child = command
             .arg(project_root.join("infra/emulator.py"))
             .arg(port.to_string())
             .stdin(Stdio::piped())

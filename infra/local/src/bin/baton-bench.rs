@@ -2,12 +2,22 @@
 //! stack, and prices them. A benchmark: it reports numbers and asserts nothing about time.
 //!
 //! Usage: baton-bench [--workflows N] [--fail-first-attempt] [--output-bytes N]
+//!                    [--inline-payloads]
 //!
 //! With `--fail-first-attempt` the agent answers 503 to every task's first attempt, so each
 //! task takes exactly one retry: the difference from a plain run is what a retry costs. With
 //! `--output-bytes N` every output is padded to about N bytes of JSON: DynamoDB bills a write
-//! by the whole item's size, so this is what large outputs cost.
+//! by the whole item's size, so this is what large outputs cost. With `--inline-payloads` the
+//! stack has no payload bucket, so every output stays on its item however large: what large
+//! outputs cost without the bucket.
+//!
+//! The write units are counted twice. The estimate charges one unit per item written (two in
+//! a transaction), whatever its size. The meter asks the emulator, which adds up what DynamoDB
+//! would bill for each write by the item's size (see `meter_writes` in infra/emulator.py):
+//! one unit per KB begun of the larger of the item before and after, twice in a transaction.
+//! Neither counts the writes to the indexes, which DynamoDB bills on their own.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +33,9 @@ use serde_json::{json, Value};
 const DYNAMODB_WRITE_UNIT: f64 = 0.625;
 const DYNAMODB_READ_UNIT: f64 = 0.125;
 const SQS_REQUEST: f64 = 0.40;
+/// S3 Standard: PUT and COPY requests, GET requests.
+const S3_PUT_REQUEST: f64 = 5.0;
+const S3_GET_REQUEST: f64 = 0.40;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,6 +52,25 @@ struct Args {
     /// Pad every output to about this many bytes of JSON.
     #[arg(long, default_value_t = 0)]
     output_bytes: usize,
+    /// Run without the payload bucket: every output stays on its item, however large.
+    #[arg(long)]
+    inline_payloads: bool,
+}
+
+/// The emulator's metered totals, once they have settled: two reads of the meter's file,
+/// more than two of its 200 ms rewrites apart, that agree.
+async fn settled_meter(path: &Path) -> Result<Value, Box<dyn std::error::Error>> {
+    let read = || -> Option<Value> { serde_json::from_slice(&std::fs::read(path).ok()?).ok() };
+    let mut last = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        let now = read();
+        if now.is_some() && now == last {
+            return Ok(now.unwrap_or_default());
+        }
+        last = now;
+    }
+    Err(format!("the emulator's meter at {} did not settle", path.display()).into())
 }
 
 #[tokio::main]
@@ -48,9 +80,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fail_first = args.fail_first_attempt;
     let padding = "p".repeat(args.output_bytes.saturating_sub(40));
     let root = project_root();
-    let emulator = Emulator::start(&root)?;
+    let meter_path =
+        std::env::temp_dir().join(format!("baton-bench-meter-{}.json", std::process::id()));
+    let emulator = Emulator::start_metered(&root, &meter_path)?;
     let mut options = StackOptions::new("baton-bench");
     options.sweep_every = Some(Duration::ZERO);
+    if args.inline_payloads {
+        // An empty value is no bucket.
+        options
+            .env_overrides
+            .insert("PAYLOAD_BUCKET".into(), String::new());
+    }
     let stack = LocalStack::start_on_emulator(emulator.endpoint(), options).await?;
     let agent = AgentServer::start(Arc::new(move |call: &Value| {
         if fail_first && call["attempt"] == 1 {
@@ -78,6 +118,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("agent registration failed: {}", registered.text().await?).into());
     }
     stack.api_calls.reset();
+    // The chain is idle until the first workflow is posted.
+    let metered_before = settled_meter(&meter_path).await?;
 
     let diamond = json!({ "name": "diamond",
         "defaults": { "retry": { "backoff": "fixed", "base_ms": 0, "jitter": "none" } },
@@ -138,6 +180,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The status polls above are this client's, not the chain's: each was one strongly
     // consistent Query of one small partition. Leave them out.
     let mut counts = stack.api_calls.snapshot();
+    let metered_after = settled_meter(&meter_path).await?;
     for (kind, polls) in [
         ("dynamodb.Query", status_polls),
         ("dynamodb.read_units", status_polls),
@@ -148,10 +191,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!(
-        "Diamond workflow (a -> {{b, c}} -> d), {workflows} workflows, {} tasks, on moto{}\n",
+        "Diamond workflow (a -> {{b, c}} -> d), {workflows} workflows, {} tasks, on moto{}{}{}\n",
         tasks as u64,
         if fail_first {
             "; every task's first attempt fails and is retried once"
+        } else {
+            ""
+        },
+        if args.output_bytes > 0 {
+            format!("; outputs of about {} bytes", args.output_bytes)
+        } else {
+            String::new()
+        },
+        if args.inline_payloads {
+            "; no payload bucket"
         } else {
             ""
         }
@@ -178,6 +231,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let read_units = counts.get("dynamodb.read_units").copied().unwrap_or(0.0);
     println!("\nPer task: {:.2} DynamoDB write units, {:.2} read units, {:.2} SQS requests ({:.2} excluding empty long polls)",
         write_units / tasks, read_units / tasks, sqs_requests / tasks, sqs_busy / tasks);
+    let metered = |totals: &Value, field: &str| totals[field].as_f64().unwrap_or(0.0);
+    let metered_units =
+        metered(&metered_after, "write_units") - metered(&metered_before, "write_units");
+    println!(
+        "Metered write units per task (by item size, index writes not included): {:.2}",
+        metered_units / tasks
+    );
+    if let Some(tables) = metered_after["tables"].as_object() {
+        for (table, after) in tables {
+            let before = &metered_before["tables"][table];
+            let units = metered(after, "write_units") - metered(before, "write_units");
+            let writes = metered(after, "writes") - metered(before, "writes");
+            if writes > 0.0 {
+                println!(
+                    "  {table:<34} {:>7.2} units, {:>6.2} item writes per task",
+                    units / tasks,
+                    writes / tasks
+                );
+            }
+        }
+    }
     let per_million = |per_task: f64, price: f64| per_task * price;
     let dynamodb_cost = per_million(write_units / tasks, DYNAMODB_WRITE_UNIT)
         + per_million(read_units / tasks, DYNAMODB_READ_UNIT);
@@ -186,6 +260,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "Cost per 1M tasks at list prices: DynamoDB ${dynamodb_cost:.2} + SQS ${sqs_cost:.2} = ${:.2} (Lambda and API Gateway not included)",
         dynamodb_cost + sqs_cost
     );
+    let metered_cost = per_million(metered_units / tasks, DYNAMODB_WRITE_UNIT)
+        + per_million(read_units / tasks, DYNAMODB_READ_UNIT);
+    // The payload bucket's requests (storage is cents a GB-month, left out).
+    let count = |name: &str| counts.get(name).copied().unwrap_or(0.0);
+    let s3_cost = per_million(
+        (count("s3.PutObject") + count("s3.CopyObject")) / tasks,
+        S3_PUT_REQUEST,
+    ) + per_million(count("s3.GetObject") / tasks, S3_GET_REQUEST);
+    println!(
+        "  with the metered write units: DynamoDB ${metered_cost:.2} + SQS ${sqs_cost:.2} + S3 ${s3_cost:.2} = ${:.2}",
+        metered_cost + sqs_cost + s3_cost
+    );
     stack.shutdown().await;
+    drop(emulator);
+    let _ = std::fs::remove_file(&meter_path);
     Ok(())
 }
