@@ -435,19 +435,24 @@ pub async fn run(options: RunOptions) -> Result<(), Box<dyn std::error::Error>> 
         "  cargo run -q -p baton-local -- submit examples/diamond.json --api {}\n",
         stack.api_url
     );
+    // The local API names the tenant by this header (a request without it is refused).
+    let tenant = format!("-H 'X-Tenant-Id: {}'", crate::LOCAL_TENANT);
     println!("or with curl:\n");
     println!(
-        "  curl -s -X POST {}/v1/workflows -H 'content-type: application/json' -d @examples/diamond.json",
+        "  curl -s -X POST {}/v1/workflows {tenant} -H 'content-type: application/json' -d @examples/diamond.json",
         stack.api_url
     );
-    println!("  curl -s {}/v1/workflows/<workflow_id>\n", stack.api_url);
+    println!(
+        "  curl -s {}/v1/workflows/<workflow_id> {tenant}\n",
+        stack.api_url
+    );
     println!("Talk to the example conversational agents:\n");
     println!(
         "  cargo run -q -p baton-local -- chat --api {}",
         stack.api_url
     );
     println!(
-        "  curl -s -X POST {}/v1/sessions -H 'content-type: application/json' -d '{{}}'\n",
+        "  curl -s -X POST {}/v1/sessions {tenant} -H 'content-type: application/json' -d '{{}}'\n",
         stack.api_url
     );
     println!("Ctrl-C stops everything.");
