@@ -19,6 +19,7 @@ pub mod lambda;
 pub mod openai;
 pub mod prompt;
 pub mod secrets;
+pub mod signed;
 
 pub use kinds::{AgentInvokers, ServiceEndpoints};
 

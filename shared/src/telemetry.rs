@@ -215,10 +215,44 @@ impl Intercept for ApiCallCounter {
     }
 }
 
-/// The start-up every function binary shares: the runtime's tracing subscriber (JSON when the
-/// template asks for it), settings that fail fast, and the AWS clients, once.
+/// The log subscriber of a function: JSON when Lambda's log format is JSON (the template's),
+/// at the level Lambda's `ApplicationLogLevel` sets (`AWS_LAMBDA_LOG_LEVEL`), else `RUST_LOG`'s
+/// (a level, or per-target levels such as `baton=debug,info`), else INFO. Built here rather
+/// than by the runtime's helper: that one links a regex engine for `RUST_LOG` patterns the
+/// functions never use (about 0.3 MB of every binary).
+fn init_logging() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let filter = env("AWS_LAMBDA_LOG_LEVEL")
+        .or_else(|| env("RUST_LOG"))
+        .and_then(|levels| levels.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+    let json = env("AWS_LAMBDA_LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json"));
+    let logs = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .without_time()
+        .with_ansi(false)
+        .with_writer(std::io::stdout);
+    let installed = if json {
+        tracing_subscriber::registry()
+            .with(logs.json().with_filter(filter))
+            .try_init()
+    } else {
+        tracing_subscriber::registry()
+            .with(logs.with_filter(filter))
+            .try_init()
+    };
+    // Already installed (a test, the local stack): that one stays.
+    let _ = installed;
+}
+
+/// The start-up every function binary shares: the log subscriber, settings that fail fast,
+/// and the AWS clients, once.
 pub async fn init_function() -> Result<(Settings, AwsClients), crate::config::ConfigError> {
-    lambda_runtime::tracing::init_default_subscriber();
+    init_logging();
     let settings = Settings::from_env()?;
     Ok((settings, AwsClients::from_env().await))
 }

@@ -2,12 +2,6 @@
 //! service documents it as transient or final, by its HTTP status otherwise (5xx, 408 and
 //! 429 retryable, other 4xx not).
 
-use std::error::Error;
-
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_runtime_api::http::Response;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-
 use crate::domain::task::{FailureKind, TaskFailure};
 use crate::domain::tenancy::redact_aws_identifiers;
 
@@ -50,58 +44,6 @@ pub fn service_failure(
         http_status: Some(status),
         retryable,
         retry_after_ms: None,
-    }
-}
-
-/// Any failure of an SDK call as a task failure.
-pub fn sdk_failure<E>(
-    service: &str,
-    subject: &str,
-    err: SdkError<E, Response>,
-    codes: &ErrorCodes,
-) -> TaskFailure
-where
-    E: ProvideErrorMetadata + Error + Send + Sync + 'static,
-{
-    match err {
-        SdkError::ServiceError(context) => {
-            let status = context.raw().status().as_u16();
-            let err = context.err();
-            service_failure(service, subject, err.code(), err.message(), status, codes)
-        }
-        SdkError::TimeoutError(_) => TaskFailure::new(
-            FailureKind::Timeout,
-            format!("{service} did not answer in time for {subject}"),
-        ),
-        SdkError::DispatchFailure(failure) => {
-            let kind = if failure.is_timeout() {
-                FailureKind::Timeout
-            } else {
-                FailureKind::Connection
-            };
-            TaskFailure::new(
-                kind,
-                redact_aws_identifiers(&format!(
-                    "{service} could not be reached for {subject}: {failure:?}"
-                )),
-            )
-        }
-        // An answer that could not be read: the connection or the service broke mid-way.
-        SdkError::ResponseError(_) => TaskFailure::new(
-            FailureKind::Connection,
-            format!("{service}'s answer for {subject} could not be read"),
-        ),
-        other => {
-            let mut failure = TaskFailure::new(
-                FailureKind::ServiceError,
-                redact_aws_identifiers(&format!(
-                    "the {service} request for {subject} could not be made: {}",
-                    aws_smithy_types::error::display::DisplayErrorContext(&other)
-                )),
-            );
-            failure.retryable = false;
-            failure
-        }
     }
 }
 

@@ -6,13 +6,10 @@
 //! output_tokens}}`. Throttling and Bedrock's own faults are retried; a request Bedrock
 //! refuses (validation, access, an unknown model) and a model's own error are not.
 
-use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ConversationRole, ConverseOutput as Reply, InferenceConfiguration, Message,
-    SystemContentBlock,
-};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
-use super::aws::{sdk_failure, ErrorCodes};
+use super::aws::ErrorCodes;
+use super::signed::{segment, Request, SignedClient, BEDROCK};
 use super::{prompt, AgentAnswer, AgentCall};
 use crate::domain::agent::{BedrockTarget, InferenceSettings};
 use crate::domain::task::{FailureKind, TaskFailure, TokenUsage};
@@ -36,79 +33,92 @@ pub const BEDROCK_CODES: ErrorCodes = ErrorCodes {
 };
 
 /// Asks the agent's model; no call asks for more than `max_tokens` output tokens (the
-/// operator's cap, also where the agent leaves it open).
+/// operator's cap, also where the agent leaves it open). `endpoint` replaces Bedrock
+/// Runtime's own (a stand-in).
 pub async fn converse(
-    client: &aws_sdk_bedrockruntime::Client,
+    client: &SignedClient,
+    endpoint: Option<&str>,
     target: &BedrockTarget,
     max_tokens: u32,
     call: &AgentCall<'_>,
 ) -> Result<AgentAnswer, TaskFailure> {
     let subject = format!("model `{}`", target.model_id);
-    let system: Vec<SystemContentBlock> =
-        prompt::system_texts(target.system_prompt.as_deref(), &call.dependencies)
-            .into_iter()
-            .map(SystemContentBlock::Text)
-            .collect();
-    let message = Message::builder()
-        .role(ConversationRole::User)
-        .content(ContentBlock::Text(prompt::input_text(call.input)))
-        .build()
-        .map_err(|e| {
-            TaskFailure::new(
-                FailureKind::InvalidInput,
-                format!("the message for {subject} could not be built: {e}"),
+    let system = prompt::system_texts(target.system_prompt.as_deref(), &call.dependencies);
+    let response = client
+        .send(Request {
+            service: BEDROCK,
+            endpoint,
+            path: format!("/model/{}/converse", segment(&target.model_id)),
+            headers: vec![("content-type", "application/json".into())],
+            body: request_body(
+                &system,
+                &prompt::input_text(call.input),
+                target
+                    .inference
+                    .as_ref()
+                    .unwrap_or(&InferenceSettings::default()),
+                max_tokens,
             )
-        })?;
-    let out = client
-        .converse()
-        .model_id(&target.model_id)
-        .set_system((!system.is_empty()).then_some(system))
-        .messages(message)
-        .inference_config(inference_config(
-            target
-                .inference
-                .as_ref()
-                .unwrap_or(&InferenceSettings::default()),
-            max_tokens,
-        ))
-        .send()
-        .await
-        .map_err(|e| sdk_failure("Bedrock", &subject, e, &BEDROCK_CODES))?;
-    let content = out.output().map(reply_text);
-    let usage = out.usage().map(|u| TokenUsage {
-        input_tokens: u64::try_from(u.input_tokens()).unwrap_or(0),
-        output_tokens: u64::try_from(u.output_tokens()).unwrap_or(0),
+            .to_string()
+            .into_bytes(),
+            subject: &subject,
+            codes: &BEDROCK_CODES,
+        })
+        .await?;
+    let reply = response.json(BEDROCK, &subject)?;
+    let Some(stop_reason) = reply["stopReason"].as_str() else {
+        return Err(TaskFailure::new(
+            FailureKind::InvalidResponse,
+            format!("Bedrock's answer for {subject} has no stopReason"),
+        ));
+    };
+    let usage = reply.get("usage").map(|u| TokenUsage {
+        input_tokens: u["inputTokens"].as_u64().unwrap_or(0),
+        output_tokens: u["outputTokens"].as_u64().unwrap_or(0),
     });
     Ok(AgentAnswer {
-        output: answer(content, out.stop_reason().as_str(), usage),
+        output: answer(reply_text(&reply), stop_reason, usage),
         usage,
     })
 }
 
-fn inference_config(settings: &InferenceSettings, cap: u32) -> InferenceConfiguration {
-    let max_tokens = settings.max_tokens.map_or(cap, |t| t.min(cap));
-    InferenceConfiguration::builder()
-        .max_tokens(i32::try_from(max_tokens).unwrap_or(i32::MAX))
-        .set_temperature(settings.temperature)
-        .set_top_p(settings.top_p)
-        .set_stop_sequences(
-            (!settings.stop_sequences.is_empty()).then(|| settings.stop_sequences.clone()),
-        )
-        .build()
+/// Converse's request: the system texts, the input as one user message, and the inference
+/// configuration with the cap applied.
+fn request_body(system: &[String], input: &str, settings: &InferenceSettings, cap: u32) -> Value {
+    let mut inference = Map::new();
+    inference.insert(
+        "maxTokens".into(),
+        json!(settings.max_tokens.map_or(cap, |t| t.min(cap))),
+    );
+    if let Some(temperature) = settings.temperature {
+        inference.insert("temperature".into(), json!(temperature));
+    }
+    if let Some(top_p) = settings.top_p {
+        inference.insert("topP".into(), json!(top_p));
+    }
+    if !settings.stop_sequences.is_empty() {
+        inference.insert("stopSequences".into(), json!(settings.stop_sequences));
+    }
+    let mut body = json!({
+        "messages": [{"role": "user", "content": [{"text": input}]}],
+        "inferenceConfig": inference,
+    });
+    if !system.is_empty() {
+        body["system"] = system.iter().map(|text| json!({"text": text})).collect();
+    }
+    body
 }
 
 /// The reply's text blocks, joined; other blocks (tool use, reasoning) are left out.
-fn reply_text(reply: &Reply) -> String {
-    match reply {
-        Reply::Message(message) => message
-            .content()
+fn reply_text(reply: &Value) -> Option<String> {
+    let content = reply["output"]["message"]["content"].as_array()?;
+    Some(
+        content
             .iter()
-            .filter_map(|block| block.as_text().ok())
-            .map(String::as_str)
+            .filter_map(|block| block["text"].as_str())
             .collect::<Vec<_>>()
             .join(""),
-        _ => String::new(),
-    }
+    )
 }
 
 /// The task's output for a Converse reply.

@@ -1,21 +1,21 @@
 //! The invoker the functions use: each call goes to its agent's kind.
 //!
-//! The AWS clients (Lambda, Bedrock Runtime, and Secrets Manager and SSM for API keys) are
-//! built from the process's SDK configuration on their first use, so a function that only
-//! calls http agents spends no start-up time on them. The SDK's own retries are off for
-//! Lambda and Bedrock: a throttled call fails its attempt, and Baton's retry policy schedules
-//! the next one (a delayed message; a function never sleeps waiting), where the attempt
-//! history shows it.
+//! The agents' AWS APIs (Lambda, Bedrock Runtime, and Secrets Manager and SSM for API keys)
+//! are signed requests ([`super::signed`]) whose HTTP client is built on first use, so a
+//! function that only calls http agents spends no start-up time on it. They are never retried
+//! in place: a throttled call fails its attempt, and Baton's retry policy schedules the next
+//! one (a delayed message; a function never sleeps waiting), where the attempt history shows
+//! it.
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::retry::RetryConfig;
 use aws_config::SdkConfig;
 
 use super::secrets::SecretReader;
+use super::signed::SignedClient;
 use super::{bedrock, lambda, openai, AgentAnswer, AgentCall, AgentInvoker, HttpAgentInvoker};
 use crate::config::Settings;
 use crate::domain::agent::{Agent, AgentTarget};
@@ -52,10 +52,9 @@ pub struct AgentInvokers {
     policy: EndpointPolicy,
     /// What each tenant may reach: checked again before every call, whatever was registered.
     tenancy: TenancyPolicy,
-    aws: SdkConfig,
+    /// Signs the calls of the lambda and bedrock kinds and the reads of API keys.
+    aws: Arc<SignedClient>,
     endpoints: ServiceEndpoints,
-    lambda: OnceLock<aws_sdk_lambda::Client>,
-    bedrock: OnceLock<aws_sdk_bedrockruntime::Client>,
     secrets: SecretReader,
 }
 
@@ -66,16 +65,15 @@ impl AgentInvokers {
     pub fn new(settings: &Settings, aws: &SdkConfig) -> Result<Self, reqwest::Error> {
         let policy = &settings.endpoint_policy;
         let http = HttpAgentInvoker::new(policy)?;
+        let signed = Arc::new(SignedClient::new(aws.clone()));
         Ok(AgentInvokers {
             model_api: http.client().clone(),
             http,
             policy: policy.clone(),
             tenancy: settings.tenancy.clone(),
-            aws: aws.clone(),
+            secrets: SecretReader::new(signed.clone(), settings.tenancy.clone()),
+            aws: signed,
             endpoints: ServiceEndpoints::from_env(),
-            lambda: OnceLock::new(),
-            bedrock: OnceLock::new(),
-            secrets: SecretReader::new(aws.clone(), settings.tenancy.clone()),
         })
     }
 
@@ -84,39 +82,10 @@ impl AgentInvokers {
         self
     }
 
-    fn lambda(&self) -> &aws_sdk_lambda::Client {
-        self.lambda.get_or_init(|| {
-            let mut config = aws_sdk_lambda::config::Builder::from(&self.aws)
-                .retry_config(RetryConfig::disabled());
-            if let Some(url) = &self.endpoints.lambda {
-                config = config.endpoint_url(url);
-            }
-            aws_sdk_lambda::Client::from_conf(config.build())
-        })
-    }
-
-    fn bedrock(&self) -> &aws_sdk_bedrockruntime::Client {
-        self.bedrock.get_or_init(|| {
-            let mut config = aws_sdk_bedrockruntime::config::Builder::from(&self.aws)
-                .retry_config(RetryConfig::disabled());
-            if let Some(url) = &self.endpoints.bedrock_runtime {
-                config = config.endpoint_url(url);
-            }
-            aws_sdk_bedrockruntime::Client::from_conf(config.build())
-        })
-    }
-
-    /// Which AWS clients have been built so far (for the start-up cost test).
-    pub fn built_clients(&self) -> Vec<&'static str> {
-        [
-            ("lambda", self.lambda.get().is_some()),
-            ("bedrock-runtime", self.bedrock.get().is_some()),
-        ]
-        .into_iter()
-        .filter(|(_, built)| *built)
-        .map(|(name, _)| name)
-        .chain(self.secrets.built_clients())
-        .collect()
+    /// Whether the client for the agents' AWS APIs has been built (on the first call of a
+    /// lambda or bedrock agent, or the first read of an API key; for the start-up cost test).
+    pub fn aws_client_built(&self) -> bool {
+        self.aws.is_built()
     }
 }
 
@@ -159,7 +128,9 @@ impl AgentInvoker for AgentInvokers {
         match &agent.target {
             AgentTarget::Http { .. } => self.http.invoke(agent, call).await,
             AgentTarget::Lambda { function } => {
-                within(agent, call, lambda::invoke(self.lambda(), function, call)).await
+                let endpoint = self.endpoints.lambda.as_deref();
+                let work = lambda::invoke(&self.aws, endpoint, function, call);
+                within(agent, call, work).await
             }
             AgentTarget::Openai(target) => {
                 let work = openai::complete(
@@ -174,7 +145,8 @@ impl AgentInvoker for AgentInvokers {
             }
             AgentTarget::Bedrock(target) => {
                 let max_tokens = self.tenancy.models.max_tokens;
-                let work = bedrock::converse(self.bedrock(), target, max_tokens, call);
+                let endpoint = self.endpoints.bedrock_runtime.as_deref();
+                let work = bedrock::converse(&self.aws, endpoint, target, max_tokens, call);
                 within(agent, call, work).await
             }
         }

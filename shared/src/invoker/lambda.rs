@@ -5,11 +5,10 @@
 //! function threw, or timed out) fails the task for good; throttling and Lambda's own faults
 //! are retried.
 
-use aws_sdk_lambda::primitives::Blob;
-use aws_sdk_lambda::types::InvocationType;
 use serde_json::Value;
 
-use super::aws::{sdk_failure, ErrorCodes};
+use super::aws::ErrorCodes;
+use super::signed::{segment, Request, SignedClient, LAMBDA};
 use super::{AgentAnswer, AgentCall, MAX_OUTPUT_BYTES};
 use crate::domain::task::{FailureKind, TaskFailure};
 
@@ -46,29 +45,37 @@ pub const LAMBDA_CODES: ErrorCodes = ErrorCodes {
 
 const ERROR_MESSAGE_CHARS: usize = 300;
 
-/// Invokes `function` with the call and takes its result as the output.
+/// Invokes `function` with the call and takes its result as the output. `endpoint` replaces
+/// Lambda's own (a stand-in).
 pub async fn invoke(
-    client: &aws_sdk_lambda::Client,
+    client: &SignedClient,
+    endpoint: Option<&str>,
     function: &str,
     call: &AgentCall<'_>,
 ) -> Result<AgentAnswer, TaskFailure> {
     let subject = format!("function `{function}`");
-    let out = client
-        .invoke()
-        .function_name(function)
-        .invocation_type(InvocationType::RequestResponse)
-        .payload(Blob::new(payload(call)))
-        .send()
-        .await
-        .map_err(|e| sdk_failure("Lambda", &subject, e, &LAMBDA_CODES))?;
-    let result = out.payload().map(Blob::as_ref).unwrap_or_default();
+    let answer = client
+        .send(Request {
+            service: LAMBDA,
+            endpoint,
+            path: format!("/2015-03-31/functions/{}/invocations", segment(function)),
+            headers: vec![
+                ("content-type", "application/json".into()),
+                ("x-amz-invocation-type", "RequestResponse".into()),
+            ],
+            body: payload(call),
+            subject: &subject,
+            codes: &LAMBDA_CODES,
+        })
+        .await?;
+    let result = answer.body.as_slice();
     if result.len() > MAX_OUTPUT_BYTES {
         return Err(TaskFailure::new(
             FailureKind::OutputTooLarge,
             format!("{subject} returned more than {MAX_OUTPUT_BYTES} bytes"),
         ));
     }
-    if let Some(error) = out.function_error() {
+    if let Some(error) = answer.header("x-amz-function-error") {
         return Err(TaskFailure::new(
             FailureKind::FunctionError,
             format!(

@@ -6,14 +6,14 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_config::SdkConfig;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 
-use super::aws::{sdk_failure, ErrorCodes};
+use super::aws::ErrorCodes;
+use super::signed::{Request, Service, SignedClient, SECRETS_MANAGER, SSM};
 use crate::domain::agent::SecretSource;
 use crate::domain::task::{FailureKind, TaskFailure};
 use crate::domain::tenancy::TenancyPolicy;
@@ -64,22 +64,22 @@ const SECRET_CODES: ErrorCodes = ErrorCodes {
     ],
 };
 
-/// Reads keys and keeps them; the Secrets Manager and SSM clients are built on first use.
+/// What a read is for, in failures: the reference is the tenant's own (checked), but
+/// failures are shown and stored, so they say which kind of store, not the name.
+const SUBJECT: &str = "the agent's API key";
+
+/// Reads keys (Secrets Manager's GetSecretValue, SSM's GetParameter) and keeps them.
 #[derive(Debug)]
 pub struct SecretReader {
-    aws: SdkConfig,
-    secrets_manager: OnceLock<aws_sdk_secretsmanager::Client>,
-    ssm: OnceLock<aws_sdk_ssm::Client>,
+    aws: Arc<SignedClient>,
     tenancy: TenancyPolicy,
     keys: Mutex<HashMap<KeyId, KeyEntry>>,
 }
 
 impl SecretReader {
-    pub fn new(aws: SdkConfig, tenancy: TenancyPolicy) -> Self {
+    pub fn new(aws: Arc<SignedClient>, tenancy: TenancyPolicy) -> Self {
         SecretReader {
             aws,
-            secrets_manager: OnceLock::new(),
-            ssm: OnceLock::new(),
             tenancy,
             keys: Mutex::new(HashMap::new()),
         }
@@ -110,18 +110,6 @@ impl SecretReader {
         cell.get_or_try_init(|| self.read(source)).await.cloned()
     }
 
-    /// Which of its clients have been built so far.
-    pub fn built_clients(&self) -> Vec<&'static str> {
-        [
-            ("secretsmanager", self.secrets_manager.get().is_some()),
-            ("ssm", self.ssm.get().is_some()),
-        ]
-        .into_iter()
-        .filter(|(_, built)| *built)
-        .map(|(name, _)| name)
-        .collect()
-    }
-
     /// Forgets a key the API refused, so that a rotated key is read again.
     pub fn forget(&self, tenant: &str, reference: &str) {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
@@ -129,40 +117,54 @@ impl SecretReader {
     }
 
     async fn read(&self, source: SecretSource<'_>) -> Result<ApiKey, TaskFailure> {
-        // The reference is the tenant's own (checked), but failures are shown and stored:
-        // they say which kind of store, not the name.
-        let subject = "the agent's API key";
         let text = match source {
             SecretSource::SecretsManager(id) => {
-                let client = self
-                    .secrets_manager
-                    .get_or_init(|| aws_sdk_secretsmanager::Client::new(&self.aws));
-                let out = client
-                    .get_secret_value()
-                    .secret_id(id)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_failure("Secrets Manager", subject, e, &SECRET_CODES))?;
-                out.secret_string().map(str::to_string)
+                let answer = self
+                    .call(
+                        SECRETS_MANAGER,
+                        "secretsmanager.GetSecretValue",
+                        json!({"SecretId": id}),
+                    )
+                    .await?;
+                answer["SecretString"].as_str().map(str::to_string)
             }
             SecretSource::SsmParameter(name) => {
-                let client = self.ssm.get_or_init(|| aws_sdk_ssm::Client::new(&self.aws));
-                let out = client
-                    .get_parameter()
-                    .name(name)
-                    .with_decryption(true)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_failure("SSM", subject, e, &SECRET_CODES))?;
-                out.parameter().and_then(|p| p.value()).map(str::to_string)
+                let body = json!({"Name": name, "WithDecryption": true});
+                let answer = self.call(SSM, "AmazonSSM.GetParameter", body).await?;
+                answer["Parameter"]["Value"].as_str().map(str::to_string)
             }
         };
         text.as_deref().and_then(key_in_secret).ok_or_else(|| {
             TaskFailure::new(
                 FailureKind::InvalidInput,
-                format!("{subject} holds no text key (a string, or JSON with `api_key`)"),
+                format!("{SUBJECT} holds no text key (a string, or JSON with `api_key`)"),
             )
         })
+    }
+
+    /// The answer of one of the services' JSON 1.1 operations (`target`).
+    async fn call(
+        &self,
+        service: Service,
+        target: &str,
+        body: Value,
+    ) -> Result<Value, TaskFailure> {
+        let answer = self
+            .aws
+            .send(Request {
+                service,
+                endpoint: None,
+                path: "/".into(),
+                headers: vec![
+                    ("content-type", "application/x-amz-json-1.1".into()),
+                    ("x-amz-target", target.into()),
+                ],
+                body: body.to_string().into_bytes(),
+                subject: SUBJECT,
+                codes: &SECRET_CODES,
+            })
+            .await?;
+        answer.json(service, SUBJECT)
     }
 }
 
