@@ -19,7 +19,6 @@ pub mod lambda;
 pub mod openai;
 pub mod prompt;
 pub mod secrets;
-pub mod signed;
 
 pub use kinds::{AgentInvokers, ServiceEndpoints};
 

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod payload;
 pub mod prober;
 pub mod queue;
+pub mod signed;
 pub mod store;
 pub mod telemetry;
 pub mod vault;

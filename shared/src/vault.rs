@@ -3,15 +3,15 @@
 //!
 //! Values are write-only: they go to Secrets Manager and nowhere else. Nothing here reads a
 //! value back, logs one or puts one in an error; what comes back is a secret's name and
-//! dates. The adapter's client is built on first use, so a function that never manages a
-//! secret spends nothing on it.
-
-use std::sync::OnceLock;
+//! dates. The adapter calls Secrets Manager with signed requests ([`crate::signed`]) whose
+//! HTTP client is built on first use, so a function that never manages a secret spends
+//! nothing on it.
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
-use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
-use aws_smithy_types::error::display::DisplayErrorContext;
+use serde_json::{json, Value};
+
+use crate::signed::{Request, SignedClient, SECRETS_MANAGER};
 
 /// Most secrets one tenant may keep (each costs the operator a monthly fee).
 pub const MAX_SECRETS_PER_TENANT: usize = 50;
@@ -62,126 +62,152 @@ pub trait SecretVault: Send + Sync {
 /// The Secrets Manager adapter.
 #[derive(Debug)]
 pub struct SecretsManagerVault {
-    aws: SdkConfig,
-    client: OnceLock<aws_sdk_secretsmanager::Client>,
+    client: SignedClient,
+}
+
+/// An operation's refusal: Secrets Manager's error code, and its words.
+struct Refusal {
+    code: Option<String>,
+    message: String,
+}
+
+impl Refusal {
+    fn is(&self, code: &str) -> bool {
+        self.code.as_deref() == Some(code)
+    }
+
+    fn into_error(self) -> VaultError {
+        VaultError::Service(self.message)
+    }
+
+    /// A write refused because a secret of the name is scheduled for deletion.
+    fn into_write_error(self) -> VaultError {
+        if self.is("InvalidRequestException") {
+            VaultError::Conflict("a secret of this name is being deleted".into())
+        } else {
+            self.into_error()
+        }
+    }
 }
 
 impl SecretsManagerVault {
     pub fn new(aws: &SdkConfig) -> Self {
         SecretsManagerVault {
-            aws: aws.clone(),
-            client: OnceLock::new(),
+            client: SignedClient::new(aws.clone()),
         }
     }
 
-    fn client(&self) -> &aws_sdk_secretsmanager::Client {
-        self.client
-            .get_or_init(|| aws_sdk_secretsmanager::Client::new(&self.aws))
+    /// One operation (`Action`) of Secrets Manager's JSON API. `Ok(Err(_))` is its refusal,
+    /// `Err(_)` a request that got no answer.
+    async fn call(&self, action: &str, body: Value) -> Result<Result<Value, Refusal>, VaultError> {
+        let target = format!("secretsmanager.{action}");
+        let answer = self
+            .client
+            .send(Request::json_rpc(SECRETS_MANAGER, &target, &body))
+            .await
+            .map_err(|e| VaultError::Service(format!("{action}: {e}")))?;
+        if answer.is_success() {
+            return answer.json().map(Ok).map_err(|e| {
+                VaultError::Service(format!("{action}: an answer that is not JSON: {e}"))
+            });
+        }
+        let (code, message) = answer.refusal();
+        let message = format!(
+            "{action}: {} (HTTP {}) {}",
+            code.as_deref().unwrap_or("an error"),
+            answer.status,
+            message.unwrap_or_default()
+        );
+        Ok(Err(Refusal {
+            code,
+            message: message.trim_end().to_string(),
+        }))
     }
 }
 
-fn service_error<E: std::error::Error + 'static>(error: E) -> VaultError {
-    VaultError::Service(DisplayErrorContext(error).to_string())
+/// A date as Secrets Manager's JSON has it (seconds since the epoch, with a fraction).
+fn millis(date: &Value) -> Option<i64> {
+    date.as_f64()
+        .map(|seconds| (seconds * 1000.0).round() as i64)
 }
 
-fn millis(date: Option<&aws_smithy_types::DateTime>) -> Option<i64> {
-    date.and_then(|d| d.to_millis().ok())
+/// What an entry of DescribeSecret or ListSecrets says of a secret; none for one being
+/// deleted.
+fn meta(entry: &Value) -> Option<SecretMeta> {
+    if !entry["DeletedDate"].is_null() {
+        return None;
+    }
+    let created = millis(&entry["CreatedDate"]);
+    Some(SecretMeta {
+        name: entry["Name"].as_str()?.to_string(),
+        created_at_ms: created,
+        updated_at_ms: millis(&entry["LastChangedDate"]).or(created),
+    })
 }
 
 #[async_trait]
 impl SecretVault for SecretsManagerVault {
     async fn put(&self, tenant: &str, name: &str, value: &str) -> Result<SecretWrite, VaultError> {
-        // The SDK's idempotency token makes a retried create meet its own first write.
-        let created = self
-            .client()
-            .create_secret()
-            .name(name)
-            .secret_string(value)
-            .tags(Tag::builder().key(TENANT_TAG).value(tenant).build())
-            .send()
-            .await;
-        match created {
+        // The new version's id, which the SDK would generate; one write's two calls share it.
+        let token = uuid::Uuid::new_v4().to_string();
+        let create = json!({
+            "Name": name,
+            "SecretString": value,
+            "Tags": [{"Key": TENANT_TAG, "Value": tenant}],
+            "ClientRequestToken": token,
+        });
+        match self.call("CreateSecret", create).await? {
             Ok(_) => return Ok(SecretWrite::Created),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_resource_exists_exception()) => {}
-            Err(e) => {
-                return Err(match e.as_service_error() {
-                    Some(e) if e.is_invalid_request_exception() => {
-                        VaultError::Conflict("a secret of this name is being deleted".into())
-                    }
-                    _ => service_error(e),
-                })
-            }
+            Err(refusal) if refusal.is("ResourceExistsException") => {}
+            Err(refusal) => return Err(refusal.into_write_error()),
         }
-        self.client()
-            .put_secret_value()
-            .secret_id(name)
-            .secret_string(value)
-            .send()
-            .await
-            .map_err(|e| match e.as_service_error() {
-                Some(e) if e.is_invalid_request_exception() => {
-                    VaultError::Conflict("a secret of this name is being deleted".into())
-                }
-                _ => service_error(e),
-            })?;
+        let put = json!({"SecretId": name, "SecretString": value, "ClientRequestToken": token});
+        self.call("PutSecretValue", put)
+            .await?
+            .map_err(Refusal::into_write_error)?;
         Ok(SecretWrite::Updated)
     }
 
     async fn describe(&self, name: &str) -> Result<Option<SecretMeta>, VaultError> {
-        let out = match self.client().describe_secret().secret_id(name).send().await {
-            Ok(out) => out,
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
-            {
-                return Ok(None)
-            }
-            Err(e) => return Err(service_error(e)),
+        let entry = match self
+            .call("DescribeSecret", json!({"SecretId": name}))
+            .await?
+        {
+            Ok(entry) => entry,
+            Err(refusal) if refusal.is("ResourceNotFoundException") => return Ok(None),
+            Err(refusal) => return Err(refusal.into_error()),
         };
         // Asked by name, Secrets Manager may still match a secret whose name only begins so
         // (an ARN-like suffix); only the exact name is this secret.
-        if out.deleted_date().is_some() || out.name() != Some(name) {
-            return Ok(None);
-        }
-        Ok(Some(SecretMeta {
-            name: name.to_string(),
-            created_at_ms: millis(out.created_date()),
-            updated_at_ms: millis(out.last_changed_date()).or(millis(out.created_date())),
-        }))
+        Ok(meta(&entry).filter(|secret| secret.name == name))
     }
 
     async fn list(&self, root: &str, limit: usize) -> Result<Vec<SecretMeta>, VaultError> {
         let mut secrets = Vec::new();
-        let mut next = None;
+        let mut next: Option<String> = None;
         loop {
-            let out = self
-                .client()
-                .list_secrets()
-                .filters(
-                    Filter::builder()
-                        .key(FilterNameStringType::Name)
-                        .values(root)
-                        .build(),
-                )
-                .max_results(100)
-                .set_next_token(next)
-                .send()
-                .await
-                .map_err(service_error)?;
+            let mut request = json!({
+                "Filters": [{"Key": "name", "Values": [root]}],
+                "MaxResults": 100,
+            });
+            if let Some(token) = &next {
+                request["NextToken"] = json!(token);
+            }
+            let page = self
+                .call("ListSecrets", request)
+                .await?
+                .map_err(Refusal::into_error)?;
             // The service's name filter is a prefix match that ignores case: only names that
             // begin with the root exactly are the tenant's.
-            secrets.extend(out.secret_list().iter().filter_map(|entry| {
-                let name = entry.name()?;
-                (name.starts_with(root) && entry.deleted_date().is_none()).then(|| SecretMeta {
-                    name: name.to_string(),
-                    created_at_ms: millis(entry.created_date()),
-                    updated_at_ms: millis(entry.last_changed_date())
-                        .or(millis(entry.created_date())),
-                })
-            }));
-            next = out.next_token().map(str::to_string);
+            let entries = page["SecretList"].as_array().map(Vec::as_slice);
+            secrets.extend(
+                entries
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(meta)
+                    .filter(|secret| secret.name.starts_with(root)),
+            );
+            next = page["NextToken"].as_str().map(str::to_string);
             if next.is_none() || secrets.len() >= limit {
                 break;
             }
@@ -192,22 +218,11 @@ impl SecretVault for SecretsManagerVault {
     }
 
     async fn delete(&self, name: &str) -> Result<bool, VaultError> {
-        let deleted = self
-            .client()
-            .delete_secret()
-            .secret_id(name)
-            .force_delete_without_recovery(true)
-            .send()
-            .await;
-        match deleted {
+        let request = json!({"SecretId": name, "ForceDeleteWithoutRecovery": true});
+        match self.call("DeleteSecret", request).await? {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(service_error(e)),
+            Err(refusal) if refusal.is("ResourceNotFoundException") => Ok(false),
+            Err(refusal) => Err(refusal.into_error()),
         }
     }
 }

@@ -2,8 +2,11 @@
 //! service documents it as transient or final, by its HTTP status otherwise (5xx, 408 and
 //! 429 retryable, other 4xx not).
 
+use serde_json::Value;
+
 use crate::domain::task::{FailureKind, TaskFailure};
 use crate::domain::tenancy::redact_aws_identifiers;
+use crate::signed::{Answer, Request, SignedClient, SignedError};
 
 /// A service's error codes that say whether trying again can help.
 #[derive(Debug)]
@@ -45,6 +48,57 @@ pub fn service_failure(
         retryable,
         retry_after_ms: None,
     }
+}
+
+/// Sends a signed request for `subject` (what was asked: a function, a model, a key); no
+/// answer, or an error answer, becomes the failure its code and status say.
+pub async fn call(
+    client: &SignedClient,
+    request: Request<'_>,
+    subject: &str,
+    codes: &ErrorCodes,
+) -> Result<Answer, TaskFailure> {
+    let service = request.service.label;
+    let answer = client.send(request).await.map_err(|e| match e {
+        SignedError::Timeout => TaskFailure::new(
+            FailureKind::Timeout,
+            format!("{service} did not answer in time for {subject}"),
+        ),
+        SignedError::Connection(cause) => TaskFailure::new(
+            FailureKind::Connection,
+            format!("{service} could not be reached for {subject}: {cause}"),
+        ),
+        SignedError::Config(cause) => {
+            let mut failure = TaskFailure::new(
+                FailureKind::ServiceError,
+                format!("the {service} request for {subject} could not be made: {cause}"),
+            );
+            failure.retryable = false;
+            failure
+        }
+    })?;
+    if answer.is_success() {
+        return Ok(answer);
+    }
+    let (code, message) = answer.refusal();
+    Err(service_failure(
+        service,
+        subject,
+        code.as_deref(),
+        message.as_deref(),
+        answer.status,
+        codes,
+    ))
+}
+
+/// A successful answer's JSON body.
+pub fn json_body(answer: &Answer, service: &str, subject: &str) -> Result<Value, TaskFailure> {
+    answer.json().map_err(|e| {
+        TaskFailure::new(
+            FailureKind::InvalidResponse,
+            format!("{service}'s answer for {subject} is not JSON: {e}"),
+        )
+    })
 }
 
 #[cfg(test)]

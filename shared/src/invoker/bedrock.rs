@@ -8,11 +8,11 @@
 
 use serde_json::{json, Map, Value};
 
-use super::aws::ErrorCodes;
-use super::signed::{segment, Request, SignedClient, BEDROCK};
+use super::aws::{self, ErrorCodes};
 use super::{prompt, AgentAnswer, AgentCall};
 use crate::domain::agent::{BedrockTarget, InferenceSettings};
 use crate::domain::task::{FailureKind, TaskFailure, TokenUsage};
+use crate::signed::{segment, Request, SignedClient, BEDROCK};
 
 /// Converse's error codes, by whether another try can succeed.
 pub const BEDROCK_CODES: ErrorCodes = ErrorCodes {
@@ -44,28 +44,23 @@ pub async fn converse(
 ) -> Result<AgentAnswer, TaskFailure> {
     let subject = format!("model `{}`", target.model_id);
     let system = prompt::system_texts(target.system_prompt.as_deref(), &call.dependencies);
-    let response = client
-        .send(Request {
-            service: BEDROCK,
-            endpoint,
-            path: format!("/model/{}/converse", segment(&target.model_id)),
-            headers: vec![("content-type", "application/json".into())],
-            body: request_body(
-                &system,
-                &prompt::input_text(call.input),
-                target
-                    .inference
-                    .as_ref()
-                    .unwrap_or(&InferenceSettings::default()),
-                max_tokens,
-            )
-            .to_string()
-            .into_bytes(),
-            subject: &subject,
-            codes: &BEDROCK_CODES,
-        })
-        .await?;
-    let reply = response.json(BEDROCK, &subject)?;
+    let defaults = InferenceSettings::default();
+    let inference = target.inference.as_ref().unwrap_or(&defaults);
+    let body = request_body(
+        &system,
+        &prompt::input_text(call.input),
+        inference,
+        max_tokens,
+    );
+    let request = Request {
+        service: BEDROCK,
+        endpoint,
+        path: format!("/model/{}/converse", segment(&target.model_id)),
+        headers: vec![("content-type", "application/json".into())],
+        body: body.to_string().into_bytes(),
+    };
+    let response = aws::call(client, request, &subject, &BEDROCK_CODES).await?;
+    let reply = aws::json_body(&response, BEDROCK.label, &subject)?;
     let Some(stop_reason) = reply["stopReason"].as_str() else {
         return Err(TaskFailure::new(
             FailureKind::InvalidResponse,

@@ -15,13 +15,13 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 
 use super::secrets::SecretReader;
-use super::signed::SignedClient;
 use super::{bedrock, lambda, openai, AgentAnswer, AgentCall, AgentInvoker, HttpAgentInvoker};
 use crate::config::Settings;
 use crate::domain::agent::{Agent, AgentTarget};
 use crate::domain::endpoint::EndpointPolicy;
 use crate::domain::task::{FailureKind, TaskFailure};
 use crate::domain::tenancy::TenancyPolicy;
+use crate::signed::SignedClient;
 
 /// Endpoints that replace the SDK's for the agents' AWS APIs, for a stand-in. A deployed
 /// function has none, unless its environment sets the SDK's own `AWS_ENDPOINT_URL_LAMBDA` or

@@ -7,10 +7,10 @@
 
 use serde_json::Value;
 
-use super::aws::ErrorCodes;
-use super::signed::{segment, Request, SignedClient, LAMBDA};
+use super::aws::{self, ErrorCodes};
 use super::{AgentAnswer, AgentCall, MAX_OUTPUT_BYTES};
 use crate::domain::task::{FailureKind, TaskFailure};
+use crate::signed::{segment, Request, SignedClient, LAMBDA};
 
 /// Lambda's error codes for Invoke, by whether another try can succeed.
 pub const LAMBDA_CODES: ErrorCodes = ErrorCodes {
@@ -54,20 +54,17 @@ pub async fn invoke(
     call: &AgentCall<'_>,
 ) -> Result<AgentAnswer, TaskFailure> {
     let subject = format!("function `{function}`");
-    let answer = client
-        .send(Request {
-            service: LAMBDA,
-            endpoint,
-            path: format!("/2015-03-31/functions/{}/invocations", segment(function)),
-            headers: vec![
-                ("content-type", "application/json".into()),
-                ("x-amz-invocation-type", "RequestResponse".into()),
-            ],
-            body: payload(call),
-            subject: &subject,
-            codes: &LAMBDA_CODES,
-        })
-        .await?;
+    let request = Request {
+        service: LAMBDA,
+        endpoint,
+        path: format!("/2015-03-31/functions/{}/invocations", segment(function)),
+        headers: vec![
+            ("content-type", "application/json".into()),
+            ("x-amz-invocation-type", "RequestResponse".into()),
+        ],
+        body: payload(call),
+    };
+    let answer = aws::call(client, request, &subject, &LAMBDA_CODES).await?;
     let result = answer.body.as_slice();
     if result.len() > MAX_OUTPUT_BYTES {
         return Err(TaskFailure::new(

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 
-use super::aws::ErrorCodes;
-use super::signed::{Request, Service, SignedClient, SECRETS_MANAGER, SSM};
+use super::aws::{self, ErrorCodes};
 use crate::domain::agent::SecretSource;
 use crate::domain::task::{FailureKind, TaskFailure};
 use crate::domain::tenancy::TenancyPolicy;
+use crate::signed::{Request, Service, SignedClient, SECRETS_MANAGER, SSM};
 
 /// How long a key read is used before it is read again: a key rotated through
 /// `PUT /v1/secrets` reaches every process within this time (at once after a 401).
@@ -149,22 +149,9 @@ impl SecretReader {
         target: &str,
         body: Value,
     ) -> Result<Value, TaskFailure> {
-        let answer = self
-            .aws
-            .send(Request {
-                service,
-                endpoint: None,
-                path: "/".into(),
-                headers: vec![
-                    ("content-type", "application/x-amz-json-1.1".into()),
-                    ("x-amz-target", target.into()),
-                ],
-                body: body.to_string().into_bytes(),
-                subject: SUBJECT,
-                codes: &SECRET_CODES,
-            })
-            .await?;
-        answer.json(service, SUBJECT)
+        let request = Request::json_rpc(service, target, &body);
+        let answer = aws::call(&self.aws, request, SUBJECT, &SECRET_CODES).await?;
+        aws::json_body(&answer, service.label, SUBJECT)
     }
 }
 

@@ -19,8 +19,6 @@ use aws_smithy_runtime_api::client::identity::Identity;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
 
-use super::aws::{service_failure, ErrorCodes};
-use crate::domain::task::{FailureKind, TaskFailure};
 use crate::domain::tenancy::redact_aws_identifiers;
 
 /// Bytes a path segment keeps as they are: RFC 3986's unreserved characters.
@@ -70,27 +68,45 @@ pub fn segment(text: &str) -> String {
     utf8_percent_encode(text, SEGMENT).to_string()
 }
 
-/// A service's successful answer.
+/// A service's answer, of any status.
 #[derive(Debug)]
 pub struct Answer {
+    pub status: u16,
     pub headers: reqwest::header::HeaderMap,
     pub body: Vec<u8>,
 }
 
 impl Answer {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// The body as JSON, or the failure of an answer that is not.
-    pub fn json(&self, service: Service, subject: &str) -> Result<Value, TaskFailure> {
-        serde_json::from_slice(&self.body).map_err(|e| {
-            TaskFailure::new(
-                FailureKind::InvalidResponse,
-                format!("{}'s answer for {subject} is not JSON: {e}", service.label),
-            )
-        })
+    /// The body as JSON.
+    pub fn json(&self) -> Result<Value, serde_json::Error> {
+        serde_json::from_slice(&self.body)
     }
+
+    /// An error answer's code and message (see [`error_code_and_message`]).
+    pub fn refusal(&self) -> (Option<String>, Option<String>) {
+        error_code_and_message(&self.headers, &self.body)
+    }
+}
+
+/// A request that got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SignedError {
+    /// It could not be made: no region or credentials, or a signing fault.
+    #[error("the request could not be made: {0}")]
+    Config(String),
+    #[error("no answer in time")]
+    Timeout,
+    /// The connection failed or broke (its description has no identifiers).
+    #[error("unreachable: {0}")]
+    Connection(String),
 }
 
 /// Signs and sends requests with the SDK configuration's region and credentials. Its HTTP
@@ -110,10 +126,23 @@ pub struct Request<'a> {
     pub path: String,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
-    /// What was asked, for failures ("function `f`").
-    pub subject: &'a str,
-    /// The service's error codes, by whether another try can help.
-    pub codes: &'a ErrorCodes,
+}
+
+impl<'a> Request<'a> {
+    /// A request of the JSON 1.1 protocol (Secrets Manager, SSM): `target` names the
+    /// operation.
+    pub fn json_rpc(service: Service, target: &str, body: &Value) -> Self {
+        Request {
+            service,
+            endpoint: None,
+            path: "/".into(),
+            headers: vec![
+                ("content-type", "application/x-amz-json-1.1".into()),
+                ("x-amz-target", target.into()),
+            ],
+            body: body.to_string().into_bytes(),
+        }
+    }
 }
 
 impl SignedClient {
@@ -128,18 +157,18 @@ impl SignedClient {
         self.http.get().is_some()
     }
 
-    fn http(&self) -> Result<&reqwest::Client, TaskFailure> {
+    fn http(&self) -> Result<&reqwest::Client, SignedError> {
         if let Some(client) = self.http.get() {
             return Ok(client);
         }
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
-            .map_err(|e| internal(format!("the AWS HTTP client could not be built: {e}")))?;
+            .map_err(|e| SignedError::Config(format!("the HTTP client: {e}")))?;
         Ok(self.http.get_or_init(|| client))
     }
 
-    fn endpoint(&self, request: &Request<'_>) -> Result<String, TaskFailure> {
+    fn endpoint(&self, request: &Request<'_>) -> Result<String, SignedError> {
         if let Some(url) = request.endpoint.or(self.aws.endpoint_url()) {
             return Ok(url.trim_end_matches('/').to_string());
         }
@@ -155,34 +184,33 @@ impl SignedClient {
         ))
     }
 
-    fn region(&self) -> Result<&str, TaskFailure> {
+    fn region(&self) -> Result<&str, SignedError> {
         self.aws
             .region()
             .map(|r| r.as_ref())
-            .ok_or_else(|| internal("no AWS region is configured".into()))
+            .ok_or_else(|| SignedError::Config("no AWS region is configured".into()))
     }
 
-    /// Sends the request; an error answer becomes the failure its code and status say.
-    pub async fn send(&self, request: Request<'_>) -> Result<Answer, TaskFailure> {
-        let service = request.service;
-        let subject = request.subject;
+    /// Signs and sends the request, and reads the whole answer, whatever its status.
+    pub async fn send(&self, request: Request<'_>) -> Result<Answer, SignedError> {
         let url = format!("{}{}", self.endpoint(&request)?, request.path);
         let credentials = self
             .aws
             .credentials_provider()
-            .ok_or_else(|| internal("no AWS credentials are configured".into()))?
+            .ok_or_else(|| SignedError::Config("no AWS credentials are configured".into()))?
             .provide_credentials()
             .await
-            .map_err(|e| internal(format!("the function's AWS credentials: {e}")))?;
+            .map_err(|e| SignedError::Config(format!("the AWS credentials: {e}")))?;
         let identity = Identity::from(credentials);
+        let signing = |e: &dyn std::fmt::Display| SignedError::Config(format!("signing: {e}"));
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(self.region()?)
-            .name(service.signing_name)
+            .name(request.service.signing_name)
             .time(SystemTime::now())
             .settings(SigningSettings::default())
             .build()
-            .map_err(|e| internal(format!("the request could not be signed: {e}")))?
+            .map_err(|e| signing(&e))?
             .into();
         let signable = SignableRequest::new(
             "POST",
@@ -191,7 +219,7 @@ impl SignedClient {
             SignableBody::Bytes(&request.body),
         )
         .and_then(|signable| sign(signable, &params))
-        .map_err(|e| internal(format!("the request could not be signed: {e}")))?;
+        .map_err(|e| signing(&e))?;
         let (instructions, _signature) = signable.into_parts();
         let mut http = self.http()?.post(&url);
         for (name, value) in request.headers.iter() {
@@ -200,54 +228,24 @@ impl SignedClient {
         for (name, value) in instructions.headers() {
             http = http.header(name, value);
         }
-        let response = http
-            .body(request.body)
-            .send()
-            .await
-            .map_err(|e| transport_failure(service, subject, &e))?;
+        let response = http.body(request.body).send().await.map_err(transport)?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| transport_failure(service, subject, &e))?
-            .to_vec();
-        if (200..300).contains(&status) {
-            return Ok(Answer { headers, body });
-        }
-        let (code, message) = error_code_and_message(&headers, &body);
-        Err(service_failure(
-            service.label,
-            subject,
-            code.as_deref(),
-            message.as_deref(),
+        let body = response.bytes().await.map_err(transport)?.to_vec();
+        Ok(Answer {
             status,
-            request.codes,
-        ))
+            headers,
+            body,
+        })
     }
 }
 
-/// A request that could not be made: the configuration's fault, not retried.
-fn internal(message: String) -> TaskFailure {
-    let mut failure = TaskFailure::new(FailureKind::ServiceError, message);
-    failure.retryable = false;
-    failure
-}
-
-fn transport_failure(service: Service, subject: &str, error: &reqwest::Error) -> TaskFailure {
+fn transport(error: reqwest::Error) -> SignedError {
     if error.is_timeout() {
-        return TaskFailure::new(
-            FailureKind::Timeout,
-            format!("{} did not answer in time for {subject}", service.label),
-        );
+        SignedError::Timeout
+    } else {
+        SignedError::Connection(redact_aws_identifiers(&error.to_string()))
     }
-    TaskFailure::new(
-        FailureKind::Connection,
-        redact_aws_identifiers(&format!(
-            "{} could not be reached for {subject}: {error}",
-            service.label
-        )),
-    )
 }
 
 /// An error answer's code and message, as AWS's JSON protocols carry them: the code in the
