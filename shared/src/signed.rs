@@ -1,12 +1,14 @@
-//! The agents' AWS APIs (Lambda's Invoke, Bedrock's Converse, and Secrets Manager's and SSM's
-//! reads of API keys) as single SigV4-signed JSON requests over HTTPS.
+//! AWS APIs called as single SigV4-signed JSON requests over HTTPS: the agents' (Lambda's
+//! Invoke, Bedrock's Converse, and the API-key reads of Secrets Manager and SSM) and the
+//! tenants' secrets API (Secrets Manager, see [`crate::vault`]).
 //!
-//! Each is one operation with a small JSON contract, and the generated SDK clients cost far
+//! Each is a few operations with small JSON contracts, and the generated SDK clients cost far
 //! more than they give here: a client links every operation's error parsers and its own
 //! endpoint rules (Lambda's Invoke error parser alone is 131 KiB), which put execute-agent and
 //! orchestrate over the 8 MB binary budget (docs/BENCHMARKS.md). Signing is the SDK's own
-//! `aws-sigv4`, with the credentials of the function's SDK configuration; the store, the
-//! queues and the payload bucket keep the SDK clients.
+//! `aws-sigv4`, with the credentials and region of the function's SDK configuration. The
+//! store, the queues and the payload bucket keep the SDK clients. Nothing is retried here:
+//! the caller decides (a task's retry policy; an API client, after a 503).
 
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
