@@ -236,7 +236,8 @@ fn init_logging() {
         .without_time()
         .with_ansi(false)
         .with_writer(std::io::stdout);
-    let installed = if json {
+    // A subscriber already installed (a test, the local stack) stays.
+    let _already_installed = if json {
         tracing_subscriber::registry()
             .with(logs.json().with_filter(filter))
             .try_init()
@@ -245,8 +246,6 @@ fn init_logging() {
             .with(logs.with_filter(filter))
             .try_init()
     };
-    // Already installed (a test, the local stack): that one stays.
-    let _ = installed;
 }
 
 /// The start-up every function binary shares: the log subscriber, settings that fail fast,

@@ -1,7 +1,7 @@
 //! The invoker the functions use: each call goes to its agent's kind.
 //!
 //! The agents' AWS APIs (Lambda, Bedrock Runtime, and Secrets Manager and SSM for API keys)
-//! are signed requests ([`super::signed`]) whose HTTP client is built on first use, so a
+//! are signed requests ([`crate::signed`]) whose HTTP client is built on first use, so a
 //! function that only calls http agents spends no start-up time on it. They are never retried
 //! in place: a throttled call fails its attempt, and Baton's retry policy schedules the next
 //! one (a delayed message; a function never sleeps waiting), where the attempt history shows
