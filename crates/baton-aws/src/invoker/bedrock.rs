@@ -1,0 +1,171 @@
+//! The `bedrock` kind: the Bedrock Runtime Converse API.
+//!
+//! Baton sends the agent's system prompt and the dependencies' outputs as system text blocks,
+//! the task's input text as one user message (see [`super::prompt`]), and the agent's
+//! inference configuration. The output is `{content, stop_reason, usage: {input_tokens,
+//! output_tokens}}`. Throttling and Bedrock's own faults are retried; a request Bedrock
+//! refuses (validation, access, an unknown model) and a model's own error are not.
+
+use serde_json::{json, Map, Value};
+
+use super::aws::{self, ErrorCodes};
+use super::prompt;
+use crate::signed::{segment, Request, SignedClient, BEDROCK};
+use baton_chain::invoker::{AgentAnswer, AgentCall};
+use baton_types::agent::{BedrockTarget, InferenceSettings};
+use baton_types::outcome::{FailureKind, TaskFailure, TokenUsage};
+
+/// Converse's error codes, by whether another try can succeed.
+pub const BEDROCK_CODES: ErrorCodes = ErrorCodes {
+    retryable: &[
+        "ThrottlingException",
+        "ServiceUnavailableException",
+        "InternalServerException",
+        "ModelNotReadyException",
+        "ModelTimeoutException",
+    ],
+    permanent: &[
+        "ValidationException",
+        "AccessDeniedException",
+        "ResourceNotFoundException",
+        "ModelErrorException",
+        "ServiceQuotaExceededException",
+    ],
+};
+
+/// Asks the agent's model; no call asks for more than `max_tokens` output tokens (the
+/// operator's cap, also where the agent leaves it open). `endpoint` replaces Bedrock
+/// Runtime's own (a stand-in).
+pub async fn converse(
+    client: &SignedClient,
+    endpoint: Option<&str>,
+    target: &BedrockTarget,
+    max_tokens: u32,
+    call: &AgentCall<'_>,
+) -> Result<AgentAnswer, TaskFailure> {
+    let subject = format!("model `{}`", target.model_id);
+    let system = prompt::system_texts(target.system_prompt.as_deref(), &call.dependencies);
+    let defaults = InferenceSettings::default();
+    let inference = target.inference.as_ref().unwrap_or(&defaults);
+    let body = request_body(
+        &system,
+        &prompt::input_text(call.input),
+        inference,
+        max_tokens,
+    );
+    let request = Request {
+        service: BEDROCK,
+        endpoint,
+        path: format!("/model/{}/converse", segment(&target.model_id)),
+        headers: vec![("content-type", "application/json".into())],
+        body: body.to_string().into_bytes(),
+    };
+    let response = aws::call(client, request, &subject, &BEDROCK_CODES).await?;
+    let reply = aws::json_body(&response, BEDROCK.label, &subject)?;
+    let Some(stop_reason) = reply["stopReason"].as_str() else {
+        return Err(TaskFailure::new(
+            FailureKind::InvalidResponse,
+            format!("Bedrock's answer for {subject} has no stopReason"),
+        ));
+    };
+    let usage = reply.get("usage").map(|u| TokenUsage {
+        input_tokens: u["inputTokens"].as_u64().unwrap_or(0),
+        output_tokens: u["outputTokens"].as_u64().unwrap_or(0),
+    });
+    Ok(AgentAnswer {
+        output: answer(reply_text(&reply), stop_reason, usage),
+        usage,
+    })
+}
+
+/// Converse's request: the system texts, the input as one user message, and the inference
+/// configuration with the cap applied.
+fn request_body(system: &[String], input: &str, settings: &InferenceSettings, cap: u32) -> Value {
+    let mut inference = Map::new();
+    inference.insert(
+        "maxTokens".into(),
+        json!(settings.max_tokens.map_or(cap, |t| t.min(cap))),
+    );
+    if let Some(temperature) = settings.temperature {
+        inference.insert("temperature".into(), json!(temperature));
+    }
+    if let Some(top_p) = settings.top_p {
+        inference.insert("topP".into(), json!(top_p));
+    }
+    if !settings.stop_sequences.is_empty() {
+        inference.insert("stopSequences".into(), json!(settings.stop_sequences));
+    }
+    let mut body = json!({
+        "messages": [{"role": "user", "content": [{"text": input}]}],
+        "inferenceConfig": inference,
+    });
+    if !system.is_empty() {
+        body["system"] = system.iter().map(|text| json!({"text": text})).collect();
+    }
+    body
+}
+
+/// The reply's text blocks, joined; other blocks (tool use, reasoning) are left out.
+fn reply_text(reply: &Value) -> Option<String> {
+    let content = reply["output"]["message"]["content"].as_array()?;
+    Some(
+        content
+            .iter()
+            .filter_map(|block| block["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(""),
+    )
+}
+
+/// The task's output for a Converse reply.
+pub fn answer(content: Option<String>, stop_reason: &str, usage: Option<TokenUsage>) -> Value {
+    json!({
+        "content": content,
+        "stop_reason": stop_reason,
+        "usage": usage,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::aws::service_failure;
+    use super::*;
+
+    #[test]
+    fn throttling_and_faults_are_retried_and_refusals_are_not() {
+        let retryable = |code: &str, status| {
+            service_failure("Bedrock", "m", Some(code), None, status, &BEDROCK_CODES).retryable
+        };
+        for code in [
+            "ThrottlingException",
+            "ServiceUnavailableException",
+            "InternalServerException",
+            "ModelNotReadyException",
+            "ModelTimeoutException",
+        ] {
+            assert!(retryable(code, 429), "{code}");
+        }
+        for code in [
+            "ValidationException",
+            "AccessDeniedException",
+            "ResourceNotFoundException",
+        ] {
+            assert!(!retryable(code, 400), "{code}");
+        }
+        // A model error is the model failing on this input: 424, and not retried.
+        assert!(!retryable("ModelErrorException", 424));
+    }
+
+    #[test]
+    fn the_output_carries_the_text_the_stop_reason_and_the_usage() {
+        let usage = TokenUsage {
+            input_tokens: 9,
+            output_tokens: 4,
+        };
+        assert_eq!(
+            answer(Some("Four words, no more.".into()), "end_turn", Some(usage)),
+            json!({"content": "Four words, no more.", "stop_reason": "end_turn",
+                   "usage": {"input_tokens": 9, "output_tokens": 4}})
+        );
+    }
+}

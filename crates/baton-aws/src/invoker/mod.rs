@@ -1,0 +1,213 @@
+//! The adapters through which a task reaches its agent: HTTP here, the other kinds below.
+//!
+//! The agent contract: Baton POSTs JSON `{workflow_id, task_id, attempt, capability, input,
+//! dependencies}` (dependencies maps each dependency's id to its output) with an
+//! `Idempotency-Key` header unique to the attempt. The same key comes again only when Baton
+//! lost track of a call (its handler died before recording the answer), so an agent that
+//! remembers keys can answer the repeat without doing the work twice. A 2xx JSON answer is
+//! the task's output; anything else is a failure, classed as retryable or not. A 429 or 503
+//! may carry `Retry-After` (seconds or an HTTP date), which the next attempt waits for.
+//!
+//! The other kinds have adapters of their own: [`lambda`], [`openai`] and [`bedrock`], and
+//! [`AgentInvokers`] sends each call to its agent's kind.
+
+pub mod aws;
+pub mod bedrock;
+pub mod guard;
+pub mod kinds;
+pub mod lambda;
+pub mod openai;
+pub mod prompt;
+pub mod secrets;
+
+pub use kinds::{AgentInvokers, ServiceEndpoints};
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use baton_chain::invoker::{AgentAnswer, AgentCall, AgentInvoker, MAX_OUTPUT_BYTES};
+use baton_types::agent::Agent;
+use baton_types::endpoint::{check_url, EndpointPolicy};
+use baton_types::outcome::{FailureKind, TaskFailure};
+
+const ERROR_EXCERPT_CHARS: usize = 300;
+
+#[derive(Clone, Debug)]
+pub struct HttpAgentInvoker {
+    client: reqwest::Client,
+    policy: EndpointPolicy,
+}
+
+impl HttpAgentInvoker {
+    /// An invoker that calls only the endpoints `policy` allows (see [`guard`]).
+    pub fn new(policy: &EndpointPolicy) -> Result<Self, reqwest::Error> {
+        Ok(HttpAgentInvoker {
+            client: guard::guarded_client(policy)?,
+            policy: policy.clone(),
+        })
+    }
+
+    /// Its guarded client, which the openai kind shares: one connection pool, and the TLS
+    /// roots loaded once at start-up.
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+#[async_trait]
+impl AgentInvoker for HttpAgentInvoker {
+    async fn invoke(
+        &self,
+        agent: &Agent,
+        call: &AgentCall<'_>,
+    ) -> Result<AgentAnswer, TaskFailure> {
+        let Some(endpoint) = agent.endpoint() else {
+            return Err(TaskFailure::new(
+                FailureKind::AgentNotFound,
+                format!(
+                    "agent `{}` is a {} agent; this invoker calls http agents",
+                    agent.name,
+                    agent.kind().as_str()
+                ),
+            ));
+        };
+        // A literal address never reaches the guard's resolver: check the URL itself.
+        check_url(endpoint, &self.policy)
+            .map_err(|refusal| guard::forbidden_failure(&agent.name, &refusal))?;
+        let request = self
+            .client
+            .post(endpoint)
+            .timeout(Duration::from_millis(call.timeout_ms))
+            .header("Idempotency-Key", call.task.idempotency_key())
+            .json(call);
+        let HttpAnswer {
+            status,
+            retry_after_ms,
+            body,
+        } = send(agent, call, request).await?;
+        if !status.is_success() {
+            let excerpt: String = String::from_utf8_lossy(&body)
+                .chars()
+                .take(ERROR_EXCERPT_CHARS)
+                .collect();
+            let mut failure = TaskFailure::http_status(status.as_u16(), excerpt.trim());
+            failure.retry_after_ms = retry_after_ms.filter(|_| failure.retryable);
+            return Err(failure);
+        }
+        serde_json::from_slice(&body)
+            .map(AgentAnswer::reported)
+            .map_err(|e| {
+                TaskFailure::new(
+                    FailureKind::InvalidResponse,
+                    format!(
+                        "agent `{}` answered {status} with a body that is not JSON: {e}",
+                        agent.name
+                    ),
+                )
+            })
+    }
+}
+
+/// An agent's answer over HTTP, read up to [`MAX_OUTPUT_BYTES`].
+pub(crate) struct HttpAnswer {
+    pub status: reqwest::StatusCode,
+    pub retry_after_ms: Option<u64>,
+    pub body: Vec<u8>,
+}
+
+/// Sends a call to an agent over HTTP and reads its answer: a redirect is a failure (it is
+/// never followed), and so is an answer larger than an output may be.
+pub(crate) async fn send(
+    agent: &Agent,
+    call: &AgentCall<'_>,
+    request: reqwest::RequestBuilder,
+) -> Result<HttpAnswer, TaskFailure> {
+    let transport = |e: reqwest::Error| transport_failure(agent, call, &e);
+    let mut response = request.send().await.map_err(transport)?;
+    let status = response.status();
+    if status.is_redirection() {
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok());
+        return Err(guard::redirect_failure(
+            &agent.name,
+            status.as_u16(),
+            location,
+        ));
+    }
+    let retry_after_ms = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > MAX_OUTPUT_BYTES {
+            return Err(TaskFailure::new(
+                FailureKind::OutputTooLarge,
+                format!(
+                    "agent `{}` answered more than {MAX_OUTPUT_BYTES} bytes",
+                    agent.name
+                ),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(HttpAnswer {
+        status,
+        retry_after_ms,
+        body,
+    })
+}
+
+/// `Retry-After` as a wait in milliseconds: delta-seconds, or an HTTP date after `now`.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(seconds.saturating_mul(1000));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).map_or(0, |d| d.as_millis() as u64))
+}
+
+fn transport_failure(agent: &Agent, call: &AgentCall<'_>, err: &reqwest::Error) -> TaskFailure {
+    if let Some(refusal) = guard::refusal_of(err) {
+        guard::refused_call_failure(&agent.name, refusal)
+    } else if err.is_timeout() {
+        TaskFailure::new(
+            FailureKind::Timeout,
+            format!(
+                "agent `{}` did not answer within {} ms",
+                agent.name, call.timeout_ms
+            ),
+        )
+    } else {
+        TaskFailure::new(
+            FailureKind::Connection,
+            format!("agent `{}` could not be reached: {err}", agent.name),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_445_412_470);
+        assert_eq!(parse_retry_after("120", now), Some(120_000));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(10_000)
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(0)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+}

@@ -1,0 +1,55 @@
+//! The port through which a task reaches its agent. Each kind of agent has its adapter in
+//! `baton_aws::invoker`, which also writes down the contract an agent answers to.
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use baton_types::agent::Agent;
+use baton_types::messages::TaskRef;
+use baton_types::outcome::{TaskFailure, TokenUsage};
+
+/// The most of an agent's answer read: a task's output limit (past 8 KiB an output goes to
+/// the payload bucket, not the task's item).
+pub const MAX_OUTPUT_BYTES: usize = crate::payload::MAX_PAYLOAD_BYTES;
+
+/// What an agent receives for one attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentCall<'a> {
+    #[serde(skip)]
+    pub task: &'a TaskRef,
+    pub workflow_id: &'a str,
+    pub task_id: &'a str,
+    pub attempt: u32,
+    pub capability: &'a str,
+    pub input: &'a Value,
+    pub dependencies: Map<String, Value>,
+    /// How long to wait for the answer: the smaller of the task's and the agent's time-outs.
+    #[serde(skip)]
+    pub timeout_ms: u64,
+}
+
+/// An agent's answer to one call: the task's output, and the tokens it used if known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentAnswer {
+    pub output: Value,
+    pub usage: Option<TokenUsage>,
+}
+
+impl AgentAnswer {
+    /// An answer whose usage, if any, is what the output reports under `usage`
+    /// (`{input_tokens, output_tokens}`): how an http or lambda agent that wraps a model
+    /// tells Baton what it spent.
+    pub fn reported(output: Value) -> Self {
+        let usage = output
+            .get("usage")
+            .and_then(|u| serde_json::from_value::<TokenUsage>(u.clone()).ok());
+        AgentAnswer { output, usage }
+    }
+}
+
+#[async_trait]
+pub trait AgentInvoker: Send + Sync {
+    async fn invoke(&self, agent: &Agent, call: &AgentCall<'_>)
+        -> Result<AgentAnswer, TaskFailure>;
+}

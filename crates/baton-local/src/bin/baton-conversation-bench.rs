@@ -1,0 +1,240 @@
+//! The orchestration overhead of a conversation turn, and its AWS calls, on the local stack
+//! with the example conversational agents (privacy and followup, then nutrition, then the
+//! primary: three dependency levels; history async). A benchmark: it reports numbers and
+//! asserts nothing about time.
+//!
+//! Overhead = the turn's response time as the client saw it, less the time spent inside the
+//! agents on the turn's longest dependency path (each agent's call as Baton timed it).
+//!
+//! Usage: baton-conversation-bench [--turns N] [--sessions N]
+
+use std::time::{Duration, Instant};
+
+use baton_chain::store::LearningStore;
+use baton_local::agents::AgentServer;
+use baton_local::conversation_agents::conversation_set;
+use baton_local::emulator::{sdk_config, Emulator};
+use baton_local::project_root;
+use baton_local::stack::{LocalStack, StackOptions};
+use clap::Parser;
+use serde_json::{json, Value};
+
+const DYNAMODB_WRITE_UNIT: f64 = 0.625;
+const DYNAMODB_READ_UNIT: f64 = 0.125;
+const SQS_REQUEST: f64 = 0.40;
+
+/// Messages that neither detect a specialist nor ask for a human: every turn runs the chain.
+const MESSAGES: [&str; 5] = [
+    "I had toast and coffee for breakfast",
+    "How much water should I drink in a day?",
+    "I want to eat more protein at lunch",
+    "Sugar cravings get me in the afternoon",
+    "My goal is to cook dinner at home more often",
+];
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "baton-conversation-bench",
+    about = "Orchestration overhead and AWS calls per conversation turn"
+)]
+struct Args {
+    /// Turns to run in all.
+    #[arg(long, default_value_t = 200)]
+    turns: usize,
+    /// Sessions the turns are spread over, one after another (a session keeps 10 turns of
+    /// context).
+    #[arg(long, default_value_t = 10)]
+    sessions: usize,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The agent time along the turn's longest dependency path, from its plan and timings.
+fn agent_time_on_path(turn: &Value) -> f64 {
+    let timing = &turn["timing_metrics"]["agents"];
+    let own = |agent: &str| timing[agent].as_f64().unwrap_or(0.0);
+    let plan = &turn["agents"];
+    let steps = plan["sync"].as_array().cloned().unwrap_or_default();
+    let mut path: std::collections::HashMap<String, f64> = Default::default();
+    for _ in 0..steps.len() {
+        for step in &steps {
+            let name = step["agent"].as_str().unwrap_or_default();
+            let before = step["depends_on"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| path.get(d.as_str().unwrap_or_default()))
+                .fold(0.0_f64, |a, b| a.max(*b));
+            path.insert(name.to_string(), before + own(name));
+        }
+    }
+    let answering = plan["specialist"]
+        .as_str()
+        .or(plan["core"].as_str())
+        .unwrap_or_default();
+    path.values().fold(0.0_f64, |a, b| a.max(*b)) + own(answering)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let sessions = args.sessions.max(1);
+    let per_session = args.turns.div_ceil(sessions);
+    let root = project_root();
+    let emulator = Emulator::start(&root)?;
+    let mut options = StackOptions::new("baton-conversation-bench");
+    options.sweep_every = Some(Duration::ZERO);
+    let stack = LocalStack::start_on_emulator(emulator.endpoint(), options).await?;
+    let http = baton_local::tenant_client(baton_local::LOCAL_TENANT).build()?;
+    let mut servers: Vec<AgentServer> = Vec::new();
+    let mut names = Vec::new();
+    for example in conversation_set() {
+        let server = AgentServer::start(example.behaviour.clone()).await?;
+        let mut registration = example.registration.clone();
+        registration["endpoint"] = json!(server.url);
+        let answer = http
+            .post(format!("{}/v1/agents", stack.api_url))
+            .json(&registration)
+            .send()
+            .await?;
+        if !answer.status().is_success() {
+            return Err(format!("registering {}: {}", example.name, answer.text().await?).into());
+        }
+        // A turn's task is learned under its agent's first capability.
+        let learned_as = registration["capabilities"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        names.push((example.name.to_string(), learned_as));
+        servers.push(server);
+    }
+    stack.api_calls.reset();
+
+    let mut overheads = Vec::new();
+    let mut internal = Vec::new();
+    let mut responses = Vec::new();
+    let mut turns = 0usize;
+    let mut async_expected = 0u64;
+    for _ in 0..sessions {
+        let opened: Value = http
+            .post(format!("{}/v1/sessions", stack.api_url))
+            .json(&json!({}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let session = opened["session_id"]
+            .as_str()
+            .ok_or("no session id")?
+            .to_string();
+        for i in 0..per_session {
+            if turns == args.turns {
+                break;
+            }
+            let text = MESSAGES[i % MESSAGES.len()];
+            let started = Instant::now();
+            let answer = http
+                .post(format!("{}/v1/sessions/{session}/messages", stack.api_url))
+                .json(&json!({ "text": text }))
+                .send()
+                .await?;
+            let status = answer.status();
+            let body: Value = answer.json().await?;
+            let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+            if status != 200 || body["status"] != "answered" {
+                return Err(format!("turn {turns} not answered ({status}): {body}").into());
+            }
+            responses.push(elapsed);
+            overheads.push(elapsed - agent_time_on_path(&body));
+            internal.push(
+                body["timing_metrics"]["orchestration_ms"]
+                    .as_f64()
+                    .unwrap_or(0.0),
+            );
+            async_expected += body["agents"]["async"]
+                .as_array()
+                .map_or(0, |a| a.len() as u64);
+            turns += 1;
+        }
+    }
+    // Learning and async results are off the critical path: wait until every call is learned.
+    let store = baton_aws::telemetry::AwsClients::new(&sdk_config(emulator.endpoint()), None)
+        .store(&stack.settings);
+    let expected_calls: u64 = servers.iter().map(|s| s.calls().len() as u64).sum();
+    for _ in 0..600 {
+        let mut learned = 0;
+        for (name, task_type) in &names {
+            let stats = store
+                .agent_stats("default", task_type, std::slice::from_ref(name))
+                .await?;
+            learned += stats.get(name).map_or(0, |s| s.count);
+        }
+        if learned >= expected_calls {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let counts = stack.api_calls.snapshot();
+    for list in [&mut overheads, &mut internal, &mut responses] {
+        list.sort_by(|a, b| a.total_cmp(b));
+    }
+    let n = turns as f64;
+    println!(
+        "{turns} turns over {sessions} session(s), example conversational agents \
+         (privacy, followup -> nutrition -> primary; checklist and human sync; history async), on moto\n"
+    );
+    println!(
+        "{:<44} {:>8} {:>8} {:>8}",
+        "milliseconds per turn", "p50", "p99", "mean"
+    );
+    for (what, list) in [
+        ("response time (client)", &responses),
+        ("overhead: response less agents' path", &overheads),
+        ("overhead as Baton timed it", &internal),
+    ] {
+        println!(
+            "{what:<44} {:>8.1} {:>8.1} {:>8.1}",
+            percentile(list, 50.0),
+            percentile(list, 99.0),
+            list.iter().sum::<f64>() / list.len().max(1) as f64
+        );
+    }
+    println!("\n{:<36} {:>10} {:>10}", "AWS calls", "total", "per turn");
+    for (kind, count) in &counts {
+        println!("{kind:<36} {count:>10} {:>10.2}", count / n);
+    }
+    let sum = |prefix: &str| -> f64 {
+        counts
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix) && k.split('.').count() == 2)
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let empty = counts
+        .get("sqs.ReceiveMessage.empty")
+        .copied()
+        .unwrap_or(0.0);
+    let sqs = sum("sqs.") - empty;
+    let writes = counts.get("dynamodb.write_units").copied().unwrap_or(0.0);
+    let reads = counts.get("dynamodb.read_units").copied().unwrap_or(0.0);
+    let calls = servers.iter().map(|s| s.calls().len()).sum::<usize>() as f64;
+    println!(
+        "\nPer turn ({:.1} agent calls, {} async results kept): {:.1} DynamoDB write units, {:.1} read units, {:.1} SQS requests (excluding empty long polls)",
+        calls / n,
+        async_expected,
+        writes / n,
+        reads / n,
+        sqs / n
+    );
+    let cost =
+        writes / n * DYNAMODB_WRITE_UNIT + reads / n * DYNAMODB_READ_UNIT + sqs / n * SQS_REQUEST;
+    println!("Cost per 1M turns at list prices: ${cost:.2} (DynamoDB and SQS; Lambda and API Gateway not included)");
+    stack.shutdown().await;
+    Ok(())
+}

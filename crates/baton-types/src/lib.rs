@@ -1,0 +1,31 @@
+//! Baton's types: the domain's rules and the records and messages the chain passes around.
+//! Pure: no I/O, no AWS, tested without mocks. Every other crate depends on this one, and it
+//! depends on none of them.
+
+pub mod agent;
+pub mod circuit;
+pub mod clock;
+pub mod control;
+pub mod conversation;
+pub mod dag;
+pub mod endpoint;
+pub mod graph;
+pub mod health;
+pub mod history;
+pub mod learning;
+pub mod messages;
+pub mod names;
+pub mod outcome;
+pub mod priority;
+pub mod quota;
+pub mod records;
+pub mod registry;
+pub mod resources;
+pub mod retry;
+pub mod roles;
+pub mod routing;
+pub mod session;
+pub mod stats;
+pub mod task;
+pub mod tenancy;
+pub mod turn;

@@ -1,0 +1,24 @@
+use baton_aws::invoker::AgentInvokers;
+use baton_orchestrate::{handle_request, Api};
+use lambda_http::{run, service_fn, Error};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let (settings, clients) = baton_aws::telemetry::init_function().await?;
+    baton_aws::emf::install("orchestrate")?;
+    let classifier = std::sync::Arc::new(AgentInvokers::new(&settings, &clients.config)?);
+    let queue_stats = std::sync::Arc::new(clients.queue_stats(&settings));
+    let vault = std::sync::Arc::new(baton_aws::vault::SecretsManagerVault::new(&clients.config));
+    let api = Api::new(
+        clients.store(&settings),
+        clients.queues(&settings),
+        settings,
+    )
+    .with_classifier(classifier)
+    .with_queue_stats(queue_stats)
+    .with_vault(vault);
+    run(service_fn(|request| {
+        baton_aws::emf::flushed(handle_request(&api, request))
+    }))
+    .await
+}

@@ -1,0 +1,17 @@
+use baton_route::{handle_batch, RouteDeps};
+use lambda_runtime::{run, service_fn, Error};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let (settings, clients) = baton_aws::telemetry::init_function().await?;
+    baton_aws::emf::install("route")?;
+    let deps = RouteDeps::new(
+        clients.store(&settings),
+        clients.queues(&settings),
+        settings,
+    );
+    run(service_fn(|event| {
+        baton_aws::emf::flushed(handle_batch(&deps, event))
+    }))
+    .await
+}
