@@ -5,7 +5,6 @@ use std::sync::OnceLock;
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_smithy_types::error::display::DisplayErrorContext;
 
 use baton_chain::payload::{PayloadError, PayloadStore};
 
@@ -47,8 +46,8 @@ impl S3Payloads {
     }
 }
 
-fn s3_error<E: std::error::Error + 'static>(error: E) -> PayloadError {
-    PayloadError::S3(DisplayErrorContext(error).to_string())
+fn s3_error<E: std::error::Error + Send + Sync + 'static>(error: E) -> PayloadError {
+    PayloadError::Request(Box::new(error))
 }
 
 #[async_trait]

@@ -5,9 +5,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_sdk_sqs::Client;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use serde::Serialize;
 
+use baton_chain::error::BoxError;
 use baton_chain::queue::{
     oldest_age_s, watched_queues, QueueDepth, QueueError, QueueStats, TaskQueue, WatchedQueue,
 };
@@ -71,7 +71,7 @@ impl SqsQueues {
         request
             .send()
             .await
-            .map_err(|e| QueueError::Sqs(DisplayErrorContext(&e).to_string()))?;
+            .map_err(|e| QueueError::Request(Box::new(e)))?;
         Ok(())
     }
 
@@ -94,7 +94,7 @@ impl SqsQueues {
                         .message_body(serde_json::to_string(m)?)
                         .set_delay_seconds((delay_s > 0).then_some(delay_s))
                         .build()
-                        .map_err(|e| QueueError::Sqs(e.to_string()))
+                        .map_err(|e| QueueError::Request(Box::new(e)))
                 })
                 .collect::<Result<Vec<_>, QueueError>>()?;
             for retry in 0..=MAX_RETRIES {
@@ -105,13 +105,13 @@ impl SqsQueues {
                     .set_entries(Some(entries.clone()))
                     .send()
                     .await
-                    .map_err(|e| QueueError::Sqs(DisplayErrorContext(&e).to_string()))?;
+                    .map_err(|e| QueueError::Request(Box::new(e)))?;
                 let failed: Vec<String> = out.failed.iter().map(|f| f.id.clone()).collect();
                 if failed.is_empty() {
                     break;
                 }
                 if retry == MAX_RETRIES {
-                    return Err(QueueError::Sqs(format!(
+                    return Err(QueueError::Refused(format!(
                         "{} message(s) were refused: {}",
                         failed.len(),
                         out.failed
@@ -246,8 +246,20 @@ impl SqsQueueStats {
     }
 }
 
-fn queue_error(queue: &str, error: impl std::error::Error) -> QueueError {
-    QueueError::Sqs(format!("{queue}: {}", DisplayErrorContext(&error)))
+/// A request's failure, with the queue it was about.
+#[derive(Debug, thiserror::Error)]
+#[error("queue `{queue}`")]
+struct AtQueue {
+    queue: String,
+    #[source]
+    source: BoxError,
+}
+
+fn queue_error(queue: &str, error: impl std::error::Error + Send + Sync + 'static) -> QueueError {
+    QueueError::Request(Box::new(AtQueue {
+        queue: queue.to_string(),
+        source: Box::new(error),
+    }))
 }
 
 #[async_trait]

@@ -25,8 +25,9 @@ pub use baton_types::records::StoredPayload;
 pub enum PayloadError {
     #[error("a payload of {bytes} bytes needs the payload bucket, and none is configured")]
     NoBucket { bytes: usize },
-    #[error("S3 request failed: {0}")]
-    S3(String),
+    /// The object store refused the request or did not answer; its error is the source.
+    #[error("the payload request failed: {}", crate::error::with_causes(.0.as_ref()))]
+    Request(#[source] crate::error::BoxError),
     #[error("the payload at `{0}` is missing")]
     Missing(String),
 }

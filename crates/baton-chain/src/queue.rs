@@ -11,8 +11,12 @@ use baton_types::priority::Band;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    #[error("SQS request failed: {0}")]
-    Sqs(String),
+    /// The queue refused the request or did not answer; its error is the source.
+    #[error("the queue request failed: {}", crate::error::with_causes(.0.as_ref()))]
+    Request(#[source] crate::error::BoxError),
+    /// Some of a batch's messages were refused (the batch call itself succeeded).
+    #[error("the queue refused messages: {0}")]
+    Refused(String),
     #[error("message could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
 }

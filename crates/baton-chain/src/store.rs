@@ -39,10 +39,17 @@ pub enum StoreError {
     AlreadyExists(String),
     #[error("stored item is malformed: {0}")]
     Corrupt(String),
-    #[error("the record would exceed DynamoDB's item size limit: {0}")]
+    #[error("the record would exceed the store's item size limit: {0}")]
     TooLarge(String),
-    #[error("DynamoDB request failed: {0}")]
-    Dynamo(String),
+    /// The store refused the request or did not answer; its error is the source.
+    #[error("the store request failed: {}", crate::error::with_causes(.0.as_ref()))]
+    Request(#[source] crate::error::BoxError),
+    /// The request was refused as it stands (not for its size): trying it again cannot help.
+    #[error("the store refused the request: {0}")]
+    Refused(String),
+    /// Other writers kept changing what this request depends on, past its retries.
+    #[error("the store stayed busy: {0}")]
+    Busy(String),
     #[error(transparent)]
     Payload(#[from] crate::payload::PayloadError),
 }

@@ -124,7 +124,7 @@ fn outcome_put(
         .set_item(Some(item))
         .condition_expression("attribute_not_exists(pk)")
         .build()
-        .map_err(|e| StoreError::Dynamo(e.to_string()))
+        .map_err(|e| StoreError::Request(Box::new(e)))
 }
 
 /// A whole-record put under the optimistic lock: it applies only over `version`.
@@ -136,7 +136,7 @@ fn locked_put(table: &str, item: Item, version: u64) -> Result<Put, StoreError> 
         put.condition_expression("version = :version")
             .expression_attribute_values(":version", n(version))
     };
-    put.build().map_err(|e| StoreError::Dynamo(e.to_string()))
+    put.build().map_err(|e| StoreError::Request(Box::new(e)))
 }
 
 impl DynamoStore {
@@ -372,7 +372,7 @@ impl LearningStore for DynamoStore {
             .into_iter()
             .map(|l| {
                 l.ok_or_else(|| {
-                    StoreError::Dynamo("stats record kept changing under concurrent updates".into())
+                    StoreError::Busy("stats record kept changing under concurrent updates".into())
                 })
             })
             .collect()

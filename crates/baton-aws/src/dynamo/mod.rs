@@ -27,7 +27,6 @@ use aws_sdk_dynamodb::types::{
     ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use serde_json::Value;
 
 use baton_chain::store::*;
@@ -358,7 +357,7 @@ impl DynamoStore {
                     break;
                 }
                 if retry >= MAX_RETRIES {
-                    return Err(StoreError::Dynamo(
+                    return Err(StoreError::Busy(
                         "BatchWriteItem left items unprocessed after retries".into(),
                     ));
                 }
@@ -389,7 +388,7 @@ impl DynamoStore {
             }
             let request = request
                 .build()
-                .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+                .map_err(|e| StoreError::Request(Box::new(e)))?;
             let mut pending = HashMap::from([(table.to_string(), request)]);
             for retry in 0.. {
                 let out = self
@@ -408,7 +407,7 @@ impl DynamoStore {
                     break;
                 }
                 if retry >= MAX_RETRIES {
-                    return Err(StoreError::Dynamo(
+                    return Err(StoreError::Busy(
                         "BatchGetItem left keys unprocessed after retries".into(),
                     ));
                 }
@@ -486,7 +485,7 @@ where
         + Send
         + Sync
         + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     if let Some(service) = err.as_service_error() {
         let message = service.message().unwrap_or_default();
@@ -496,7 +495,7 @@ where
             return StoreError::TooLarge(message.to_string());
         }
     }
-    StoreError::Dynamo(DisplayErrorContext(&err).to_string())
+    StoreError::Request(Box::new(err))
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -636,8 +635,10 @@ impl<'a> Attrs<'a> {
 }
 
 /// A builder's result as the store's error.
-pub(super) fn built<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreError> {
-    result.map_err(|e| StoreError::Dynamo(e.to_string()))
+pub(super) fn built<T, E: std::error::Error + Send + Sync + 'static>(
+    result: Result<T, E>,
+) -> Result<T, StoreError> {
+    result.map_err(|e| StoreError::Request(Box::new(e)))
 }
 
 pub(super) fn txn_put(
@@ -695,7 +696,7 @@ impl DynamoStore {
                     tokio::time::sleep(backoff(retry)).await;
                 }
                 Cancellation::Transient => {
-                    return Err(StoreError::Dynamo(format!(
+                    return Err(StoreError::Busy(format!(
                         "the transaction kept being cancelled ({})",
                         codes(&reasons)
                     )))
@@ -731,7 +732,7 @@ fn transaction_cancellation(reasons: &[(String, String)]) -> Cancellation {
         return Cancellation::Invalid(if message.to_ascii_lowercase().contains("size") {
             StoreError::TooLarge(why)
         } else {
-            StoreError::Dynamo(format!("the transaction was refused: {why}"))
+            StoreError::Refused(why)
         });
     }
     if reasons

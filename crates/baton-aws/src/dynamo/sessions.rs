@@ -171,7 +171,7 @@ fn delete_request(item: &Item) -> Result<WriteRequest, StoreError> {
         .set_key(Some(key))
         .build()
         .map(|d| WriteRequest::builder().delete_request(d).build())
-        .map_err(|e| StoreError::Dynamo(e.to_string()))
+        .map_err(|e| StoreError::Request(Box::new(e)))
 }
 
 impl DynamoStore {

@@ -159,7 +159,7 @@ impl RoutingState for DynamoStore {
                 Err(e) => return Err(dynamo_error(e)),
             }
         }
-        Err(StoreError::Dynamo(format!(
+        Err(StoreError::Busy(format!(
             "the slots of agent `{agent}` kept changing under concurrent calls"
         )))
     }

@@ -415,7 +415,7 @@ impl WorkflowStore for DynamoStore {
             let put = PutRequest::builder()
                 .set_item(Some(item))
                 .build()
-                .map_err(|e| StoreError::Dynamo(e.to_string()))?;
+                .map_err(|e| StoreError::Request(Box::new(e)))?;
             requests.push(WriteRequest::builder().put_request(put).build());
         }
         self.batch_write(&self.state_table, requests).await?;
