@@ -12,6 +12,7 @@ pub mod endpoint;
 pub mod graph;
 pub mod health;
 pub mod history;
+pub mod ids;
 pub mod learning;
 pub mod messages;
 pub mod names;
