@@ -6,5 +6,5 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 infra/setup-venv.sh
-cargo build --quiet --release -p baton-local --bin baton-conversation-bench
+cargo build --quiet --release -p baton-bench --bin baton-conversation-bench
 exec "${CARGO_TARGET_DIR:-target}"/release/baton-conversation-bench "$@"

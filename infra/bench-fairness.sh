@@ -7,5 +7,5 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 infra/setup-venv.sh
-cargo build --quiet -p baton-local --bin baton-fairness-bench
+cargo build --quiet -p baton-bench --bin baton-fairness-bench
 exec "${CARGO_TARGET_DIR:-target}"/debug/baton-fairness-bench "$@"

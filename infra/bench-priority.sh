@@ -5,5 +5,5 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 infra/setup-venv.sh
-cargo build --quiet -p baton-local --bin baton-priority-bench
+cargo build --quiet -p baton-bench --bin baton-priority-bench
 exec "${CARGO_TARGET_DIR:-target}"/debug/baton-priority-bench "$@"

@@ -8,5 +8,5 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 infra/setup-venv.sh
-cargo build --quiet -p baton-local --bin baton-routing-bench
+cargo build --quiet -p baton-bench --bin baton-routing-bench
 exec "${CARGO_TARGET_DIR:-target}"/debug/baton-routing-bench "$@"

@@ -6,5 +6,5 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 infra/setup-venv.sh
-cargo build --quiet -p baton-local --bin baton-local --bin baton-chaos
+cargo build --quiet -p baton-local -p baton-bench --bin baton-local --bin baton-chaos
 exec "${CARGO_TARGET_DIR:-target}"/debug/baton-chaos "$@"

@@ -4,13 +4,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use baton_local::agents::AgentReply;
-use baton_local::cli::client;
-use baton_local::cli::progress::ProgressView;
-use baton_local::cli::{
-    ApiTarget, Cli, ClientOptions, Command, GraphFormat, GraphOptions, SubmitOptions,
+use baton_cli::client;
+use baton_cli::progress::ProgressView;
+use baton_cli::{
+    ApiTarget, ClientCommand, ClientOptions, GraphFormat, GraphOptions, SubmitOptions,
     WorkflowOptions, WorkflowsOptions,
 };
+use baton_local::agents::AgentReply;
+use baton_local::cli::{Cli, Command};
 use baton_local::project_root;
 use baton_local::stack::LocalStack;
 use baton_tests::*;
@@ -102,14 +103,14 @@ fn without_a_command_the_stack_runs_with_the_options_given() {
 
 #[test]
 fn completions_cover_the_commands() {
-    let Command::Completions { shell } = parse(&["completions", "bash"])
+    let Command::Client(ClientCommand::Completions { shell }) = parse(&["completions", "bash"])
         .expect("parses")
         .into_command()
     else {
         panic!("completions parses as completions");
     };
     let mut script = Vec::new();
-    baton_local::cli::completions(shell, &mut script).expect("written");
+    baton_cli::completions(shell, Cli::command(), &mut script).expect("written");
     let script = String::from_utf8(script).expect("utf-8");
     for command in ["submit", "workflows", "history", "completions", "--json"] {
         assert!(script.contains(command), "{command} in the bash script");

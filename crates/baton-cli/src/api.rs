@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::{Method, Url};
 use serde_json::Value;
 
-use super::ApiTarget;
+use crate::options::ApiTarget;
 
 /// Long enough for the slowest endpoint, short enough that a hung API does not hang the CLI.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);

@@ -1,5 +1,6 @@
-//! `baton-local chat`: an interactive conversation with a running stack's agents, one turn per
-//! line typed. `/resume [reply]`, `/session`, `/end` and `/quit` are commands.
+//! `baton chat` (and `baton-local chat`): an interactive conversation with a running stack's
+//! agents, one turn per line typed. `/resume [reply]`, `/session`, `/end` and `/quit` are
+//! commands.
 
 use std::io::{BufRead, Write};
 use std::time::Duration;
@@ -8,7 +9,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
-use crate::cli::ApiTarget;
+use crate::options::ApiTarget;
 
 #[derive(Debug, Clone, Args)]
 pub struct ChatOptions {

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::api::ApiClient;
-use super::progress::{Progress, ProgressView};
-use super::render;
-use super::{
+use crate::api::ApiClient;
+use crate::options::{
     ClientOptions, GraphFormat, GraphOptions, SubmitOptions, WorkflowOptions, WorkflowsOptions,
 };
+use crate::progress::{Progress, ProgressView};
+use crate::render;
 
 /// How often `submit` reads the workflow while it runs.
 const POLL_EVERY: Duration = Duration::from_millis(300);
@@ -95,7 +95,7 @@ async fn follow(
         if let Some(timeout) = timeout.filter(|t| started.elapsed() >= *t) {
             return Err(format!(
                 "stopped following workflow {id} after {} s; it goes on \
-                 (`baton-local status {id}`)",
+                 (`status {id}` shows it)",
                 timeout.as_secs_f64()
             )
             .into());

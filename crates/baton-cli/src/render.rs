@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::progress::Progress;
+use crate::progress::Progress;
 
 /// Left-aligned columns two spaces apart, under a header; the last column is not padded, so
 /// a long cell there does not widen the others.

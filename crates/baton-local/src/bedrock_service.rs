@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use crate::stand_ins::{limit_words, tokens, CallLog, ModelRule, StandIn};
+use crate::stand_in::{limit_words, tokens, CallLog, ModelRule, StandIn};
 
 pub const BRIEF_MODEL: &str = "baton.brief-v1";
 pub const KEYWORDS_MODEL: &str = "baton.keywords-v1";

@@ -1,22 +1,11 @@
-//! The `baton-local` command: `run` starts the stack with the example agents; the client
-//! commands (`submit`, `workflows`, `status`, `history`, `graph`, `cancel`, `pause`, `resume`,
-//! `retry`, `agents`, `stats`) talk to a running stack's API, local or deployed; `chat` holds a
-//! conversation; `completions` prints a shell's completion script.
-//!
-//! The submodules: [`api`] is the one HTTP helper of the client commands, [`client`] the
-//! commands themselves, [`render`] how answers are printed and [`progress`] how `submit` shows
-//! a workflow running.
-
-pub mod api;
-pub mod client;
-pub mod progress;
-pub mod render;
+//! The `baton-local` command: `run` (the default) starts the stack with the example agents;
+//! beside it stand the client commands of [`baton_cli`] (`submit`, `status`, `chat`,
+//! `completions`, …), flattened in, so one command both runs a stack and talks to it.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::PathBuf;
 use std::time::Duration;
 
+use baton_cli::{ClientCommand, DEFAULT_PORT, LOCAL_TENANT};
 use baton_types::agent::AgentRegistration;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
@@ -26,8 +15,6 @@ use crate::conversation_agents::conversation_set;
 use crate::emulator::{sdk_config_from_env, Emulator};
 use crate::project_root;
 use crate::stack::{LocalStack, StackOptions};
-
-pub const DEFAULT_PORT: u16 = 3000;
 
 /// Baton's local stack: the whole chain in one process against an emulator, no Docker.
 ///
@@ -54,95 +41,16 @@ impl Cli {
 pub enum Command {
     /// Run the stack (the default): emulator, tables and queues, handlers, example agents.
     Run(RunOptions),
-    /// Submit a workflow file to a running stack and follow it until it ends.
-    ///
-    /// Progress goes to stderr (a bar on a terminal, one line per change elsewhere) and the
-    /// result to stdout. Exits 1 unless the workflow succeeded.
-    Submit(SubmitOptions),
-    /// List workflows, newest first.
-    Workflows(WorkflowsOptions),
-    /// Show a workflow: its status and each task's status, agent and attempt.
-    Status(WorkflowOptions),
-    /// Show what happened to a workflow, one line per event.
-    History(WorkflowOptions),
-    /// Print a workflow's task graph (Mermaid or Graphviz dot).
-    Graph(GraphOptions),
-    /// Cancel a workflow.
-    ///
-    /// Tasks not started are cancelled, and the workflow ends once the running ones end; with
-    /// `--force` at once, the running tasks cancelled too.
-    Cancel(CancelOptions),
-    /// Pause a workflow: running tasks finish, no new task starts until `resume`.
-    Pause(WorkflowOptions),
-    /// Resume a paused workflow.
-    Resume(WorkflowOptions),
-    /// Retry a workflow that failed or was cancelled.
-    ///
-    /// Its tasks that did not succeed run again.
-    Retry(WorkflowOptions),
-    /// List the registered agents with their health and circuit.
-    Agents(ClientOptions),
-    /// Show the API's statistics.
-    Stats(ClientOptions),
-    /// Talk to a running stack's conversational agents, one turn per line.
-    Chat(crate::chat::ChatOptions),
-    /// Print a shell's completion script.
-    ///
-    /// For example `baton-local completions bash >
-    /// ~/.local/share/bash-completion/completions/baton-local`.
-    Completions {
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
-/// Carries out a command, printing to stdout (and `submit`'s progress to stderr).
+/// Carries out a command: runs the stack, or a client command as `baton` would.
 pub async fn execute(command: Command) -> Result<(), Box<dyn std::error::Error>> {
-    let out = &mut std::io::stdout();
-    let result = match command {
+    match command {
         Command::Run(options) => run(options).await,
-        Command::Submit(options) => {
-            client::submit(options, out, progress::ProgressView::on_stderr())
-                .await
-                .map(drop)
-        }
-        Command::Workflows(options) => client::workflows(options, out).await,
-        Command::Status(options) => client::status(options, out).await,
-        Command::History(options) => client::history(options, out).await,
-        Command::Graph(options) => client::graph(options, out).await,
-        Command::Cancel(options) => {
-            let force: &[_] = if options.force {
-                &[("force", "true")]
-            } else {
-                &[]
-            };
-            client::control(options.workflow, "cancel", force, out).await
-        }
-        Command::Pause(options) => client::control(options, "pause", &[], out).await,
-        Command::Resume(options) => client::control(options, "resume", &[], out).await,
-        Command::Retry(options) => client::control(options, "retry", &[], out).await,
-        Command::Agents(options) => client::agents(options, out).await,
-        Command::Stats(options) => client::stats(options, out).await,
-        Command::Chat(options) => crate::chat::chat(options).await,
-        Command::Completions { shell } => Ok(completions(shell, out)?),
-    };
-    // A reader that stopped early (`| head`) took all it wanted: not an error.
-    match result {
-        Err(error)
-            if error
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
-        {
-            Ok(())
-        }
-        result => result,
+        Command::Client(command) => baton_cli::execute(command, Cli::command).await,
     }
-}
-
-/// Writes `shell`'s completion script for `baton-local`.
-pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) -> std::io::Result<()> {
-    clap_complete::generate(shell, &mut Cli::command(), "baton-local", out);
-    out.flush()
 }
 
 #[derive(Debug, Clone, Args)]
@@ -203,119 +111,6 @@ fn parse_setting(raw: &str) -> Result<(String, String), String> {
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .filter(|(k, _)| !k.is_empty())
         .ok_or_else(|| format!("`{raw}` is not NAME=VALUE"))
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct SubmitOptions {
-    /// The workflow, as JSON.
-    pub file: PathBuf,
-    /// Stop following after this many seconds (the workflow goes on).
-    #[arg(long, value_name = "SECONDS")]
-    pub timeout: Option<f64>,
-    #[command(flatten)]
-    pub client: ClientOptions,
-}
-
-/// A client command's API and how it prints the answer.
-#[derive(Debug, Clone, Args)]
-pub struct ClientOptions {
-    #[command(flatten)]
-    pub target: ApiTarget,
-    /// Print the API's JSON answer as it is.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// A command about one workflow.
-#[derive(Debug, Clone, Args)]
-pub struct WorkflowOptions {
-    /// The workflow's id.
-    pub id: String,
-    #[command(flatten)]
-    pub client: ClientOptions,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct CancelOptions {
-    #[command(flatten)]
-    pub workflow: WorkflowOptions,
-    /// Cancel the running tasks too, without waiting for them to end.
-    #[arg(long)]
-    pub force: bool,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct GraphOptions {
-    #[command(flatten)]
-    pub workflow: WorkflowOptions,
-    #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
-    pub format: GraphFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum GraphFormat {
-    Mermaid,
-    Dot,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct WorkflowsOptions {
-    /// Only workflows in this status (running, paused, cancelling, succeeded, failed,
-    /// cancelled).
-    #[arg(long)]
-    pub status: Option<String>,
-    /// Only workflows of this name.
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Only workflows created at or after this time (RFC 3339).
-    #[arg(long, value_name = "RFC3339")]
-    pub since: Option<String>,
-    /// Workflows per page.
-    #[arg(long)]
-    pub limit: Option<u32>,
-    /// The page that starts here (a previous answer's `next_cursor`).
-    #[arg(long)]
-    pub cursor: Option<String>,
-    /// Follow the pages to the last one.
-    #[arg(long)]
-    pub all: bool,
-    #[command(flatten)]
-    pub client: ClientOptions,
-}
-
-/// Which API a client command talks to, and as whom.
-#[derive(Debug, Clone, Args)]
-pub struct ApiTarget {
-    /// The API's base URL (a deployed stack's `ApiUrl` output, say).
-    #[arg(long, default_value_t = format!("http://127.0.0.1:{DEFAULT_PORT}"))]
-    pub api: String,
-    /// A bearer token, for an API that authenticates (AuthMode=jwt, or `run --auth jwt`).
-    #[arg(long, env = "BATON_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// The tenant, sent as `X-Tenant-Id`: required by an API in header mode (the local
-    /// stack's examples belong to `default`), ignored where tenants come from tokens.
-    #[arg(long, default_value = crate::LOCAL_TENANT)]
-    pub tenant: Option<String>,
-}
-
-impl ApiTarget {
-    /// An HTTP client that sends the token and the tenant with every request.
-    pub fn client(&self) -> Result<reqwest::Client, Box<dyn std::error::Error>> {
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(token) = &self.token {
-            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;
-            value.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, value);
-        }
-        let tenant = self.tenant.as_deref().unwrap_or(crate::LOCAL_TENANT);
-        headers.insert(
-            "x-tenant-id",
-            reqwest::header::HeaderValue::from_str(tenant)?,
-        );
-        Ok(reqwest::Client::builder()
-            .default_headers(headers)
-            .build()?)
-    }
 }
 
 /// Runs the stack until Ctrl-C (or SIGTERM).
@@ -436,7 +231,7 @@ pub async fn run(options: RunOptions) -> Result<(), Box<dyn std::error::Error>> 
         stack.api_url
     );
     // The local API names the tenant by this header (a request without it is refused).
-    let tenant = format!("-H 'X-Tenant-Id: {}'", crate::LOCAL_TENANT);
+    let tenant = format!("-H 'X-Tenant-Id: {}'", LOCAL_TENANT);
     println!("or with curl:\n");
     println!(
         "  curl -s -X POST {}/v1/workflows {tenant} -H 'content-type: application/json' -d @examples/diamond.json",

@@ -19,7 +19,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use crate::stand_ins::{tokens, CallLog, ModelRule, StandIn};
+use crate::stand_in::{tokens, CallLog, ModelRule, StandIn};
 
 pub const SUMMARIZE: &str = "summarize";
 pub const FAILS: &str = "fails";

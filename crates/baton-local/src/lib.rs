@@ -8,16 +8,17 @@
 //!   [`conversation_agents`] holds the example conversational set;
 //! - [`stand_ins`] runs the APIs behind the other agent kinds as local servers:
 //!   [`lambda_service`] (Lambda Invoke), [`bedrock_service`] (Bedrock Converse) and
-//!   [`openai_service`] (an OpenAI-compatible Chat Completions server);
+//!   [`openai_service`] (an OpenAI-compatible Chat Completions server), on what
+//!   [`stand_in`] gives them all;
 //! - [`faults`] is a proxy between the handlers' SDK clients and the emulator that injects
 //!   faults, and [`chaos`] the misbehaving agents, workflow and audit the chaos test and
-//!   benchmark share.
+//!   benchmark share;
+//! - [`cli`] is the `baton-local` command: `run`, and the client commands of `baton_cli`.
 
 pub mod agents;
 pub mod api_gateway;
 pub mod bedrock_service;
 pub mod chaos;
-pub mod chat;
 pub mod cli;
 pub mod conversation_agents;
 pub mod emulator;
@@ -27,22 +28,14 @@ pub mod lambda_service;
 pub mod openai_service;
 pub mod provision;
 pub mod stack;
+pub mod stand_in;
 pub mod stand_ins;
 pub mod template;
 
 use std::path::PathBuf;
 
-/// The tenant the local tools act as unless told otherwise (`X-Tenant-Id`).
-pub const LOCAL_TENANT: &str = "default";
-
-/// An HTTP client that names `tenant` on every request, as a header-mode API requires.
-pub fn tenant_client(tenant: &str) -> reqwest::ClientBuilder {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Ok(value) = reqwest::header::HeaderValue::from_str(tenant) {
-        headers.insert("x-tenant-id", value);
-    }
-    reqwest::Client::builder().default_headers(headers)
-}
+// The client's, kept here too: the stack's tests and tools name the tenant by these paths.
+pub use baton_cli::{tenant_client, LOCAL_TENANT};
 
 /// The repository root, where `template.yaml`, `infra/` and `.venv/` live.
 pub fn project_root() -> PathBuf {

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{json, Value};
 
-use crate::stand_ins::{limit_words, serve, tokens, CallLog, ModelRule, Served};
+use crate::stand_in::{limit_words, serve, tokens, CallLog, ModelRule, Served};
 
 pub const BRIEF_MODEL: &str = "baton-brief";
 pub const KEYWORDS_MODEL: &str = "baton-keywords";

@@ -104,7 +104,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }))
     .await?;
-    let http = baton_local::tenant_client(baton_local::LOCAL_TENANT).build()?;
+    let http = baton_cli::tenant_client(baton_cli::LOCAL_TENANT).build()?;
     let registered = http
         .post(format!("{}/v1/agents", stack.api_url))
         .json(

@@ -175,7 +175,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port = free_port()?;
     let mut handlers = Handlers::start(&args, proxy.endpoint(), port, log.clone()).await?;
     let api = handlers.api();
-    let http = baton_local::tenant_client(baton_local::LOCAL_TENANT)
+    let http = baton_cli::tenant_client(baton_cli::LOCAL_TENANT)
         .timeout(Duration::from_secs(30))
         .build()?;
 

@@ -91,7 +91,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut options = StackOptions::new("baton-conversation-bench");
     options.sweep_every = Some(Duration::ZERO);
     let stack = LocalStack::start_on_emulator(emulator.endpoint(), options).await?;
-    let http = baton_local::tenant_client(baton_local::LOCAL_TENANT).build()?;
+    let http = baton_cli::tenant_client(baton_cli::LOCAL_TENANT).build()?;
     let mut servers: Vec<AgentServer> = Vec::new();
     let mut names = Vec::new();
     for example in conversation_set() {

@@ -222,8 +222,8 @@ async fn run_phase(phase: Phase, args: &Args) -> Result<PhaseResult, BenchError>
     let behaviour = Arc::new(move |_: &Value| AgentReply::ok(json!({ "done": true })).after(delay));
     let agent_a = AgentServer::start(behaviour.clone()).await?;
     let agent_b = AgentServer::start(behaviour).await?;
-    let http_a = baton_local::tenant_client(TENANT_A).build()?;
-    let http_b = baton_local::tenant_client(TENANT_B).build()?;
+    let http_a = baton_cli::tenant_client(TENANT_A).build()?;
+    let http_b = baton_cli::tenant_client(TENANT_B).build()?;
     register(&http_a, &api, &agent_a).await?;
     register(&http_b, &api, &agent_b).await?;
     match phase {
@@ -346,7 +346,7 @@ async fn register(
 
 /// Sets tenant a's pace as the operator; answers the quotas in effect.
 async fn set_pace(api: &str, args: &Args) -> Result<Value, BenchError> {
-    let operator = baton_local::tenant_client("operator").build()?;
+    let operator = baton_cli::tenant_client("operator").build()?;
     let answer = operator
         .put(format!("{api}/v1/tenants/{TENANT_A}/quotas"))
         .header("x-baton-scopes", "baton/operator")

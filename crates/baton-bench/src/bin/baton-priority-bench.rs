@@ -45,7 +45,7 @@ async fn main() -> Result<(), BenchError> {
         AgentReply::ok(json!({ "done": true })).after(delay)
     }))
     .await?;
-    let http = baton_local::tenant_client(baton_local::LOCAL_TENANT).build()?;
+    let http = baton_cli::tenant_client(baton_cli::LOCAL_TENANT).build()?;
     let api = stack.api_url.clone();
     let registered = http
         .post(format!("{api}/v1/agents"))

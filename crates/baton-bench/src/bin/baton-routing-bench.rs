@@ -394,7 +394,7 @@ async fn main() -> Result<(), BoxError> {
     let medium = BenchAgent::start("medium", 0.95, ms(150), seed).await?;
     let slow = BenchAgent::start("slow", 0.95, ms(600), seed).await?;
     let client = Client {
-        http: baton_local::tenant_client(baton_local::LOCAL_TENANT).build()?,
+        http: baton_cli::tenant_client(baton_cli::LOCAL_TENANT).build()?,
         api: stack.api_url.clone(),
         poll: ms(args.poll_ms),
     };
