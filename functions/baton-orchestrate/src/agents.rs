@@ -19,75 +19,37 @@ use baton_types::registry::{
     by_category, check_change, check_release, etag, health_summary, merge_patch, registration_of,
     requirements, GuardError, HealthSummary, IfMatch,
 };
-use lambda_http::http::Method;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{json, Value};
 
 use crate::bodies::{AgentDeleted, AgentList as AgentListBody, CategoryList};
 use crate::error::{json_response, ApiError};
+use crate::routes::{parse_body, Call};
 use crate::timing::timed;
-use crate::{allow_method, parse_body, views, Api};
+use crate::{views, Api};
 
 /// How many times a change is decided again when a premise moved meanwhile for a reason
 /// other than the client's version (a dependent registered, a need disabled).
 const DECISION_ROUNDS: usize = 3;
 
-/// `/v1/agents` and everything under it, after the tenant is known.
-pub async fn route<S, Q>(
+/// The path's agent name; one that cannot be an agent's names none.
+fn agent_name<'a>(call: &Call<'a>) -> Result<&'a str, ApiError> {
+    let name = call.param("name");
+    check_name(NameKind::Agent, name).map_err(|_| not_found(name))?;
+    Ok(name)
+}
+
+/// The agents by category.
+#[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/agents/categories", tag = "agents",
+    responses((status = 200, body = CategoryList))))]
+pub async fn agent_categories<S: AgentRegistry, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
-    request: &Request,
-    rest: &[&str],
-) -> Result<Response<Body>, ApiError>
-where
-    S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
-    Q: TaskQueue,
-{
-    let method = request.method();
-    let allow = |allowed: &[Method]| allow_method(request, allowed);
-    match rest {
-        [] => {
-            allow(&[Method::GET, Method::POST])?;
-            if method == Method::POST {
-                create(api, tenant, request).await
-            } else {
-                list(api, tenant, request).await
-            }
-        }
-        ["categories"] => {
-            allow(&[Method::GET])?;
-            let list = timed("store", api.store.agent_list(tenant)).await?;
-            Ok(json_response(
-                200,
-                &CategoryList {
-                    categories: by_category(&list.agents),
-                },
-            ))
-        }
-        ["health"] => {
-            allow(&[Method::GET])?;
-            health(api, tenant).await
-        }
-        [name] => {
-            allow(&[Method::GET, Method::PUT, Method::PATCH, Method::DELETE])?;
-            check_name(NameKind::Agent, name).map_err(|_| not_found(name))?;
-            match *method {
-                Method::PUT => replace(api, tenant, name, request).await,
-                Method::PATCH => patch(api, tenant, name, request).await,
-                Method::DELETE => delete(api, tenant, name, request).await,
-                _ => get(api, tenant, name).await,
-            }
-        }
-        [name, action @ ("enable" | "disable")] => {
-            allow(&[Method::POST])?;
-            check_name(NameKind::Agent, name).map_err(|_| not_found(name))?;
-            set_enabled(api, tenant, name, request, *action == "enable").await
-        }
-        _ => Err(ApiError::NotFound(format!(
-            "no such resource: {}",
-            request.uri().path()
-        ))),
-    }
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError> {
+    let tenant = call.tenant()?;
+    let list = timed("store", api.store.agent_list(&tenant)).await?;
+    let categories = by_category(&list.agents);
+    Ok(json_response(200, &CategoryList { categories }))
 }
 
 fn not_found(name: &str) -> ApiError {
@@ -131,10 +93,19 @@ where
     Ok(response)
 }
 
-async fn get<S, Q>(api: &Api<S, Q>, tenant: &str, name: &str) -> Result<Response<Body>, ApiError>
+/// One agent.
+#[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/agents/{name}", tag = "agents",
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)),
+    responses(
+        (status = 200, body = crate::bodies::AgentView, headers(("ETag" = String))),
+        (status = 404, response = crate::openapi::NotFound),
+    )))]
+pub async fn get_agent<S, Q>(api: &Api<S, Q>, call: &Call<'_>) -> Result<Response<Body>, ApiError>
 where
     S: AgentRegistry + RoutingState + LearningStore,
 {
+    let tenant = &call.tenant()?;
+    let name = agent_name(call)?;
     let agent = api
         .store
         .agent(tenant, name)
@@ -143,16 +114,20 @@ where
     agent_response(api, tenant, &agent, 200).await
 }
 
-/// `GET /v1/agents?category=&capability=&enabled=`.
-async fn list<S, Q>(
-    api: &Api<S, Q>,
-    tenant: &str,
-    request: &Request,
-) -> Result<Response<Body>, ApiError>
+/// Lists the tenant's agents, in name order.
+#[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/agents", tag = "agents",
+    params(
+        ("category" = Option<String>, Query, description = "Only agents of this category"),
+        ("capability" = Option<String>, Query, description = "Only agents with this capability"),
+        ("enabled" = Option<bool>, Query, description = "Only enabled (`true`) or disabled (`false`) agents"),
+    ),
+    responses((status = 200, body = AgentListBody))))]
+pub async fn list_agents<S, Q>(api: &Api<S, Q>, call: &Call<'_>) -> Result<Response<Body>, ApiError>
 where
     S: AgentRegistry + RoutingState + LearningStore,
 {
-    let query = request.query_string_parameters();
+    let tenant = &call.tenant()?;
+    let query = call.request.query_string_parameters();
     let enabled = match query.first("enabled") {
         None => None,
         Some("true") => Some(true),
@@ -180,18 +155,24 @@ where
     let agents = agents
         .iter()
         .map(|a| {
-            let tenancy = (tenant, &api.settings.tenancy);
+            let tenancy = (tenant.as_str(), &api.settings.tenancy);
             views::agent(a, tenancy, circuits.get(&a.name), loads.get(&a.name), now)
         })
         .collect();
     Ok(json_response(200, &AgentListBody { agents }))
 }
 
-/// `GET /v1/agents/health`.
-async fn health<S, Q>(api: &Api<S, Q>, tenant: &str) -> Result<Response<Body>, ApiError>
+/// The registry's health at a glance.
+#[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/agents/health", tag = "agents",
+    responses((status = 200, body = HealthSummary))))]
+pub async fn agent_health<S, Q>(
+    api: &Api<S, Q>,
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError>
 where
     S: AgentRegistry + RoutingState + LearningStore,
 {
+    let tenant = &call.tenant()?;
     let list = timed("store", api.store.agent_list(tenant)).await?;
     let summary = timed("store", health_of(api, tenant, &list, now_ms())).await?;
     Ok(json_response(200, &summary))
@@ -449,17 +430,31 @@ fn successor(current: &Agent, mut agent: Agent, now: i64) -> Agent {
     agent
 }
 
-/// `POST /v1/agents`: a new agent; its name must be free.
-async fn create<S, Q>(
+/// Registers an agent; its name must be free.
+#[cfg_attr(feature = "openapi", utoipa::path(post, path = "/v1/agents", tag = "agents",
+    request_body(content = AgentRegistration, example = json!({
+        "name": "summarizer",
+        "endpoint": "https://agents.example.com/summarize",
+        "capabilities": ["text.summarize"],
+        "timeout_ms": 30000
+    })),
+    responses(
+        (status = 201, body = crate::bodies::AgentView, headers(
+            ("ETag" = String, description = "The agent's version, for `If-Match`"),
+            ("Location" = String, description = "The agent's URL"))),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+    )))]
+pub async fn register_agent<S, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
-    request: &Request,
+    call: &Call<'_>,
 ) -> Result<Response<Body>, ApiError>
 where
     S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
     Q: TaskQueue,
 {
-    let registration: AgentRegistration = parse_body(request)?;
+    let tenant = &call.tenant()?;
+    let registration: AgentRegistration = parse_body(call.request)?;
     let agent = validated(api, tenant, registration, now_ms()).await?;
     let name = agent.name.clone();
     let limit = crate::admission::quotas(api, tenant).await?.agents;
@@ -500,17 +495,34 @@ fn registration_for(name: &str, mut body: Value) -> Result<AgentRegistration, Ap
     serde_json::from_value(body).map_err(ApiError::from_json)
 }
 
-/// `PUT /v1/agents/{name}`: replaces the agent (with `If-Match`), or creates it.
-async fn replace<S, Q>(
+/// Replaces an agent's registration (`If-Match` required), or registers it (no `If-Match`).
+#[cfg_attr(feature = "openapi", utoipa::path(put, path = "/v1/agents/{name}", tag = "agents",
+    params(
+        ("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64),
+        ("If-Match" = Option<String>, Header, description = "The `ETag` read: `\"3\"`, `W/\"3\"`, a list, or `*`"),
+    ),
+    request_body(content = ref("#/components/schemas/AgentReplacement")),
+    responses(
+        (status = 200, description = "Replaced", body = crate::bodies::AgentView, headers(("ETag" = String))),
+        (status = 201, description = "Registered", body = crate::bodies::AgentView, headers(("ETag" = String), ("Location" = String))),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 405, response = crate::openapi::MethodNotAllowed),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 428, response = crate::openapi::PreconditionRequired),
+    )))]
+pub async fn replace_agent<S, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
-    name: &str,
-    request: &Request,
+    call: &Call<'_>,
 ) -> Result<Response<Body>, ApiError>
 where
     S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
     Q: TaskQueue,
 {
+    let tenant = &call.tenant()?;
+    let name = agent_name(call)?;
+    let request = call.request;
     let condition = if_match(request)?;
     let registration = registration_for(name, parse_body(request)?)?;
     let now = now_ms();
@@ -536,17 +548,34 @@ where
     .await
 }
 
-/// `PATCH /v1/agents/{name}`: a JSON merge patch of the registration, with `If-Match`.
-async fn patch<S, Q>(
-    api: &Api<S, Q>,
-    tenant: &str,
-    name: &str,
-    request: &Request,
-) -> Result<Response<Body>, ApiError>
+/// Changes an agent by a JSON merge patch (RFC 7396) of its registration; `null` puts a
+/// field back to its default.
+#[cfg_attr(feature = "openapi", utoipa::path(patch, path = "/v1/agents/{name}", tag = "agents",
+    params(
+        ("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64),
+        ("If-Match" = String, Header, description = "The `ETag` read: `\"3\"`, `W/\"3\"`, a list, or `*`"),
+    ),
+    request_body(content(
+        (Object = "application/merge-patch+json"),
+        (Object = "application/json"),
+    )),
+    responses(
+        (status = 200, body = crate::bodies::AgentView, headers(("ETag" = String))),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 405, response = crate::openapi::MethodNotAllowed),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 428, response = crate::openapi::PreconditionRequired),
+    )))]
+pub async fn patch_agent<S, Q>(api: &Api<S, Q>, call: &Call<'_>) -> Result<Response<Body>, ApiError>
 where
     S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
     Q: TaskQueue,
 {
+    let tenant = &call.tenant()?;
+    let name = agent_name(call)?;
+    let request = call.request;
     let condition = if_match(request)?;
     let changes: Value = parse_body(request)?;
     if !changes.is_object() {
@@ -580,17 +609,29 @@ where
     .await
 }
 
-/// `DELETE /v1/agents/{name}`, guarded: no enabled agent may need it.
-async fn delete<S, Q>(
+/// Removes an agent no enabled agent needs.
+#[cfg_attr(feature = "openapi", utoipa::path(delete, path = "/v1/agents/{name}", tag = "agents",
+    params(
+        ("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64),
+        ("If-Match" = Option<String>, Header, description = "The `ETag` read (optional)"),
+    ),
+    responses(
+        (status = 200, body = AgentDeleted),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 405, response = crate::openapi::MethodNotAllowed),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+    )))]
+pub async fn delete_agent<S, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
-    name: &str,
-    request: &Request,
+    call: &Call<'_>,
 ) -> Result<Response<Body>, ApiError>
 where
     S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
 {
-    let condition = if_match(request)?;
+    let tenant = &call.tenant()?;
+    let name = agent_name(call)?;
+    let condition = if_match(call.request)?;
     apply(api, tenant, name, |list| {
         matched(list, name, condition.as_ref())?;
         Ok(Decision::Write(None, 200))
@@ -598,18 +639,64 @@ where
     .await
 }
 
-/// `POST /v1/agents/{name}/enable|disable`, guarded; `If-Match` is optional.
+/// Turns an agent on; asking for the state it is in changes nothing.
+#[cfg_attr(feature = "openapi", utoipa::path(post, path = "/v1/agents/{name}/enable",
+    tag = "agents",
+    params(
+        ("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64),
+        ("If-Match" = Option<String>, Header, description = "The `ETag` read (optional)"),
+    ),
+    responses(
+        (status = 200, body = crate::bodies::AgentView, headers(("ETag" = String))),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+    )))]
+pub async fn enable_agent<S, Q>(
+    api: &Api<S, Q>,
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError>
+where
+    S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
+{
+    set_enabled(api, call, true).await
+}
+
+/// Turns an agent off, unless enabled agents need it.
+#[cfg_attr(feature = "openapi", utoipa::path(post, path = "/v1/agents/{name}/disable",
+    tag = "agents",
+    params(
+        ("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64),
+        ("If-Match" = Option<String>, Header, description = "The `ETag` read (optional)"),
+    ),
+    responses(
+        (status = 200, body = crate::bodies::AgentView, headers(("ETag" = String))),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+    )))]
+pub async fn disable_agent<S, Q>(
+    api: &Api<S, Q>,
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError>
+where
+    S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
+{
+    set_enabled(api, call, false).await
+}
+
+/// Enables or disables the path's agent, guarded; `If-Match` is optional.
 async fn set_enabled<S, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
-    name: &str,
-    request: &Request,
+    call: &Call<'_>,
     enabled: bool,
 ) -> Result<Response<Body>, ApiError>
 where
     S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
 {
-    let condition = if_match(request)?;
+    let tenant = &call.tenant()?;
+    let name = agent_name(call)?;
+    let condition = if_match(call.request)?;
     let now = now_ms();
     apply(api, tenant, name, |list| {
         let current = matched(list, name, condition.as_ref())?;

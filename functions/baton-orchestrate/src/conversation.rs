@@ -39,7 +39,8 @@ use crate::bodies::{
     TurnView,
 };
 use crate::error::json_response;
-use crate::{parse_body, Api, ApiError};
+use crate::routes::parse_body;
+use crate::{Api, ApiError};
 
 /// How long the classifier may take: the analysis is on the turn's critical path.
 const CLASSIFIER_TIMEOUT_MS: u64 = 5_000;

@@ -10,14 +10,14 @@ use baton_chain::store::{AgentRegistry, TenantCounters};
 use baton_types::agent::AgentTarget;
 use baton_types::clock::{now_ms, rfc3339};
 use baton_types::names::{check_name, NameKind};
-use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::error::{json_response, ApiError};
+use crate::routes::Call;
 use crate::timing::timed;
-use crate::{allow_method, Api};
+use crate::Api;
 
 /// A secret as the API shows it: never its value.
 #[derive(Debug, Serialize)]
@@ -57,42 +57,18 @@ pub struct SecretInput {
     pub value: String,
 }
 
-/// `/v1/secrets` and `/v1/secrets/{name}`, after the tenant is known.
-pub async fn route<S, Q>(
-    api: &Api<S, Q>,
-    tenant: &str,
-    request: &Request,
-    rest: &[&str],
-) -> Result<Response<Body>, ApiError>
-where
-    S: AgentRegistry + TenantCounters,
-{
-    match rest {
-        [] => {
-            allow_method(request, &[Method::GET])?;
-            list(api, tenant).await
+/// The path's secret name: one that cannot be a secret's is a bad one to create, and one that
+/// exists nowhere to read or delete.
+fn secret_name<'a>(call: &Call<'a>, creating: bool) -> Result<&'a str, ApiError> {
+    let name = call.param("name");
+    check_name(NameKind::Agent, name).map_err(|e| {
+        if creating {
+            ApiError::invalid(e.to_string(), json!({ "parameter": "name" }))
+        } else {
+            not_found(name)
         }
-        [name] => {
-            allow_method(request, &[Method::GET, Method::PUT, Method::DELETE])?;
-            // A name that cannot be a secret's: a bad one to create, one that exists nowhere
-            // to read or delete.
-            if let Err(e) = check_name(NameKind::Agent, name) {
-                return Err(match *request.method() {
-                    Method::PUT => ApiError::invalid(e.to_string(), json!({ "parameter": "name" })),
-                    _ => not_found(name),
-                });
-            }
-            match *request.method() {
-                Method::PUT => put(api, tenant, name, request).await,
-                Method::DELETE => delete(api, tenant, name).await,
-                _ => get(api, tenant, name).await,
-            }
-        }
-        _ => Err(ApiError::NotFound(format!(
-            "no such resource: {}",
-            request.uri().path()
-        ))),
-    }
+    })?;
+    Ok(name)
 }
 
 /// The counter of a tenant's secrets (see `TenantCounters`).
@@ -142,7 +118,7 @@ fn view(api_root: &str, meta: &SecretMeta) -> SecretView {
 
 /// The value in a body, or a refusal that never quotes what was sent.
 fn value_of(request: &Request) -> Result<String, ApiError> {
-    let bytes = crate::body_bytes(request)?;
+    let bytes = crate::routes::body_bytes(request)?;
     let refused = |why: &str| {
         ApiError::invalid(
             format!("the body must be {{\"value\": \"<1 to {MAX_SECRET_BYTES} bytes>\"}}: {why}"),
@@ -172,7 +148,14 @@ fn value_of(request: &Request) -> Result<String, ApiError> {
     }
 }
 
-async fn list<S, Q>(api: &Api<S, Q>, tenant: &str) -> Result<Response<Body>, ApiError> {
+/// The tenant's secrets: names and dates, never values.
+#[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/secrets", tag = "tenancy",
+    responses((status = 200, body = SecretList))))]
+pub async fn list_secrets<S, Q>(
+    api: &Api<S, Q>,
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError> {
+    let tenant = &call.tenant()?;
     let root = api.settings.tenancy.namespaces.secret_root(tenant);
     let secrets = timed("secrets", vault(api)?.list(&root, MAX_SECRETS_PER_TENANT))
         .await
@@ -181,7 +164,19 @@ async fn list<S, Q>(api: &Api<S, Q>, tenant: &str) -> Result<Response<Body>, Api
     Ok(json_response(200, &SecretList { secrets }))
 }
 
-async fn get<S, Q>(api: &Api<S, Q>, tenant: &str, name: &str) -> Result<Response<Body>, ApiError> {
+/// One secret's name, reference and dates; never its value.
+#[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/secrets/{name}", tag = "tenancy",
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)),
+    responses(
+        (status = 200, body = SecretView),
+        (status = 404, response = crate::openapi::NotFound),
+    )))]
+pub async fn get_secret<S, Q>(
+    api: &Api<S, Q>,
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError> {
+    let tenant = &call.tenant()?;
+    let name = secret_name(call, false)?;
     let namespaces = &api.settings.tenancy.namespaces;
     let meta = timed(
         "secrets",
@@ -196,13 +191,24 @@ async fn get<S, Q>(api: &Api<S, Q>, tenant: &str, name: &str) -> Result<Response
     ))
 }
 
-async fn put<S: TenantCounters, Q>(
+/// Stores a value as the tenant's secret `name` (an agent's `api_key` then names its
+/// `reference`). The value is write-only: no answer, log or item ever holds it.
+#[cfg_attr(feature = "openapi", utoipa::path(put, path = "/v1/secrets/{name}", tag = "tenancy",
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)),
+    request_body(content = SecretInput, example = json!({ "value": "sk-..." })),
+    responses(
+        (status = 200, description = "Its value replaced", body = SecretView),
+        (status = 201, description = "Created", body = SecretView, headers(("Location" = String))),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+    )))]
+pub async fn put_secret<S: TenantCounters, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
-    name: &str,
-    request: &Request,
+    call: &Call<'_>,
 ) -> Result<Response<Body>, ApiError> {
-    let value = value_of(request)?;
+    let tenant = &call.tenant()?;
+    let name = secret_name(call, true)?;
+    let value = value_of(call.request)?;
     let namespaces = &api.settings.tenancy.namespaces;
     let full = namespaces.secret_name(tenant, name);
     let root = namespaces.secret_root(tenant);
@@ -268,12 +274,25 @@ async fn put<S: TenantCounters, Q>(
     Ok(response)
 }
 
-/// Deletes a secret no agent of the tenant uses: an agent whose key went away would fail
-/// every call, so the agents that name it are listed instead (409, as the registry's guard).
-async fn delete<S, Q>(api: &Api<S, Q>, tenant: &str, name: &str) -> Result<Response<Body>, ApiError>
+/// Deletes a secret at once; refused while one of the tenant's agents names it.
+// An agent whose key went away would fail every call, so the agents that name it are listed
+// instead (409, as the registry's guard).
+#[cfg_attr(feature = "openapi", utoipa::path(delete, path = "/v1/secrets/{name}", tag = "tenancy",
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)),
+    responses(
+        (status = 200, body = SecretDeleted),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+    )))]
+pub async fn delete_secret<S, Q>(
+    api: &Api<S, Q>,
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError>
 where
     S: AgentRegistry + TenantCounters,
 {
+    let tenant = &call.tenant()?;
+    let name = secret_name(call, false)?;
     let full = api.settings.tenancy.namespaces.secret_name(tenant, name);
     let vault = vault(api)?;
     if timed("secrets", vault.describe(&full))

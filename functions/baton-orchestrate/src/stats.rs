@@ -17,6 +17,8 @@ use lambda_http::{Body, Response};
 use serde::Serialize;
 
 use crate::error::{json_response, ApiError};
+use crate::identity;
+use crate::routes::Call;
 use crate::timing::timed;
 use crate::Api;
 
@@ -43,15 +45,21 @@ pub struct WorkflowCounts {
     pub running: u64,
 }
 
-/// `GET /v1/stats`; the queues only for the `operator`.
-pub async fn stats<S, Q>(
-    api: &Api<S, Q>,
-    tenant: &str,
-    operator: bool,
-) -> Result<Response<Body>, ApiError>
+/// Routing, health and learning summaries and the tenant's running workflows; with the
+/// operator's scope, every queue's depth too.
+#[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/stats", tag = "observe",
+    responses((status = 200, body = Stats))))]
+pub async fn stats<S, Q>(api: &Api<S, Q>, call: &Call<'_>) -> Result<Response<Body>, ApiError>
 where
     S: AgentRegistry + RoutingState + LearningStore + StatsStore,
 {
+    let tenant = &call.tenant()?;
+    let settings = &api.settings;
+    let operator = identity::has_scope(
+        &settings.tenant_source,
+        call.request,
+        &settings.operator_scope,
+    );
     let now = now_ms();
     let list = timed("store", api.store.agent_list(tenant)).await?;
     let names: Vec<String> = list.agents.iter().map(|a| a.name.clone()).collect();

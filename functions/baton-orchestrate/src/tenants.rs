@@ -6,14 +6,14 @@
 use baton_chain::store::{AdmissionStore, AgentRegistry, ConfigStore};
 use baton_types::names::{check_name, NameKind};
 use baton_types::quota::{QuotaOverrides, Quotas};
-use lambda_http::http::Method;
-use lambda_http::{Body, Request, Response};
+use lambda_http::{Body, Response};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::error::{json_response, ApiError};
+use crate::routes::{parse_body, Call};
 use crate::timing::timed;
-use crate::{allow_method, identity, parse_body, Api};
+use crate::{identity, Api};
 
 /// A tenant's quotas in effect, what the operator set, and what it uses now.
 #[derive(Debug, Serialize)]
@@ -35,48 +35,86 @@ pub struct QuotaUsage {
     pub running_workflows: u64,
 }
 
-/// `GET /v1/quotas`.
-pub async fn own<S, Q>(
-    api: &Api<S, Q>,
-    tenant: &str,
-    request: &Request,
-) -> Result<Response<Body>, ApiError>
+/// The tenant's quotas in effect, and what it uses now.
+#[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/quotas", tag = "tenancy",
+    responses((status = 200, body = QuotaView))))]
+pub async fn own_quotas<S, Q>(api: &Api<S, Q>, call: &Call<'_>) -> Result<Response<Body>, ApiError>
 where
     S: ConfigStore + AgentRegistry + AdmissionStore,
 {
-    allow_method(request, &[Method::GET])?;
-    Ok(json_response(200, &view(api, tenant).await?))
+    let tenant = call.tenant()?;
+    Ok(json_response(200, &view(api, &tenant).await?))
 }
 
-/// `/v1/tenants/{id}/quotas`, for the operator only.
-pub async fn operator<S, Q>(
+/// A tenant's quotas (the operator's scope only).
+#[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/tenants/{id}/quotas",
+    tag = "tenancy",
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)),
+    responses(
+        (status = 200, body = QuotaView),
+        (status = 403, response = crate::openapi::Forbidden),
+    )))]
+pub async fn get_tenant_quotas<S, Q>(
     api: &Api<S, Q>,
-    request: &Request,
-    id: &str,
+    call: &Call<'_>,
 ) -> Result<Response<Body>, ApiError>
 where
     S: ConfigStore + AgentRegistry + AdmissionStore,
 {
-    allow_method(request, &[Method::GET, Method::PUT])?;
+    let id = operators_tenant(api, call)?;
+    Ok(json_response(200, &view(api, id).await?))
+}
+
+/// Sets a tenant's quotas over the deployment's defaults (the operator's scope only); each
+/// field left out keeps the default.
+#[cfg_attr(feature = "openapi", utoipa::path(put, path = "/v1/tenants/{id}/quotas",
+    tag = "tenancy",
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)),
+    request_body(content = QuotaOverrides,
+        example = json!({ "tasks_per_second": 20, "running_workflows": 50 })),
+    responses(
+        (status = 200, body = QuotaView),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+    )))]
+pub async fn set_tenant_quotas<S, Q>(
+    api: &Api<S, Q>,
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError>
+where
+    S: ConfigStore + AgentRegistry + AdmissionStore,
+{
+    let id = operators_tenant(api, call)?;
+    let overrides: QuotaOverrides = parse_body(call.request)?;
+    overrides.check().map_err(|(field, reason)| {
+        ApiError::invalid(format!("{field}: {reason}"), json!({ "field": field }))
+    })?;
+    timed("store", api.store.put_quotas(id, &overrides)).await?;
+    api.config.forget(id);
+    tracing::info!(tenant = %id, ?overrides, "quotas set by the operator");
+    Ok(json_response(200, &view(api, id).await?))
+}
+
+/// The tenant the operator's route names, once the caller is known to be the operator: the
+/// scope is checked before the id, so a refusal is the same for every id.
+fn operators_tenant<'a, S, Q>(api: &Api<S, Q>, call: &Call<'a>) -> Result<&'a str, ApiError> {
+    // The operator acts across tenants, but still authenticates as one.
+    call.tenant()?;
     let settings = &api.settings;
-    if !identity::has_scope(&settings.tenant_source, request, &settings.operator_scope) {
+    if !identity::has_scope(
+        &settings.tenant_source,
+        call.request,
+        &settings.operator_scope,
+    ) {
         return Err(ApiError::Forbidden(format!(
             "tenants' quotas are the operator's: this needs the `{}` scope",
             settings.operator_scope
         )));
     }
+    let id = call.param("id");
     check_name(NameKind::Tenant, id)
         .map_err(|e| ApiError::invalid(e.to_string(), json!({ "parameter": "id" })))?;
-    if request.method() == Method::PUT {
-        let overrides: QuotaOverrides = parse_body(request)?;
-        overrides.check().map_err(|(field, reason)| {
-            ApiError::invalid(format!("{field}: {reason}"), json!({ "field": field }))
-        })?;
-        timed("store", api.store.put_quotas(id, &overrides)).await?;
-        api.config.forget(id);
-        tracing::info!(tenant = %id, ?overrides, "quotas set by the operator");
-    }
-    Ok(json_response(200, &view(api, id).await?))
+    Ok(id)
 }
 
 async fn view<S, Q>(api: &Api<S, Q>, tenant: &str) -> Result<QuotaView, ApiError>

@@ -3,27 +3,43 @@
 
 use baton_chain::hold::{reconcile, Reconciled};
 use baton_chain::queue::TaskQueue;
-use baton_chain::store::{ControlApplied, ControlWrite, WorkflowFilter};
+use baton_chain::store::{
+    AdmissionStore, AgentRegistry, ConfigStore, ControlApplied, ControlWrite, LearningStore,
+    NewTask, NewWorkflow, WorkflowFilter, WorkflowStore,
+};
 use baton_types::clock::{now_ms, parse_rfc3339, rfc3339};
 use baton_types::control::{
     decide, redrive_plan, ControlAction, ControlChange, ControlEvent, Refusal,
 };
+use baton_types::dag::{Dag, DagError, Plan, TaskEstimate, TaskSpec};
 use baton_types::graph::{render, GraphFormat};
 use baton_types::history::history;
+use baton_types::learning::{expected_latency, DEFAULT_ESTIMATE_MS};
+use baton_types::messages::{RouteMessage, TaskRef};
 use baton_types::names::{check_name, NameKind};
 use baton_types::outcome::{TaskFailure, TokenUsage};
+use baton_types::priority::{parse_deadline, Multipliers};
 use baton_types::priority::{Band, Priority};
+use baton_types::quota::Demand;
 use baton_types::records::{TaskRecord, WorkflowRecord, WorkflowView};
+use baton_types::resources::parse_resources;
+use baton_types::retry::{PolicyError, RetryPolicyInput, RetryPolicySpec};
 use baton_types::routing::RoutingStrategy;
+use baton_types::task::TaskProfile;
 use baton_types::task::{AttemptOutcome, AttemptRecord, TaskStatus};
 use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Deserialize;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 
+use crate::admission;
+use crate::bodies::{Pacing, WorkflowAccepted};
 use crate::error::json_response;
+use crate::routes::{parse_body, Call};
 use crate::timing::{timed, timed_sync};
-use crate::{Api, ApiError, ApiStore};
+use crate::{Api, ApiError, ApiStore, MAX_INPUT_BYTES, MAX_TIMEOUT_S, MAX_WORKFLOW_NAME_CHARS};
 
 /// A task's output larger than this (as JSON text) is left out of the workflow's view, so that
 /// a workflow of 500 tasks stays within Lambda's 6 MB answer; `GET …/tasks/{task}` serves it.
@@ -234,6 +250,52 @@ fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("workflow `{id}` does not exist"))
 }
 
+/// A workflow and all its tasks (outputs over 8 KiB left out: see `output_truncated`).
+#[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/workflows/{id}", tag = "workflows",
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36)),
+    responses(
+        (status = 200, body = WorkflowDetail),
+        (status = 404, response = crate::openapi::NotFound),
+    )))]
+pub async fn get_workflow<S: ApiStore, Q>(
+    api: &Api<S, Q>,
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError> {
+    let tenant = &call.tenant()?;
+    let view = stored(api, tenant, call.param("id")).await?;
+    Ok(json_response(200, &detail(&view)))
+}
+
+/// The workflow's plan, from what is learned now.
+#[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/workflows/{id}/plan",
+    tag = "workflows",
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36)),
+    responses(
+        (status = 200, body = WorkflowPlan),
+        (status = 404, response = crate::openapi::NotFound),
+    )))]
+pub async fn workflow_plan<S: ApiStore, Q>(
+    api: &Api<S, Q>,
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError> {
+    let tenant = &call.tenant()?;
+    let view = stored(api, tenant, call.param("id")).await?;
+    let specs = view.specs();
+    // A stored workflow passed validation; only a damaged one could fail here.
+    let dag = view
+        .dag()
+        .map_err(|e| ApiError::Unavailable(format!("stored workflow is malformed: {e}")))?;
+    let plan = plan(api, tenant, &dag, &specs, Freshness::Fresh).await?;
+    Ok(json_response(
+        200,
+        &WorkflowPlan {
+            workflow_id: view.workflow.id.clone(),
+            status: shown_status(&view.workflow),
+            plan,
+        },
+    ))
+}
+
 /// A stored workflow with its tasks; 404 for an id that is not one.
 pub async fn stored<S, Q>(api: &Api<S, Q>, tenant: &str, id: &str) -> Result<WorkflowView, ApiError>
 where
@@ -344,16 +406,23 @@ fn attempt(a: &AttemptRecord) -> AttemptView {
     }
 }
 
-/// `GET /v1/workflows/{id}/tasks/{task}`: one task, its output whole.
-pub async fn one_task<S, Q>(
+/// One task, its output whole.
+#[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/workflows/{id}/tasks/{task}",
+    tag = "workflows",
+    params(
+        ("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36),
+        ("task" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64),
+    ),
+    responses(
+        (status = 200, body = TaskView),
+        (status = 404, response = crate::openapi::NotFound),
+    )))]
+pub async fn workflow_task<S: ApiStore, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
-    id: &str,
-    task_id: &str,
-) -> Result<Response<Body>, ApiError>
-where
-    S: ApiStore,
-{
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError> {
+    let tenant = &call.tenant()?;
+    let (id, task_id) = (call.param("id"), call.param("task"));
     let missing = || ApiError::NotFound(format!("workflow `{id}` has no task `{task_id}`"));
     check_name(NameKind::Workflow, id).map_err(|_| not_found(id))?;
     check_name(NameKind::Task, task_id).map_err(|_| missing())?;
@@ -371,15 +440,20 @@ where
     Ok(json_response(200, &task(&record, false)))
 }
 
-/// `GET /v1/workflows/{id}/history`.
-pub async fn workflow_history<S, Q>(
+/// Every transition of the workflow, oldest first, derived from what is stored.
+#[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/workflows/{id}/history",
+    tag = "workflows",
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36)),
+    responses(
+        (status = 200, body = WorkflowHistory),
+        (status = 404, response = crate::openapi::NotFound),
+    )))]
+pub async fn workflow_history<S: ApiStore, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
-    id: &str,
-) -> Result<Response<Body>, ApiError>
-where
-    S: ApiStore,
-{
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError> {
+    let tenant = &call.tenant()?;
+    let id = call.param("id");
     let view = stored(api, tenant, id).await?;
     // Only a redriven workflow has an archive: any other's history reads nothing more.
     let archive = if view.workflow.drive > 0 {
@@ -408,17 +482,24 @@ where
     ))
 }
 
-/// `GET /v1/workflows/{id}/graph?format=mermaid|dot`, as text.
-pub async fn graph<S, Q>(
+/// The DAG as Mermaid or DOT, with statuses, agents and the critical path.
+#[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/workflows/{id}/graph",
+    tag = "workflows",
+    params(
+        ("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36),
+        ("format" = Option<String>, Query, description = "`mermaid` (the default) or `dot`"),
+    ),
+    responses(
+        (status = 200, description = "The graph", content_type = "text/plain; charset=utf-8", body = String),
+        (status = 404, response = crate::openapi::NotFound),
+    )))]
+pub async fn workflow_graph<S: ApiStore, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
-    id: &str,
-    request: &Request,
-) -> Result<Response<Body>, ApiError>
-where
-    S: ApiStore,
-{
-    let query = request.query_string_parameters();
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError> {
+    let tenant = &call.tenant()?;
+    let id = call.param("id");
+    let query = call.request.query_string_parameters();
     let name = query.first("format").unwrap_or("mermaid");
     let format = GraphFormat::parse(name).ok_or_else(|| {
         ApiError::invalid(
@@ -438,16 +519,22 @@ where
         .map_err(|e| ApiError::Unavailable(e.to_string()))
 }
 
-/// `GET /v1/workflows?status=&name=&since=&limit=&cursor=`.
-pub async fn list<S, Q>(
+/// The tenant's workflows, newest first, a page at a time (from an index, never a scan).
+#[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/workflows", tag = "workflows",
+    params(
+        ("status" = Option<String>, Query, description = "`running`, `paused`, `cancelling`, `succeeded`, `failed` or `cancelled`"),
+        ("name" = Option<String>, Query, description = "Only workflows of exactly this name", min_length = 1, max_length = 200),
+        ("since" = Option<String>, Query, format = DateTime, description = "Only workflows created at or after this RFC 3339 time"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size (default 20)"),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the page before"),
+    ),
+    responses((status = 200, body = WorkflowList))))]
+pub async fn list_workflows<S: ApiStore, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
-    request: &Request,
-) -> Result<Response<Body>, ApiError>
-where
-    S: ApiStore,
-{
-    let filter = timed_sync("validate", || list_filter(request))?;
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError> {
+    let tenant = &call.tenant()?;
+    let filter = timed_sync("validate", || list_filter(call.request))?;
     let page = timed("store", api.store.list_workflows(tenant, &filter)).await?;
     let workflows = page
         .workflows
@@ -492,16 +579,13 @@ fn list_filter(request: &Request) -> Result<WorkflowFilter, ApiError> {
     };
     let name = match query.first("name") {
         None => None,
-        Some(n) if !n.is_empty() && n.chars().count() <= crate::MAX_WORKFLOW_NAME_CHARS => {
+        Some(n) if !n.is_empty() && n.chars().count() <= MAX_WORKFLOW_NAME_CHARS => {
             Some(n.to_string())
         }
         Some(_) => {
             return Err(bad(
                 "name",
-                format!(
-                    "name must be 1 to {} characters",
-                    crate::MAX_WORKFLOW_NAME_CHARS
-                ),
+                format!("name must be 1 to {} characters", MAX_WORKFLOW_NAME_CHARS),
             ))
         }
     };
@@ -564,17 +648,84 @@ fn decode_cursor(token: &str) -> Option<String> {
     Some(position)
 }
 
-/// `POST /v1/workflows/{id}/cancel|pause|resume|retry`.
-pub async fn control<S, Q>(
+/// Cancels the workflow: tasks not started end `cancelled`, running ones finish (with
+/// `force=true`, they are cancelled too, and their late results change nothing).
+#[cfg_attr(feature = "openapi", utoipa::path(post, path = "/v1/workflows/{id}/cancel",
+    tag = "workflows",
+    params(
+        ("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36),
+        ("force" = Option<bool>, Query, description = "Also stop waiting on running tasks"),
+    ),
+    responses(
+        (status = 200, body = ControlAnswer),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+    )))]
+pub async fn cancel_workflow<S: ApiStore, Q: TaskQueue>(
     api: &Api<S, Q>,
-    tenant: &str,
-    id: &str,
-    action: ControlAction,
-) -> Result<Response<Body>, ApiError>
-where
-    S: ApiStore,
-    Q: TaskQueue,
-{
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError> {
+    control(api, call, "cancel").await
+}
+
+/// Pauses the workflow: nothing new starts; running tasks finish and keep their results.
+#[cfg_attr(feature = "openapi", utoipa::path(post, path = "/v1/workflows/{id}/pause",
+    tag = "workflows",
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36)),
+    responses(
+        (status = 200, body = ControlAnswer),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+    )))]
+pub async fn pause_workflow<S: ApiStore, Q: TaskQueue>(
+    api: &Api<S, Q>,
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError> {
+    control(api, call, "pause").await
+}
+
+/// Resumes a paused workflow: what became ready meanwhile starts now.
+#[cfg_attr(feature = "openapi", utoipa::path(post, path = "/v1/workflows/{id}/resume",
+    tag = "workflows",
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36)),
+    responses(
+        (status = 200, body = ControlAnswer),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+    )))]
+pub async fn resume_workflow<S: ApiStore, Q: TaskQueue>(
+    api: &Api<S, Q>,
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError> {
+    control(api, call, "resume").await
+}
+
+/// Redrives a failed or cancelled workflow: its failed, cancelled and skipped tasks run
+/// again as new attempts; succeeded ones keep their outputs.
+#[cfg_attr(feature = "openapi", utoipa::path(post, path = "/v1/workflows/{id}/retry",
+    tag = "workflows",
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36)),
+    responses(
+        (status = 200, body = ControlAnswer),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+    )))]
+pub async fn retry_workflow<S: ApiStore, Q: TaskQueue>(
+    api: &Api<S, Q>,
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError> {
+    control(api, call, "retry").await
+}
+
+/// Applies the control the route names to the path's workflow.
+async fn control<S: ApiStore, Q: TaskQueue>(
+    api: &Api<S, Q>,
+    call: &Call<'_>,
+    name: &str,
+) -> Result<Response<Body>, ApiError> {
+    let tenant = &call.tenant()?;
+    let id = call.param("id");
+    let action = action_of(name, call.request)?;
     // Recognises this request's own write if the SDK has to send it again.
     let request = uuid::Uuid::new_v4().simple().to_string();
     for _ in 0..CONTROL_TRIES {
@@ -702,7 +853,7 @@ where
 }
 
 /// The control a path names; `force` only for a cancel.
-pub fn action_of(name: &str, request: &Request) -> Result<ControlAction, ApiError> {
+fn action_of(name: &str, request: &Request) -> Result<ControlAction, ApiError> {
     let query = request.query_string_parameters();
     let force = match query.first("force") {
         None | Some("false") => false,
@@ -725,5 +876,448 @@ pub fn action_of(name: &str, request: &Request) -> Result<ControlAction, ApiErro
         "pause" => ControlAction::Pause,
         "resume" => ControlAction::Resume,
         _ => ControlAction::Redrive,
+    })
+}
+
+// ---- submission ---------------------------------------------------------------------------
+
+/// The body of `POST /v1/workflows`.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowSubmission {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
+    name: String,
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 500))]
+    tasks: Vec<TaskSpec>,
+    #[serde(default)]
+    defaults: WorkflowDefaults,
+    /// The workflow's deadline, in seconds from submission.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 900))]
+    timeout_s: Option<i64>,
+}
+
+/// What every task of a workflow gets unless it says otherwise.
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowDefaults {
+    retry: Option<RetryPolicyInput>,
+}
+
+/// A submission that passed validation: the DAG, and each task's execution settings.
+struct ValidWorkflow {
+    dag: Dag,
+    /// Per task, in submission order.
+    settings: Vec<TaskSettings>,
+    deadline_s: Option<u64>,
+}
+
+/// How one task runs: its retry policy (task over workflow), fallback, time-out and profile.
+struct TaskSettings {
+    retry: Option<RetryPolicySpec>,
+    fallback: bool,
+    timeout_ms: Option<u64>,
+    profile: TaskProfile,
+}
+
+/// Submits a workflow: at most 500 tasks, 64 KB of input per task. Tasks beyond the tenant's
+/// burst start at their turn at its pace (`pacing`); past its backlog or its running
+/// workflows it is refused (429) and nothing is stored.
+#[cfg_attr(feature = "openapi", utoipa::path(post, path = "/v1/workflows", tag = "workflows",
+    request_body(content = WorkflowSubmission, example = json!({
+        "name": "text-report",
+        "tasks": [
+            {"id": "clean", "capability": "text.normalize", "input": {"text": "  Hello,  World  "}},
+            {"id": "stats", "capability": "text.stats", "depends_on": ["clean"]},
+            {"id": "shout", "capability": "text.transform", "depends_on": ["clean"]},
+            {"id": "report", "capability": "report.compose", "depends_on": ["stats", "shout"]}
+        ]
+    })),
+    responses(
+        (status = 202, body = WorkflowAccepted, headers(("Location" = String))),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 429, response = crate::openapi::QuotaExceeded),
+    )))]
+pub async fn submit_workflow<S, Q>(
+    api: &Api<S, Q>,
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError>
+where
+    S: WorkflowStore + ConfigStore + AgentRegistry + LearningStore + AdmissionStore,
+    Q: TaskQueue,
+{
+    let tenant = &call.tenant()?;
+    let submission: WorkflowSubmission = timed_sync("validate", || parse_body(call.request))?;
+    let now = now_ms();
+    let config = timed("store", api.config.config(&api.store, tenant)).await?;
+    let multipliers = config.multipliers();
+    let ValidWorkflow {
+        dag,
+        mut settings,
+        deadline_s,
+    } = timed_sync("validate", || {
+        validate_workflow(&submission, &multipliers, now)
+    })?;
+
+    // Quotas: a workflow more than the tenant may run, or tasks past its backlog, store
+    // nothing; admitted tasks get their turns at its pace.
+    let quotas = config.quotas.over(&api.settings.quotas);
+    admission::check_running(api, tenant, &quotas).await?;
+    let position: HashMap<&str, usize> = submission
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), i))
+        .collect();
+    // Turns are handed out in dispatch order: roots first, then each stage.
+    let order: Vec<usize> = dag
+        .topological_order()
+        .into_iter()
+        .filter_map(|id| position.get(id).copied())
+        .collect();
+    let demand = Demand {
+        tasks: order.len() as u32,
+        urgent: settings
+            .iter()
+            .filter(|s| s.profile.band == Band::Urgent)
+            .count() as u32,
+    };
+    let admitted = admission::admit_tasks(api, tenant, &quotas, demand, now).await?;
+    let dispatch_timeout_ms = api.settings.dispatch_timeout.as_millis() as i64;
+    let mut urgent_left = admitted.urgent_kept;
+    let mut paced = 0usize;
+    let mut last_turn_ms = now;
+    for (k, &i) in order.iter().enumerate() {
+        let profile = &mut settings[i].profile;
+        if profile.band == Band::Urgent {
+            if urgent_left > 0 {
+                urgent_left -= 1;
+            } else {
+                // Past the tenant's urgent share: it runs in the high band.
+                profile.band = Band::High;
+            }
+        }
+        let turn = admitted.turns_ms.get(k).copied().unwrap_or(now);
+        if turn > now + PACE_SLACK_MS {
+            profile.paced_until_ms = Some(turn);
+            paced += 1;
+            last_turn_ms = last_turn_ms.max(turn);
+        }
+    }
+
+    let workflow_id = uuid::Uuid::now_v7().to_string();
+    let deadline_at_ms = deadline_s.map(|s| now + s as i64 * 1000);
+    let check_at = now + api.settings.repair_after.as_millis() as i64;
+    let tasks: Vec<NewTask> = submission
+        .tasks
+        .iter()
+        .zip(settings)
+        .map(|(spec, settings)| NewTask {
+            id: spec.id.clone(),
+            capability: spec.capability.clone(),
+            dispatch_until_ms: settings
+                .profile
+                .paced_until_ms
+                .map(|turn| turn + dispatch_timeout_ms),
+            profile: settings.profile,
+            input: spec.input.clone(),
+            depends_on: spec.depends_on.clone(),
+            dependents: dag
+                .dependents_of(&spec.id)
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            status: if spec.depends_on.is_empty() {
+                TaskStatus::Queued
+            } else {
+                TaskStatus::Waiting
+            },
+            retry: settings.retry,
+            fallback: settings.fallback,
+            timeout_ms: settings.timeout_ms,
+        })
+        .collect();
+    let ready: Vec<RouteMessage> = tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Queued)
+        .map(|t| {
+            let task = TaskRef {
+                tenant: tenant.to_string(),
+                workflow_id: workflow_id.clone(),
+                task_id: t.id.clone(),
+                attempt: 1,
+            };
+            RouteMessage::new(task, t.capability.clone(), t.profile.clone())
+        })
+        .collect();
+    let workflow = NewWorkflow {
+        tenant: tenant.to_string(),
+        workflow_id: workflow_id.clone(),
+        name: submission.name.clone(),
+        created_at_ms: now,
+        dispatch_until_ms: now + dispatch_timeout_ms,
+        deadline_at_ms,
+        // The repair looks at it first when a stuck task could be noticed, or at its deadline.
+        check_at_ms: deadline_at_ms.map_or(check_at, |deadline| deadline.min(check_at)),
+        counted: true,
+        tasks,
+    };
+    timed("store", api.store.create_workflow(&workflow)).await?;
+    if let Err(error) = timed("enqueue", api.queue.send_route(&ready)).await {
+        // The workflow is stored and its ready tasks hold dispatch leases: cleanup sends them
+        // once the leases run out, so the submission stands.
+        tracing::error!(workflow = %workflow_id, %error, "ready tasks not sent; cleanup will send them");
+    }
+    tracing::info!(tenant, workflow = %workflow_id, tasks = dag.len(), paced, "workflow accepted");
+    let plan = plan(api, tenant, &dag, &submission.tasks, Freshness::Cached);
+    let plan = timed("plan", plan).await?;
+    let body = WorkflowAccepted {
+        workflow_id: workflow_id.clone(),
+        status: "running".into(),
+        plan,
+        pacing: (paced > 0).then(|| Pacing {
+            paced_tasks: paced as u32,
+            last_start_at: rfc3339(last_turn_ms),
+            tasks_per_second: quotas.tasks_per_second,
+        }),
+        demoted_from_urgent: demand.urgent - admitted.urgent_kept,
+    };
+    let mut response = json_response(202, &body);
+    if let Ok(location) = format!("/v1/workflows/{workflow_id}").parse() {
+        response.headers_mut().insert("location", location);
+    }
+    Ok(response)
+}
+
+/// A turn this close to now is now: its task is sent at once.
+const PACE_SLACK_MS: i64 = 50;
+
+/// The task's type, strategy, resources, priority (and so its band) and deadline. Errors are
+/// (field, reason).
+fn task_profile(
+    task: &TaskSpec,
+    multipliers: &Multipliers,
+    now: i64,
+) -> Result<TaskProfile, (String, String)> {
+    if let Some(task_type) = &task.task_type {
+        check_name(NameKind::Capability, task_type)
+            .map_err(|e| ("type".to_string(), e.to_string()))?;
+    }
+    let routing = task
+        .routing
+        .as_deref()
+        .map(|name| {
+            RoutingStrategy::parse(name)
+                .ok_or_else(|| ("routing".to_string(), RoutingStrategy::unknown(name)))
+        })
+        .transpose()?;
+    let priority = task
+        .priority
+        .as_deref()
+        .map(|name| Priority::parse(name).map_err(|reason| ("priority".to_string(), reason)))
+        .transpose()?;
+    let resources = task
+        .resources
+        .as_ref()
+        .map(|r| parse_resources("resources", r).map_err(|e| (e.field, e.reason)))
+        .transpose()?
+        .unwrap_or_default();
+    let deadline_at_ms = parse_deadline(task.deadline.as_deref(), task.deadline_s, now)?;
+    let score = multipliers.score(priority.unwrap_or_default(), task.task_type.as_deref());
+    Ok(TaskProfile {
+        task_type: task.task_type.clone(),
+        routing,
+        resources,
+        priority,
+        band: Band::of_score(score),
+        deadline_at_ms,
+        ..TaskProfile::default()
+    })
+}
+
+/// Whether a read may come from this process's caches (a submission) or must not (a view).
+#[derive(Debug, Clone, Copy)]
+enum Freshness {
+    Cached,
+    Fresh,
+}
+
+/// The workflow's plan, each task estimated by the learned p50 of the agent routing favours
+/// for its type (a default where nothing is learned). One registry read, and one batched
+/// stats read per task type.
+async fn plan<S, Q>(
+    api: &Api<S, Q>,
+    tenant: &str,
+    dag: &Dag,
+    tasks: &[TaskSpec],
+    freshness: Freshness,
+) -> Result<Plan, ApiError>
+where
+    S: AgentRegistry + LearningStore,
+{
+    let agents = match freshness {
+        Freshness::Cached => api.agents.agents(&api.store, tenant).await?,
+        Freshness::Fresh => std::sync::Arc::new(api.store.agents(tenant).await?),
+    };
+    let now = now_ms();
+    let half_life = api.settings.half_life_ms();
+    let mut by_type: HashMap<String, TaskEstimate> = HashMap::new();
+    for task in tasks {
+        let task_type = task.task_type.as_deref().unwrap_or(&task.capability);
+        if by_type.contains_key(task_type) {
+            continue;
+        }
+        let capable: Vec<String> = agents
+            .iter()
+            .filter(|a| a.enabled && a.has_capability(&task.capability))
+            .map(|a| a.name.clone())
+            .collect();
+        let key = (tenant.to_string(), task_type.to_string(), capable.clone());
+        let load = || api.store.agent_stats(tenant, task_type, &capable);
+        let stats = match freshness {
+            Freshness::Cached => api.stats.get(&key, load).await?,
+            Freshness::Fresh => api.stats.reload(&key, load).await?,
+        };
+        let estimate = match expected_latency(&stats, now, half_life) {
+            Some((agent, p50)) => TaskEstimate {
+                task: String::new(),
+                duration_ms: p50,
+                source: format!("learned p50 of `{agent}`"),
+            },
+            None => TaskEstimate {
+                task: String::new(),
+                duration_ms: DEFAULT_ESTIMATE_MS,
+                source: "default".into(),
+            },
+        };
+        by_type.insert(task_type.to_string(), estimate);
+    }
+    let type_of: HashMap<&str, &str> = tasks
+        .iter()
+        .map(|t| {
+            (
+                t.id.as_str(),
+                t.task_type.as_deref().unwrap_or(&t.capability),
+            )
+        })
+        .collect();
+    Ok(dag.plan(|id| {
+        let estimate = type_of.get(id).and_then(|t| by_type.get(*t));
+        TaskEstimate {
+            task: id.to_string(),
+            ..estimate.cloned().unwrap_or(TaskEstimate {
+                task: String::new(),
+                duration_ms: DEFAULT_ESTIMATE_MS,
+                source: "default".into(),
+            })
+        }
+    }))
+}
+
+/// `timeout_s` in seconds, within 1 to [`MAX_TIMEOUT_S`].
+fn check_timeout(value: Option<i64>) -> Result<Option<u64>, PolicyError> {
+    value
+        .map(|s| {
+            u64::try_from(s)
+                .ok()
+                .filter(|s| (1..=MAX_TIMEOUT_S as u64).contains(s))
+                .ok_or_else(|| {
+                    PolicyError::new(
+                        "timeout_s",
+                        format!("must be between 1 and {MAX_TIMEOUT_S} seconds, got {s}"),
+                    )
+                })
+        })
+        .transpose()
+}
+
+fn validate_workflow(
+    submission: &WorkflowSubmission,
+    multipliers: &Multipliers,
+    now: i64,
+) -> Result<ValidWorkflow, ApiError> {
+    let name = submission.name.trim();
+    if name.is_empty()
+        || name.chars().count() > MAX_WORKFLOW_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
+        return Err(ApiError::invalid(
+            format!("name must be 1 to {MAX_WORKFLOW_NAME_CHARS} printable characters"),
+            json!({ "field": "name" }),
+        ));
+    }
+    let workflow_error =
+        |e: PolicyError| ApiError::invalid(e.to_string(), json!({ "field": e.field }));
+    let defaults = submission
+        .defaults
+        .retry
+        .as_ref()
+        .map(|r| {
+            r.validate()
+                .map_err(|e| workflow_error(e.under("defaults.retry")))
+        })
+        .transpose()?;
+    let deadline_s = check_timeout(submission.timeout_s).map_err(workflow_error)?;
+    let mut settings = Vec::with_capacity(submission.tasks.len());
+    for (index, task) in submission.tasks.iter().enumerate() {
+        let at = |field: &str| json!({ "task_index": index, "field": field });
+        let task_error =
+            |e: PolicyError| ApiError::invalid(format!("task `{}`: {e}", task.id), at(&e.field));
+        let retry = task
+            .retry
+            .as_ref()
+            .map(|r| r.validate().map_err(|e| task_error(e.under("retry"))))
+            .transpose()?;
+        let retry = match (retry, &defaults) {
+            (Some(task), Some(workflow)) => Some(task.or(workflow)),
+            (task, workflow) => task.or_else(|| workflow.clone()),
+        }
+        .filter(|r| !r.is_empty());
+        let timeout_ms = check_timeout(task.timeout_s)
+            .map_err(task_error)?
+            .map(|s| s * 1000);
+        let field_error = |(field, reason): (String, String)| {
+            ApiError::invalid(format!("task `{}`: {field}: {reason}", task.id), at(&field))
+        };
+        let profile = task_profile(task, multipliers, now).map_err(field_error)?;
+        settings.push(TaskSettings {
+            retry,
+            fallback: task.fallback.unwrap_or(true),
+            timeout_ms,
+            profile,
+        });
+        check_name(NameKind::Task, &task.id)
+            .map_err(|e| ApiError::invalid(e.to_string(), at("id")))?;
+        check_name(NameKind::Capability, &task.capability)
+            .map_err(|e| ApiError::invalid(e.to_string(), at("capability")))?;
+        let input_bytes = serde_json::to_vec(&task.input).map_or(0, |v| v.len());
+        if input_bytes > MAX_INPUT_BYTES {
+            return Err(ApiError::invalid(
+                format!(
+                    "task `{}` has an input of {input_bytes} bytes; the limit is {MAX_INPUT_BYTES}",
+                    task.id
+                ),
+                at("input"),
+            ));
+        }
+    }
+    let dag = Dag::build(&submission.tasks).map_err(|e| {
+        let details = match &e {
+            DagError::Cycle { path } => json!({ "cycle": path }),
+            DagError::DuplicateId { id } => json!({ "task": id }),
+            DagError::UnknownDependency { task, dependency }
+            | DagError::DuplicateDependency { task, dependency } => {
+                json!({ "task": task, "dependency": dependency })
+            }
+            DagError::Empty | DagError::TooManyTasks { .. } => json!({ "field": "tasks" }),
+        };
+        ApiError::invalid(e.to_string(), details)
+    })?;
+    Ok(ValidWorkflow {
+        dag,
+        settings,
+        deadline_s,
     })
 }
