@@ -12,8 +12,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::Body as AxumBody;
-use axum::extract::Request as AxumRequest;
+use axum::extract::{ConnectInfo, Request as AxumRequest};
 use axum::response::Response as AxumResponse;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use futures::StreamExt;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -23,6 +25,8 @@ use lambda_http::{Body, Request, Response};
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+use head_screen::Screen;
 
 /// API Gateway's own payload limit (HTTP API quotas: 10 MB).
 const MAX_PAYLOAD_BYTES: usize = 10 * 1024 * 1024;
@@ -286,35 +290,52 @@ pub async fn serve<H, Fut>(
     Fut: Future<Output = Response<Body>> + Send,
 {
     let handler = Arc::new(handler);
-    let app = axum::Router::new().fallback(move |request: AxumRequest| {
-        let handler = handler.clone();
-        let authorizer = authorizer.clone();
-        async move {
-            let open = OPEN_ROUTES
-                .iter()
-                .any(|(method, path)| request.method() == *method && request.uri().path() == *path);
-            let authorization = match &authorizer {
-                Authorizer::Jwt(jwt) if !open => {
-                    let header = request
-                        .headers()
-                        .get(http::header::AUTHORIZATION)
-                        .and_then(|v| v.to_str().ok());
-                    match jwt.verify(header) {
-                        Ok(claims) => Some(JwtAuthorizer::request_context(&claims)),
-                        Err(rejection) => return unauthorized(rejection),
-                    }
+    let app = axum::Router::new().fallback(
+        move |ConnectInfo(screen): ConnectInfo<Screen>, request: AxumRequest| {
+            let handler = handler.clone();
+            let authorizer = authorizer.clone();
+            async move {
+                if let Some(refusal) = screen.take_refusal() {
+                    let mut response = error_response(&refusal);
+                    // As after hyper's own parse errors: nothing more is read on this
+                    // connection.
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONNECTION, "close".parse().expect("a value"));
+                    return response;
                 }
-                _ => None,
-            };
-            match to_lambda_request(request, authorization).await {
-                Ok(request) => from_lambda_response(handler(request).await),
-                Err(refusal) => error_response(&refusal),
+                let (parts, body) = request.into_parts();
+                let open = OPEN_ROUTES
+                    .iter()
+                    .any(|(method, path)| parts.method == *method && parts.uri.path() == *path);
+                let authorization = match &authorizer {
+                    Authorizer::Jwt(jwt) if !open => {
+                        let header = parts
+                            .headers
+                            .get(http::header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok());
+                        jwt.verify(header)
+                            .map(|claims| Some(JwtAuthorizer::request_context(&claims)))
+                    }
+                    _ => Ok(None),
+                };
+                // Read even when refused, so that the connection is ready for its next request.
+                let body = read_body(body, &screen).await;
+                let authorization = match authorization {
+                    Ok(authorization) => authorization,
+                    Err(rejection) => return unauthorized(rejection),
+                };
+                match body.and_then(|body| to_lambda_request(parts, body, authorization)) {
+                    Ok(request) => from_lambda_response(handler(request).await),
+                    Err(refusal) => error_response(&refusal),
+                }
             }
-        }
-    });
+        },
+    );
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
+    let app = app.into_make_service_with_connect_info::<Screen>();
     if let Err(error) = axum::serve(head_screen::ScreenedListener(listener), app)
         .with_graceful_shutdown(stop)
         .await
@@ -324,12 +345,11 @@ pub async fn serve<H, Fut>(
 }
 
 /// The payload-v2 event of `request`; `authorizer` is what a passed authorizer hands over.
-async fn to_lambda_request(
-    request: AxumRequest,
+fn to_lambda_request(
+    parts: http::request::Parts,
+    body: Vec<u8>,
     authorizer: Option<Value>,
 ) -> Result<Request, ApiRefusal> {
-    let (parts, body) = request.into_parts();
-    let body = read_body(body).await?;
     let mut headers = Map::new();
     for (name, value) in &parts.headers {
         // Bytes beyond ASCII reach the handler as text, as API Gateway passes them on.
@@ -348,7 +368,7 @@ async fn to_lambda_request(
     let now = baton_types::clock::now_ms();
     let (body, is_base64) = match std::str::from_utf8(&body) {
         Ok(text) => (text.to_string(), false),
-        Err(_) => (base64_encode(&body), true),
+        Err(_) => (BASE64.encode(&body), true),
     };
     let host = parts
         .headers
@@ -410,7 +430,7 @@ async fn to_lambda_request(
 /// [`MAX_DRAINED_BYTES`]) and dropped before the 413 is sent: answering while the client is
 /// still sending would close a connection with unread data, which resets it, and the client
 /// would see the reset rather than the answer.
-async fn read_body(body: AxumBody) -> Result<Vec<u8>, ApiRefusal> {
+async fn read_body(body: AxumBody, screen: &Screen) -> Result<Vec<u8>, ApiRefusal> {
     let mut stream = body.into_data_stream();
     let mut bytes = Vec::new();
     let mut seen = 0usize;
@@ -428,10 +448,11 @@ async fn read_body(body: AxumBody) -> Result<Vec<u8>, ApiRefusal> {
         } else {
             bytes = Vec::new();
             if seen > MAX_DRAINED_BYTES {
-                break;
+                return Err(ApiRefusal::payload_too_large());
             }
         }
     }
+    screen.body_read();
     if seen > MAX_PAYLOAD_BYTES {
         return Err(ApiRefusal::payload_too_large());
     }
@@ -463,47 +484,29 @@ fn uuid_like(now: i64) -> String {
     format!("local-{now:x}-{:x}", std::process::id())
 }
 
-fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Request heads read and checked before hyper parses them.
+/// Request heads checked before hyper reads them.
 ///
 /// hyper answers a request head it cannot parse by itself, before any service sees the
-/// request, with an empty body: 400 for a NUL or other control byte in a header, a bad method,
-/// target or version; 414 for a target over 64 KiB; 431 for over 100 headers or a head over its
-/// buffer. hyper has no hook to shape those answers, and `axum::serve` hands none of hyper's
-/// settings through (the nearest, `ignore_invalid_headers`, would drop the bad header silently,
-/// and the handler could not name it). So the stand-in reads each request head off the
-/// connection itself, with hyper's rules, before hyper does: a head hyper would refuse, or that
-/// is over API Gateway's limit on the request line and header values (10,240 bytes, which
-/// hyper does not know), is answered here in the API's error shape, and the connection is
-/// closed, as hyper closes it after a parse error. Every other byte reaches hyper unchanged; the
-/// bodies are only followed (by `Content-Length` or chunks) to find where the next head starts.
+/// request, with an empty body (400, 414 or 431), and has no hook to shape that answer; nor
+/// does it know API Gateway's limit on the request line and header values (10,240 bytes). So
+/// each connection reads a request's head off the socket first and parses it with `httparse`,
+/// the parser hyper itself uses, plus the framing rules hyper adds (`Content-Length`,
+/// `Transfer-Encoding`). A head that passes reaches hyper unchanged. A refused one is replaced
+/// by a request of the stand-in's own, which the service answers with the refusal, in the API's
+/// shape and with `connection: close`, so hyper writes the answer and closes as after its own
+/// parse errors. Bodies are not looked at: once the service has read a request's body to its
+/// end, the next bytes are a head again.
 mod head_screen {
     use std::future::Future;
     use std::io;
     use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
     use std::task::{ready, Context, Poll};
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    use std::time::Duration;
 
+    use axum::extract::connect_info::Connected;
+    use axum::serve::IncomingStream;
     use serde_json::json;
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
     use tokio::net::{TcpListener, TcpStream};
@@ -516,16 +519,47 @@ mod head_screen {
     /// hyper's limit on the number of headers.
     pub(super) const MAX_HEADERS: usize = 100;
     /// The most of one head held before it is refused: far past API Gateway's limit and far
-    /// below hyper's buffer (about 400 KiB), so hyper never meets a head too large for it.
+    /// below hyper's buffer (about 400 KiB).
     const MAX_HEAD_BYTES: usize = 64 * 1024;
-    /// A chunk-size or trailer line longer than this is left to hyper.
-    const MAX_CHUNK_LINE: usize = 4096;
     /// After a refusal, what the client still sends is read and dropped for this long (or up
     /// to this much): closing a socket with unread data resets it, and the client would see
     /// the reset instead of the answer.
     const LINGER: Duration = Duration::from_secs(2);
     const MAX_LINGER_BYTES: usize = 1024 * 1024;
     const READ_CHUNK: usize = 16 * 1024;
+    /// What hyper reads in place of a refused head.
+    const REFUSED_HEAD: &[u8] = b"GET /refused HTTP/1.1\r\nconnection: close\r\n\r\n";
+
+    /// What a connection's screen and the service answering its requests share.
+    #[derive(Debug, Default)]
+    struct Shared {
+        /// Why the head hyper was handed [`REFUSED_HEAD`] for was refused.
+        refusal: Mutex<Option<ApiRefusal>>,
+        /// Set when the service has read a request's body to its end.
+        body_read: AtomicBool,
+    }
+
+    /// The service's side of its connection's screen (as axum's `ConnectInfo`).
+    #[derive(Debug, Clone)]
+    pub(super) struct Screen(Arc<Shared>);
+
+    impl Screen {
+        /// The refusal this request stands for, if it is the stand-in's own.
+        pub(super) fn take_refusal(&self) -> Option<ApiRefusal> {
+            self.0.refusal.lock().ok()?.take()
+        }
+
+        /// The request's body was read to its end: what the client sends next is a head.
+        pub(super) fn body_read(&self) {
+            self.0.body_read.store(true, Ordering::SeqCst);
+        }
+    }
+
+    impl Connected<IncomingStream<'_, ScreenedListener>> for Screen {
+        fn connect_info(stream: IncomingStream<'_, ScreenedListener>) -> Self {
+            Screen(stream.io().shared.clone())
+        }
+    }
 
     /// The API's listener: every connection it accepts is screened.
     pub(in crate::api_gateway) struct ScreenedListener(pub(in crate::api_gateway) TcpListener);
@@ -544,155 +578,56 @@ mod head_screen {
         }
     }
 
-    /// How the body after a head is framed, as hyper reads it.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub(super) enum Framing {
-        Length(u64),
-        Chunked,
-        /// `CONNECT` or `Upgrade`: what follows may not be HTTP, so nothing more is screened.
-        Tunnel,
-    }
-
-    /// Where the connection is in its stream of requests.
-    #[derive(Debug)]
-    enum Phase {
-        Head,
-        Body(u64),
-        Chunked(Chunk),
-        Tunnel,
-    }
-
-    /// Where a chunked body is.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub(super) enum Chunk {
-        Size,
-        Data(u64),
-        DataEnd,
-        Trailer,
-    }
-
     #[derive(Debug, PartialEq, Eq)]
-    pub(super) enum ChunkEnd {
-        More,
-        Done,
-        /// Not chunks hyper would read: hyper gets the bytes and refuses them itself.
-        Unreadable,
-    }
-
-    /// Sending a refusal, then closing.
-    enum Refusing {
-        Write(Vec<u8>, usize),
-        Flush,
-        Shutdown,
-        Linger(Pin<Box<tokio::time::Sleep>>, usize),
-        Done,
+    enum Phase {
+        /// Collecting a head.
+        Head,
+        /// A head passed: its body goes to hyper as it comes.
+        Body,
+        /// A head was refused: what the client sends is dropped.
+        Refused,
     }
 
     /// A connection whose request heads are checked before hyper reads them.
     pub(in crate::api_gateway) struct ScreenedStream {
         inner: TcpStream,
+        shared: Arc<Shared>,
         phase: Phase,
         /// The head being collected.
         head: Vec<u8>,
-        /// The chunk-size or trailer line being collected.
-        line: Vec<u8>,
         /// Checked bytes hyper has yet to read, from `ready_from`.
         ready: Vec<u8>,
         ready_from: usize,
         scratch: Vec<u8>,
         eof: bool,
-        refusing: Option<Refusing>,
-        write_closed: bool,
+        /// After a refusal, until when and how much more is read and dropped on closing.
+        linger: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
     }
 
     impl ScreenedStream {
         fn new(inner: TcpStream) -> Self {
             ScreenedStream {
                 inner,
+                shared: Arc::default(),
                 phase: Phase::Head,
                 head: Vec::new(),
-                line: Vec::new(),
                 ready: Vec::new(),
                 ready_from: 0,
                 scratch: vec![0; READ_CHUNK],
                 eof: false,
-                refusing: None,
-                write_closed: false,
+                linger: None,
             }
         }
 
-        /// Moves `input` on: heads are held until they are whole and checked, bodies pass.
-        fn feed(&mut self, mut input: &[u8]) {
-            while !input.is_empty() && self.refusing.is_none() {
-                match &mut self.phase {
-                    Phase::Tunnel => {
-                        self.ready.extend_from_slice(input);
-                        return;
-                    }
-                    Phase::Body(left) => {
-                        let n = usize::try_from(*left).map_or(input.len(), |l| l.min(input.len()));
-                        self.ready.extend_from_slice(&input[..n]);
-                        input = &input[n..];
-                        *left -= n as u64;
-                        if *left == 0 {
-                            self.phase = Phase::Head;
-                        }
-                    }
-                    Phase::Chunked(chunk) => {
-                        let (n, end) = scan_chunked(chunk, &mut self.line, input);
-                        self.ready.extend_from_slice(&input[..n]);
-                        input = &input[n..];
-                        match end {
-                            ChunkEnd::More => {}
-                            ChunkEnd::Done => self.phase = Phase::Head,
-                            ChunkEnd::Unreadable => self.phase = Phase::Tunnel,
-                        }
-                    }
-                    Phase::Head => {
-                        let n = self.take_head(input);
-                        input = &input[n..];
-                    }
-                }
-            }
-        }
-
-        /// Collects head bytes from `input`; returns how many it took.
-        fn take_head(&mut self, input: &[u8]) -> usize {
-            let mut used = 0;
-            let mut whole = false;
-            for &byte in input {
-                used += 1;
-                if self.head.is_empty() && (byte == b'\r' || byte == b'\n') {
-                    // Empty lines before a request line are skipped by hyper.
-                    self.ready.push(byte);
-                    continue;
-                }
-                self.head.push(byte);
-                if byte == b'\n' && (self.head.ends_with(b"\n\n") || self.head.ends_with(b"\n\r\n"))
-                {
-                    whole = true;
-                    break;
-                }
-                if self.head.len() > MAX_HEAD_BYTES {
-                    break;
-                }
-            }
-            let verdict = if whole {
-                inspect_head(&self.head).map(Some)
-            } else {
-                check_partial_head(&self.head).map(|()| None)
-            };
-            match verdict {
+        /// Judges the head collected so far: more is needed, it passes, or it is refused.
+        fn judge_head(&mut self) {
+            match inspect_head(&self.head) {
                 Ok(None) => {}
-                Ok(Some(framing)) => {
-                    self.ready.extend_from_slice(&self.head);
-                    self.head.clear();
-                    self.phase = match framing {
-                        Framing::Length(0) => Phase::Head,
-                        Framing::Length(n) => Phase::Body(n),
-                        Framing::Chunked => Phase::Chunked(Chunk::Size),
-                        Framing::Tunnel => Phase::Tunnel,
-                    };
+                Ok(Some(_)) => {
+                    // The body's first bytes, if they came along, go to hyper with the head.
+                    self.ready = std::mem::take(&mut self.head);
+                    self.shared.body_read.store(false, Ordering::SeqCst);
+                    self.phase = Phase::Body;
                 }
                 Err(refusal) => {
                     tracing::debug!(
@@ -700,58 +635,32 @@ mod head_screen {
                         code = refusal.code,
                         "request head refused"
                     );
+                    if let Ok(mut slot) = self.shared.refusal.lock() {
+                        *slot = Some(refusal);
+                    }
                     self.head.clear();
-                    self.refusing = Some(Refusing::Write(refusal_bytes(&refusal), 0));
+                    self.ready = REFUSED_HEAD.to_vec();
+                    self.phase = Phase::Refused;
                 }
             }
-            used
         }
 
-        /// Sends the refusal, closes the writing side, lingers, then reports the end of the
-        /// stream to hyper, which closes the connection. The refusal goes out as soon as the
-        /// head is read: a client that pipelines (sends a request before the answer to the one
-        /// before has come) could see it cut into that answer. None of the usual clients do.
-        fn poll_refusal(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            let ScreenedStream {
-                inner,
-                refusing,
-                scratch,
-                write_closed,
-                ..
-            } = self;
-            let Some(state) = refusing else {
-                return Poll::Ready(Ok(()));
-            };
+        /// Reads and drops what the client sends; false once it stopped (or the linger is over).
+        fn poll_drop_input(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
             loop {
-                match state {
-                    Refusing::Write(bytes, at) => {
-                        match ready!(Pin::new(&mut *inner).poll_write(cx, &bytes[*at..])) {
-                            Ok(0) | Err(_) => *state = Refusing::Done,
-                            Ok(n) if *at + n == bytes.len() => *state = Refusing::Flush,
-                            Ok(n) => *at += n,
+                if let Some((deadline, drained)) = &mut self.linger {
+                    if deadline.as_mut().poll(cx).is_ready() || *drained > MAX_LINGER_BYTES {
+                        return Poll::Ready(false);
+                    }
+                }
+                let mut buf = ReadBuf::new(&mut self.scratch);
+                match ready!(Pin::new(&mut self.inner).poll_read(cx, &mut buf)) {
+                    Ok(()) if !buf.filled().is_empty() => {
+                        if let Some((_, drained)) = &mut self.linger {
+                            *drained += buf.filled().len();
                         }
                     }
-                    Refusing::Flush => {
-                        let _ = ready!(Pin::new(&mut *inner).poll_flush(cx));
-                        *state = Refusing::Shutdown;
-                    }
-                    Refusing::Shutdown => {
-                        let _ = ready!(Pin::new(&mut *inner).poll_shutdown(cx));
-                        *write_closed = true;
-                        *state = Refusing::Linger(Box::pin(tokio::time::sleep(LINGER)), 0);
-                    }
-                    Refusing::Linger(deadline, drained) => {
-                        if deadline.as_mut().poll(cx).is_ready() || *drained > MAX_LINGER_BYTES {
-                            *state = Refusing::Done;
-                            continue;
-                        }
-                        let mut buf = ReadBuf::new(scratch);
-                        match ready!(Pin::new(&mut *inner).poll_read(cx, &mut buf)) {
-                            Ok(()) if !buf.filled().is_empty() => *drained += buf.filled().len(),
-                            _ => *state = Refusing::Done,
-                        }
-                    }
-                    Refusing::Done => return Poll::Ready(Ok(())),
+                    _ => return Poll::Ready(false),
                 }
             }
         }
@@ -778,38 +687,35 @@ mod head_screen {
                     }
                     return Poll::Ready(Ok(()));
                 }
-                if this.refusing.is_some() {
-                    return this.poll_refusal(cx);
-                }
-                if this.eof {
-                    // A head cut short by the client goes to hyper as it is; hyper closes.
-                    if !this.head.is_empty() {
-                        this.ready = std::mem::take(&mut this.head);
-                        continue;
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                let mut scratch = std::mem::take(&mut this.scratch);
-                let mut read = ReadBuf::new(&mut scratch);
-                let polled = Pin::new(&mut this.inner).poll_read(cx, &mut read);
-                let n = read.filled().len();
-                let result = match polled {
-                    Poll::Ready(Ok(())) if n == 0 => {
-                        this.eof = true;
-                        Ok(())
-                    }
-                    Poll::Ready(Ok(())) => {
-                        this.feed(&scratch[..n]);
-                        Ok(())
-                    }
-                    Poll::Ready(Err(error)) => Err(error),
-                    Poll::Pending => {
-                        this.scratch = scratch;
+                match this.phase {
+                    // Never an end of stream: hyper, seeing one, would close before answering.
+                    Phase::Refused => {
+                        let _ = ready!(this.poll_drop_input(cx));
                         return Poll::Pending;
                     }
-                };
-                this.scratch = scratch;
-                result?;
+                    Phase::Body if this.shared.body_read.swap(false, Ordering::SeqCst) => {
+                        this.phase = Phase::Head;
+                    }
+                    Phase::Body => return Pin::new(&mut this.inner).poll_read(cx, buf),
+                    Phase::Head if this.eof => {
+                        // A head cut short by the client goes to hyper as it is; hyper closes.
+                        this.ready = std::mem::take(&mut this.head);
+                        if this.ready.is_empty() {
+                            return Poll::Ready(Ok(()));
+                        }
+                    }
+                    Phase::Head => {
+                        let mut read = ReadBuf::new(&mut this.scratch);
+                        ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+                        let n = read.filled().len();
+                        if n == 0 {
+                            this.eof = true;
+                        } else {
+                            this.head.extend_from_slice(&this.scratch[..n]);
+                            this.judge_head();
+                        }
+                    }
+                }
             }
         }
     }
@@ -839,14 +745,18 @@ mod head_screen {
             Pin::new(&mut self.get_mut().inner).poll_flush(cx)
         }
 
+        /// After a refusal, lingers once the writing side is closed (see [`LINGER`]).
         fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
             let this = self.get_mut();
-            if this.write_closed {
-                return Poll::Ready(Ok(()));
+            if this.linger.is_none() {
+                ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+                if this.phase != Phase::Refused {
+                    return Poll::Ready(Ok(()));
+                }
+                this.linger = Some((Box::pin(tokio::time::sleep(LINGER)), 0));
             }
-            let result = ready!(Pin::new(&mut this.inner).poll_shutdown(cx));
-            this.write_closed = true;
-            Poll::Ready(result)
+            let _ = ready!(this.poll_drop_input(cx));
+            Poll::Ready(Ok(()))
         }
     }
 
@@ -855,24 +765,18 @@ mod head_screen {
         byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
     }
 
-    /// What hyper's parser takes in a request target.
-    fn is_target_byte(byte: u8) -> bool {
-        (0x21..=0x7e).contains(&byte) || byte >= 0x80
-    }
-
-    /// What hyper's parser takes in a header value: tab, space, visible ASCII and obs-text.
+    /// What hyper takes in a header value: tab, space, visible ASCII and obs-text.
     fn is_value_byte(byte: u8) -> bool {
         byte == b'\t' || (0x20..=0x7e).contains(&byte) || byte >= 0x80
     }
 
-    fn trim_whitespace(mut bytes: &[u8]) -> &[u8] {
-        while let [b' ' | b'\t', rest @ ..] = bytes {
-            bytes = rest;
+    fn trim_whitespace(bytes: &[u8]) -> &[u8] {
+        let start = bytes.iter().position(|b| !matches!(b, b' ' | b'\t'));
+        let end = bytes.iter().rposition(|b| !matches!(b, b' ' | b'\t'));
+        match (start, end) {
+            (Some(start), Some(end)) => &bytes[start..=end],
+            _ => &[],
         }
-        while let [rest @ .., b' ' | b'\t'] = bytes {
-            bytes = rest;
-        }
-        bytes
     }
 
     fn text(bytes: &[u8]) -> String {
@@ -881,18 +785,6 @@ mod head_screen {
 
     fn invalid(message: impl Into<String>, details: serde_json::Value) -> ApiRefusal {
         ApiRefusal::new(400, "invalid_request", message).with_details(details)
-    }
-
-    fn uri_too_long() -> ApiRefusal {
-        ApiRefusal::new(
-            414,
-            "uri_too_long",
-            format!(
-                "the request line (method, URL and version) is longer than API Gateway takes: \
-                 {MAX_REQUEST_LINE_AND_HEADERS} bytes of request line and header values"
-            ),
-        )
-        .with_details(json!({ "limit_bytes": MAX_REQUEST_LINE_AND_HEADERS }))
     }
 
     fn headers_too_large(message: String, details: serde_json::Value) -> ApiRefusal {
@@ -909,301 +801,182 @@ mod head_screen {
         )
     }
 
-    /// What can already be told of a head that is not whole yet.
-    pub(super) fn check_partial_head(head: &[u8]) -> Result<(), ApiRefusal> {
+    /// Judges a head, whole or not yet: `Ok(None)` while more is needed, else the length of
+    /// the head hyper will read, or why it is refused.
+    pub(super) fn inspect_head(buffer: &[u8]) -> Result<Option<usize>, ApiRefusal> {
+        // Empty lines before the request line are skipped, as hyper skips them.
+        let start = buffer
+            .iter()
+            .position(|b| !matches!(b, b'\r' | b'\n'))
+            .unwrap_or(buffer.len());
+        let head = &buffer[start..];
         let request_line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+        let request_line = request_line.strip_suffix(b"\r").unwrap_or(request_line);
         if request_line.len() > MAX_REQUEST_LINE_AND_HEADERS {
-            return Err(uri_too_long());
+            return Err(ApiRefusal::new(
+                414,
+                "uri_too_long",
+                format!(
+                    "the request line (method, URL and version) is longer than API Gateway \
+                     takes: {MAX_REQUEST_LINE_AND_HEADERS} bytes of request line and header values"
+                ),
+            )
+            .with_details(json!({ "limit_bytes": MAX_REQUEST_LINE_AND_HEADERS })));
         }
-        if head.len() > MAX_HEAD_BYTES {
-            return Err(too_many_bytes());
-        }
-        let method_end = head.iter().position(|&b| b == b' ').unwrap_or(head.len());
-        if !head[..method_end].iter().all(|&b| is_token(b)) {
-            return Err(bad_method());
-        }
-        Ok(())
-    }
-
-    fn bad_method() -> ApiRefusal {
-        invalid(
-            "the request line does not start with a method",
-            json!({ "part": "method" }),
-        )
-    }
-
-    /// A whole head (ending with its empty line), checked as hyper parses it: the framing of
-    /// its body, or why it is refused.
-    pub(super) fn inspect_head(head: &[u8]) -> Result<Framing, ApiRefusal> {
-        let mut lines = head
-            .split(|&b| b == b'\n')
-            .map(|line| line.strip_suffix(b"\r").unwrap_or(line));
-        let request_line = lines.next().unwrap_or_default();
-        if request_line.len() > MAX_REQUEST_LINE_AND_HEADERS {
-            return Err(uri_too_long());
-        }
-        let header_lines: Vec<&[u8]> = lines.take_while(|line| !line.is_empty()).collect();
-        if header_lines.len() > MAX_HEADERS {
-            return Err(headers_too_large(
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(buffer) {
+            Ok(httparse::Status::Partial) if head.len() > MAX_HEAD_BYTES => Err(too_many_bytes()),
+            Ok(httparse::Status::Partial) => Ok(None),
+            Ok(httparse::Status::Complete(length)) => {
+                check_request(&request, request_line).map(|()| Some(length))
+            }
+            Err(httparse::Error::TooManyHeaders) => Err(headers_too_large(
                 format!("the request has more than {MAX_HEADERS} headers"),
                 json!({ "limit_headers": MAX_HEADERS }),
-            ));
+            )),
+            Err(error) => Err(explain(error, head, request_line)),
         }
-        let size = request_line.len()
-            + header_lines
-                .iter()
-                .map(|line| split_header(line).map_or(line.len(), |(_, value)| value.len()))
-                .sum::<usize>();
-        if size > MAX_REQUEST_LINE_AND_HEADERS {
+    }
+
+    /// What hyper checks of a head `httparse` took, and API Gateway's limit on its size.
+    fn check_request(request: &httparse::Request, request_line: &[u8]) -> Result<(), ApiRefusal> {
+        let values: usize = request.headers.iter().map(|h| h.value.len()).sum();
+        if request_line.len() + values > MAX_REQUEST_LINE_AND_HEADERS {
             return Err(too_many_bytes());
         }
-
-        let mut parts = request_line.splitn(3, |&b| b == b' ');
-        let method = parts.next().unwrap_or_default();
-        let target = parts.next().unwrap_or_default();
-        let version = parts.next().unwrap_or_default();
-        if method.is_empty()
-            || !method.iter().all(|&b| is_token(b))
-            || http::Method::from_bytes(method).is_err()
-        {
-            return Err(bad_method());
+        if http::Method::from_bytes(request.method.unwrap_or_default().as_bytes()).is_err() {
+            return Err(bad_part("method"));
         }
-        let target_ok = !target.is_empty()
-            && target.iter().all(|&b| is_target_byte(b))
-            && std::str::from_utf8(target).is_ok()
-            && http::Uri::try_from(target).is_ok();
-        if !target_ok {
-            return Err(invalid(
-                "the request target is not a valid URI",
-                json!({ "part": "target" }),
-            ));
+        if http::Uri::try_from(request.path.unwrap_or_default()).is_err() {
+            return Err(bad_part("target"));
         }
-        let http_11 = match version {
-            b"HTTP/1.1" => true,
-            b"HTTP/1.0" => false,
-            [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-                if major.is_ascii_digit() && minor.is_ascii_digit() =>
-            {
-                return Err(ApiRefusal::new(
-                    505,
-                    "http_version_not_supported",
-                    format!("{} is not supported: send HTTP/1.1", text(version)),
-                ));
-            }
-            _ => {
-                return Err(invalid(
-                    "the request line does not end with an HTTP version",
-                    json!({ "part": "version" }),
-                ))
-            }
-        };
-
-        // Framing by hyper's rules (RFC 9112, 6.3): a last `Transfer-Encoding` of `chunked`
-        // wins over `Content-Length`; `Content-Length`s must agree.
+        // hyper's framing rules (RFC 9112, 6.3): `Transfer-Encoding` is HTTP/1.1's and must end
+        // with `chunked`, and then `Content-Length`s after it are ignored; those before it must
+        // be numbers that agree.
+        let http_11 = request.version == Some(1);
         let mut length: Option<u64> = None;
-        let mut transfer_encoding = false;
-        let mut chunked = false;
-        let mut upgrade = false;
-        for (index, line) in header_lines.iter().enumerate() {
-            let Some((name, value)) = split_header(line)
-                .filter(|(name, _)| !name.is_empty() && name.iter().all(|&b| is_token(b)))
-            else {
-                let name = line.split(|&b| b == b':').next().unwrap_or_default();
-                return Err(invalid(
-                    format!("header line {} is not `name: value`", index + 1),
-                    json!({ "header": text(name) }),
-                ));
-            };
-            let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-            if let Some(byte) = value.iter().find(|&&b| !is_value_byte(b)) {
-                return Err(invalid(
-                    format!("the value of header `{name}` has a byte that is not allowed (0x{byte:02x})"),
-                    json!({ "header": name }),
-                ));
-            }
-            match name.as_str() {
-                "transfer-encoding" => {
-                    if !http_11 {
+        let mut chunked = None;
+        for header in request.headers.iter() {
+            let name = header.name.to_ascii_lowercase();
+            if name == "transfer-encoding" {
+                if !http_11 {
+                    return Err(invalid(
+                        "an HTTP/1.0 request cannot have Transfer-Encoding",
+                        json!({ "header": name }),
+                    ));
+                }
+                chunked = Some(
+                    header.value.is_ascii()
+                        && header
+                            .value
+                            .rsplit(|&b| b == b',')
+                            .next()
+                            .is_some_and(|last| {
+                                trim_whitespace(last).eq_ignore_ascii_case(b"chunked")
+                            }),
+                );
+            } else if name == "content-length" && chunked.is_none() {
+                let parsed = (!header.value.is_empty()
+                    && header.value.iter().all(u8::is_ascii_digit))
+                .then(|| std::str::from_utf8(header.value).ok()?.parse::<u64>().ok())
+                .flatten();
+                match (parsed, length) {
+                    (None, _) => {
                         return Err(invalid(
-                            "an HTTP/1.0 request cannot have Transfer-Encoding",
+                            "the Content-Length header is not a number",
                             json!({ "header": name }),
-                        ));
+                        ))
                     }
-                    transfer_encoding = true;
-                    length = None;
-                    chunked = value
-                        .iter()
-                        .all(|&b| b == b'\t' || (0x20..=0x7e).contains(&b))
-                        && value.rsplit(|&b| b == b',').next().is_some_and(|last| {
-                            trim_whitespace(last).eq_ignore_ascii_case(b"chunked")
-                        });
-                }
-                "content-length" if !transfer_encoding => {
-                    let parsed = (!value.is_empty() && value.iter().all(u8::is_ascii_digit))
-                        .then(|| std::str::from_utf8(value).ok()?.parse::<u64>().ok())
-                        .flatten();
-                    match (parsed, length) {
-                        (None, _) => {
-                            return Err(invalid(
-                                "the Content-Length header is not a number",
-                                json!({ "header": name }),
-                            ))
-                        }
-                        (Some(new), Some(old)) if new != old => {
-                            return Err(invalid(
-                                "the request has Content-Length headers that disagree",
-                                json!({ "header": name }),
-                            ))
-                        }
-                        (Some(new), _) => length = Some(new),
+                    (Some(new), Some(old)) if new != old => {
+                        return Err(invalid(
+                            "the request has Content-Length headers that disagree",
+                            json!({ "header": name }),
+                        ))
                     }
+                    (new, _) => length = new,
                 }
-                "upgrade" => upgrade = http_11,
-                _ => {}
             }
         }
-        if transfer_encoding && !chunked {
+        if chunked == Some(false) {
             return Err(invalid(
                 "Transfer-Encoding must end with `chunked`",
                 json!({ "header": "transfer-encoding" }),
             ));
         }
-        Ok(if method == b"CONNECT" || upgrade {
-            Framing::Tunnel
-        } else if chunked {
-            Framing::Chunked
-        } else {
-            Framing::Length(length.unwrap_or(0))
-        })
+        Ok(())
     }
 
-    /// A header line's name and its value without the whitespace around it.
-    fn split_header(line: &[u8]) -> Option<(&[u8], &[u8])> {
-        let colon = line.iter().position(|&b| b == b':')?;
-        Some((&line[..colon], trim_whitespace(&line[colon + 1..])))
+    fn bad_part(part: &str) -> ApiRefusal {
+        let message = match part {
+            "method" => "the request line does not start with a method",
+            "target" => "the request target is not a valid URI",
+            _ => "the request line does not end with an HTTP version",
+        };
+        invalid(message, json!({ "part": part }))
     }
 
-    /// Follows a chunked body through `input`: how many bytes of it belong to the body, and
-    /// whether the body ended there.
-    pub(super) fn scan_chunked(
-        chunk: &mut Chunk,
-        line: &mut Vec<u8>,
-        input: &[u8],
-    ) -> (usize, ChunkEnd) {
-        let mut at = 0;
-        while at < input.len() {
-            if let Chunk::Data(left) = chunk {
-                let n =
-                    usize::try_from(*left).map_or(input.len() - at, |l| l.min(input.len() - at));
-                at += n;
-                *left -= n as u64;
-                if *left == 0 {
-                    *chunk = Chunk::DataEnd;
-                }
-                continue;
-            }
-            let byte = input[at];
-            at += 1;
-            if byte != b'\n' {
-                if line.len() >= MAX_CHUNK_LINE {
-                    return (at, ChunkEnd::Unreadable);
-                }
-                line.push(byte);
-                continue;
-            }
-            let content = line.strip_suffix(b"\r").unwrap_or(line);
-            match chunk {
-                Chunk::Size => {
-                    let digits =
-                        trim_whitespace(content.split(|&b| b == b';').next().unwrap_or_default());
-                    let size = std::str::from_utf8(digits)
-                        .ok()
-                        .filter(|d| {
-                            (1..=16).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_hexdigit())
-                        })
-                        .and_then(|d| u64::from_str_radix(d, 16).ok());
-                    *chunk = match size {
-                        Some(0) => Chunk::Trailer,
-                        Some(n) => Chunk::Data(n),
-                        None => {
-                            line.clear();
-                            return (at, ChunkEnd::Unreadable);
-                        }
-                    };
-                }
-                Chunk::DataEnd if content.is_empty() => *chunk = Chunk::Size,
-                Chunk::DataEnd => {
-                    line.clear();
-                    return (at, ChunkEnd::Unreadable);
-                }
-                Chunk::Trailer if content.is_empty() => {
-                    line.clear();
-                    return (at, ChunkEnd::Done);
-                }
-                Chunk::Trailer | Chunk::Data(_) => {}
-            }
-            line.clear();
+    /// Names what `httparse` refused: the part of the request line, or the header.
+    fn explain(error: httparse::Error, head: &[u8], request_line: &[u8]) -> ApiRefusal {
+        let mut parts = request_line.splitn(3, |&b| b == b' ');
+        let method = parts.next().unwrap_or_default();
+        let version = parts.nth(1).unwrap_or_default();
+        if method.is_empty() || !method.iter().all(|&b| is_token(b)) {
+            return bad_part("method");
         }
-        (at, ChunkEnd::More)
+        match error {
+            httparse::Error::Version => match version {
+                [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+                    if major.is_ascii_digit() && minor.is_ascii_digit() =>
+                {
+                    ApiRefusal::new(
+                        505,
+                        "http_version_not_supported",
+                        format!("{} is not supported: send HTTP/1.1", text(version)),
+                    )
+                }
+                _ => bad_part("version"),
+            },
+            httparse::Error::HeaderName | httparse::Error::HeaderValue => {
+                bad_header(head).unwrap_or_else(|| invalid("a header line is malformed", json!({})))
+            }
+            httparse::Error::NewLine => bad_header(head).unwrap_or_else(|| bad_part("version")),
+            _ => bad_part("target"),
+        }
     }
 
-    /// The whole HTTP/1.1 answer of a refusal; the connection closes after it.
-    fn refusal_bytes(refusal: &ApiRefusal) -> Vec<u8> {
-        let body = refusal.body();
-        let reason = http::StatusCode::from_u16(refusal.status)
-            .ok()
-            .and_then(|status| status.canonical_reason())
-            .unwrap_or("Error");
-        format!(
-            "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-             connection: close\r\ndate: {}\r\n\r\n{body}",
-            refusal.status,
-            body.len(),
-            http_date(SystemTime::now()),
-        )
-        .into_bytes()
-    }
-
-    /// An IMF-fixdate, as the `Date` header has it: `Sun, 06 Nov 1994 08:49:37 GMT`.
-    pub(super) fn http_date(at: SystemTime) -> String {
-        const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-        const MONTHS: [&str; 12] = [
-            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-        ];
-        let days = at
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() / 86_400)
-            .unwrap_or_default();
-        // 1970-01-01 was a Thursday.
-        let weekday = WEEKDAYS[(days % 7) as usize];
-        let stamp = humantime::format_rfc3339_seconds(at).to_string();
-        let part = |range: std::ops::Range<usize>| stamp.get(range).unwrap_or_default();
-        let month = part(5..7)
-            .parse::<usize>()
-            .ok()
-            .and_then(|m| MONTHS.get(m.wrapping_sub(1)))
-            .copied()
-            .unwrap_or("Jan");
-        format!(
-            "{weekday}, {} {month} {} {} GMT",
-            part(8..10),
-            part(0..4),
-            part(11..19)
-        )
+    /// The first header line that is not `name: value` with a value hyper takes.
+    fn bad_header(head: &[u8]) -> Option<ApiRefusal> {
+        let lines = head
+            .split(|&b| b == b'\n')
+            .skip(1)
+            .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+            .take_while(|line| !line.is_empty());
+        for (index, line) in lines.enumerate() {
+            let colon = line.iter().position(|&b| b == b':');
+            let name = &line[..colon.unwrap_or(line.len())];
+            if colon.is_none() || name.is_empty() || !name.iter().all(|&b| is_token(b)) {
+                return Some(invalid(
+                    format!("header line {} is not `name: value`", index + 1),
+                    json!({ "header": text(name) }),
+                ));
+            }
+            let value = trim_whitespace(&line[name.len() + 1..]);
+            if let Some(byte) = value.iter().find(|&&b| !is_value_byte(b)) {
+                let name = text(name).to_ascii_lowercase();
+                return Some(invalid(
+                    format!("the value of header `{name}` has a byte that is not allowed (0x{byte:02x})"),
+                    json!({ "header": name }),
+                ));
+            }
+        }
+        None
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_the_standard_alphabet_and_padding() {
-        assert_eq!(base64_encode(b"Man"), "TWFu");
-        assert_eq!(base64_encode(b"Ma"), "TWE=");
-        assert_eq!(base64_encode(b"M"), "TQ==");
-        assert_eq!(base64_encode(&[0xff, 0xfe]), "//4=");
-    }
 
     fn bearer(token: &str) -> Option<String> {
         Some(format!("Bearer {token}"))
@@ -1219,42 +992,38 @@ mod tests {
     fn refusal(head: &[u8]) -> (u16, &'static str, Value) {
         match head_screen::inspect_head(head) {
             Err(refusal) => (refusal.status, refusal.code, refusal.details),
-            Ok(framing) => panic!("{:?} was taken: {framing:?}", String::from_utf8_lossy(head)),
+            Ok(length) => panic!("{:?} was taken: {length:?}", String::from_utf8_lossy(head)),
         }
     }
 
     #[test]
-    fn heads_are_framed_as_hyper_frames_them() {
-        use head_screen::{inspect_head, Framing};
-        let framing = |head: &[u8]| inspect_head(head).unwrap();
+    fn heads_hyper_takes_pass_whole_or_wait_for_more() {
+        use head_screen::inspect_head;
+        let taken = |head: &[u8]| inspect_head(head).unwrap();
+        let head = b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
         assert_eq!(
-            framing(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
-            Framing::Length(0)
+            taken(head),
+            Some(head.len()),
+            "empty lines before it are skipped"
         );
-        assert_eq!(framing(b"GET / HTTP/1.0\n\n"), Framing::Length(0));
+        assert_eq!(taken(b"GET / HTTP/1.0\n\n"), Some(16));
         assert_eq!(
-            framing(b"POST /x HTTP/1.1\r\nContent-Length: 12\r\ncontent-length: 12\r\n\r\n"),
-            Framing::Length(12)
+            taken(b"POST /x HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"),
+            Some(39)
         );
-        assert_eq!(
-            framing(b"POST /x HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n"),
-            Framing::Chunked
-        );
-        assert_eq!(
-            framing(b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: x\r\n\r\n"),
-            Framing::Chunked,
-            "a Content-Length after chunked is ignored, as hyper ignores it"
-        );
-        assert_eq!(framing(b"CONNECT a:443 HTTP/1.1\r\n\r\n"), Framing::Tunnel);
-        assert_eq!(
-            framing(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"),
-            Framing::Tunnel
-        );
-        // Values beyond ASCII (obs-text) and tabs are taken, as hyper takes them.
-        assert_eq!(
-            framing(b"GET / HTTP/1.1\r\nX-Name: caf\xc3\xa9\t!\r\n\r\n"),
-            Framing::Length(0)
-        );
+        for head in [
+            &b"POST /x HTTP/1.1\r\nContent-Length: 12\r\ncontent-length: 12\r\n\r\n"[..],
+            b"POST /x HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
+            // A Content-Length after chunked is ignored, as hyper ignores it.
+            b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: x\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\n\r\n",
+            // Values beyond ASCII (obs-text) and tabs are taken, as hyper takes them.
+            b"GET / HTTP/1.1\r\nX-Name: caf\xc3\xa9\t!\r\n\r\n",
+        ] {
+            assert!(taken(head).is_some(), "{:?}", String::from_utf8_lossy(head));
+        }
+        assert_eq!(taken(b"GET /a"), None);
+        assert_eq!(taken(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
     }
 
     #[test]
@@ -1316,52 +1085,10 @@ mod tests {
             );
         }
         // What is already wrong is refused before the head is whole.
-        assert!(head_screen::check_partial_head(b"\x16\x03\x01").is_err());
-        assert!(head_screen::check_partial_head(b"GET /a").is_ok());
-        assert!(head_screen::check_partial_head("G".repeat(limit + 1).as_bytes()).is_err());
-    }
-
-    #[test]
-    fn chunked_bodies_are_followed_to_their_end() {
-        use head_screen::{scan_chunked, Chunk, ChunkEnd};
-        let body = b"4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nTrailer: t\r\n\r\nGET / HTTP/1.1";
-        let end = body.len() - b"GET / HTTP/1.1".len();
-        // Whole, and fed one byte at a time.
-        let (mut chunk, mut line) = (Chunk::Size, Vec::new());
-        assert_eq!(
-            scan_chunked(&mut chunk, &mut line, body),
-            (end, ChunkEnd::Done)
-        );
-        let (mut chunk, mut line) = (Chunk::Size, Vec::new());
-        for (at, byte) in body[..end].iter().enumerate() {
-            let expected = if at + 1 == end {
-                ChunkEnd::Done
-            } else {
-                ChunkEnd::More
-            };
-            assert_eq!(
-                scan_chunked(&mut chunk, &mut line, &[*byte]),
-                (1, expected),
-                "byte {at}"
-            );
-        }
-        for unreadable in [&b"zz\r\n"[..], b"4\r\nWikiX\r\n", b"\r\n"] {
-            let (mut chunk, mut line) = (Chunk::Size, Vec::new());
-            assert_eq!(
-                scan_chunked(&mut chunk, &mut line, unreadable).1,
-                ChunkEnd::Unreadable
-            );
-        }
-    }
-
-    #[test]
-    fn refusals_carry_an_http_date() {
-        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(784_111_777);
-        assert_eq!(head_screen::http_date(at), "Sun, 06 Nov 1994 08:49:37 GMT");
-        assert_eq!(
-            head_screen::http_date(std::time::UNIX_EPOCH),
-            "Thu, 01 Jan 1970 00:00:00 GMT"
-        );
+        assert_eq!(refusal(b"\x16\x03\x01").2, json!({ "part": "method" }));
+        assert_eq!(refusal("G".repeat(limit + 1).as_bytes()).0, 414);
+        let endless = format!("GET / HTTP/1.1\r\nX: {}", "y".repeat(70_000));
+        assert_eq!(refusal(endless.as_bytes()).0, 431);
     }
 
     #[test]
