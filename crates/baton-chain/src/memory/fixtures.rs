@@ -1,0 +1,295 @@
+//! What the unit tests over the memory store share: settings, agents, workflows, SQS events,
+//! an agent invoker that answers from a script, and a harness that runs the chain's steps.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::locked;
+use crate::attempt::{conclude_attempt, AttemptConclusion, AttemptRun, Concluded};
+use crate::config::Settings;
+use crate::invoker::{AgentAnswer, AgentCall, AgentInvoker};
+use crate::store::{AttemptHolder, NewTask, NewWorkflow};
+use baton_types::agent::Agent;
+use baton_types::messages::TaskRef;
+use baton_types::outcome::{FailureKind, TaskFailure};
+use baton_types::records::{TaskRecord, WorkflowView};
+use baton_types::retry::RetryPolicy;
+use baton_types::task::{TaskProfile, TaskStatus};
+
+/// The tenant of every fixture.
+pub const TENANT: &str = "t";
+/// The capability every fixture task asks for and every fixture agent has.
+pub const CAPABILITY: &str = "c";
+/// How long after its creation a fixture workflow's queued roots may wait.
+pub const DISPATCH_MS: i64 = 60_000;
+
+/// The settings the functions run with, with the defaults of everything optional.
+pub fn settings() -> Settings {
+    Settings::from_lookup(|name| {
+        let value = match name {
+            "STATE_TABLE" => "state",
+            "MEMORY_TABLE" => "memory",
+            "ROUTE_QUEUE_URL" => "route",
+            "EXECUTE_QUEUE_URL" => "execute",
+            "LEARN_QUEUE_URL" => "learn",
+            _ => return None,
+        };
+        Some(value.to_string())
+    })
+    .expect("the fixture's settings are complete")
+}
+
+/// An enabled http agent with `capabilities`, a one-second time-out and no limits.
+pub fn agent(name: &str, capabilities: &[&str]) -> Agent {
+    serde_json::from_value(json!({
+        "name": name,
+        "kind": "http",
+        "endpoint": format!("https://{name}.agents.test/run"),
+        "capabilities": capabilities,
+        "timeout_ms": 1_000,
+        "enabled": true,
+        "version": 1,
+        "created_at_ms": 0,
+        "updated_at_ms": 0,
+    }))
+    .expect("the fixture agent is well formed")
+}
+
+/// A workflow of `tasks` (each with its dependencies, in submission order), created at
+/// `now_ms`: its roots queued, the others waiting, every task asking for [`CAPABILITY`].
+pub fn workflow(id: &str, tasks: &[(&str, &[&str])], now_ms: i64) -> NewWorkflow {
+    let dependents = |of: &str| -> Vec<String> {
+        tasks
+            .iter()
+            .filter(|(_, deps)| deps.contains(&of))
+            .map(|(id, _)| id.to_string())
+            .collect()
+    };
+    NewWorkflow {
+        tenant: TENANT.into(),
+        workflow_id: id.into(),
+        name: format!("workflow {id}"),
+        created_at_ms: now_ms,
+        dispatch_until_ms: now_ms + DISPATCH_MS,
+        deadline_at_ms: None,
+        check_at_ms: now_ms + 300_000,
+        counted: true,
+        tasks: tasks
+            .iter()
+            .map(|(task, deps)| NewTask {
+                id: task.to_string(),
+                capability: CAPABILITY.into(),
+                profile: TaskProfile::default(),
+                input: json!({ "task": task }),
+                depends_on: deps.iter().map(|d| d.to_string()).collect(),
+                dependents: dependents(task),
+                status: if deps.is_empty() {
+                    TaskStatus::Queued
+                } else {
+                    TaskStatus::Waiting
+                },
+                dispatch_until_ms: None,
+                retry: None,
+                fallback: true,
+                timeout_ms: None,
+            })
+            .collect(),
+    }
+}
+
+/// Attempt `attempt` of a fixture workflow's task.
+pub fn task_ref(workflow_id: &str, task_id: &str, attempt: u32) -> TaskRef {
+    TaskRef {
+        tenant: TENANT.into(),
+        workflow_id: workflow_id.into(),
+        task_id: task_id.into(),
+        attempt,
+    }
+}
+
+/// An SQS event (as JSON, to decode as `aws_lambda_events`' `SqsEvent`) delivering
+/// `messages`, with ids `m0`, `m1`, … and no send time.
+pub fn sqs_event<M: Serialize>(messages: &[M]) -> Value {
+    let records: Vec<Value> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, message)| {
+            json!({
+                "messageId": format!("m{i}"),
+                "body": serde_json::to_string(message).expect("messages encode"),
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+/// An agent invoker that answers each call with the next scripted answer, and with
+/// `{"ok": true}` once the script is used up. It keeps the calls it was given.
+#[derive(Debug, Default)]
+pub struct ScriptedInvoker {
+    script: Mutex<VecDeque<Result<Value, TaskFailure>>>,
+    calls: Mutex<Vec<(String, TaskRef, Value)>>,
+}
+
+impl ScriptedInvoker {
+    pub fn new(script: impl IntoIterator<Item = Result<Value, TaskFailure>>) -> Self {
+        ScriptedInvoker {
+            script: Mutex::new(script.into_iter().collect()),
+            calls: Mutex::default(),
+        }
+    }
+
+    /// Each call as (agent, attempt, dependencies' outputs), in order.
+    pub fn calls(&self) -> Vec<(String, TaskRef, Value)> {
+        locked(&self.calls).clone()
+    }
+}
+
+#[async_trait]
+impl AgentInvoker for ScriptedInvoker {
+    async fn invoke(
+        &self,
+        agent: &Agent,
+        call: &AgentCall<'_>,
+    ) -> Result<AgentAnswer, TaskFailure> {
+        let dependencies = Value::Object(call.dependencies.clone());
+        locked(&self.calls).push((agent.name.clone(), call.task.clone(), dependencies));
+        let answer = locked(&self.script)
+            .pop_front()
+            .unwrap_or_else(|| Ok(json!({ "ok": true })));
+        answer.map(AgentAnswer::reported)
+    }
+}
+
+/// A memory store and queue with the fixture settings: what the chain's steps run on.
+#[derive(Debug)]
+pub struct Harness {
+    pub store: super::MemoryStore,
+    pub queue: super::MemoryQueue,
+    pub settings: Settings,
+}
+
+/// The agent the harness's attempts run on.
+pub const AGENT: &str = "a1";
+
+impl Harness {
+    /// A harness holding the fixture workflow `id` of `tasks`, created at `now_ms`.
+    pub async fn with_workflow(id: &str, tasks: &[(&str, &[&str])], now_ms: i64) -> Self {
+        use crate::store::WorkflowStore;
+        let harness = Harness {
+            store: super::MemoryStore::new(),
+            queue: super::MemoryQueue::new(),
+            settings: settings(),
+        };
+        harness
+            .store
+            .create_workflow(&workflow(id, tasks, now_ms))
+            .await
+            .expect("the fixture workflow is stored");
+        harness
+    }
+
+    pub async fn task(&self, workflow_id: &str, task_id: &str) -> TaskRecord {
+        use crate::store::WorkflowStore;
+        self.store
+            .task(TENANT, workflow_id, task_id)
+            .await
+            .expect("the memory store answers")
+            .expect("the task exists")
+    }
+
+    pub async fn view(&self, workflow_id: &str) -> WorkflowView {
+        use crate::store::WorkflowStore;
+        self.store
+            .workflow(TENANT, workflow_id)
+            .await
+            .expect("the memory store answers")
+            .expect("the workflow exists")
+    }
+
+    /// Claims the task's current attempt on [`AGENT`] under `token`.
+    pub async fn claim(
+        &self,
+        workflow_id: &str,
+        task_id: &str,
+        token: &str,
+        now_ms: i64,
+    ) -> TaskRef {
+        use crate::store::{ClaimOutcome, WorkflowStore};
+        let task = self.task(workflow_id, task_id).await.task_ref();
+        let lease = now_ms + 10_000;
+        match self
+            .store
+            .claim_task(&task, AGENT, None, token, lease, now_ms)
+            .await
+        {
+            Ok(ClaimOutcome::Claimed(_)) => task,
+            other => panic!("claim of {task_id} refused: {other:?}"),
+        }
+    }
+
+    /// Ends `task`'s attempt held by `token` with `result`, under the default retry policy.
+    pub async fn conclude(
+        &self,
+        task: &TaskRef,
+        token: &str,
+        result: Result<Value, TaskFailure>,
+        now_ms: i64,
+    ) -> Concluded {
+        let conclusion = AttemptConclusion {
+            task,
+            capability: CAPABILITY,
+            holder: AttemptHolder::Claim(token),
+            result,
+            run: AttemptRun {
+                agent: Some(AGENT.into()),
+                started_at_ms: Some(now_ms),
+                claims: 1,
+                ..AttemptRun::default()
+            },
+            policy: RetryPolicy::default(),
+            prefer: Vec::new(),
+            prior_attempts: 0,
+            now_ms,
+        };
+        conclude_attempt(&self.store, &self.queue, &self.settings, conclusion)
+            .await
+            .expect("the memory store and queue answer")
+    }
+
+    /// Claims the task's current attempt and ends it with `result`.
+    pub async fn run(
+        &self,
+        workflow_id: &str,
+        task_id: &str,
+        result: Result<Value, TaskFailure>,
+        now_ms: i64,
+    ) -> Concluded {
+        let token = format!("claim-{task_id}-{now_ms}");
+        let task = self.claim(workflow_id, task_id, &token, now_ms).await;
+        self.conclude(&task, &token, result, now_ms).await
+    }
+
+    /// The ids of the tasks sent to routing since the last drain, in order.
+    pub fn routed(&self) -> Vec<String> {
+        self.queue
+            .drain_route()
+            .into_iter()
+            .map(|(m, _)| m.task.task_id)
+            .collect()
+    }
+}
+
+/// A failure that a retry may mend.
+pub fn retryable_failure() -> TaskFailure {
+    TaskFailure::new(FailureKind::Timeout, "the agent did not answer in time")
+}
+
+/// A failure that no retry mends.
+pub fn final_failure() -> TaskFailure {
+    TaskFailure::new(FailureKind::InvalidInput, "the agent refused the input")
+}
