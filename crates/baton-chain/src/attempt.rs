@@ -303,3 +303,165 @@ mod tests {
         }
     }
 }
+
+/// How attempts end, on the memory store.
+#[cfg(test)]
+mod on_the_memory_store {
+    use super::*;
+    use crate::memory::fixtures::{final_failure, retryable_failure, Harness};
+    use crate::memory::Fault;
+    use crate::store::WorkflowControls;
+    use baton_types::task::{TaskStatus, WorkflowStatus};
+    use serde_json::json;
+
+    const CHAIN: &[(&str, &[&str])] = &[("a", &[]), ("b", &["a"])];
+
+    #[tokio::test]
+    async fn a_success_ends_the_task_and_runs_its_follow_up() {
+        let h = Harness::with_workflow("w", CHAIN, 1_000).await;
+        let concluded = h.run("w", "a", Ok(json!({"answer": 42})), 2_000).await;
+        let Concluded::Final(a) = &concluded else {
+            panic!("a final end: {concluded:?}");
+        };
+        assert_eq!(a.status, TaskStatus::Succeeded);
+        assert_eq!(a.output, Some(json!({"answer": 42})));
+        assert_eq!(
+            a.lease_until_ms, None,
+            "an ended task leaves the lease index"
+        );
+        assert_eq!(
+            concluded.ended_attempt(1).map(|e| e.outcome),
+            Some(AttemptOutcome::Succeeded)
+        );
+        assert_eq!(h.routed(), ["b"]);
+        assert_eq!(h.view("w").await.workflow.tasks_done, ["a"]);
+    }
+
+    #[tokio::test]
+    async fn a_retryable_failure_with_attempts_left_sends_the_next_attempt_after_its_backoff() {
+        let h = Harness::with_workflow("w", CHAIN, 1_000).await;
+        let concluded = h.run("w", "a", Err(retryable_failure()), 2_000).await;
+        assert!(matches!(concluded, Concluded::Retrying(_)), "{concluded:?}");
+        let a = h.task("w", "a").await;
+        assert_eq!((a.status, a.attempt, a.claims), (TaskStatus::Queued, 2, 0));
+        let delay = a.attempts[0].retry_delay_ms.expect("a retry has its delay");
+        assert_eq!(
+            a.lease_until_ms,
+            Some(2_000 + delay as i64 + h.settings.dispatch_timeout.as_millis() as i64)
+        );
+        let sent = h.queue.drain_route();
+        assert_eq!(sent.len(), 1);
+        let (message, sent_delay) = &sent[0];
+        assert_eq!(
+            (message.task.task_id.as_str(), message.task.attempt),
+            ("a", 2)
+        );
+        assert_eq!(message.not_before_ms, Some(2_000 + delay as i64));
+        assert_eq!(*sent_delay, delay_until(2_000 + delay as i64, 2_000));
+        assert_eq!(
+            h.view("w").await.workflow.tasks_remaining,
+            2,
+            "nothing is counted yet"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_last_attempt_fails_for_good_and_its_dependents_are_skipped() {
+        let h = Harness::with_workflow("w", CHAIN, 1_000).await;
+        for (attempt, now) in [(1, 2_000), (2, 3_000)] {
+            let concluded = h.run("w", "a", Err(retryable_failure()), now).await;
+            assert!(
+                matches!(concluded, Concluded::Retrying(_)),
+                "attempt {attempt}"
+            );
+        }
+        h.queue.drain();
+        let concluded = h.run("w", "a", Err(retryable_failure()), 4_000).await;
+        assert!(matches!(&concluded, Concluded::Final(a) if a.status == TaskStatus::Failed));
+        assert!(h.routed().is_empty(), "no retry after the last attempt");
+        let view = h.view("w").await;
+        assert_eq!(view.tasks[0].attempts.len(), 3);
+        assert_eq!(view.tasks[1].status, TaskStatus::Skipped);
+        assert_eq!(view.workflow.status, WorkflowStatus::Failed);
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_conclusion_changes_nothing() {
+        let h = Harness::with_workflow("w", CHAIN, 1_000).await;
+        let a = h.claim("w", "a", "tok", 2_000).await;
+        h.conclude(&a, "tok", Err(final_failure()), 2_000).await;
+        let before = h.view("w").await;
+        h.queue.drain();
+        // The same end again (a redelivery), then another result for the same claim.
+        let again = h.conclude(&a, "tok", Err(final_failure()), 3_000).await;
+        let other = h.conclude(&a, "tok", Ok(json!("late")), 3_000).await;
+        for concluded in [again, other] {
+            assert!(matches!(&concluded, Concluded::Final(t) if t.status == TaskStatus::Failed));
+        }
+        let after = h.view("w").await;
+        assert_eq!(after.tasks, before.tasks);
+        assert_eq!(
+            after.workflow.tasks_remaining,
+            before.workflow.tasks_remaining
+        );
+        assert_eq!(h.store.calls("end_attempt"), 3);
+    }
+
+    #[tokio::test]
+    async fn a_holder_whose_claim_was_superseded_writes_nothing() {
+        let h = Harness::with_workflow("w", CHAIN, 1_000).await;
+        let a = h.claim("w", "a", "first", 2_000).await;
+        let concluded = h.conclude(&a, "someone-else", Ok(json!(1)), 3_000).await;
+        assert!(matches!(concluded, Concluded::Superseded));
+        let task = h.task("w", "a").await;
+        assert_eq!((task.status, task.attempts.len()), (TaskStatus::Running, 0));
+    }
+
+    #[tokio::test]
+    async fn an_end_whose_response_was_lost_is_recognised_by_its_retry() {
+        let h = Harness::with_workflow("w", CHAIN, 1_000).await;
+        h.store.inject("end_attempt", Fault::Retried, 1);
+        let concluded = h.run("w", "a", Ok(json!(1)), 2_000).await;
+        assert!(matches!(&concluded, Concluded::Final(t) if t.status == TaskStatus::Succeeded));
+        assert_eq!(h.routed(), ["b"], "the follow-up ran");
+        assert_eq!(h.task("w", "a").await.attempts.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_output_the_item_refuses_fails_the_task_for_good() {
+        let h = Harness::with_workflow("w", CHAIN, 1_000).await;
+        h.store.refuse_outputs_over(16);
+        let concluded = h
+            .run(
+                "w",
+                "a",
+                Ok(json!({"text": "far more than sixteen bytes"})),
+                2_000,
+            )
+            .await;
+        let Concluded::Final(a) = concluded else {
+            panic!("a final end");
+        };
+        assert_eq!(a.status, TaskStatus::Failed);
+        assert_eq!(a.failure.map(|f| f.kind), Some(FailureKind::OutputTooLarge));
+        assert_eq!(h.task("w", "b").await.status, TaskStatus::Skipped);
+    }
+
+    #[tokio::test]
+    async fn a_retry_of_a_paused_workflow_waits_parked_for_the_resume() {
+        let h = Harness::with_workflow("w", CHAIN, 1_000).await;
+        let a = h.claim("w", "a", "tok", 2_000).await;
+        h.store
+            .hold_task("t", "w", "a", baton_types::control::Hold::Pause)
+            .await
+            .unwrap();
+        let concluded = h.conclude(&a, "tok", Err(retryable_failure()), 3_000).await;
+        assert!(matches!(concluded, Concluded::Retrying(_)));
+        assert!(h.routed().is_empty(), "no retry runs while paused");
+        let task = h.task("w", "a").await;
+        assert_eq!(
+            (task.status, task.attempt, task.lease_until_ms),
+            (TaskStatus::Queued, 2, None)
+        );
+    }
+}

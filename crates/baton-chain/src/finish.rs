@@ -322,3 +322,118 @@ mod tests {
         assert!(!follow_up_incomplete(&v, &v.tasks[2]));
     }
 }
+
+/// The follow-up of a final end, run on the memory store.
+#[cfg(test)]
+mod on_the_memory_store {
+    use super::*;
+    use crate::memory::fixtures::{final_failure, Harness};
+    use crate::memory::Fault;
+    use baton_types::task::WorkflowStatus;
+    use serde_json::json;
+
+    const DIAMOND: &[(&str, &[&str])] =
+        &[("a", &[]), ("b", &["a"]), ("c", &["a"]), ("d", &["b", "c"])];
+
+    #[tokio::test]
+    async fn a_diamond_releases_its_join_once_both_sides_succeeded() {
+        let h = Harness::with_workflow("w", DIAMOND, 1_000).await;
+        h.run("w", "a", Ok(json!(1)), 2_000).await;
+        assert_eq!(h.routed(), ["b", "c"]);
+        h.run("w", "b", Ok(json!(2)), 3_000).await;
+        assert!(h.routed().is_empty(), "d still waits for c");
+        assert_eq!(h.task("w", "d").await.deps_remaining, 1);
+        h.run("w", "c", Ok(json!(3)), 4_000).await;
+        assert_eq!(h.routed(), ["d"]);
+        let d = h.task("w", "d").await;
+        assert_eq!(
+            (d.status, d.lease_until_ms.is_some()),
+            (TaskStatus::Queued, true)
+        );
+        h.run("w", "d", Ok(json!(4)), 5_000).await;
+        let w = h.view("w").await.workflow;
+        assert_eq!(
+            (w.status, w.tasks_remaining),
+            (WorkflowStatus::Succeeded, 0)
+        );
+        assert_eq!(w.finished_at_ms, Some(5_000));
+    }
+
+    #[tokio::test]
+    async fn a_follow_up_run_again_counts_and_releases_nothing_twice() {
+        let h = Harness::with_workflow("w", DIAMOND, 1_000).await;
+        h.run("w", "a", Ok(json!(1)), 2_000).await;
+        h.routed();
+        let a = h.task("w", "a").await;
+        complete_task(&h.store, &h.queue, &h.settings, &a, 2_500)
+            .await
+            .unwrap();
+        let view = h.view("w").await;
+        assert_eq!(view.workflow.tasks_remaining, 3, "a is counted once");
+        for dependent in ["b", "c"] {
+            let t = h.task("w", dependent).await;
+            assert_eq!((t.deps_done.len(), t.deps_remaining), (1, 0));
+        }
+        // The parent that queued them sends them again: the claim absorbs the copy.
+        assert_eq!(h.routed(), ["b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn a_failure_skips_every_descendant_and_fails_the_workflow() {
+        let h = Harness::with_workflow("w", DIAMOND, 1_000).await;
+        h.run("w", "a", Err(final_failure()), 2_000).await;
+        assert!(h.routed().is_empty(), "nothing new starts");
+        let view = h.view("w").await;
+        for t in &view.tasks[1..] {
+            assert_eq!(t.status, TaskStatus::Skipped, "{}", t.id);
+        }
+        let w = &view.workflow;
+        assert_eq!(w.status, WorkflowStatus::Failed);
+        assert_eq!(
+            (w.tasks_remaining, w.failed_task.as_deref()),
+            (0, Some("a"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lost_release_response_still_sends_the_dependent_once_queued() {
+        let h = Harness::with_workflow("w", &[("a", &[]), ("b", &["a"])], 1_000).await;
+        h.store.inject("release_dependent", Fault::Retried, 1);
+        h.run("w", "a", Ok(json!(1)), 2_000).await;
+        assert_eq!(h.routed(), ["b"]);
+        let b = h.task("w", "b").await;
+        assert_eq!(
+            (b.status, b.deps_done.clone()),
+            (TaskStatus::Queued, vec!["a".to_string()])
+        );
+    }
+
+    #[tokio::test]
+    async fn finish_if_done_finishes_a_workflow_whose_finishing_write_failed_once() {
+        let h = Harness::with_workflow("w", &[("a", &[])], 1_000).await;
+        h.store.inject("finish_workflow", Fault::Fail, 1);
+        let a = h.claim("w", "a", "tok", 2_000).await;
+        let concluded = h.try_conclude(&a, "tok", Ok(json!(1)), 2_000).await;
+        assert!(concluded.is_err(), "the finishing write failed");
+        let view = h.view("w").await;
+        assert_eq!(
+            (view.workflow.status, view.workflow.tasks_remaining),
+            (WorkflowStatus::Running, 0)
+        );
+        assert!(finish_if_done(&h.store, &h.settings, &view, 3_000)
+            .await
+            .unwrap());
+        let done = h.view("w").await;
+        assert_eq!(done.workflow.status, WorkflowStatus::Succeeded);
+        assert!(!finish_if_done(&h.store, &h.settings, &done, 4_000)
+            .await
+            .unwrap());
+        assert!(
+            !finish_if_done(&h.store, &h.settings, &view, 4_000)
+                .await
+                .unwrap(),
+            "a stale view finishes nothing"
+        );
+        assert_eq!(h.view("w").await.workflow.finished_at_ms, Some(3_000));
+    }
+}

@@ -240,6 +240,19 @@ impl Harness {
         result: Result<Value, TaskFailure>,
         now_ms: i64,
     ) -> Concluded {
+        self.try_conclude(task, token, result, now_ms)
+            .await
+            .expect("the memory store and queue answer")
+    }
+
+    /// [`Harness::conclude`], with the chain's error when a step failed.
+    pub async fn try_conclude(
+        &self,
+        task: &TaskRef,
+        token: &str,
+        result: Result<Value, TaskFailure>,
+        now_ms: i64,
+    ) -> Result<Concluded, crate::error::ChainError> {
         let conclusion = AttemptConclusion {
             task,
             capability: CAPABILITY,
@@ -256,9 +269,7 @@ impl Harness {
             prior_attempts: 0,
             now_ms,
         };
-        conclude_attempt(&self.store, &self.queue, &self.settings, conclusion)
-            .await
-            .expect("the memory store and queue answer")
+        conclude_attempt(&self.store, &self.queue, &self.settings, conclusion).await
     }
 
     /// Claims the task's current attempt and ends it with `result`.
