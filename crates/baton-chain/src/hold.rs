@@ -269,3 +269,186 @@ where
         }
     }
 }
+
+/// Controls carried to the tasks, on the memory store.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::fixtures::{final_failure, Harness, TENANT};
+    use crate::store::{ClaimOutcome, WorkflowControls, WorkflowStore};
+    use baton_types::control::ControlAction;
+    use baton_types::task::WorkflowStatus;
+    use serde_json::json;
+
+    const CHAIN: &[(&str, &[&str])] = &[("a", &[]), ("b", &["a"])];
+    /// A chain beside a root that is already running.
+    const WITH_RUNNING: &[(&str, &[&str])] = &[("a", &[]), ("b", &["a"]), ("c", &[])];
+
+    async fn reconciled(h: &Harness, view: &WorkflowView, now_ms: i64) -> Reconciled {
+        reconcile(&h.store, &h.queue, &h.settings, view, now_ms)
+            .await
+            .expect("the memory store and queue answer")
+    }
+
+    #[tokio::test]
+    async fn a_pause_holds_every_unfinished_task_and_parks_the_queued_ones() {
+        let h = Harness::with_workflow("w", CHAIN, 1_000).await;
+        let paused = h.control("w", ControlAction::Pause, 2_000).await;
+        let done = reconciled(&h, &paused, 2_000).await;
+        assert_eq!(done.held, 2);
+        let view = h.view("w").await;
+        assert!(view.tasks.iter().all(|t| t.hold == Some(Hold::Pause)));
+        assert_eq!(
+            view.tasks[0].lease_until_ms, None,
+            "parked: out of the sweeps' sight"
+        );
+        let claim = h
+            .store
+            .claim_task(&view.tasks[0].task_ref(), "a1", None, "tok", 9_000, 2_500)
+            .await
+            .unwrap();
+        assert!(matches!(claim, ClaimOutcome::Held(_, Hold::Pause)));
+        assert!(
+            !reconciled(&h, &view, 3_000).await.changed(),
+            "a repair finds nothing to do"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_resume_lifts_the_holds_and_sends_the_queued_tasks() {
+        let h = Harness::with_workflow("w", CHAIN, 1_000).await;
+        let paused = h.control("w", ControlAction::Pause, 2_000).await;
+        reconciled(&h, &paused, 2_000).await;
+        let resumed = h.control("w", ControlAction::Resume, 3_000).await;
+        let done = reconciled(&h, &resumed, 3_000).await;
+        assert_eq!(done.released, 2);
+        assert_eq!(h.routed(), ["a"], "only the queued task is sent");
+        let view = h.view("w").await;
+        assert!(view.tasks.iter().all(|t| t.hold.is_none()));
+        let dispatch = h.settings.dispatch_timeout.as_millis() as i64;
+        assert_eq!(view.tasks[0].lease_until_ms, Some(3_000 + dispatch));
+        assert!(!reconciled(&h, &view, 4_000).await.changed());
+        assert!(h.routed().is_empty(), "a repair sends nothing twice");
+    }
+
+    #[tokio::test]
+    async fn a_cancel_cancels_what_has_not_started_and_waits_for_what_runs() {
+        let h = Harness::with_workflow("w", WITH_RUNNING, 1_000).await;
+        let c = h.claim("w", "c", "tok", 1_500).await;
+        let cancelling = h
+            .control("w", ControlAction::Cancel { force: false }, 2_000)
+            .await;
+        let done = reconciled(&h, &cancelling, 2_000).await;
+        assert_eq!((done.cancelled, done.held), (2, 1));
+        let view = h.view("w").await;
+        let statuses: Vec<_> = view.tasks.iter().map(|t| t.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                TaskStatus::Cancelled,
+                TaskStatus::Cancelled,
+                TaskStatus::Running
+            ]
+        );
+        assert_eq!(view.tasks[2].hold, Some(Hold::Cancel));
+        assert_eq!(view.workflow.tasks_remaining, 1);
+        // The running task ends as it would have; then the workflow ends cancelled.
+        h.conclude(&c, "tok", Ok(json!(1)), 3_000).await;
+        let w = h.view("w").await.workflow;
+        assert_eq!(
+            (w.status, w.tasks_remaining),
+            (WorkflowStatus::Cancelled, 0)
+        );
+        assert!(h.routed().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_forced_cancel_ends_running_tasks_and_keeps_their_late_result_once() {
+        let h = Harness::with_workflow("w", WITH_RUNNING, 1_000).await;
+        let c = h.claim("w", "c", "tok", 1_500).await;
+        let cancelling = h
+            .control("w", ControlAction::Cancel { force: true }, 2_000)
+            .await;
+        assert_eq!(reconciled(&h, &cancelling, 2_000).await.cancelled, 3);
+        assert_eq!(h.view("w").await.workflow.status, WorkflowStatus::Cancelled);
+        for now in [3_000, 3_500] {
+            let late = h.conclude(&c, "tok", Ok(json!("late")), now).await;
+            assert!(matches!(late, crate::attempt::Concluded::Superseded));
+        }
+        let task = h.task("w", "c").await;
+        assert_eq!(task.status, TaskStatus::Cancelled);
+        assert_eq!(task.attempts.len(), 1);
+        assert!(task.attempts[0].late);
+    }
+
+    #[tokio::test]
+    async fn a_held_queued_attempt_is_cancelled_or_parked_as_its_hold_says() {
+        let h = Harness::with_workflow("w", &[("a", &[]), ("z", &[])], 1_000).await;
+        let held = h
+            .store
+            .hold_task(TENANT, "w", "z", Hold::Pause)
+            .await
+            .unwrap()
+            .unwrap();
+        let parked = honour_hold(&h.store, &h.queue, &h.settings, &held, Hold::Pause, 1_500)
+            .await
+            .unwrap();
+        assert_eq!(parked, None);
+        assert_eq!(h.task("w", "z").await.lease_until_ms, None);
+
+        let held = h
+            .store
+            .hold_task(TENANT, "w", "a", Hold::Cancel)
+            .await
+            .unwrap()
+            .unwrap();
+        for now in [2_000, 2_500] {
+            let cancelled = honour_hold(&h.store, &h.queue, &h.settings, &held, Hold::Cancel, now)
+                .await
+                .unwrap();
+            assert_eq!(cancelled.map(|t| t.status), Some(TaskStatus::Cancelled));
+        }
+        let w = h.view("w").await.workflow;
+        assert_eq!(
+            (w.tasks_done.clone(), w.tasks_remaining),
+            (vec!["a".to_string()], 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redrive_runs_what_failed_again_as_a_new_attempt_and_archives_the_old() {
+        let h = Harness::with_workflow("w", CHAIN, 1_000).await;
+        h.run("w", "a", Err(final_failure()), 2_000).await;
+        assert_eq!(h.view("w").await.workflow.status, WorkflowStatus::Failed);
+        let redriven = h.control("w", ControlAction::Redrive, 3_000).await;
+        assert_eq!(redriven.workflow.status, WorkflowStatus::Running);
+        let done = reconciled(&h, &redriven, 3_000).await;
+        assert_eq!(done.reset, 2);
+        let sent = h.queue.drain_route();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(
+            (sent[0].0.task.task_id.as_str(), sent[0].0.task.attempt),
+            ("a", 2)
+        );
+        let view = h.view("w").await;
+        assert_eq!(
+            (view.tasks[0].status, view.tasks[0].attempts.len()),
+            (TaskStatus::Queued, 0)
+        );
+        assert_eq!(view.tasks[1].status, TaskStatus::Waiting);
+        let archive = h.store.archived_drives(TENANT, "w").await.unwrap();
+        assert_eq!(
+            (archive.len(), archive[0].task_id.as_str(), archive[0].drive),
+            (1, "a", 0)
+        );
+        assert_eq!(
+            reconciled(&h, &view, 3_500).await.reset,
+            0,
+            "reset once per drive"
+        );
+
+        h.run("w", "a", Ok(json!(1)), 4_000).await;
+        h.run("w", "b", Ok(json!(2)), 5_000).await;
+        assert_eq!(h.view("w").await.workflow.status, WorkflowStatus::Succeeded);
+    }
+}

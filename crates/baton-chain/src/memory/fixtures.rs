@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::invoker::{AgentAnswer, AgentCall, AgentInvoker};
 use crate::store::{AttemptHolder, NewTask, NewWorkflow};
 use baton_types::agent::Agent;
+use baton_types::control::{decide, redrive_plan, ControlAction, ControlChange, ControlEvent};
 use baton_types::messages::TaskRef;
 use baton_types::outcome::{FailureKind, TaskFailure};
 use baton_types::records::{TaskRecord, WorkflowView};
@@ -283,6 +284,50 @@ impl Harness {
         let token = format!("claim-{task_id}-{now_ms}");
         let task = self.claim(workflow_id, task_id, &token, now_ms).await;
         self.conclude(&task, &token, result, now_ms).await
+    }
+
+    /// Applies `action` to the workflow's record as the API does (its tasks are left to
+    /// [`crate::hold::reconcile`]), and returns the workflow as it is then.
+    pub async fn control(
+        &self,
+        workflow_id: &str,
+        action: ControlAction,
+        now_ms: i64,
+    ) -> WorkflowView {
+        use crate::store::{ControlApplied, ControlWrite, WorkflowControls};
+        let view = self.view(workflow_id).await;
+        let change = decide(&view.workflow.control_state(), action).expect("the control applies");
+        let Some(event) = change.event() else {
+            return view;
+        };
+        let drive = match change {
+            ControlChange::Redrive { drive } => Some(drive),
+            _ => None,
+        };
+        let rerun: Vec<String> = drive
+            .map(|drive| redrive_plan(&crate::hold::redrive_tasks(&view), drive))
+            .into_iter()
+            .flatten()
+            .map(|reset| reset.id)
+            .collect();
+        let event = ControlEvent {
+            event,
+            at_ms: now_ms,
+            force: matches!(action, ControlAction::Cancel { force: true }),
+            drive,
+            request: format!("request-{now_ms}"),
+        };
+        let write = ControlWrite {
+            change,
+            event: &event,
+            rerun: &rerun,
+            deadline_at_ms: None,
+            check_at_ms: now_ms + 60_000,
+        };
+        match self.store.control_workflow(&view.workflow, &write).await {
+            Ok(ControlApplied::Applied(_)) => self.view(workflow_id).await,
+            other => panic!("the control was not applied: {other:?}"),
+        }
     }
 
     /// The ids of the tasks sent to routing since the last drain, in order.
