@@ -15,7 +15,8 @@ use crate::invoker::{AgentAnswer, AgentCall, AgentInvoker};
 use crate::store::{AttemptHolder, NewTask, NewWorkflow};
 use baton_types::agent::Agent;
 use baton_types::control::{decide, redrive_plan, ControlAction, ControlChange, ControlEvent};
-use baton_types::messages::TaskRef;
+use baton_types::messages::{ExecuteMessage, RouteMessage, TaskRef, FORMAT_VERSION};
+use baton_types::routing::{RouteDecision, RoutingStrategy};
 use baton_types::outcome::{FailureKind, TaskFailure};
 use baton_types::records::{TaskRecord, WorkflowView};
 use baton_types::retry::RetryPolicy;
@@ -109,6 +110,45 @@ pub fn task_ref(workflow_id: &str, task_id: &str, attempt: u32) -> TaskRef {
         workflow_id: workflow_id.into(),
         task_id: task_id.into(),
         attempt,
+    }
+}
+
+/// Stores the fixture workflow `workflow_id` of `tasks`, created at `now_ms`, and registers
+/// [`AGENT`] for [`CAPABILITY`]: what a handler's test starts from.
+pub async fn seed(
+    store: &super::MemoryStore,
+    workflow_id: &str,
+    tasks: &[(&str, &[&str])],
+    now_ms: i64,
+) {
+    use crate::store::{AgentRegistry, WorkflowStore};
+    let stored = store.create_workflow(&workflow(workflow_id, tasks, now_ms)).await;
+    let registered = store.replace_agent(TENANT, &agent(AGENT, &[CAPABILITY])).await;
+    stored.and(registered).expect("the memory store takes the fixtures");
+}
+
+/// The first route message of `task`, as orchestrate or a release sends it.
+pub fn route_message(task: TaskRef) -> RouteMessage {
+    RouteMessage::new(task, CAPABILITY, TaskProfile::default())
+}
+
+/// `task` routed to [`AGENT`], as route sends it to execute-agent.
+pub fn execute_message(task: TaskRef) -> ExecuteMessage {
+    ExecuteMessage {
+        v: FORMAT_VERSION,
+        task,
+        capability: CAPABILITY.into(),
+        profile: TaskProfile::default(),
+        route: RouteDecision {
+            primary: AGENT.into(),
+            fallbacks: Vec::new(),
+            strategy: RoutingStrategy::default(),
+            confidence: 1.0,
+            reasoning: "the fixture's one agent".into(),
+            probe: false,
+        },
+        waits: 0,
+        dispatch: 0,
     }
 }
 
