@@ -16,10 +16,10 @@ use crate::store::{AttemptHolder, NewTask, NewWorkflow};
 use baton_types::agent::Agent;
 use baton_types::control::{decide, redrive_plan, ControlAction, ControlChange, ControlEvent};
 use baton_types::messages::{ExecuteMessage, RouteMessage, TaskRef, FORMAT_VERSION};
-use baton_types::routing::{RouteDecision, RoutingStrategy};
 use baton_types::outcome::{FailureKind, TaskFailure};
 use baton_types::records::{TaskRecord, WorkflowView};
 use baton_types::retry::RetryPolicy;
+use baton_types::routing::{RouteDecision, RoutingStrategy};
 use baton_types::task::{TaskProfile, TaskStatus};
 
 /// The tenant of every fixture.
@@ -122,9 +122,15 @@ pub async fn seed(
     now_ms: i64,
 ) {
     use crate::store::{AgentRegistry, WorkflowStore};
-    let stored = store.create_workflow(&workflow(workflow_id, tasks, now_ms)).await;
-    let registered = store.replace_agent(TENANT, &agent(AGENT, &[CAPABILITY])).await;
-    stored.and(registered).expect("the memory store takes the fixtures");
+    let stored = store
+        .create_workflow(&workflow(workflow_id, tasks, now_ms))
+        .await;
+    let registered = store
+        .replace_agent(TENANT, &agent(AGENT, &[CAPABILITY]))
+        .await;
+    stored
+        .and(registered)
+        .expect("the memory store takes the fixtures");
 }
 
 /// The first route message of `task`, as orchestrate or a release sends it.
@@ -294,23 +300,7 @@ impl Harness {
         result: Result<Value, TaskFailure>,
         now_ms: i64,
     ) -> Result<Concluded, crate::error::ChainError> {
-        let conclusion = AttemptConclusion {
-            task,
-            capability: CAPABILITY,
-            holder: AttemptHolder::Claim(token),
-            result,
-            run: AttemptRun {
-                agent: Some(AGENT.into()),
-                started_at_ms: Some(now_ms),
-                claims: 1,
-                ..AttemptRun::default()
-            },
-            policy: RetryPolicy::default(),
-            prefer: Vec::new(),
-            prior_attempts: 0,
-            now_ms,
-        };
-        conclude_attempt(&self.store, &self.queue, &self.settings, conclusion).await
+        conclude_on(&self.store, &self.queue, task, token, result, now_ms).await
     }
 
     /// Claims the task's current attempt and ends it with `result`.
@@ -380,6 +370,35 @@ impl Harness {
     }
 }
 
+/// Ends `task`'s attempt held by `token` with `result` on [`AGENT`], under the default retry
+/// policy and the fixture settings, as execute-agent does after its call.
+pub async fn conclude_on(
+    store: &super::MemoryStore,
+    queue: &super::MemoryQueue,
+    task: &TaskRef,
+    token: &str,
+    result: Result<Value, TaskFailure>,
+    now_ms: i64,
+) -> Result<Concluded, crate::error::ChainError> {
+    let conclusion = AttemptConclusion {
+        task,
+        capability: CAPABILITY,
+        holder: AttemptHolder::Claim(token),
+        result,
+        run: AttemptRun {
+            agent: Some(AGENT.into()),
+            started_at_ms: Some(now_ms),
+            claims: 1,
+            ..AttemptRun::default()
+        },
+        policy: RetryPolicy::default(),
+        prefer: Vec::new(),
+        prior_attempts: 0,
+        now_ms,
+    };
+    conclude_attempt(store, queue, &settings(), conclusion).await
+}
+
 /// A failure that a retry may mend.
 pub fn retryable_failure() -> TaskFailure {
     TaskFailure::new(FailureKind::Timeout, "the agent did not answer in time")
@@ -388,4 +407,24 @@ pub fn retryable_failure() -> TaskFailure {
 /// A failure that no retry mends.
 pub fn final_failure() -> TaskFailure {
     TaskFailure::new(FailureKind::InvalidInput, "the agent refused the input")
+}
+
+/// A health prober that every agent answers; it counts its probes.
+#[derive(Debug, Default)]
+pub struct AnsweringProber {
+    probes: Mutex<u32>,
+}
+
+impl AnsweringProber {
+    pub fn probes(&self) -> u32 {
+        *locked(&self.probes)
+    }
+}
+
+#[async_trait]
+impl crate::prober::HealthProber for AnsweringProber {
+    async fn probe(&self, _url: &str) -> baton_types::health::ProbeResult {
+        *locked(&self.probes) += 1;
+        baton_types::health::ProbeResult::Answered { latency_ms: 5 }
+    }
 }
