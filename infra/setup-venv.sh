@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates the project-local virtualenv (.venv) with the pinned emulator, with the template
-# linters when called with --lint, and with the API fuzzer when called with --fuzz.
+# linters when called with --lint, with the API fuzzer when called with --fuzz, and with the
+# Python client generator when called with --client.
 # Reinstalls only when a requirements file changed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,6 +27,7 @@ for option in "$@"; do
   case "$option" in
     --lint) install "$root/infra/requirements-lint.txt" ;;
     --fuzz) install "$root/infra/requirements-fuzz.txt" ;;
-    *) echo "setup-venv: unknown option $option (--lint, --fuzz)" >&2; exit 2 ;;
+    --client) install "$root/infra/requirements-client.txt" ;;
+    *) echo "setup-venv: unknown option $option (--lint, --fuzz, --client)" >&2; exit 2 ;;
   esac
 done

@@ -2,8 +2,9 @@
 # The test command: sets up the emulator's virtualenv if needed, then runs every test of the
 # workspace - unit tests, adapter tests against moto, and end-to-end tests on the local stack.
 # Each test binary starts its own moto server; nothing needs to be running beforehand.
-# Then it fuzzes the HTTP API against its OpenAPI document (infra/fuzz-api.sh).
-# Extra arguments go to `cargo test`, and run those tests alone, without the fuzzing.
+# Then it fuzzes the HTTP API against its OpenAPI document (infra/fuzz-api.sh), and runs a
+# flow through a Python client generated from that document (infra/client-flow.sh).
+# Extra arguments go to `cargo test`, and run those tests alone, without the fuzzing or the flow.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -17,6 +18,9 @@ if [ "$#" -eq 0 ]; then
   fuzz_status=0
   infra/fuzz-api.sh || fuzz_status=$?
   if [ "$status" -eq 0 ]; then status=$fuzz_status; fi
+  client_status=0
+  infra/client-flow.sh || client_status=$?
+  if [ "$status" -eq 0 ]; then status=$client_status; fi
 fi
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

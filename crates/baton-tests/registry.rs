@@ -180,12 +180,12 @@ async fn replace_and_patch_need_the_version_read_so_two_editors_cannot_overwrite
 async fn the_guard_refuses_disabling_or_deleting_what_enabled_agents_need() {
     let stack = api_only_stack("registry-guard").await;
     create(&stack, agent("auth", json!({}))).await;
-    create(
-        &stack,
-        agent("finance-ai", json!({ "depends_on": ["auth"] })),
-    )
-    .await;
-    create(&stack, agent("email-ai", json!({ "depends_on": ["auth"] }))).await;
+    let finance = create(&stack, agent("finance-ai", json!({ "requires": ["auth"] }))).await;
+    assert_eq!(finance.body["requires"], json!(["auth"]));
+    // `depends_on` is the deprecated name of `requires`: read as it, answered as `requires`.
+    let email = create(&stack, agent("email-ai", json!({ "depends_on": ["auth"] }))).await;
+    assert_eq!(email.body["requires"], json!(["auth"]));
+    assert!(email.body.get("depends_on").is_none(), "{:#}", email.body);
 
     for (method, path) in [
         (Method::POST, "/v1/agents/auth/disable"),
@@ -294,25 +294,25 @@ async fn the_guard_refuses_disabling_or_deleting_what_enabled_agents_need() {
 async fn unknown_or_circular_dependencies_and_reserved_names_are_refused_and_store_nothing() {
     let stack = api_only_stack("registry-bad").await;
     create(&stack, agent("a", json!({}))).await;
-    create(&stack, agent("b", json!({ "depends_on": ["a"] }))).await;
+    create(&stack, agent("b", json!({ "requires": ["a"] }))).await;
 
     let unknown = call(
         &stack,
         Method::POST,
         "/v1/agents",
-        Some(agent("c", json!({ "depends_on": ["ghost"] }))),
+        Some(agent("c", json!({ "requires": ["ghost"] }))),
         None,
     )
     .await;
     assert_eq!(unknown.status, 400, "{:?}", unknown.body);
-    assert_eq!(unknown.body["error"]["details"]["field"], "depends_on");
+    assert_eq!(unknown.body["error"]["details"]["field"], "requires");
     assert_eq!(get(&stack, "/v1/agents/c").await.status, 404);
 
     let cycle = call(
         &stack,
         Method::PATCH,
         "/v1/agents/a",
-        Some(json!({ "depends_on": ["b"] })),
+        Some(json!({ "requires": ["b"] })),
         Some("\"1\""),
     )
     .await;
@@ -323,13 +323,18 @@ async fn unknown_or_circular_dependencies_and_reserved_names_are_refused_and_sto
     );
     let a = get(&stack, "/v1/agents/a").await;
     assert_eq!(
-        (a.body["version"].clone(), a.body["depends_on"].clone()),
+        (a.body["version"].clone(), a.body["requires"].clone()),
         (json!(1), json!([]))
     );
 
     for (body, field) in [
         (agent("health", json!({})), "name"),
-        (agent("d", json!({ "depends_on": ["d"] })), "depends_on"),
+        (agent("d", json!({ "requires": ["d"] })), "requires"),
+        (agent("d", json!({ "depends_on": ["d"] })), "requires"),
+        (
+            agent("d", json!({ "requires": ["a"], "depends_on": ["a"] })),
+            "requires",
+        ),
         (agent("d", json!({ "category": "Not A Name!" })), "category"),
         (
             agent("d", json!({ "description": "x".repeat(1001) })),
@@ -451,7 +456,7 @@ async fn a_change_whose_write_response_was_lost_is_applied_once_and_answered_as_
     lose("auth");
     create(&stack, agent("auth", json!({}))).await;
     lose("crm");
-    create(&stack, agent("crm", json!({ "depends_on": ["auth"] }))).await;
+    create(&stack, agent("crm", json!({ "requires": ["auth"] }))).await;
     lose("crm");
     let patched = call(
         &stack,

@@ -207,9 +207,13 @@ pub struct AgentRegistration {
     pub task_types: Vec<String>,
     /// Its part in conversations: `{role: core|sync|async|specialist, depends_on?}`.
     pub conversation: Option<ConversationRole>,
-    /// Agents this one needs registered and enabled.
-    #[serde(default)]
-    pub depends_on: Vec<String>,
+    /// Agents this one needs registered and enabled: the registry refuses to delete or
+    /// disable them while it is enabled.
+    #[cfg_attr(feature = "openapi", schema(schema_with = agent_names))]
+    pub requires: Option<Vec<String>>,
+    /// Deprecated: the old name of `requires`, still read; giving both is refused.
+    #[cfg_attr(feature = "openapi", schema(schema_with = agent_names, deprecated))]
+    pub depends_on: Option<Vec<String>>,
     /// A group for people browsing the registry (`finance`, `support`).
     #[cfg_attr(
         feature = "openapi",
@@ -218,6 +222,22 @@ pub struct AgentRegistration {
     pub category: Option<String>,
     #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
     pub description: Option<String>,
+}
+
+/// A list of agent names as a registration's checks take them: distinct, at most
+/// [`MAX_KEYWORDS`], each a name the registry could hold.
+#[cfg(feature = "openapi")]
+fn agent_names() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    let name = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^[A-Za-z0-9][A-Za-z0-9_.-]*$"))
+        .max_length(Some(64));
+    ArrayBuilder::new()
+        .items(name)
+        .max_items(Some(MAX_KEYWORDS))
+        .unique_items(true)
+        .build()
 }
 
 fn enabled_by_default() -> bool {
@@ -250,8 +270,10 @@ pub struct Agent {
     pub task_types: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation: Option<ConversationRole>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub depends_on: Vec<String>,
+    /// The agents it needs registered and enabled (the registry's guard). Records written
+    /// before the rename say `depends_on`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", alias = "depends_on")]
+    pub requires: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -427,11 +449,20 @@ impl AgentRegistration {
         if let Some(conversation) = &self.conversation {
             check_conversation(&self.name, conversation)?;
         }
-        let depends_on = check_terms("depends_on", self.depends_on, NameKind::Agent)?;
-        if depends_on.contains(&self.name) {
+        let requires = match (self.requires, self.depends_on) {
+            (Some(_), Some(_)) => {
+                return Err(target_error(
+                    "requires",
+                    "give `requires` or its deprecated name `depends_on`, not both",
+                ))
+            }
+            (requires, depends_on) => requires.or(depends_on).unwrap_or_default(),
+        };
+        let requires = check_terms("requires", requires, NameKind::Agent)?;
+        if requires.contains(&self.name) {
             return Err(target_error(
-                "depends_on",
-                format!("`{}` cannot depend on itself", self.name),
+                "requires",
+                format!("`{}` cannot require itself", self.name),
             ));
         }
         let category = self
@@ -464,7 +495,7 @@ impl AgentRegistration {
             keywords,
             task_types,
             conversation: self.conversation,
-            depends_on,
+            requires,
             category,
             description: self.description,
             health: None,
@@ -502,7 +533,8 @@ impl AgentRegistration {
             keywords: Vec::new(),
             task_types: Vec::new(),
             conversation: None,
-            depends_on: Vec::new(),
+            requires: None,
+            depends_on: None,
             category: None,
             description: None,
         }

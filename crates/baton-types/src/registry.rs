@@ -13,12 +13,12 @@ use super::health::HealthStatus;
 /// The category that agents registered without one are listed under.
 pub const UNCATEGORIZED: &str = "uncategorized";
 
-/// The agents `agent` needs: its `depends_on` and, in conversations, the sync agents whose
+/// The agents `agent` needs: its `requires` and, in conversations, the sync agents whose
 /// results it waits for.
 pub fn requirements(agent: &Agent) -> BTreeSet<&str> {
     let conversation = agent.conversation.iter().flat_map(|c| &c.depends_on);
     agent
-        .depends_on
+        .requires
         .iter()
         .chain(conversation)
         .map(String::as_str)
@@ -51,7 +51,7 @@ impl GuardError {
     pub fn field(&self) -> &'static str {
         match self {
             GuardError::RequiredBy { .. } | GuardError::NeedsDisabled { .. } => "enabled",
-            GuardError::UnknownDependency { .. } | GuardError::Cycle { .. } => "depends_on",
+            GuardError::UnknownDependency { .. } | GuardError::Cycle { .. } => "requires",
         }
     }
 
@@ -225,7 +225,7 @@ pub const REGISTRATION_FIELDS: [&str; 26] = [
     "keywords",
     "task_types",
     "conversation",
-    "depends_on",
+    "requires",
     "category",
     "description",
 ];
@@ -364,7 +364,7 @@ mod tests {
             "name": name,
             "endpoint": format!("https://{name}.example.com/run"),
             "capabilities": ["work"],
-            "depends_on": depends_on,
+            "requires": depends_on,
             "enabled": enabled,
         }))
         .expect("registration");
@@ -404,7 +404,7 @@ mod tests {
         );
         assert!(check_change(&agents, &agent("api", &["auth", "db"], false)).is_ok());
         let unknown = check_change(&agents, &agent("api", &["ghost", "db"], true)).unwrap_err();
-        assert_eq!(unknown.field(), "depends_on");
+        assert_eq!(unknown.field(), "requires");
         assert_eq!(unknown.agents(), ["ghost".to_string()]);
     }
 
@@ -482,7 +482,7 @@ mod tests {
             "resources": { "gpu": 1 },
             "keywords": ["plan"],
             "task_types": ["planning"],
-            "depends_on": [],
+            "requires": [],
             "category": "planning",
             "description": "Plans things",
         });
@@ -495,6 +495,30 @@ mod tests {
             .into_agent(5)
             .expect("valid");
         assert_eq!(again, agent);
+    }
+
+    #[test]
+    fn depends_on_is_read_as_requires_but_not_beside_it() {
+        let with = |fields: serde_json::Value| {
+            let mut body = json!({ "name": "b", "endpoint": "https://b.example.com/run",
+                "capabilities": ["work"] });
+            body.as_object_mut()
+                .unwrap()
+                .extend(fields.as_object().unwrap().clone());
+            serde_json::from_value::<AgentRegistration>(body)
+                .expect("registration")
+                .into_agent(1)
+        };
+        let old = with(json!({ "depends_on": ["a"] })).expect("the old name is read");
+        assert_eq!(old.requires, ["a"]);
+        assert_eq!(registration_of(&old)["requires"], json!(["a"]));
+        let both = with(json!({ "requires": ["a"], "depends_on": ["a"] })).unwrap_err();
+        assert_eq!(both.field(), "requires");
+        // A record stored before the rename reads the same.
+        let mut stored = serde_json::to_value(&old).unwrap();
+        let list = stored.as_object_mut().unwrap().remove("requires").unwrap();
+        stored["depends_on"] = list;
+        assert_eq!(serde_json::from_value::<Agent>(stored).unwrap(), old);
     }
 
     #[test]

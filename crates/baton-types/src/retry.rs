@@ -51,6 +51,8 @@ pub struct RetryPolicyInput {
     pub backoff: Option<String>,
     #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 86400000))]
     pub base_ms: Option<i64>,
+    /// At least `base_ms`.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 86400000))]
     pub max_ms: Option<i64>,
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Jitter>))]
     pub jitter: Option<String>,

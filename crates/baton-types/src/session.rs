@@ -31,6 +31,7 @@ pub struct SessionInput {
     /// The main task's checkpoints, as descriptions or `{id?, description}`.
     pub checkpoints: Option<Vec<CheckpointInput>>,
     /// The main task's name (default `main`).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub task: Option<String>,
 }
 

@@ -32,6 +32,13 @@ use crate::{views, Api};
 /// other than the client's version (a dependent registered, a need disabled).
 const DECISION_ROUNDS: usize = 3;
 
+/// The body of `PATCH /v1/agents/{name}`: a JSON merge patch (RFC 7396) of the agent's
+/// registration, the fields to change; `null` puts one back to its default.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct AgentPatch(serde_json::Map<String, Value>);
+
 /// The path's agent name; one that cannot be an agent's names none.
 fn agent_name<'a>(call: &Call<'a>) -> Result<&'a str, ApiError> {
     let name = call.param("name");
@@ -556,8 +563,8 @@ where
         ("If-Match" = String, Header, description = "The `ETag` read: `\"3\"`, `W/\"3\"`, a list, or `*`"),
     ),
     request_body(content(
-        (Object = "application/merge-patch+json"),
-        (Object = "application/json"),
+        (AgentPatch = "application/merge-patch+json"),
+        (AgentPatch = "application/json"),
     )),
     responses(
         (status = 200, body = crate::bodies::AgentView, headers(("ETag" = String))),
@@ -577,12 +584,19 @@ where
     let name = agent_name(call)?;
     let request = call.request;
     let condition = if_match(request)?;
-    let changes: Value = parse_body(request)?;
-    if !changes.is_object() {
+    let mut changes: Value = parse_body(request)?;
+    let Some(fields) = changes.as_object_mut() else {
         return Err(ApiError::invalid(
             "a PATCH body is a JSON object of the fields to change (null removes one)",
             json!({}),
         ));
+    };
+    // The deprecated name patches `requires` (the stored registration says `requires`); a
+    // patch naming both is refused as a registration naming both is.
+    if !fields.contains_key("requires") {
+        if let Some(list) = fields.remove("depends_on") {
+            fields.insert("requires".into(), list);
+        }
     }
     if changes.get("name").is_some_and(|n| n != name) {
         return Err(ApiError::invalid(

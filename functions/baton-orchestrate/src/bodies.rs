@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use baton_types::agent::AgentTarget;
+use baton_types::agent::{AgentKind, InferenceSettings};
 use baton_types::circuit::{BreakerSettings, CircuitState};
 use baton_types::conversation::{
     Analysis, Checkpoint, ProgressChange, StackTask, TurnPlan, TurnSummary,
@@ -53,12 +53,40 @@ pub struct Health {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentView {
     pub name: String,
-    #[serde(flatten)]
-    pub target: AgentTarget,
+    /// How Baton reaches it; the fields of its kind are set, the others absent.
+    pub kind: AgentKind,
+    /// http: the URL Baton POSTs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// lambda: the function's name or ARN, with an optional `:qualifier`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    /// openai: the API's base URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// openai: the model asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// bedrock: the model or inference profile asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_id: Option<String>,
+    /// openai and bedrock: the system prompt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+    /// openai: the fields merged into each request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Map<String, Value>>,
+    /// openai: the reference of the secret holding the API key (never the key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// bedrock: the inference configuration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inference: Option<InferenceSettings>,
     pub capabilities: Vec<String>,
     pub category: Option<String>,
     pub description: Option<String>,
-    pub depends_on: Vec<String>,
+    /// The agents this one needs registered and enabled (the registry's guard).
+    pub requires: Vec<String>,
     pub timeout_ms: u64,
     pub enabled: bool,
     /// Raised by every change; the `ETag` is this number in quotes.
@@ -78,7 +106,9 @@ pub struct AgentView {
     /// Null until the first probe.
     pub health: Option<HealthView>,
     pub circuit: CircuitView,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub created_at: String,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub updated_at: String,
 }
 
@@ -87,6 +117,7 @@ pub struct AgentView {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthView {
     pub status: HealthStatus,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub checked_at: String,
     pub consecutive_failures: u32,
     pub detail: Option<String>,
@@ -100,6 +131,7 @@ pub struct CircuitView {
     /// The share of failures among the agent's last `window` calls.
     pub failure_rate: f64,
     pub consecutive_failures: u32,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub opened_at: Option<String>,
     /// A half-open circuit's probe call is out now.
     pub probe_out: bool,
@@ -209,6 +241,7 @@ pub struct Pacing {
     /// Tasks that reach the queues at their turn rather than at once.
     pub paced_tasks: u32,
     /// The last of those turns (RFC 3339): when the last task may start at the earliest.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub last_start_at: String,
     /// The tenant's pace.
     pub tasks_per_second: f64,
@@ -220,6 +253,7 @@ pub struct Pacing {
 pub struct SessionCreated {
     pub session_id: String,
     /// When it ends unless a turn comes first.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub expires_at: String,
 }
 
@@ -242,8 +276,11 @@ pub struct SessionView {
     #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub metadata: Value,
     pub idle_timeout_s: u64,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub created_at: String,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub last_active_at: String,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub expires_at: String,
     /// Turns started so far.
     pub turns: u32,
@@ -271,7 +308,9 @@ pub struct InstanceView {
     pub state: Value,
     pub calls: u32,
     pub last_turn: u32,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub created_at: String,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub updated_at: String,
 }
 
@@ -323,7 +362,9 @@ pub struct TurnView {
     /// Sync agents answered too.
     pub is_enriched: bool,
     pub timing_metrics: TimingMetrics,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub created_at: String,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub answered_at: Option<String>,
     /// While the turn runs (202): where to fetch it.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -655,11 +655,13 @@ where
     S: SessionStore,
 {
     let body: &[u8] = request.body().as_ref();
+    // No body, or `null`, is a resume without a reply.
     let input = if body.iter().all(u8::is_ascii_whitespace) {
-        ResumeInput { reply: None }
+        None
     } else {
-        parse_body::<ResumeInput>(request)?
-    };
+        parse_body::<Option<ResumeInput>>(request)?
+    }
+    .unwrap_or(ResumeInput { reply: None });
     if let Some(reply) = &input.reply {
         if reply.trim().is_empty() || reply.chars().count() > MAX_TURN_TEXT_CHARS {
             return Err(invalid(

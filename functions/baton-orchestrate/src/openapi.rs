@@ -167,6 +167,9 @@ impl Modify for TenantScoped {
             for operation in operations.into_iter().flatten() {
                 for parameter in operation.parameters.iter_mut().flatten() {
                     not_null(parameter);
+                    if parameter.name == "If-Match" {
+                        set_pattern(parameter, IF_MATCH_PATTERN);
+                    }
                 }
                 if operation.security.is_some() {
                     // `security(())`: open to anyone, which OpenAPI writes as no requirement.
@@ -198,6 +201,15 @@ fn not_null(parameter: &mut Parameter) {
                 schema.schema_type = SchemaType::Type(one.clone());
             }
         }
+    }
+}
+
+/// What `IfMatch::parse` reads: `*`, or a list of this API's tags, weak or strong.
+const IF_MATCH_PATTERN: &str = r#"^ *(\*|(W/)?"[0-9]{1,19}"( *, *(W/)?"[0-9]{1,19}")*) *$"#;
+
+fn set_pattern(parameter: &mut Parameter, pattern: &str) {
+    if let Some(RefOr::T(Schema::Object(schema))) = &mut parameter.schema {
+        schema.pattern = Some(pattern.to_string());
     }
 }
 

@@ -7,7 +7,7 @@
 //! route under another method answers 405 with the methods it has; one that matches none, 404.
 
 use lambda_http::{Request, RequestExt};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use baton_chain::config::TenantSource;
@@ -127,7 +127,39 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T
             json!({}),
         ));
     }
-    serde_json::from_slice(body).map_err(ApiError::from_json)
+    match serde_json::from_slice(body) {
+        Ok(parsed) => Ok(parsed),
+        // JSON Schema, and so the document, counts `3.0` as an integer: read it as 3. Only
+        // when the body failed as written, so every other refusal keeps its line and column.
+        Err(error) => serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|mut value| whole_numbers(&mut value).then_some(value))
+            .and_then(|value| serde_json::from_value(value).ok())
+            .ok_or_else(|| ApiError::from_json(error)),
+    }
+}
+
+/// Rewrites every number that has a fraction of zero as an integer; whether there was one.
+fn whole_numbers(value: &mut Value) -> bool {
+    match value {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            let whole = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15);
+            match whole {
+                Some(f) => {
+                    *value = Value::from(f as i64);
+                    true
+                }
+                None => false,
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |any, v| whole_numbers(v) | any),
+        Value::Object(fields) => fields
+            .values_mut()
+            .fold(false, |any, v| whole_numbers(v) | any),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

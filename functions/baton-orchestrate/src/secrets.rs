@@ -28,8 +28,10 @@ pub struct SecretView {
     /// What an agent's `api_key` names to use it.
     pub reference: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub created_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub updated_at: Option<String>,
 }
 
@@ -48,8 +50,9 @@ pub struct SecretDeleted {
 }
 
 /// The body of `PUT /v1/secrets/{name}`.
-#[derive(Debug)]
+#[derive(Debug, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // Parsed by hand (see `value_of`); the type describes the body.
 pub struct SecretInput {
     /// The secret's text: an API key, or JSON with an `api_key` field. 1 to 65,536 bytes.

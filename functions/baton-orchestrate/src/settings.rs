@@ -173,5 +173,28 @@ impl CapabilityDefaultsInput {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PrioritiesInput {
+    #[cfg_attr(feature = "openapi", schema(schema_with = multipliers))]
     multipliers: std::collections::BTreeMap<String, f64>,
+}
+
+/// The multipliers as `check_multipliers` takes them: at most 200 task types of 1 to 64
+/// characters, each multiplier above 0 and at most 100.
+#[cfg(feature = "openapi")]
+fn multipliers() -> utoipa::openapi::schema::Object {
+    use baton_types::priority::{MAX_MULTIPLIER, MAX_MULTIPLIERS};
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    let multiplier = ObjectBuilder::new()
+        .schema_type(Type::Number)
+        .exclusive_minimum(Some(0.0))
+        .maximum(Some(MAX_MULTIPLIER));
+    let task_type = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(64));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(task_type))
+        .additional_properties(Some(AdditionalProperties::RefOr(multiplier.into())))
+        .max_properties(Some(MAX_MULTIPLIERS))
+        .build()
 }

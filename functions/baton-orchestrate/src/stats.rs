@@ -27,6 +27,7 @@ use crate::Api;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Stats {
     /// When the figures were read (RFC 3339).
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub as_of: String,
     pub routing: RoutingSummary,
     pub health: HealthSummary,

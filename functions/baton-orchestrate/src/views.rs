@@ -43,13 +43,22 @@ pub fn agent(
     let breaker = agent.breaker();
     let closed = Circuit::default();
     let circuit = circuit.unwrap_or(&closed);
-    AgentView {
+    let view = AgentView {
         name: agent.name.clone(),
-        target: shown_target(agent, tenant, tenancy),
+        kind: agent.kind(),
+        endpoint: None,
+        function: None,
+        base_url: None,
+        model: None,
+        model_id: None,
+        system_prompt: None,
+        parameters: None,
+        api_key: None,
+        inference: None,
         capabilities: agent.capabilities.clone(),
         category: agent.category.clone(),
         description: agent.description.clone(),
-        depends_on: agent.depends_on.clone(),
+        requires: agent.requires.clone(),
         timeout_ms: agent.timeout_ms,
         enabled: agent.enabled,
         version: agent.version,
@@ -76,6 +85,35 @@ pub fn agent(
         },
         created_at: rfc3339(agent.created_at_ms),
         updated_at: rfc3339(agent.updated_at_ms),
+    };
+    with_target(view, shown_target(agent, tenant, tenancy))
+}
+
+/// The view with the fields of the agent's kind set.
+fn with_target(view: AgentView, target: AgentTarget) -> AgentView {
+    match target {
+        AgentTarget::Http { endpoint } => AgentView {
+            endpoint: Some(endpoint),
+            ..view
+        },
+        AgentTarget::Lambda { function } => AgentView {
+            function: Some(function),
+            ..view
+        },
+        AgentTarget::Openai(openai) => AgentView {
+            base_url: Some(openai.base_url),
+            model: Some(openai.model),
+            system_prompt: openai.system_prompt,
+            parameters: openai.parameters,
+            api_key: openai.api_key,
+            ..view
+        },
+        AgentTarget::Bedrock(bedrock) => AgentView {
+            model_id: Some(bedrock.model_id),
+            system_prompt: bedrock.system_prompt,
+            inference: bedrock.inference,
+            ..view
+        },
     }
 }
 

@@ -69,9 +69,13 @@ pub struct WorkflowDetail {
     pub name: String,
     /// `running`, `paused`, `cancelling`, `succeeded`, `failed` or `cancelled`.
     pub status: String,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub created_at: String,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub updated_at: String,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub finished_at: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub deadline_at: Option<String>,
     pub failed_task: Option<String>,
     pub error: Option<TaskFailure>,
@@ -110,7 +114,9 @@ pub struct TaskView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_truncated: Option<TruncatedOutput>,
     pub error: Option<TaskFailure>,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub started_at: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub finished_at: Option<String>,
     /// `pause` or `cancel` while its workflow holds it.
     pub hold: Option<String>,
@@ -145,11 +151,14 @@ pub struct AttemptView {
     pub attempt: u32,
     pub agent: Option<String>,
     pub outcome: AttemptOutcome,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub started_at: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub finished_at: String,
     pub error: Option<TaskFailure>,
     pub claims: u32,
     pub retry_delay_ms: Option<u64>,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub next_attempt_at: Option<String>,
     pub usage: Option<TokenUsage>,
     /// The result came after a forced cancel ended the task: kept, and it changed nothing.
@@ -175,7 +184,9 @@ pub struct WorkflowSummary {
     pub task_count: u32,
     pub redrives: u32,
     pub failed_task: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub created_at: String,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub finished_at: Option<String>,
 }
 
@@ -202,6 +213,7 @@ pub struct WorkflowHistory {
 #[derive(Debug, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryEntry {
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub at: String,
     /// `submitted`, `queued`, `released`, `routed`, `claimed`, `succeeded`, `failed`,
     /// `retry_scheduled`, `skipped`, `cancelled`, `paused`, `resumed`, `cancel_requested`,
@@ -294,6 +306,32 @@ pub async fn workflow_plan<S: ApiStore, Q>(
             plan,
         },
     ))
+}
+
+/// The graph's formats, for the document (the handler reads `GraphFormat::NAMES`).
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[schema(as = GraphFormat)]
+#[allow(dead_code)]
+enum GraphFormatName {
+    #[schema(rename = "mermaid")]
+    Mermaid,
+    #[schema(rename = "dot")]
+    Dot,
+}
+
+/// The statuses the list filters by ([`LIST_STATUSES`]), for the document.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum ListStatus {
+    Running,
+    Paused,
+    Cancelling,
+    Succeeded,
+    Failed,
+    Cancelled,
 }
 
 /// A stored workflow with its tasks; 404 for an id that is not one.
@@ -487,7 +525,7 @@ pub async fn workflow_history<S: ApiStore, Q>(
     tag = "workflows",
     params(
         ("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36),
-        ("format" = Option<String>, Query, description = "`mermaid` (the default) or `dot`"),
+        ("format" = inline(Option<GraphFormatName>), Query, description = "`mermaid` (the default) or `dot`"),
     ),
     responses(
         (status = 200, description = "The graph", content_type = "text/plain; charset=utf-8", body = String),
@@ -522,11 +560,11 @@ pub async fn workflow_graph<S: ApiStore, Q>(
 /// The tenant's workflows, newest first, a page at a time (from an index, never a scan).
 #[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/workflows", tag = "workflows",
     params(
-        ("status" = Option<String>, Query, description = "`running`, `paused`, `cancelling`, `succeeded`, `failed` or `cancelled`"),
+        ("status" = inline(Option<ListStatus>), Query, description = "Only workflows in this status"),
         ("name" = Option<String>, Query, description = "Only workflows of exactly this name", min_length = 1, max_length = 200),
         ("since" = Option<String>, Query, format = DateTime, description = "Only workflows created at or after this RFC 3339 time"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size (default 20)"),
-        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the page before"),
+        ("cursor" = Option<String>, Query, min_length = 1, pattern = "^[A-Za-z0-9_-]+$", description = "The `next_cursor` of the page before"),
     ),
     responses((status = 200, body = WorkflowList))))]
 pub async fn list_workflows<S: ApiStore, Q>(

@@ -113,8 +113,9 @@ fn agent_item(tenant: &str, agent: &Agent) -> Result<Item, StoreError> {
     if let Some(conversation) = &agent.conversation {
         item.insert("conversation".into(), json(conversation)?);
     }
-    if !agent.depends_on.is_empty() {
-        item.insert("depends_on".into(), string_list(&agent.depends_on));
+    // `requires` keeps the attribute of its old name, `depends_on`: stored agents read as before.
+    if !agent.requires.is_empty() {
+        item.insert("depends_on".into(), string_list(&agent.requires));
     }
     if let Some(category) = &agent.category {
         item.insert("category".into(), s(category.as_str()));
@@ -152,7 +153,7 @@ fn agent_record(item: &Item) -> Result<Agent, StoreError> {
         keywords: a.list("keywords"),
         task_types: a.list("task_types"),
         conversation: a.json("conversation")?,
-        depends_on: a.list("depends_on"),
+        requires: a.list("depends_on"),
         category: a.opt_s("category").map(String::from),
         description: a.opt_s("description").map(String::from),
         health: a.json("health")?,
