@@ -106,6 +106,9 @@ pub fn completions(
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
     let name = app.get_name().to_string();
-    clap_complete::generate(shell, &mut app, name, out);
+    // Whole first: clap_complete panics on a failed write, and a reader may stop early.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut app, name, &mut script);
+    out.write_all(&script)?;
     out.flush()
 }

@@ -299,9 +299,10 @@ pub async fn serve<H, Fut>(
                     let mut response = error_response(&refusal);
                     // As after hyper's own parse errors: nothing more is read on this
                     // connection.
-                    response
-                        .headers_mut()
-                        .insert(http::header::CONNECTION, "close".parse().expect("a value"));
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
                     return response;
                 }
                 let (parts, body) = request.into_parts();
