@@ -49,7 +49,7 @@ async fn a_redelivered_message_writes_nothing_and_its_copy_is_left_to_the_claim(
     let deps = deps_with_workflow().await;
     let message = route_message(task_ref("w", "a", 1));
     let before = deps.store.task(TENANT, "w", "a").await.unwrap();
-    deliver(&deps, &[message.clone()]).await;
+    deliver(&deps, std::slice::from_ref(&message)).await;
     deliver(&deps, &[message]).await;
     // Routing writes nothing: each copy goes on, and execute-agent's claim takes one.
     assert_eq!(deps.queue.drain_execute().len(), 2);
@@ -61,7 +61,7 @@ async fn a_message_not_due_yet_goes_round_again_with_the_rest_of_its_delay() {
     let deps = deps_with_workflow().await;
     let mut message = route_message(task_ref("w", "a", 1));
     message.not_before_ms = Some(now_ms() + 120_000);
-    deliver(&deps, &[message.clone()]).await;
+    deliver(&deps, std::slice::from_ref(&message)).await;
     let sent = deps.queue.drain();
     assert!(sent.execute.is_empty());
     assert_eq!(sent.route.len(), 1);
@@ -113,7 +113,7 @@ async fn an_end_whose_response_was_lost_is_safe_to_deliver_again() {
         .unwrap();
     deps.store.inject("end_attempt", Fault::LoseResponse, 1);
     let message = route_message(task_ref("w", "a", 1));
-    let response = deliver(&deps, &[message.clone()]).await;
+    let response = deliver(&deps, std::slice::from_ref(&message)).await;
     assert_eq!(
         response.batch_item_failures.len(),
         1,
