@@ -336,6 +336,22 @@ fn end_now(
     Ok(())
 }
 
+impl MemoryStore {
+    fn read_task(
+        &self,
+        method: &'static str,
+        tenant: &str,
+        workflow_id: &str,
+        task_id: &str,
+    ) -> Result<Option<TaskRecord>, StoreError> {
+        self.run(method, |state| {
+            Ok(state
+                .stored_task(tenant, workflow_id, task_id)
+                .map(|t| t.record.clone()))
+        })
+    }
+}
+
 #[async_trait]
 impl WorkflowStore for MemoryStore {
     async fn create_workflow(&self, workflow: &NewWorkflow) -> Result<(), StoreError> {
@@ -398,11 +414,8 @@ impl WorkflowStore for MemoryStore {
         workflow_id: &str,
         task_id: &str,
     ) -> Result<Option<TaskRecord>, StoreError> {
-        self.run("task_whole", |state| {
-            Ok(state
-                .stored_task(tenant, workflow_id, task_id)
-                .map(|t| t.record.clone()))
-        })
+        // Payloads stay on their items: the item is the task whole.
+        self.read_task("task_whole", tenant, workflow_id, task_id)
     }
 
     async fn task(
@@ -411,11 +424,7 @@ impl WorkflowStore for MemoryStore {
         workflow_id: &str,
         task_id: &str,
     ) -> Result<Option<TaskRecord>, StoreError> {
-        self.run("task", |state| {
-            Ok(state
-                .stored_task(tenant, workflow_id, task_id)
-                .map(|t| t.record.clone()))
-        })
+        self.read_task("task", tenant, workflow_id, task_id)
     }
 
     async fn workflow_status(
