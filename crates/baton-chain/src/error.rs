@@ -49,7 +49,13 @@ mod tests {
         let error = Outer(std::io::Error::other("throttled"));
         assert_eq!(with_causes(&error), "outer: throttled");
         let store = crate::store::StoreError::Request(Box::new(error));
-        assert_eq!(store.to_string(), "the store request failed: outer: throttled");
-        assert!(std::error::Error::source(&store).is_some(), "the source is kept");
+        assert_eq!(
+            store.to_string(),
+            "the store request failed: outer: throttled"
+        );
+        assert!(
+            std::error::Error::source(&store).is_some(),
+            "the source is kept"
+        );
     }
 }
