@@ -668,7 +668,10 @@ async fn bad_turns_are_refused_naming_the_field_and_store_nothing() {
     )
     .await;
     assert_eq!(cycle.status, 400, "{:?}", cycle.body);
-    assert_eq!(cycle.body["error"]["details"]["field"], "depends_on");
+    assert_eq!(
+        cycle.body["error"]["details"]["field"],
+        "conversation.depends_on"
+    );
     assert_eq!(
         cycle.body["error"]["details"]["agents"],
         json!(["b", "a", "b"])

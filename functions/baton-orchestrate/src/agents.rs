@@ -245,9 +245,16 @@ async fn validated<S, Q>(
 }
 
 /// The guard's refusals: a need unknown or circular is a bad request; a state that forbids
-/// the change (needed by enabled agents, needing disabled ones) is a conflict.
-fn guard_error(error: GuardError) -> ApiError {
-    let details = json!({ "field": error.field(), "agents": error.agents() });
+/// the change (needed by enabled agents, needing disabled ones) is a conflict. A need that
+/// only a sync agent's `conversation.depends_on` states is named as that field.
+fn guard_error(error: GuardError, agent: Option<&Agent>) -> ApiError {
+    let field = match agent {
+        Some(a) if error.field() == "requires" && a.requires.is_empty() => {
+            "conversation.depends_on"
+        }
+        _ => error.field(),
+    };
+    let details = json!({ "field": field, "agents": error.agents() });
     match error {
         GuardError::UnknownDependency { .. } | GuardError::Cycle { .. } => {
             ApiError::invalid(error.to_string(), details)
@@ -331,9 +338,9 @@ where
             Decision::Write(stored, status) => (stored, status),
         };
         if let Some(agent) = &stored {
-            check_change(&list.agents, agent).map_err(guard_error)?;
+            check_change(&list.agents, agent).map_err(|e| guard_error(e, Some(agent)))?;
         } else {
-            check_release(&list.agents, name).map_err(guard_error)?;
+            check_release(&list.agents, name).map_err(|e| guard_error(e, None))?;
         }
         let releases = stored.as_ref().is_none_or(|a| !a.enabled);
         let needs: Vec<&str> = stored
