@@ -37,7 +37,7 @@ async fn store_diamond(stack: &LocalStack, id: &str) {
     let now = now_ms();
     let workflow = NewWorkflow {
         counted: true,
-        tenant: "acme".into(),
+        tenant: "acme".parse().unwrap(),
         workflow_id: id.into(),
         name: "diamond".into(),
         created_at_ms: now,
@@ -78,7 +78,7 @@ fn entry(attempt: u32, outcome: AttemptOutcome) -> AttemptRecord {
 
 fn attempt(workflow: &str, task: &str, attempt: u32) -> TaskRef {
     TaskRef {
-        tenant: "acme".into(),
+        tenant: "acme".parse().unwrap(),
         workflow_id: workflow.into(),
         task_id: task.into(),
         attempt,
@@ -181,7 +181,11 @@ async fn a_claim_is_exclusive_to_one_attempt() {
             .unwrap(),
         ClaimOutcome::AlreadyFinished(_)
     ));
-    let view = store.workflow("acme", "w1").await.unwrap().unwrap();
+    let view = store
+        .workflow(&"acme".parse().unwrap(), "w1")
+        .await
+        .unwrap()
+        .unwrap();
     let ids: Vec<&str> = view.tasks.iter().map(|t| t.id.as_str()).collect();
     assert_eq!(
         ids,
@@ -195,7 +199,7 @@ async fn a_claim_is_exclusive_to_one_attempt() {
     );
     assert!(
         store
-            .workflow("other-tenant", "w1")
+            .workflow(&"other-tenant".parse().unwrap(), "w1")
             .await
             .unwrap()
             .is_none(),
@@ -211,14 +215,14 @@ async fn dependents_are_released_once_and_only_by_their_last_parent() {
     let until = now_ms() + 60_000;
     assert_eq!(
         store
-            .release_dependent("acme", "w2", "d", "b", until)
+            .release_dependent(&"acme".parse().unwrap(), "w2", "d", "b", until)
             .await
             .unwrap(),
         Release::StillWaiting
     );
     assert_eq!(
         store
-            .release_dependent("acme", "w2", "d", "b", until)
+            .release_dependent(&"acme".parse().unwrap(), "w2", "d", "b", until)
             .await
             .unwrap(),
         Release::StillWaiting,
@@ -226,7 +230,7 @@ async fn dependents_are_released_once_and_only_by_their_last_parent() {
     );
     assert_eq!(
         store
-            .release_dependent("acme", "w2", "d", "c", until)
+            .release_dependent(&"acme".parse().unwrap(), "w2", "d", "c", until)
             .await
             .unwrap(),
         Release::Ready {
@@ -237,7 +241,7 @@ async fn dependents_are_released_once_and_only_by_their_last_parent() {
     );
     assert_eq!(
         store
-            .release_dependent("acme", "w2", "d", "c", until)
+            .release_dependent(&"acme".parse().unwrap(), "w2", "d", "c", until)
             .await
             .unwrap(),
         Release::Ready {
@@ -249,7 +253,7 @@ async fn dependents_are_released_once_and_only_by_their_last_parent() {
     );
     assert_eq!(
         store
-            .release_dependent("acme", "w2", "d", "b", until)
+            .release_dependent(&"acme".parse().unwrap(), "w2", "d", "b", until)
             .await
             .unwrap(),
         Release::Moved,
@@ -331,39 +335,63 @@ async fn a_finished_task_is_counted_once_and_the_workflow_completes_once() {
     let finish = finish_at(&stack.settings, now_ms());
     for task in ["a", "a", "b", "c"] {
         store
-            .count_finished_task("acme", "w3", task, false, finish.now_ms)
+            .count_finished_task(&"acme".parse().unwrap(), "w3", task, false, finish.now_ms)
             .await
             .unwrap();
     }
     assert!(
         !store
-            .finish_workflow("acme", "w3", WorkflowStatus::Succeeded, finish)
+            .finish_workflow(
+                &"acme".parse().unwrap(),
+                "w3",
+                WorkflowStatus::Succeeded,
+                finish
+            )
             .await
             .unwrap(),
         "d is still to run"
     );
     let progress = store
-        .count_finished_task("acme", "w3", "d", false, finish.now_ms)
+        .count_finished_task(&"acme".parse().unwrap(), "w3", "d", false, finish.now_ms)
         .await
         .unwrap();
     assert_eq!(progress.tasks_remaining, 0);
     assert!(!progress.failing);
     assert!(
         !store
-            .finish_workflow("acme", "w3", WorkflowStatus::Failed, finish)
+            .finish_workflow(
+                &"acme".parse().unwrap(),
+                "w3",
+                WorkflowStatus::Failed,
+                finish
+            )
             .await
             .unwrap(),
         "nothing failed: it cannot finish as failed"
     );
     assert!(store
-        .finish_workflow("acme", "w3", WorkflowStatus::Succeeded, finish)
+        .finish_workflow(
+            &"acme".parse().unwrap(),
+            "w3",
+            WorkflowStatus::Succeeded,
+            finish
+        )
         .await
         .unwrap());
     assert!(!store
-        .finish_workflow("acme", "w3", WorkflowStatus::Succeeded, finish)
+        .finish_workflow(
+            &"acme".parse().unwrap(),
+            "w3",
+            WorkflowStatus::Succeeded,
+            finish
+        )
         .await
         .unwrap());
-    let view = store.workflow("acme", "w3").await.unwrap().unwrap();
+    let view = store
+        .workflow(&"acme".parse().unwrap(), "w3")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(view.workflow.status, WorkflowStatus::Succeeded);
     assert_eq!(view.workflow.finished_at_ms, Some(finish.now_ms));
 }
@@ -425,7 +453,11 @@ async fn outcomes_are_learned_once_even_when_recorded_concurrently() {
         .into_iter()
         .all(|learned| learned == [true]));
     let stats = store
-        .agent_stats("acme", "work", &["worker".into(), "nobody".into()])
+        .agent_stats(
+            &"acme".parse().unwrap(),
+            "work",
+            &["worker".into(), "nobody".into()],
+        )
         .await
         .unwrap();
     assert_eq!(stats.len(), 1);
@@ -495,7 +527,7 @@ async fn a_join_released_by_many_parents_at_once_is_released_exactly_once() {
     let now = now_ms();
     let workflow = NewWorkflow {
         counted: true,
-        tenant: "acme".into(),
+        tenant: "acme".parse().unwrap(),
         workflow_id: "wj".into(),
         name: "join".into(),
         created_at_ms: now,
@@ -511,7 +543,7 @@ async fn a_join_released_by_many_parents_at_once_is_released_exactly_once() {
         .chain(parents.iter())
         .map(|parent| async move {
             store
-                .release_dependent("acme", "wj", "join", parent, now + 60_000)
+                .release_dependent(&"acme".parse().unwrap(), "wj", "join", parent, now + 60_000)
                 .await
                 .unwrap()
         });
@@ -525,7 +557,11 @@ async fn a_join_released_by_many_parents_at_once_is_released_exactly_once() {
         .map(|(p, _)| p)
         .collect();
     assert_eq!(releasers.len(), 1, "{releases:?}");
-    let view = store.workflow("acme", "wj").await.unwrap().unwrap();
+    let view = store
+        .workflow(&"acme".parse().unwrap(), "wj")
+        .await
+        .unwrap()
+        .unwrap();
     let join = view.tasks.iter().find(|t| t.id == "join").unwrap();
     assert_eq!(join.status, TaskStatus::Queued);
     assert_eq!(join.deps_remaining, 0);
@@ -536,10 +572,14 @@ async fn the_repairs_outline_of_a_workflow_holds_no_inputs_or_outputs() {
     let stack = api_only_stack("outline").await;
     store_diamond(&stack, "w-outline").await;
     let store = &stack.execute_deps().store;
-    let whole = store.workflow("acme", "w-outline").await.unwrap().unwrap();
+    let whole = store
+        .workflow(&"acme".parse().unwrap(), "w-outline")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(whole.tasks.iter().all(|t| t.input.is_object()));
     let outline = store
-        .workflow_outline("acme", "w-outline")
+        .workflow_outline(&"acme".parse().unwrap(), "w-outline")
         .await
         .unwrap()
         .unwrap();
@@ -564,28 +604,59 @@ async fn running_workflows_are_counted_under_their_tenant_until_they_finish() {
     store_diamond(&stack, "w-running-2").await;
     assert_eq!(
         eventually("both are counted", || async {
-            let n = store.running_count("acme", 100).await.unwrap();
+            let n = store
+                .running_count(&"acme".parse().unwrap(), 100)
+                .await
+                .unwrap();
             (n == 2).then_some(n)
         })
         .await,
         2
     );
-    assert!(store.running_count("acme", 1).await.unwrap() >= 1);
-    assert_eq!(store.running_count("globex", 100).await.unwrap(), 0);
+    assert!(
+        store
+            .running_count(&"acme".parse().unwrap(), 1)
+            .await
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(
+        store
+            .running_count(&"globex".parse().unwrap(), 100)
+            .await
+            .unwrap(),
+        0
+    );
     // Finishing takes it out of the index.
     let finish = finish_at(&stack.settings, now_ms());
     for task in ["a", "b", "c", "d"] {
         store
-            .count_finished_task("acme", "w-running-1", task, false, now_ms())
+            .count_finished_task(
+                &"acme".parse().unwrap(),
+                "w-running-1",
+                task,
+                false,
+                now_ms(),
+            )
             .await
             .unwrap();
     }
     assert!(store
-        .finish_workflow("acme", "w-running-1", WorkflowStatus::Succeeded, finish)
+        .finish_workflow(
+            &"acme".parse().unwrap(),
+            "w-running-1",
+            WorkflowStatus::Succeeded,
+            finish
+        )
         .await
         .unwrap());
     eventually("one is left", || async {
-        (store.running_count("acme", 100).await.unwrap() == 1).then_some(())
+        (store
+            .running_count(&"acme".parse().unwrap(), 100)
+            .await
+            .unwrap()
+            == 1)
+            .then_some(())
     })
     .await;
 }
@@ -608,7 +679,11 @@ async fn concurrent_submissions_of_one_tenant_never_lose_each_others_tasks() {
         let store = store.clone();
         async move {
             let step = PaceStep::new(&quotas, 5, now);
-            match store.advance_pace("acme", &step).await.unwrap() {
+            match store
+                .advance_pace(&"acme".parse().unwrap(), &step)
+                .await
+                .unwrap()
+            {
                 PaceAdvance::Advanced { base_us, .. } => (base_us, step.turns_ms(base_us)),
                 PaceAdvance::Refused { .. } => panic!("within the backlog"),
             }

@@ -1580,7 +1580,7 @@ async fn another_tenants_ids_answer_as_ids_that_exist_nowhere_on_every_verb() {
         workflow: "0190aaaa-0000-7000-8000-00000000dead".into(),
         session: "0190aaaa-0000-7000-8000-00000000beef".into(),
         secret: unique("ghost"),
-        tenant: "nobody".into(),
+        tenant: "nobody".parse().unwrap(),
     };
     let all_ids: Vec<&Ids> = acme_ids.iter().collect();
     let before = acme_views(&stack, &all_ids).await;

@@ -716,7 +716,7 @@ async fn dispatches(stack: &baton_local::stack::LocalStack, id: &str, task_id: &
     stack
         .execute_deps()
         .store
-        .task("default", id, task_id)
+        .task(&"default".parse().unwrap(), id, task_id)
         .await
         .expect("task read")
         .expect("task stored")

@@ -245,10 +245,13 @@ async fn a_skip_cut_short_by_a_crash_is_finished_by_the_repair_sweep() {
     let finish = finish_at(&stack.settings, now);
     // The handler counted a, skipped b, and died there.
     store
-        .count_finished_task("default", &id, "a", true, now)
+        .count_finished_task(&"default".parse().unwrap(), &id, "a", true, now)
         .await
         .unwrap();
-    store.skip_task("default", &id, "b", finish).await.unwrap();
+    store
+        .skip_task(&"default".parse().unwrap(), &id, "b", finish)
+        .await
+        .unwrap();
     delete(&stack, "ExecuteQueue", &a).await;
 
     let report = sweep_at(&stack, after_repair_delay(&stack)).await;

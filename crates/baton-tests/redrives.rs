@@ -248,7 +248,7 @@ async fn a_reset_archives_a_late_attempt_too_and_a_repeated_reset_changes_nothin
     register_url(&stack, "worker", &nobody.url, &["work"]).await;
     let id = submit(&stack, &one_task()).await;
     let first = TaskRef {
-        tenant: LOCAL_TENANT.into(),
+        tenant: LOCAL_TENANT.parse().unwrap(),
         workflow_id: id.clone(),
         task_id: "a".into(),
         attempt: 1,
@@ -257,7 +257,7 @@ async fn a_reset_archives_a_late_attempt_too_and_a_repeated_reset_changes_nothin
     claim_and_record(&stack, &first, AttemptEnd::Failed(failure)).await;
     let store = &stack.execute_deps().store;
     let view = store
-        .workflow(LOCAL_TENANT, &id)
+        .workflow(&LOCAL_TENANT.parse().unwrap(), &id)
         .await
         .unwrap()
         .expect("the workflow");
@@ -303,7 +303,10 @@ async fn a_reset_archives_a_late_attempt_too_and_a_repeated_reset_changes_nothin
         assert!(reset, "reset now or before");
     }
 
-    let archive = store.archived_drives(LOCAL_TENANT, &id).await.unwrap();
+    let archive = store
+        .archived_drives(&LOCAL_TENANT.parse().unwrap(), &id)
+        .await
+        .unwrap();
     assert_eq!(archive.len(), 1, "{archive:?}");
     assert_eq!((archive[0].task_id.as_str(), archive[0].drive), ("a", 0));
     let late_flags: Vec<bool> = archive[0].attempts.iter().map(|a| a.late).collect();

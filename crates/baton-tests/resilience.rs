@@ -164,7 +164,7 @@ async fn seed_history(stack: &LocalStack, agent: &str, success: bool) {
         .map(|i| OutcomeMessage {
             v: FORMAT_VERSION,
             task: TaskRef {
-                tenant: "default".into(),
+                tenant: "default".parse().unwrap(),
                 workflow_id: "history".into(),
                 task_id: format!("h{i}"),
                 attempt: 1,
@@ -599,7 +599,7 @@ async fn a_late_copy_of_a_finished_tasks_message_does_not_take_the_probe() {
     // A duplicate of the finished task's route message arrives late, as SQS may deliver it.
     let stale = RouteMessage::new(
         TaskRef {
-            tenant: "default".into(),
+            tenant: "default".parse().unwrap(),
             workflow_id: id.clone(),
             task_id: "t".into(),
             attempt: 1,

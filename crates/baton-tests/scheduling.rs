@@ -1,6 +1,7 @@
 //! Routing strategies, concurrency and resource limits, priorities and deadlines, end to end on
 //! the local stack with real HTTP agents, and the slot store against the emulator.
 
+use baton_types::ids::TenantId;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -402,7 +403,8 @@ async fn slots_are_limited_idempotent_given_back_and_expire_with_their_lease() {
         needs: &one_gpu,
         until_ms,
     };
-    let take = |holder, until| store.acquire_slot("acme", "box", limits, hold(holder, until), now);
+    let acme: TenantId = "acme".parse().unwrap();
+    let take = |holder, until| store.acquire_slot(&acme, "box", limits, hold(holder, until), now);
     assert_eq!(take("a", now + 60_000).await.unwrap(), SlotGrant::Held);
     assert_eq!(
         take("a", now + 60_000).await.unwrap(),
@@ -412,7 +414,11 @@ async fn slots_are_limited_idempotent_given_back_and_expire_with_their_lease() {
     assert_eq!(take("b", now + 1_000).await.unwrap(), SlotGrant::Held);
     assert_eq!(take("c", now + 60_000).await.unwrap(), SlotGrant::Full);
     let loads = store
-        .loads("acme", &["box".into(), "idle".into()], now)
+        .loads(
+            &"acme".parse().unwrap(),
+            &["box".into(), "idle".into()],
+            now,
+        )
         .await
         .unwrap();
     assert_eq!(loads["box"].in_flight, 2);
@@ -422,14 +428,29 @@ async fn slots_are_limited_idempotent_given_back_and_expire_with_their_lease() {
     // A holder that died: its slot is free once its lease ran out.
     let later = now + 2_000;
     let grant = store
-        .acquire_slot("acme", "box", limits, hold("c", later + 60_000), later)
+        .acquire_slot(
+            &"acme".parse().unwrap(),
+            "box",
+            limits,
+            hold("c", later + 60_000),
+            later,
+        )
         .await
         .unwrap();
     assert_eq!(grant, SlotGrant::Held);
     // Given back: room again; giving back twice changes nothing.
-    store.release_slot("acme", "box", "a").await.unwrap();
-    store.release_slot("acme", "box", "a").await.unwrap();
-    let loads = store.loads("acme", &["box".into()], later).await.unwrap();
+    store
+        .release_slot(&"acme".parse().unwrap(), "box", "a")
+        .await
+        .unwrap();
+    store
+        .release_slot(&"acme".parse().unwrap(), "box", "a")
+        .await
+        .unwrap();
+    let loads = store
+        .loads(&"acme".parse().unwrap(), &["box".into()], later)
+        .await
+        .unwrap();
     assert_eq!(loads["box"].in_flight, 1);
 }
 
@@ -549,7 +570,13 @@ async fn a_resent_task_that_finds_its_agent_full_at_execution_waits_and_is_not_d
         until_ms: now_ms() + 60_000,
     };
     let taken = store
-        .acquire_slot("default", "single", limits, hold, now_ms())
+        .acquire_slot(
+            &"default".parse().unwrap(),
+            "single",
+            limits,
+            hold,
+            now_ms(),
+        )
         .await
         .unwrap();
     assert_eq!(taken, SlotGrant::Held);

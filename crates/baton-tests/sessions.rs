@@ -154,7 +154,7 @@ async fn an_end_that_read_an_earlier_opening_leaves_the_session_opened_again_who
     use baton_types::session::SessionInput;
     let (stack, id, first) = session_with_a_turn("session-generations").await;
     let store = &stack.cleanup_deps().store;
-    let tenant = baton_local::LOCAL_TENANT;
+    let tenant = &baton_local::LOCAL_TENANT.parse().unwrap();
     // An end reads the session's items (as the sweep and `POST /orchestrate` both may)…
     let late_end = store
         .session_contents(tenant, &id)

@@ -191,7 +191,7 @@ async fn a_host_that_resolves_to_a_refused_address_is_not_called() {
         .into_agent(0)
         .expect("a well-formed registration");
     let task = TaskRef {
-        tenant: "default".into(),
+        tenant: "default".parse().unwrap(),
         workflow_id: "w".into(),
         task_id: "t".into(),
         attempt: 1,

@@ -7,7 +7,7 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_sdk_sqs::Client;
 use serde::Serialize;
 
-use baton_chain::error::BoxError;
+use baton_chain::causes::BoxError;
 use baton_chain::queue::{
     oldest_age_s, watched_queues, QueueDepth, QueueError, QueueStats, TaskQueue, WatchedQueue,
 };
@@ -62,7 +62,7 @@ impl SqsQueues {
             .client
             .send_message()
             .queue_url(url)
-            .message_group_id(message.tenant())
+            .message_group_id(message.tenant().as_str())
             .message_body(serde_json::to_string(message)?);
         let delay_s = delay_seconds(delay);
         if delay_s > 0 {
@@ -90,7 +90,7 @@ impl SqsQueues {
                     let delay_s = delay_seconds(*delay);
                     SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
-                        .message_group_id(m.tenant())
+                        .message_group_id(m.tenant().as_str())
                         .message_body(serde_json::to_string(m)?)
                         .set_delay_seconds((delay_s > 0).then_some(delay_s))
                         .build()

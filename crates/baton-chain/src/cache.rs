@@ -1,6 +1,7 @@
 //! Short-lived caches kept inside one execution environment. They are only caches: DynamoDB
 //! holds the one copy of the state, and an entry is used for a few seconds at most.
 
+use baton_types::ids::TenantId;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
@@ -117,7 +118,11 @@ impl Default for AgentCache {
 
 impl AgentCache {
     /// The tenant's agents (routing's view: no prompts), from the cache while it is fresh.
-    pub async fn agents<R>(&self, registry: &R, tenant: &str) -> Result<Arc<Vec<Agent>>, StoreError>
+    pub async fn agents<R>(
+        &self,
+        registry: &R,
+        tenant: &TenantId,
+    ) -> Result<Arc<Vec<Agent>>, StoreError>
     where
         R: AgentRegistry + ?Sized,
     {
@@ -130,7 +135,7 @@ impl AgentCache {
     pub async fn refresh<R>(
         &self,
         registry: &R,
-        tenant: &str,
+        tenant: &TenantId,
     ) -> Result<Arc<Vec<Agent>>, StoreError>
     where
         R: AgentRegistry + ?Sized,
@@ -141,7 +146,7 @@ impl AgentCache {
     }
 
     /// Forgets the tenant's agents after this process changed them.
-    pub fn forget(&self, tenant: &str) {
+    pub fn forget(&self, tenant: &TenantId) {
         self.registries.forget(&tenant.to_string());
         if let Ok(mut entries) = self.agents.entries.lock() {
             entries.retain(|(t, _), _| t != tenant);
@@ -153,7 +158,7 @@ impl AgentCache {
     pub async fn agent<R>(
         &self,
         registry: &R,
-        tenant: &str,
+        tenant: &TenantId,
         name: &str,
     ) -> Result<Option<Agent>, StoreError>
     where
@@ -183,7 +188,11 @@ impl Default for ConfigCache {
 }
 
 impl ConfigCache {
-    pub async fn config<S>(&self, store: &S, tenant: &str) -> Result<Arc<TenantConfig>, StoreError>
+    pub async fn config<S>(
+        &self,
+        store: &S,
+        tenant: &TenantId,
+    ) -> Result<Arc<TenantConfig>, StoreError>
     where
         S: ConfigStore + ?Sized,
     {
@@ -193,7 +202,7 @@ impl ConfigCache {
     }
 
     /// Forgets the tenant's settings after this process changed them.
-    pub fn forget(&self, tenant: &str) {
+    pub fn forget(&self, tenant: &TenantId) {
         self.0.forget(&tenant.to_string());
     }
 }

@@ -7,6 +7,7 @@
 //! trusts no message, can run this again from the start: only the steps that did not happen
 //! yet take effect.
 
+use baton_types::ids::TenantId;
 use futures::future::join_all;
 use serde_json::Value;
 
@@ -125,7 +126,7 @@ where
 /// Counts one ended task on its workflow, and finishes the workflow if it was the last.
 async fn count_task<S>(
     store: &S,
-    tenant: &str,
+    tenant: &TenantId,
     workflow_id: &str,
     task_id: &str,
     failed: bool,
@@ -163,7 +164,7 @@ where
 /// the tasks and edges below (a chain of diamonds has twice as many paths per diamond).
 async fn skip_descendants<S>(
     store: &S,
-    tenant: &str,
+    tenant: &TenantId,
     workflow_id: &str,
     dependents: &[String],
     finish: Finish,

@@ -14,6 +14,7 @@
 
 pub mod attempt;
 pub mod cache;
+pub mod causes;
 pub mod config;
 pub mod error;
 pub mod finish;

@@ -26,8 +26,8 @@ pub enum PayloadError {
     #[error("a payload of {bytes} bytes needs the payload bucket, and none is configured")]
     NoBucket { bytes: usize },
     /// The object store refused the request or did not answer; its error is the source.
-    #[error("the payload request failed: {}", crate::error::with_causes(.0.as_ref()))]
-    Request(#[source] crate::error::BoxError),
+    #[error("the payload request failed: {}", crate::causes::with_causes(.0.as_ref()))]
+    Request(#[source] crate::causes::BoxError),
     #[error("the payload at `{0}` is missing")]
     Missing(String),
 }

@@ -12,8 +12,8 @@ use baton_types::priority::Band;
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     /// The queue refused the request or did not answer; its error is the source.
-    #[error("the queue request failed: {}", crate::error::with_causes(.0.as_ref()))]
-    Request(#[source] crate::error::BoxError),
+    #[error("the queue request failed: {}", crate::causes::with_causes(.0.as_ref()))]
+    Request(#[source] crate::causes::BoxError),
     /// Some of a batch's messages were refused (the batch call itself succeeded).
     #[error("the queue refused messages: {0}")]
     Refused(String),

@@ -7,6 +7,7 @@
 //! as done, not as someone else's. The port methods say which transition they make;
 //! [`dynamo`] says how, and [`keys`] where.
 
+use baton_types::ids::TenantId;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -42,8 +43,8 @@ pub enum StoreError {
     #[error("the record would exceed the store's item size limit: {0}")]
     TooLarge(String),
     /// The store refused the request or did not answer; its error is the source.
-    #[error("the store request failed: {}", crate::error::with_causes(.0.as_ref()))]
-    Request(#[source] crate::error::BoxError),
+    #[error("the store request failed: {}", crate::causes::with_causes(.0.as_ref()))]
+    Request(#[source] crate::causes::BoxError),
     /// The request was refused as it stands (not for its size): trying it again cannot help.
     #[error("the store refused the request: {0}")]
     Refused(String),
@@ -77,7 +78,7 @@ pub struct NewTask {
 
 #[derive(Debug, Clone)]
 pub struct NewWorkflow {
-    pub tenant: String,
+    pub tenant: TenantId,
     pub workflow_id: String,
     pub name: String,
     pub created_at_ms: i64,
@@ -223,12 +224,16 @@ pub trait WorkflowStore: Send + Sync {
     async fn create_workflow(&self, workflow: &NewWorkflow) -> Result<(), StoreError>;
     /// The workflow record and all its tasks, read so that a finished workflow is never seen
     /// with unfinished tasks.
-    async fn workflow(&self, tenant: &str, id: &str) -> Result<Option<WorkflowView>, StoreError>;
+    async fn workflow(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Option<WorkflowView>, StoreError>;
     /// The workflow as [`WorkflowStore::workflow`] reads it, without its tasks' inputs and
     /// outputs: the scheduled repair's read, bounded whatever the payloads.
     async fn workflow_outline(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
     ) -> Result<Option<WorkflowView>, StoreError>;
     /// A payload an item points at, read from the bucket and parsed.
@@ -240,7 +245,7 @@ pub trait WorkflowStore: Send + Sync {
     /// no such task). [`WorkflowStore::task`] reads the item only.
     async fn task_whole(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_id: &str,
     ) -> Result<Option<TaskRecord>, StoreError>;
@@ -248,14 +253,14 @@ pub trait WorkflowStore: Send + Sync {
     /// (None: no such task).
     async fn task(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_id: &str,
     ) -> Result<Option<TaskRecord>, StoreError>;
     /// The workflow's status alone (None: no such workflow).
     async fn workflow_status(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
     ) -> Result<Option<WorkflowStatus>, StoreError>;
     /// queued → running for exactly this attempt, with a lease until `lease_until_ms`,
@@ -274,7 +279,7 @@ pub trait WorkflowStore: Send + Sync {
     /// time and no further once they come to more than `max_bytes`.
     async fn task_outputs(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_ids: &[String],
         max_bytes: usize,
@@ -292,7 +297,7 @@ pub trait WorkflowStore: Send + Sync {
     /// Counts an ended task on its workflow once; a failed one makes the workflow failing.
     async fn count_finished_task(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_id: &str,
         failed: bool,
@@ -302,7 +307,7 @@ pub trait WorkflowStore: Send + Sync {
     /// every task is counted. False if it already finished or some task is not counted yet.
     async fn finish_workflow(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         outcome: WorkflowStatus,
         finish: Finish,
@@ -310,7 +315,7 @@ pub trait WorkflowStore: Send + Sync {
     /// Counts `parent` as done on `dependent` once; queues it when it was the last.
     async fn release_dependent(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         dependent: &str,
         parent: &str,
@@ -320,7 +325,7 @@ pub trait WorkflowStore: Send + Sync {
     /// (so a descent cut short resumes), None if it moved on otherwise.
     async fn skip_task(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_id: &str,
         finish: Finish,
@@ -329,7 +334,7 @@ pub trait WorkflowStore: Send + Sync {
     /// `running_too`). True if it is cancelled now or was.
     async fn cancel_task(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_id: &str,
         failure: &TaskFailure,
@@ -339,7 +344,7 @@ pub trait WorkflowStore: Send + Sync {
     /// Marks a running workflow as failing with `error` (its deadline passed).
     async fn fail_workflow(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         error: &TaskFailure,
         now_ms: i64,
@@ -381,11 +386,11 @@ pub trait WorkflowStore: Send + Sync {
         shard: u32,
         now_ms: i64,
         limit: i32,
-    ) -> Result<Vec<(String, String)>, StoreError>;
+    ) -> Result<Vec<(TenantId, String)>, StoreError>;
     /// When the repair looks at a running workflow next.
     async fn schedule_check(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         at_ms: i64,
     ) -> Result<(), StoreError>;
@@ -395,7 +400,7 @@ pub trait WorkflowStore: Send + Sync {
     /// Returns the tasks kept. Safe to repeat, and to stop anywhere: what it did stays done.
     async fn keep_alive(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         since_ms: i64,
         now_ms: i64,
@@ -488,7 +493,7 @@ pub trait WorkflowControls: Send + Sync {
     /// has ended.
     async fn hold_task(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_id: &str,
         hold: Hold,
@@ -521,13 +526,13 @@ pub trait WorkflowControls: Send + Sync {
     /// redriven workflow has any).
     async fn archived_drives(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
     ) -> Result<Vec<ArchivedDrive>, StoreError>;
     /// One page of the tenant's workflows, newest first, from the list index.
     async fn list_workflows(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         filter: &WorkflowFilter,
     ) -> Result<WorkflowPage, StoreError>;
 }
@@ -547,28 +552,28 @@ pub enum HoldReleased {
 #[async_trait]
 pub trait AgentRegistry: Send + Sync {
     /// Writes the agent whether or not it exists (the local stack's examples on a restart).
-    async fn replace_agent(&self, tenant: &str, agent: &Agent) -> Result<(), StoreError>;
+    async fn replace_agent(&self, tenant: &TenantId, agent: &Agent) -> Result<(), StoreError>;
     /// The tenant's agents. An unreadable item is left out and logged: one bad item never
     /// takes the tenant's routing down.
-    async fn agents(&self, tenant: &str) -> Result<Vec<Agent>, StoreError>;
+    async fn agents(&self, tenant: &TenantId) -> Result<Vec<Agent>, StoreError>;
     /// The tenant's agents with what the registry needs to change them: the items it could
     /// not read, and each agent's guard.
-    async fn agent_list(&self, tenant: &str) -> Result<AgentList, StoreError>;
+    async fn agent_list(&self, tenant: &TenantId) -> Result<AgentList, StoreError>;
     /// Writes a registry change with the premises it was decided on; false if any no longer
     /// holds (the agent's version or guard moved, or a need was disabled meanwhile). A retry
     /// that meets its own earlier write counts as applied.
     async fn change_agent(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         change: &AgentChange<'_>,
     ) -> Result<bool, StoreError>;
-    async fn agent(&self, tenant: &str, name: &str) -> Result<Option<Agent>, StoreError>;
+    async fn agent(&self, tenant: &TenantId, name: &str) -> Result<Option<Agent>, StoreError>;
     /// The tenant's count of agents as its changes kept it (None: none kept yet).
-    async fn agent_count(&self, tenant: &str) -> Result<Option<u64>, StoreError>;
+    async fn agent_count(&self, tenant: &TenantId) -> Result<Option<u64>, StoreError>;
     /// The tenant's agents as routing and planning see them: without their system prompts,
     /// parameters, inference settings and descriptions, which only a call (or a person)
     /// needs. Unreadable items are left out, as by [`AgentRegistry::agents`].
-    async fn routing_agents(&self, tenant: &str) -> Result<Vec<Agent>, StoreError> {
+    async fn routing_agents(&self, tenant: &TenantId) -> Result<Vec<Agent>, StoreError> {
         self.agents(tenant).await
     }
     /// Agents (of every tenant) whose health check is due, with their tenant.
@@ -576,11 +581,11 @@ pub trait AgentRegistry: Send + Sync {
         &self,
         now_ms: i64,
         limit: i32,
-    ) -> Result<Vec<(String, Agent)>, StoreError>;
+    ) -> Result<Vec<(TenantId, Agent)>, StoreError>;
     /// Stores a probe's result and when the next probe is due.
     async fn record_health(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         name: &str,
         health: &AgentHealth,
         next_check_ms: i64,
@@ -642,10 +647,10 @@ pub struct AgentCount {
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// Stores a new session (its id is fresh, so it never meets another's).
-    async fn create_session(&self, tenant: &str, session: &Session) -> Result<(), StoreError>;
-    async fn session(&self, tenant: &str, id: &str) -> Result<Option<Session>, StoreError>;
+    async fn create_session(&self, tenant: &TenantId, session: &Session) -> Result<(), StoreError>;
+    async fn session(&self, tenant: &TenantId, id: &str) -> Result<Option<Session>, StoreError>;
     /// Deletes every item of the session. False if it held none (already ended).
-    async fn end_session(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+    async fn end_session(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
         match self.session_contents(tenant, id).await? {
             Some(contents) => self.delete_session_contents(tenant, &contents).await,
             None => Ok(false),
@@ -656,7 +661,7 @@ pub trait SessionStore: Send + Sync {
     /// again since it was read keeps its new session. False if nothing of it was deleted.
     async fn end_session_of(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
         generation: Option<&str>,
     ) -> Result<bool, StoreError> {
@@ -672,7 +677,7 @@ pub trait SessionStore: Send + Sync {
     /// session holds nothing).
     async fn session_contents(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
     ) -> Result<Option<SessionContents>, StoreError>;
     /// The second half of an end: deletes the turns' workflows, then each item read that is
@@ -680,7 +685,7 @@ pub trait SessionStore: Send + Sync {
     /// opening of the id are left alone. False if nothing was deleted.
     async fn delete_session_contents(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         contents: &SessionContents,
     ) -> Result<bool, StoreError>;
     /// Sessions whose idle time-out has passed, with their tenant, from the sweeps index. A
@@ -690,18 +695,18 @@ pub trait SessionStore: Send + Sync {
         &self,
         now_ms: i64,
         limit: i32,
-    ) -> Result<Vec<(String, String)>, StoreError>;
+    ) -> Result<Vec<(TenantId, String)>, StoreError>;
     /// The session with its agents' instances and the async results not shown yet, in one
     /// read.
     async fn session_bundle(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
     ) -> Result<Option<SessionBundle>, StoreError>;
     /// Lifts a human-intervention pause, recording the human's reply in the conversation.
     async fn resume_session(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
         reply: Option<&str>,
         now_ms: i64,
@@ -715,24 +720,28 @@ pub trait TurnStore: Send + Sync {
     /// the turn and its workflows, and takes the async results it shows.
     async fn start_turn(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         start: &TurnStart<'_>,
     ) -> Result<TurnStarted, StoreError>;
     async fn turn(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         session_id: &str,
         turn: u32,
     ) -> Result<Option<TurnRecord>, StoreError>;
     /// Records a turn's answer, the conversation's changed parts and the agents' instances,
     /// and lets the next turn in, in one transaction. False if the turn was already finished
     /// or the session has ended.
-    async fn finish_turn(&self, tenant: &str, finish: &TurnFinish<'_>) -> Result<bool, StoreError>;
+    async fn finish_turn(
+        &self,
+        tenant: &TenantId,
+        finish: &TurnFinish<'_>,
+    ) -> Result<bool, StoreError>;
     /// Keeps an async agent's result for the next turn, and its instance state; nothing if
     /// the session has ended, or is another opening than `generation` (when known).
     async fn record_async_result(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         session_id: &str,
         generation: Option<&str>,
         result: &AsyncResult,
@@ -853,21 +862,25 @@ impl TenantConfig {
 #[async_trait]
 pub trait ConfigStore: Send + Sync {
     /// All of the tenant's settings, in one query.
-    async fn tenant_config(&self, tenant: &str) -> Result<TenantConfig, StoreError>;
+    async fn tenant_config(&self, tenant: &TenantId) -> Result<TenantConfig, StoreError>;
     async fn put_capability_defaults(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         capability: &str,
         defaults: &CapabilityDefaults,
     ) -> Result<(), StoreError>;
     /// Replaces the tenant's own multipliers.
     async fn put_multipliers(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         multipliers: &std::collections::BTreeMap<String, f64>,
     ) -> Result<(), StoreError>;
     /// Replaces the quotas the operator set for the tenant.
-    async fn put_quotas(&self, tenant: &str, quotas: &QuotaOverrides) -> Result<(), StoreError>;
+    async fn put_quotas(
+        &self,
+        tenant: &TenantId,
+        quotas: &QuotaOverrides,
+    ) -> Result<(), StoreError>;
 }
 
 /// Counts a tenant's quotas bound where the things counted live outside the tables (its
@@ -879,13 +892,13 @@ pub trait TenantCounters: Send + Sync {
     /// start from where none is kept yet. False when every place is taken.
     async fn take_place(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         counter: &str,
         counted: u64,
         limit: u64,
     ) -> Result<bool, StoreError>;
     /// Gives one place back (never below zero).
-    async fn give_place(&self, tenant: &str, counter: &str) -> Result<(), StoreError>;
+    async fn give_place(&self, tenant: &TenantId, counter: &str) -> Result<(), StoreError>;
 }
 
 /// What a submission's step on the tenant's pace cell did.
@@ -902,17 +915,21 @@ pub enum PaceAdvance {
 pub trait AdmissionStore: Send + Sync {
     /// Applies `step` to the tenant's `tat` atomically: from idle if the tenant is idle, else
     /// extended if it stays within the backlog (see [`PaceStep`]).
-    async fn advance_pace(&self, tenant: &str, step: &PaceStep) -> Result<PaceAdvance, StoreError>;
+    async fn advance_pace(
+        &self,
+        tenant: &TenantId,
+        step: &PaceStep,
+    ) -> Result<PaceAdvance, StoreError>;
     /// Writes the urgent cell if it is still `read`; false if another submission moved it.
     async fn save_urgent(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         read: Option<i64>,
         next: i64,
     ) -> Result<bool, StoreError>;
     /// The tenant's unfinished submitted workflows, counted up to `limit` (from an index:
     /// a workflow submitted or finished a moment ago may be missed).
-    async fn running_count(&self, tenant: &str, limit: u32) -> Result<u64, StoreError>;
+    async fn running_count(&self, tenant: &TenantId, limit: u32) -> Result<u64, StoreError>;
 }
 
 /// What acquiring a slot on an agent found.
@@ -938,11 +955,11 @@ pub struct SlotHold<'a> {
 #[async_trait]
 pub trait RoutingState: Send + Sync {
     /// Advances the capability's round-robin counter and returns the turn taken.
-    async fn next_turn(&self, tenant: &str, capability: &str) -> Result<u64, StoreError>;
+    async fn next_turn(&self, tenant: &TenantId, capability: &str) -> Result<u64, StoreError>;
     /// The live calls in flight to each of `agents` at `now_ms` (absent: none).
     async fn loads(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         agents: &[String],
         now_ms: i64,
     ) -> Result<HashMap<String, AgentLoad>, StoreError>;
@@ -950,15 +967,19 @@ pub trait RoutingState: Send + Sync {
     /// live ones. Holds whose lease ran out no longer count.
     async fn acquire_slot(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         agent: &str,
         limits: Limits<'_>,
         hold: SlotHold<'_>,
         now_ms: i64,
     ) -> Result<SlotGrant, StoreError>;
     /// Gives the holder's slot back; nothing if it holds none.
-    async fn release_slot(&self, tenant: &str, agent: &str, holder: &str)
-        -> Result<(), StoreError>;
+    async fn release_slot(
+        &self,
+        tenant: &TenantId,
+        agent: &str,
+        holder: &str,
+    ) -> Result<(), StoreError>;
 }
 
 /// Outcome history, learned statistics and circuits.
@@ -976,7 +997,7 @@ pub trait LearningStore: Send + Sync {
     /// Stats of the given agents on one task type, keyed by agent name (absent: no history).
     async fn agent_stats(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         task_type: &str,
         agents: &[String],
     ) -> Result<HashMap<String, AgentStats>, StoreError>;
@@ -984,21 +1005,21 @@ pub trait LearningStore: Send + Sync {
     /// task type, their stats on it.
     async fn routing_view(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         task_type: Option<&str>,
         agents: &[String],
     ) -> Result<RoutingView, StoreError>;
     /// The given agents' circuits (absent: closed and clean).
     async fn circuits(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         agents: &[String],
     ) -> Result<HashMap<String, Circuit>, StoreError>;
     /// Hands out the half-open circuit's one probe, if no live probe is out and the circuit
     /// is still the one opened at `opened_at_ms`. True if `probe` is now the probe.
     async fn take_probe(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         agent: &str,
         probe: &Probe,
         opened_at_ms: i64,
@@ -1013,9 +1034,9 @@ pub trait StatsStore: Send + Sync {
     /// Every task type's stats record of each of `agents` (one query per agent).
     async fn learned_stats(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         agents: &[String],
     ) -> Result<Vec<baton_types::stats::LearnedStats>, StoreError>;
     /// The tenant's workflows that have not finished.
-    async fn running_workflows(&self, tenant: &str) -> Result<u64, StoreError>;
+    async fn running_workflows(&self, tenant: &TenantId) -> Result<u64, StoreError>;
 }

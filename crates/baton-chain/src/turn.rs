@@ -10,6 +10,7 @@
 //! Each write is conditioned on what it changes (the turn still running, the result not kept
 //! yet), so a redelivered message or a repeated follow-up changes nothing twice.
 
+use baton_types::ids::TenantId;
 use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
@@ -146,7 +147,7 @@ fn agent_of(record: &TaskRecord) -> &str {
 
 async fn finish_turn<S>(
     store: &S,
-    tenant: &str,
+    tenant: &TenantId,
     task: &TurnTask,
     now_ms: i64,
 ) -> Result<(), StoreError>

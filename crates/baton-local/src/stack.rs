@@ -523,12 +523,13 @@ impl LocalStack {
         registration: baton_types::agent::AgentRegistration,
     ) -> Result<(), String> {
         use baton_chain::store::AgentRegistry;
+        let tenant = baton_types::ids::TenantId::parse(tenant).map_err(|e| e.to_string())?;
         let agent = registration
             .into_agent(baton_types::clock::now_ms())
             .map_err(|e| e.to_string())?;
         self.clients
             .store(&self.settings)
-            .replace_agent(tenant, &agent)
+            .replace_agent(&tenant, &agent)
             .await
             .map_err(|e| e.to_string())
     }

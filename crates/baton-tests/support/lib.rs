@@ -453,7 +453,7 @@ pub async fn learned_stats(
         &format!("{count} outcomes of {agent} learned"),
         || async move {
             let mut stats = store
-                .agent_stats("default", task_type, &[agent.to_string()])
+                .agent_stats(&"default".parse().unwrap(), task_type, &[agent.to_string()])
                 .await
                 .ok()?;
             stats.remove(agent).filter(|s| s.count >= count)

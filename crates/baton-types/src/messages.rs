@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::circuit::BreakerSettings;
+use crate::ids::TenantId;
 use crate::outcome::{FailureKind, TokenUsage};
 use crate::routing::RouteDecision;
 use crate::task::{TaskProfile, TaskStatus};
@@ -15,7 +16,7 @@ pub const FORMAT_VERSION: u32 = 1;
 /// One attempt at one task. The unit of idempotency: every state change is keyed by it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TaskRef {
-    pub tenant: String,
+    pub tenant: TenantId,
     pub workflow_id: String,
     pub task_id: String,
     pub attempt: u32,
@@ -127,29 +128,29 @@ pub struct ExecuteMessage {
 /// A message of one tenant's: SQS fair queues keep one tenant's backlog from delaying
 /// another's by this (`MessageGroupId`).
 pub trait TenantMessage {
-    fn tenant(&self) -> &str;
+    fn tenant(&self) -> &TenantId;
 }
 
 impl TenantMessage for RouteMessage {
-    fn tenant(&self) -> &str {
+    fn tenant(&self) -> &TenantId {
         &self.task.tenant
     }
 }
 
 impl TenantMessage for ExecuteMessage {
-    fn tenant(&self) -> &str {
+    fn tenant(&self) -> &TenantId {
         &self.task.tenant
     }
 }
 
 impl TenantMessage for OutcomeMessage {
-    fn tenant(&self) -> &str {
+    fn tenant(&self) -> &TenantId {
         &self.task.tenant
     }
 }
 
 impl<M: TenantMessage + ?Sized> TenantMessage for &M {
-    fn tenant(&self) -> &str {
+    fn tenant(&self) -> &TenantId {
         (**self).tenant()
     }
 }
@@ -187,7 +188,7 @@ mod tests {
 
     fn route_message(attempt: u32, dispatch: u32) -> RouteMessage {
         let task = TaskRef {
-            tenant: "acme".into(),
+            tenant: "acme".parse().unwrap(),
             workflow_id: "w".into(),
             task_id: "t".into(),
             attempt,
@@ -226,7 +227,7 @@ mod tests {
         let msg = ExecuteMessage {
             v: FORMAT_VERSION,
             task: TaskRef {
-                tenant: "acme".into(),
+                tenant: "acme".parse().unwrap(),
                 workflow_id: "w".into(),
                 task_id: "t".into(),
                 attempt: 2,

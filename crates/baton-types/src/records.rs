@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use crate::control::{Control, ControlEvent, ControlState, Hold};
 use crate::dag::{Dag, DagError, TaskSpec};
+use crate::ids::TenantId;
 use crate::messages::TaskRef;
 use crate::outcome::TaskFailure;
 use crate::retry::RetryPolicySpec;
@@ -14,7 +15,7 @@ use crate::task::{AttemptRecord, TaskProfile, TaskStatus, WorkflowStatus};
 /// A task as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord {
-    pub tenant: String,
+    pub tenant: TenantId,
     pub workflow_id: String,
     pub id: String,
     pub capability: String,
@@ -91,7 +92,7 @@ pub struct ArchivedDrive {
 /// A workflow as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkflowRecord {
-    pub tenant: String,
+    pub tenant: TenantId,
     pub id: String,
     pub name: String,
     pub status: WorkflowStatus,
@@ -199,7 +200,7 @@ pub mod fixtures {
         ran: Option<(i64, i64)>,
     ) -> TaskRecord {
         TaskRecord {
-            tenant: "t".into(),
+            tenant: "t".parse().unwrap(),
             workflow_id: "w".into(),
             id: id.into(),
             capability: "c".into(),
@@ -237,7 +238,7 @@ pub mod fixtures {
         WorkflowView {
             workflow: WorkflowRecord {
                 kept_at_ms: 0,
-                tenant: "t".into(),
+                tenant: "t".parse().unwrap(),
                 id: "w".into(),
                 name: "a \"quoted\" name".into(),
                 status: WorkflowStatus::Succeeded,

@@ -23,6 +23,7 @@
 //! workflow (paused, retrying slowly, redriven) is kept: every half retention the repair
 //! moves its ended tasks' `expires_at` on and refreshes its payloads in the bucket.
 
+use baton_types::ids::TenantId;
 use std::time::Duration;
 
 use baton_aws::dynamo::keys::LEASE_SHARDS;
@@ -443,7 +444,7 @@ struct Repair {
 /// Brings one unfinished workflow up to date with its tasks' recorded states.
 async fn repair_workflow<S, Q, P>(
     deps: &CleanupDeps<S, Q, P>,
-    tenant: &str,
+    tenant: &TenantId,
     workflow_id: &str,
     now: i64,
 ) -> Result<Repair, ChainError>

@@ -6,6 +6,7 @@
 //! redelivered outcome changes nothing, and concurrent learners do not fight over the same
 //! records message by message.
 
+use baton_types::ids::TenantId;
 use std::collections::BTreeMap;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -28,7 +29,7 @@ pub async fn handle_batch<S: LearningStore>(
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
     let (outcomes, mut response) = decode_batch::<OutcomeMessage>(event.payload);
-    let mut groups: BTreeMap<(String, String), Vec<(String, OutcomeMessage)>> = BTreeMap::new();
+    let mut groups: BTreeMap<(TenantId, String), Vec<(String, OutcomeMessage)>> = BTreeMap::new();
     for (message_id, outcome) in outcomes {
         let key = (outcome.task.tenant.clone(), outcome.agent.clone());
         groups.entry(key).or_default().push((message_id, outcome));

@@ -1,7 +1,7 @@
 //! learn's handler on the memory store: each outcome is learned once, per agent.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use baton_chain::memory::fixtures::{settings, sqs_event, task_ref, CAPABILITY, TENANT};
+use baton_chain::memory::fixtures::{settings, sqs_event, task_ref, tenant, CAPABILITY};
 use baton_chain::memory::{Fault, MemoryStore};
 use baton_chain::store::LearningStore;
 use baton_learn::{handle_batch, LearnDeps};
@@ -36,7 +36,7 @@ async fn learned(deps: &LearnDeps<MemoryStore>, agents: &[&str]) -> Vec<(u64, u6
     let names: Vec<String> = agents.iter().map(|a| a.to_string()).collect();
     let stats = deps
         .store
-        .agent_stats(TENANT, CAPABILITY, &names)
+        .agent_stats(&tenant(), CAPABILITY, &names)
         .await
         .unwrap();
     names

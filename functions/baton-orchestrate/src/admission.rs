@@ -9,6 +9,7 @@
 //! - The urgent share: urgent tasks beyond it run in the `high` band.
 
 use baton_chain::store::{AdmissionStore, ConfigStore, PaceAdvance};
+use baton_types::ids::TenantId;
 use baton_types::quota::{urgent_turns, Admitted, Demand, PaceStep, Quotas};
 use serde_json::json;
 
@@ -20,7 +21,10 @@ use crate::Api;
 const RUNNING_RETRY_AFTER_S: u64 = 10;
 
 /// The tenant's quotas in effect: the operator's over the deployment's defaults.
-pub async fn quotas<S: ConfigStore, Q>(api: &Api<S, Q>, tenant: &str) -> Result<Quotas, ApiError> {
+pub async fn quotas<S: ConfigStore, Q>(
+    api: &Api<S, Q>,
+    tenant: &TenantId,
+) -> Result<Quotas, ApiError> {
     let config = timed("store", api.config.config(&api.store, tenant)).await?;
     Ok(config.quotas.over(&api.settings.quotas))
 }
@@ -42,7 +46,7 @@ pub fn quota_exceeded(
 /// Refuses a new workflow while the tenant has its quota of running ones.
 pub async fn check_running<S: AdmissionStore, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
+    tenant: &TenantId,
     quotas: &Quotas,
 ) -> Result<(), ApiError> {
     let limit = quotas.running_workflows;
@@ -63,7 +67,7 @@ pub async fn check_running<S: AdmissionStore, Q>(
 /// towards the share).
 pub async fn admit_tasks<S: AdmissionStore, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
+    tenant: &TenantId,
     quotas: &Quotas,
     demand: Demand,
     now_ms: i64,

@@ -14,7 +14,7 @@ use baton_chain::store::{
 use baton_types::agent::{Agent, AgentError, AgentRegistration};
 use baton_types::circuit::CircuitState;
 use baton_types::clock::now_ms;
-use baton_types::names::{check_name, NameKind};
+use baton_types::ids::{AgentName, TenantId};
 use baton_types::registry::{
     by_category, check_change, check_release, etag, health_summary, merge_patch, registration_of,
     requirements, GuardError, HealthSummary, IfMatch,
@@ -40,10 +40,9 @@ const DECISION_ROUNDS: usize = 3;
 struct AgentPatch(serde_json::Map<String, Value>);
 
 /// The path's agent name; one that cannot be an agent's names none.
-fn agent_name<'a>(call: &Call<'a>) -> Result<&'a str, ApiError> {
+fn agent_name(call: &Call<'_>) -> Result<AgentName, ApiError> {
     let name = call.param("name");
-    check_name(NameKind::Agent, name).map_err(|_| not_found(name))?;
-    Ok(name)
+    AgentName::parse(name).map_err(|_| not_found(name))
 }
 
 /// The agents by category.
@@ -66,7 +65,7 @@ fn not_found(name: &str) -> ApiError {
 /// The agent's view with its `ETag`, circuit and load.
 async fn agent_response<S, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
+    tenant: &TenantId,
     agent: &Agent,
     status: u16,
 ) -> Result<Response<Body>, ApiError>
@@ -112,7 +111,7 @@ where
     S: AgentRegistry + RoutingState + LearningStore,
 {
     let tenant = &call.tenant()?;
-    let name = agent_name(call)?;
+    let name = &agent_name(call)?;
     let agent = api
         .store
         .agent(tenant, name)
@@ -162,7 +161,7 @@ where
     let agents = agents
         .iter()
         .map(|a| {
-            let tenancy = (tenant.as_str(), &api.settings.tenancy);
+            let tenancy = (tenant, &api.settings.tenancy);
             views::agent(a, tenancy, circuits.get(&a.name), loads.get(&a.name), now)
         })
         .collect();
@@ -189,7 +188,7 @@ where
 /// batch read): `GET /v1/agents/health` and `GET /v1/stats`.
 pub(crate) async fn health_of<S, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
+    tenant: &TenantId,
     list: &AgentList,
     now_ms: i64,
 ) -> Result<HealthSummary, ApiError>
@@ -229,7 +228,7 @@ async fn check_agent_urls<S, Q>(api: &Api<S, Q>, agent: &Agent) -> Result<(), Ap
 /// checked. Refusals name the field and never repeat a reference.
 async fn validated<S, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
+    tenant: &TenantId,
     registration: AgentRegistration,
     now: i64,
 ) -> Result<Agent, ApiError> {
@@ -321,7 +320,7 @@ enum Decision {
 /// moves the tenant's count of agents in the same write, within `agent_limit`.
 async fn apply<S, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
+    tenant: &TenantId,
     name: &str,
     decide: impl Fn(&AgentList) -> Result<Decision, ApiError>,
 ) -> Result<Response<Body>, ApiError>
@@ -371,11 +370,11 @@ where
             api.agents.forget(tenant);
             return match stored {
                 Some(agent) => {
-                    tracing::info!(tenant, agent = %agent.name, version = agent.version, "agent stored");
+                    tracing::info!(%tenant, agent = %agent.name, version = agent.version, "agent stored");
                     agent_response(api, tenant, &agent, status).await
                 }
                 None => {
-                    tracing::info!(tenant, agent = %name, "agent deleted");
+                    tracing::info!(%tenant, agent = %name, "agent deleted");
                     Ok(json_response(
                         200,
                         &AgentDeleted {
@@ -535,7 +534,7 @@ where
     Q: TaskQueue,
 {
     let tenant = &call.tenant()?;
-    let name = agent_name(call)?;
+    let name = &agent_name(call)?;
     let request = call.request;
     let condition = if_match(request)?;
     let registration = registration_for(name, parse_body(request)?)?;
@@ -588,7 +587,7 @@ where
     Q: TaskQueue,
 {
     let tenant = &call.tenant()?;
-    let name = agent_name(call)?;
+    let name = &agent_name(call)?;
     let request = call.request;
     let condition = if_match(request)?;
     let mut changes: Value = parse_body(request)?;
@@ -605,7 +604,7 @@ where
             fields.insert("requires".into(), list);
         }
     }
-    if changes.get("name").is_some_and(|n| n != name) {
+    if changes.get("name").is_some_and(|n| n != name.as_str()) {
         return Err(ApiError::invalid(
             "an agent cannot be renamed",
             json!({ "field": "name" }),
@@ -651,7 +650,7 @@ where
     S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
 {
     let tenant = &call.tenant()?;
-    let name = agent_name(call)?;
+    let name = &agent_name(call)?;
     let condition = if_match(call.request)?;
     apply(api, tenant, name, |list| {
         matched(list, name, condition.as_ref())?;
@@ -716,7 +715,7 @@ where
     S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
 {
     let tenant = &call.tenant()?;
-    let name = agent_name(call)?;
+    let name = &agent_name(call)?;
     let condition = if_match(call.request)?;
     let now = now_ms();
     apply(api, tenant, name, |list| {

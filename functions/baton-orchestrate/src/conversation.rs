@@ -21,6 +21,7 @@ use baton_types::conversation::{
     plan_turn, Analysis, AnalysisMethod, PlanError, TurnPlan, TurnTask, CLASSIFY, DEFAULT_WAIT_S,
     MAX_CHANNEL_CHARS, MAX_TURN_TEXT_CHARS, MAX_WAIT_S,
 };
+use baton_types::ids::{SessionId, TenantId};
 use baton_types::messages::{RouteMessage, TaskRef};
 use baton_types::names::{check_name, NameKind};
 use baton_types::priority::{Band, Priority};
@@ -138,11 +139,16 @@ pub fn session_not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("session `{id}` does not exist or has ended"))
 }
 
+/// A new session's id: a UUID v7, which keeps the rules of a session id.
+fn new_session_id() -> SessionId {
+    SessionId::parse(&uuid::Uuid::now_v7().to_string()).expect("a UUID is a session id")
+}
+
 /// Runs one turn of `session_id` and waits for its answer.
 pub async fn run_turn<S, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
-    session_id: &str,
+    tenant: &TenantId,
+    session_id: &SessionId,
     ask: TurnAsk,
     arrived: Instant,
 ) -> Result<TurnReply, ApiError>
@@ -151,7 +157,6 @@ where
     Q: TaskQueue,
 {
     let created_at_ms = now_ms();
-    check_name(NameKind::Workflow, session_id).map_err(|_| session_not_found(session_id))?;
     let bundle = api
         .store
         .session_bundle(tenant, session_id)
@@ -324,7 +329,7 @@ where
         }
         TurnStarted::Gone => return Err(session_not_found(session_id)),
     }
-    tracing::info!(tenant, session = %session_id, turn = turn_number, "turn started");
+    tracing::info!(%tenant, session = %session_id, turn = turn_number, "turn started");
     let ready: Vec<RouteMessage> = workflows
         .iter()
         .flat_map(|w| {
@@ -333,7 +338,7 @@ where
                 .filter(|t| t.status == TaskStatus::Queued)
                 .map(|t| {
                     let task = TaskRef {
-                        tenant: tenant.to_string(),
+                        tenant: tenant.clone(),
                         workflow_id: w.workflow_id.clone(),
                         task_id: t.id.clone(),
                         attempt: 1,
@@ -370,7 +375,7 @@ fn turn_in_progress(session_id: &str, active_turn: u32) -> ApiError {
 /// few hundred milliseconds of chain, and each poll is one small consistent read.
 async fn wait_for_answer<S, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
+    tenant: &TenantId,
     mut turn: TurnRecord,
     until: Instant,
 ) -> Result<TurnReply, ApiError>
@@ -398,7 +403,7 @@ where
 /// rules over the session's agents' keywords and task types.
 async fn analyse<S, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
+    tenant: &TenantId,
     ask: &TurnAsk,
     registered: &[Agent],
     members: &[&Agent],
@@ -438,7 +443,7 @@ where
     // The key carries the tenant like every other: an agent shared by two tenants' registrations
     // must not take one tenant's classification for the other's.
     let task = TaskRef {
-        tenant: tenant.to_string(),
+        tenant: tenant.clone(),
         workflow_id: session_id.to_string(),
         task_id: format!("classify-{turn}"),
         attempt: 1,
@@ -503,7 +508,11 @@ struct TurnShape<'a> {
 /// The turn's workflows: the agents it waits for (sync in dependency order, the primary
 /// last, or the specialist alone), and, if any, its async agents. Each task is named after its
 /// agent and runs on that agent only.
-fn turn_workflows<S, Q>(api: &Api<S, Q>, tenant: &str, shape: &TurnShape<'_>) -> Vec<NewWorkflow> {
+fn turn_workflows<S, Q>(
+    api: &Api<S, Q>,
+    tenant: &TenantId,
+    shape: &TurnShape<'_>,
+) -> Vec<NewWorkflow> {
     let plan = shape.plan;
     let task = |agent: &str, role: Role, depends_on: Vec<String>, dependents: Vec<String>| {
         let capability = shape
@@ -574,7 +583,7 @@ fn turn_workflows<S, Q>(api: &Api<S, Q>, tenant: &str, shape: &TurnShape<'_>) ->
         waited.push(task(core, Role::Core, all_sync, Vec::new()));
     }
     let workflow = |suffix: &str, tasks: Vec<NewTask>| NewWorkflow {
-        tenant: tenant.to_string(),
+        tenant: tenant.clone(),
         workflow_id: uuid::Uuid::now_v7().to_string(),
         name: format!("session {} turn {}{suffix}", shape.session.id, shape.turn),
         created_at_ms: shape.now_ms,
@@ -599,7 +608,7 @@ fn turn_workflows<S, Q>(api: &Api<S, Q>, tenant: &str, shape: &TurnShape<'_>) ->
 /// Opens a session; without `agents`, every agent with a conversation role takes part.
 pub async fn open_session<S, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
+    tenant: &TenantId,
     input: SessionInput,
     id: String,
 ) -> Result<Session, ApiError>
@@ -630,7 +639,7 @@ where
         .map_err(|e| invalid("agents", e.to_string()))?;
     api.store.create_session(tenant, &session).await?;
     baton_chain::metrics::session_started();
-    tracing::info!(tenant, session = %session.id, "session opened");
+    tracing::info!(%tenant, session = %session.id, "session opened");
     Ok(session)
 }
 
@@ -647,7 +656,7 @@ pub struct ResumeInput {
 /// `POST /v1/sessions/{id}/resume`.
 pub async fn resume<S, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
+    tenant: &TenantId,
     session_id: &str,
     request: &Request,
 ) -> Result<Response<Body>, ApiError>
@@ -670,7 +679,7 @@ where
             ));
         }
     }
-    check_name(NameKind::Workflow, session_id).map_err(|_| session_not_found(session_id))?;
+    let session_id = &SessionId::parse(session_id).map_err(|_| session_not_found(session_id))?;
     let now = now_ms();
     match api
         .store
@@ -678,7 +687,7 @@ where
         .await?
     {
         Resumed::Resumed(session) if !session.is_expired(now) => {
-            tracing::info!(tenant, session = %session_id, "session resumed");
+            tracing::info!(%tenant, session = %session_id, "session resumed");
             Ok(json_response(
                 200,
                 &SessionResumed {
@@ -885,7 +894,7 @@ pub struct OrchestratorQuery {
 /// with the caller's identifiers (`individual_id`, `call_log_id`, …) kept as the session's metadata.
 pub async fn orchestrate<S, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
+    tenant: &TenantId,
     query: OrchestratorQuery,
     arrived: Instant,
 ) -> Result<TurnReply, ApiError>
@@ -902,12 +911,8 @@ where
     }
     .check()?;
     let id = match query.conversation_id {
-        Some(id) => {
-            check_name(NameKind::Workflow, &id)
-                .map_err(|e| invalid("conversation_id", e.to_string()))?;
-            id
-        }
-        None => uuid::Uuid::now_v7().to_string(),
+        Some(id) => SessionId::parse(&id).map_err(|e| invalid("conversation_id", e.to_string()))?,
+        None => new_session_id(),
     };
     let exists = match api.store.session(tenant, &id).await? {
         Some(session) if session.is_expired(now_ms()) => {
@@ -933,7 +938,7 @@ where
             metadata: Some(metadata),
             ..SessionInput::default()
         };
-        match open_session(api, tenant, input, id.clone()).await {
+        match open_session(api, tenant, input, id.to_string()).await {
             // Another request opened it first.
             Ok(_) | Err(ApiError::Conflict(_)) => {}
             Err(other) => return Err(other),

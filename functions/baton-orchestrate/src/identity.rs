@@ -11,7 +11,7 @@
 //! operator, `X-Baton-Scopes`; a request without `X-Tenant-Id` is refused.
 
 use baton_chain::config::TenantSource;
-use baton_types::names::{check_name, NameKind};
+use baton_types::ids::TenantId;
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 use serde_json::json;
@@ -29,7 +29,7 @@ const GROUPS_CLAIM: &str = "cognito:groups";
 
 /// The request's tenant. `jwt`: a missing or unusable claim is 401, as an invalid identity.
 /// `header`: a missing header is 401 too, and a malformed one 400, as a bad request.
-pub fn tenant(source: &TenantSource, request: &Request) -> Result<String, ApiError> {
+pub fn tenant(source: &TenantSource, request: &Request) -> Result<TenantId, ApiError> {
     match source {
         TenantSource::Jwt { claim } => tenant_from_claims(request, claim),
         TenantSource::Header => tenant_from_header(request),
@@ -86,7 +86,7 @@ fn verified_token(
     }
 }
 
-fn tenant_from_claims(request: &Request, claim: &str) -> Result<String, ApiError> {
+fn tenant_from_claims(request: &Request, claim: &str) -> Result<TenantId, ApiError> {
     let claims = verified_token(request).map(|jwt| &jwt.claims);
     let Some(claims) = claims else {
         return Err(ApiError::Unauthorized(
@@ -98,13 +98,12 @@ fn tenant_from_claims(request: &Request, claim: &str) -> Result<String, ApiError
             "the token has no `{claim}` claim to name its tenant"
         )));
     };
-    check_name(NameKind::Tenant, value).map_err(|e| {
+    TenantId::parse(value).map_err(|e| {
         ApiError::Unauthorized(format!("the token's `{claim}` claim is not a tenant: {e}"))
-    })?;
-    Ok(value.clone())
+    })
 }
 
-fn tenant_from_header(request: &Request) -> Result<String, ApiError> {
+fn tenant_from_header(request: &Request) -> Result<TenantId, ApiError> {
     let Some(value) = request.headers().get(TENANT_HEADER) else {
         return Err(ApiError::NoIdentity(
             "the request names no tenant: send `X-Tenant-Id`".into(),
@@ -112,10 +111,8 @@ fn tenant_from_header(request: &Request) -> Result<String, ApiError> {
     };
     // A header that is not visible ASCII is read lossily, so the error quotes what was sent.
     let text = String::from_utf8_lossy(value.as_bytes());
-    let tenant = text.as_ref();
-    check_name(NameKind::Tenant, tenant)
-        .map_err(|e| ApiError::invalid(e.to_string(), json!({ "header": TENANT_HEADER })))?;
-    Ok(tenant.to_string())
+    TenantId::parse(&text)
+        .map_err(|e| ApiError::invalid(e.to_string(), json!({ "header": TENANT_HEADER })))
 }
 
 #[cfg(test)]
@@ -182,7 +179,7 @@ mod tests {
         ));
     }
 
-    fn unauthorized(result: Result<String, ApiError>) -> String {
+    fn unauthorized(result: Result<TenantId, ApiError>) -> String {
         match result {
             Err(ApiError::Unauthorized(message)) => message,
             other => panic!("expected 401, got {other:?}"),

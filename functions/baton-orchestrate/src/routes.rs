@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use baton_chain::config::TenantSource;
+use baton_types::ids::TenantId;
 
 use crate::identity;
 
@@ -45,7 +46,7 @@ impl<'a> Call<'a> {
     }
 
     /// The tenant the request belongs to; every route but the service's asks.
-    pub fn tenant(&self) -> Result<String, ApiError> {
+    pub fn tenant(&self) -> Result<TenantId, ApiError> {
         identity::tenant(self.tenants, self.request)
     }
 }

@@ -9,6 +9,7 @@ use baton_aws::vault::{
 use baton_chain::store::{AgentRegistry, TenantCounters};
 use baton_types::agent::AgentTarget;
 use baton_types::clock::{now_ms, rfc3339};
+use baton_types::ids::TenantId;
 use baton_types::names::{check_name, NameKind};
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
@@ -78,9 +79,9 @@ fn secret_name<'a>(call: &Call<'a>, creating: bool) -> Result<&'a str, ApiError>
 const SECRETS_COUNTER: &str = "secrets";
 
 /// A place given back; a failure only leaves the count high until the next delete.
-async fn give_place_back<S: TenantCounters, Q>(api: &Api<S, Q>, tenant: &str) {
+async fn give_place_back<S: TenantCounters, Q>(api: &Api<S, Q>, tenant: &TenantId) {
     if let Err(error) = api.store.give_place(tenant, SECRETS_COUNTER).await {
-        tracing::warn!(tenant, %error, "a secret's place was not given back");
+        tracing::warn!(%tenant, %error, "a secret's place was not given back");
     }
 }
 
@@ -256,7 +257,7 @@ pub async fn put_secret<S: TenantCounters, Q>(
         timed("store", take).await?;
     }
     drop(value);
-    tracing::info!(tenant, secret = %name, ?written, "secret written");
+    tracing::info!(%tenant, secret = %name, ?written, "secret written");
     let now = rfc3339(now_ms());
     let body = SecretView {
         name: name.to_string(),
@@ -335,7 +336,7 @@ where
     if deleted {
         give_place_back(api, tenant).await;
     }
-    tracing::info!(tenant, secret = %name, "secret deleted");
+    tracing::info!(%tenant, secret = %name, "secret deleted");
     Ok(json_response(
         200,
         &SecretDeleted {

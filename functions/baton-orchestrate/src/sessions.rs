@@ -3,7 +3,7 @@
 
 use baton_chain::queue::TaskQueue;
 use baton_types::clock::{now_ms, rfc3339};
-use baton_types::names::{check_name, NameKind};
+use baton_types::ids::SessionId;
 use baton_types::session::SessionInput;
 use lambda_http::{Body, Response};
 use std::time::Instant;
@@ -57,7 +57,7 @@ pub async fn get_session<S: ApiStore, Q>(
     let tenant = call.tenant()?;
     let id = call.param("id");
     let not_found = || conversation::session_not_found(id);
-    check_name(NameKind::Workflow, id).map_err(|_| not_found())?;
+    let id = &SessionId::parse(id).map_err(|_| not_found())?;
     let now = now_ms();
     let bundle = timed("store", api.store.session_bundle(&tenant, id))
         .await?
@@ -81,12 +81,12 @@ pub async fn end_session<S: ApiStore, Q>(
     let tenant = call.tenant()?;
     let id = call.param("id");
     let not_found = || conversation::session_not_found(id);
-    check_name(NameKind::Workflow, id).map_err(|_| not_found())?;
+    let id = &SessionId::parse(id).map_err(|_| not_found())?;
     if !timed("store", api.store.end_session(&tenant, id)).await? {
         return Err(not_found());
     }
     baton_chain::metrics::session_ended();
-    tracing::info!(tenant, session = %id, "session ended");
+    tracing::info!(%tenant, session = %id, "session ended");
     let body = SessionEnded {
         session_id: id.to_string(),
         status: "ended".into(),
@@ -118,7 +118,9 @@ pub async fn send_message<S: ApiStore, Q: TaskQueue>(
     let tenant = call.tenant()?;
     let input: TurnInput = parse_body(call.request)?;
     let ask = input.check()?;
-    let reply = conversation::run_turn(api, &tenant, call.param("id"), ask, arrived).await?;
+    let id = call.param("id");
+    let id = &SessionId::parse(id).map_err(|_| conversation::session_not_found(id))?;
+    let reply = conversation::run_turn(api, &tenant, id, ask, arrived).await?;
     Ok(conversation::turn_response(reply, arrived))
 }
 
@@ -140,7 +142,7 @@ pub async fn get_turn<S: ApiStore, Q>(
     let tenant = call.tenant()?;
     let (id, number) = (call.param("id"), call.param("turn"));
     let not_found = || ApiError::NotFound(format!("session `{id}` has no turn `{number}`"));
-    check_name(NameKind::Workflow, id).map_err(|_| not_found())?;
+    let id = &SessionId::parse(id).map_err(|_| not_found())?;
     let number: u32 = number.parse().map_err(|_| not_found())?;
     let turn = timed("store", api.store.turn(&tenant, id, number))
         .await?

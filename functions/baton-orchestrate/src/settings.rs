@@ -77,7 +77,7 @@ pub async fn set_capability<S: ConfigStore, Q>(
     let put = api.store.put_capability_defaults(&tenant, name, &defaults);
     timed("store", put).await?;
     api.config.forget(&tenant);
-    tracing::info!(tenant, capability = %name, "capability defaults set");
+    tracing::info!(%tenant, capability = %name, "capability defaults set");
     Ok(json_response(
         200,
         &views::capability(name, Some(&defaults)),
@@ -115,7 +115,7 @@ pub async fn set_priorities<S: ConfigStore, Q>(
     let put = api.store.put_multipliers(&tenant, &input.multipliers);
     timed("store", put).await?;
     api.config.forget(&tenant);
-    tracing::info!(tenant, "priority multipliers set");
+    tracing::info!(%tenant, "priority multipliers set");
     Ok(json_response(200, &views::priorities(&input.multipliers)))
 }
 

@@ -4,7 +4,7 @@
 //! which tenants exist.
 
 use baton_chain::store::{AdmissionStore, AgentRegistry, ConfigStore};
-use baton_types::names::{check_name, NameKind};
+use baton_types::ids::TenantId;
 use baton_types::quota::{QuotaOverrides, Quotas};
 use lambda_http::{Body, Response};
 use serde::Serialize;
@@ -61,7 +61,7 @@ pub async fn get_tenant_quotas<S, Q>(
 where
     S: ConfigStore + AgentRegistry + AdmissionStore,
 {
-    let id = operators_tenant(api, call)?;
+    let id = &operators_tenant(api, call)?;
     Ok(json_response(200, &view(api, id).await?))
 }
 
@@ -84,7 +84,7 @@ pub async fn set_tenant_quotas<S, Q>(
 where
     S: ConfigStore + AgentRegistry + AdmissionStore,
 {
-    let id = operators_tenant(api, call)?;
+    let id = &operators_tenant(api, call)?;
     let overrides: QuotaOverrides = parse_body(call.request)?;
     overrides.check().map_err(|(field, reason)| {
         ApiError::invalid(format!("{field}: {reason}"), json!({ "field": field }))
@@ -97,7 +97,7 @@ where
 
 /// The tenant the operator's route names, once the caller is known to be the operator: the
 /// scope is checked before the id, so a refusal is the same for every id.
-fn operators_tenant<'a, S, Q>(api: &Api<S, Q>, call: &Call<'a>) -> Result<&'a str, ApiError> {
+fn operators_tenant<S, Q>(api: &Api<S, Q>, call: &Call<'_>) -> Result<TenantId, ApiError> {
     // The operator acts across tenants, but still authenticates as one.
     call.tenant()?;
     let settings = &api.settings;
@@ -111,13 +111,11 @@ fn operators_tenant<'a, S, Q>(api: &Api<S, Q>, call: &Call<'a>) -> Result<&'a st
             settings.operator_scope
         )));
     }
-    let id = call.param("id");
-    check_name(NameKind::Tenant, id)
-        .map_err(|e| ApiError::invalid(e.to_string(), json!({ "parameter": "id" })))?;
-    Ok(id)
+    TenantId::parse(call.param("id"))
+        .map_err(|e| ApiError::invalid(e.to_string(), json!({ "parameter": "id" })))
 }
 
-async fn view<S, Q>(api: &Api<S, Q>, tenant: &str) -> Result<QuotaView, ApiError>
+async fn view<S, Q>(api: &Api<S, Q>, tenant: &TenantId) -> Result<QuotaView, ApiError>
 where
     S: ConfigStore + AgentRegistry + AdmissionStore,
 {

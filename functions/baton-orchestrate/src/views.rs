@@ -3,6 +3,7 @@
 use baton_types::agent::{Agent, AgentTarget};
 use baton_types::circuit::Circuit;
 use baton_types::clock::rfc3339;
+use baton_types::ids::TenantId;
 use baton_types::priority::{Band, Multipliers, Priority};
 use baton_types::resources::AgentLoad;
 use baton_types::routing::CapabilityDefaults;
@@ -18,7 +19,7 @@ use crate::bodies::{
 pub const HIDDEN_API_KEY: &str = "(hidden: not a secret reference of this tenant; set one)";
 
 /// The agent's target as shown to `tenant`: an `api_key` outside its namespace is hidden.
-fn shown_target(agent: &Agent, tenant: &str, tenancy: &TenancyPolicy) -> AgentTarget {
+fn shown_target(agent: &Agent, tenant: &TenantId, tenancy: &TenancyPolicy) -> AgentTarget {
     let mut target = agent.target.clone();
     if let AgentTarget::Openai(openai) = &mut target {
         if let Some(reference) = &openai.api_key {
@@ -34,7 +35,7 @@ fn shown_target(agent: &Agent, tenant: &str, tenancy: &TenancyPolicy) -> AgentTa
 /// flight to it (absent: none counted), as `tenant` sees it.
 pub fn agent(
     agent: &Agent,
-    (tenant, tenancy): (&str, &TenancyPolicy),
+    (tenant, tenancy): (&TenantId, &TenancyPolicy),
     circuit: Option<&Circuit>,
     load: Option<&AgentLoad>,
     now_ms: i64,

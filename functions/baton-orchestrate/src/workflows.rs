@@ -14,6 +14,7 @@ use baton_types::control::{
 use baton_types::dag::{Dag, DagError, Plan, TaskEstimate, TaskSpec};
 use baton_types::graph::{render, GraphFormat};
 use baton_types::history::history;
+use baton_types::ids::{TaskId, TenantId, WorkflowId};
 use baton_types::learning::{expected_latency, DEFAULT_ESTIMATE_MS};
 use baton_types::messages::{RouteMessage, TaskRef};
 use baton_types::names::{check_name, NameKind};
@@ -262,6 +263,12 @@ fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("workflow `{id}` does not exist"))
 }
 
+/// The path's workflow id; one that cannot be a workflow's names none, as an unknown one.
+fn workflow_id(call: &Call<'_>) -> Result<WorkflowId, ApiError> {
+    let id = call.param("id");
+    WorkflowId::parse(id).map_err(|_| not_found(id))
+}
+
 /// A workflow and all its tasks (outputs over 8 KiB left out: see `output_truncated`).
 #[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/workflows/{id}", tag = "workflows",
     params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36)),
@@ -274,7 +281,7 @@ pub async fn get_workflow<S: ApiStore, Q>(
     call: &Call<'_>,
 ) -> Result<Response<Body>, ApiError> {
     let tenant = &call.tenant()?;
-    let view = stored(api, tenant, call.param("id")).await?;
+    let view = stored(api, tenant, &workflow_id(call)?).await?;
     Ok(json_response(200, &detail(&view)))
 }
 
@@ -291,7 +298,7 @@ pub async fn workflow_plan<S: ApiStore, Q>(
     call: &Call<'_>,
 ) -> Result<Response<Body>, ApiError> {
     let tenant = &call.tenant()?;
-    let view = stored(api, tenant, call.param("id")).await?;
+    let view = stored(api, tenant, &workflow_id(call)?).await?;
     let specs = view.specs();
     // A stored workflow passed validation; only a damaged one could fail here.
     let dag = view
@@ -335,11 +342,14 @@ enum ListStatus {
 }
 
 /// A stored workflow with its tasks; 404 for an id that is not one.
-pub async fn stored<S, Q>(api: &Api<S, Q>, tenant: &str, id: &str) -> Result<WorkflowView, ApiError>
+pub async fn stored<S, Q>(
+    api: &Api<S, Q>,
+    tenant: &TenantId,
+    id: &WorkflowId,
+) -> Result<WorkflowView, ApiError>
 where
     S: ApiStore,
 {
-    check_name(NameKind::Workflow, id).map_err(|_| not_found(id))?;
     timed("store", api.store.workflow(tenant, id))
         .await?
         .ok_or_else(|| not_found(id))
@@ -462,8 +472,8 @@ pub async fn workflow_task<S: ApiStore, Q>(
     let tenant = &call.tenant()?;
     let (id, task_id) = (call.param("id"), call.param("task"));
     let missing = || ApiError::NotFound(format!("workflow `{id}` has no task `{task_id}`"));
-    check_name(NameKind::Workflow, id).map_err(|_| not_found(id))?;
-    check_name(NameKind::Task, task_id).map_err(|_| missing())?;
+    let id = &WorkflowId::parse(id).map_err(|_| not_found(id))?;
+    let task_id = &TaskId::parse(task_id).map_err(|_| missing())?;
     // The workflow record makes its tasks visible: without it they are not there.
     if timed("store", api.store.workflow_status(tenant, id))
         .await?
@@ -491,7 +501,7 @@ pub async fn workflow_history<S: ApiStore, Q>(
     call: &Call<'_>,
 ) -> Result<Response<Body>, ApiError> {
     let tenant = &call.tenant()?;
-    let id = call.param("id");
+    let id = &workflow_id(call)?;
     let view = stored(api, tenant, id).await?;
     // Only a redriven workflow has an archive: any other's history reads nothing more.
     let archive = if view.workflow.drive > 0 {
@@ -536,7 +546,6 @@ pub async fn workflow_graph<S: ApiStore, Q>(
     call: &Call<'_>,
 ) -> Result<Response<Body>, ApiError> {
     let tenant = &call.tenant()?;
-    let id = call.param("id");
     let query = call.request.query_string_parameters();
     let name = query.first("format").unwrap_or("mermaid");
     let format = GraphFormat::parse(name).ok_or_else(|| {
@@ -548,7 +557,7 @@ pub async fn workflow_graph<S: ApiStore, Q>(
             json!({ "parameter": "format" }),
         )
     })?;
-    let view = stored(api, tenant, id).await?;
+    let view = stored(api, tenant, &workflow_id(call)?).await?;
     let text = render(&view, format, now_ms());
     Response::builder()
         .status(200)
@@ -682,7 +691,7 @@ fn decode_cursor(token: &str) -> Option<String> {
         .collect();
     let position = String::from_utf8(bytes?).ok()?;
     let id = baton_aws::dynamo::keys::parse_workflow_list_sk(&position)?;
-    check_name(NameKind::Workflow, id).ok()?;
+    WorkflowId::parse(id).ok()?;
     Some(position)
 }
 
@@ -762,8 +771,8 @@ async fn control<S: ApiStore, Q: TaskQueue>(
     name: &str,
 ) -> Result<Response<Body>, ApiError> {
     let tenant = &call.tenant()?;
-    let id = call.param("id");
     let action = action_of(name, call.request)?;
+    let id = &workflow_id(call)?;
     // Recognises this request's own write if the SDK has to send it again.
     let request = uuid::Uuid::new_v4().simple().to_string();
     for _ in 0..CONTROL_TRIES {
@@ -827,7 +836,7 @@ async fn control<S: ApiStore, Q: TaskQueue>(
         };
         match timed("store", api.store.control_workflow(w, &write)).await? {
             ControlApplied::Applied(record) => {
-                tracing::info!(tenant, workflow = %id, action = action.name(), "control applied");
+                tracing::info!(%tenant, workflow = %id, action = action.name(), "control applied");
                 let view = WorkflowView {
                     workflow: *record,
                     tasks: view.tasks,
@@ -859,7 +868,7 @@ fn refused(refusal: Refusal) -> ApiError {
 
 async fn answer<S, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
+    tenant: &TenantId,
     record: &WorkflowRecord,
     action: ControlAction,
     changed: bool,
@@ -1082,7 +1091,7 @@ where
         .filter(|t| t.status == TaskStatus::Queued)
         .map(|t| {
             let task = TaskRef {
-                tenant: tenant.to_string(),
+                tenant: tenant.clone(),
                 workflow_id: workflow_id.clone(),
                 task_id: t.id.clone(),
                 attempt: 1,
@@ -1091,7 +1100,7 @@ where
         })
         .collect();
     let workflow = NewWorkflow {
-        tenant: tenant.to_string(),
+        tenant: tenant.clone(),
         workflow_id: workflow_id.clone(),
         name: submission.name.clone(),
         created_at_ms: now,
@@ -1108,7 +1117,7 @@ where
         // once the leases run out, so the submission stands.
         tracing::error!(workflow = %workflow_id, %error, "ready tasks not sent; cleanup will send them");
     }
-    tracing::info!(tenant, workflow = %workflow_id, tasks = dag.len(), paced, "workflow accepted");
+    tracing::info!(%tenant, workflow = %workflow_id, tasks = dag.len(), paced, "workflow accepted");
     let plan = plan(api, tenant, &dag, &submission.tasks, Freshness::Cached);
     let plan = timed("plan", plan).await?;
     let body = WorkflowAccepted {
@@ -1187,7 +1196,7 @@ enum Freshness {
 /// stats read per task type.
 async fn plan<S, Q>(
     api: &Api<S, Q>,
-    tenant: &str,
+    tenant: &TenantId,
     dag: &Dag,
     tasks: &[TaskSpec],
     freshness: Freshness,
@@ -1212,7 +1221,7 @@ where
             .filter(|a| a.enabled && a.has_capability(&task.capability))
             .map(|a| a.name.clone())
             .collect();
-        let key = (tenant.to_string(), task_type.to_string(), capable.clone());
+        let key = (tenant.clone(), task_type.to_string(), capable.clone());
         let load = || api.store.agent_stats(tenant, task_type, &capable);
         let stats = match freshness {
             Freshness::Cached => api.stats.get(&key, load).await?,

@@ -30,6 +30,7 @@ use baton_chain::store::{AgentRegistry, ChainStore, ConfigStore, LearningStore, 
 use baton_types::agent::Agent;
 use baton_types::circuit::Probe;
 use baton_types::clock::now_ms;
+use baton_types::ids::TenantId;
 use baton_types::learning::AgentStats;
 use baton_types::messages::{ExecuteMessage, RouteMessage, FORMAT_VERSION};
 use baton_types::outcome::{FailureKind, TaskFailure};
@@ -57,7 +58,7 @@ pub struct RouteDeps<S, Q> {
     pub settings: Settings,
     pub agents: AgentCache,
     pub config: ConfigCache,
-    pub stats: TtlCache<(String, String, Vec<String>), HashMap<String, AgentStats>>,
+    pub stats: TtlCache<(TenantId, String, Vec<String>), HashMap<String, AgentStats>>,
 }
 
 impl<S, Q> RouteDeps<S, Q> {

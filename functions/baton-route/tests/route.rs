@@ -3,7 +3,7 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use baton_chain::memory::fixtures::{
-    route_message, seed, settings, sqs_event, task_ref, AGENT, TENANT,
+    route_message, seed, settings, sqs_event, task_ref, tenant, AGENT,
 };
 use baton_chain::memory::{Fault, MemoryQueue, MemoryStore};
 use baton_chain::store::{AgentRegistry, RoutingState, WorkflowStore};
@@ -48,12 +48,12 @@ async fn a_ready_task_goes_to_execution_on_its_capable_agent() {
 async fn a_redelivered_message_writes_nothing_and_its_copy_is_left_to_the_claim() {
     let deps = deps_with_workflow().await;
     let message = route_message(task_ref("w", "a", 1));
-    let before = deps.store.task(TENANT, "w", "a").await.unwrap();
+    let before = deps.store.task(&tenant(), "w", "a").await.unwrap();
     deliver(&deps, std::slice::from_ref(&message)).await;
     deliver(&deps, &[message]).await;
     // Routing writes nothing: each copy goes on, and execute-agent's claim takes one.
     assert_eq!(deps.queue.drain_execute().len(), 2);
-    assert_eq!(deps.store.task(TENANT, "w", "a").await.unwrap(), before);
+    assert_eq!(deps.store.task(&tenant(), "w", "a").await.unwrap(), before);
 }
 
 #[tokio::test]
@@ -74,7 +74,7 @@ async fn a_task_no_agent_can_take_fails_and_its_dependents_are_skipped() {
     let deps = deps_with_workflow().await;
     deps.store
         .change_agent(
-            TENANT,
+            &tenant(),
             &baton_chain::store::AgentChange {
                 name: AGENT,
                 agent: None,
@@ -89,7 +89,7 @@ async fn a_task_no_agent_can_take_fails_and_its_dependents_are_skipped() {
         .unwrap();
     let response = deliver(&deps, &[route_message(task_ref("w", "a", 1))]).await;
     assert!(response.batch_item_failures.is_empty());
-    let view = deps.store.workflow(TENANT, "w").await.unwrap().unwrap();
+    let view = deps.store.workflow(&tenant(), "w").await.unwrap().unwrap();
     let a = &view.tasks[0];
     assert_eq!(a.status, TaskStatus::Failed);
     assert_eq!(
@@ -106,7 +106,7 @@ async fn an_end_whose_response_was_lost_is_safe_to_deliver_again() {
     let deps = deps_with_workflow().await;
     deps.store
         .replace_agent(
-            TENANT,
+            &tenant(),
             &baton_chain::memory::fixtures::agent(AGENT, &["other"]),
         )
         .await
@@ -121,7 +121,7 @@ async fn an_end_whose_response_was_lost_is_safe_to_deliver_again() {
     );
     let response = deliver(&deps, &[message]).await;
     assert!(response.batch_item_failures.is_empty());
-    let view = deps.store.workflow(TENANT, "w").await.unwrap().unwrap();
+    let view = deps.store.workflow(&tenant(), "w").await.unwrap().unwrap();
     assert_eq!(view.tasks[0].attempts.len(), 1, "the attempt ended once");
     assert_eq!(view.workflow.tasks_done, ["a", "b"]);
     assert_eq!(view.workflow.status, WorkflowStatus::Failed);
@@ -134,21 +134,21 @@ async fn a_full_agent_makes_the_task_wait_without_spending_an_attempt() {
     seed(&deps.store, "w", CHAIN, now).await;
     let mut limited = baton_chain::memory::fixtures::agent(AGENT, &["c"]);
     limited.max_concurrency = Some(1);
-    deps.store.replace_agent(TENANT, &limited).await.unwrap();
+    deps.store.replace_agent(&tenant(), &limited).await.unwrap();
     let hold = baton_chain::store::SlotHold {
         holder: "another call",
         needs: &Default::default(),
         until_ms: now + 60_000,
     };
     deps.store
-        .acquire_slot(TENANT, AGENT, limited.limits(), hold, now)
+        .acquire_slot(&tenant(), AGENT, limited.limits(), hold, now)
         .await
         .unwrap();
     deliver(&deps, &[route_message(task_ref("w", "a", 1))]).await;
     let sent = deps.queue.drain();
     assert!(sent.execute.is_empty());
     assert_eq!((sent.route.len(), sent.route[0].0.waits), (1, 1));
-    let a = deps.store.task(TENANT, "w", "a").await.unwrap().unwrap();
+    let a = deps.store.task(&tenant(), "w", "a").await.unwrap().unwrap();
     assert_eq!(
         (a.status, a.attempt, a.attempts.len()),
         (TaskStatus::Queued, 1, 0)

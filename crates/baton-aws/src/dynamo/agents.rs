@@ -1,6 +1,7 @@
 //! The agent registry, and the health the scheduled probes record on each agent.
 
 use async_trait::async_trait;
+use baton_types::ids::TenantId;
 
 use super::*;
 use crate::dynamo::keys::{HEALTH_SWEEP, SWEEP_AT, SWEEP_SHARD};
@@ -69,7 +70,7 @@ fn target_record(a: &Attrs<'_>) -> Result<AgentTarget, StoreError> {
     })
 }
 
-fn agent_item(tenant: &str, agent: &Agent) -> Result<Item, StoreError> {
+fn agent_item(tenant: &TenantId, agent: &Agent) -> Result<Item, StoreError> {
     let mut item = HashMap::from([
         (PK.into(), s(keys::agents_pk(tenant))),
         (SK.into(), s(keys::agent_sk(&agent.name))),
@@ -254,7 +255,7 @@ impl DynamoStore {
     /// change was decided on, and a raised guard on each agent it needs.
     fn change_items(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         change: &AgentChange<'_>,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let key = |name: &str| {
@@ -383,7 +384,11 @@ impl DynamoStore {
     }
 
     /// An agent's item as stored, read strongly: the registry decides changes on it.
-    async fn agent_item_raw(&self, tenant: &str, name: &str) -> Result<Option<Item>, StoreError> {
+    async fn agent_item_raw(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<Option<Item>, StoreError> {
         self.state_item(keys::agents_pk(tenant), &keys::agent_sk(name))
             .await
     }
@@ -394,7 +399,7 @@ const AGENTS: &str = "agents";
 
 #[async_trait]
 impl AgentRegistry for DynamoStore {
-    async fn agent_count(&self, tenant: &str) -> Result<Option<u64>, StoreError> {
+    async fn agent_count(&self, tenant: &TenantId) -> Result<Option<u64>, StoreError> {
         let item = self
             .state_item(keys::config_pk(tenant), keys::AGENT_COUNT_SK)
             .await?;
@@ -402,12 +407,12 @@ impl AgentRegistry for DynamoStore {
             .map_or(Ok(None), |item| Attrs(item).opt_n(AGENTS))
     }
 
-    async fn replace_agent(&self, tenant: &str, agent: &Agent) -> Result<(), StoreError> {
+    async fn replace_agent(&self, tenant: &TenantId, agent: &Agent) -> Result<(), StoreError> {
         self.put(&self.state_table, agent_item(tenant, agent)?)
             .await
     }
 
-    async fn agent_list(&self, tenant: &str) -> Result<AgentList, StoreError> {
+    async fn agent_list(&self, tenant: &TenantId) -> Result<AgentList, StoreError> {
         Ok(agent_list(
             &self
                 .partition_read(
@@ -423,7 +428,7 @@ impl AgentRegistry for DynamoStore {
 
     async fn change_agent(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         change: &AgentChange<'_>,
     ) -> Result<bool, StoreError> {
         if self.transact(self.change_items(tenant, change)?).await? {
@@ -440,13 +445,13 @@ impl AgentRegistry for DynamoStore {
         Ok(ours)
     }
 
-    async fn agents(&self, tenant: &str) -> Result<Vec<Agent>, StoreError> {
+    async fn agents(&self, tenant: &TenantId) -> Result<Vec<Agent>, StoreError> {
         Ok(readable_agents(
             &self.partition(keys::agents_pk(tenant)).await?,
         ))
     }
 
-    async fn routing_agents(&self, tenant: &str) -> Result<Vec<Agent>, StoreError> {
+    async fn routing_agents(&self, tenant: &TenantId) -> Result<Vec<Agent>, StoreError> {
         let read = PartitionRead {
             projection: Some(&ROUTING_VIEW),
             ..PartitionRead::default()
@@ -456,7 +461,7 @@ impl AgentRegistry for DynamoStore {
         ))
     }
 
-    async fn agent(&self, tenant: &str, name: &str) -> Result<Option<Agent>, StoreError> {
+    async fn agent(&self, tenant: &TenantId, name: &str) -> Result<Option<Agent>, StoreError> {
         self.agent_item_raw(tenant, name)
             .await?
             .as_ref()
@@ -468,7 +473,7 @@ impl AgentRegistry for DynamoStore {
         &self,
         now_ms: i64,
         limit: i32,
-    ) -> Result<Vec<(String, Agent)>, StoreError> {
+    ) -> Result<Vec<(TenantId, Agent)>, StoreError> {
         let wanted = usize::try_from(limit).unwrap_or(0);
         // More than the limit, keys only, so the probes can be shared among tenants.
         let read = i32::try_from(wanted.saturating_mul(DUE_READ_FACTOR)).unwrap_or(i32::MAX);
@@ -500,16 +505,17 @@ impl AgentRegistry for DynamoStore {
         let mut probed = Vec::new();
         for item in &items {
             let a = Attrs(item);
-            let Some((tenant, _)) = a
+            let Some(tenant) = a
                 .opt_s(PK)
                 .zip(a.opt_s(SK))
                 .and_then(|(pk, sk)| keys::parse_agent_keys(pk, sk))
+                .and_then(|(tenant, _)| TenantId::parse(tenant).ok())
             else {
                 continue;
             };
             match readable_agents(std::slice::from_ref(item)).pop() {
                 Some(agent) if agent.enabled && probe_url(&agent).is_some() => {
-                    probed.push((tenant.to_string(), agent));
+                    probed.push((tenant, agent));
                 }
                 // Disabled (written so before disabling took an agent out of the index), or
                 // unreadable, or with nothing to probe: out of the index, or it would stay the
@@ -527,7 +533,7 @@ impl AgentRegistry for DynamoStore {
 
     async fn record_health(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         name: &str,
         health: &AgentHealth,
         next_check_ms: i64,

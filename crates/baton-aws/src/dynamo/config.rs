@@ -1,6 +1,7 @@
 //! Tenants' settings in the state table: capability defaults, priority multipliers and the
 //! operator's quotas; and the tenant's pacing cells, which admission changes.
 
+use baton_types::ids::TenantId;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -22,7 +23,7 @@ fn pace_of(item: &Item) -> Result<PaceState, StoreError> {
 
 #[async_trait]
 impl ConfigStore for DynamoStore {
-    async fn tenant_config(&self, tenant: &str) -> Result<TenantConfig, StoreError> {
+    async fn tenant_config(&self, tenant: &TenantId) -> Result<TenantConfig, StoreError> {
         let mut config = TenantConfig::default();
         for item in self.partition(keys::config_pk(tenant)).await? {
             let a = Attrs(&item);
@@ -41,7 +42,7 @@ impl ConfigStore for DynamoStore {
 
     async fn put_capability_defaults(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         capability: &str,
         defaults: &CapabilityDefaults,
     ) -> Result<(), StoreError> {
@@ -55,7 +56,7 @@ impl ConfigStore for DynamoStore {
 
     async fn put_multipliers(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         multipliers: &BTreeMap<String, f64>,
     ) -> Result<(), StoreError> {
         let item = HashMap::from([
@@ -66,7 +67,11 @@ impl ConfigStore for DynamoStore {
         self.put(&self.state_table, item).await
     }
 
-    async fn put_quotas(&self, tenant: &str, quotas: &QuotaOverrides) -> Result<(), StoreError> {
+    async fn put_quotas(
+        &self,
+        tenant: &TenantId,
+        quotas: &QuotaOverrides,
+    ) -> Result<(), StoreError> {
         let item = HashMap::from([
             (PK.into(), s(keys::config_pk(tenant))),
             (SK.into(), s(keys::QUOTAS_SK)),
@@ -83,7 +88,11 @@ impl AdmissionStore for DynamoStore {
     /// cells as they were, so the turns and the urgent share are decided on what was
     /// replaced. A retried write whose response was lost counts its tasks twice: the tenant's
     /// pace errs on the side of the deployment.
-    async fn advance_pace(&self, tenant: &str, step: &PaceStep) -> Result<PaceAdvance, StoreError> {
+    async fn advance_pace(
+        &self,
+        tenant: &TenantId,
+        step: &PaceStep,
+    ) -> Result<PaceAdvance, StoreError> {
         let update = || {
             self.client
                 .update_item()
@@ -139,7 +148,7 @@ impl AdmissionStore for DynamoStore {
 
     async fn save_urgent(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         read: Option<i64>,
         next: i64,
     ) -> Result<bool, StoreError> {
@@ -163,7 +172,7 @@ impl AdmissionStore for DynamoStore {
         ))
     }
 
-    async fn running_count(&self, tenant: &str, limit: u32) -> Result<u64, StoreError> {
+    async fn running_count(&self, tenant: &TenantId, limit: u32) -> Result<u64, StoreError> {
         let mut running = 0;
         let mut start_key = None;
         loop {
@@ -197,7 +206,7 @@ const COUNT: &str = "#count";
 impl TenantCounters for DynamoStore {
     async fn take_place(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         counter: &str,
         counted: u64,
         limit: u64,
@@ -226,7 +235,7 @@ impl TenantCounters for DynamoStore {
         ))
     }
 
-    async fn give_place(&self, tenant: &str, counter: &str) -> Result<(), StoreError> {
+    async fn give_place(&self, tenant: &TenantId, counter: &str) -> Result<(), StoreError> {
         let update = self
             .client
             .update_item()
@@ -244,7 +253,7 @@ impl TenantCounters for DynamoStore {
 }
 
 impl DynamoStore {
-    async fn counter(&self, tenant: &str, counter: &str) -> Result<Option<u64>, StoreError> {
+    async fn counter(&self, tenant: &TenantId, counter: &str) -> Result<Option<u64>, StoreError> {
         let item = self
             .state_item(keys::config_pk(tenant), &keys::counter_sk(counter))
             .await?;

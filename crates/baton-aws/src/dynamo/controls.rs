@@ -2,6 +2,7 @@
 //! attempts of the drive it ends, and the list of a tenant's workflows.
 
 use async_trait::async_trait;
+use baton_types::ids::TenantId;
 
 use super::workflows::{listed_workflow, task_record, workflow_record, LEASE_ATTRS, PROFILE};
 use super::*;
@@ -387,7 +388,7 @@ impl WorkflowControls for DynamoStore {
 
     async fn hold_task(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_id: &str,
         hold: Hold,
@@ -540,7 +541,7 @@ impl WorkflowControls for DynamoStore {
 
     async fn archived_drives(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
     ) -> Result<Vec<ArchivedDrive>, StoreError> {
         let mut drives = Vec::new();
@@ -574,7 +575,7 @@ impl WorkflowControls for DynamoStore {
             }
         }
         tracing::warn!(
-            tenant,
+            %tenant,
             workflow = workflow_id,
             pages = MAX_ARCHIVE_PAGES,
             "the archive is longer than a history reads; its later drives are left out"
@@ -584,7 +585,7 @@ impl WorkflowControls for DynamoStore {
 
     async fn list_workflows(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         filter: &WorkflowFilter,
     ) -> Result<WorkflowPage, StoreError> {
         let mut page = WorkflowPage::default();
@@ -666,7 +667,7 @@ impl WorkflowControls for DynamoStore {
 }
 
 /// The list index's key of the item a page ended at, from the cursor's sort key.
-fn list_start_key(tenant: &str, after: &str) -> Result<Item, StoreError> {
+fn list_start_key(tenant: &TenantId, after: &str) -> Result<Item, StoreError> {
     let workflow_id = keys::parse_workflow_list_sk(after)
         .ok_or_else(|| StoreError::Corrupt("not a list position".into()))?;
     Ok(HashMap::from([

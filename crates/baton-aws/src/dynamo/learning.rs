@@ -4,6 +4,7 @@
 //! (conditional on not existing, so each counts once), the stats record of each task type
 //! and, when it changed, the agent's circuit (both under an optimistic lock on `version`).
 
+use baton_types::ids::TenantId;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -148,7 +149,7 @@ impl DynamoStore {
     /// one batch.
     pub(super) async fn agent_items(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         agents: &[String],
         sk: &str,
     ) -> Result<HashMap<String, Item>, StoreError> {
@@ -380,7 +381,7 @@ impl LearningStore for DynamoStore {
 
     async fn agent_stats(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         task_type: &str,
         agents: &[String],
     ) -> Result<HashMap<String, AgentStats>, StoreError> {
@@ -395,7 +396,7 @@ impl LearningStore for DynamoStore {
 
     async fn routing_view(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         task_type: Option<&str>,
         agents: &[String],
     ) -> Result<RoutingView, StoreError> {
@@ -426,7 +427,7 @@ impl LearningStore for DynamoStore {
 
     async fn circuits(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         agents: &[String],
     ) -> Result<HashMap<String, Circuit>, StoreError> {
         let items = self.agent_items(tenant, agents, keys::CIRCUIT_SK).await?;
@@ -438,7 +439,7 @@ impl LearningStore for DynamoStore {
 
     async fn take_probe(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         agent: &str,
         probe: &Probe,
         opened_at_ms: i64,

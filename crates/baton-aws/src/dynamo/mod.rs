@@ -14,6 +14,7 @@ mod stats;
 mod turns;
 mod workflows;
 
+use baton_types::ids::TenantId;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -159,14 +160,14 @@ impl DynamoStore {
         Ok(record)
     }
 
-    fn task_key(&self, tenant: &str, workflow_id: &str, task_id: &str) -> Item {
+    fn task_key(&self, tenant: &TenantId, workflow_id: &str, task_id: &str) -> Item {
         HashMap::from([
             (PK.into(), s(keys::workflow_pk(tenant, workflow_id))),
             (SK.into(), s(keys::task_sk(task_id))),
         ])
     }
 
-    fn workflow_key(&self, tenant: &str, workflow_id: &str) -> Item {
+    fn workflow_key(&self, tenant: &TenantId, workflow_id: &str) -> Item {
         HashMap::from([
             (PK.into(), s(keys::workflow_pk(tenant, workflow_id))),
             (SK.into(), s(keys::WORKFLOW_SK)),
@@ -176,7 +177,7 @@ impl DynamoStore {
     /// An update of one task. Every task transition is conditioned on its status.
     fn update_task(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_id: &str,
     ) -> UpdateItemFluentBuilder {
@@ -193,7 +194,7 @@ impl DynamoStore {
             .expression_attribute_values(":attempt", n(task.attempt))
     }
 
-    fn update_workflow(&self, tenant: &str, workflow_id: &str) -> UpdateItemFluentBuilder {
+    fn update_workflow(&self, tenant: &TenantId, workflow_id: &str) -> UpdateItemFluentBuilder {
         self.client
             .update_item()
             .table_name(&self.state_table)
@@ -632,6 +633,11 @@ impl<'a> Attrs<'a> {
         raw.parse()
             .map_err(|_| StoreError::Corrupt(format!("attribute `{name}` has value `{raw}`")))
     }
+}
+
+/// A tenant id read back from a key: one that does not keep the rules is a damaged item.
+pub(super) fn stored_tenant(text: &str) -> Result<TenantId, StoreError> {
+    TenantId::parse(text).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// A builder's result as the store's error.

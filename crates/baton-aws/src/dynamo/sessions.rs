@@ -2,6 +2,7 @@
 //! deletes everything it created and nothing else.
 
 use async_trait::async_trait;
+use baton_types::ids::TenantId;
 use futures::StreamExt;
 
 use super::*;
@@ -69,7 +70,7 @@ pub(super) fn expiry_attrs(
     ]
 }
 
-fn session_item(tenant: &str, session: &Session) -> Result<Item, StoreError> {
+fn session_item(tenant: &TenantId, session: &Session) -> Result<Item, StoreError> {
     let mut item = HashMap::from([
         (PK.into(), s(keys::session_pk(tenant, &session.id))),
         (SK.into(), s(SESSION_SK)),
@@ -178,7 +179,11 @@ impl DynamoStore {
     /// Deletes a turn's workflow: its tasks, its record, the archive of a redriven one, and
     /// the outcome history their attempts left in the memory table (keyed by the workflow, so
     /// nothing names the session after).
-    async fn delete_workflow(&self, tenant: &str, workflow_id: &str) -> Result<(), StoreError> {
+    async fn delete_workflow(
+        &self,
+        tenant: &TenantId,
+        workflow_id: &str,
+    ) -> Result<(), StoreError> {
         let mut items = self
             .partition(keys::workflow_pk(tenant, workflow_id))
             .await?;
@@ -289,7 +294,7 @@ impl DynamoStore {
 
 #[async_trait]
 impl SessionStore for DynamoStore {
-    async fn create_session(&self, tenant: &str, session: &Session) -> Result<(), StoreError> {
+    async fn create_session(&self, tenant: &TenantId, session: &Session) -> Result<(), StoreError> {
         self.put_new(
             session_item(tenant, session)?,
             &["created_at", "session_id"],
@@ -298,7 +303,7 @@ impl SessionStore for DynamoStore {
         .await
     }
 
-    async fn session(&self, tenant: &str, id: &str) -> Result<Option<Session>, StoreError> {
+    async fn session(&self, tenant: &TenantId, id: &str) -> Result<Option<Session>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -314,7 +319,7 @@ impl SessionStore for DynamoStore {
 
     async fn session_bundle(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
     ) -> Result<Option<SessionBundle>, StoreError> {
         // `ASYNC#…` and `INSTANCE#…` sort before `SESSION`, the turns after: one query.
@@ -356,7 +361,7 @@ impl SessionStore for DynamoStore {
 
     async fn session_contents(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
     ) -> Result<Option<SessionContents>, StoreError> {
         let read = PartitionRead {
@@ -401,7 +406,7 @@ impl SessionStore for DynamoStore {
 
     async fn delete_session_contents(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         contents: &SessionContents,
     ) -> Result<bool, StoreError> {
         // The turns' workflows first (their ids are the read turns' own, never a later
@@ -443,7 +448,7 @@ impl SessionStore for DynamoStore {
         &self,
         now_ms: i64,
         limit: i32,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    ) -> Result<Vec<(TenantId, String)>, StoreError> {
         let due = self
             .due_in_sweeps(SESSION_SWEEP.to_string(), now_ms, limit)
             .await?;
@@ -486,14 +491,14 @@ impl SessionStore for DynamoStore {
                     return None;
                 }
                 let (tenant, id) = keys::parse_session_pk(pk)?;
-                Some((tenant.to_string(), id.to_string()))
+                Some((TenantId::parse(tenant).ok()?, id.to_string()))
             })
             .collect())
     }
 
     async fn resume_session(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
         reply: Option<&str>,
         now_ms: i64,

@@ -4,6 +4,7 @@
 //! removing its entry, which also moves the lock so that no writer puts it back.
 
 use async_trait::async_trait;
+use baton_types::ids::TenantId;
 use serde::{Deserialize, Serialize};
 
 use super::*;
@@ -59,7 +60,7 @@ fn load_of(holds: &HashMap<String, Hold>) -> AgentLoad {
 
 #[async_trait]
 impl RoutingState for DynamoStore {
-    async fn next_turn(&self, tenant: &str, capability: &str) -> Result<u64, StoreError> {
+    async fn next_turn(&self, tenant: &TenantId, capability: &str) -> Result<u64, StoreError> {
         let out = self
             .client
             .update_item()
@@ -79,7 +80,7 @@ impl RoutingState for DynamoStore {
 
     async fn loads(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         agents: &[String],
         now_ms: i64,
     ) -> Result<HashMap<String, AgentLoad>, StoreError> {
@@ -92,7 +93,7 @@ impl RoutingState for DynamoStore {
 
     async fn acquire_slot(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         agent: &str,
         limits: Limits<'_>,
         hold: SlotHold<'_>,
@@ -166,7 +167,7 @@ impl RoutingState for DynamoStore {
 
     async fn release_slot(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         agent: &str,
         holder: &str,
     ) -> Result<(), StoreError> {

@@ -2,6 +2,7 @@
 //! of the tenant's running workflows.
 
 use async_trait::async_trait;
+use baton_types::ids::TenantId;
 
 use super::learning::stats_record;
 use super::*;
@@ -16,7 +17,7 @@ impl DynamoStore {
     /// to the `STATS#` sort keys, so its outcome history is not read.
     async fn agent_stats_records(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         agent: &str,
     ) -> Result<Vec<LearnedStats>, StoreError> {
         let mut records = Vec::new();
@@ -54,7 +55,7 @@ impl DynamoStore {
 impl StatsStore for DynamoStore {
     async fn learned_stats(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         agents: &[String],
     ) -> Result<Vec<LearnedStats>, StoreError> {
         let mut records = Vec::new();
@@ -72,7 +73,7 @@ impl StatsStore for DynamoStore {
     /// Counts the tenant's unfinished workflows in the sparse `running` index, under the
     /// tenant's own key: no other tenant's keys are read. Keys only, about 100 bytes each:
     /// a read unit per ~40 running workflows, bounded by the tenant's quota.
-    async fn running_workflows(&self, tenant: &str) -> Result<u64, StoreError> {
+    async fn running_workflows(&self, tenant: &TenantId) -> Result<u64, StoreError> {
         self.running_count(tenant, u32::MAX - 1).await
     }
 }

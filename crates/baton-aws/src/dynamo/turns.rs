@@ -3,6 +3,7 @@
 //! state and the agents' instances change together.
 
 use async_trait::async_trait;
+use baton_types::ids::TenantId;
 
 use super::sessions::{
     expiry_attrs, same_generation, session_record, GENERATION, IS_PAUSED, RECENT, REQUIRES_HUMAN,
@@ -16,7 +17,7 @@ use crate::dynamo::keys::SESSION_SK;
 use baton_types::turn::{AsyncResult, Kept, TurnRecord, TurnStatus};
 
 fn turn_item(
-    tenant: &str,
+    tenant: &TenantId,
     turn: &TurnRecord,
     request_id: &str,
     generation: Option<&str>,
@@ -116,7 +117,7 @@ impl DynamoStore {
     #[allow(clippy::too_many_arguments)]
     fn instance_update(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         session_id: &str,
         generation: Option<&str>,
         agent: &str,
@@ -162,7 +163,7 @@ impl DynamoStore {
 impl TurnStore for DynamoStore {
     async fn start_turn(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         start: &TurnStart<'_>,
     ) -> Result<TurnStarted, StoreError> {
         let session = start.session;
@@ -252,7 +253,7 @@ impl TurnStore for DynamoStore {
 
     async fn turn(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         session_id: &str,
         turn: u32,
     ) -> Result<Option<TurnRecord>, StoreError> {
@@ -269,7 +270,11 @@ impl TurnStore for DynamoStore {
         out.item.as_ref().map(turn_record).transpose()
     }
 
-    async fn finish_turn(&self, tenant: &str, finish: &TurnFinish<'_>) -> Result<bool, StoreError> {
+    async fn finish_turn(
+        &self,
+        tenant: &TenantId,
+        finish: &TurnFinish<'_>,
+    ) -> Result<bool, StoreError> {
         let turn = finish.turn;
         let pk = keys::session_pk(tenant, &turn.session_id);
         let mut answer = Update::builder()
@@ -377,7 +382,7 @@ impl TurnStore for DynamoStore {
 
     async fn record_async_result(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         session_id: &str,
         generation: Option<&str>,
         result: &AsyncResult,

@@ -1,6 +1,7 @@
 //! Workflows and their tasks: the execution state machine's transitions.
 
 use async_trait::async_trait;
+use baton_types::ids::TenantId;
 
 use super::*;
 use crate::dynamo::keys::{
@@ -118,7 +119,7 @@ pub(super) fn task_record(item: &Item) -> Result<TaskRecord, StoreError> {
     let (tenant, workflow_id, task_id) = keys::parse_task_keys(a.s(PK)?, a.s(SK)?)
         .ok_or_else(|| StoreError::Corrupt("task item has unexpected keys".into()))?;
     Ok(TaskRecord {
-        tenant: tenant.into(),
+        tenant: stored_tenant(tenant)?,
         workflow_id: workflow_id.into(),
         id: task_id.into(),
         capability: a.s("capability")?.into(),
@@ -152,10 +153,13 @@ pub(super) fn task_record(item: &Item) -> Result<TaskRecord, StoreError> {
     })
 }
 
-pub(super) fn workflow_record(tenant: &str, item: &Item) -> Result<WorkflowRecord, StoreError> {
+pub(super) fn workflow_record(
+    tenant: &TenantId,
+    item: &Item,
+) -> Result<WorkflowRecord, StoreError> {
     let a = Attrs(item);
     Ok(WorkflowRecord {
-        tenant: tenant.into(),
+        tenant: tenant.clone(),
         id: a.s("workflow_id")?.into(),
         name: a.s("name")?.into(),
         status: a.parsed("status")?,
@@ -359,7 +363,7 @@ impl DynamoStore {
     /// A task's item as stored, read strongly.
     async fn task_item_read(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_id: &str,
     ) -> Result<Option<Item>, StoreError> {
@@ -372,7 +376,7 @@ impl DynamoStore {
 
     async fn workflow_read(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
         projection: Option<&'static Projection>,
     ) -> Result<Option<WorkflowView>, StoreError> {
@@ -428,13 +432,17 @@ impl WorkflowStore for DynamoStore {
         .await
     }
 
-    async fn workflow(&self, tenant: &str, id: &str) -> Result<Option<WorkflowView>, StoreError> {
+    async fn workflow(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Option<WorkflowView>, StoreError> {
         self.workflow_read(tenant, id, None).await
     }
 
     async fn workflow_outline(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
     ) -> Result<Option<WorkflowView>, StoreError> {
         self.workflow_read(tenant, id, Some(&OUTLINE)).await
@@ -442,7 +450,7 @@ impl WorkflowStore for DynamoStore {
 
     async fn task(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_id: &str,
     ) -> Result<Option<TaskRecord>, StoreError> {
@@ -459,7 +467,7 @@ impl WorkflowStore for DynamoStore {
 
     async fn task_whole(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_id: &str,
     ) -> Result<Option<TaskRecord>, StoreError> {
@@ -471,7 +479,7 @@ impl WorkflowStore for DynamoStore {
 
     async fn workflow_status(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
     ) -> Result<Option<WorkflowStatus>, StoreError> {
         let out = self
@@ -558,7 +566,7 @@ impl WorkflowStore for DynamoStore {
 
     async fn task_outputs(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_ids: &[String],
         max_bytes: usize,
@@ -724,7 +732,7 @@ impl WorkflowStore for DynamoStore {
 
     async fn count_finished_task(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_id: &str,
         failed: bool,
@@ -757,7 +765,7 @@ impl WorkflowStore for DynamoStore {
 
     async fn finish_workflow(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         outcome: WorkflowStatus,
         finish: Finish,
@@ -807,7 +815,7 @@ impl WorkflowStore for DynamoStore {
 
     async fn release_dependent(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         dependent: &str,
         parent: &str,
@@ -887,7 +895,7 @@ impl WorkflowStore for DynamoStore {
 
     async fn skip_task(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_id: &str,
         finish: Finish,
@@ -920,7 +928,7 @@ impl WorkflowStore for DynamoStore {
 
     async fn cancel_task(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_id: &str,
         failure: &TaskFailure,
@@ -957,7 +965,7 @@ impl WorkflowStore for DynamoStore {
 
     async fn fail_workflow(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         error: &TaskFailure,
         now_ms: i64,
@@ -1000,7 +1008,7 @@ impl WorkflowStore for DynamoStore {
                 .ok_or_else(|| StoreError::Corrupt("leased item is not a task".into()))?;
             leases.push(ExpiredLease {
                 task: TaskRef {
-                    tenant: tenant.into(),
+                    tenant: stored_tenant(tenant)?,
                     workflow_id: workflow_id.into(),
                     task_id: task_id.into(),
                     attempt: a.n("attempt")?,
@@ -1101,7 +1109,7 @@ impl WorkflowStore for DynamoStore {
         shard: u32,
         now_ms: i64,
         limit: i32,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    ) -> Result<Vec<(TenantId, String)>, StoreError> {
         self.due_in_sweeps(keys::workflow_sweep_partition(shard), now_ms, limit)
             .await?
             .iter()
@@ -1109,14 +1117,14 @@ impl WorkflowStore for DynamoStore {
                 let pk = Attrs(item).s(PK)?;
                 let (tenant, workflow_id) = keys::parse_workflow_pk(pk)
                     .ok_or_else(|| StoreError::Corrupt("swept item is not a workflow".into()))?;
-                Ok((tenant.to_string(), workflow_id.to_string()))
+                Ok((stored_tenant(tenant)?, workflow_id.to_string()))
             })
             .collect()
     }
 
     async fn schedule_check(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         at_ms: i64,
     ) -> Result<(), StoreError> {
@@ -1135,7 +1143,7 @@ impl WorkflowStore for DynamoStore {
 
     async fn keep_alive(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         since_ms: i64,
         now_ms: i64,

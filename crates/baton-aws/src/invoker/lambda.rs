@@ -99,7 +99,7 @@ pub fn payload(call: &AgentCall<'_>) -> Vec<u8> {
             "idempotency_key".into(),
             Value::String(call.task.idempotency_key()),
         );
-        fields.insert("tenant".into(), Value::String(call.task.tenant.clone()));
+        fields.insert("tenant".into(), Value::String(call.task.tenant.to_string()));
     }
     body.to_string().into_bytes()
 }
@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn the_payload_is_the_http_body_with_the_idempotency_key() {
         let task = TaskRef {
-            tenant: "acme".into(),
+            tenant: "acme".parse().unwrap(),
             workflow_id: "w".into(),
             task_id: "t".into(),
             attempt: 2,

@@ -179,7 +179,7 @@ mod tests {
     #[test]
     fn the_request_carries_the_parameters_the_model_and_the_messages() {
         let task = TaskRef {
-            tenant: "t".into(),
+            tenant: "t".parse().unwrap(),
             workflow_id: "w".into(),
             task_id: "a".into(),
             attempt: 1,

@@ -171,7 +171,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut learned = 0;
         for (name, task_type) in &names {
             let stats = store
-                .agent_stats("default", task_type, std::slice::from_ref(name))
+                .agent_stats(
+                    &"default".parse().unwrap(),
+                    task_type,
+                    std::slice::from_ref(name),
+                )
                 .await?;
             learned += stats.get(name).map_or(0, |s| s.count);
         }

@@ -357,7 +357,9 @@ async fn learned_outcomes(
     agents: &[&BenchAgent],
 ) -> Result<String, BoxError> {
     let names: Vec<String> = agents.iter().map(|a| a.name.to_string()).collect();
-    let stats = store.agent_stats("default", task_type, &names).await?;
+    let stats = store
+        .agent_stats(&"default".parse().unwrap(), task_type, &names)
+        .await?;
     Ok(names
         .iter()
         .map(|n| match stats.get(n) {

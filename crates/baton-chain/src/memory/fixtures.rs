@@ -1,6 +1,7 @@
 //! What the unit tests over the memory store share: settings, agents, workflows, SQS events,
 //! an agent invoker that answers from a script, and a harness that runs the chain's steps.
 
+use baton_types::ids::TenantId;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
@@ -24,6 +25,11 @@ use baton_types::task::{TaskProfile, TaskStatus};
 
 /// The tenant of every fixture.
 pub const TENANT: &str = "t";
+
+/// [`TENANT`], checked, as the ports take it.
+pub fn tenant() -> TenantId {
+    TENANT.parse().expect("the fixture tenant is valid")
+}
 /// The capability every fixture task asks for and every fixture agent has.
 pub const CAPABILITY: &str = "c";
 /// How long after its creation a fixture workflow's queued roots may wait.
@@ -72,7 +78,7 @@ pub fn workflow(id: &str, tasks: &[(&str, &[&str])], now_ms: i64) -> NewWorkflow
             .collect()
     };
     NewWorkflow {
-        tenant: TENANT.into(),
+        tenant: tenant(),
         workflow_id: id.into(),
         name: format!("workflow {id}"),
         created_at_ms: now_ms,
@@ -106,7 +112,7 @@ pub fn workflow(id: &str, tasks: &[(&str, &[&str])], now_ms: i64) -> NewWorkflow
 /// Attempt `attempt` of a fixture workflow's task.
 pub fn task_ref(workflow_id: &str, task_id: &str, attempt: u32) -> TaskRef {
     TaskRef {
-        tenant: TENANT.into(),
+        tenant: tenant(),
         workflow_id: workflow_id.into(),
         task_id: task_id.into(),
         attempt,
@@ -126,7 +132,7 @@ pub async fn seed(
         .create_workflow(&workflow(workflow_id, tasks, now_ms))
         .await;
     let registered = store
-        .replace_agent(TENANT, &agent(AGENT, &[CAPABILITY]))
+        .replace_agent(&tenant(), &agent(AGENT, &[CAPABILITY]))
         .await;
     stored
         .and(registered)
@@ -243,7 +249,7 @@ impl Harness {
     pub async fn task(&self, workflow_id: &str, task_id: &str) -> TaskRecord {
         use crate::store::WorkflowStore;
         self.store
-            .task(TENANT, workflow_id, task_id)
+            .task(&tenant(), workflow_id, task_id)
             .await
             .expect("the memory store answers")
             .expect("the task exists")
@@ -252,7 +258,7 @@ impl Harness {
     pub async fn view(&self, workflow_id: &str) -> WorkflowView {
         use crate::store::WorkflowStore;
         self.store
-            .workflow(TENANT, workflow_id)
+            .workflow(&tenant(), workflow_id)
             .await
             .expect("the memory store answers")
             .expect("the workflow exists")

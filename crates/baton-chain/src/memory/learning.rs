@@ -1,6 +1,7 @@
 //! The memory table in memory: routing's shared state (`baton_aws::dynamo::slots`) and what
 //! the learner keeps (`learning`, `stats`).
 
+use baton_types::ids::TenantId;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
@@ -37,7 +38,7 @@ pub(super) struct Memory {
     circuits: HashMap<AgentKey, Circuit>,
 }
 
-fn agent_key(tenant: &str, agent: &str) -> AgentKey {
+fn agent_key(tenant: &TenantId, agent: &str) -> AgentKey {
     (tenant.to_string(), agent.to_string())
 }
 
@@ -45,7 +46,7 @@ impl Memory {
     /// Deletes an outcome's history record (a session's end deletes its workflows').
     pub(super) fn forget_outcome(
         &mut self,
-        tenant: &str,
+        tenant: &TenantId,
         agent: &str,
         workflow_id: &str,
         task_id: &str,
@@ -83,7 +84,7 @@ fn load_of(holds: &HashMap<String, SlotHeld>) -> AgentLoad {
 
 #[async_trait]
 impl RoutingState for MemoryStore {
-    async fn next_turn(&self, tenant: &str, capability: &str) -> Result<u64, StoreError> {
+    async fn next_turn(&self, tenant: &TenantId, capability: &str) -> Result<u64, StoreError> {
         self.run("next_turn", |state| {
             let counter = state
                 .learning
@@ -98,7 +99,7 @@ impl RoutingState for MemoryStore {
 
     async fn loads(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         agents: &[String],
         now_ms: i64,
     ) -> Result<HashMap<String, AgentLoad>, StoreError> {
@@ -120,7 +121,7 @@ impl RoutingState for MemoryStore {
 
     async fn acquire_slot(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         agent: &str,
         limits: Limits<'_>,
         hold: SlotHold<'_>,
@@ -152,7 +153,7 @@ impl RoutingState for MemoryStore {
 
     async fn release_slot(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         agent: &str,
         holder: &str,
     ) -> Result<(), StoreError> {
@@ -235,7 +236,7 @@ impl LearningStore for MemoryStore {
 
     async fn agent_stats(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         task_type: &str,
         agents: &[String],
     ) -> Result<HashMap<String, AgentStats>, StoreError> {
@@ -252,7 +253,7 @@ impl LearningStore for MemoryStore {
 
     async fn routing_view(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         task_type: Option<&str>,
         agents: &[String],
     ) -> Result<RoutingView, StoreError> {
@@ -274,7 +275,7 @@ impl LearningStore for MemoryStore {
 
     async fn circuits(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         agents: &[String],
     ) -> Result<HashMap<String, Circuit>, StoreError> {
         self.run("circuits", |state| {
@@ -290,7 +291,7 @@ impl LearningStore for MemoryStore {
 
     async fn take_probe(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         agent: &str,
         probe: &Probe,
         opened_at_ms: i64,
@@ -317,7 +318,7 @@ impl LearningStore for MemoryStore {
 impl StatsStore for MemoryStore {
     async fn learned_stats(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         agents: &[String],
     ) -> Result<Vec<LearnedStats>, StoreError> {
         self.run("learned_stats", |state| {
@@ -336,7 +337,7 @@ impl StatsStore for MemoryStore {
         })
     }
 
-    async fn running_workflows(&self, tenant: &str) -> Result<u64, StoreError> {
+    async fn running_workflows(&self, tenant: &TenantId) -> Result<u64, StoreError> {
         self.run("running_workflows", |state| {
             Ok(state.running_workflows(tenant))
         })

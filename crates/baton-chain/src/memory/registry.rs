@@ -1,5 +1,6 @@
 //! The registry and tenants' settings in memory: `baton_aws::dynamo::agents` and `config`.
 
+use baton_types::ids::TenantId;
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
@@ -40,12 +41,12 @@ impl StoredAgent {
 #[derive(Debug, Default)]
 pub(super) struct Registry {
     /// Agents by tenant, then name.
-    agents: BTreeMap<String, BTreeMap<String, StoredAgent>>,
-    agent_counts: HashMap<String, u64>,
-    configs: HashMap<String, TenantConfig>,
+    agents: BTreeMap<TenantId, BTreeMap<String, StoredAgent>>,
+    agent_counts: HashMap<TenantId, u64>,
+    configs: HashMap<TenantId, TenantConfig>,
     /// Counters by (tenant, counter).
     counters: HashMap<(String, String), u64>,
-    paces: HashMap<String, PaceState>,
+    paces: HashMap<TenantId, PaceState>,
 }
 
 /// Where the health sweep probes an agent, if it can.
@@ -54,16 +55,16 @@ fn probe_url(agent: &Agent) -> Option<String> {
 }
 
 impl Registry {
-    fn tenant(&self, tenant: &str) -> impl Iterator<Item = &StoredAgent> {
+    fn tenant(&self, tenant: &TenantId) -> impl Iterator<Item = &StoredAgent> {
         self.agents.get(tenant).into_iter().flat_map(|a| a.values())
     }
 
-    fn stored(&self, tenant: &str, name: &str) -> Option<&StoredAgent> {
+    fn stored(&self, tenant: &TenantId, name: &str) -> Option<&StoredAgent> {
         self.agents.get(tenant)?.get(name)
     }
 
     /// Whether every premise of `change` holds.
-    fn premises_hold(&self, tenant: &str, change: &AgentChange<'_>) -> bool {
+    fn premises_hold(&self, tenant: &TenantId, change: &AgentChange<'_>) -> bool {
         let own = self.stored(tenant, change.name);
         let version = match change.expected_version {
             None => own.is_none(),
@@ -88,15 +89,15 @@ impl Registry {
         version && guard && count && needs
     }
 
-    fn apply(&mut self, tenant: &str, change: &AgentChange<'_>) {
+    fn apply(&mut self, tenant: &TenantId, change: &AgentChange<'_>) {
         if let Some(count) = change.count {
             let kept = self
                 .agent_counts
-                .entry(tenant.to_string())
+                .entry(tenant.clone())
                 .or_insert(count.registered);
             *kept = kept.saturating_add_signed(count.delta);
         }
-        let agents = self.agents.entry(tenant.to_string()).or_default();
+        let agents = self.agents.entry(tenant.clone()).or_default();
         match change.agent {
             Some(agent) => {
                 agents.insert(
@@ -118,19 +119,19 @@ impl Registry {
 
 #[async_trait]
 impl AgentRegistry for MemoryStore {
-    async fn replace_agent(&self, tenant: &str, agent: &Agent) -> Result<(), StoreError> {
+    async fn replace_agent(&self, tenant: &TenantId, agent: &Agent) -> Result<(), StoreError> {
         self.run("replace_agent", |state| {
             state
                 .registry
                 .agents
-                .entry(tenant.to_string())
+                .entry(tenant.clone())
                 .or_default()
                 .insert(agent.name.clone(), StoredAgent::written(agent, None));
             Ok(())
         })
     }
 
-    async fn agents(&self, tenant: &str) -> Result<Vec<Agent>, StoreError> {
+    async fn agents(&self, tenant: &TenantId) -> Result<Vec<Agent>, StoreError> {
         self.run("agents", |state| {
             Ok(state
                 .registry
@@ -140,7 +141,7 @@ impl AgentRegistry for MemoryStore {
         })
     }
 
-    async fn agent_list(&self, tenant: &str) -> Result<AgentList, StoreError> {
+    async fn agent_list(&self, tenant: &TenantId) -> Result<AgentList, StoreError> {
         self.run("agent_list", |state| {
             let mut list = AgentList::default();
             for stored in state.registry.tenant(tenant) {
@@ -155,7 +156,7 @@ impl AgentRegistry for MemoryStore {
 
     async fn change_agent(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         change: &AgentChange<'_>,
     ) -> Result<bool, StoreError> {
         self.run("change_agent", |state| {
@@ -174,13 +175,13 @@ impl AgentRegistry for MemoryStore {
         })
     }
 
-    async fn agent(&self, tenant: &str, name: &str) -> Result<Option<Agent>, StoreError> {
+    async fn agent(&self, tenant: &TenantId, name: &str) -> Result<Option<Agent>, StoreError> {
         self.run("agent", |state| {
             Ok(state.registry.stored(tenant, name).map(|s| s.agent.clone()))
         })
     }
 
-    async fn agent_count(&self, tenant: &str) -> Result<Option<u64>, StoreError> {
+    async fn agent_count(&self, tenant: &TenantId) -> Result<Option<u64>, StoreError> {
         self.run("agent_count", |state| {
             Ok(state.registry.agent_counts.get(tenant).copied())
         })
@@ -190,10 +191,10 @@ impl AgentRegistry for MemoryStore {
         &self,
         now_ms: i64,
         limit: i32,
-    ) -> Result<Vec<(String, Agent)>, StoreError> {
+    ) -> Result<Vec<(TenantId, Agent)>, StoreError> {
         self.run("due_health_checks", |state| {
             let wanted = usize::try_from(limit).unwrap_or(0);
-            let mut due: Vec<(i64, String, String)> = state
+            let mut due: Vec<(i64, TenantId, String)> = state
                 .registry
                 .agents
                 .iter()
@@ -230,7 +231,7 @@ impl AgentRegistry for MemoryStore {
 
     async fn record_health(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         name: &str,
         health: &AgentHealth,
         next_check_ms: i64,
@@ -254,14 +255,14 @@ impl AgentRegistry for MemoryStore {
 }
 
 impl State {
-    fn config_mut(&mut self, tenant: &str) -> &mut TenantConfig {
-        self.registry.configs.entry(tenant.to_string()).or_default()
+    fn config_mut(&mut self, tenant: &TenantId) -> &mut TenantConfig {
+        self.registry.configs.entry(tenant.clone()).or_default()
     }
 }
 
 #[async_trait]
 impl ConfigStore for MemoryStore {
-    async fn tenant_config(&self, tenant: &str) -> Result<TenantConfig, StoreError> {
+    async fn tenant_config(&self, tenant: &TenantId) -> Result<TenantConfig, StoreError> {
         self.run("tenant_config", |state| {
             Ok(state
                 .registry
@@ -274,7 +275,7 @@ impl ConfigStore for MemoryStore {
 
     async fn put_capability_defaults(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         capability: &str,
         defaults: &CapabilityDefaults,
     ) -> Result<(), StoreError> {
@@ -289,7 +290,7 @@ impl ConfigStore for MemoryStore {
 
     async fn put_multipliers(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         multipliers: &BTreeMap<String, f64>,
     ) -> Result<(), StoreError> {
         self.run("put_multipliers", |state| {
@@ -298,7 +299,11 @@ impl ConfigStore for MemoryStore {
         })
     }
 
-    async fn put_quotas(&self, tenant: &str, quotas: &QuotaOverrides) -> Result<(), StoreError> {
+    async fn put_quotas(
+        &self,
+        tenant: &TenantId,
+        quotas: &QuotaOverrides,
+    ) -> Result<(), StoreError> {
         self.run("put_quotas", |state| {
             state.config_mut(tenant).quotas = *quotas;
             Ok(())
@@ -310,7 +315,7 @@ impl ConfigStore for MemoryStore {
 impl TenantCounters for MemoryStore {
     async fn take_place(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         counter: &str,
         counted: u64,
         limit: u64,
@@ -330,7 +335,7 @@ impl TenantCounters for MemoryStore {
         })
     }
 
-    async fn give_place(&self, tenant: &str, counter: &str) -> Result<(), StoreError> {
+    async fn give_place(&self, tenant: &TenantId, counter: &str) -> Result<(), StoreError> {
         self.run("give_place", |state| {
             let key = (tenant.to_string(), counter.to_string());
             if let Some(count) = state.registry.counters.get_mut(&key).filter(|c| **c > 0) {
@@ -343,9 +348,13 @@ impl TenantCounters for MemoryStore {
 
 #[async_trait]
 impl AdmissionStore for MemoryStore {
-    async fn advance_pace(&self, tenant: &str, step: &PaceStep) -> Result<PaceAdvance, StoreError> {
+    async fn advance_pace(
+        &self,
+        tenant: &TenantId,
+        step: &PaceStep,
+    ) -> Result<PaceAdvance, StoreError> {
         self.run("advance_pace", |state| {
-            let pace = state.registry.paces.entry(tenant.to_string()).or_default();
+            let pace = state.registry.paces.entry(tenant.clone()).or_default();
             let old = *pace;
             // From idle: the cell at or below the floor.
             if step.fits_from_idle() && old.tat_us.is_none_or(|tat| tat <= step.floor_us) {
@@ -370,12 +379,12 @@ impl AdmissionStore for MemoryStore {
 
     async fn save_urgent(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         read: Option<i64>,
         next: i64,
     ) -> Result<bool, StoreError> {
         self.run("save_urgent", |state| {
-            let pace = state.registry.paces.entry(tenant.to_string()).or_default();
+            let pace = state.registry.paces.entry(tenant.clone()).or_default();
             if pace.urgent_tat_us != read {
                 return Ok(false);
             }
@@ -384,7 +393,7 @@ impl AdmissionStore for MemoryStore {
         })
     }
 
-    async fn running_count(&self, tenant: &str, _limit: u32) -> Result<u64, StoreError> {
+    async fn running_count(&self, tenant: &TenantId, _limit: u32) -> Result<u64, StoreError> {
         self.run("running_count", |state| Ok(state.running_workflows(tenant)))
     }
 }

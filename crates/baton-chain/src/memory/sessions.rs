@@ -1,6 +1,7 @@
 //! Sessions and their turns in memory: `baton_aws::dynamo::sessions` and `turns`. A session's
 //! items live in one partition, each marked with the opening (generation) that wrote it.
 
+use baton_types::ids::TenantId;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -63,8 +64,8 @@ fn async_sk(turn: u32, agent: &str) -> String {
     format!("ASYNC#{turn:010}#{agent}")
 }
 
-fn key(tenant: &str, id: &str) -> (String, String) {
-    (tenant.to_string(), id.to_string())
+fn key(tenant: &TenantId, id: &str) -> (TenantId, String) {
+    (tenant.clone(), id.to_string())
 }
 
 /// Whether an item belongs to the opening `generation`; items of before generations belong
@@ -116,14 +117,14 @@ impl SessionPartition {
 }
 
 impl State {
-    fn session_partition(&self, tenant: &str, id: &str) -> Option<&SessionPartition> {
+    fn session_partition(&self, tenant: &TenantId, id: &str) -> Option<&SessionPartition> {
         self.sessions.get(&key(tenant, id))
     }
 }
 
 #[async_trait]
 impl SessionStore for MemoryStore {
-    async fn create_session(&self, tenant: &str, session: &Session) -> Result<(), StoreError> {
+    async fn create_session(&self, tenant: &TenantId, session: &Session) -> Result<(), StoreError> {
         self.run("create_session", |state| {
             let partition = state.sessions.entry(key(tenant, &session.id)).or_default();
             match &partition.record {
@@ -149,7 +150,7 @@ impl SessionStore for MemoryStore {
         })
     }
 
-    async fn session(&self, tenant: &str, id: &str) -> Result<Option<Session>, StoreError> {
+    async fn session(&self, tenant: &TenantId, id: &str) -> Result<Option<Session>, StoreError> {
         self.run("session", |state| {
             Ok(state
                 .session_partition(tenant, id)
@@ -160,7 +161,7 @@ impl SessionStore for MemoryStore {
 
     async fn session_contents(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
     ) -> Result<Option<SessionContents>, StoreError> {
         self.run("session_contents", |state| {
@@ -195,7 +196,7 @@ impl SessionStore for MemoryStore {
 
     async fn delete_session_contents(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         contents: &SessionContents,
     ) -> Result<bool, StoreError> {
         self.run("delete_session_contents", |state| {
@@ -236,9 +237,9 @@ impl SessionStore for MemoryStore {
         &self,
         now_ms: i64,
         limit: i32,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    ) -> Result<Vec<(TenantId, String)>, StoreError> {
         self.run("idle_sessions", |state| {
-            let mut due: Vec<(i64, (String, String))> = state
+            let mut due: Vec<(i64, (TenantId, String))> = state
                 .sessions
                 .iter()
                 .filter_map(|(key, p)| {
@@ -268,7 +269,7 @@ impl SessionStore for MemoryStore {
 
     async fn session_bundle(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
     ) -> Result<Option<SessionBundle>, StoreError> {
         self.run("session_bundle", |state| {
@@ -301,7 +302,7 @@ impl SessionStore for MemoryStore {
 
     async fn resume_session(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
         reply: Option<&str>,
         now_ms: i64,
@@ -344,7 +345,7 @@ impl SessionStore for MemoryStore {
 impl TurnStore for MemoryStore {
     async fn start_turn(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         start: &TurnStart<'_>,
     ) -> Result<TurnStarted, StoreError> {
         self.run("start_turn", |state| {
@@ -393,7 +394,7 @@ impl TurnStore for MemoryStore {
 
     async fn turn(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         session_id: &str,
         turn: u32,
     ) -> Result<Option<TurnRecord>, StoreError> {
@@ -408,7 +409,11 @@ impl TurnStore for MemoryStore {
         })
     }
 
-    async fn finish_turn(&self, tenant: &str, finish: &TurnFinish<'_>) -> Result<bool, StoreError> {
+    async fn finish_turn(
+        &self,
+        tenant: &TenantId,
+        finish: &TurnFinish<'_>,
+    ) -> Result<bool, StoreError> {
         self.run("finish_turn", |state| {
             let turn = finish.turn;
             let Some(partition) = state.sessions.get_mut(&key(tenant, &turn.session_id)) else {
@@ -476,7 +481,7 @@ impl TurnStore for MemoryStore {
 
     async fn record_async_result(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         session_id: &str,
         generation: Option<&str>,
         result: &AsyncResult,

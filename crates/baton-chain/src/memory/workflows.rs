@@ -2,6 +2,7 @@
 //! `controls`, condition for condition.
 
 use async_trait::async_trait;
+use baton_types::ids::TenantId;
 use serde_json::Value;
 
 use super::{MemoryStore, State};
@@ -95,8 +96,8 @@ impl Partition {
     }
 }
 
-fn key(tenant: &str, workflow_id: &str) -> (String, String) {
-    (tenant.to_string(), workflow_id.to_string())
+fn key(tenant: &TenantId, workflow_id: &str) -> (TenantId, String) {
+    (tenant.clone(), workflow_id.to_string())
 }
 
 fn stored_json_bytes(value: &Value) -> usize {
@@ -104,24 +105,29 @@ fn stored_json_bytes(value: &Value) -> usize {
 }
 
 impl State {
-    fn partition(&self, tenant: &str, workflow_id: &str) -> Option<&Partition> {
+    fn partition(&self, tenant: &TenantId, workflow_id: &str) -> Option<&Partition> {
         self.workflows.get(&key(tenant, workflow_id))
     }
 
-    fn record_mut(&mut self, tenant: &str, workflow_id: &str) -> Option<&mut StoredWorkflow> {
+    fn record_mut(&mut self, tenant: &TenantId, workflow_id: &str) -> Option<&mut StoredWorkflow> {
         self.workflows
             .get_mut(&key(tenant, workflow_id))?
             .record
             .as_mut()
     }
 
-    fn stored_task(&self, tenant: &str, workflow_id: &str, task_id: &str) -> Option<&StoredTask> {
+    fn stored_task(
+        &self,
+        tenant: &TenantId,
+        workflow_id: &str,
+        task_id: &str,
+    ) -> Option<&StoredTask> {
         self.partition(tenant, workflow_id)?.task(task_id)
     }
 
     fn stored_task_mut(
         &mut self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_id: &str,
     ) -> Option<&mut StoredTask> {
@@ -217,7 +223,7 @@ impl State {
     }
 
     /// Deletes a workflow's items, with the outcome history its attempts left (a session's end).
-    pub(super) fn delete_workflow(&mut self, tenant: &str, workflow_id: &str) {
+    pub(super) fn delete_workflow(&mut self, tenant: &TenantId, workflow_id: &str) {
         let Some(partition) = self.workflows.remove(&key(tenant, workflow_id)) else {
             return;
         };
@@ -247,7 +253,7 @@ impl State {
     }
 
     /// The tenant's workflows counted against its quota.
-    pub(super) fn running_workflows(&self, tenant: &str) -> u64 {
+    pub(super) fn running_workflows(&self, tenant: &TenantId) -> u64 {
         self.workflows
             .iter()
             .filter(|((t, _), p)| t == tenant && p.record.as_ref().is_some_and(|r| r.counted))
@@ -340,7 +346,7 @@ impl MemoryStore {
     fn read_task(
         &self,
         method: &'static str,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_id: &str,
     ) -> Result<Option<TaskRecord>, StoreError> {
@@ -377,7 +383,11 @@ impl WorkflowStore for MemoryStore {
         })
     }
 
-    async fn workflow(&self, tenant: &str, id: &str) -> Result<Option<WorkflowView>, StoreError> {
+    async fn workflow(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Option<WorkflowView>, StoreError> {
         self.run("workflow", |state| {
             Ok(state.partition(tenant, id).and_then(Partition::view))
         })
@@ -385,7 +395,7 @@ impl WorkflowStore for MemoryStore {
 
     async fn workflow_outline(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
     ) -> Result<Option<WorkflowView>, StoreError> {
         self.run("workflow_outline", |state| {
@@ -410,7 +420,7 @@ impl WorkflowStore for MemoryStore {
 
     async fn task_whole(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_id: &str,
     ) -> Result<Option<TaskRecord>, StoreError> {
@@ -420,7 +430,7 @@ impl WorkflowStore for MemoryStore {
 
     async fn task(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_id: &str,
     ) -> Result<Option<TaskRecord>, StoreError> {
@@ -429,7 +439,7 @@ impl WorkflowStore for MemoryStore {
 
     async fn workflow_status(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
     ) -> Result<Option<WorkflowStatus>, StoreError> {
         self.run("workflow_status", |state| {
@@ -486,7 +496,7 @@ impl WorkflowStore for MemoryStore {
 
     async fn task_outputs(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_ids: &[String],
         max_bytes: usize,
@@ -552,7 +562,7 @@ impl WorkflowStore for MemoryStore {
 
     async fn count_finished_task(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_id: &str,
         failed: bool,
@@ -580,7 +590,7 @@ impl WorkflowStore for MemoryStore {
 
     async fn finish_workflow(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         outcome: WorkflowStatus,
         finish: Finish,
@@ -612,7 +622,7 @@ impl WorkflowStore for MemoryStore {
 
     async fn release_dependent(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         dependent: &str,
         parent: &str,
@@ -657,7 +667,7 @@ impl WorkflowStore for MemoryStore {
 
     async fn skip_task(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_id: &str,
         finish: Finish,
@@ -683,7 +693,7 @@ impl WorkflowStore for MemoryStore {
 
     async fn cancel_task(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_id: &str,
         failure: &TaskFailure,
@@ -716,7 +726,7 @@ impl WorkflowStore for MemoryStore {
 
     async fn fail_workflow(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         error: &TaskFailure,
         now_ms: i64,
@@ -853,12 +863,12 @@ impl WorkflowStore for MemoryStore {
         shard: u32,
         now_ms: i64,
         limit: i32,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    ) -> Result<Vec<(TenantId, String)>, StoreError> {
         self.run("due_workflows", |state| {
             if shard != 0 {
                 return Ok(Vec::new());
             }
-            let mut due: Vec<(i64, (String, String))> = state
+            let mut due: Vec<(i64, (TenantId, String))> = state
                 .workflows
                 .iter()
                 .filter_map(|(key, p)| {
@@ -877,7 +887,7 @@ impl WorkflowStore for MemoryStore {
 
     async fn schedule_check(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         at_ms: i64,
     ) -> Result<(), StoreError> {
@@ -893,7 +903,7 @@ impl WorkflowStore for MemoryStore {
 
     async fn keep_alive(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         since_ms: i64,
         now_ms: i64,
@@ -1092,7 +1102,7 @@ impl WorkflowControls for MemoryStore {
 
     async fn hold_task(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
         task_id: &str,
         hold: Hold,
@@ -1208,7 +1218,7 @@ impl WorkflowControls for MemoryStore {
 
     async fn archived_drives(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         workflow_id: &str,
     ) -> Result<Vec<ArchivedDrive>, StoreError> {
         self.run("archived_drives", |state| {
@@ -1223,7 +1233,7 @@ impl WorkflowControls for MemoryStore {
 
     async fn list_workflows(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         filter: &WorkflowFilter,
     ) -> Result<WorkflowPage, StoreError> {
         self.run("list_workflows", |state| {
