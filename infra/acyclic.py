@@ -86,8 +86,17 @@ def cycles(graph):
     return out
 
 failed = False
+def source_root(crate):
+    # `src/`, or the folder of the library a manifest names (`[lib] path = "support/lib.rs"`).
+    manifest = os.path.join(crate, 'Cargo.toml')
+    if os.path.exists(manifest):
+        lib = re.search(r'\[lib\][^\[]*?path\s*=\s*"([^"]+)"', open(manifest).read(), re.S)
+        if lib:
+            return os.path.dirname(os.path.join(crate, lib.group(1)))
+    return os.path.join(crate, 'src')
+
 for crate in sys.argv[1:]:
-    mods = modules(os.path.join(crate, 'src'))
+    mods = modules(source_root(crate))
     graph = edges(mods)
     circles = cycles(graph)
     failed = failed or bool(circles)
