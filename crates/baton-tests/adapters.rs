@@ -10,21 +10,30 @@ use baton_chain::store::{
 use baton_local::stack::LocalStack;
 use baton_tests::*;
 use baton_types::clock::now_ms;
+use baton_types::ids::TaskId;
 use baton_types::messages::{OutcomeMessage, RouteMessage, TaskRef, FORMAT_VERSION};
 use baton_types::task::{AttemptOutcome, AttemptRecord};
 use baton_types::task::{TaskStatus, WorkflowStatus};
 use serde_json::json;
 
+/// A checked id from a test's literal.
+fn id<T: std::str::FromStr>(text: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    text.parse().expect("a test id is valid")
+}
+
 /// Stores the diamond a → {b, c} → d directly.
 async fn store_diamond(stack: &LocalStack, id: &str) {
     let task = |name: &str, deps: &[&str], dependents: &[&str]| NewTask {
         dispatch_until_ms: None,
-        id: name.into(),
+        id: self::id(name),
         capability: "work".into(),
         profile: Default::default(),
         input: json!({ "n": name }),
-        depends_on: deps.iter().map(|d| d.to_string()).collect(),
-        dependents: dependents.iter().map(|d| d.to_string()).collect(),
+        depends_on: deps.iter().map(|d| self::id(d)).collect(),
+        dependents: dependents.iter().map(|d| self::id(d)).collect(),
         status: if deps.is_empty() {
             TaskStatus::Queued
         } else {
@@ -38,7 +47,7 @@ async fn store_diamond(stack: &LocalStack, id: &str) {
     let workflow = NewWorkflow {
         counted: true,
         tenant: "acme".parse().unwrap(),
-        workflow_id: id.into(),
+        workflow_id: self::id(id),
         name: "diamond".into(),
         created_at_ms: now,
         dispatch_until_ms: now + 60_000,
@@ -79,8 +88,8 @@ fn entry(attempt: u32, outcome: AttemptOutcome) -> AttemptRecord {
 fn attempt(workflow: &str, task: &str, attempt: u32) -> TaskRef {
     TaskRef {
         tenant: "acme".parse().unwrap(),
-        workflow_id: workflow.into(),
-        task_id: task.into(),
+        workflow_id: id(workflow),
+        task_id: id(task),
         attempt,
     }
 }
@@ -182,7 +191,7 @@ async fn a_claim_is_exclusive_to_one_attempt() {
         ClaimOutcome::AlreadyFinished(_)
     ));
     let view = store
-        .workflow(&"acme".parse().unwrap(), "w1")
+        .workflow(&"acme".parse().unwrap(), &id("w1"))
         .await
         .unwrap()
         .unwrap();
@@ -199,7 +208,7 @@ async fn a_claim_is_exclusive_to_one_attempt() {
     );
     assert!(
         store
-            .workflow(&"other-tenant".parse().unwrap(), "w1")
+            .workflow(&"other-tenant".parse().unwrap(), &id("w1"))
             .await
             .unwrap()
             .is_none(),
@@ -215,14 +224,26 @@ async fn dependents_are_released_once_and_only_by_their_last_parent() {
     let until = now_ms() + 60_000;
     assert_eq!(
         store
-            .release_dependent(&"acme".parse().unwrap(), "w2", "d", "b", until)
+            .release_dependent(
+                &"acme".parse().unwrap(),
+                &id("w2"),
+                &id("d"),
+                &id("b"),
+                until
+            )
             .await
             .unwrap(),
         Release::StillWaiting
     );
     assert_eq!(
         store
-            .release_dependent(&"acme".parse().unwrap(), "w2", "d", "b", until)
+            .release_dependent(
+                &"acme".parse().unwrap(),
+                &id("w2"),
+                &id("d"),
+                &id("b"),
+                until
+            )
             .await
             .unwrap(),
         Release::StillWaiting,
@@ -230,7 +251,13 @@ async fn dependents_are_released_once_and_only_by_their_last_parent() {
     );
     assert_eq!(
         store
-            .release_dependent(&"acme".parse().unwrap(), "w2", "d", "c", until)
+            .release_dependent(
+                &"acme".parse().unwrap(),
+                &id("w2"),
+                &id("d"),
+                &id("c"),
+                until
+            )
             .await
             .unwrap(),
         Release::Ready {
@@ -241,7 +268,13 @@ async fn dependents_are_released_once_and_only_by_their_last_parent() {
     );
     assert_eq!(
         store
-            .release_dependent(&"acme".parse().unwrap(), "w2", "d", "c", until)
+            .release_dependent(
+                &"acme".parse().unwrap(),
+                &id("w2"),
+                &id("d"),
+                &id("c"),
+                until
+            )
             .await
             .unwrap(),
         Release::Ready {
@@ -253,7 +286,13 @@ async fn dependents_are_released_once_and_only_by_their_last_parent() {
     );
     assert_eq!(
         store
-            .release_dependent(&"acme".parse().unwrap(), "w2", "d", "b", until)
+            .release_dependent(
+                &"acme".parse().unwrap(),
+                &id("w2"),
+                &id("d"),
+                &id("b"),
+                until
+            )
             .await
             .unwrap(),
         Release::Moved,
@@ -335,7 +374,13 @@ async fn a_finished_task_is_counted_once_and_the_workflow_completes_once() {
     let finish = finish_at(&stack.settings, now_ms());
     for task in ["a", "a", "b", "c"] {
         store
-            .count_finished_task(&"acme".parse().unwrap(), "w3", task, false, finish.now_ms)
+            .count_finished_task(
+                &"acme".parse().unwrap(),
+                &id("w3"),
+                &id(task),
+                false,
+                finish.now_ms,
+            )
             .await
             .unwrap();
     }
@@ -343,7 +388,7 @@ async fn a_finished_task_is_counted_once_and_the_workflow_completes_once() {
         !store
             .finish_workflow(
                 &"acme".parse().unwrap(),
-                "w3",
+                &id("w3"),
                 WorkflowStatus::Succeeded,
                 finish
             )
@@ -352,7 +397,13 @@ async fn a_finished_task_is_counted_once_and_the_workflow_completes_once() {
         "d is still to run"
     );
     let progress = store
-        .count_finished_task(&"acme".parse().unwrap(), "w3", "d", false, finish.now_ms)
+        .count_finished_task(
+            &"acme".parse().unwrap(),
+            &id("w3"),
+            &id("d"),
+            false,
+            finish.now_ms,
+        )
         .await
         .unwrap();
     assert_eq!(progress.tasks_remaining, 0);
@@ -361,7 +412,7 @@ async fn a_finished_task_is_counted_once_and_the_workflow_completes_once() {
         !store
             .finish_workflow(
                 &"acme".parse().unwrap(),
-                "w3",
+                &id("w3"),
                 WorkflowStatus::Failed,
                 finish
             )
@@ -372,7 +423,7 @@ async fn a_finished_task_is_counted_once_and_the_workflow_completes_once() {
     assert!(store
         .finish_workflow(
             &"acme".parse().unwrap(),
-            "w3",
+            &id("w3"),
             WorkflowStatus::Succeeded,
             finish
         )
@@ -381,14 +432,14 @@ async fn a_finished_task_is_counted_once_and_the_workflow_completes_once() {
     assert!(!store
         .finish_workflow(
             &"acme".parse().unwrap(),
-            "w3",
+            &id("w3"),
             WorkflowStatus::Succeeded,
             finish
         )
         .await
         .unwrap());
     let view = store
-        .workflow(&"acme".parse().unwrap(), "w3")
+        .workflow(&"acme".parse().unwrap(), &id("w3"))
         .await
         .unwrap()
         .unwrap();
@@ -494,7 +545,7 @@ async fn route_messages_are_sent_in_batches_of_ten() {
 async fn a_join_released_by_many_parents_at_once_is_released_exactly_once() {
     let stack = api_only_stack("join").await;
     let store = &stack.execute_deps().store;
-    let parents: Vec<String> = (0..30).map(|i| format!("p{i}")).collect();
+    let parents: Vec<TaskId> = (0..30).map(|i| id(&format!("p{i}"))).collect();
     let mut tasks: Vec<NewTask> = parents
         .iter()
         .map(|p| NewTask {
@@ -504,7 +555,7 @@ async fn a_join_released_by_many_parents_at_once_is_released_exactly_once() {
             profile: Default::default(),
             input: json!(null),
             depends_on: vec![],
-            dependents: vec!["join".into()],
+            dependents: vec![id("join")],
             status: TaskStatus::Queued,
             retry: None,
             fallback: true,
@@ -513,7 +564,7 @@ async fn a_join_released_by_many_parents_at_once_is_released_exactly_once() {
         .collect();
     tasks.push(NewTask {
         dispatch_until_ms: None,
-        id: "join".into(),
+        id: id("join"),
         capability: "work".into(),
         profile: Default::default(),
         input: json!(null),
@@ -528,7 +579,7 @@ async fn a_join_released_by_many_parents_at_once_is_released_exactly_once() {
     let workflow = NewWorkflow {
         counted: true,
         tenant: "acme".parse().unwrap(),
-        workflow_id: "wj".into(),
+        workflow_id: "wj".parse().unwrap(),
         name: "join".into(),
         created_at_ms: now,
         dispatch_until_ms: now + 60_000,
@@ -543,13 +594,19 @@ async fn a_join_released_by_many_parents_at_once_is_released_exactly_once() {
         .chain(parents.iter())
         .map(|parent| async move {
             store
-                .release_dependent(&"acme".parse().unwrap(), "wj", "join", parent, now + 60_000)
+                .release_dependent(
+                    &"acme".parse().unwrap(),
+                    &id("wj"),
+                    &id("join"),
+                    &id(parent),
+                    now + 60_000,
+                )
                 .await
                 .unwrap()
         });
     let releases = futures::future::join_all(releases).await;
     // Exactly one parent released it; only that parent's duplicate may report it again.
-    let releasers: std::collections::BTreeSet<&String> = parents
+    let releasers: std::collections::BTreeSet<&TaskId> = parents
         .iter()
         .chain(parents.iter())
         .zip(&releases)
@@ -558,7 +615,7 @@ async fn a_join_released_by_many_parents_at_once_is_released_exactly_once() {
         .collect();
     assert_eq!(releasers.len(), 1, "{releases:?}");
     let view = store
-        .workflow(&"acme".parse().unwrap(), "wj")
+        .workflow(&"acme".parse().unwrap(), &id("wj"))
         .await
         .unwrap()
         .unwrap();
@@ -573,13 +630,13 @@ async fn the_repairs_outline_of_a_workflow_holds_no_inputs_or_outputs() {
     store_diamond(&stack, "w-outline").await;
     let store = &stack.execute_deps().store;
     let whole = store
-        .workflow(&"acme".parse().unwrap(), "w-outline")
+        .workflow(&"acme".parse().unwrap(), &id("w-outline"))
         .await
         .unwrap()
         .unwrap();
     assert!(whole.tasks.iter().all(|t| t.input.is_object()));
     let outline = store
-        .workflow_outline(&"acme".parse().unwrap(), "w-outline")
+        .workflow_outline(&"acme".parse().unwrap(), &id("w-outline"))
         .await
         .unwrap()
         .unwrap();
@@ -633,8 +690,8 @@ async fn running_workflows_are_counted_under_their_tenant_until_they_finish() {
         store
             .count_finished_task(
                 &"acme".parse().unwrap(),
-                "w-running-1",
-                task,
+                &id("w-running-1"),
+                &id(task),
                 false,
                 now_ms(),
             )
@@ -644,7 +701,7 @@ async fn running_workflows_are_counted_under_their_tenant_until_they_finish() {
     assert!(store
         .finish_workflow(
             &"acme".parse().unwrap(),
-            "w-running-1",
+            &id("w-running-1"),
             WorkflowStatus::Succeeded,
             finish
         )

@@ -1578,7 +1578,7 @@ async fn another_tenants_ids_answer_as_ids_that_exist_nowhere_on_every_verb() {
     let nowhere = Ids {
         agent: "phantom".into(),
         workflow: "0190aaaa-0000-7000-8000-00000000dead".into(),
-        session: "0190aaaa-0000-7000-8000-00000000beef".into(),
+        session: "0190aaaa-0000-7000-8000-00000000beef".parse().unwrap(),
         secret: unique("ghost"),
         tenant: "nobody".parse().unwrap(),
     };

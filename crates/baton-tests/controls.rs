@@ -716,7 +716,11 @@ async fn dispatches(stack: &baton_local::stack::LocalStack, id: &str, task_id: &
     stack
         .execute_deps()
         .store
-        .task(&"default".parse().unwrap(), id, task_id)
+        .task(
+            &"default".parse().unwrap(),
+            &id.parse().unwrap(),
+            &task_id.parse().unwrap(),
+        )
         .await
         .expect("task read")
         .expect("task stored")

@@ -245,11 +245,22 @@ async fn a_skip_cut_short_by_a_crash_is_finished_by_the_repair_sweep() {
     let finish = finish_at(&stack.settings, now);
     // The handler counted a, skipped b, and died there.
     store
-        .count_finished_task(&"default".parse().unwrap(), &id, "a", true, now)
+        .count_finished_task(
+            &"default".parse().unwrap(),
+            &id.parse().unwrap(),
+            &"a".parse().unwrap(),
+            true,
+            now,
+        )
         .await
         .unwrap();
     store
-        .skip_task(&"default".parse().unwrap(), &id, "b", finish)
+        .skip_task(
+            &"default".parse().unwrap(),
+            &id.parse().unwrap(),
+            &"b".parse().unwrap(),
+            finish,
+        )
         .await
         .unwrap();
     delete(&stack, "ExecuteQueue", &a).await;

@@ -623,7 +623,7 @@ async fn tenants_are_isolated(stack: &LocalStack, a: &Caller, b: &Caller, c: &Ca
         agent: "iso-agent-none".into(),
         capability: "iso.work.none".into(),
         workflow: "0190aaaa-0000-7000-8000-00000000dead".into(),
-        session: "0190aaaa-0000-7000-8000-00000000beef".into(),
+        session: "0190aaaa-0000-7000-8000-00000000beef".parse().unwrap(),
     };
     for probe in PROBES {
         let request = |caller: &Caller, ids: &Ids| {

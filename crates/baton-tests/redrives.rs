@@ -249,15 +249,15 @@ async fn a_reset_archives_a_late_attempt_too_and_a_repeated_reset_changes_nothin
     let id = submit(&stack, &one_task()).await;
     let first = TaskRef {
         tenant: LOCAL_TENANT.parse().unwrap(),
-        workflow_id: id.clone(),
-        task_id: "a".into(),
+        workflow_id: id.parse().unwrap(),
+        task_id: "a".parse().unwrap(),
         attempt: 1,
     };
     let failure = TaskFailure::new(FailureKind::InvalidInput, "no");
     claim_and_record(&stack, &first, AttemptEnd::Failed(failure)).await;
     let store = &stack.execute_deps().store;
     let view = store
-        .workflow(&LOCAL_TENANT.parse().unwrap(), &id)
+        .workflow(&LOCAL_TENANT.parse().unwrap(), &id.parse().unwrap())
         .await
         .unwrap()
         .expect("the workflow");
@@ -304,7 +304,7 @@ async fn a_reset_archives_a_late_attempt_too_and_a_repeated_reset_changes_nothin
     }
 
     let archive = store
-        .archived_drives(&LOCAL_TENANT.parse().unwrap(), &id)
+        .archived_drives(&LOCAL_TENANT.parse().unwrap(), &id.parse().unwrap())
         .await
         .unwrap();
     assert_eq!(archive.len(), 1, "{archive:?}");

@@ -165,8 +165,8 @@ async fn seed_history(stack: &LocalStack, agent: &str, success: bool) {
             v: FORMAT_VERSION,
             task: TaskRef {
                 tenant: "default".parse().unwrap(),
-                workflow_id: "history".into(),
-                task_id: format!("h{i}"),
+                workflow_id: "history".parse().unwrap(),
+                task_id: format!("h{i}").parse().unwrap(),
                 attempt: 1,
             },
             agent: agent.into(),
@@ -600,8 +600,8 @@ async fn a_late_copy_of_a_finished_tasks_message_does_not_take_the_probe() {
     let stale = RouteMessage::new(
         TaskRef {
             tenant: "default".parse().unwrap(),
-            workflow_id: id.clone(),
-            task_id: "t".into(),
+            workflow_id: id.parse().unwrap(),
+            task_id: "t".parse().unwrap(),
             attempt: 1,
         },
         "work",

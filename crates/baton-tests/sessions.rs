@@ -155,19 +155,20 @@ async fn an_end_that_read_an_earlier_opening_leaves_the_session_opened_again_who
     let (stack, id, first) = session_with_a_turn("session-generations").await;
     let store = &stack.cleanup_deps().store;
     let tenant = &baton_local::LOCAL_TENANT.parse().unwrap();
+    let session: baton_types::ids::SessionId = id.parse().unwrap();
     // An end reads the session's items (as the sweep and `POST /orchestrate` both may)…
     let late_end = store
-        .session_contents(tenant, &id)
+        .session_contents(tenant, &session)
         .await
         .unwrap()
         .expect("the session's items");
     // …another end completes first, and the id is opened again, with a turn of its own…
-    assert!(store.end_session(tenant, &id).await.unwrap());
+    assert!(store.end_session(tenant, &session).await.unwrap());
     let reopened = SessionInput {
         agents: Some(vec!["primary".into()]),
         ..SessionInput::default()
     }
-    .into_session(id.clone(), now_ms())
+    .into_session(session.clone(), now_ms())
     .unwrap();
     store.create_session(tenant, &reopened).await.unwrap();
     let workflow = start_turn(&stack, &id).await;
@@ -193,7 +194,7 @@ async fn an_end_that_read_an_earlier_opening_leaves_the_session_opened_again_who
     assert_eq!(turn.status, 200, "{:?}", turn.body);
     assert_eq!(turn.body["workflow_id"], workflow.as_str());
     // Ending the new opening ends it whole.
-    assert!(store.end_session(tenant, &id).await.unwrap());
+    assert!(store.end_session(tenant, &session).await.unwrap());
     let left = keys_mentioning(&stack, &[&id, &first, &workflow]).await;
     assert_eq!(left, Vec::new(), "nothing of either opening is left");
 }

@@ -192,8 +192,8 @@ async fn a_host_that_resolves_to_a_refused_address_is_not_called() {
         .expect("a well-formed registration");
     let task = TaskRef {
         tenant: "default".parse().unwrap(),
-        workflow_id: "w".into(),
-        task_id: "t".into(),
+        workflow_id: "w".parse().unwrap(),
+        task_id: "t".parse().unwrap(),
         attempt: 1,
     };
     let input = json!({});

@@ -308,7 +308,7 @@ mod tests {
 #[cfg(test)]
 mod on_the_memory_store {
     use super::*;
-    use crate::memory::fixtures::{final_failure, retryable_failure, tenant, Harness};
+    use crate::memory::fixtures::{final_failure, id, retryable_failure, tenant, Harness};
     use crate::memory::Fault;
     use crate::store::WorkflowControls;
     use baton_types::task::{TaskStatus, WorkflowStatus};
@@ -452,7 +452,12 @@ mod on_the_memory_store {
         let h = Harness::with_workflow("w", CHAIN, 1_000).await;
         let a = h.claim("w", "a", "tok", 2_000).await;
         h.store
-            .hold_task(&tenant(), "w", "a", baton_types::control::Hold::Pause)
+            .hold_task(
+                &tenant(),
+                &id("w"),
+                &id("a"),
+                baton_types::control::Hold::Pause,
+            )
             .await
             .unwrap();
         let concluded = h.conclude(&a, "tok", Err(retryable_failure()), 3_000).await;

@@ -7,7 +7,7 @@
 //! trusts no message, can run this again from the start: only the steps that did not happen
 //! yet take effect.
 
-use baton_types::ids::TenantId;
+use baton_types::ids::{TaskId, TenantId, WorkflowId};
 use futures::future::join_all;
 use serde_json::Value;
 
@@ -127,8 +127,8 @@ where
 async fn count_task<S>(
     store: &S,
     tenant: &TenantId,
-    workflow_id: &str,
-    task_id: &str,
+    workflow_id: &WorkflowId,
+    task_id: &TaskId,
     failed: bool,
     finish: Finish,
 ) -> Result<WorkflowProgress, StoreError>
@@ -139,7 +139,7 @@ where
         .count_finished_task(tenant, workflow_id, task_id, failed, finish.now_ms)
         .await?;
     tracing::debug!(
-        task = task_id,
+        task = %task_id,
         tasks_remaining = progress.tasks_remaining,
         failing = progress.failing,
         "task counted on its workflow"
@@ -165,14 +165,14 @@ where
 async fn skip_descendants<S>(
     store: &S,
     tenant: &TenantId,
-    workflow_id: &str,
-    dependents: &[String],
+    workflow_id: &WorkflowId,
+    dependents: &[TaskId],
     finish: Finish,
 ) -> Result<(), StoreError>
 where
     S: WorkflowStore + ?Sized,
 {
-    let mut visited: std::collections::HashSet<String> = dependents.iter().cloned().collect();
+    let mut visited: std::collections::HashSet<TaskId> = dependents.iter().cloned().collect();
     let mut frontier = dependents.to_vec();
     while let Some(task_id) = frontier.pop() {
         if let Some(next) = store
@@ -244,7 +244,7 @@ mod tests {
     /// An ended task (finished at 0) with these dependents, from the graph tests' fixture.
     fn task(id: &str, status: TaskStatus, dependents: &[&str]) -> TaskRecord {
         TaskRecord {
-            dependents: dependents.iter().map(|d| d.to_string()).collect(),
+            dependents: dependents.iter().map(|d| d.parse().unwrap()).collect(),
             finished_at_ms: Some(0),
             ..baton_types::records::fixtures::task(id, &[], status, None)
         }
@@ -256,8 +256,8 @@ mod tests {
         let w = &mut view.workflow;
         w.status = WorkflowStatus::Running;
         w.tasks_remaining = w.task_count - done.len() as u32;
-        w.tasks_done = done.iter().map(|d| d.to_string()).collect();
-        w.failed_task = failed_task.map(str::to_string);
+        w.tasks_done = done.iter().map(|d| d.parse().unwrap()).collect();
+        w.failed_task = failed_task.map(|t| t.parse().unwrap());
         w.finished_at_ms = None;
         view
     }
@@ -284,7 +284,7 @@ mod tests {
         );
         assert!(follow_up_incomplete(&v, &v.tasks[0]), "b never counted a");
 
-        b.deps_done = vec!["a".into()];
+        b.deps_done = vec!["a".parse().unwrap()];
         b.deps_remaining = 0;
         let v = view(
             vec![task("a", TaskStatus::Succeeded, &["b"]), b.clone()],
@@ -308,7 +308,7 @@ mod tests {
     #[test]
     fn in_a_failing_workflow_waiting_dependents_are_left_to_be_skipped() {
         let mut b = task("b", TaskStatus::Waiting, &[]);
-        b.deps_done = vec!["a".into()];
+        b.deps_done = vec!["a".parse().unwrap()];
         b.deps_remaining = 1;
         let v = view(
             vec![
@@ -405,7 +405,7 @@ mod on_the_memory_store {
         let b = h.task("w", "b").await;
         assert_eq!(
             (b.status, b.deps_done.clone()),
-            (TaskStatus::Queued, vec!["a".to_string()])
+            (TaskStatus::Queued, vec!["a".parse().unwrap()])
         );
     }
 

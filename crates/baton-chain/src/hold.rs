@@ -274,7 +274,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::fixtures::{final_failure, tenant, Harness};
+    use crate::memory::fixtures::{final_failure, id, tenant, Harness};
     use crate::store::{ClaimOutcome, WorkflowControls, WorkflowStore};
     use baton_types::control::ControlAction;
     use baton_types::task::WorkflowStatus;
@@ -386,7 +386,7 @@ mod tests {
         let h = Harness::with_workflow("w", &[("a", &[]), ("z", &[])], 1_000).await;
         let held = h
             .store
-            .hold_task(&tenant(), "w", "z", Hold::Pause)
+            .hold_task(&tenant(), &id("w"), &id("z"), Hold::Pause)
             .await
             .unwrap()
             .unwrap();
@@ -398,7 +398,7 @@ mod tests {
 
         let held = h
             .store
-            .hold_task(&tenant(), "w", "a", Hold::Cancel)
+            .hold_task(&tenant(), &id("w"), &id("a"), Hold::Cancel)
             .await
             .unwrap()
             .unwrap();
@@ -411,7 +411,7 @@ mod tests {
         let w = h.view("w").await.workflow;
         assert_eq!(
             (w.tasks_done.clone(), w.tasks_remaining),
-            (vec!["a".to_string()], 1)
+            (vec![id("a")], 1)
         );
     }
 
@@ -436,7 +436,7 @@ mod tests {
             (TaskStatus::Queued, 0)
         );
         assert_eq!(view.tasks[1].status, TaskStatus::Waiting);
-        let archive = h.store.archived_drives(&tenant(), "w").await.unwrap();
+        let archive = h.store.archived_drives(&tenant(), &id("w")).await.unwrap();
         assert_eq!(
             (archive.len(), archive[0].task_id.as_str(), archive[0].drive),
             (1, "a", 0)

@@ -30,7 +30,7 @@ mod workflows;
 
 pub mod fixtures;
 
-use baton_types::ids::TenantId;
+use baton_types::ids::{SessionId, TenantId, WorkflowId};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -59,9 +59,9 @@ pub enum Fault {
 #[derive(Default)]
 struct State {
     /// Workflows by (tenant, workflow id): the record, the tasks and the archive.
-    workflows: BTreeMap<(TenantId, String), workflows::Partition>,
+    workflows: BTreeMap<(TenantId, WorkflowId), workflows::Partition>,
     /// Sessions by (tenant, session id).
-    sessions: BTreeMap<(TenantId, String), sessions::SessionPartition>,
+    sessions: BTreeMap<(TenantId, SessionId), sessions::SessionPartition>,
     registry: registry::Registry,
     learning: learning::Memory,
 }

@@ -7,7 +7,7 @@
 //! as done, not as someone else's. The port methods say which transition they make;
 //! [`dynamo`] says how, and [`keys`] where.
 
-use baton_types::ids::TenantId;
+use baton_types::ids::{SessionId, TaskId, TenantId, WorkflowId};
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -58,12 +58,12 @@ pub enum StoreError {
 /// A task as written when its workflow is created.
 #[derive(Debug, Clone)]
 pub struct NewTask {
-    pub id: String,
+    pub id: TaskId,
     pub capability: String,
     pub profile: TaskProfile,
     pub input: Value,
-    pub depends_on: Vec<String>,
-    pub dependents: Vec<String>,
+    pub depends_on: Vec<TaskId>,
+    pub dependents: Vec<TaskId>,
     /// `Queued` for roots (sent to routing at once), `Waiting` for the rest.
     pub status: TaskStatus,
     /// A queued root's dispatch lease, when its pace sends it later than the workflow's
@@ -79,7 +79,7 @@ pub struct NewTask {
 #[derive(Debug, Clone)]
 pub struct NewWorkflow {
     pub tenant: TenantId,
-    pub workflow_id: String,
+    pub workflow_id: WorkflowId,
     pub name: String,
     pub created_at_ms: i64,
     /// Until when the queued roots may wait before cleanup sends them again.
@@ -98,7 +98,7 @@ pub struct NewWorkflow {
 #[derive(Debug, Clone, PartialEq)]
 pub enum DependencyOutputs {
     /// Each dependency's output, by id.
-    Within(Vec<(String, Value)>),
+    Within(Vec<(TaskId, Value)>),
     /// They come to more than a task may receive: at least this many bytes.
     TooLarge { bytes: usize },
 }
@@ -227,14 +227,14 @@ pub trait WorkflowStore: Send + Sync {
     async fn workflow(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &WorkflowId,
     ) -> Result<Option<WorkflowView>, StoreError>;
     /// The workflow as [`WorkflowStore::workflow`] reads it, without its tasks' inputs and
     /// outputs: the scheduled repair's read, bounded whatever the payloads.
     async fn workflow_outline(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &WorkflowId,
     ) -> Result<Option<WorkflowView>, StoreError>;
     /// A payload an item points at, read from the bucket and parsed.
     async fn stored_payload(
@@ -246,22 +246,22 @@ pub trait WorkflowStore: Send + Sync {
     async fn task_whole(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
     ) -> Result<Option<TaskRecord>, StoreError>;
     /// One task as its item holds it: an input or output in the payload bucket is left there
     /// (None: no such task).
     async fn task(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
     ) -> Result<Option<TaskRecord>, StoreError>;
     /// The workflow's status alone (None: no such workflow).
     async fn workflow_status(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &WorkflowId,
     ) -> Result<Option<WorkflowStatus>, StoreError>;
     /// queued → running for exactly this attempt, with a lease until `lease_until_ms`,
     /// under `token`, which recognises this claim if its response is lost. The routing
@@ -280,8 +280,8 @@ pub trait WorkflowStore: Send + Sync {
     async fn task_outputs(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_ids: &[String],
+        workflow_id: &WorkflowId,
+        task_ids: &[TaskId],
         max_bytes: usize,
     ) -> Result<DependencyOutputs, StoreError>;
     /// Ends attempt `task.attempt` as `end`, if `holder` still holds it, and appends `entry`
@@ -298,8 +298,8 @@ pub trait WorkflowStore: Send + Sync {
     async fn count_finished_task(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
         failed: bool,
         now_ms: i64,
     ) -> Result<WorkflowProgress, StoreError>;
@@ -308,7 +308,7 @@ pub trait WorkflowStore: Send + Sync {
     async fn finish_workflow(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
+        workflow_id: &WorkflowId,
         outcome: WorkflowStatus,
         finish: Finish,
     ) -> Result<bool, StoreError>;
@@ -316,9 +316,9 @@ pub trait WorkflowStore: Send + Sync {
     async fn release_dependent(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        dependent: &str,
-        parent: &str,
+        workflow_id: &WorkflowId,
+        dependent: &TaskId,
+        parent: &TaskId,
         dispatch_until_ms: i64,
     ) -> Result<Release, StoreError>;
     /// waiting → skipped. Returns the task's dependents if it is skipped now or was before
@@ -326,17 +326,17 @@ pub trait WorkflowStore: Send + Sync {
     async fn skip_task(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
         finish: Finish,
-    ) -> Result<Option<Vec<String>>, StoreError>;
+    ) -> Result<Option<Vec<TaskId>>, StoreError>;
     /// An unfinished state → cancelled with `failure` (a running one only when
     /// `running_too`). True if it is cancelled now or was.
     async fn cancel_task(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
         failure: &TaskFailure,
         running_too: bool,
         finish: Finish,
@@ -345,7 +345,7 @@ pub trait WorkflowStore: Send + Sync {
     async fn fail_workflow(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
+        workflow_id: &WorkflowId,
         error: &TaskFailure,
         now_ms: i64,
     ) -> Result<(), StoreError>;
@@ -386,12 +386,12 @@ pub trait WorkflowStore: Send + Sync {
         shard: u32,
         now_ms: i64,
         limit: i32,
-    ) -> Result<Vec<(TenantId, String)>, StoreError>;
+    ) -> Result<Vec<(TenantId, WorkflowId)>, StoreError>;
     /// When the repair looks at a running workflow next.
     async fn schedule_check(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
+        workflow_id: &WorkflowId,
         at_ms: i64,
     ) -> Result<(), StoreError>;
     /// Keeps what an unfinished workflow still needs from expiring: each task not kept since
@@ -401,7 +401,7 @@ pub trait WorkflowStore: Send + Sync {
     async fn keep_alive(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
+        workflow_id: &WorkflowId,
         since_ms: i64,
         now_ms: i64,
         expires_at_s: i64,
@@ -412,13 +412,13 @@ pub trait WorkflowStore: Send + Sync {
 /// its end (not its per-task counters, which would cost an index write per task).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListedWorkflow {
-    pub id: String,
+    pub id: WorkflowId,
     pub name: String,
     pub status: WorkflowStatus,
     pub control: Option<Control>,
     pub task_count: u32,
     pub drive: u32,
-    pub failed_task: Option<String>,
+    pub failed_task: Option<TaskId>,
     pub created_at_ms: i64,
     pub finished_at_ms: Option<i64>,
 }
@@ -462,7 +462,7 @@ pub struct ControlWrite<'a> {
     /// Appended to the record's controls; its request id recognises a retried write.
     pub event: &'a ControlEvent,
     /// A redrive's tasks to run again (taken off the tasks counted as done).
-    pub rerun: &'a [String],
+    pub rerun: &'a [TaskId],
     /// A redrive's new deadline: the workflow's time-out again, from now.
     pub deadline_at_ms: Option<i64>,
     /// The next check of the repair sweep, which finishes a control cut short.
@@ -494,8 +494,8 @@ pub trait WorkflowControls: Send + Sync {
     async fn hold_task(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
         hold: Hold,
     ) -> Result<Option<TaskRecord>, StoreError>;
     /// Takes a held, queued attempt out of the lease index: it waits for a resume, which
@@ -527,7 +527,7 @@ pub trait WorkflowControls: Send + Sync {
     async fn archived_drives(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
+        workflow_id: &WorkflowId,
     ) -> Result<Vec<ArchivedDrive>, StoreError>;
     /// One page of the tenant's workflows, newest first, from the list index.
     async fn list_workflows(
@@ -648,9 +648,13 @@ pub struct AgentCount {
 pub trait SessionStore: Send + Sync {
     /// Stores a new session (its id is fresh, so it never meets another's).
     async fn create_session(&self, tenant: &TenantId, session: &Session) -> Result<(), StoreError>;
-    async fn session(&self, tenant: &TenantId, id: &str) -> Result<Option<Session>, StoreError>;
+    async fn session(
+        &self,
+        tenant: &TenantId,
+        id: &SessionId,
+    ) -> Result<Option<Session>, StoreError>;
     /// Deletes every item of the session. False if it held none (already ended).
-    async fn end_session(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
+    async fn end_session(&self, tenant: &TenantId, id: &SessionId) -> Result<bool, StoreError> {
         match self.session_contents(tenant, id).await? {
             Some(contents) => self.delete_session_contents(tenant, &contents).await,
             None => Ok(false),
@@ -662,7 +666,7 @@ pub trait SessionStore: Send + Sync {
     async fn end_session_of(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &SessionId,
         generation: Option<&str>,
     ) -> Result<bool, StoreError> {
         let Some(contents) = self.session_contents(tenant, id).await? else {
@@ -678,7 +682,7 @@ pub trait SessionStore: Send + Sync {
     async fn session_contents(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &SessionId,
     ) -> Result<Option<SessionContents>, StoreError>;
     /// The second half of an end: deletes the turns' workflows, then each item read that is
     /// still of the generation it was read in, the record last. Items written since by a new
@@ -695,19 +699,19 @@ pub trait SessionStore: Send + Sync {
         &self,
         now_ms: i64,
         limit: i32,
-    ) -> Result<Vec<(TenantId, String)>, StoreError>;
+    ) -> Result<Vec<(TenantId, SessionId)>, StoreError>;
     /// The session with its agents' instances and the async results not shown yet, in one
     /// read.
     async fn session_bundle(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &SessionId,
     ) -> Result<Option<SessionBundle>, StoreError>;
     /// Lifts a human-intervention pause, recording the human's reply in the conversation.
     async fn resume_session(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &SessionId,
         reply: Option<&str>,
         now_ms: i64,
     ) -> Result<Resumed, StoreError>;
@@ -726,7 +730,7 @@ pub trait TurnStore: Send + Sync {
     async fn turn(
         &self,
         tenant: &TenantId,
-        session_id: &str,
+        session_id: &SessionId,
         turn: u32,
     ) -> Result<Option<TurnRecord>, StoreError>;
     /// Records a turn's answer, the conversation's changed parts and the agents' instances,
@@ -742,7 +746,7 @@ pub trait TurnStore: Send + Sync {
     async fn record_async_result(
         &self,
         tenant: &TenantId,
-        session_id: &str,
+        session_id: &SessionId,
         generation: Option<&str>,
         result: &AsyncResult,
         state: Option<&Value>,
@@ -766,9 +770,9 @@ pub struct SessionBundle {
 
 /// What an end of a session read, to delete: each item's key with the generation it was read
 /// in, and the turns' workflows.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SessionContents {
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The generation of the session's record as read (None: no record, or one stored before
     /// generations).
     pub generation: Option<String>,
@@ -777,7 +781,20 @@ pub struct SessionContents {
     /// Whether the record was read (deleted last).
     pub has_record: bool,
     /// The workflows of its turns (deleted first).
-    pub workflows: Vec<String>,
+    pub workflows: Vec<WorkflowId>,
+}
+
+impl SessionContents {
+    /// Nothing read yet of session `session_id`.
+    pub fn empty(session_id: SessionId) -> Self {
+        SessionContents {
+            session_id,
+            generation: None,
+            items: Vec::new(),
+            has_record: false,
+            workflows: Vec::new(),
+        }
+    }
 }
 
 /// One item of a session as an end read it.

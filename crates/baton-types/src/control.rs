@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 
 use super::dag::{Dag, TaskSpec};
+use super::ids::TaskId;
 use super::task::{TaskStatus, WorkflowStatus};
 
 /// A control that holds on a running workflow until it finishes or is resumed.
@@ -256,9 +257,9 @@ pub fn decide(state: &ControlState, action: ControlAction) -> Result<ControlChan
 /// A task as a redrive needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedriveTask<'a> {
-    pub id: &'a str,
+    pub id: &'a TaskId,
     pub status: TaskStatus,
-    pub depends_on: &'a [String],
+    pub depends_on: &'a [TaskId],
     pub attempt: u32,
     /// Whether any attempt of it was ever claimed or ended (then the next is a new attempt).
     pub ran: bool,
@@ -269,7 +270,7 @@ pub struct RedriveTask<'a> {
 /// How one task starts again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskReset {
-    pub id: String,
+    pub id: TaskId,
     /// The status it was read in (the reset's write is conditional on it).
     pub from: TaskStatus,
     pub from_attempt: u32,
@@ -279,7 +280,7 @@ pub struct TaskReset {
     /// Attempts before this drive: the retry policy counts from `attempt - prior_attempts`.
     pub prior_attempts: u32,
     /// Its dependencies that succeeded: already done for this drive.
-    pub deps_done: Vec<String>,
+    pub deps_done: Vec<TaskId>,
     pub deps_remaining: u32,
 }
 
@@ -290,7 +291,7 @@ pub fn redrive_plan(tasks: &[RedriveTask<'_>], drive: u32) -> Vec<TaskReset> {
     let succeeded: HashSet<&str> = tasks
         .iter()
         .filter(|t| t.status == TaskStatus::Succeeded)
-        .map(|t| t.id)
+        .map(|t| t.id.as_str())
         .collect();
     let order = dependents_first(tasks);
     order
@@ -303,7 +304,7 @@ pub fn redrive_plan(tasks: &[RedriveTask<'_>], drive: u32) -> Vec<TaskReset> {
             ) && t.drive < drive
         })
         .map(|t| {
-            let deps_done: Vec<String> = t
+            let deps_done: Vec<TaskId> = t
                 .depends_on
                 .iter()
                 .filter(|d| succeeded.contains(d.as_str()))
@@ -312,7 +313,7 @@ pub fn redrive_plan(tasks: &[RedriveTask<'_>], drive: u32) -> Vec<TaskReset> {
             let deps_remaining = (t.depends_on.len() - deps_done.len()) as u32;
             let attempt = if t.ran { t.attempt + 1 } else { t.attempt };
             TaskReset {
-                id: t.id.to_string(),
+                id: t.id.clone(),
                 from: t.status,
                 from_attempt: t.attempt,
                 status: if deps_remaining == 0 {
@@ -334,12 +335,22 @@ pub fn redrive_plan(tasks: &[RedriveTask<'_>], drive: u32) -> Vec<TaskReset> {
 fn dependents_first(tasks: &[RedriveTask<'_>]) -> Vec<usize> {
     let specs: Vec<TaskSpec> = tasks
         .iter()
-        .map(|t| TaskSpec::shape(t.id, "", t.depends_on.to_vec()))
+        .map(|t| {
+            TaskSpec::shape(
+                t.id,
+                "",
+                t.depends_on.iter().map(|d| d.to_string()).collect(),
+            )
+        })
         .collect();
     let Ok(dag) = Dag::build(&specs) else {
         return (0..tasks.len()).collect();
     };
-    let index: HashMap<&str, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+    let index: HashMap<&str, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), i))
+        .collect();
     dag.topological_order()
         .iter()
         .rev()
@@ -448,12 +459,14 @@ mod tests {
 
     #[test]
     fn a_redrive_restarts_only_what_did_not_succeed_dependents_first() {
-        let none: Vec<String> = vec![];
-        let a = vec!["a".to_string()];
-        let ab = vec!["a".to_string(), "b".to_string()];
+        let id = |text: &str| -> TaskId { text.parse().unwrap() };
+        let (ida, idb, idc) = (id("a"), id("b"), id("c"));
+        let none: Vec<TaskId> = vec![];
+        let a = vec![id("a")];
+        let ab = vec![id("a"), id("b")];
         let tasks = [
             RedriveTask {
-                id: "a",
+                id: &ida,
                 status: TaskStatus::Succeeded,
                 depends_on: &none,
                 attempt: 1,
@@ -461,7 +474,7 @@ mod tests {
                 drive: 0,
             },
             RedriveTask {
-                id: "b",
+                id: &idb,
                 status: TaskStatus::Failed,
                 depends_on: &a,
                 attempt: 3,
@@ -469,7 +482,7 @@ mod tests {
                 drive: 0,
             },
             RedriveTask {
-                id: "c",
+                id: &idc,
                 status: TaskStatus::Skipped,
                 depends_on: &ab,
                 attempt: 1,

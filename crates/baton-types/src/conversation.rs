@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::agent::Agent;
 use super::dag::{Dag, DagError, TaskSpec};
+use super::ids::SessionId;
 use super::roles::Role;
 
 /// The longest message a turn takes, in characters.
@@ -30,7 +31,7 @@ pub const CLASSIFY: &str = "classify";
 /// of one updates its session without another read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TurnTask {
-    pub session: String,
+    pub session: SessionId,
     pub turn: u32,
     pub role: Role,
     /// The generation of the session that started the turn: a task of an earlier opening of

@@ -101,7 +101,7 @@ fn label(task: &TaskRecord) -> (String, String) {
         Some(agent) => format!("{} · {agent}", task.status),
         None => task.status.to_string(),
     };
-    (task.id.clone(), detail)
+    (task.id.to_string(), detail)
 }
 
 fn mermaid(view: &WorkflowView, on_path: &[bool], edges: &[(usize, usize, bool)]) -> String {

@@ -37,7 +37,7 @@ impl HistoryEvent {
 
     fn of(task: &TaskRecord, at_ms: i64, event: &'static str) -> Self {
         HistoryEvent {
-            task: Some(task.id.clone()),
+            task: Some(task.id.to_string()),
             ..HistoryEvent::at(at_ms, event)
         }
     }
@@ -290,12 +290,12 @@ mod tests {
         a.attempts = vec![attempt(3, AttemptOutcome::Succeeded, (50, 60), None)];
         let archive = [
             ArchivedDrive {
-                task_id: "a".into(),
+                task_id: "a".parse().unwrap(),
                 drive: 1,
                 attempts: vec![attempt(2, AttemptOutcome::Failed, (30, 40), None)],
             },
             ArchivedDrive {
-                task_id: "a".into(),
+                task_id: "a".parse().unwrap(),
                 drive: 0,
                 attempts: vec![attempt(1, AttemptOutcome::Failed, (10, 20), None)],
             },

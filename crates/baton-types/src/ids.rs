@@ -60,6 +60,18 @@ macro_rules! checked_id {
             }
         }
 
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl From<&$name> for String {
+            fn from(id: &$name) -> String {
+                id.0.clone()
+            }
+        }
+
         impl FromStr for $name {
             type Err = InvalidName;
             fn from_str(value: &str) -> Result<Self, InvalidName> {

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::circuit::BreakerSettings;
-use crate::ids::TenantId;
+use crate::ids::{TaskId, TenantId, WorkflowId};
 use crate::outcome::{FailureKind, TokenUsage};
 use crate::routing::RouteDecision;
 use crate::task::{TaskProfile, TaskStatus};
@@ -17,8 +17,8 @@ pub const FORMAT_VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TaskRef {
     pub tenant: TenantId,
-    pub workflow_id: String,
-    pub task_id: String,
+    pub workflow_id: WorkflowId,
+    pub task_id: TaskId,
     pub attempt: u32,
 }
 
@@ -189,8 +189,8 @@ mod tests {
     fn route_message(attempt: u32, dispatch: u32) -> RouteMessage {
         let task = TaskRef {
             tenant: "acme".parse().unwrap(),
-            workflow_id: "w".into(),
-            task_id: "t".into(),
+            workflow_id: "w".parse().unwrap(),
+            task_id: "t".parse().unwrap(),
             attempt,
         };
         RouteMessage {
@@ -228,8 +228,8 @@ mod tests {
             v: FORMAT_VERSION,
             task: TaskRef {
                 tenant: "acme".parse().unwrap(),
-                workflow_id: "w".into(),
-                task_id: "t".into(),
+                workflow_id: "w".parse().unwrap(),
+                task_id: "t".parse().unwrap(),
                 attempt: 2,
             },
             capability: "sum".into(),

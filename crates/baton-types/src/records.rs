@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::control::{Control, ControlEvent, ControlState, Hold};
 use crate::dag::{Dag, DagError, TaskSpec};
-use crate::ids::TenantId;
+use crate::ids::{TaskId, TenantId, WorkflowId};
 use crate::messages::TaskRef;
 use crate::outcome::TaskFailure;
 use crate::retry::RetryPolicySpec;
@@ -16,19 +16,19 @@ use crate::task::{AttemptRecord, TaskProfile, TaskStatus, WorkflowStatus};
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord {
     pub tenant: TenantId,
-    pub workflow_id: String,
-    pub id: String,
+    pub workflow_id: WorkflowId,
+    pub id: TaskId,
     pub capability: String,
     pub profile: TaskProfile,
     pub input: Value,
-    pub depends_on: Vec<String>,
-    pub dependents: Vec<String>,
+    pub depends_on: Vec<TaskId>,
+    pub dependents: Vec<TaskId>,
     pub status: TaskStatus,
     /// The current attempt: the retry counter, and the `Idempotency-Key`'s last part.
     pub attempt: u32,
     pub deps_remaining: u32,
     /// Dependencies already counted as done.
-    pub deps_done: Vec<String>,
+    pub deps_done: Vec<TaskId>,
     pub agent: Option<String>,
     /// The output, when it is on the item (read whole: also when it was in S3).
     pub output: Option<Value>,
@@ -82,7 +82,7 @@ impl TaskRecord {
 /// A task's attempts of one drive that a redrive ended, as the workflow's archive keeps them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArchivedDrive {
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The drive they were made in (0: before the first redrive).
     pub drive: u32,
     /// Oldest first.
@@ -93,15 +93,15 @@ pub struct ArchivedDrive {
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkflowRecord {
     pub tenant: TenantId,
-    pub id: String,
+    pub id: WorkflowId,
     pub name: String,
     pub status: WorkflowStatus,
     pub task_count: u32,
     pub tasks_remaining: u32,
     /// Tasks counted as ended.
-    pub tasks_done: Vec<String>,
+    pub tasks_done: Vec<TaskId>,
     /// The first task that failed: the workflow fails once every task has ended.
-    pub failed_task: Option<String>,
+    pub failed_task: Option<TaskId>,
     /// A failure of the workflow itself (its deadline passed).
     pub error: Option<TaskFailure>,
     pub deadline_at_ms: Option<i64>,
@@ -169,7 +169,11 @@ impl WorkflowView {
             .iter()
             .map(|t| TaskSpec {
                 task_type: t.profile.task_type.clone(),
-                ..TaskSpec::shape(&t.id, &t.capability, t.depends_on.clone())
+                ..TaskSpec::shape(
+                    &t.id,
+                    &t.capability,
+                    t.depends_on.iter().map(|d| d.to_string()).collect(),
+                )
             })
             .collect()
     }
@@ -201,18 +205,18 @@ pub mod fixtures {
     ) -> TaskRecord {
         TaskRecord {
             tenant: "t".parse().unwrap(),
-            workflow_id: "w".into(),
-            id: id.into(),
+            workflow_id: "w".parse().unwrap(),
+            id: id.parse().unwrap(),
             capability: "c".into(),
             profile: Default::default(),
             decision: None,
             input: serde_json::Value::Null,
-            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            depends_on: deps.iter().map(|d| d.parse().unwrap()).collect(),
             dependents: Vec::new(),
             status,
             attempt: 1,
             deps_remaining: 0,
-            deps_done: deps.iter().map(|d| d.to_string()).collect(),
+            deps_done: deps.iter().map(|d| d.parse().unwrap()).collect(),
             agent: ran.map(|_| "agent-1".to_string()),
             output: None,
             output_ref: None,
@@ -239,7 +243,7 @@ pub mod fixtures {
             workflow: WorkflowRecord {
                 kept_at_ms: 0,
                 tenant: "t".parse().unwrap(),
-                id: "w".into(),
+                id: "w".parse().unwrap(),
                 name: "a \"quoted\" name".into(),
                 status: WorkflowStatus::Succeeded,
                 task_count: tasks.len() as u32,

@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::conversation::{
     checkpoint, CheckpointInput, ConversationState, MAIN_TASK, MAX_CHECKPOINTS,
 };
+use super::ids::SessionId;
 use super::names::{check_name, NameKind};
 
 /// A session ends after this long without a turn.
@@ -38,7 +39,7 @@ pub struct SessionInput {
 /// A session as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Session {
-    pub id: String,
+    pub id: SessionId,
     pub agents: Vec<String>,
     pub metadata: Value,
     pub idle_timeout_s: u64,
@@ -90,7 +91,7 @@ fn invalid(field: &str, reason: impl Into<String>) -> SessionError {
 
 impl SessionInput {
     /// Validates the input and turns it into a session opened at `now_ms`.
-    pub fn into_session(self, id: String, now_ms: i64) -> Result<Session, SessionError> {
+    pub fn into_session(self, id: SessionId, now_ms: i64) -> Result<Session, SessionError> {
         let agents = self.agents.unwrap_or_default();
         if agents.len() > MAX_SESSION_AGENTS {
             return Err(invalid(
@@ -188,7 +189,9 @@ mod tests {
 
     #[test]
     fn a_session_gets_the_default_idle_time_out_and_expires_after_it() {
-        let session = input(json!({})).into_session("s".into(), 1_000).unwrap();
+        let session = input(json!({}))
+            .into_session("s".parse().unwrap(), 1_000)
+            .unwrap();
         assert_eq!(session.idle_timeout_s, DEFAULT_IDLE_TIMEOUT_S);
         assert_eq!(session.expires_at_ms(), 1_000 + 7_200_000);
         assert!(!session.is_expired(7_200_999));
@@ -199,14 +202,16 @@ mod tests {
     #[test]
     fn a_session_running_a_turn_never_expires_and_each_opening_has_its_own_generation() {
         let mut session = input(json!({ "idle_timeout_s": 60 }))
-            .into_session("s".into(), 0)
+            .into_session("s".parse().unwrap(), 0)
             .unwrap();
         session.active_turn = Some(1);
         assert!(!session.is_expired(60_000));
         assert!(!session.is_expired(i64::MAX / 2));
         session.active_turn = None;
         assert!(session.is_expired(60_000));
-        let again = input(json!({})).into_session("s".into(), 0).unwrap();
+        let again = input(json!({}))
+            .into_session("s".parse().unwrap(), 0)
+            .unwrap();
         assert!(session.generation.is_some());
         assert_ne!(session.generation, again.generation);
     }
@@ -220,12 +225,17 @@ mod tests {
             (json!({ "agents": ["a b"] }), "agents"),
             (json!({ "agents": ["a", "a"] }), "agents"),
         ] {
-            let err = input(body.clone()).into_session("s".into(), 0).unwrap_err();
+            let err = input(body.clone())
+                .into_session("s".parse().unwrap(), 0)
+                .unwrap_err();
             assert_eq!(err.field, field, "{body}");
         }
         let big = json!({ "metadata": { "x": "y".repeat(MAX_METADATA_BYTES) } });
         assert_eq!(
-            input(big).into_session("s".into(), 0).unwrap_err().field,
+            input(big)
+                .into_session("s".parse().unwrap(), 0)
+                .unwrap_err()
+                .field,
             "metadata"
         );
         assert!(serde_json::from_value::<SessionInput>(json!({ "colour": 1 })).is_err());

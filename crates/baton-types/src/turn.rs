@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::conversation::{Analysis, ConversationState, ProgressChange, TurnPlan};
+use super::ids::{SessionId, WorkflowId};
 
 /// The most async results one turn shows: a turn's start is one transaction of at most 100
 /// items (the session, the turn, two workflow records, at most 33 tasks waited for and 32
@@ -83,7 +84,7 @@ pub struct TurnTiming {
 /// A turn as stored under its session.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TurnRecord {
-    pub session_id: String,
+    pub session_id: SessionId,
     pub turn: u32,
     pub text: String,
     pub channel: Option<String>,
@@ -91,9 +92,9 @@ pub struct TurnRecord {
     pub analysis: Analysis,
     pub plan: TurnPlan,
     /// The workflow of the agents the turn waits for.
-    pub workflow_id: String,
+    pub workflow_id: WorkflowId,
     /// The workflow of its async agents, if it has any.
-    pub async_workflow_id: Option<String>,
+    pub async_workflow_id: Option<WorkflowId>,
     pub status: TurnStatus,
     pub response: Option<String>,
     /// The answering agent's answer (its `state` kept out); past 96 KiB, `{"truncated": true,
@@ -134,7 +135,7 @@ pub struct AsyncResult {
     pub finished_at_ms: i64,
     /// The async workflow whose task answered (None: kept before it was recorded), where the
     /// whole result stays until the session ends.
-    pub workflow_id: Option<String>,
+    pub workflow_id: Option<WorkflowId>,
 }
 
 /// An agent's answer as the turn shows it: its private `state` stays with its instance.
@@ -340,7 +341,7 @@ mod tests {
             agent: agent.into(),
             result: Kept::new(value, RESULT_PREVIEW_BYTES, Some(task_url("wf", agent))),
             finished_at_ms: 0,
-            workflow_id: Some("wf".into()),
+            workflow_id: Some("wf".parse().unwrap()),
         }
     }
 

@@ -24,6 +24,7 @@
 //! moves its ended tasks' `expires_at` on and refreshes its payloads in the bucket.
 
 use baton_types::ids::TenantId;
+use baton_types::ids::WorkflowId;
 use std::time::Duration;
 
 use baton_aws::dynamo::keys::LEASE_SHARDS;
@@ -445,7 +446,7 @@ struct Repair {
 async fn repair_workflow<S, Q, P>(
     deps: &CleanupDeps<S, Q, P>,
     tenant: &TenantId,
-    workflow_id: &str,
+    workflow_id: &WorkflowId,
     now: i64,
 ) -> Result<Repair, ChainError>
 where

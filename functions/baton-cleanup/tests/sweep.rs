@@ -2,7 +2,8 @@
 //! each safe to run again.
 
 use baton_chain::memory::fixtures::{
-    conclude_on, seed, settings, task_ref, tenant, workflow, AnsweringProber, AGENT, DISPATCH_MS,
+    conclude_on, id, seed, settings, task_ref, tenant, workflow, AnsweringProber, AGENT,
+    DISPATCH_MS,
 };
 use baton_chain::memory::{Fault, MemoryQueue, MemoryStore};
 use baton_chain::store::{AgentRegistry, ClaimOutcome, SessionStore, WorkflowStore};
@@ -31,7 +32,12 @@ async fn deps_with_workflow() -> Deps {
 }
 
 async fn claim_a(deps: &Deps, lease_until_ms: i64) {
-    let a = deps.store.task(&tenant(), "w", "a").await.unwrap().unwrap();
+    let a = deps
+        .store
+        .task(&tenant(), &id("w"), &id("a"))
+        .await
+        .unwrap()
+        .unwrap();
     let claim = deps
         .store
         .claim_task(
@@ -59,7 +65,12 @@ async fn an_attempt_whose_handler_died_goes_back_to_routing_as_the_same_attempt(
             ..SweepReport::default()
         }
     );
-    let a = deps.store.task(&tenant(), "w", "a").await.unwrap().unwrap();
+    let a = deps
+        .store
+        .task(&tenant(), &id("w"), &id("a"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (a.status, a.attempt, a.lease_expirations),
         (TaskStatus::Queued, 1, 1)
@@ -86,7 +97,12 @@ async fn a_task_whose_handlers_keep_dying_fails_lease_expired() {
         now += 2;
         sweep(&deps, now).await;
     }
-    let view = deps.store.workflow(&tenant(), "w").await.unwrap().unwrap();
+    let view = deps
+        .store
+        .workflow(&tenant(), &id("w"))
+        .await
+        .unwrap()
+        .unwrap();
     let a = &view.tasks[0];
     assert_eq!(a.status, TaskStatus::Failed);
     assert_eq!(
@@ -108,7 +124,12 @@ async fn a_queued_task_nobody_took_is_sent_again_even_when_a_requeue_response_wa
         "the send never happened"
     );
     // The lease the lost write set runs out in turn: the next sweep after it sends the task.
-    let a = deps.store.task(&tenant(), "w", "a").await.unwrap().unwrap();
+    let a = deps
+        .store
+        .task(&tenant(), &id("w"), &id("a"))
+        .await
+        .unwrap()
+        .unwrap();
     let report = sweep(&deps, a.lease_until_ms.unwrap() + 1).await;
     assert_eq!(report.redispatched, 1);
     let sent = deps.queue.drain_route();
@@ -137,7 +158,12 @@ async fn the_repair_runs_a_follow_up_that_was_cut_short() {
     let later = START + 400_000;
     let report = sweep(&deps, later).await;
     assert_eq!((report.workflows_checked, report.repaired), (1, 1));
-    let view = deps.store.workflow(&tenant(), "w").await.unwrap().unwrap();
+    let view = deps
+        .store
+        .workflow(&tenant(), &id("w"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(view.workflow.tasks_done, ["a"]);
     assert_eq!(view.tasks[1].status, TaskStatus::Queued);
     let sent: Vec<_> = deps
@@ -165,7 +191,7 @@ async fn a_workflow_past_its_deadline_fails_with_its_unfinished_tasks_cancelled(
     assert_eq!(report.deadlines, 1);
     let view = deps
         .store
-        .workflow(&tenant(), "late")
+        .workflow(&tenant(), &id("late"))
         .await
         .unwrap()
         .unwrap();
@@ -199,7 +225,7 @@ async fn a_due_health_check_is_probed_and_recorded_once_per_interval() {
 async fn an_idle_session_is_ended_with_everything_it_held() {
     let deps = deps_with_workflow().await;
     let session = Session {
-        id: "s".into(),
+        id: id("s"),
         agents: vec![AGENT.into()],
         metadata: json!({}),
         idle_timeout_s: 60,
@@ -216,6 +242,6 @@ async fn an_idle_session_is_ended_with_everything_it_held() {
         .unwrap();
     assert_eq!(sweep(&deps, START + 30_000).await.sessions_ended, 0);
     assert_eq!(sweep(&deps, START + 61_000).await.sessions_ended, 1);
-    assert_eq!(deps.store.session(&tenant(), "s").await.unwrap(), None);
+    assert_eq!(deps.store.session(&tenant(), &id("s")).await.unwrap(), None);
     assert_eq!(sweep(&deps, START + 62_000).await.sessions_ended, 0);
 }

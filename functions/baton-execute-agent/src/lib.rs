@@ -284,7 +284,10 @@ where
         attempt: task.attempt,
         capability: &claimed.capability,
         input: &input,
-        dependencies: outputs.into_iter().collect::<Map<_, _>>(),
+        dependencies: outputs
+            .into_iter()
+            .map(|(id, output)| (id.into_string(), output))
+            .collect::<Map<_, _>>(),
         timeout_ms: claimed
             .timeout_ms
             .map_or(agent.timeout_ms, |t| t.min(agent.timeout_ms)),

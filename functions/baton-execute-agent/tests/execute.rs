@@ -3,7 +3,7 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use baton_chain::memory::fixtures::{
-    execute_message, retryable_failure, seed, settings, sqs_event, task_ref, tenant,
+    execute_message, id, retryable_failure, seed, settings, sqs_event, task_ref, tenant,
     ScriptedInvoker, AGENT,
 };
 use baton_chain::memory::{Fault, MemoryQueue, MemoryStore};
@@ -42,7 +42,7 @@ async fn deliver(deps: &Deps, message: &ExecuteMessage) -> SqsBatchResponse {
 async fn status(deps: &Deps, task: &str) -> (TaskStatus, u32) {
     let t = deps
         .store
-        .task(&tenant(), "w", task)
+        .task(&tenant(), &id("w"), &id(task))
         .await
         .unwrap()
         .unwrap();
@@ -55,7 +55,12 @@ async fn a_claimed_attempt_calls_its_agent_and_ends_the_task() {
     let response = deliver(&deps, &execute_message(task_ref("w", "a", 1))).await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(deps.invoker.calls().len(), 1);
-    let a = deps.store.task(&tenant(), "w", "a").await.unwrap().unwrap();
+    let a = deps
+        .store
+        .task(&tenant(), &id("w"), &id("a"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (a.status, a.output),
         (TaskStatus::Succeeded, Some(json!({"answer": 1})))
@@ -86,7 +91,12 @@ async fn a_redelivered_message_calls_the_agent_once() {
     let response = deliver(&deps, &message).await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(deps.invoker.calls().len(), 1);
-    let view = deps.store.workflow(&tenant(), "w").await.unwrap().unwrap();
+    let view = deps
+        .store
+        .workflow(&tenant(), &id("w"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(view.tasks[0].attempts.len(), 1);
     assert_eq!(view.workflow.tasks_done, ["a"]);
 }
@@ -143,7 +153,7 @@ async fn an_end_whose_response_was_lost_resumes_without_calling_the_agent_again(
 async fn a_task_held_by_a_cancel_is_cancelled_without_a_call() {
     let deps = deps_answering(Vec::new()).await;
     deps.store
-        .hold_task(&tenant(), "w", "a", Hold::Cancel)
+        .hold_task(&tenant(), &id("w"), &id("a"), Hold::Cancel)
         .await
         .unwrap();
     deliver(&deps, &execute_message(task_ref("w", "a", 1))).await;

@@ -21,7 +21,7 @@ use baton_types::conversation::{
     plan_turn, Analysis, AnalysisMethod, PlanError, TurnPlan, TurnTask, CLASSIFY, DEFAULT_WAIT_S,
     MAX_CHANNEL_CHARS, MAX_TURN_TEXT_CHARS, MAX_WAIT_S,
 };
-use baton_types::ids::{SessionId, TenantId};
+use baton_types::ids::{SessionId, TaskId, TenantId, WorkflowId};
 use baton_types::messages::{RouteMessage, TaskRef};
 use baton_types::names::{check_name, NameKind};
 use baton_types::priority::{Band, Priority};
@@ -140,7 +140,7 @@ pub fn session_not_found(id: &str) -> ApiError {
 }
 
 /// A new session's id: a UUID v7, which keeps the rules of a session id.
-fn new_session_id() -> SessionId {
+pub(crate) fn new_session_id() -> SessionId {
     SessionId::parse(&uuid::Uuid::now_v7().to_string()).expect("a UUID is a session id")
 }
 
@@ -262,7 +262,7 @@ where
             async_agent_results: &async_agent_results,
             now_ms: created_at_ms,
         },
-    );
+    )?;
     // A turn's tasks count against the tenant's pace and backlog like any others, but are
     // never delayed: a person is waiting, and a session runs one turn at a time.
     let quotas = crate::admission::quotas(api, tenant).await?;
@@ -272,7 +272,7 @@ where
     };
     crate::admission::admit_tasks(api, tenant, &quotas, demand, created_at_ms).await?;
     let mut turn = TurnRecord {
-        session_id: session_id.to_string(),
+        session_id: session_id.clone(),
         turn: turn_number,
         text: ask.text.clone(),
         channel: ask.channel.clone(),
@@ -407,7 +407,7 @@ async fn analyse<S, Q>(
     ask: &TurnAsk,
     registered: &[Agent],
     members: &[&Agent],
-    session_id: &str,
+    session_id: &SessionId,
     turn: u32,
 ) -> Analysis
 where
@@ -440,12 +440,21 @@ where
         })
         .collect();
     let input = json!({ "text": ask.text, "agents": candidates });
+    // The call is the session's task `classify-N`: a session id keeps a workflow id's rules (the
+    // same kind) and `classify-N` a task id's, so neither parse fails; were one to, the rules
+    // would decide.
+    let (Ok(workflow_id), Ok(task_id)) = (
+        WorkflowId::parse(session_id),
+        TaskId::parse(&format!("classify-{turn}")),
+    ) else {
+        return Analysis::by_rules(&ask.text, members);
+    };
     // The key carries the tenant like every other: an agent shared by two tenants' registrations
     // must not take one tenant's classification for the other's.
     let task = TaskRef {
         tenant: tenant.clone(),
-        workflow_id: session_id.to_string(),
-        task_id: format!("classify-{turn}"),
+        workflow_id,
+        task_id,
         attempt: 1,
     };
     let call = AgentCall {
@@ -512,9 +521,19 @@ fn turn_workflows<S, Q>(
     api: &Api<S, Q>,
     tenant: &TenantId,
     shape: &TurnShape<'_>,
-) -> Vec<NewWorkflow> {
+) -> Result<Vec<NewWorkflow>, ApiError> {
     let plan = shape.plan;
-    let task = |agent: &str, role: Role, depends_on: Vec<String>, dependents: Vec<String>| {
+    // An agent's name keeps a task id's rules (the same alphabet and length), and the plan
+    // names only the session's registered agents: this never fails.
+    let task_id = |agent: &str| TaskId::parse(agent).map_err(|e| invalid("agents", e.to_string()));
+    let task_ids = |agents: Vec<String>| -> Result<Vec<TaskId>, ApiError> {
+        agents.iter().map(|agent| task_id(agent)).collect()
+    };
+    let task = |agent: &str,
+                role: Role,
+                depends_on: Vec<String>,
+                dependents: Vec<String>|
+     -> Result<NewTask, ApiError> {
         let capability = shape
             .agents
             .iter()
@@ -526,8 +545,8 @@ fn turn_workflows<S, Q>(
         if matches!(role, Role::Core | Role::Specialist) {
             input["async_agent_results"] = json!(shape.async_agent_results);
         }
-        NewTask {
-            id: agent.to_string(),
+        Ok(NewTask {
+            id: task_id(agent)?,
             capability,
             // A person is waiting: turns travel in the high band, ahead of batch work.
             profile: TaskProfile {
@@ -549,16 +568,16 @@ fn turn_workflows<S, Q>(
                 TaskStatus::Waiting
             },
             dispatch_until_ms: None,
-            depends_on,
-            dependents,
+            depends_on: task_ids(depends_on)?,
+            dependents: task_ids(dependents)?,
             retry: None,
             fallback: false,
             timeout_ms: None,
-        }
+        })
     };
     let mut waited = Vec::new();
     if let Some(specialist) = &plan.specialist {
-        waited.push(task(specialist, Role::Specialist, Vec::new(), Vec::new()));
+        waited.push(task(specialist, Role::Specialist, Vec::new(), Vec::new())?);
     } else if let Some(core) = &plan.core {
         let mut dependents: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for step in &plan.sync {
@@ -577,14 +596,14 @@ fn turn_workflows<S, Q>(
                 Role::Sync,
                 step.depends_on.clone(),
                 after,
-            ));
+            )?);
         }
         let all_sync = plan.sync.iter().map(|s| s.agent.clone()).collect();
-        waited.push(task(core, Role::Core, all_sync, Vec::new()));
+        waited.push(task(core, Role::Core, all_sync, Vec::new())?);
     }
     let workflow = |suffix: &str, tasks: Vec<NewTask>| NewWorkflow {
         tenant: tenant.clone(),
-        workflow_id: uuid::Uuid::now_v7().to_string(),
+        workflow_id: crate::workflows::new_workflow_id(),
         name: format!("session {} turn {}{suffix}", shape.session.id, shape.turn),
         created_at_ms: shape.now_ms,
         dispatch_until_ms: shape.now_ms + api.settings.dispatch_timeout.as_millis() as i64,
@@ -599,10 +618,10 @@ fn turn_workflows<S, Q>(
             .background
             .iter()
             .map(|agent| task(agent, Role::Async, Vec::new(), Vec::new()))
-            .collect();
+            .collect::<Result<_, _>>()?;
         workflows.push(workflow(" (async)", background));
     }
-    workflows
+    Ok(workflows)
 }
 
 /// Opens a session; without `agents`, every agent with a conversation role takes part.
@@ -610,7 +629,7 @@ pub async fn open_session<S, Q>(
     api: &Api<S, Q>,
     tenant: &TenantId,
     input: SessionInput,
-    id: String,
+    id: SessionId,
 ) -> Result<Session, ApiError>
 where
     S: SessionStore + AgentRegistry,
@@ -691,7 +710,7 @@ where
             Ok(json_response(
                 200,
                 &SessionResumed {
-                    session_id: session_id.to_string(),
+                    session_id: session_id.into(),
                     is_paused: false,
                     requires_human: false,
                     reply: input.reply,
@@ -712,8 +731,8 @@ where
 pub fn turn_view(turn: &TurnRecord) -> TurnView {
     let state = turn.state.clone().unwrap_or_default();
     TurnView {
-        session_id: turn.session_id.clone(),
-        conversation_id: turn.session_id.clone(),
+        session_id: (&turn.session_id).into(),
+        conversation_id: (&turn.session_id).into(),
         turn: turn.turn,
         status: turn.status,
         response: turn.response.clone(),
@@ -721,8 +740,8 @@ pub fn turn_view(turn: &TurnRecord) -> TurnView {
         error: turn.error.clone(),
         analysis: turn.analysis.clone(),
         agents: turn.plan.clone(),
-        workflow_id: turn.workflow_id.clone(),
-        async_workflow_id: turn.async_workflow_id.clone(),
+        workflow_id: (&turn.workflow_id).into(),
+        async_workflow_id: turn.async_workflow_id.as_ref().map(String::from),
         checkpoints: state.checkpoints().to_vec(),
         checkpoint_progress: turn.checkpoint_progress.clone(),
         requires_human: state.flags.requires_human,
@@ -744,8 +763,8 @@ pub fn turn_view(turn: &TurnRecord) -> TurnView {
 /// The answer to a paused session's message: no agent ran.
 pub fn paused_view(session: &Session, timing: &TurnTiming) -> PausedTurnView {
     PausedTurnView {
-        session_id: session.id.clone(),
-        conversation_id: session.id.clone(),
+        session_id: (&session.id).into(),
+        conversation_id: (&session.id).into(),
         turn: None,
         status: Paused::Paused,
         response: None,
@@ -769,7 +788,7 @@ pub fn session_view(bundle: &SessionBundle) -> SessionView {
     let session = &bundle.session;
     let rfc3339 = baton_types::clock::rfc3339;
     SessionView {
-        session_id: session.id.clone(),
+        session_id: (&session.id).into(),
         agents: session.agents.clone(),
         metadata: session.metadata.clone(),
         idle_timeout_s: session.idle_timeout_s,
@@ -938,7 +957,7 @@ where
             metadata: Some(metadata),
             ..SessionInput::default()
         };
-        match open_session(api, tenant, input, id.to_string()).await {
+        match open_session(api, tenant, input, id.clone()).await {
             // Another request opened it first.
             Ok(_) | Err(ApiError::Conflict(_)) => {}
             Err(other) => return Err(other),

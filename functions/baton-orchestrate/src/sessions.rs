@@ -29,11 +29,11 @@ pub async fn open_session<S: ApiStore, Q>(
 ) -> Result<Response<Body>, ApiError> {
     let tenant = call.tenant()?;
     let input: SessionInput = parse_body(call.request)?;
-    let id = uuid::Uuid::now_v7().to_string();
+    let id = conversation::new_session_id();
     let session = conversation::open_session(api, &tenant, input, id).await?;
     let body = SessionCreated {
         expires_at: rfc3339(session.expires_at_ms()),
-        session_id: session.id,
+        session_id: session.id.into(),
     };
     let mut response = json_response(201, &body);
     if let Ok(location) = format!("/v1/sessions/{}", body.session_id).parse() {
@@ -88,7 +88,7 @@ pub async fn end_session<S: ApiStore, Q>(
     baton_chain::metrics::session_ended();
     tracing::info!(%tenant, session = %id, "session ended");
     let body = SessionEnded {
-        session_id: id.to_string(),
+        session_id: id.into(),
         status: "ended".into(),
     };
     Ok(json_response(200, &body))

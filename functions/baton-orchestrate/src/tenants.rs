@@ -125,7 +125,7 @@ where
         async { Ok::<_, ApiError>(api.store.running_count(tenant, u32::MAX - 1).await?) },
     )?;
     Ok(QuotaView {
-        tenant: tenant.to_string(),
+        tenant: tenant.into(),
         quotas: config.quotas.over(&api.settings.quotas),
         overrides: config.quotas,
         usage: QuotaUsage {

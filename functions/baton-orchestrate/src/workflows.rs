@@ -263,6 +263,11 @@ fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("workflow `{id}` does not exist"))
 }
 
+/// A new workflow's id: a UUID v7, which keeps the rules of a workflow id.
+pub(crate) fn new_workflow_id() -> WorkflowId {
+    WorkflowId::parse(&uuid::Uuid::now_v7().to_string()).expect("a UUID is a workflow id")
+}
+
 /// The path's workflow id; one that cannot be a workflow's names none, as an unknown one.
 fn workflow_id(call: &Call<'_>) -> Result<WorkflowId, ApiError> {
     let id = call.param("id");
@@ -308,7 +313,7 @@ pub async fn workflow_plan<S: ApiStore, Q>(
     Ok(json_response(
         200,
         &WorkflowPlan {
-            workflow_id: view.workflow.id.clone(),
+            workflow_id: (&view.workflow.id).into(),
             status: shown_status(&view.workflow),
             plan,
         },
@@ -358,14 +363,14 @@ where
 pub fn detail(view: &WorkflowView) -> WorkflowDetail {
     let w = &view.workflow;
     WorkflowDetail {
-        workflow_id: w.id.clone(),
+        workflow_id: (&w.id).into(),
         name: w.name.clone(),
         status: shown_status(w),
         created_at: rfc3339(w.created_at_ms),
         updated_at: rfc3339(w.updated_at_ms),
         finished_at: w.finished_at_ms.map(rfc3339),
         deadline_at: w.deadline_at_ms.map(rfc3339),
-        failed_task: w.failed_task.clone(),
+        failed_task: w.failed_task.as_ref().map(String::from),
         error: w.error.clone(),
         task_count: w.task_count,
         tasks_remaining: w.tasks_remaining,
@@ -407,7 +412,7 @@ pub fn task(t: &TaskRecord, cut: bool) -> TaskView {
         }
     }
     TaskView {
-        id: t.id.clone(),
+        id: (&t.id).into(),
         capability: t.capability.clone(),
         task_type: t.profile.task_type.clone(),
         routing: t.profile.routing,
@@ -422,7 +427,7 @@ pub fn task(t: &TaskRecord, cut: bool) -> TaskView {
             reasoning: d.reasoning.clone(),
         }),
         status: t.status,
-        depends_on: t.depends_on.clone(),
+        depends_on: t.depends_on.iter().map(String::from).collect(),
         agent: t.agent.clone(),
         attempt: t.attempt,
         attempts: t.attempts.iter().map(attempt).collect(),
@@ -523,7 +528,7 @@ pub async fn workflow_history<S: ApiStore, Q>(
     Ok(json_response(
         200,
         &WorkflowHistory {
-            workflow_id: view.workflow.id.clone(),
+            workflow_id: (&view.workflow.id).into(),
             status: shown_status(&view.workflow),
             events,
         },
@@ -587,12 +592,12 @@ pub async fn list_workflows<S: ApiStore, Q>(
         .workflows
         .iter()
         .map(|w| WorkflowSummary {
-            workflow_id: w.id.clone(),
+            workflow_id: (&w.id).into(),
             name: w.name.clone(),
             status: w.control_state().shown_status().to_string(),
             task_count: w.task_count,
             redrives: w.drive,
-            failed_task: w.failed_task.clone(),
+            failed_task: w.failed_task.as_ref().map(String::from),
             created_at: rfc3339(w.created_at_ms),
             finished_at: w.finished_at_ms.map(rfc3339),
         })
@@ -791,7 +796,7 @@ async fn control<S: ApiStore, Q: TaskQueue>(
         let plan = match change {
             ControlChange::Redrive { drive } => {
                 let tasks = baton_chain::hold::redrive_tasks(&view);
-                let plan: Vec<String> = redrive_plan(&tasks, drive)
+                let plan: Vec<TaskId> = redrive_plan(&tasks, drive)
                     .into_iter()
                     .map(|r| r.id)
                     .collect();
@@ -885,7 +890,7 @@ where
     Ok(json_response(
         200,
         &ControlAnswer {
-            workflow_id: record.id.clone(),
+            workflow_id: (&record.id).into(),
             action: action.name().to_string(),
             status,
             changed,
@@ -955,6 +960,8 @@ pub struct WorkflowDefaults {
 /// A submission that passed validation: the DAG, and each task's execution settings.
 struct ValidWorkflow {
     dag: Dag,
+    /// Each task's id, parsed once here, in submission order.
+    ids: Vec<TaskId>,
     /// Per task, in submission order.
     settings: Vec<TaskSettings>,
     deadline_s: Option<u64>,
@@ -1002,6 +1009,7 @@ where
     let multipliers = config.multipliers();
     let ValidWorkflow {
         dag,
+        ids,
         mut settings,
         deadline_s,
     } = timed_sync("validate", || {
@@ -1054,15 +1062,18 @@ where
         }
     }
 
-    let workflow_id = uuid::Uuid::now_v7().to_string();
+    let workflow_id = new_workflow_id();
+    // Every id a dependency names is one of the submission's tasks' (`Dag::build` refused any
+    // other), each parsed once by the validation: the look-up cannot miss.
+    let id_of = |name: &str| ids[position[name]].clone();
     let deadline_at_ms = deadline_s.map(|s| now + s as i64 * 1000);
     let check_at = now + api.settings.repair_after.as_millis() as i64;
     let tasks: Vec<NewTask> = submission
         .tasks
         .iter()
-        .zip(settings)
-        .map(|(spec, settings)| NewTask {
-            id: spec.id.clone(),
+        .zip(ids.iter().zip(settings))
+        .map(|(spec, (id, settings))| NewTask {
+            id: id.clone(),
             capability: spec.capability.clone(),
             dispatch_until_ms: settings
                 .profile
@@ -1070,12 +1081,8 @@ where
                 .map(|turn| turn + dispatch_timeout_ms),
             profile: settings.profile,
             input: spec.input.clone(),
-            depends_on: spec.depends_on.clone(),
-            dependents: dag
-                .dependents_of(&spec.id)
-                .into_iter()
-                .map(str::to_string)
-                .collect(),
+            depends_on: spec.depends_on.iter().map(|d| id_of(d)).collect(),
+            dependents: dag.dependents_of(&spec.id).into_iter().map(id_of).collect(),
             status: if spec.depends_on.is_empty() {
                 TaskStatus::Queued
             } else {
@@ -1121,7 +1128,7 @@ where
     let plan = plan(api, tenant, &dag, &submission.tasks, Freshness::Cached);
     let plan = timed("plan", plan).await?;
     let body = WorkflowAccepted {
-        workflow_id: workflow_id.clone(),
+        workflow_id: (&workflow_id).into(),
         status: "running".into(),
         plan,
         pacing: (paced > 0).then(|| Pacing {
@@ -1308,6 +1315,7 @@ fn validate_workflow(
         .transpose()?;
     let deadline_s = check_timeout(submission.timeout_s).map_err(workflow_error)?;
     let mut settings = Vec::with_capacity(submission.tasks.len());
+    let mut ids = Vec::with_capacity(submission.tasks.len());
     for (index, task) in submission.tasks.iter().enumerate() {
         let at = |field: &str| json!({ "task_index": index, "field": field });
         let task_error =
@@ -1335,8 +1343,7 @@ fn validate_workflow(
             timeout_ms,
             profile,
         });
-        check_name(NameKind::Task, &task.id)
-            .map_err(|e| ApiError::invalid(e.to_string(), at("id")))?;
+        ids.push(TaskId::parse(&task.id).map_err(|e| ApiError::invalid(e.to_string(), at("id")))?);
         check_name(NameKind::Capability, &task.capability)
             .map_err(|e| ApiError::invalid(e.to_string(), at("capability")))?;
         let input_bytes = serde_json::to_vec(&task.input).map_or(0, |v| v.len());
@@ -1364,6 +1371,7 @@ fn validate_workflow(
     })?;
     Ok(ValidWorkflow {
         dag,
+        ids,
         settings,
         deadline_s,
     })

@@ -3,7 +3,7 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use baton_chain::memory::fixtures::{
-    route_message, seed, settings, sqs_event, task_ref, tenant, AGENT,
+    id, route_message, seed, settings, sqs_event, task_ref, tenant, AGENT,
 };
 use baton_chain::memory::{Fault, MemoryQueue, MemoryStore};
 use baton_chain::store::{AgentRegistry, RoutingState, WorkflowStore};
@@ -48,12 +48,22 @@ async fn a_ready_task_goes_to_execution_on_its_capable_agent() {
 async fn a_redelivered_message_writes_nothing_and_its_copy_is_left_to_the_claim() {
     let deps = deps_with_workflow().await;
     let message = route_message(task_ref("w", "a", 1));
-    let before = deps.store.task(&tenant(), "w", "a").await.unwrap();
+    let before = deps
+        .store
+        .task(&tenant(), &id("w"), &id("a"))
+        .await
+        .unwrap();
     deliver(&deps, std::slice::from_ref(&message)).await;
     deliver(&deps, &[message]).await;
     // Routing writes nothing: each copy goes on, and execute-agent's claim takes one.
     assert_eq!(deps.queue.drain_execute().len(), 2);
-    assert_eq!(deps.store.task(&tenant(), "w", "a").await.unwrap(), before);
+    assert_eq!(
+        deps.store
+            .task(&tenant(), &id("w"), &id("a"))
+            .await
+            .unwrap(),
+        before
+    );
 }
 
 #[tokio::test]
@@ -89,7 +99,12 @@ async fn a_task_no_agent_can_take_fails_and_its_dependents_are_skipped() {
         .unwrap();
     let response = deliver(&deps, &[route_message(task_ref("w", "a", 1))]).await;
     assert!(response.batch_item_failures.is_empty());
-    let view = deps.store.workflow(&tenant(), "w").await.unwrap().unwrap();
+    let view = deps
+        .store
+        .workflow(&tenant(), &id("w"))
+        .await
+        .unwrap()
+        .unwrap();
     let a = &view.tasks[0];
     assert_eq!(a.status, TaskStatus::Failed);
     assert_eq!(
@@ -121,7 +136,12 @@ async fn an_end_whose_response_was_lost_is_safe_to_deliver_again() {
     );
     let response = deliver(&deps, &[message]).await;
     assert!(response.batch_item_failures.is_empty());
-    let view = deps.store.workflow(&tenant(), "w").await.unwrap().unwrap();
+    let view = deps
+        .store
+        .workflow(&tenant(), &id("w"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(view.tasks[0].attempts.len(), 1, "the attempt ended once");
     assert_eq!(view.workflow.tasks_done, ["a", "b"]);
     assert_eq!(view.workflow.status, WorkflowStatus::Failed);
@@ -148,7 +168,12 @@ async fn a_full_agent_makes_the_task_wait_without_spending_an_attempt() {
     let sent = deps.queue.drain();
     assert!(sent.execute.is_empty());
     assert_eq!((sent.route.len(), sent.route[0].0.waits), (1, 1));
-    let a = deps.store.task(&tenant(), "w", "a").await.unwrap().unwrap();
+    let a = deps
+        .store
+        .task(&tenant(), &id("w"), &id("a"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (a.status, a.attempt, a.attempts.len()),
         (TaskStatus::Queued, 1, 0)

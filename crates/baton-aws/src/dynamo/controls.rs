@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use baton_types::ids::TenantId;
+use baton_types::ids::{TaskId, WorkflowId};
 
 use super::workflows::{listed_workflow, task_record, workflow_record, LEASE_ATTRS, PROFILE};
 use super::*;
@@ -145,7 +146,7 @@ impl ResetWrite<'_> {
             (":from_attempt".into(), n(reset.from_attempt)),
             (":read_drive".into(), n(read.drive)),
         ]);
-        let done: Vec<&str> = reset.deps_done.iter().map(String::as_str).collect();
+        let done: Vec<&str> = reset.deps_done.iter().map(TaskId::as_str).collect();
         if done.is_empty() {
             remove.push("deps_done");
         } else {
@@ -338,7 +339,7 @@ impl WorkflowControls for DynamoStore {
                 }
             }
             ControlChange::Redrive { drive } => {
-                let rerun: Vec<&str> = write.rerun.iter().map(String::as_str).collect();
+                let rerun: Vec<&str> = write.rerun.iter().map(TaskId::as_str).collect();
                 let deadline = match write.deadline_at_ms {
                     Some(_) => ", deadline_at = :deadline",
                     None => "",
@@ -389,8 +390,8 @@ impl WorkflowControls for DynamoStore {
     async fn hold_task(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
         hold: Hold,
     ) -> Result<Option<TaskRecord>, StoreError> {
         let update = self
@@ -542,7 +543,7 @@ impl WorkflowControls for DynamoStore {
     async fn archived_drives(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
+        workflow_id: &WorkflowId,
     ) -> Result<Vec<ArchivedDrive>, StoreError> {
         let mut drives = Vec::new();
         let mut start = None;
@@ -564,7 +565,7 @@ impl WorkflowControls for DynamoStore {
             for item in out.items.unwrap_or_default() {
                 let a = Attrs(&item);
                 drives.push(ArchivedDrive {
-                    task_id: a.s(ARCHIVED_TASK)?.to_string(),
+                    task_id: stored_id(a.s(ARCHIVED_TASK)?)?,
                     drive: a.n(DRIVE)?,
                     attempts: a.json_list(ATTEMPTS)?,
                 });
@@ -576,7 +577,7 @@ impl WorkflowControls for DynamoStore {
         }
         tracing::warn!(
             %tenant,
-            workflow = workflow_id,
+            workflow = %workflow_id,
             pages = MAX_ARCHIVE_PAGES,
             "the archive is longer than a history reads; its later drives are left out"
         );

@@ -15,6 +15,7 @@ mod turns;
 mod workflows;
 
 use baton_types::ids::TenantId;
+use baton_types::ids::{TaskId, WorkflowId};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -160,14 +161,14 @@ impl DynamoStore {
         Ok(record)
     }
 
-    fn task_key(&self, tenant: &TenantId, workflow_id: &str, task_id: &str) -> Item {
+    fn task_key(&self, tenant: &TenantId, workflow_id: &WorkflowId, task_id: &TaskId) -> Item {
         HashMap::from([
             (PK.into(), s(keys::workflow_pk(tenant, workflow_id))),
             (SK.into(), s(keys::task_sk(task_id))),
         ])
     }
 
-    fn workflow_key(&self, tenant: &TenantId, workflow_id: &str) -> Item {
+    fn workflow_key(&self, tenant: &TenantId, workflow_id: &WorkflowId) -> Item {
         HashMap::from([
             (PK.into(), s(keys::workflow_pk(tenant, workflow_id))),
             (SK.into(), s(keys::WORKFLOW_SK)),
@@ -178,8 +179,8 @@ impl DynamoStore {
     fn update_task(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
     ) -> UpdateItemFluentBuilder {
         self.client
             .update_item()
@@ -194,7 +195,11 @@ impl DynamoStore {
             .expression_attribute_values(":attempt", n(task.attempt))
     }
 
-    fn update_workflow(&self, tenant: &TenantId, workflow_id: &str) -> UpdateItemFluentBuilder {
+    fn update_workflow(
+        &self,
+        tenant: &TenantId,
+        workflow_id: &WorkflowId,
+    ) -> UpdateItemFluentBuilder {
         self.client
             .update_item()
             .table_name(&self.state_table)
@@ -520,8 +525,8 @@ fn decimal(v: f64) -> AttributeValue {
     })
 }
 
-fn string_list(values: &[String]) -> AttributeValue {
-    AttributeValue::L(values.iter().map(|v| s(v.as_str())).collect())
+fn string_list<T: AsRef<str>>(values: &[T]) -> AttributeValue {
+    AttributeValue::L(values.iter().map(|v| s(v.as_ref())).collect())
 }
 
 fn string_set(values: &[&str]) -> AttributeValue {
@@ -637,7 +642,24 @@ impl<'a> Attrs<'a> {
 
 /// A tenant id read back from a key: one that does not keep the rules is a damaged item.
 pub(super) fn stored_tenant(text: &str) -> Result<TenantId, StoreError> {
-    TenantId::parse(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+    stored_id(text)
+}
+
+/// An id read back from an item: one that does not keep its rules is a damaged item.
+pub(super) fn stored_id<T>(text: &str) -> Result<T, StoreError>
+where
+    T: std::str::FromStr<Err = baton_types::names::InvalidName>,
+{
+    text.parse()
+        .map_err(|e: baton_types::names::InvalidName| StoreError::Corrupt(e.to_string()))
+}
+
+/// Ids read back from a list or set attribute.
+pub(super) fn stored_ids<T>(texts: Vec<String>) -> Result<Vec<T>, StoreError>
+where
+    T: std::str::FromStr<Err = baton_types::names::InvalidName>,
+{
+    texts.iter().map(|text| stored_id(text)).collect()
 }
 
 /// A builder's result as the store's error.

@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use baton_types::ids::TenantId;
+use baton_types::ids::{SessionId, WorkflowId};
 use futures::StreamExt;
 
 use super::*;
@@ -102,7 +103,7 @@ fn session_item(tenant: &TenantId, session: &Session) -> Result<Item, StoreError
 pub(super) fn session_record(item: &Item) -> Result<Session, StoreError> {
     let a = Attrs(item);
     Ok(Session {
-        id: a.s("session_id")?.into(),
+        id: stored_id(a.s("session_id")?)?,
         agents: a.list("agents"),
         metadata: a.json("metadata")?.unwrap_or_default(),
         idle_timeout_s: a.n("idle_timeout_s")?,
@@ -148,7 +149,7 @@ pub(super) fn async_result_record(item: &Item) -> Result<AsyncResult, StoreError
             Kept::Whole(a.json("result")?.unwrap_or(Value::Null))
         },
         finished_at_ms: a.n("finished_at")?,
-        workflow_id: a.opt_s("workflow_id").map(str::to_string),
+        workflow_id: a.opt_s("workflow_id").map(stored_id).transpose()?,
     })
 }
 
@@ -182,7 +183,7 @@ impl DynamoStore {
     async fn delete_workflow(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
+        workflow_id: &WorkflowId,
     ) -> Result<(), StoreError> {
         let mut items = self
             .partition(keys::workflow_pk(tenant, workflow_id))
@@ -303,7 +304,11 @@ impl SessionStore for DynamoStore {
         .await
     }
 
-    async fn session(&self, tenant: &TenantId, id: &str) -> Result<Option<Session>, StoreError> {
+    async fn session(
+        &self,
+        tenant: &TenantId,
+        id: &SessionId,
+    ) -> Result<Option<Session>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -320,7 +325,7 @@ impl SessionStore for DynamoStore {
     async fn session_bundle(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &SessionId,
     ) -> Result<Option<SessionBundle>, StoreError> {
         // `ASYNC#…` and `INSTANCE#…` sort before `SESSION`, the turns after: one query.
         let read = PartitionRead {
@@ -362,7 +367,7 @@ impl SessionStore for DynamoStore {
     async fn session_contents(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &SessionId,
     ) -> Result<Option<SessionContents>, StoreError> {
         let read = PartitionRead {
             consistent: true,
@@ -375,10 +380,7 @@ impl SessionStore for DynamoStore {
         if items.is_empty() {
             return Ok(None);
         }
-        let mut contents = SessionContents {
-            session_id: id.to_string(),
-            ..SessionContents::default()
-        };
+        let mut contents = SessionContents::empty(id.clone());
         for item in &items {
             let a = Attrs(item);
             let sk = a.opt_s(SK).unwrap_or_default();
@@ -393,7 +395,7 @@ impl SessionStore for DynamoStore {
                     .into_iter()
                     .flatten()
                 {
-                    contents.workflows.push(workflow.to_string());
+                    contents.workflows.push(stored_id(workflow)?);
                 }
             }
             contents.items.push(SessionItem {
@@ -448,7 +450,7 @@ impl SessionStore for DynamoStore {
         &self,
         now_ms: i64,
         limit: i32,
-    ) -> Result<Vec<(TenantId, String)>, StoreError> {
+    ) -> Result<Vec<(TenantId, SessionId)>, StoreError> {
         let due = self
             .due_in_sweeps(SESSION_SWEEP.to_string(), now_ms, limit)
             .await?;
@@ -491,7 +493,7 @@ impl SessionStore for DynamoStore {
                     return None;
                 }
                 let (tenant, id) = keys::parse_session_pk(pk)?;
-                Some((TenantId::parse(tenant).ok()?, id.to_string()))
+                Some((TenantId::parse(tenant).ok()?, id.parse().ok()?))
             })
             .collect())
     }
@@ -499,7 +501,7 @@ impl SessionStore for DynamoStore {
     async fn resume_session(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &SessionId,
         reply: Option<&str>,
         now_ms: i64,
     ) -> Result<Resumed, StoreError> {

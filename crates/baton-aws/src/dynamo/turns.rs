@@ -3,6 +3,7 @@
 //! state and the agents' instances change together.
 
 use async_trait::async_trait;
+use baton_types::ids::SessionId;
 use baton_types::ids::TenantId;
 
 use super::sessions::{
@@ -84,7 +85,7 @@ fn shown_answer(answer: Option<Value>, response: Option<&str>) -> Option<Value> 
 fn turn_record(item: &Item) -> Result<TurnRecord, StoreError> {
     let a = Attrs(item);
     Ok(TurnRecord {
-        session_id: a.s("session_id")?.into(),
+        session_id: stored_id(a.s("session_id")?)?,
         turn: a.n("turn")?,
         text: a.s("text")?.into(),
         channel: a.opt_s("channel").map(str::to_string),
@@ -95,8 +96,8 @@ fn turn_record(item: &Item) -> Result<TurnRecord, StoreError> {
         plan: a
             .json("plan")?
             .ok_or_else(|| StoreError::Corrupt("turn without its plan".into()))?,
-        workflow_id: a.s("workflow_id")?.into(),
-        async_workflow_id: a.opt_s("async_workflow_id").map(str::to_string),
+        workflow_id: stored_id(a.s("workflow_id")?)?,
+        async_workflow_id: a.opt_s("async_workflow_id").map(stored_id).transpose()?,
         status: a.parsed("status")?,
         response: a.opt_s("response").map(str::to_string),
         answer: shown_answer(a.json("answer")?, a.opt_s("response")),
@@ -118,7 +119,7 @@ impl DynamoStore {
     fn instance_update(
         &self,
         tenant: &TenantId,
-        session_id: &str,
+        session_id: &SessionId,
         generation: Option<&str>,
         agent: &str,
         turn: u32,
@@ -254,7 +255,7 @@ impl TurnStore for DynamoStore {
     async fn turn(
         &self,
         tenant: &TenantId,
-        session_id: &str,
+        session_id: &SessionId,
         turn: u32,
     ) -> Result<Option<TurnRecord>, StoreError> {
         let out = self
@@ -383,7 +384,7 @@ impl TurnStore for DynamoStore {
     async fn record_async_result(
         &self,
         tenant: &TenantId,
-        session_id: &str,
+        session_id: &SessionId,
         generation: Option<&str>,
         result: &AsyncResult,
         state: Option<&Value>,

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use baton_types::ids::TenantId;
+use baton_types::ids::{TaskId, WorkflowId};
 
 use super::*;
 use crate::dynamo::keys::{
@@ -120,18 +121,18 @@ pub(super) fn task_record(item: &Item) -> Result<TaskRecord, StoreError> {
         .ok_or_else(|| StoreError::Corrupt("task item has unexpected keys".into()))?;
     Ok(TaskRecord {
         tenant: stored_tenant(tenant)?,
-        workflow_id: workflow_id.into(),
-        id: task_id.into(),
+        workflow_id: stored_id(workflow_id)?,
+        id: stored_id(task_id)?,
         capability: a.s("capability")?.into(),
         profile: a.json(PROFILE)?.unwrap_or_default(),
         decision: a.json("decision")?,
         input: a.json("input")?.unwrap_or(Value::Null),
-        depends_on: a.list("depends_on"),
-        dependents: a.list("dependents"),
+        depends_on: stored_ids(a.list("depends_on"))?,
+        dependents: stored_ids(a.list("dependents"))?,
         status: a.parsed("status")?,
         attempt: a.n("attempt")?,
         deps_remaining: a.n("deps_remaining")?,
-        deps_done: a.set("deps_done"),
+        deps_done: stored_ids(a.set("deps_done"))?,
         agent: a.opt_s("agent").map(str::to_string),
         output: a.json("output")?,
         output_ref: a.json("output_ref")?,
@@ -160,13 +161,13 @@ pub(super) fn workflow_record(
     let a = Attrs(item);
     Ok(WorkflowRecord {
         tenant: tenant.clone(),
-        id: a.s("workflow_id")?.into(),
+        id: stored_id(a.s("workflow_id")?)?,
         name: a.s("name")?.into(),
         status: a.parsed("status")?,
         task_count: a.n("task_count")?,
         tasks_remaining: a.n("tasks_remaining")?,
-        tasks_done: a.set("tasks_done"),
-        failed_task: a.opt_s("failed_task").map(str::to_string),
+        tasks_done: stored_ids(a.set("tasks_done"))?,
+        failed_task: a.opt_s("failed_task").map(stored_id).transpose()?,
         error: a.json("error")?,
         deadline_at_ms: a.opt_n("deadline_at")?,
         created_at_ms: a.n("created_at")?,
@@ -183,13 +184,13 @@ pub(super) fn workflow_record(
 pub(super) fn listed_workflow(item: &Item) -> Result<ListedWorkflow, StoreError> {
     let a = Attrs(item);
     Ok(ListedWorkflow {
-        id: a.s("workflow_id")?.into(),
+        id: stored_id(a.s("workflow_id")?)?,
         name: a.s("name")?.into(),
         status: a.parsed("status")?,
         control: control_of(&a),
         task_count: a.n("task_count")?,
         drive: a.opt_n(DRIVE)?.unwrap_or(0),
-        failed_task: a.opt_s("failed_task").map(str::to_string),
+        failed_task: a.opt_s("failed_task").map(stored_id).transpose()?,
         created_at_ms: a.n("created_at")?,
         finished_at_ms: a.opt_n("finished_at")?,
     })
@@ -364,8 +365,8 @@ impl DynamoStore {
     async fn task_item_read(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
     ) -> Result<Option<Item>, StoreError> {
         self.state_item(
             keys::workflow_pk(tenant, workflow_id),
@@ -377,7 +378,7 @@ impl DynamoStore {
     async fn workflow_read(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &WorkflowId,
         projection: Option<&'static Projection>,
     ) -> Result<Option<WorkflowView>, StoreError> {
         // The workflow record sorts after its tasks: read backwards, it comes first. A workflow
@@ -435,7 +436,7 @@ impl WorkflowStore for DynamoStore {
     async fn workflow(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &WorkflowId,
     ) -> Result<Option<WorkflowView>, StoreError> {
         self.workflow_read(tenant, id, None).await
     }
@@ -443,7 +444,7 @@ impl WorkflowStore for DynamoStore {
     async fn workflow_outline(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &WorkflowId,
     ) -> Result<Option<WorkflowView>, StoreError> {
         self.workflow_read(tenant, id, Some(&OUTLINE)).await
     }
@@ -451,8 +452,8 @@ impl WorkflowStore for DynamoStore {
     async fn task(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
     ) -> Result<Option<TaskRecord>, StoreError> {
         let item = self.task_item_read(tenant, workflow_id, task_id).await?;
         item.as_ref().map(task_record).transpose()
@@ -468,8 +469,8 @@ impl WorkflowStore for DynamoStore {
     async fn task_whole(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
     ) -> Result<Option<TaskRecord>, StoreError> {
         match self.task_item_read(tenant, workflow_id, task_id).await? {
             Some(item) => Ok(Some(self.whole_task(&item).await?)),
@@ -480,7 +481,7 @@ impl WorkflowStore for DynamoStore {
     async fn workflow_status(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &WorkflowId,
     ) -> Result<Option<WorkflowStatus>, StoreError> {
         let out = self
             .client
@@ -567,8 +568,8 @@ impl WorkflowStore for DynamoStore {
     async fn task_outputs(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_ids: &[String],
+        workflow_id: &WorkflowId,
+        task_ids: &[TaskId],
         max_bytes: usize,
     ) -> Result<DependencyOutputs, StoreError> {
         // A few at a time (an output is at most an item, 400 KB): the handler never holds
@@ -601,7 +602,7 @@ impl WorkflowStore for DynamoStore {
                 if bytes > max_bytes {
                     return Ok(DependencyOutputs::TooLarge { bytes });
                 }
-                let id = a.s(SK)?.trim_start_matches("TASK#").to_string();
+                let id: TaskId = stored_id(a.s(SK)?.trim_start_matches("TASK#"))?;
                 let output = match &stored {
                     Some(stored) => Some(self.fetch_payload(stored).await?),
                     None => a.json::<Value>("output")?,
@@ -733,8 +734,8 @@ impl WorkflowStore for DynamoStore {
     async fn count_finished_task(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
         failed: bool,
         now_ms: i64,
     ) -> Result<WorkflowProgress, StoreError> {
@@ -766,7 +767,7 @@ impl WorkflowStore for DynamoStore {
     async fn finish_workflow(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
+        workflow_id: &WorkflowId,
         outcome: WorkflowStatus,
         finish: Finish,
     ) -> Result<bool, StoreError> {
@@ -816,9 +817,9 @@ impl WorkflowStore for DynamoStore {
     async fn release_dependent(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        dependent: &str,
-        parent: &str,
+        workflow_id: &WorkflowId,
+        dependent: &TaskId,
+        parent: &TaskId,
         dispatch_until_ms: i64,
     ) -> Result<Release, StoreError> {
         // Count the parent once: the set of counted parents makes the decrement idempotent.
@@ -896,10 +897,10 @@ impl WorkflowStore for DynamoStore {
     async fn skip_task(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
         finish: Finish,
-    ) -> Result<Option<Vec<String>>, StoreError> {
+    ) -> Result<Option<Vec<TaskId>>, StoreError> {
         let update = self
             .update_task(tenant, workflow_id, task_id)
             .update_expression(format!(
@@ -913,13 +914,13 @@ impl WorkflowStore for DynamoStore {
             .expression_attribute_values(":expires", n(finish.expires_at_s));
         Ok(
             match conditional_update(update, ReturnValue::AllNew).await? {
-                Conditional::Applied(item) => Some(Attrs(&item).list("dependents")),
+                Conditional::Applied(item) => Some(stored_ids(Attrs(&item).list("dependents"))?),
                 // Skipped before: by this write (lost response) or an earlier descent that may
                 // have stopped here. Its dependents are skipped again; that is idempotent.
                 Conditional::Rejected(Some(item))
                     if Attrs(&item).opt_s("status") == Some(TaskStatus::Skipped.as_str()) =>
                 {
-                    Some(Attrs(&item).list("dependents"))
+                    Some(stored_ids(Attrs(&item).list("dependents"))?)
                 }
                 Conditional::Rejected(_) => None,
             },
@@ -929,8 +930,8 @@ impl WorkflowStore for DynamoStore {
     async fn cancel_task(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
         failure: &TaskFailure,
         running_too: bool,
         finish: Finish,
@@ -966,7 +967,7 @@ impl WorkflowStore for DynamoStore {
     async fn fail_workflow(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
+        workflow_id: &WorkflowId,
         error: &TaskFailure,
         now_ms: i64,
     ) -> Result<(), StoreError> {
@@ -1009,8 +1010,8 @@ impl WorkflowStore for DynamoStore {
             leases.push(ExpiredLease {
                 task: TaskRef {
                     tenant: stored_tenant(tenant)?,
-                    workflow_id: workflow_id.into(),
-                    task_id: task_id.into(),
+                    workflow_id: stored_id(workflow_id)?,
+                    task_id: stored_id(task_id)?,
                     attempt: a.n("attempt")?,
                 },
                 capability: a.s("capability")?.into(),
@@ -1109,7 +1110,7 @@ impl WorkflowStore for DynamoStore {
         shard: u32,
         now_ms: i64,
         limit: i32,
-    ) -> Result<Vec<(TenantId, String)>, StoreError> {
+    ) -> Result<Vec<(TenantId, WorkflowId)>, StoreError> {
         self.due_in_sweeps(keys::workflow_sweep_partition(shard), now_ms, limit)
             .await?
             .iter()
@@ -1117,7 +1118,7 @@ impl WorkflowStore for DynamoStore {
                 let pk = Attrs(item).s(PK)?;
                 let (tenant, workflow_id) = keys::parse_workflow_pk(pk)
                     .ok_or_else(|| StoreError::Corrupt("swept item is not a workflow".into()))?;
-                Ok((stored_tenant(tenant)?, workflow_id.to_string()))
+                Ok((stored_tenant(tenant)?, stored_id(workflow_id)?))
             })
             .collect()
     }
@@ -1125,7 +1126,7 @@ impl WorkflowStore for DynamoStore {
     async fn schedule_check(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
+        workflow_id: &WorkflowId,
         at_ms: i64,
     ) -> Result<(), StoreError> {
         let update = self
@@ -1144,7 +1145,7 @@ impl WorkflowStore for DynamoStore {
     async fn keep_alive(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
+        workflow_id: &WorkflowId,
         since_ms: i64,
         now_ms: i64,
         expires_at_s: i64,

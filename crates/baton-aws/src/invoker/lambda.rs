@@ -139,8 +139,8 @@ mod tests {
     fn the_payload_is_the_http_body_with_the_idempotency_key() {
         let task = TaskRef {
             tenant: "acme".parse().unwrap(),
-            workflow_id: "w".into(),
-            task_id: "t".into(),
+            workflow_id: "w".parse().unwrap(),
+            task_id: "t".parse().unwrap(),
             attempt: 2,
         };
         let input = serde_json::json!({"text": "hi"});

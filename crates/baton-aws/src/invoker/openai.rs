@@ -180,8 +180,8 @@ mod tests {
     fn the_request_carries_the_parameters_the_model_and_the_messages() {
         let task = TaskRef {
             tenant: "t".parse().unwrap(),
-            workflow_id: "w".into(),
-            task_id: "a".into(),
+            workflow_id: "w".parse().unwrap(),
+            task_id: "a".parse().unwrap(),
             attempt: 1,
         };
         let input = json!({"prompt": "Name a colour"});

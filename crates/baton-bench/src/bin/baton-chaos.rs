@@ -342,7 +342,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Why failed workflows failed: the kinds of their failed tasks.
     let mut failure_kinds: BTreeMap<String, usize> = BTreeMap::new();
     for id in &ids {
-        let view = workflows.workflow(&TENANT.parse()?, id).await?;
+        let view = workflows.workflow(&TENANT.parse()?, &id.parse()?).await?;
         if let Some(view) = &view {
             let w = &view.workflow;
             if let Some(finished) = w.finished_at_ms {

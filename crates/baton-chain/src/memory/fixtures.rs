@@ -1,7 +1,7 @@
 //! What the unit tests over the memory store share: settings, agents, workflows, SQS events,
 //! an agent invoker that answers from a script, and a harness that runs the chain's steps.
 
-use baton_types::ids::TenantId;
+use baton_types::ids::{TaskId, TenantId};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
@@ -36,6 +36,15 @@ pub const CAPABILITY: &str = "c";
 pub const DISPATCH_MS: i64 = 60_000;
 
 /// The settings the functions run with, with the defaults of everything optional.
+/// A checked id from a fixture's literal: tests name ids as text, the ports take them typed.
+pub fn id<T>(text: &str) -> T
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Debug,
+{
+    text.parse().expect("a fixture's id is valid")
+}
+
 pub fn settings() -> Settings {
     Settings::from_lookup(|name| {
         let value = match name {
@@ -70,16 +79,16 @@ pub fn agent(name: &str, capabilities: &[&str]) -> Agent {
 /// A workflow of `tasks` (each with its dependencies, in submission order), created at
 /// `now_ms`: its roots queued, the others waiting, every task asking for [`CAPABILITY`].
 pub fn workflow(id: &str, tasks: &[(&str, &[&str])], now_ms: i64) -> NewWorkflow {
-    let dependents = |of: &str| -> Vec<String> {
+    let dependents = |of: &str| -> Vec<TaskId> {
         tasks
             .iter()
             .filter(|(_, deps)| deps.contains(&of))
-            .map(|(id, _)| id.to_string())
+            .map(|(task, _)| self::id(task))
             .collect()
     };
     NewWorkflow {
         tenant: tenant(),
-        workflow_id: id.into(),
+        workflow_id: self::id(id),
         name: format!("workflow {id}"),
         created_at_ms: now_ms,
         dispatch_until_ms: now_ms + DISPATCH_MS,
@@ -89,11 +98,11 @@ pub fn workflow(id: &str, tasks: &[(&str, &[&str])], now_ms: i64) -> NewWorkflow
         tasks: tasks
             .iter()
             .map(|(task, deps)| NewTask {
-                id: task.to_string(),
+                id: self::id(task),
                 capability: CAPABILITY.into(),
                 profile: TaskProfile::default(),
                 input: json!({ "task": task }),
-                depends_on: deps.iter().map(|d| d.to_string()).collect(),
+                depends_on: deps.iter().map(|d| self::id(d)).collect(),
                 dependents: dependents(task),
                 status: if deps.is_empty() {
                     TaskStatus::Queued
@@ -113,8 +122,8 @@ pub fn workflow(id: &str, tasks: &[(&str, &[&str])], now_ms: i64) -> NewWorkflow
 pub fn task_ref(workflow_id: &str, task_id: &str, attempt: u32) -> TaskRef {
     TaskRef {
         tenant: tenant(),
-        workflow_id: workflow_id.into(),
-        task_id: task_id.into(),
+        workflow_id: id(workflow_id),
+        task_id: id(task_id),
         attempt,
     }
 }
@@ -249,7 +258,7 @@ impl Harness {
     pub async fn task(&self, workflow_id: &str, task_id: &str) -> TaskRecord {
         use crate::store::WorkflowStore;
         self.store
-            .task(&tenant(), workflow_id, task_id)
+            .task(&tenant(), &id(workflow_id), &id(task_id))
             .await
             .expect("the memory store answers")
             .expect("the task exists")
@@ -258,7 +267,7 @@ impl Harness {
     pub async fn view(&self, workflow_id: &str) -> WorkflowView {
         use crate::store::WorkflowStore;
         self.store
-            .workflow(&tenant(), workflow_id)
+            .workflow(&tenant(), &id(workflow_id))
             .await
             .expect("the memory store answers")
             .expect("the workflow exists")
@@ -340,7 +349,7 @@ impl Harness {
             ControlChange::Redrive { drive } => Some(drive),
             _ => None,
         };
-        let rerun: Vec<String> = drive
+        let rerun: Vec<TaskId> = drive
             .map(|drive| redrive_plan(&crate::hold::redrive_tasks(&view), drive))
             .into_iter()
             .flatten()
@@ -371,7 +380,7 @@ impl Harness {
         self.queue
             .drain_route()
             .into_iter()
-            .map(|(m, _)| m.task.task_id)
+            .map(|(m, _)| m.task.task_id.into_string())
             .collect()
     }
 }

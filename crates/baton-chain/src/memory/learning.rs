@@ -1,7 +1,7 @@
 //! The memory table in memory: routing's shared state (`baton_aws::dynamo::slots`) and what
 //! the learner keeps (`learning`, `stats`).
 
-use baton_types::ids::TenantId;
+use baton_types::ids::{TaskId, TenantId, WorkflowId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
@@ -32,7 +32,7 @@ pub(super) struct Memory {
     /// Calls in flight by agent, then holder. An agent has an entry once a slot was taken.
     slots: HashMap<AgentKey, HashMap<String, SlotHeld>>,
     /// Outcomes learned, by agent: (workflow, task, attempt).
-    history: HashMap<AgentKey, BTreeSet<(String, String, u32)>>,
+    history: HashMap<AgentKey, BTreeSet<(WorkflowId, TaskId, u32)>>,
     /// Stats by agent, then task type.
     stats: HashMap<AgentKey, BTreeMap<String, AgentStats>>,
     circuits: HashMap<AgentKey, Circuit>,
@@ -48,12 +48,12 @@ impl Memory {
         &mut self,
         tenant: &TenantId,
         agent: &str,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
         attempt: u32,
     ) {
         if let Some(history) = self.history.get_mut(&agent_key(tenant, agent)) {
-            history.remove(&(workflow_id.to_string(), task_id.to_string(), attempt));
+            history.remove(&(workflow_id.clone(), task_id.clone(), attempt));
         }
     }
 

@@ -1,7 +1,7 @@
 //! Sessions and their turns in memory: `baton_aws::dynamo::sessions` and `turns`. A session's
 //! items live in one partition, each marked with the opening (generation) that wrote it.
 
-use baton_types::ids::TenantId;
+use baton_types::ids::{SessionId, TenantId};
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -64,8 +64,8 @@ fn async_sk(turn: u32, agent: &str) -> String {
     format!("ASYNC#{turn:010}#{agent}")
 }
 
-fn key(tenant: &TenantId, id: &str) -> (TenantId, String) {
-    (tenant.clone(), id.to_string())
+fn key(tenant: &TenantId, id: &SessionId) -> (TenantId, SessionId) {
+    (tenant.clone(), id.clone())
 }
 
 /// Whether an item belongs to the opening `generation`; items of before generations belong
@@ -117,7 +117,7 @@ impl SessionPartition {
 }
 
 impl State {
-    fn session_partition(&self, tenant: &TenantId, id: &str) -> Option<&SessionPartition> {
+    fn session_partition(&self, tenant: &TenantId, id: &SessionId) -> Option<&SessionPartition> {
         self.sessions.get(&key(tenant, id))
     }
 }
@@ -150,7 +150,11 @@ impl SessionStore for MemoryStore {
         })
     }
 
-    async fn session(&self, tenant: &TenantId, id: &str) -> Result<Option<Session>, StoreError> {
+    async fn session(
+        &self,
+        tenant: &TenantId,
+        id: &SessionId,
+    ) -> Result<Option<Session>, StoreError> {
         self.run("session", |state| {
             Ok(state
                 .session_partition(tenant, id)
@@ -162,7 +166,7 @@ impl SessionStore for MemoryStore {
     async fn session_contents(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &SessionId,
     ) -> Result<Option<SessionContents>, StoreError> {
         self.run("session_contents", |state| {
             let Some(partition) = state.session_partition(tenant, id) else {
@@ -172,13 +176,12 @@ impl SessionStore for MemoryStore {
                 return Ok(None);
             }
             let mut contents = SessionContents {
-                session_id: id.to_string(),
                 has_record: partition.record.is_some(),
                 generation: partition
                     .record
                     .as_ref()
                     .and_then(|r| r.session.generation.clone()),
-                ..SessionContents::default()
+                ..SessionContents::empty(id.clone())
             };
             for (sk, entry) in &partition.items {
                 if let SessionEntry::Turn(turn) = &entry.item {
@@ -237,9 +240,9 @@ impl SessionStore for MemoryStore {
         &self,
         now_ms: i64,
         limit: i32,
-    ) -> Result<Vec<(TenantId, String)>, StoreError> {
+    ) -> Result<Vec<(TenantId, SessionId)>, StoreError> {
         self.run("idle_sessions", |state| {
-            let mut due: Vec<(i64, (TenantId, String))> = state
+            let mut due: Vec<(i64, (TenantId, SessionId))> = state
                 .sessions
                 .iter()
                 .filter_map(|(key, p)| {
@@ -270,7 +273,7 @@ impl SessionStore for MemoryStore {
     async fn session_bundle(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &SessionId,
     ) -> Result<Option<SessionBundle>, StoreError> {
         self.run("session_bundle", |state| {
             let Some(partition) = state.session_partition(tenant, id) else {
@@ -303,7 +306,7 @@ impl SessionStore for MemoryStore {
     async fn resume_session(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &SessionId,
         reply: Option<&str>,
         now_ms: i64,
     ) -> Result<Resumed, StoreError> {
@@ -395,7 +398,7 @@ impl TurnStore for MemoryStore {
     async fn turn(
         &self,
         tenant: &TenantId,
-        session_id: &str,
+        session_id: &SessionId,
         turn: u32,
     ) -> Result<Option<TurnRecord>, StoreError> {
         self.run("turn", |state| {
@@ -482,7 +485,7 @@ impl TurnStore for MemoryStore {
     async fn record_async_result(
         &self,
         tenant: &TenantId,
-        session_id: &str,
+        session_id: &SessionId,
         generation: Option<&str>,
         result: &AsyncResult,
         state: Option<&Value>,

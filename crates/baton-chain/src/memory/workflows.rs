@@ -2,7 +2,7 @@
 //! `controls`, condition for condition.
 
 use async_trait::async_trait;
-use baton_types::ids::TenantId;
+use baton_types::ids::{TaskId, TenantId, WorkflowId};
 use serde_json::Value;
 
 use super::{MemoryStore, State};
@@ -96,8 +96,8 @@ impl Partition {
     }
 }
 
-fn key(tenant: &TenantId, workflow_id: &str) -> (TenantId, String) {
-    (tenant.clone(), workflow_id.to_string())
+fn key(tenant: &TenantId, workflow_id: &WorkflowId) -> (TenantId, WorkflowId) {
+    (tenant.clone(), workflow_id.clone())
 }
 
 fn stored_json_bytes(value: &Value) -> usize {
@@ -105,11 +105,15 @@ fn stored_json_bytes(value: &Value) -> usize {
 }
 
 impl State {
-    fn partition(&self, tenant: &TenantId, workflow_id: &str) -> Option<&Partition> {
+    fn partition(&self, tenant: &TenantId, workflow_id: &WorkflowId) -> Option<&Partition> {
         self.workflows.get(&key(tenant, workflow_id))
     }
 
-    fn record_mut(&mut self, tenant: &TenantId, workflow_id: &str) -> Option<&mut StoredWorkflow> {
+    fn record_mut(
+        &mut self,
+        tenant: &TenantId,
+        workflow_id: &WorkflowId,
+    ) -> Option<&mut StoredWorkflow> {
         self.workflows
             .get_mut(&key(tenant, workflow_id))?
             .record
@@ -119,8 +123,8 @@ impl State {
     fn stored_task(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
     ) -> Option<&StoredTask> {
         self.partition(tenant, workflow_id)?.task(task_id)
     }
@@ -128,8 +132,8 @@ impl State {
     fn stored_task_mut(
         &mut self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
     ) -> Option<&mut StoredTask> {
         self.workflows
             .get_mut(&key(tenant, workflow_id))?
@@ -223,7 +227,7 @@ impl State {
     }
 
     /// Deletes a workflow's items, with the outcome history its attempts left (a session's end).
-    pub(super) fn delete_workflow(&mut self, tenant: &TenantId, workflow_id: &str) {
+    pub(super) fn delete_workflow(&mut self, tenant: &TenantId, workflow_id: &WorkflowId) {
         let Some(partition) = self.workflows.remove(&key(tenant, workflow_id)) else {
             return;
         };
@@ -347,8 +351,8 @@ impl MemoryStore {
         &self,
         method: &'static str,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
     ) -> Result<Option<TaskRecord>, StoreError> {
         self.run(method, |state| {
             Ok(state
@@ -386,7 +390,7 @@ impl WorkflowStore for MemoryStore {
     async fn workflow(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &WorkflowId,
     ) -> Result<Option<WorkflowView>, StoreError> {
         self.run("workflow", |state| {
             Ok(state.partition(tenant, id).and_then(Partition::view))
@@ -396,7 +400,7 @@ impl WorkflowStore for MemoryStore {
     async fn workflow_outline(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &WorkflowId,
     ) -> Result<Option<WorkflowView>, StoreError> {
         self.run("workflow_outline", |state| {
             let mut view = state.partition(tenant, id).and_then(Partition::view);
@@ -421,8 +425,8 @@ impl WorkflowStore for MemoryStore {
     async fn task_whole(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
     ) -> Result<Option<TaskRecord>, StoreError> {
         // Payloads stay on their items: the item is the task whole.
         self.read_task("task_whole", tenant, workflow_id, task_id)
@@ -431,8 +435,8 @@ impl WorkflowStore for MemoryStore {
     async fn task(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
     ) -> Result<Option<TaskRecord>, StoreError> {
         self.read_task("task", tenant, workflow_id, task_id)
     }
@@ -440,7 +444,7 @@ impl WorkflowStore for MemoryStore {
     async fn workflow_status(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &WorkflowId,
     ) -> Result<Option<WorkflowStatus>, StoreError> {
         self.run("workflow_status", |state| {
             Ok(state
@@ -497,8 +501,8 @@ impl WorkflowStore for MemoryStore {
     async fn task_outputs(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_ids: &[String],
+        workflow_id: &WorkflowId,
+        task_ids: &[TaskId],
         max_bytes: usize,
     ) -> Result<DependencyOutputs, StoreError> {
         self.run("task_outputs", |state| {
@@ -563,8 +567,8 @@ impl WorkflowStore for MemoryStore {
     async fn count_finished_task(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
         failed: bool,
         now_ms: i64,
     ) -> Result<WorkflowProgress, StoreError> {
@@ -580,9 +584,9 @@ impl WorkflowStore for MemoryStore {
                 w.tasks_remaining = w.tasks_remaining.saturating_sub(1);
                 w.updated_at_ms = now_ms;
                 if failed && w.failed_task.is_none() {
-                    w.failed_task = Some(task_id.to_string());
+                    w.failed_task = Some(task_id.clone());
                 }
-                w.tasks_done.push(task_id.to_string());
+                w.tasks_done.push(task_id.clone());
             }
             Ok(progress(w))
         })
@@ -591,7 +595,7 @@ impl WorkflowStore for MemoryStore {
     async fn finish_workflow(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
+        workflow_id: &WorkflowId,
         outcome: WorkflowStatus,
         finish: Finish,
     ) -> Result<bool, StoreError> {
@@ -623,9 +627,9 @@ impl WorkflowStore for MemoryStore {
     async fn release_dependent(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        dependent: &str,
-        parent: &str,
+        workflow_id: &WorkflowId,
+        dependent: &TaskId,
+        parent: &TaskId,
         dispatch_until_ms: i64,
     ) -> Result<Release, StoreError> {
         self.run("release_dependent", |state| {
@@ -638,7 +642,7 @@ impl WorkflowStore for MemoryStore {
             let r = &mut stored.record;
             if r.status == TaskStatus::Waiting && !r.deps_done.iter().any(|d| d == parent) {
                 r.deps_remaining = r.deps_remaining.saturating_sub(1);
-                r.deps_done.push(parent.to_string());
+                r.deps_done.push(parent.clone());
             }
             let ready = Release::Ready {
                 attempt: r.attempt,
@@ -668,10 +672,10 @@ impl WorkflowStore for MemoryStore {
     async fn skip_task(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
         finish: Finish,
-    ) -> Result<Option<Vec<String>>, StoreError> {
+    ) -> Result<Option<Vec<TaskId>>, StoreError> {
         self.run("skip_task", |state| {
             let Some(stored) = state.stored_task_mut(tenant, workflow_id, task_id) else {
                 return Ok(None);
@@ -694,8 +698,8 @@ impl WorkflowStore for MemoryStore {
     async fn cancel_task(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
         failure: &TaskFailure,
         running_too: bool,
         finish: Finish,
@@ -727,7 +731,7 @@ impl WorkflowStore for MemoryStore {
     async fn fail_workflow(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
+        workflow_id: &WorkflowId,
         error: &TaskFailure,
         now_ms: i64,
     ) -> Result<(), StoreError> {
@@ -863,12 +867,12 @@ impl WorkflowStore for MemoryStore {
         shard: u32,
         now_ms: i64,
         limit: i32,
-    ) -> Result<Vec<(TenantId, String)>, StoreError> {
+    ) -> Result<Vec<(TenantId, WorkflowId)>, StoreError> {
         self.run("due_workflows", |state| {
             if shard != 0 {
                 return Ok(Vec::new());
             }
-            let mut due: Vec<(i64, (TenantId, String))> = state
+            let mut due: Vec<(i64, (TenantId, WorkflowId))> = state
                 .workflows
                 .iter()
                 .filter_map(|(key, p)| {
@@ -888,7 +892,7 @@ impl WorkflowStore for MemoryStore {
     async fn schedule_check(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
+        workflow_id: &WorkflowId,
         at_ms: i64,
     ) -> Result<(), StoreError> {
         self.run("schedule_check", |state| {
@@ -904,7 +908,7 @@ impl WorkflowStore for MemoryStore {
     async fn keep_alive(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
+        workflow_id: &WorkflowId,
         since_ms: i64,
         now_ms: i64,
         expires_at_s: i64,
@@ -1103,8 +1107,8 @@ impl WorkflowControls for MemoryStore {
     async fn hold_task(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
-        task_id: &str,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
         hold: Hold,
     ) -> Result<Option<TaskRecord>, StoreError> {
         self.run("hold_task", |state| {
@@ -1219,7 +1223,7 @@ impl WorkflowControls for MemoryStore {
     async fn archived_drives(
         &self,
         tenant: &TenantId,
-        workflow_id: &str,
+        workflow_id: &WorkflowId,
     ) -> Result<Vec<ArchivedDrive>, StoreError> {
         self.run("archived_drives", |state| {
             let mut drives: Vec<ArchivedDrive> = state
