@@ -399,3 +399,441 @@ fn timing(turn: &TurnRecord, view: &WorkflowView, now_ms: i64) -> TurnTiming {
         ..turn.timing.clone()
     }
 }
+
+/// What a turn's tasks change in their session, on the memory store: the tasks run through
+/// the chain (claim, conclude, follow-up) as execute-agent runs them, and a redelivered
+/// follow-up calls [`on_task_ended`] again with the task as stored.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::fixtures::{final_failure, id, settings, tenant, workflow, Harness};
+    use crate::memory::{Fault, MemoryQueue, MemoryStore};
+    use crate::store::{SessionBundle, TurnStart, TurnStarted};
+    use baton_types::conversation::{
+        checkpoint, Analysis, CheckpointInput, CheckpointStatus, ProgressChange, SyncStep, TurnPlan,
+    };
+    use baton_types::ids::SessionId;
+    use baton_types::session::Session;
+    use baton_types::task::TaskProfile;
+
+    const SESSION: &str = "s1";
+    const GENERATION: &str = "g1";
+    /// The turn's waited-for workflow: a sync helper, then the core agent that answers.
+    const WAITED: &str = "w1";
+    /// The turn's async workflow: one background agent.
+    const ASYNC: &str = "w2";
+    const STARTED_MS: i64 = 100;
+
+    fn session_id() -> SessionId {
+        id(SESSION)
+    }
+
+    /// A turn's task profile: named agent `agent`, with `role` in turn 1 of the session.
+    fn turn_profile(agent: &str, role: Role) -> TaskProfile {
+        TaskProfile {
+            agent: Some(agent.into()),
+            turn: Some(TurnTask {
+                session: session_id(),
+                turn: 1,
+                role,
+                generation: Some(GENERATION.into()),
+            }),
+            ..TaskProfile::default()
+        }
+    }
+
+    /// A session (opened with two checkpoints, the first in progress) running turn 1:
+    /// `helper` (sync) then `core` in [`WAITED`], `bg` (async) in [`ASYNC`].
+    async fn turn_running() -> Harness {
+        let harness = Harness {
+            store: MemoryStore::new(),
+            queue: MemoryQueue::new(),
+            settings: settings(),
+        };
+        let checkpoints = ["draft", "review"]
+            .iter()
+            .enumerate()
+            .map(|(i, d)| checkpoint("main", i, CheckpointInput::Description((*d).into())))
+            .collect();
+        let session = Session {
+            id: session_id(),
+            agents: vec!["helper".into(), "core".into(), "bg".into()],
+            metadata: json!({}),
+            idle_timeout_s: 3_600,
+            created_at_ms: 0,
+            last_active_at_ms: 0,
+            turns: 0,
+            active_turn: None,
+            state: ConversationState::open("main", checkpoints),
+            generation: Some(GENERATION.into()),
+        };
+        harness
+            .store
+            .create_session(&tenant(), &session)
+            .await
+            .expect("the session is stored");
+        let mut waited = workflow(
+            WAITED,
+            &[("helper", &[]), ("core", &["helper"])],
+            STARTED_MS,
+        );
+        for task in &mut waited.tasks {
+            let role = if task.id.as_str() == "core" {
+                Role::Core
+            } else {
+                Role::Sync
+            };
+            task.profile = turn_profile(task.id.as_str(), role);
+        }
+        let mut background = workflow(ASYNC, &[("bg", &[])], STARTED_MS);
+        background.tasks[0].profile = turn_profile("bg", Role::Async);
+        let turn = TurnRecord {
+            session_id: session_id(),
+            turn: 1,
+            text: "hi there".into(),
+            channel: None,
+            services: None,
+            analysis: Analysis::by_client("core"),
+            plan: TurnPlan {
+                specialist: None,
+                core: Some("core".into()),
+                sync: vec![SyncStep {
+                    agent: "helper".into(),
+                    depends_on: Vec::new(),
+                }],
+                background: vec!["bg".into()],
+                generators: Vec::new(),
+            },
+            workflow_id: id(WAITED),
+            async_workflow_id: Some(id(ASYNC)),
+            status: TurnStatus::Running,
+            response: None,
+            answer: None,
+            sync_agent_results: Map::new(),
+            async_agent_results: Map::new(),
+            error: None,
+            checkpoint_progress: Vec::new(),
+            state: None,
+            timing: TurnTiming::default(),
+            created_at_ms: STARTED_MS,
+            answered_at_ms: None,
+        };
+        let started = harness
+            .store
+            .start_turn(
+                &tenant(),
+                &TurnStart {
+                    session: &session,
+                    turn: &turn,
+                    workflows: &[waited, background],
+                    shown: &[],
+                    request_id: "r1",
+                    now_ms: STARTED_MS,
+                },
+            )
+            .await
+            .expect("the memory store answers");
+        assert_eq!(started, TurnStarted::Started);
+        harness
+    }
+
+    async fn turn_one(harness: &Harness) -> TurnRecord {
+        harness
+            .store
+            .turn(&tenant(), &session_id(), 1)
+            .await
+            .expect("the memory store answers")
+            .expect("turn 1 exists")
+    }
+
+    async fn bundle(harness: &Harness) -> SessionBundle {
+        harness
+            .store
+            .session_bundle(&tenant(), &session_id())
+            .await
+            .expect("the memory store answers")
+            .expect("the session exists")
+    }
+
+    /// Each instance as (agent, state, calls, last turn), by agent.
+    fn instances(bundle: &SessionBundle) -> Vec<(String, Value, u32, u32)> {
+        let mut all: Vec<_> = bundle
+            .instances
+            .iter()
+            .map(|i| (i.agent.clone(), i.state.clone(), i.calls, i.last_turn))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Runs the helper and then the core agent with these answers.
+    async fn answer_turn(harness: &Harness) {
+        let helper = json!({ "notes": "n", "state": { "k": 1 } });
+        harness.run(WAITED, "helper", Ok(helper), 1_000).await;
+        let core = json!({
+            "response": "hello",
+            "checkpoint_progress": { "main-1": "complete" },
+            "state": { "mem": 2 },
+        });
+        harness.run(WAITED, "core", Ok(core), 2_000).await;
+    }
+
+    #[tokio::test]
+    async fn the_answering_task_finishes_the_turn_with_its_answer_state_and_instances() {
+        let harness = turn_running().await;
+        let helper = json!({ "notes": "n", "state": { "k": 1 } });
+        harness.run(WAITED, "helper", Ok(helper), 1_000).await;
+        // A sync helper's success waits for the answer: nothing is written yet.
+        assert_eq!(turn_one(&harness).await.status, TurnStatus::Running);
+        assert_eq!(harness.store.calls("finish_turn"), 0);
+        assert!(bundle(&harness).await.instances.is_empty());
+
+        let core = json!({
+            "response": "hello",
+            "checkpoint_progress": { "main-1": "complete" },
+            "state": { "mem": 2 },
+        });
+        harness.run(WAITED, "core", Ok(core), 2_000).await;
+
+        let turn = turn_one(&harness).await;
+        assert_eq!(turn.status, TurnStatus::Answered);
+        assert_eq!(turn.response.as_deref(), Some("hello"));
+        // The agent's private state stays out of the answer and the helper's result.
+        assert_eq!(
+            turn.answer,
+            Some(json!({ "response": "hello", "checkpoint_progress": { "main-1": "complete" } }))
+        );
+        assert_eq!(
+            Value::Object(turn.sync_agent_results.clone()),
+            json!({ "helper": { "notes": "n" } })
+        );
+        assert_eq!(turn.error, None);
+        assert_eq!(turn.answered_at_ms, Some(2_000));
+        assert_eq!(turn.timing.total_ms, Some(2_000 - STARTED_MS as u64));
+        let moved = |checkpoint: &str, from, to, by: Option<&str>| ProgressChange {
+            task: "main".into(),
+            checkpoint: checkpoint.into(),
+            from,
+            to,
+            by: by.map(str::to_string),
+        };
+        assert_eq!(
+            turn.checkpoint_progress,
+            vec![
+                moved(
+                    "main-1",
+                    CheckpointStatus::InProgress,
+                    CheckpointStatus::Complete,
+                    Some("core")
+                ),
+                moved(
+                    "main-2",
+                    CheckpointStatus::Pending,
+                    CheckpointStatus::InProgress,
+                    None
+                ),
+            ]
+        );
+        let kept = turn.state.expect("the turn keeps the conversation");
+        assert!(kept.recent.is_empty(), "the recent turns are the session's");
+
+        let bundle = bundle(&harness).await;
+        let session = &bundle.session;
+        assert_eq!(session.active_turn, None, "the next turn may start");
+        assert_eq!(session.last_active_at_ms, 2_000);
+        assert_eq!(session.state.task_stack, kept.task_stack);
+        let statuses: Vec<_> = session
+            .state
+            .checkpoints()
+            .iter()
+            .map(|c| c.status)
+            .collect();
+        assert_eq!(
+            statuses,
+            [CheckpointStatus::Complete, CheckpointStatus::InProgress]
+        );
+        assert_eq!(
+            session.state.recent,
+            vec![TurnSummary {
+                turn: 1,
+                text: "hi there".into(),
+                response: Some("hello".into()),
+                agents: vec!["helper".into(), "core".into()],
+                human_reply: None,
+            }]
+        );
+        assert_eq!(
+            instances(&bundle),
+            vec![
+                ("core".into(), json!({ "mem": 2 }), 1, 1),
+                ("helper".into(), json!({ "k": 1 }), 1, 1),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_same_end_processed_again_changes_nothing_more() {
+        let harness = turn_running().await;
+        answer_turn(&harness).await;
+        let (turn, before) = (turn_one(&harness).await, bundle(&harness).await);
+        let writes = harness.store.calls("finish_turn");
+
+        // A redelivered follow-up of the answering task, and a late one of its helper.
+        let core = harness.task(WAITED, "core").await;
+        on_task_ended(&harness.store, &core, 9_000).await.unwrap();
+        let helper = harness.task(WAITED, "helper").await;
+        on_task_ended(&harness.store, &helper, 9_000).await.unwrap();
+
+        assert_eq!(turn_one(&harness).await, turn);
+        let after = bundle(&harness).await;
+        assert_eq!(after.session, before.session);
+        assert_eq!(instances(&after), instances(&before));
+        assert_eq!(
+            harness.store.calls("finish_turn"),
+            writes,
+            "a finished turn is not written again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_turn_whose_finish_lost_its_response_is_finished_once() {
+        let harness = turn_running().await;
+        let helper = json!({ "notes": "n", "state": { "k": 1 } });
+        harness.run(WAITED, "helper", Ok(helper), 1_000).await;
+        harness.store.inject("finish_turn", Fault::LoseResponse, 1);
+        let token = "claim-core";
+        let core = harness.claim(WAITED, "core", token, 2_000).await;
+        let answer = json!({ "response": "hello", "state": { "mem": 2 } });
+        let lost = harness.try_conclude(&core, token, Ok(answer), 2_000).await;
+        assert!(lost.is_err(), "the lost response fails the step: {lost:?}");
+        // The write was applied all the same.
+        assert_eq!(turn_one(&harness).await.status, TurnStatus::Answered);
+        let before = bundle(&harness).await;
+
+        // SQS delivers again: the follow-up meets the finished turn and writes nothing.
+        let core = harness.task(WAITED, "core").await;
+        assert_eq!(core.status, TaskStatus::Succeeded);
+        on_task_ended(&harness.store, &core, 3_000).await.unwrap();
+        assert_eq!(harness.store.calls("finish_turn"), 1);
+        let after = bundle(&harness).await;
+        assert_eq!(after.session, before.session);
+        assert_eq!(after.session.state.recent.len(), 1, "remembered once");
+        assert_eq!(
+            instances(&after),
+            vec![
+                ("core".into(), json!({ "mem": 2 }), 1, 1),
+                ("helper".into(), json!({ "k": 1 }), 1, 1),
+            ],
+            "each call counted once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_helper_fails_the_turn_without_its_answer() {
+        let harness = turn_running().await;
+        harness
+            .run(WAITED, "helper", Err(final_failure()), 1_000)
+            .await;
+
+        let turn = turn_one(&harness).await;
+        assert_eq!(turn.status, TurnStatus::Failed);
+        assert_eq!(turn.response, None);
+        assert_eq!(turn.answer, None);
+        let error = turn.error.expect("the turn says why it failed");
+        assert_eq!(error["agent"], "helper");
+        assert_eq!(error["kind"], json!(final_failure().kind));
+        assert_eq!(error["message"], final_failure().message.as_str());
+        assert_eq!(
+            turn.sync_agent_results["helper"]["error"]["message"],
+            final_failure().message.as_str()
+        );
+        let bundle = bundle(&harness).await;
+        assert_eq!(bundle.session.active_turn, None);
+        assert_eq!(bundle.session.state.recent[0].response, None);
+        assert!(bundle.instances.is_empty(), "no agent answered");
+    }
+
+    #[tokio::test]
+    async fn an_async_result_is_kept_bounded_once_with_its_agents_state() {
+        let harness = turn_running().await;
+        let large = json!({ "notes": "x".repeat(20_000), "state": { "seen": 1 } });
+        harness
+            .store
+            .inject("record_async_result", Fault::LoseResponse, 1);
+        let token = "claim-bg";
+        let bg = harness.claim(ASYNC, "bg", token, 1_500).await;
+        let lost = harness.try_conclude(&bg, token, Ok(large), 1_500).await;
+        assert!(lost.is_err(), "the lost response fails the step: {lost:?}");
+        // Redelivered, twice: the result is kept and the call counted once.
+        let bg = harness.task(ASYNC, "bg").await;
+        on_task_ended(&harness.store, &bg, 1_600).await.unwrap();
+        on_task_ended(&harness.store, &bg, 1_700).await.unwrap();
+
+        let bundle = bundle(&harness).await;
+        assert_eq!(bundle.pending.len(), 1);
+        let kept = &bundle.pending[0];
+        assert_eq!((kept.turn, kept.agent.as_str()), (1, "bg"));
+        assert_eq!(kept.workflow_id, Some(id(ASYNC)));
+        assert_eq!(kept.finished_at_ms, 1_500);
+        let shown = kept.result.to_value();
+        assert_eq!(shown["truncated"], true);
+        assert_eq!(shown["bytes"], 20_000 + r#"{"notes":""}"#.len());
+        assert_eq!(shown["url"], "/v1/workflows/w2/tasks/bg");
+        assert!(json!(shown["preview"]).to_string().len() <= RESULT_PREVIEW_BYTES);
+        assert!(
+            !shown["preview"].as_str().unwrap().contains("seen"),
+            "the agent's state is not shown"
+        );
+        assert_eq!(
+            instances(&bundle),
+            vec![("bg".into(), json!({ "seen": 1 }), 1, 1)]
+        );
+        // Nobody waits for it: the turn still runs.
+        assert_eq!(bundle.session.active_turn, Some(1));
+        assert_eq!(turn_one(&harness).await.status, TurnStatus::Running);
+    }
+
+    #[tokio::test]
+    async fn a_missing_session_or_turn_another_opening_or_no_turn_changes_nothing() {
+        let harness = turn_running().await;
+        let helper = json!({ "notes": "n" });
+        harness.run(WAITED, "helper", Ok(helper), 1_000).await;
+        let token = "claim-core";
+        let core_ref = harness.claim(WAITED, "core", token, 2_000).await;
+        // The core task ends without the follow-up (its first call fails), so each variant
+        // below is the first to try to finish the turn.
+        harness.store.inject("finish_turn", Fault::Fail, 1);
+        let answer = json!({ "response": "hello" });
+        assert!(harness
+            .try_conclude(&core_ref, token, Ok(answer), 2_000)
+            .await
+            .is_err());
+        assert_eq!(turn_one(&harness).await.status, TurnStatus::Running);
+        let core = harness.task(WAITED, "core").await;
+        let with_turn = |change: &dyn Fn(&mut TurnTask)| {
+            let mut record = core.clone();
+            change(record.profile.turn.as_mut().unwrap());
+            record
+        };
+        let variants = [
+            with_turn(&|t| t.session = id("gone")),
+            with_turn(&|t| t.turn = 7),
+            with_turn(&|t| t.generation = Some("an-earlier-opening".into())),
+            TaskRecord {
+                profile: TaskProfile::default(),
+                ..core.clone()
+            },
+        ];
+        let writes = harness.store.calls("finish_turn");
+        for record in &variants {
+            on_task_ended(&harness.store, record, 3_000).await.unwrap();
+        }
+        assert_eq!(harness.store.calls("finish_turn"), writes);
+        assert_eq!(turn_one(&harness).await.status, TurnStatus::Running);
+        assert_eq!(bundle(&harness).await.session.active_turn, Some(1));
+
+        // The task as it is finishes the turn.
+        on_task_ended(&harness.store, &core, 3_000).await.unwrap();
+        assert_eq!(turn_one(&harness).await.status, TurnStatus::Answered);
+    }
+}
