@@ -1,7 +1,6 @@
 //! Routing strategies, concurrency and resource limits, priorities and deadlines, end to end on
 //! the local stack with real HTTP agents, and the slot store against the emulator.
 
-use baton_types::ids::TenantId;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -9,6 +8,7 @@ use baton_chain::store::{RoutingState, SlotGrant, SlotHold};
 use baton_local::agents::AgentReply;
 use baton_tests::*;
 use baton_types::clock::now_ms;
+use baton_types::ids::TenantId;
 use baton_types::resources::{Limits, Resources};
 use serde_json::{json, Value};
 

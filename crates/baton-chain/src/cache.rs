@@ -1,7 +1,6 @@
 //! Short-lived caches kept inside one execution environment. They are only caches: DynamoDB
 //! holds the one copy of the state, and an entry is used for a few seconds at most.
 
-use baton_types::ids::TenantId;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
@@ -10,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::store::{AgentRegistry, ConfigStore, StoreError, TenantConfig};
 use baton_types::agent::Agent;
+use baton_types::ids::TenantId;
 
 pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
 /// Entries one cache keeps at most: a process's memory follows what one batch needs, not how

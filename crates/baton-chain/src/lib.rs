@@ -1,6 +1,6 @@
 //! Baton's chain: the ports its handlers reach the world through, and the steps they share.
 //!
-//! Ports (traits; `baton_aws` adapts them to DynamoDB, SQS, S3 and HTTP, [`memory`] to a
+//! Ports (traits; `baton_aws` adapts them to DynamoDB, SQS, S3 and HTTP, `memory` to a
 //! process's memory for tests): [`store`], [`queue`], [`payload`], [`invoker`], [`prober`].
 //!
 //! Steps, each calling only those after it: [`attempt`] (how an attempt ends: a retry, or a

@@ -30,7 +30,6 @@ mod workflows;
 
 pub mod fixtures;
 
-use baton_types::ids::{SessionId, TenantId, WorkflowId};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -40,6 +39,7 @@ use async_trait::async_trait;
 use crate::payload::{PayloadError, PayloadStore};
 use crate::queue::{QueueError, TaskQueue};
 use crate::store::StoreError;
+use baton_types::ids::{SessionId, TenantId, WorkflowId};
 use baton_types::messages::{ExecuteMessage, OutcomeMessage, RouteMessage};
 
 /// What an injected fault does to one call of a store method.

@@ -2,10 +2,11 @@
 //! one-line helper for each place that records one.
 //!
 //! The `metrics` facade's macros do nothing until a recorder is installed. Each function's
-//! `main.rs` installs the EMF collector once ([`install`]) and wraps its handler in [`flushed`],
-//! which writes the invocation's metrics to stdout as EMF lines when it ends; CloudWatch Logs
-//! turns them into metrics of the namespace [`NAMESPACE`]. The local stack and the tests install
-//! nothing, so the same calls cost nothing there and print nothing.
+//! `main.rs` installs the EMF collector once (`baton_aws::emf::install`) and wraps its handler
+//! in `baton_aws::emf::flushed`, which writes the invocation's metrics to stdout as EMF lines
+//! when it ends; CloudWatch Logs turns them into metrics of the namespace [`NAMESPACE`]. The
+//! local stack and the tests install nothing, so the same calls cost nothing there and print
+//! nothing.
 //!
 //! Dimensions are few and bounded: the function (set once per process), and at most an agent
 //! name (bounded by the registry), a routing strategy or an outcome. Never a tenant, workflow,

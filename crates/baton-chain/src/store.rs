@@ -1,13 +1,14 @@
-//! Ports to the state and memory tables, the records they hold, and their DynamoDB adapter.
+//! Ports to the state and memory tables, and what their methods take and give back (the
+//! records themselves are `baton_types::records`).
 //!
 //! Every state transition is a conditional write keyed by (task, attempt), so a duplicate or
 //! late message finds the condition false and changes nothing. A write whose response was lost
 //! and that the SDK sends again meets its own earlier effect: the adapter recognises it (a
 //! claim by its token, a release by its parent, an ended attempt by its number) and reports it
 //! as done, not as someone else's. The port methods say which transition they make;
-//! [`dynamo`] says how, and [`keys`] where.
+//! `baton_aws::dynamo` says how, `baton_aws::dynamo::keys` where, and `memory` keeps
+//! the same contract in memory for tests.
 
-use baton_types::ids::{SessionId, TaskId, TenantId, WorkflowId};
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -18,6 +19,7 @@ use baton_types::circuit::{Circuit, Probe};
 use baton_types::control::{Control, ControlChange, ControlEvent, ControlState, Hold, TaskReset};
 use baton_types::conversation::ConversationState;
 use baton_types::health::AgentHealth;
+use baton_types::ids::{SessionId, TaskId, TenantId, WorkflowId};
 use baton_types::learning::AgentStats;
 use baton_types::messages::{OutcomeMessage, TaskRef};
 use baton_types::outcome::TaskFailure;

@@ -10,12 +10,12 @@
 //! Each write is conditioned on what it changes (the turn still running, the result not kept
 //! yet), so a redelivered message or a repeated follow-up changes nothing twice.
 
-use baton_types::ids::TenantId;
 use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
 use baton_types::conversation::{AgentAnswer, ConversationState, TurnSummary, TurnTask};
+use baton_types::ids::TenantId;
 
 use crate::store::{SessionStore, StoreError, TurnFinish, TurnStore, WorkflowStore};
 use baton_types::records::{TaskRecord, WorkflowView};

@@ -5,7 +5,7 @@
 //!
 //! Tokens are counted in words: the system and message texts read, the answer written.
 //! `maxTokens` cuts the answer (`max_tokens`), a stop sequence ends it (`stop_sequence`). An
-//! unknown model is a `ValidationException`, and [`BedrockService::throttle_next`] makes the
+//! unknown model is a `ValidationException`, and [`StandIn::throttle_next`] makes the
 //! next calls fail with `ThrottlingException`.
 
 use std::sync::Arc;

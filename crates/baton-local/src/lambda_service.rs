@@ -9,7 +9,7 @@
 //! Like a careful tenant's function, each keeps its own boundary too: a payload whose `tenant`
 //! is not the one its name carries is refused with a function error.
 //!
-//! [`LambdaService::throttle_next`] makes the next calls fail with `TooManyRequestsException`,
+//! [`StandIn::throttle_next`] makes the next calls fail with `TooManyRequestsException`,
 //! in the error shape the SDK reads (`x-amzn-errortype` and a JSON `message`).
 
 use std::sync::Arc;

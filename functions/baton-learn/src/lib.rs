@@ -6,7 +6,6 @@
 //! redelivered outcome changes nothing, and concurrent learners do not fight over the same
 //! records message by message.
 
-use baton_types::ids::TenantId;
 use std::collections::BTreeMap;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -15,6 +14,7 @@ use baton_aws::dynamo::MAX_OUTCOMES_PER_WRITE;
 use baton_chain::config::Settings;
 use baton_chain::store::LearningStore;
 use baton_types::clock::now_ms;
+use baton_types::ids::TenantId;
 use baton_types::messages::OutcomeMessage;
 use lambda_runtime::{Error, LambdaEvent};
 use tracing::Instrument;

@@ -1,12 +1,12 @@
 //! Tenants' settings in the state table: capability defaults, priority multipliers and the
 //! operator's quotas; and the tenant's pacing cells, which admission changes.
 
-use baton_types::ids::TenantId;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
 use super::*;
+use baton_types::ids::TenantId;
 use baton_types::quota::{PaceState, PaceStep, QuotaOverrides};
 use baton_types::routing::CapabilityDefaults;
 

@@ -4,13 +4,13 @@
 //! (conditional on not existing, so each counts once), the stats record of each task type
 //! and, when it changed, the agent's circuit (both under an optimistic lock on `version`).
 
-use baton_types::ids::TenantId;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
 use super::*;
 use baton_types::circuit::CircuitCall;
+use baton_types::ids::TenantId;
 use baton_types::learning::DecayedEvidence;
 
 /// Stats records and the circuit are rewritten whole; `version` guards against lost updates.

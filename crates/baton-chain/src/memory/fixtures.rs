@@ -1,7 +1,6 @@
 //! What the unit tests over the memory store share: settings, agents, workflows, SQS events,
 //! an agent invoker that answers from a script, and a harness that runs the chain's steps.
 
-use baton_types::ids::{TaskId, TenantId};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
@@ -16,6 +15,7 @@ use crate::invoker::{AgentAnswer, AgentCall, AgentInvoker};
 use crate::store::{AttemptHolder, NewTask, NewWorkflow};
 use baton_types::agent::Agent;
 use baton_types::control::{decide, redrive_plan, ControlAction, ControlChange, ControlEvent};
+use baton_types::ids::{TaskId, TenantId};
 use baton_types::messages::{ExecuteMessage, RouteMessage, TaskRef, FORMAT_VERSION};
 use baton_types::outcome::{FailureKind, TaskFailure};
 use baton_types::records::{TaskRecord, WorkflowView};

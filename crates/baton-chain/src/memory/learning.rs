@@ -1,7 +1,6 @@
 //! The memory table in memory: routing's shared state (`baton_aws::dynamo::slots`) and what
 //! the learner keeps (`learning`, `stats`).
 
-use baton_types::ids::{TaskId, TenantId, WorkflowId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
@@ -9,6 +8,7 @@ use async_trait::async_trait;
 use super::MemoryStore;
 use crate::store::*;
 use baton_types::circuit::{Circuit, CircuitCall, Probe};
+use baton_types::ids::{TaskId, TenantId, WorkflowId};
 use baton_types::learning::AgentStats;
 use baton_types::messages::OutcomeMessage;
 use baton_types::resources::{AgentLoad, Limits, Resources};

@@ -1,6 +1,5 @@
 //! The registry and tenants' settings in memory: `baton_aws::dynamo::agents` and `config`.
 
-use baton_types::ids::TenantId;
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
@@ -9,6 +8,7 @@ use super::{MemoryStore, State};
 use crate::store::*;
 use baton_types::agent::Agent;
 use baton_types::health::{fair_by_tenant, AgentHealth, DUE_READ_FACTOR};
+use baton_types::ids::TenantId;
 use baton_types::quota::{PaceState, PaceStep, QuotaOverrides};
 use baton_types::routing::CapabilityDefaults;
 

@@ -1,7 +1,6 @@
 //! Sessions and their turns in memory: `baton_aws::dynamo::sessions` and `turns`. A session's
 //! items live in one partition, each marked with the opening (generation) that wrote it.
 
-use baton_types::ids::{SessionId, TenantId};
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -10,6 +9,7 @@ use serde_json::Value;
 use super::{MemoryStore, State};
 use crate::store::*;
 use baton_types::conversation::TurnSummary;
+use baton_types::ids::{SessionId, TenantId};
 use baton_types::session::Session;
 use baton_types::turn::{AgentInstance, AsyncResult, TurnRecord, TurnStatus};
 

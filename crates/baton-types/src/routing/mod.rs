@@ -3,7 +3,7 @@
 //! Candidates are the enabled agents with the capability that could hold the task's resource
 //! needs. Of those, unhealthy agents, agents whose circuit is open and agents at their
 //! concurrency or resource limits are skipped; an agent whose circuit is half-open may take
-//! the task as its one probe. The task's strategy orders the rest (see [`strategy`]).
+//! the task as its one probe. The task's strategy orders the rest (see `strategy`).
 //!
 //! A retry carries the agents its previous decision kept in reserve (`prefer`): the next
 //! attempt goes to the first of them that can take it, and once they are used up the task
@@ -46,7 +46,7 @@ pub struct CapabilityDefaults {
     /// The strategy of tasks that name none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<RoutingStrategy>,
-    /// The latency the learned strategy weighs agents against (see [`strategy`]).
+    /// The latency the learned strategy weighs agents against (see `strategy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_target_ms: Option<u64>,
 }
