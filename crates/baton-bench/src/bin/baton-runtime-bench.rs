@@ -205,7 +205,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         (
             "orchestrate",
             serde_json::from_str(include_str!(
-                "../../../baton-tests/fixtures/apigw-v2-post-workflow.json"
+                "../../../../tests/fixtures/apigw-v2-post-workflow.json"
             ))?,
         ),
         ("route", sqs(routed)),
