@@ -72,7 +72,7 @@ async fn store_diamond(stack: &LocalStack, id: &str) {
 fn entry(attempt: u32, outcome: AttemptOutcome) -> AttemptRecord {
     AttemptRecord {
         attempt,
-        agent: Some("x".into()),
+        agent: Some(id("x")),
         started_at_ms: Some(now_ms()),
         finished_at_ms: now_ms(),
         outcome,
@@ -103,7 +103,7 @@ async fn a_claim_is_exclusive_to_one_attempt() {
     let now = now_ms();
 
     let ClaimOutcome::Claimed(claimed) = store
-        .claim_task(&a1, "x", None, "token-1", now + 1000, now)
+        .claim_task(&a1, &id("x"), None, "token-1", now + 1000, now)
         .await
         .unwrap()
     else {
@@ -116,7 +116,7 @@ async fn a_claim_is_exclusive_to_one_attempt() {
     assert!(
         matches!(
             store
-                .claim_task(&a1, "x", None, "token-1", now + 1000, now)
+                .claim_task(&a1, &id("x"), None, "token-1", now + 1000, now)
                 .await
                 .unwrap(),
             ClaimOutcome::Claimed(_)
@@ -125,14 +125,14 @@ async fn a_claim_is_exclusive_to_one_attempt() {
     );
     assert!(matches!(
         store
-            .claim_task(&a1, "y", None, "token-2", now + 1000, now)
+            .claim_task(&a1, &id("y"), None, "token-2", now + 1000, now)
             .await
             .unwrap(),
         ClaimOutcome::NotClaimable(_)
     ));
     assert!(matches!(
         store
-            .claim_task(&attempt("w1", "a", 2), "y", None, "t", now, now)
+            .claim_task(&attempt("w1", "a", 2), &id("y"), None, "t", now, now)
             .await
             .unwrap(),
         ClaimOutcome::NotClaimable(_)
@@ -140,7 +140,7 @@ async fn a_claim_is_exclusive_to_one_attempt() {
     assert!(
         matches!(
             store
-                .claim_task(&attempt("w1", "b", 1), "y", None, "t", now, now)
+                .claim_task(&attempt("w1", "b", 1), &id("y"), None, "t", now, now)
                 .await
                 .unwrap(),
             ClaimOutcome::NotClaimable(_)
@@ -149,7 +149,7 @@ async fn a_claim_is_exclusive_to_one_attempt() {
     );
     assert!(matches!(
         store
-            .claim_task(&attempt("w1", "zz", 1), "y", None, "t", now, now)
+            .claim_task(&attempt("w1", "zz", 1), &id("y"), None, "t", now, now)
             .await
             .unwrap(),
         ClaimOutcome::Missing
@@ -185,7 +185,7 @@ async fn a_claim_is_exclusive_to_one_attempt() {
     ));
     assert!(matches!(
         store
-            .claim_task(&a1, "x", None, "token-3", now, now)
+            .claim_task(&a1, &id("x"), None, "token-3", now, now)
             .await
             .unwrap(),
         ClaimOutcome::AlreadyFinished(_)
@@ -308,7 +308,7 @@ async fn a_failed_attempt_with_a_retry_queues_the_next_attempt_in_the_same_write
     let a1 = attempt("w4", "a", 1);
     let now = now_ms();
     store
-        .claim_task(&a1, "x", None, "tk", now + 1000, now)
+        .claim_task(&a1, &id("x"), None, "tk", now + 1000, now)
         .await
         .unwrap();
     let failed = AttemptRecord {
@@ -345,7 +345,7 @@ async fn a_failed_attempt_with_a_retry_queues_the_next_attempt_in_the_same_write
     // Attempt 2 ends as a success: both attempts are kept, oldest first.
     let a2 = attempt("w4", "a", 2);
     store
-        .claim_task(&a2, "y", None, "tk2", now + 1000, now)
+        .claim_task(&a2, &id("y"), None, "tk2", now + 1000, now)
         .await
         .unwrap();
     let Ended::Now(done) = store
@@ -454,7 +454,7 @@ async fn outcomes_are_learned_once_even_when_recorded_concurrently() {
     let outcome = |task: &str, success: bool| OutcomeMessage {
         v: FORMAT_VERSION,
         task: attempt("w", task, 1),
-        agent: "worker".into(),
+        agent: id("worker"),
         task_type: "work".into(),
         success,
         latency_ms: 40,
@@ -507,7 +507,7 @@ async fn outcomes_are_learned_once_even_when_recorded_concurrently() {
         .agent_stats(
             &"acme".parse().unwrap(),
             "work",
-            &["worker".into(), "nobody".into()],
+            &[id("worker"), id("nobody")],
         )
         .await
         .unwrap();

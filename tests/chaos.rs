@@ -26,6 +26,12 @@ async fn under_faults_nothing_is_lost_stuck_duplicated_or_corrupted() {
         s.handler_death_rate = 0.03;
         s.pollers = 2;
         recover_quickly(s);
+        // Leases here are short (a 2 s margin) and the outages long, so a live handler can
+        // outlast its lease; the production cap of 3 would then fail a task now and then, a
+        // legitimate end that would make "every workflow succeeds" a matter of chance. The
+        // cap itself is tested in cleanup's sweep tests.
+        s.env_overrides
+            .insert("MAX_LEASE_ATTEMPTS".into(), "10".into());
     })
     .await;
     // Two agents per capability, each misbehaving on its own.

@@ -116,7 +116,14 @@ async fn a_task_whose_lease_expired_is_picked_up_again_by_cleanup_and_finishes()
     let now = now_ms();
     assert!(matches!(
         store
-            .claim_task(&attempt, "worker", None, "dead-handler", now - 1, now)
+            .claim_task(
+                &attempt,
+                &"worker".parse().unwrap(),
+                None,
+                "dead-handler",
+                now - 1,
+                now
+            )
             .await
             .unwrap(),
         ClaimOutcome::Claimed(_)
@@ -244,7 +251,14 @@ async fn a_task_whose_handlers_keep_dying_fails_after_its_lease_attempts() {
     stack
         .execute_deps()
         .store
-        .claim_task(&attempt, "worker", None, "died", now - 1, now)
+        .claim_task(
+            &attempt,
+            &"worker".parse().unwrap(),
+            None,
+            "died",
+            now - 1,
+            now,
+        )
         .await
         .unwrap();
 
@@ -321,7 +335,7 @@ async fn overlapping_sweeps_reclaim_an_expired_lease_once() {
         .store
         .claim_task(
             &execute_message(&first).task,
-            "worker",
+            &"worker".parse().unwrap(),
             None,
             "died",
             now - 1,

@@ -108,7 +108,7 @@ async fn a_fail_whose_follow_up_broke_off_is_finished_by_the_repair_sweep() {
     store
         .claim_task(
             &execute_message(&a).task,
-            "worker",
+            &"worker".parse().unwrap(),
             None,
             "died",
             now - 1,

@@ -169,7 +169,7 @@ async fn seed_history(stack: &LocalStack, agent: &str, success: bool) {
                 task_id: format!("h{i}").parse().unwrap(),
                 attempt: 1,
             },
-            agent: agent.into(),
+            agent: agent.parse().unwrap(),
             task_type: "work".into(),
             success,
             latency_ms: 10,

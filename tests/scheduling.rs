@@ -8,7 +8,7 @@ use baton_chain::store::{RoutingState, SlotGrant, SlotHold};
 use baton_local::agents::AgentReply;
 use baton_tests::*;
 use baton_types::clock::now_ms;
-use baton_types::ids::TenantId;
+use baton_types::ids::{AgentName, TenantId};
 use baton_types::resources::{Limits, Resources};
 use serde_json::{json, Value};
 
@@ -404,7 +404,9 @@ async fn slots_are_limited_idempotent_given_back_and_expire_with_their_lease() {
         until_ms,
     };
     let acme: TenantId = "acme".parse().unwrap();
-    let take = |holder, until| store.acquire_slot(&acme, "box", limits, hold(holder, until), now);
+    let box_agent: AgentName = "box".parse().unwrap();
+    let take =
+        |holder, until| store.acquire_slot(&acme, &box_agent, limits, hold(holder, until), now);
     assert_eq!(take("a", now + 60_000).await.unwrap(), SlotGrant::Held);
     assert_eq!(
         take("a", now + 60_000).await.unwrap(),
@@ -416,7 +418,7 @@ async fn slots_are_limited_idempotent_given_back_and_expire_with_their_lease() {
     let loads = store
         .loads(
             &"acme".parse().unwrap(),
-            &["box".into(), "idle".into()],
+            &[box_agent.clone(), "idle".parse().unwrap()],
             now,
         )
         .await
@@ -430,7 +432,7 @@ async fn slots_are_limited_idempotent_given_back_and_expire_with_their_lease() {
     let grant = store
         .acquire_slot(
             &"acme".parse().unwrap(),
-            "box",
+            &box_agent,
             limits,
             hold("c", later + 60_000),
             later,
@@ -440,15 +442,15 @@ async fn slots_are_limited_idempotent_given_back_and_expire_with_their_lease() {
     assert_eq!(grant, SlotGrant::Held);
     // Given back: room again; giving back twice changes nothing.
     store
-        .release_slot(&"acme".parse().unwrap(), "box", "a")
+        .release_slot(&"acme".parse().unwrap(), &box_agent, "a")
         .await
         .unwrap();
     store
-        .release_slot(&"acme".parse().unwrap(), "box", "a")
+        .release_slot(&"acme".parse().unwrap(), &box_agent, "a")
         .await
         .unwrap();
     let loads = store
-        .loads(&"acme".parse().unwrap(), &["box".into()], later)
+        .loads(&"acme".parse().unwrap(), std::slice::from_ref(&box_agent), later)
         .await
         .unwrap();
     assert_eq!(loads["box"].in_flight, 1);
@@ -572,7 +574,7 @@ async fn a_resent_task_that_finds_its_agent_full_at_execution_waits_and_is_not_d
     let taken = store
         .acquire_slot(
             &"default".parse().unwrap(),
-            "single",
+            &"single".parse().unwrap(),
             limits,
             hold,
             now_ms(),

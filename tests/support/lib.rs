@@ -127,7 +127,14 @@ pub async fn claim_and_record(
     let store = &stack.execute_deps().store;
     let now = baton_types::clock::now_ms();
     store
-        .claim_task(task, "worker", None, "died", now + 60_000, now)
+        .claim_task(
+            task,
+            &"worker".parse().unwrap(),
+            None,
+            "died",
+            now + 60_000,
+            now,
+        )
         .await
         .expect("claim");
     let (outcome, error) = match &end {
@@ -136,7 +143,7 @@ pub async fn claim_and_record(
     };
     let entry = AttemptRecord {
         attempt: task.attempt,
-        agent: Some("worker".into()),
+        agent: Some("worker".parse().unwrap()),
         started_at_ms: Some(now),
         finished_at_ms: now,
         outcome,
@@ -453,7 +460,11 @@ pub async fn learned_stats(
         &format!("{count} outcomes of {agent} learned"),
         || async move {
             let mut stats = store
-                .agent_stats(&"default".parse().unwrap(), task_type, &[agent.to_string()])
+                .agent_stats(
+                    &"default".parse().unwrap(),
+                    task_type,
+                    &[agent.parse().unwrap()],
+                )
                 .await
                 .ok()?;
             stats.remove(agent).filter(|s| s.count >= count)

@@ -12,6 +12,7 @@ use crate::finish::{
 use crate::payload::MAX_PAYLOAD_BYTES;
 use crate::queue::{delay_until, QueueError, TaskQueue};
 use crate::store::{AttemptEnd, AttemptHolder, ChainStore, Ended, StoreError, WorkflowStore};
+use baton_types::ids::AgentName;
 use baton_types::messages::{RouteMessage, TaskRef};
 use baton_types::outcome::{FailureKind, TaskFailure, TokenUsage};
 use baton_types::records::TaskRecord;
@@ -29,7 +30,7 @@ pub fn jitter_fraction() -> f64 {
 /// Who ran an attempt: what its record keeps besides the result.
 #[derive(Debug, Clone, Default)]
 pub struct AttemptRun {
-    pub agent: Option<String>,
+    pub agent: Option<AgentName>,
     pub started_at_ms: Option<i64>,
     pub claims: u32,
     /// How long the agent call took, when one was made.
@@ -70,7 +71,7 @@ pub struct AttemptConclusion<'a> {
     pub run: AttemptRun,
     pub policy: RetryPolicy,
     /// Agents the next attempt should try first, if there is one.
-    pub prefer: Vec<String>,
+    pub prefer: Vec<AgentName>,
     /// Attempts before the workflow's last redrive (the task profile's `prior_attempts`).
     pub prior_attempts: u32,
     pub now_ms: i64,
@@ -84,7 +85,7 @@ impl<'a> AttemptConclusion<'a> {
         capability: &'a str,
         failure: TaskFailure,
         policy: RetryPolicy,
-        prefer: Vec<String>,
+        prefer: Vec<AgentName>,
         prior_attempts: u32,
         now_ms: i64,
     ) -> Self {
@@ -264,7 +265,7 @@ pub async fn send_retry<Q>(
     record: &TaskRecord,
     failed_attempt: u32,
     capability: &str,
-    prefer: Vec<String>,
+    prefer: Vec<AgentName>,
     now_ms: i64,
 ) -> Result<(), QueueError>
 where

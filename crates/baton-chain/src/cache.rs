@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::store::{AgentRegistry, ConfigStore, StoreError, TenantConfig};
 use baton_types::agent::Agent;
-use baton_types::ids::TenantId;
+use baton_types::ids::{AgentName, TenantId};
 
 pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
 /// Entries one cache keeps at most: a process's memory follows what one batch needs, not how
@@ -159,7 +159,7 @@ impl AgentCache {
         &self,
         registry: &R,
         tenant: &TenantId,
-        name: &str,
+        name: &AgentName,
     ) -> Result<Option<Agent>, StoreError>
     where
         R: AgentRegistry + ?Sized,

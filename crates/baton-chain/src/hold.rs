@@ -274,7 +274,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::fixtures::{final_failure, id, tenant, Harness};
+    use crate::memory::fixtures::{agent_name, final_failure, id, tenant, Harness};
     use crate::store::{ClaimOutcome, WorkflowControls, WorkflowStore};
     use baton_types::control::ControlAction;
     use baton_types::task::WorkflowStatus;
@@ -304,7 +304,14 @@ mod tests {
         );
         let claim = h
             .store
-            .claim_task(&view.tasks[0].task_ref(), "a1", None, "tok", 9_000, 2_500)
+            .claim_task(
+                &view.tasks[0].task_ref(),
+                &agent_name(),
+                None,
+                "tok",
+                9_000,
+                2_500,
+            )
             .await
             .unwrap();
         assert!(matches!(claim, ClaimOutcome::Held(_, Hold::Pause)));

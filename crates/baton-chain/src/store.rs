@@ -19,7 +19,7 @@ use baton_types::circuit::{Circuit, Probe};
 use baton_types::control::{Control, ControlChange, ControlEvent, ControlState, Hold, TaskReset};
 use baton_types::conversation::ConversationState;
 use baton_types::health::AgentHealth;
-use baton_types::ids::{SessionId, TaskId, TenantId, WorkflowId};
+use baton_types::ids::{AgentName, SessionId, TaskId, TenantId, WorkflowId};
 use baton_types::learning::AgentStats;
 use baton_types::messages::{OutcomeMessage, TaskRef};
 use baton_types::outcome::TaskFailure;
@@ -207,7 +207,7 @@ pub struct ExpiredLease {
     pub status: TaskStatus,
     pub lease_until_ms: i64,
     /// The agent of the current attempt's last claim, if it was claimed.
-    pub agent: Option<String>,
+    pub agent: Option<AgentName>,
     pub claims: u32,
     pub dispatches: u32,
 }
@@ -271,7 +271,7 @@ pub trait WorkflowStore: Send + Sync {
     async fn claim_task(
         &self,
         task: &TaskRef,
-        agent: &str,
+        agent: &AgentName,
         decision: Option<&RouteDecision>,
         token: &str,
         lease_until_ms: i64,
@@ -569,7 +569,8 @@ pub trait AgentRegistry: Send + Sync {
         tenant: &TenantId,
         change: &AgentChange<'_>,
     ) -> Result<bool, StoreError>;
-    async fn agent(&self, tenant: &TenantId, name: &str) -> Result<Option<Agent>, StoreError>;
+    async fn agent(&self, tenant: &TenantId, name: &AgentName)
+        -> Result<Option<Agent>, StoreError>;
     /// The tenant's count of agents as its changes kept it (None: none kept yet).
     async fn agent_count(&self, tenant: &TenantId) -> Result<Option<u64>, StoreError>;
     /// The tenant's agents as routing and planning see them: without their system prompts,
@@ -588,7 +589,7 @@ pub trait AgentRegistry: Send + Sync {
     async fn record_health(
         &self,
         tenant: &TenantId,
-        name: &str,
+        name: &AgentName,
         health: &AgentHealth,
         next_check_ms: i64,
     ) -> Result<(), StoreError>;
@@ -979,7 +980,7 @@ pub trait RoutingState: Send + Sync {
     async fn loads(
         &self,
         tenant: &TenantId,
-        agents: &[String],
+        agents: &[AgentName],
         now_ms: i64,
     ) -> Result<HashMap<String, AgentLoad>, StoreError>;
     /// Takes a slot (and the needs) on `agent` if its limits allow one more call beside the
@@ -987,7 +988,7 @@ pub trait RoutingState: Send + Sync {
     async fn acquire_slot(
         &self,
         tenant: &TenantId,
-        agent: &str,
+        agent: &AgentName,
         limits: Limits<'_>,
         hold: SlotHold<'_>,
         now_ms: i64,
@@ -996,7 +997,7 @@ pub trait RoutingState: Send + Sync {
     async fn release_slot(
         &self,
         tenant: &TenantId,
-        agent: &str,
+        agent: &AgentName,
         holder: &str,
     ) -> Result<(), StoreError>;
 }
@@ -1018,7 +1019,7 @@ pub trait LearningStore: Send + Sync {
         &self,
         tenant: &TenantId,
         task_type: &str,
-        agents: &[String],
+        agents: &[AgentName],
     ) -> Result<HashMap<String, AgentStats>, StoreError>;
     /// What routing reads for one task, in one batch: the candidates' circuits and, given a
     /// task type, their stats on it.
@@ -1026,20 +1027,20 @@ pub trait LearningStore: Send + Sync {
         &self,
         tenant: &TenantId,
         task_type: Option<&str>,
-        agents: &[String],
+        agents: &[AgentName],
     ) -> Result<RoutingView, StoreError>;
     /// The given agents' circuits (absent: closed and clean).
     async fn circuits(
         &self,
         tenant: &TenantId,
-        agents: &[String],
+        agents: &[AgentName],
     ) -> Result<HashMap<String, Circuit>, StoreError>;
     /// Hands out the half-open circuit's one probe, if no live probe is out and the circuit
     /// is still the one opened at `opened_at_ms`. True if `probe` is now the probe.
     async fn take_probe(
         &self,
         tenant: &TenantId,
-        agent: &str,
+        agent: &AgentName,
         probe: &Probe,
         opened_at_ms: i64,
         now_ms: i64,
@@ -1054,7 +1055,7 @@ pub trait StatsStore: Send + Sync {
     async fn learned_stats(
         &self,
         tenant: &TenantId,
-        agents: &[String],
+        agents: &[AgentName],
     ) -> Result<Vec<baton_types::stats::LearnedStats>, StoreError>;
     /// The tenant's workflows that have not finished.
     async fn running_workflows(&self, tenant: &TenantId) -> Result<u64, StoreError>;

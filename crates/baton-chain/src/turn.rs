@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 use baton_types::conversation::{AgentAnswer, ConversationState, TurnSummary, TurnTask};
-use baton_types::ids::TenantId;
+use baton_types::ids::{AgentName, TenantId};
 
 use crate::store::{SessionStore, StoreError, TurnFinish, TurnStore, WorkflowStore};
 use baton_types::records::{TaskRecord, WorkflowView};
@@ -245,7 +245,7 @@ fn conclude(
             _ => {}
         }
     }
-    let (agents, results): (Vec<String>, Vec<Value>) = results.into_iter().unzip();
+    let (agents, results): (Vec<AgentName>, Vec<Value>) = results.into_iter().unzip();
     let kept = results
         .into_iter()
         .zip(&agents)
@@ -257,7 +257,7 @@ fn conclude(
     let sync_agent_results: Map<String, Value> = agents
         .into_iter()
         .zip(within_budget(kept))
-        .map(|(agent, result)| (agent, result.to_value()))
+        .map(|(agent, result)| (agent.into_string(), result.to_value()))
         .collect();
     let answer_task = task(answering);
     let answer = answer_task
@@ -383,7 +383,7 @@ fn timing(turn: &TurnRecord, view: &WorkflowView, now_ms: i64) -> TurnTiming {
                 .max()
                 .copied()
                 .unwrap_or(0);
-            let own = agents.get(&step.agent).copied().unwrap_or(0);
+            let own = agents.get(step.agent.as_str()).copied().unwrap_or(0);
             path.insert(step.agent.as_str(), before + own);
         }
     }
@@ -431,7 +431,7 @@ mod tests {
     /// A turn's task profile: named agent `agent`, with `role` in turn 1 of the session.
     fn turn_profile(agent: &str, role: Role) -> TaskProfile {
         TaskProfile {
-            agent: Some(agent.into()),
+            agent: Some(agent.parse().unwrap()),
             turn: Some(TurnTask {
                 session: session_id(),
                 turn: 1,
@@ -493,15 +493,15 @@ mod tests {
             text: "hi there".into(),
             channel: None,
             services: None,
-            analysis: Analysis::by_client("core"),
+            analysis: Analysis::by_client(&"core".parse().unwrap()),
             plan: TurnPlan {
                 specialist: None,
-                core: Some("core".into()),
+                core: Some("core".parse().unwrap()),
                 sync: vec![SyncStep {
-                    agent: "helper".into(),
+                    agent: "helper".parse().unwrap(),
                     depends_on: Vec::new(),
                 }],
-                background: vec!["bg".into()],
+                background: vec!["bg".parse().unwrap()],
                 generators: Vec::new(),
             },
             workflow_id: id(WAITED),

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::circuit::{BreakerInput, BreakerSettings};
 use super::health::{AgentHealth, HealthCheck, HealthCheckInput};
+use super::ids::AgentName;
 use super::names::{check_name, InvalidName, NameKind};
 use super::resources::{check_max_concurrency, parse_resources, Limits, ResourceError, Resources};
 use super::retry::{PolicyError, RetryPolicyInput, RetryPolicySpec};
@@ -247,7 +248,7 @@ fn enabled_by_default() -> bool {
 /// A registered agent, as stored and as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Agent {
-    pub name: String,
+    pub name: AgentName,
     /// The kind (`kind`) and the kind's own fields, flat beside the others.
     #[serde(flatten)]
     pub target: AgentTarget,
@@ -381,7 +382,7 @@ impl AgentError {
 impl AgentRegistration {
     /// Validates the registration and turns it into an agent registered at `now_ms`.
     pub fn into_agent(self, now_ms: i64) -> Result<Agent, AgentError> {
-        check_name(NameKind::Agent, &self.name)?;
+        let name = AgentName::parse(&self.name)?;
         if super::names::RESERVED_NAMES.contains(&self.name.as_str()) {
             return Err(target_error(
                 "name",
@@ -481,7 +482,7 @@ impl AgentRegistration {
             ));
         }
         Ok(Agent {
-            name: self.name,
+            name,
             target,
             capabilities: self.capabilities,
             timeout_ms,

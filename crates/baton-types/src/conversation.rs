@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::agent::Agent;
 use super::dag::{Dag, DagError, TaskSpec};
-use super::ids::SessionId;
+use super::ids::{AgentName, SessionId};
 use super::roles::Role;
 
 /// The longest message a turn takes, in characters.
@@ -60,7 +60,8 @@ pub enum AnalysisMethod {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Analysis {
     pub method: AnalysisMethod,
-    pub detected_agent: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub detected_agent: Option<AgentName>,
     /// The keywords and task types the rules matched.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub matched: Vec<String>,
@@ -73,10 +74,10 @@ pub struct Analysis {
 }
 
 impl Analysis {
-    pub fn by_client(agent: &str) -> Self {
+    pub fn by_client(agent: &AgentName) -> Self {
         Analysis {
             method: AnalysisMethod::Client,
-            detected_agent: Some(agent.to_string()),
+            detected_agent: Some(agent.clone()),
             matched: Vec::new(),
             classifier: None,
             classifier_error: None,
@@ -167,24 +168,29 @@ fn matched_terms(words: &[String], agent: &Agent) -> Vec<String> {
 pub struct TurnPlan {
     /// A detected specialist answers alone; None: the core agent answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub specialist: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub specialist: Option<AgentName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub core: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub core: Option<AgentName>,
     /// Sync agents in the session's order, each with the sync agents it waits for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sync: Vec<SyncStep>,
     /// Async agents, started with the turn and not waited for.
     #[serde(rename = "async", default, skip_serializing_if = "Vec::is_empty")]
-    pub background: Vec<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub background: Vec<AgentName>,
     /// The agents among those waited for whose answers may set the checkpoints.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub generators: Vec<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub generators: Vec<AgentName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SyncStep {
-    pub agent: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub agent: AgentName,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
 }
@@ -219,7 +225,7 @@ pub enum PlanError {
 pub fn plan_turn(
     agents: &[&Agent],
     detected: Option<&str>,
-    services: Option<&[String]>,
+    services: Option<&[AgentName]>,
 ) -> Result<TurnPlan, PlanError> {
     let role_of = |agent: &Agent| agent.conversation.as_ref().map(|c| c.role);
     if let Some(agent) = detected.and_then(|d| agents.iter().find(|a| a.name == d)) {
@@ -257,7 +263,7 @@ pub fn plan_turn(
     })
 }
 
-fn generators(agents: &[&Agent]) -> Vec<String> {
+fn generators(agents: &[&Agent]) -> Vec<AgentName> {
     agents
         .iter()
         .filter(|a| a.has_capability(GENERATE_CHECKPOINTS))
@@ -704,7 +710,7 @@ mod tests {
             "a chain member is only recorded"
         );
 
-        let services = ["nutrition".to_string()];
+        let services = [AgentName::parse("nutrition").unwrap()];
         let limited = plan_turn(&refs, None, Some(&services)).unwrap();
         assert_eq!(limited.sync.len(), 1);
         assert!(limited.sync[0].depends_on.is_empty());

@@ -42,9 +42,9 @@ impl HistoryEvent {
         }
     }
 
-    fn attempt(mut self, attempt: u32, agent: Option<&String>) -> Self {
+    fn attempt(mut self, attempt: u32, agent: Option<&str>) -> Self {
         self.attempt = Some(attempt);
-        self.agent = agent.cloned();
+        self.agent = agent.map(str::to_string);
         self
     }
 
@@ -123,7 +123,7 @@ fn task_events(
     let current_ended = task.attempts.iter().any(|a| a.attempt == task.attempt);
     if let (Some(decision), Some(started)) = (&task.decision, task.started_at_ms) {
         let routed = HistoryEvent::of(task, started, "routed")
-            .attempt(task.attempt, Some(&decision.primary))
+            .attempt(task.attempt, Some(decision.primary.as_str()))
             .details(json!({
                 "strategy": decision.strategy,
                 "confidence": decision.confidence,
@@ -147,7 +147,7 @@ fn task_events(
         if let Some(started) = task.started_at_ms {
             events.push(
                 HistoryEvent::of(task, started, "claimed")
-                    .attempt(task.attempt, task.agent.as_ref())
+                    .attempt(task.attempt, task.agent.as_deref())
                     .details(json!({ "claims": task.claims })),
             );
         }
@@ -171,7 +171,7 @@ fn attempt_events(task: &TaskRecord, attempts: &[AttemptRecord], events: &mut Ve
         if a.agent.is_some() {
             events.push(
                 HistoryEvent::of(task, start, "claimed")
-                    .attempt(a.attempt, a.agent.as_ref())
+                    .attempt(a.attempt, a.agent.as_deref())
                     .details(json!({ "claims": a.claims })),
             );
         }
@@ -181,7 +181,7 @@ fn attempt_events(task: &TaskRecord, attempts: &[AttemptRecord], events: &mut Ve
         };
         events.push(
             HistoryEvent::of(task, a.finished_at_ms, event)
-                .attempt(a.attempt, a.agent.as_ref())
+                .attempt(a.attempt, a.agent.as_deref())
                 .details(details),
         );
         if let Some(delay_ms) = a.retry_delay_ms {
@@ -225,7 +225,7 @@ mod tests {
     ) -> AttemptRecord {
         AttemptRecord {
             attempt: n,
-            agent: Some("agent-1".into()),
+            agent: Some("agent-1".parse().unwrap()),
             started_at_ms: Some(at.0),
             finished_at_ms: at.1,
             outcome,

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::circuit::BreakerSettings;
-use crate::ids::{TaskId, TenantId, WorkflowId};
+use crate::ids::{AgentName, TaskId, TenantId, WorkflowId};
 use crate::outcome::{FailureKind, TokenUsage};
 use crate::routing::RouteDecision;
 use crate::task::{TaskProfile, TaskStatus};
@@ -59,10 +59,10 @@ pub struct RouteMessage {
     /// Agents to try first, in order: a retry's remaining fallbacks, or the agent whose
     /// handler died (so it sees the same `Idempotency-Key` again).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub prefer: Vec<String>,
+    pub prefer: Vec<AgentName>,
     /// Agents found deleted or disabled since the previous decision.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub avoid: Vec<String>,
+    pub avoid: Vec<AgentName>,
     /// Not to be routed before this time: a backoff longer than SQS's 900 s delay limit is
     /// chained through route, which sends the message again until it is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -161,7 +161,7 @@ pub struct OutcomeMessage {
     pub v: u32,
     #[serde(flatten)]
     pub task: TaskRef,
-    pub agent: String,
+    pub agent: AgentName,
     /// The task type the outcome is learned under: the task's `type`, else its capability.
     pub task_type: String,
     pub success: bool,
@@ -237,8 +237,8 @@ mod tests {
             waits: 0,
             dispatch: 0,
             route: RouteDecision {
-                primary: "a".into(),
-                fallbacks: vec!["b".into()],
+                primary: "a".parse().unwrap(),
+                fallbacks: vec!["b".parse().unwrap()],
                 strategy: RoutingStrategy::Learned,
                 confidence: 0.7,
                 reasoning: "r".into(),

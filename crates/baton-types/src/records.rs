@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::control::{Control, ControlEvent, ControlState, Hold};
 use crate::dag::{Dag, DagError, TaskSpec};
-use crate::ids::{TaskId, TenantId, WorkflowId};
+use crate::ids::{AgentName, TaskId, TenantId, WorkflowId};
 use crate::messages::TaskRef;
 use crate::outcome::TaskFailure;
 use crate::retry::RetryPolicySpec;
@@ -29,7 +29,7 @@ pub struct TaskRecord {
     pub deps_remaining: u32,
     /// Dependencies already counted as done.
     pub deps_done: Vec<TaskId>,
-    pub agent: Option<String>,
+    pub agent: Option<AgentName>,
     /// The output, when it is on the item (read whole: also when it was in S3).
     pub output: Option<Value>,
     /// Where an output too large for the item went; a view reads it only on request.
@@ -217,7 +217,7 @@ pub mod fixtures {
             attempt: 1,
             deps_remaining: 0,
             deps_done: deps.iter().map(|d| d.parse().unwrap()).collect(),
-            agent: ran.map(|_| "agent-1".to_string()),
+            agent: ran.map(|_| "agent-1".parse().unwrap()),
             output: None,
             output_ref: None,
             output_preview: None,

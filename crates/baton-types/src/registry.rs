@@ -71,7 +71,7 @@ pub fn dependents(agents: &[Agent], name: &str) -> Vec<String> {
     let mut names: Vec<String> = agents
         .iter()
         .filter(|a| a.enabled && a.name != name && requirements(a).contains(name))
-        .map(|a| a.name.clone())
+        .map(|a| a.name.to_string())
         .collect();
     names.sort();
     names
@@ -107,7 +107,7 @@ pub fn check_change(agents: &[Agent], agent: &Agent) -> Result<(), GuardError> {
         .collect();
     if !missing.is_empty() {
         return Err(GuardError::UnknownDependency {
-            agent: agent.name.clone(),
+            agent: agent.name.to_string(),
             missing,
         });
     }
@@ -122,7 +122,7 @@ pub fn check_change(agents: &[Agent], agent: &Agent) -> Result<(), GuardError> {
             .collect();
         if !disabled.is_empty() {
             return Err(GuardError::NeedsDisabled {
-                agent: agent.name.clone(),
+                agent: agent.name.to_string(),
                 disabled,
             });
         }
@@ -282,7 +282,7 @@ pub fn by_category(agents: &[Agent]) -> Vec<Category> {
     groups
         .into_iter()
         .map(|(category, members)| {
-            let mut names: Vec<String> = members.iter().map(|a| a.name.clone()).collect();
+            let mut names: Vec<String> = members.iter().map(|a| a.name.to_string()).collect();
             names.sort();
             Category {
                 category: category.to_string(),
@@ -337,7 +337,7 @@ pub fn health_summary(
     let mut circuits_open: Vec<String> = enabled
         .iter()
         .filter(|a| open_circuit(a))
-        .map(|a| a.name.clone())
+        .map(|a| a.name.to_string())
         .collect();
     circuits_open.sort();
     HealthSummary {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::ids::AgentName;
 use super::learning::AgentStats;
 
 /// One learned stats record: an agent on a task type.
@@ -109,7 +110,7 @@ fn round(value: f64) -> f64 {
 }
 
 /// Calls per agent and each agent's share; `registered` are the registry's agent names.
-pub fn routing_summary(registered: &[String], records: &[LearnedStats]) -> RoutingSummary {
+pub fn routing_summary(registered: &[AgentName], records: &[LearnedStats]) -> RoutingSummary {
     let mut by_agent: BTreeMap<&str, (Totals, usize)> = registered
         .iter()
         .map(|name| (name.as_str(), (Totals::default(), 0)))
@@ -213,8 +214,8 @@ mod tests {
         }
     }
 
-    fn names(names: &[&str]) -> Vec<String> {
-        names.iter().map(|n| n.to_string()).collect()
+    fn names(names: &[&str]) -> Vec<AgentName> {
+        names.iter().map(|n| n.parse().unwrap()).collect()
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! Task and workflow states, and how a failed agent call is classified.
 
+use std::fmt;
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
 
 use super::conversation::TurnTask;
+use super::ids::AgentName;
 use super::outcome::{TaskFailure, TokenUsage};
 use super::priority::{Band, Priority};
 use super::resources::Resources;
 use super::routing::RoutingStrategy;
-use std::fmt;
-use std::str::FromStr;
 
 /// A task's life: `waiting` for dependencies → `queued` for routing and execution →
 /// `running` under a lease → `succeeded` or `failed`, or back to `queued` for a retry. Tasks
@@ -78,7 +80,7 @@ pub struct TaskProfile {
     pub deadline_at_ms: Option<i64>,
     /// The one agent that may run it (a conversation turn's agents are named, not routed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<String>,
+    pub agent: Option<AgentName>,
     /// The conversation turn it belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub turn: Option<TurnTask>,
@@ -192,7 +194,7 @@ pub struct AttemptRecord {
     pub attempt: u32,
     /// The agent called; none when no agent could take the attempt (all circuits open).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<String>,
+    pub agent: Option<AgentName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: i64,

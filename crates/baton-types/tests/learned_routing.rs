@@ -91,12 +91,15 @@ impl Simulation {
         let t = truth[chosen];
         let success = self.outcomes.random::<f64>() < t.success;
         let latency = t.latency_ms;
-        self.stats.entry(decision.primary).or_default().record(
-            success,
-            latency,
-            self.now_ms + latency as i64,
-            DEFAULT_HALF_LIFE_MS,
-        );
+        self.stats
+            .entry(decision.primary.into_string())
+            .or_default()
+            .record(
+                success,
+                latency,
+                self.now_ms + latency as i64,
+                DEFAULT_HALF_LIFE_MS,
+            );
         self.tasks += 1;
         self.now_ms += TASK_INTERVAL_MS;
         chosen

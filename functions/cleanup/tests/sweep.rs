@@ -2,8 +2,8 @@
 //! each safe to run again.
 
 use baton_chain::memory::fixtures::{
-    conclude_on, id, seed, settings, task_ref, tenant, workflow, AnsweringProber, AGENT,
-    DISPATCH_MS,
+    agent_name, conclude_on, id, seed, settings, task_ref, tenant, workflow, AnsweringProber,
+    AGENT, DISPATCH_MS,
 };
 use baton_chain::memory::{Fault, MemoryQueue, MemoryStore};
 use baton_chain::store::{AgentRegistry, ClaimOutcome, SessionStore, WorkflowStore};
@@ -42,7 +42,7 @@ async fn claim_a(deps: &Deps, lease_until_ms: i64) {
         .store
         .claim_task(
             &a.task_ref(),
-            AGENT,
+            &agent_name(),
             None,
             "dead handler",
             lease_until_ms,
@@ -79,7 +79,7 @@ async fn an_attempt_whose_handler_died_goes_back_to_routing_as_the_same_attempt(
     assert_eq!(sent.len(), 1);
     assert_eq!(
         (sent[0].0.task.clone(), sent[0].0.prefer.clone()),
-        (task_ref("w", "a", 1), vec![AGENT.to_string()])
+        (task_ref("w", "a", 1), vec![agent_name()])
     );
     assert_eq!(
         sweep(&deps, START + 20_000).await,
@@ -204,7 +204,12 @@ async fn a_workflow_past_its_deadline_fails_with_its_unfinished_tasks_cancelled(
 #[tokio::test]
 async fn a_due_health_check_is_probed_and_recorded_once_per_interval() {
     let deps = deps_with_workflow().await;
-    let mut agent = deps.store.agent(&tenant(), AGENT).await.unwrap().unwrap();
+    let mut agent = deps
+        .store
+        .agent(&tenant(), &agent_name())
+        .await
+        .unwrap()
+        .unwrap();
     agent.health_check = Some(HealthCheck {
         path: "/health".into(),
         interval_s: 60,
@@ -216,7 +221,12 @@ async fn a_due_health_check_is_probed_and_recorded_once_per_interval() {
         0,
         "not due again yet"
     );
-    let agent = deps.store.agent(&tenant(), AGENT).await.unwrap().unwrap();
+    let agent = deps
+        .store
+        .agent(&tenant(), &agent_name())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(agent.health.is_some());
     assert_eq!(deps.prober.probes(), 1);
 }

@@ -36,6 +36,7 @@ use baton_chain::store::{
 };
 use baton_types::agent::Agent;
 use baton_types::clock::now_ms;
+use baton_types::ids::AgentName;
 use baton_types::messages::{
     ExecuteMessage, OutcomeMessage, RouteMessage, TaskRef, FORMAT_VERSION,
 };
@@ -353,7 +354,7 @@ where
 
 /// Where the attempt after a failure goes first: the decision's fallbacks in order, or the
 /// same agent again when the task asked for no fallback.
-fn next_agents(message: &ExecuteMessage, task: &TaskRecord, agent: &Agent) -> Vec<String> {
+fn next_agents(message: &ExecuteMessage, task: &TaskRecord, agent: &Agent) -> Vec<AgentName> {
     if task.fallback {
         message.route.fallbacks.clone()
     } else {
@@ -434,7 +435,7 @@ where
 }
 
 fn outcome_of(record: &TaskRecord, ended: &AttemptRecord, agent: &Agent) -> Option<OutcomeMessage> {
-    let called = ended.agent.as_deref()?;
+    let called = ended.agent.as_ref()?;
     let says_something = ended
         .error
         .as_ref()
@@ -452,7 +453,7 @@ fn outcome_of(record: &TaskRecord, ended: &AttemptRecord, agent: &Agent) -> Opti
             attempt: ended.attempt,
             ..record.task_ref()
         },
-        agent: called.to_string(),
+        agent: called.clone(),
         task_type: record.profile.learning_type(&record.capability).to_string(),
         success,
         latency_ms,
@@ -460,7 +461,7 @@ fn outcome_of(record: &TaskRecord, ended: &AttemptRecord, agent: &Agent) -> Opti
         usage: ended.usage,
         finished_at_ms: ended.finished_at_ms,
         counts_for_circuit: success || ended.error.as_ref().is_some_and(|f| f.trips_circuit()),
-        breaker: (called == agent.name)
+        breaker: (*called == agent.name)
             .then_some(agent.circuit_breaker)
             .flatten(),
     })

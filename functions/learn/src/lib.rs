@@ -14,7 +14,7 @@ use baton_aws::dynamo::MAX_OUTCOMES_PER_WRITE;
 use baton_chain::config::Settings;
 use baton_chain::store::LearningStore;
 use baton_types::clock::now_ms;
-use baton_types::ids::TenantId;
+use baton_types::ids::{AgentName, TenantId};
 use baton_types::messages::OutcomeMessage;
 use lambda_runtime::{Error, LambdaEvent};
 use tracing::Instrument;
@@ -29,7 +29,8 @@ pub async fn handle_batch<S: LearningStore>(
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
     let (outcomes, mut response) = decode_batch::<OutcomeMessage>(event.payload);
-    let mut groups: BTreeMap<(TenantId, String), Vec<(String, OutcomeMessage)>> = BTreeMap::new();
+    let mut groups: BTreeMap<(TenantId, AgentName), Vec<(String, OutcomeMessage)>> =
+        BTreeMap::new();
     for (message_id, outcome) in outcomes {
         let key = (outcome.task.tenant.clone(), outcome.agent.clone());
         groups.entry(key).or_default().push((message_id, outcome));

@@ -5,6 +5,7 @@ use baton_chain::memory::fixtures::{settings, sqs_event, task_ref, tenant, CAPAB
 use baton_chain::memory::{Fault, MemoryStore};
 use baton_chain::store::LearningStore;
 use baton_learn::{handle_batch, LearnDeps};
+use baton_types::ids::AgentName;
 use baton_types::messages::{OutcomeMessage, FORMAT_VERSION};
 use lambda_runtime::{Context, LambdaEvent};
 
@@ -12,7 +13,7 @@ fn outcome(agent: &str, task: &str, success: bool) -> OutcomeMessage {
     OutcomeMessage {
         v: FORMAT_VERSION,
         task: task_ref("w", task, 1),
-        agent: agent.into(),
+        agent: agent.parse().unwrap(),
         task_type: CAPABILITY.into(),
         success,
         latency_ms: 200,
@@ -33,7 +34,7 @@ async fn deliver(deps: &LearnDeps<MemoryStore>, outcomes: &[OutcomeMessage]) -> 
 
 /// Each agent's count of calls learned, and of successes.
 async fn learned(deps: &LearnDeps<MemoryStore>, agents: &[&str]) -> Vec<(u64, u64)> {
-    let names: Vec<String> = agents.iter().map(|a| a.to_string()).collect();
+    let names: Vec<AgentName> = agents.iter().map(|a| a.parse().unwrap()).collect();
     let stats = deps
         .store
         .agent_stats(&tenant(), CAPABILITY, &names)
@@ -41,7 +42,11 @@ async fn learned(deps: &LearnDeps<MemoryStore>, agents: &[&str]) -> Vec<(u64, u6
         .unwrap();
     names
         .iter()
-        .map(|a| stats.get(a).map_or((0, 0), |s| (s.count, s.successes)))
+        .map(|a| {
+            stats
+                .get(a.as_str())
+                .map_or((0, 0), |s| (s.count, s.successes))
+        })
         .collect()
 }
 

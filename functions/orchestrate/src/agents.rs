@@ -79,8 +79,8 @@ where
     let view = views::agent(
         agent,
         (tenant, &api.settings.tenancy),
-        circuits.get(&agent.name),
-        loads.get(&agent.name),
+        circuits.get(agent.name.as_str()),
+        loads.get(agent.name.as_str()),
         now,
     );
     let mut response = json_response(status, &view);
@@ -154,7 +154,7 @@ where
             && capability.is_none_or(|c| a.has_capability(c))
     });
     agents.sort_by(|a, b| a.name.cmp(&b.name));
-    let names: Vec<String> = agents.iter().map(|a| a.name.clone()).collect();
+    let names: Vec<AgentName> = agents.iter().map(|a| a.name.clone()).collect();
     let circuits = timed("store", api.store.circuits(tenant, &names)).await?;
     let now = now_ms();
     let loads = timed("store", api.store.loads(tenant, &names, now)).await?;
@@ -162,7 +162,13 @@ where
         .iter()
         .map(|a| {
             let tenancy = (tenant, &api.settings.tenancy);
-            views::agent(a, tenancy, circuits.get(&a.name), loads.get(&a.name), now)
+            views::agent(
+                a,
+                tenancy,
+                circuits.get(a.name.as_str()),
+                loads.get(a.name.as_str()),
+                now,
+            )
         })
         .collect();
     Ok(json_response(200, &AgentListBody { agents }))
@@ -195,11 +201,11 @@ pub(crate) async fn health_of<S, Q>(
 where
     S: LearningStore,
 {
-    let names: Vec<String> = list.agents.iter().map(|a| a.name.clone()).collect();
+    let names: Vec<AgentName> = list.agents.iter().map(|a| a.name.clone()).collect();
     let circuits = api.store.circuits(tenant, &names).await?;
     let open = |agent: &Agent| {
         circuits
-            .get(&agent.name)
+            .get(agent.name.as_str())
             .is_some_and(|c| c.state(now_ms, &agent.breaker()) == CircuitState::Open)
     };
     Ok(health_summary(&list.agents, list.unreadable.clone(), open))

@@ -21,9 +21,8 @@ use baton_types::conversation::{
     plan_turn, Analysis, AnalysisMethod, PlanError, TurnPlan, TurnTask, CLASSIFY, DEFAULT_WAIT_S,
     MAX_CHANNEL_CHARS, MAX_TURN_TEXT_CHARS, MAX_WAIT_S,
 };
-use baton_types::ids::{SessionId, TaskId, TenantId, WorkflowId};
+use baton_types::ids::{AgentName, SessionId, TaskId, TenantId, WorkflowId};
 use baton_types::messages::{RouteMessage, TaskRef};
-use baton_types::names::{check_name, NameKind};
 use baton_types::priority::{Band, Priority};
 use baton_types::roles::Role;
 use baton_types::session::{Session, SessionInput};
@@ -69,8 +68,8 @@ pub struct TurnInput {
 /// A turn as asked, checked for what needs no reads.
 pub struct TurnAsk {
     pub text: String,
-    pub detected_agent: Option<String>,
-    pub services: Option<Vec<String>>,
+    pub detected_agent: Option<AgentName>,
+    pub services: Option<Vec<AgentName>>,
     pub channel: Option<String>,
     pub wait: Duration,
 }
@@ -93,13 +92,17 @@ impl TurnInput {
                 format!("is {chars} characters; the limit is {MAX_TURN_TEXT_CHARS}"),
             ));
         }
-        if let Some(agent) = &self.detected_agent {
-            check_name(NameKind::Agent, agent)
-                .map_err(|e| invalid("detected_agent", e.to_string()))?;
-        }
-        for service in self.services.iter().flatten() {
-            check_name(NameKind::Agent, service).map_err(|e| invalid("services", e.to_string()))?;
-        }
+        let detected_agent = self
+            .detected_agent
+            .as_deref()
+            .map(AgentName::parse)
+            .transpose()
+            .map_err(|e| invalid("detected_agent", e.to_string()))?;
+        let services = self
+            .services
+            .map(|names| names.iter().map(|name| AgentName::parse(name)).collect())
+            .transpose()
+            .map_err(|e| invalid("services", e.to_string()))?;
         if let Some(channel) = &self.channel {
             if channel.is_empty() || channel.chars().count() > MAX_CHANNEL_CHARS {
                 return Err(invalid(
@@ -117,8 +120,8 @@ impl TurnInput {
         }
         Ok(TurnAsk {
             text,
-            detected_agent: self.detected_agent,
-            services: self.services,
+            detected_agent,
+            services,
             channel: self.channel,
             wait: Duration::from_secs_f64(wait),
         })
@@ -171,10 +174,11 @@ where
         .detected_agent
         .iter()
         .chain(ask.services.iter().flatten())
-        .chain(&session.agents);
+        .map(AgentName::as_str)
+        .chain(session.agents.iter().map(String::as_str));
     if named
         .clone()
-        .any(|n| !registered.iter().any(|a| &a.name == n))
+        .any(|n| !registered.iter().any(|a| a.name == n))
     {
         registered = api.agents.refresh(&api.store, tenant).await?;
     }
@@ -276,7 +280,10 @@ where
         turn: turn_number,
         text: ask.text.clone(),
         channel: ask.channel.clone(),
-        services: ask.services.clone(),
+        services: ask
+            .services
+            .as_ref()
+            .map(|names| names.iter().map(String::from).collect()),
         analysis,
         plan,
         workflow_id: workflows[0].workflow_id.clone(),
@@ -470,9 +477,12 @@ where
     let verdict = match invoker.invoke(classifier, &call).await {
         Ok(answer) => match answer.output.get("agent") {
             Some(Value::Null) | None => Ok(None),
-            Some(Value::String(name)) if members.iter().any(|a| &a.name == name) => {
-                Ok(Some(name.clone()))
-            }
+            Some(Value::String(name)) => match members.iter().find(|a| a.name == *name) {
+                Some(member) => Ok(Some(member.name.clone())),
+                None => Err(format!(
+                    "it named `{name}`, which is not one of the session's agents"
+                )),
+            },
             Some(other) => Err(format!(
                 "it named {other}, which is not one of the session's agents"
             )),
@@ -488,13 +498,13 @@ where
             },
             detected_agent,
             matched: Vec::new(),
-            classifier: Some(classifier.name.clone()),
+            classifier: Some(classifier.name.to_string()),
             classifier_error: None,
         },
         Err(why) => {
             tracing::warn!(classifier = %classifier.name, reason = %why, "classifier not used; the rules decide");
             Analysis {
-                classifier: Some(classifier.name.clone()),
+                classifier: Some(classifier.name.to_string()),
                 classifier_error: Some(why),
                 ..Analysis::by_rules(&ask.text, members)
             }
@@ -529,7 +539,7 @@ fn turn_workflows<S, Q>(
     let task_ids = |agents: Vec<String>| -> Result<Vec<TaskId>, ApiError> {
         agents.iter().map(|agent| task_id(agent)).collect()
     };
-    let task = |agent: &str,
+    let task = |agent: &AgentName,
                 role: Role,
                 depends_on: Vec<String>,
                 dependents: Vec<String>|
@@ -537,7 +547,7 @@ fn turn_workflows<S, Q>(
         let capability = shape
             .agents
             .iter()
-            .find(|a| a.name == agent)
+            .find(|a| &a.name == agent)
             .and_then(|a| a.capabilities.first().cloned())
             .unwrap_or_default();
         let mut input = shape.base_input.clone();
@@ -552,7 +562,7 @@ fn turn_workflows<S, Q>(
             profile: TaskProfile {
                 priority: Some(Priority::High),
                 band: Band::High,
-                agent: Some(agent.to_string()),
+                agent: Some(agent.clone()),
                 turn: Some(TurnTask {
                     session: shape.session.id.clone(),
                     turn: shape.turn,
@@ -585,12 +595,12 @@ fn turn_workflows<S, Q>(
                 dependents
                     .entry(dependency.as_str())
                     .or_default()
-                    .push(step.agent.clone());
+                    .push(step.agent.to_string());
             }
         }
         for step in &plan.sync {
             let mut after = dependents.remove(step.agent.as_str()).unwrap_or_default();
-            after.push(core.clone());
+            after.push(core.to_string());
             waited.push(task(
                 &step.agent,
                 Role::Sync,
@@ -598,7 +608,7 @@ fn turn_workflows<S, Q>(
                 after,
             )?);
         }
-        let all_sync = plan.sync.iter().map(|s| s.agent.clone()).collect();
+        let all_sync = plan.sync.iter().map(|s| s.agent.to_string()).collect();
         waited.push(task(core, Role::Core, all_sync, Vec::new())?);
     }
     let workflow = |suffix: &str, tasks: Vec<NewTask>| NewWorkflow {
@@ -644,7 +654,7 @@ where
             .filter(|a| a.conversation.is_some())
             .collect();
         conversational.sort_by(|a, b| a.name.cmp(&b.name));
-        session.agents = conversational.iter().map(|a| a.name.clone()).collect();
+        session.agents = conversational.iter().map(|a| a.name.to_string()).collect();
     }
     let mut members = Vec::new();
     for name in &session.agents {

@@ -37,7 +37,7 @@ use baton_chain::store::{
     AdmissionStore, AgentRegistry, ConfigStore, LearningStore, RoutingState, SessionStore,
     StatsStore, TenantCounters, TurnStore, WorkflowControls, WorkflowStore,
 };
-use baton_types::ids::TenantId;
+use baton_types::ids::{AgentName, TenantId};
 use baton_types::learning::AgentStats;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use std::collections::HashMap;
@@ -64,7 +64,7 @@ pub struct Api<S, Q> {
     /// these for a few seconds; the API's own views always read the tables.
     pub config: ConfigCache,
     pub agents: AgentCache,
-    pub stats: TtlCache<(TenantId, String, Vec<String>), HashMap<String, AgentStats>>,
+    pub stats: TtlCache<(TenantId, String, Vec<AgentName>), HashMap<String, AgentStats>>,
     /// How a tenant's `classify` agent is asked about a turn; None: the rules decide.
     pub classifier: Option<Arc<dyn AgentInvoker>>,
     /// Resolves agents' hosts at registration, to refuse those that lead somewhere refused.

@@ -11,6 +11,7 @@
 use baton_chain::queue::QueueDepth;
 use baton_chain::store::{AgentRegistry, LearningStore, RoutingState, StatsStore};
 use baton_types::clock::{now_ms, rfc3339};
+use baton_types::ids::AgentName;
 use baton_types::registry::HealthSummary;
 use baton_types::stats::{learning_summary, routing_summary, LearningSummary, RoutingSummary};
 use lambda_http::{Body, Response};
@@ -63,7 +64,7 @@ where
     );
     let now = now_ms();
     let list = timed("store", api.store.agent_list(tenant)).await?;
-    let names: Vec<String> = list.agents.iter().map(|a| a.name.clone()).collect();
+    let names: Vec<AgentName> = list.agents.iter().map(|a| a.name.clone()).collect();
     let reads = async {
         futures::try_join!(
             crate::agents::health_of(api, tenant, &list, now),

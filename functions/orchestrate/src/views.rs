@@ -45,7 +45,7 @@ pub fn agent(
     let closed = Circuit::default();
     let circuit = circuit.unwrap_or(&closed);
     let view = AgentView {
-        name: agent.name.clone(),
+        name: agent.name.to_string(),
         kind: agent.kind(),
         endpoint: None,
         function: None,

@@ -14,7 +14,7 @@ use baton_types::control::{
 use baton_types::dag::{Dag, DagError, Plan, TaskEstimate, TaskSpec};
 use baton_types::graph::{render, GraphFormat};
 use baton_types::history::history;
-use baton_types::ids::{TaskId, TenantId, WorkflowId};
+use baton_types::ids::{AgentName, TaskId, TenantId, WorkflowId};
 use baton_types::learning::{expected_latency, DEFAULT_ESTIMATE_MS};
 use baton_types::messages::{RouteMessage, TaskRef};
 use baton_types::names::{check_name, NameKind};
@@ -423,12 +423,12 @@ pub fn task(t: &TaskRecord, cut: bool) -> TaskView {
         decision: t.decision.as_ref().map(|d| DecisionView {
             strategy: d.strategy,
             confidence: d.confidence,
-            fallbacks: d.fallbacks.clone(),
+            fallbacks: d.fallbacks.iter().map(String::from).collect(),
             reasoning: d.reasoning.clone(),
         }),
         status: t.status,
         depends_on: t.depends_on.iter().map(String::from).collect(),
-        agent: t.agent.clone(),
+        agent: t.agent.as_ref().map(String::from),
         attempt: t.attempt,
         attempts: t.attempts.iter().map(attempt).collect(),
         lease_expirations: t.lease_expirations,
@@ -444,7 +444,7 @@ pub fn task(t: &TaskRecord, cut: bool) -> TaskView {
 fn attempt(a: &AttemptRecord) -> AttemptView {
     AttemptView {
         attempt: a.attempt,
-        agent: a.agent.clone(),
+        agent: a.agent.as_ref().map(String::from),
         outcome: a.outcome,
         started_at: a.started_at_ms.map(rfc3339),
         finished_at: rfc3339(a.finished_at_ms),
@@ -1223,7 +1223,7 @@ where
         if by_type.contains_key(task_type) {
             continue;
         }
-        let capable: Vec<String> = agents
+        let capable: Vec<AgentName> = agents
             .iter()
             .filter(|a| a.enabled && a.has_capability(&task.capability))
             .map(|a| a.name.clone())

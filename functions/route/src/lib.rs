@@ -30,7 +30,7 @@ use baton_chain::store::{AgentRegistry, ChainStore, ConfigStore, LearningStore, 
 use baton_types::agent::Agent;
 use baton_types::circuit::Probe;
 use baton_types::clock::now_ms;
-use baton_types::ids::TenantId;
+use baton_types::ids::{AgentName, TenantId};
 use baton_types::learning::AgentStats;
 use baton_types::messages::{ExecuteMessage, RouteMessage, FORMAT_VERSION};
 use baton_types::outcome::{FailureKind, TaskFailure};
@@ -58,7 +58,7 @@ pub struct RouteDeps<S, Q> {
     pub settings: Settings,
     pub agents: AgentCache,
     pub config: ConfigCache,
-    pub stats: TtlCache<(TenantId, String, Vec<String>), HashMap<String, AgentStats>>,
+    pub stats: TtlCache<(TenantId, String, Vec<AgentName>), HashMap<String, AgentStats>>,
 }
 
 impl<S, Q> RouteDeps<S, Q> {
@@ -191,7 +191,7 @@ where
         };
         // Calls in flight are read only where they matter: agents with limits, or every
         // candidate when the strategy balances by load.
-        let counted: Vec<String> = agents
+        let counted: Vec<AgentName> = agents
             .iter()
             .filter(|a| candidates.contains(&a.name))
             .filter(|a| strategy.uses_load() || a.limits().is_limited(&message.profile.resources))
@@ -314,7 +314,7 @@ where
             + deps.settings.lease_margin.as_millis() as i64
             + PROBE_REPORT_MS,
     };
-    let Some(circuit) = view.circuits.get_mut(&decision.primary) else {
+    let Some(circuit) = view.circuits.get_mut(decision.primary.as_str()) else {
         return Ok(true);
     };
     let opened_at = circuit.opened_at_ms.unwrap_or_default();

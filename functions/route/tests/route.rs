@@ -161,7 +161,7 @@ async fn a_full_agent_makes_the_task_wait_without_spending_an_attempt() {
         until_ms: now + 60_000,
     };
     deps.store
-        .acquire_slot(&tenant(), AGENT, limited.limits(), hold, now)
+        .acquire_slot(&tenant(), &limited.name, limited.limits(), hold, now)
         .await
         .unwrap();
     deliver(&deps, &[route_message(task_ref("w", "a", 1))]).await;

@@ -1,7 +1,7 @@
 //! The agent registry, and the health the scheduled probes record on each agent.
 
 use async_trait::async_trait;
-use baton_types::ids::TenantId;
+use baton_types::ids::{AgentName, TenantId};
 
 use super::*;
 use crate::dynamo::keys::{HEALTH_SWEEP, SWEEP_AT, SWEEP_SHARD};
@@ -140,7 +140,7 @@ fn agent_item(tenant: &TenantId, agent: &Agent) -> Result<Item, StoreError> {
 fn agent_record(item: &Item) -> Result<Agent, StoreError> {
     let a = Attrs(item);
     Ok(Agent {
-        name: a.s("name")?.into(),
+        name: stored_id(a.s("name")?)?,
         target: target_record(&a)?,
         capabilities: a.list("capabilities"),
         timeout_ms: a.n("timeout_ms")?,
@@ -187,7 +187,7 @@ fn agent_list(items: &[Item]) -> AgentList {
         match agent_record(item) {
             Ok(agent) => {
                 if let Ok(Some(guard)) = a.opt_n::<u64>(GUARD) {
-                    list.guards.insert(agent.name.clone(), guard);
+                    list.guards.insert(agent.name.to_string(), guard);
                 }
                 list.agents.push(agent);
             }
@@ -461,7 +461,11 @@ impl AgentRegistry for DynamoStore {
         ))
     }
 
-    async fn agent(&self, tenant: &TenantId, name: &str) -> Result<Option<Agent>, StoreError> {
+    async fn agent(
+        &self,
+        tenant: &TenantId,
+        name: &AgentName,
+    ) -> Result<Option<Agent>, StoreError> {
         self.agent_item_raw(tenant, name)
             .await?
             .as_ref()
@@ -534,7 +538,7 @@ impl AgentRegistry for DynamoStore {
     async fn record_health(
         &self,
         tenant: &TenantId,
-        name: &str,
+        name: &AgentName,
         health: &AgentHealth,
         next_check_ms: i64,
     ) -> Result<(), StoreError> {

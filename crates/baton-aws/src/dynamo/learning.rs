@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use super::*;
 use baton_types::circuit::CircuitCall;
-use baton_types::ids::TenantId;
+use baton_types::ids::{AgentName, TenantId};
 use baton_types::learning::DecayedEvidence;
 
 /// Stats records and the circuit are rewritten whole; `version` guards against lost updates.
@@ -150,7 +150,7 @@ impl DynamoStore {
     pub(super) async fn agent_items(
         &self,
         tenant: &TenantId,
-        agents: &[String],
+        agents: &[AgentName],
         sk: &str,
     ) -> Result<HashMap<String, Item>, StoreError> {
         let keys = agents
@@ -162,7 +162,7 @@ impl DynamoStore {
             .iter()
             .filter_map(|agent| {
                 let key = (keys::memory_agent_pk(tenant, agent), sk.to_string());
-                Some((agent.clone(), items.remove(&key)?))
+                Some((agent.to_string(), items.remove(&key)?))
             })
             .collect())
     }
@@ -383,7 +383,7 @@ impl LearningStore for DynamoStore {
         &self,
         tenant: &TenantId,
         task_type: &str,
-        agents: &[String],
+        agents: &[AgentName],
     ) -> Result<HashMap<String, AgentStats>, StoreError> {
         let items = self
             .agent_items(tenant, agents, &keys::stats_sk(task_type))
@@ -398,7 +398,7 @@ impl LearningStore for DynamoStore {
         &self,
         tenant: &TenantId,
         task_type: Option<&str>,
-        agents: &[String],
+        agents: &[AgentName],
     ) -> Result<RoutingView, StoreError> {
         let stats_sk = task_type.map(keys::stats_sk);
         let keys = agents
@@ -415,11 +415,12 @@ impl LearningStore for DynamoStore {
             let pk = keys::memory_agent_pk(tenant, agent);
             if let Some(sk) = &stats_sk {
                 if let Some(item) = items.get(&(pk.clone(), sk.clone())) {
-                    view.stats.insert(agent.clone(), stats_record(item)?.0);
+                    view.stats.insert(agent.to_string(), stats_record(item)?.0);
                 }
             }
             if let Some(item) = items.get(&(pk, keys::CIRCUIT_SK.to_string())) {
-                view.circuits.insert(agent.clone(), circuit_record(item)?.0);
+                view.circuits
+                    .insert(agent.to_string(), circuit_record(item)?.0);
             }
         }
         Ok(view)
@@ -428,7 +429,7 @@ impl LearningStore for DynamoStore {
     async fn circuits(
         &self,
         tenant: &TenantId,
-        agents: &[String],
+        agents: &[AgentName],
     ) -> Result<HashMap<String, Circuit>, StoreError> {
         let items = self.agent_items(tenant, agents, keys::CIRCUIT_SK).await?;
         items
@@ -440,7 +441,7 @@ impl LearningStore for DynamoStore {
     async fn take_probe(
         &self,
         tenant: &TenantId,
-        agent: &str,
+        agent: &AgentName,
         probe: &Probe,
         opened_at_ms: i64,
         now_ms: i64,

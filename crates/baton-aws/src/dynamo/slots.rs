@@ -4,7 +4,7 @@
 //! removing its entry, which also moves the lock so that no writer puts it back.
 
 use async_trait::async_trait;
-use baton_types::ids::TenantId;
+use baton_types::ids::{AgentName, TenantId};
 use serde::{Deserialize, Serialize};
 
 use super::*;
@@ -81,7 +81,7 @@ impl RoutingState for DynamoStore {
     async fn loads(
         &self,
         tenant: &TenantId,
-        agents: &[String],
+        agents: &[AgentName],
         now_ms: i64,
     ) -> Result<HashMap<String, AgentLoad>, StoreError> {
         let items = self.agent_items(tenant, agents, keys::LOAD_SK).await?;
@@ -94,7 +94,7 @@ impl RoutingState for DynamoStore {
     async fn acquire_slot(
         &self,
         tenant: &TenantId,
-        agent: &str,
+        agent: &AgentName,
         limits: Limits<'_>,
         hold: SlotHold<'_>,
         now_ms: i64,
@@ -168,7 +168,7 @@ impl RoutingState for DynamoStore {
     async fn release_slot(
         &self,
         tenant: &TenantId,
-        agent: &str,
+        agent: &AgentName,
         holder: &str,
     ) -> Result<(), StoreError> {
         let pk = keys::memory_agent_pk(tenant, agent);

@@ -2,7 +2,7 @@
 //! of the tenant's running workflows.
 
 use async_trait::async_trait;
-use baton_types::ids::TenantId;
+use baton_types::ids::{AgentName, TenantId};
 
 use super::learning::stats_record;
 use super::*;
@@ -18,7 +18,7 @@ impl DynamoStore {
     async fn agent_stats_records(
         &self,
         tenant: &TenantId,
-        agent: &str,
+        agent: &AgentName,
     ) -> Result<Vec<LearnedStats>, StoreError> {
         let mut records = Vec::new();
         let mut start_key = None;
@@ -56,7 +56,7 @@ impl StatsStore for DynamoStore {
     async fn learned_stats(
         &self,
         tenant: &TenantId,
-        agents: &[String],
+        agents: &[AgentName],
     ) -> Result<Vec<LearnedStats>, StoreError> {
         let mut records = Vec::new();
         for chunk in agents.chunks(AGENT_READS) {

@@ -1,8 +1,7 @@
 //! Workflows and their tasks: the execution state machine's transitions.
 
 use async_trait::async_trait;
-use baton_types::ids::TenantId;
-use baton_types::ids::{TaskId, WorkflowId};
+use baton_types::ids::{AgentName, TaskId, TenantId, WorkflowId};
 
 use super::*;
 use crate::dynamo::keys::{
@@ -133,7 +132,7 @@ pub(super) fn task_record(item: &Item) -> Result<TaskRecord, StoreError> {
         attempt: a.n("attempt")?,
         deps_remaining: a.n("deps_remaining")?,
         deps_done: stored_ids(a.set("deps_done"))?,
-        agent: a.opt_s("agent").map(str::to_string),
+        agent: a.opt_s("agent").map(stored_id).transpose()?,
         output: a.json("output")?,
         output_ref: a.json("output_ref")?,
         output_preview: a.opt_s("output_preview").map(str::to_string),
@@ -503,7 +502,7 @@ impl WorkflowStore for DynamoStore {
     async fn claim_task(
         &self,
         task: &TaskRef,
-        agent: &str,
+        agent: &AgentName,
         decision: Option<&RouteDecision>,
         token: &str,
         lease_until_ms: i64,
@@ -1018,7 +1017,7 @@ impl WorkflowStore for DynamoStore {
                 profile: a.json(PROFILE)?.unwrap_or_default(),
                 status: a.parsed("status")?,
                 lease_until_ms: a.n(LEASE_UNTIL)?,
-                agent: a.opt_s("agent").map(str::to_string),
+                agent: a.opt_s("agent").map(stored_id).transpose()?,
                 claims: a.opt_n("claims")?.unwrap_or(0),
                 dispatches: a.opt_n("dispatches")?.unwrap_or(0),
             });

@@ -170,7 +170,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .store(&stack.settings);
     loop {
         let stats = store
-            .agent_stats(&"default".parse().unwrap(), "work", &["worker".to_string()])
+            .agent_stats(&"default".parse().unwrap(), "work", &["worker".parse()?])
             .await?;
         if stats.get("worker").map_or(0, |s| s.count) >= outcomes {
             break;

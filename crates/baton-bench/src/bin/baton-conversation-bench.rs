@@ -16,6 +16,7 @@ use baton_local::conversation_agents::conversation_set;
 use baton_local::emulator::{sdk_config, Emulator};
 use baton_local::project_root;
 use baton_local::stack::{LocalStack, StackOptions};
+use baton_types::ids::AgentName;
 use clap::Parser;
 use serde_json::{json, Value};
 
@@ -111,7 +112,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        names.push((example.name.to_string(), learned_as));
+        names.push((AgentName::parse(example.name)?, learned_as));
         servers.push(server);
     }
     stack.api_calls.reset();
@@ -177,7 +178,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     std::slice::from_ref(name),
                 )
                 .await?;
-            learned += stats.get(name).map_or(0, |s| s.count);
+            learned += stats.get(name.as_str()).map_or(0, |s| s.count);
         }
         if learned >= expected_calls {
             break;

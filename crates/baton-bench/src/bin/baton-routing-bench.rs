@@ -356,13 +356,16 @@ async fn learned_outcomes(
     task_type: &str,
     agents: &[&BenchAgent],
 ) -> Result<String, BoxError> {
-    let names: Vec<String> = agents.iter().map(|a| a.name.to_string()).collect();
+    let names = agents
+        .iter()
+        .map(|a| baton_types::ids::AgentName::parse(a.name))
+        .collect::<Result<Vec<_>, _>>()?;
     let stats = store
         .agent_stats(&"default".parse().unwrap(), task_type, &names)
         .await?;
     Ok(names
         .iter()
-        .map(|n| match stats.get(n) {
+        .map(|n| match stats.get(n.as_str()) {
             Some(s) => format!(
                 "{n} {} ({:.0} % ok, {:.0} ms)",
                 s.count,

@@ -15,7 +15,7 @@ use crate::invoker::{AgentAnswer, AgentCall, AgentInvoker};
 use crate::store::{AttemptHolder, NewTask, NewWorkflow};
 use baton_types::agent::Agent;
 use baton_types::control::{decide, redrive_plan, ControlAction, ControlChange, ControlEvent};
-use baton_types::ids::{TaskId, TenantId};
+use baton_types::ids::{AgentName, TaskId, TenantId};
 use baton_types::messages::{ExecuteMessage, RouteMessage, TaskRef, FORMAT_VERSION};
 use baton_types::outcome::{FailureKind, TaskFailure};
 use baton_types::records::{TaskRecord, WorkflowView};
@@ -161,7 +161,7 @@ pub fn execute_message(task: TaskRef) -> ExecuteMessage {
         capability: CAPABILITY.into(),
         profile: TaskProfile::default(),
         route: RouteDecision {
-            primary: AGENT.into(),
+            primary: agent_name(),
             fallbacks: Vec::new(),
             strategy: RoutingStrategy::default(),
             confidence: 1.0,
@@ -219,7 +219,7 @@ impl AgentInvoker for ScriptedInvoker {
         call: &AgentCall<'_>,
     ) -> Result<AgentAnswer, TaskFailure> {
         let dependencies = Value::Object(call.dependencies.clone());
-        locked(&self.calls).push((agent.name.clone(), call.task.clone(), dependencies));
+        locked(&self.calls).push((agent.name.to_string(), call.task.clone(), dependencies));
         let answer = locked(&self.script)
             .pop_front()
             .unwrap_or_else(|| Ok(json!({ "ok": true })));
@@ -237,6 +237,11 @@ pub struct Harness {
 
 /// The agent the harness's attempts run on.
 pub const AGENT: &str = "a1";
+
+/// [`AGENT`] as the name the chain carries.
+pub fn agent_name() -> AgentName {
+    AgentName::parse(AGENT).expect("a valid agent name")
+}
 
 impl Harness {
     /// A harness holding the fixture workflow `id` of `tasks`, created at `now_ms`.
@@ -286,7 +291,7 @@ impl Harness {
         let lease = now_ms + 10_000;
         match self
             .store
-            .claim_task(&task, AGENT, None, token, lease, now_ms)
+            .claim_task(&task, &agent_name(), None, token, lease, now_ms)
             .await
         {
             Ok(ClaimOutcome::Claimed(_)) => task,
@@ -401,7 +406,7 @@ pub async fn conclude_on(
         holder: AttemptHolder::Claim(token),
         result,
         run: AttemptRun {
-            agent: Some(AGENT.into()),
+            agent: Some(agent_name()),
             started_at_ms: Some(now_ms),
             claims: 1,
             ..AttemptRun::default()

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use super::MemoryStore;
 use crate::store::*;
 use baton_types::circuit::{Circuit, CircuitCall, Probe};
-use baton_types::ids::{TaskId, TenantId, WorkflowId};
+use baton_types::ids::{AgentName, TaskId, TenantId, WorkflowId};
 use baton_types::learning::AgentStats;
 use baton_types::messages::OutcomeMessage;
 use baton_types::resources::{AgentLoad, Limits, Resources};
@@ -47,7 +47,7 @@ impl Memory {
     pub(super) fn forget_outcome(
         &mut self,
         tenant: &TenantId,
-        agent: &str,
+        agent: &AgentName,
         workflow_id: &WorkflowId,
         task_id: &TaskId,
         attempt: u32,
@@ -100,7 +100,7 @@ impl RoutingState for MemoryStore {
     async fn loads(
         &self,
         tenant: &TenantId,
-        agents: &[String],
+        agents: &[AgentName],
         now_ms: i64,
     ) -> Result<HashMap<String, AgentLoad>, StoreError> {
         self.run("loads", |state| {
@@ -113,7 +113,7 @@ impl RoutingState for MemoryStore {
                         .filter(|(_, h)| h.until_ms > now_ms)
                         .map(|(k, h)| (k.clone(), h.clone()))
                         .collect();
-                    Some((agent.clone(), load_of(&live)))
+                    Some((agent.to_string(), load_of(&live)))
                 })
                 .collect())
         })
@@ -122,7 +122,7 @@ impl RoutingState for MemoryStore {
     async fn acquire_slot(
         &self,
         tenant: &TenantId,
-        agent: &str,
+        agent: &AgentName,
         limits: Limits<'_>,
         hold: SlotHold<'_>,
         now_ms: i64,
@@ -154,7 +154,7 @@ impl RoutingState for MemoryStore {
     async fn release_slot(
         &self,
         tenant: &TenantId,
-        agent: &str,
+        agent: &AgentName,
         holder: &str,
     ) -> Result<(), StoreError> {
         self.run("release_slot", |state| {
@@ -238,14 +238,14 @@ impl LearningStore for MemoryStore {
         &self,
         tenant: &TenantId,
         task_type: &str,
-        agents: &[String],
+        agents: &[AgentName],
     ) -> Result<HashMap<String, AgentStats>, StoreError> {
         self.run("agent_stats", |state| {
             Ok(agents
                 .iter()
                 .filter_map(|agent| {
                     let stats = state.learning.stats.get(&agent_key(tenant, agent))?;
-                    Some((agent.clone(), stats.get(task_type)?.clone()))
+                    Some((agent.to_string(), stats.get(task_type)?.clone()))
                 })
                 .collect())
         })
@@ -255,7 +255,7 @@ impl LearningStore for MemoryStore {
         &self,
         tenant: &TenantId,
         task_type: Option<&str>,
-        agents: &[String],
+        agents: &[AgentName],
     ) -> Result<RoutingView, StoreError> {
         self.run("routing_view", |state| {
             let mut view = RoutingView::default();
@@ -263,10 +263,10 @@ impl LearningStore for MemoryStore {
                 let key = agent_key(tenant, agent);
                 let stats = task_type.and_then(|t| state.learning.stats.get(&key)?.get(t));
                 if let Some(stats) = stats {
-                    view.stats.insert(agent.clone(), stats.clone());
+                    view.stats.insert(agent.to_string(), stats.clone());
                 }
                 if let Some(circuit) = state.learning.circuits.get(&key) {
-                    view.circuits.insert(agent.clone(), circuit.clone());
+                    view.circuits.insert(agent.to_string(), circuit.clone());
                 }
             }
             Ok(view)
@@ -276,14 +276,14 @@ impl LearningStore for MemoryStore {
     async fn circuits(
         &self,
         tenant: &TenantId,
-        agents: &[String],
+        agents: &[AgentName],
     ) -> Result<HashMap<String, Circuit>, StoreError> {
         self.run("circuits", |state| {
             Ok(agents
                 .iter()
                 .filter_map(|agent| {
                     let circuit = state.learning.circuits.get(&agent_key(tenant, agent))?;
-                    Some((agent.clone(), circuit.clone()))
+                    Some((agent.to_string(), circuit.clone()))
                 })
                 .collect())
         })
@@ -292,7 +292,7 @@ impl LearningStore for MemoryStore {
     async fn take_probe(
         &self,
         tenant: &TenantId,
-        agent: &str,
+        agent: &AgentName,
         probe: &Probe,
         opened_at_ms: i64,
         now_ms: i64,
@@ -319,7 +319,7 @@ impl StatsStore for MemoryStore {
     async fn learned_stats(
         &self,
         tenant: &TenantId,
-        agents: &[String],
+        agents: &[AgentName],
     ) -> Result<Vec<LearnedStats>, StoreError> {
         self.run("learned_stats", |state| {
             let mut records = Vec::new();
@@ -328,7 +328,7 @@ impl StatsStore for MemoryStore {
                     continue;
                 };
                 records.extend(stats.iter().map(|(task_type, stats)| LearnedStats {
-                    agent: agent.clone(),
+                    agent: agent.to_string(),
                     task_type: task_type.clone(),
                     stats: stats.clone(),
                 }));

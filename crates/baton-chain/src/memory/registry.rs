@@ -8,7 +8,7 @@ use super::{MemoryStore, State};
 use crate::store::*;
 use baton_types::agent::Agent;
 use baton_types::health::{fair_by_tenant, AgentHealth, DUE_READ_FACTOR};
-use baton_types::ids::TenantId;
+use baton_types::ids::{AgentName, TenantId};
 use baton_types::quota::{PaceState, PaceStep, QuotaOverrides};
 use baton_types::routing::CapabilityDefaults;
 
@@ -126,7 +126,7 @@ impl AgentRegistry for MemoryStore {
                 .agents
                 .entry(tenant.clone())
                 .or_default()
-                .insert(agent.name.clone(), StoredAgent::written(agent, None));
+                .insert(agent.name.to_string(), StoredAgent::written(agent, None));
             Ok(())
         })
     }
@@ -146,7 +146,7 @@ impl AgentRegistry for MemoryStore {
             let mut list = AgentList::default();
             for stored in state.registry.tenant(tenant) {
                 if let Some(guard) = stored.guard {
-                    list.guards.insert(stored.agent.name.clone(), guard);
+                    list.guards.insert(stored.agent.name.to_string(), guard);
                 }
                 list.agents.push(stored.agent.clone());
             }
@@ -175,7 +175,11 @@ impl AgentRegistry for MemoryStore {
         })
     }
 
-    async fn agent(&self, tenant: &TenantId, name: &str) -> Result<Option<Agent>, StoreError> {
+    async fn agent(
+        &self,
+        tenant: &TenantId,
+        name: &AgentName,
+    ) -> Result<Option<Agent>, StoreError> {
         self.run("agent", |state| {
             Ok(state.registry.stored(tenant, name).map(|s| s.agent.clone()))
         })
@@ -201,7 +205,7 @@ impl AgentRegistry for MemoryStore {
                 .flat_map(|(tenant, agents)| {
                     agents.values().filter_map(move |s| {
                         let at = s.health_due_ms.filter(|at| *at < now_ms)?;
-                        Some((at, tenant.clone(), s.agent.name.clone()))
+                        Some((at, tenant.clone(), s.agent.name.to_string()))
                     })
                 })
                 .collect();
@@ -232,7 +236,7 @@ impl AgentRegistry for MemoryStore {
     async fn record_health(
         &self,
         tenant: &TenantId,
-        name: &str,
+        name: &AgentName,
         health: &AgentHealth,
         next_check_ms: i64,
     ) -> Result<(), StoreError> {
@@ -241,7 +245,7 @@ impl AgentRegistry for MemoryStore {
                 .registry
                 .agents
                 .get_mut(tenant)
-                .and_then(|a| a.get_mut(name));
+                .and_then(|a| a.get_mut(name.as_str()));
             // Removed, disabled or without its check since the probe started: nothing.
             if let Some(stored) =
                 stored.filter(|s| s.agent.health_check.is_some() && s.health_due_ms.is_some())

@@ -2,7 +2,7 @@
 //! `controls`, condition for condition.
 
 use async_trait::async_trait;
-use baton_types::ids::{TaskId, TenantId, WorkflowId};
+use baton_types::ids::{AgentName, TaskId, TenantId, WorkflowId};
 use serde_json::Value;
 
 use super::{MemoryStore, State};
@@ -457,7 +457,7 @@ impl WorkflowStore for MemoryStore {
     async fn claim_task(
         &self,
         task: &TaskRef,
-        agent: &str,
+        agent: &AgentName,
         decision: Option<&RouteDecision>,
         token: &str,
         lease_until_ms: i64,
@@ -470,7 +470,7 @@ impl WorkflowStore for MemoryStore {
             if stored.of_attempt(task.attempt, TaskStatus::Queued) && stored.record.hold.is_none() {
                 let r = &mut stored.record;
                 r.status = TaskStatus::Running;
-                r.agent = Some(agent.to_string());
+                r.agent = Some(agent.clone());
                 r.started_at_ms = Some(now_ms);
                 r.claim_token = Some(token.to_string());
                 r.claims += 1;

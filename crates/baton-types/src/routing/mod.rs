@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::agent::Agent;
 use super::circuit::{Circuit, CircuitState};
 use super::health::HealthStatus;
+use super::ids::AgentName;
 use super::learning::AgentStats;
 use super::outcome::FailureKind;
 use super::resources::{AgentLoad, Resources};
@@ -30,8 +31,8 @@ pub const MAX_FALLBACKS: usize = 2;
 /// Which agent runs a task, and who stands behind it. Carried in the execute message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouteDecision {
-    pub primary: String,
-    pub fallbacks: Vec<String>,
+    pub primary: AgentName,
+    pub fallbacks: Vec<AgentName>,
     pub strategy: RoutingStrategy,
     pub confidence: f64,
     pub reasoning: String,
@@ -82,9 +83,9 @@ pub struct RouteRequest<'a> {
     /// What one call of the task holds on its agent.
     pub needs: &'a Resources,
     /// Agents to try first, in order (a retry's remaining fallbacks).
-    pub prefer: &'a [String],
+    pub prefer: &'a [AgentName],
     /// Agents that must not be chosen (deleted or disabled since an earlier decision).
-    pub avoid: &'a [String],
+    pub avoid: &'a [AgentName],
     /// The task attempt's identity: seeds its random draws and spreads ties.
     pub spread_key: &'a str,
     pub now_ms: i64,
@@ -125,11 +126,15 @@ fn availability(agent: &Agent, request: &RouteRequest<'_>, view: &RoutingView) -
     {
         return Availability::Unhealthy;
     }
-    let load = view.load.get(&agent.name).cloned().unwrap_or_default();
+    let load = view
+        .load
+        .get(agent.name.as_str())
+        .cloned()
+        .unwrap_or_default();
     if !agent.limits().fits(&load, request.needs) {
         return Availability::Full;
     }
-    let Some(circuit) = view.circuits.get(&agent.name) else {
+    let Some(circuit) = view.circuits.get(agent.name.as_str()) else {
         return Availability::Available;
     };
     let settings = agent.breaker();
@@ -206,7 +211,7 @@ pub fn route_task(
                 strategy::evidence_of(a, request, view).mean()
             })
     };
-    let is_available = |name: &String| available.iter().any(|a| &a.name == name);
+    let is_available = |name: &AgentName| available.iter().any(|a| &a.name == name);
 
     // A half-open agent gets its probe from a fresh task, or from any task when nothing else
     // can take it: a retry is not spent on a probe while another agent is available.
@@ -214,7 +219,7 @@ pub fn route_task(
         .get((fnv1a(request.spread_key) % probes.len().max(1) as u64) as usize)
         .filter(|_| request.prefer.is_empty() || available.is_empty())
     {
-        let fallbacks: Vec<String> = ranking
+        let fallbacks: Vec<AgentName> = ranking
             .agents
             .iter()
             .take(MAX_FALLBACKS)
@@ -274,7 +279,7 @@ pub fn route_task(
         });
     }
 
-    let preferred: Vec<&String> = request.prefer.iter().filter(|p| is_available(p)).collect();
+    let preferred: Vec<&AgentName> = request.prefer.iter().filter(|p| is_available(p)).collect();
     let (primary, fallbacks, why) = match preferred.split_first() {
         Some((first, rest)) => (
             (*first).clone(),
@@ -329,7 +334,7 @@ fn describe_skipped(open: usize, unhealthy: usize, full: usize) -> String {
     }
 }
 
-fn fallbacks_note(fallbacks: &[String]) -> String {
+fn fallbacks_note(fallbacks: &[AgentName]) -> String {
     if fallbacks.is_empty() {
         String::new()
     } else {
@@ -352,6 +357,10 @@ pub fn stable_shard(key: &str, shards: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn name(name: &str) -> AgentName {
+        AgentName::parse(name).unwrap()
+    }
     use crate::agent::AgentRegistration;
     use crate::health::AgentHealth;
 
@@ -365,7 +374,11 @@ mod tests {
 
     const NO_NEEDS: &Resources = &Resources::new();
 
-    fn request<'a>(prefer: &'a [String], avoid: &'a [String], key: &'a str) -> RouteRequest<'a> {
+    fn request<'a>(
+        prefer: &'a [AgentName],
+        avoid: &'a [AgentName],
+        key: &'a str,
+    ) -> RouteRequest<'a> {
         RouteRequest {
             capability: "sum",
             strategy: RoutingStrategy::Learned,
@@ -417,7 +430,7 @@ mod tests {
     #[test]
     fn no_capable_agent_is_an_error_naming_the_capability() {
         let agents = [agent("a", &["sum"], false), agent("b", &["sum"], true)];
-        let avoid = ["b".to_string()];
+        let avoid = [name("b")];
         let err =
             route_task(&request(&[], &avoid, "t"), &agents, &RoutingView::default()).unwrap_err();
         assert_eq!(err.to_string(), "no enabled agent offers capability `sum`");
@@ -438,7 +451,7 @@ mod tests {
         for key in ["t1", "t2", "t3", "t4"] {
             let d = routed(route_task(&request(&[], &[], key), &agents, &view));
             assert_eq!(d.primary, "b");
-            assert_eq!(d.fallbacks, vec!["a".to_string()]);
+            assert_eq!(d.fallbacks, vec![name("a")]);
         }
     }
 
@@ -472,15 +485,15 @@ mod tests {
             agent("c", &["sum"], true),
         ];
         let view = RoutingView::default();
-        let prefer = ["c".to_string(), "b".to_string()];
+        let prefer = [name("c"), name("b")];
         let d = routed(route_task(&request(&prefer, &[], "t"), &agents, &view));
         assert_eq!(
             (d.primary.as_str(), d.fallbacks.as_slice()),
-            ("c", &["b".to_string()][..])
+            ("c", &[name("b")][..])
         );
         assert!(d.reasoning.contains("reserve"), "{}", d.reasoning);
         // A disabled or deleted reserve agent is passed over.
-        let prefer = ["gone".to_string(), "b".to_string()];
+        let prefer = [name("gone"), name("b")];
         let d = routed(route_task(&request(&prefer, &[], "t"), &agents, &view));
         assert_eq!(d.primary, "b");
         assert!(d.fallbacks.is_empty(), "the reserve is used up: {d:?}");
@@ -547,8 +560,8 @@ mod tests {
         let d = routed(route_task(&request(&[], &[], "t"), &agents, &view));
         assert!(d.probe);
         assert_eq!(d.primary, "a");
-        assert_eq!(d.fallbacks, vec!["b".to_string()]);
-        let prefer = ["b".to_string()];
+        assert_eq!(d.fallbacks, vec![name("b")]);
+        let prefer = [name("b")];
         let d = routed(route_task(&request(&prefer, &[], "t"), &agents, &view));
         assert!(!d.probe);
         assert_eq!(d.primary, "b");
@@ -590,7 +603,7 @@ mod tests {
                 (d.primary.as_str(), d.strategy),
                 ("b", RoutingStrategy::LeastLoaded)
             );
-            assert_eq!(d.fallbacks, vec!["c".to_string(), "a".to_string()]);
+            assert_eq!(d.fallbacks, vec![name("c"), name("a")]);
         }
     }
 

@@ -151,7 +151,7 @@ pub(super) fn evidence_of(
     view: &RoutingView,
 ) -> DecayedEvidence {
     view.stats
-        .get(&agent.name)
+        .get(agent.name.as_str())
         .map(|s| s.decayed.at(request.now_ms, request.learning.half_life_ms))
         .unwrap_or_default()
 }
@@ -216,7 +216,7 @@ pub(super) fn rank<'a>(
         RoutingStrategy::LeastLoaded => {
             let n = available.len().max(1);
             let offset = (fnv1a(request.spread_key) % n as u64) as usize;
-            let in_flight = |a: &Agent| view.load.get(&a.name).map_or(0, |l| l.in_flight);
+            let in_flight = |a: &Agent| view.load.get(a.name.as_str()).map_or(0, |l| l.in_flight);
             let mut agents: Vec<(usize, &Agent)> = available
                 .iter()
                 .enumerate()
