@@ -450,7 +450,11 @@ async fn slots_are_limited_idempotent_given_back_and_expire_with_their_lease() {
         .await
         .unwrap();
     let loads = store
-        .loads(&"acme".parse().unwrap(), std::slice::from_ref(&box_agent), later)
+        .loads(
+            &"acme".parse().unwrap(),
+            std::slice::from_ref(&box_agent),
+            later,
+        )
         .await
         .unwrap();
     assert_eq!(loads["box"].in_flight, 1);
