@@ -13,11 +13,15 @@
 //!    `X-Tenant-Id`, 400, 401 and 503 from [`TenantScoped`];
 //! 2. add it to the `routes!` table in the crate root, which serves it and documents it;
 //! 3. give each new body type `#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]`;
-//! 4. regenerate the file:
+//! 4. if it creates something other operations name by id, list them in [`LINKS`];
+//! 5. regenerate the file:
 //!    `cargo run -q -p baton-orchestrate --features openapi --example openapi > docs/openapi.json`.
 
 #![allow(dead_code)] // The error responses exist for their attributes.
 
+use std::collections::HashMap;
+
+use utoipa::openapi::link::Link;
 use utoipa::openapi::path::{Operation, Parameter, ParameterIn};
 use utoipa::openapi::schema::{SchemaType, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -29,9 +33,31 @@ use crate::bodies::ErrorBody;
 /// The document, as committed in docs/openapi.json: compact, with a final newline, since the
 /// binary carries it (64 KB; pretty it would be twice that). `jq . docs/openapi.json` reads it.
 pub fn document() -> String {
-    let mut json = spec().to_json().expect("the document serializes");
+    let mut document = serde_json::to_value(spec()).expect("the document serializes");
+    spell_links(&mut document);
+    let mut json = document.to_string();
     json.push('\n');
     json
+}
+
+/// utoipa 5.5 writes a link's target as `operation_id`; OpenAPI spells it `operationId`.
+fn spell_links(document: &mut serde_json::Value) {
+    let links = document["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| operation.get_mut("responses")?.as_object_mut())
+        .flat_map(|responses| responses.values_mut())
+        .filter_map(|response| response.get_mut("links")?.as_object_mut())
+        .flat_map(|links| links.values_mut())
+        .filter_map(|link| link.as_object_mut());
+    for link in links {
+        if let Some(target) = link.shift_remove("operation_id") {
+            link.shift_insert(0, "operationId".into(), target);
+        }
+    }
 }
 
 /// The document: the service's description and shared parts, the operations of the route
@@ -41,6 +67,7 @@ fn spec() -> utoipa::openapi::OpenApi {
     doc.merge(crate::Operations::openapi());
     TenantScoped.modify(&mut doc);
     AgentReplacement.modify(&mut doc);
+    Links.modify(&mut doc);
     doc
 }
 
@@ -156,34 +183,25 @@ impl Modify for TenantScoped {
                     .max_length(Some(64)),
             ))
             .build();
-        for item in openapi.paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for operation in operations.into_iter().flatten() {
-                for parameter in operation.parameters.iter_mut().flatten() {
-                    not_null(parameter);
-                    if parameter.name == "If-Match" {
-                        set_pattern(parameter, IF_MATCH_PATTERN);
-                    }
+        for operation in operations(openapi) {
+            for parameter in operation.parameters.iter_mut().flatten() {
+                not_null(parameter);
+                if parameter.name == "If-Match" {
+                    set_pattern(parameter, IF_MATCH_PATTERN);
                 }
-                if operation.security.is_some() {
-                    // `security(())`: open to anyone, which OpenAPI writes as no requirement.
-                    operation.security = Some(Vec::new());
-                    continue;
-                }
-                operation
-                    .parameters
-                    .get_or_insert_with(Vec::new)
-                    .insert(0, tenant.clone());
-                add_error(operation, "400", "BadRequest");
-                add_error(operation, "401", "Unauthorized");
-                add_error(operation, "503", "Unavailable");
             }
+            if operation.security.is_some() {
+                // `security(())`: open to anyone, which OpenAPI writes as no requirement.
+                operation.security = Some(Vec::new());
+                continue;
+            }
+            operation
+                .parameters
+                .get_or_insert_with(Vec::new)
+                .insert(0, tenant.clone());
+            add_error(operation, "400", "BadRequest");
+            add_error(operation, "401", "Unauthorized");
+            add_error(operation, "503", "Unavailable");
         }
     }
 }
@@ -247,6 +265,151 @@ impl Modify for AgentReplacement {
     }
 }
 
+/// From an answer that creates something to the operations that take its id: the creating
+/// operation and its status, the id's parameters and where the answer's body holds them, and
+/// the operations they lead to. Generated clients and stateful testers follow these.
+const LINKS: &[Created] = &[
+    Created {
+        by: "register_agent",
+        status: "201",
+        ids: &[("name", "$response.body#/name")],
+        leads_to: &[
+            "get_agent",
+            "replace_agent",
+            "patch_agent",
+            "disable_agent",
+            "enable_agent",
+            "delete_agent",
+        ],
+    },
+    Created {
+        by: "submit_workflow",
+        status: "202",
+        // A submission has at least one task; the first's id reaches its task view.
+        ids: &[
+            ("id", "$response.body#/workflow_id"),
+            ("task", "$request.body#/tasks/0/id"),
+        ],
+        leads_to: &[
+            "get_workflow",
+            "workflow_plan",
+            "workflow_graph",
+            "workflow_history",
+            "workflow_task",
+            "pause_workflow",
+            "resume_workflow",
+            "retry_workflow",
+            "cancel_workflow",
+        ],
+    },
+    Created {
+        by: "open_session",
+        status: "201",
+        ids: &[("id", "$response.body#/session_id")],
+        leads_to: &[
+            "get_session",
+            "send_message",
+            "resume_session",
+            "end_session",
+        ],
+    },
+    Created {
+        by: "send_message",
+        status: "202",
+        ids: &[
+            ("id", "$response.body#/session_id"),
+            ("turn", "$response.body#/turn"),
+        ],
+        leads_to: &["get_turn", "get_session"],
+    },
+    Created {
+        by: "orchestrate",
+        status: "202",
+        ids: &[
+            ("id", "$response.body#/session_id"),
+            ("turn", "$response.body#/turn"),
+        ],
+        leads_to: &["get_turn", "get_session"],
+    },
+    Created {
+        by: "put_secret",
+        status: "201",
+        ids: &[("name", "$response.body#/name")],
+        leads_to: &["get_secret", "delete_secret"],
+    },
+];
+
+/// One creating answer and where its ids lead.
+struct Created {
+    by: &'static str,
+    status: &'static str,
+    ids: &'static [(&'static str, &'static str)],
+    leads_to: &'static [&'static str],
+}
+
+struct Links;
+
+impl Modify for Links {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        // Each operation's path parameters: a link passes a target only those it takes.
+        let path_parameters: HashMap<String, Vec<String>> = operations(openapi)
+            .filter_map(|operation| {
+                let names = operation
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .filter(|p| p.parameter_in == ParameterIn::Path)
+                    .map(|p| p.name.clone())
+                    .collect();
+                Some((operation.operation_id.clone()?, names))
+            })
+            .collect();
+        for created in LINKS {
+            let (by, status) = (created.by, created.status);
+            let Some(response) = operations(openapi)
+                .find(|operation| operation.operation_id.as_deref() == Some(by))
+                .and_then(|operation| operation.responses.responses.get_mut(status))
+            else {
+                panic!("LINKS names `{by}` {status}, which the document does not have");
+            };
+            let RefOr::T(response) = response else {
+                panic!("`{by}` {status} is a shared response; links belong to its own");
+            };
+            for target in created.leads_to {
+                let Some(takes) = path_parameters.get(*target) else {
+                    panic!("LINKS leads to `{target}`, which the document does not have");
+                };
+                let link = created
+                    .ids
+                    .iter()
+                    .filter(|(name, _)| takes.iter().any(|p| p == name))
+                    .fold(
+                        Link::builder().operation_id(*target),
+                        |link, (name, expression)| link.parameter(*name, *expression),
+                    );
+                response
+                    .links
+                    .insert(target.to_string(), RefOr::T(link.build()));
+            }
+        }
+    }
+}
+
+/// Every operation of the document.
+fn operations(openapi: &mut utoipa::openapi::OpenApi) -> impl Iterator<Item = &mut Operation> {
+    openapi.paths.paths.values_mut().flat_map(|item| {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+    })
+}
+
 /// Agent and tenant names, and session ids (at most 36 of them).
 const NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_.-]*$";
 
@@ -285,6 +448,55 @@ mod tests {
                 around(&generated),
             );
         }
+    }
+
+    /// A link gives its target every path parameter the target takes, so a client can follow
+    /// it without knowing anything else.
+    #[test]
+    fn every_link_fills_its_targets_path() {
+        let doc: serde_json::Value = serde_json::from_str(&document()).unwrap();
+        let operations: Vec<&serde_json::Value> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .collect();
+        let path_of = |id: &str| {
+            let operation = operations
+                .iter()
+                .find(|o| o["operationId"] == id)
+                .unwrap_or_else(|| panic!("no operation `{id}`"));
+            let parameters = operation["parameters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            parameters
+                .iter()
+                .filter(|p| p["in"] == "path")
+                .map(|p| p["name"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        let mut links = 0;
+        for operation in &operations {
+            for response in operation["responses"].as_object().unwrap().values() {
+                for link in response["links"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|l| l.values())
+                {
+                    let target = link["operationId"]
+                        .as_str()
+                        .expect("links name an operation");
+                    let given = link["parameters"].as_object().unwrap();
+                    for name in path_of(target) {
+                        assert!(given.contains_key(&name), "{target} needs `{name}`: {link}");
+                    }
+                    assert_eq!(given.len(), path_of(target).len(), "{target}: {link}");
+                    links += 1;
+                }
+            }
+        }
+        assert!(links >= LINKS.len(), "{links} links");
     }
 
     /// The route table and the document list the same operations: one cannot be served and
