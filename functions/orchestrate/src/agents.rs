@@ -101,7 +101,7 @@ where
 
 /// One agent.
 #[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/agents/{name}", tag = "agents",
-    params(("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)),
+    params(crate::paths::NamePath),
     responses(
         (status = 200, body = crate::bodies::AgentView, headers(("ETag" = String))),
         (status = 404, response = crate::openapi::NotFound),
@@ -517,7 +517,7 @@ fn registration_for(name: &str, mut body: Value) -> Result<AgentRegistration, Ap
 /// Replaces an agent's registration (`If-Match` required), or registers it (no `If-Match`).
 #[cfg_attr(feature = "openapi", utoipa::path(put, path = "/v1/agents/{name}", tag = "agents",
     params(
-        ("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64),
+        crate::paths::NamePath,
         ("If-Match" = Option<String>, Header, description = "The `ETag` read: `\"3\"`, `W/\"3\"`, a list, or `*`"),
     ),
     request_body(content = ref("#/components/schemas/AgentReplacement")),
@@ -571,7 +571,7 @@ where
 /// field back to its default.
 #[cfg_attr(feature = "openapi", utoipa::path(patch, path = "/v1/agents/{name}", tag = "agents",
     params(
-        ("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64),
+        crate::paths::NamePath,
         ("If-Match" = String, Header, description = "The `ETag` read: `\"3\"`, `W/\"3\"`, a list, or `*`"),
     ),
     request_body(content(
@@ -638,7 +638,7 @@ where
 /// Removes an agent no enabled agent needs.
 #[cfg_attr(feature = "openapi", utoipa::path(delete, path = "/v1/agents/{name}", tag = "agents",
     params(
-        ("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64),
+        crate::paths::NamePath,
         ("If-Match" = Option<String>, Header, description = "The `ETag` read (optional)"),
     ),
     responses(
@@ -669,7 +669,7 @@ where
 #[cfg_attr(feature = "openapi", utoipa::path(post, path = "/v1/agents/{name}/enable",
     tag = "agents",
     params(
-        ("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64),
+        crate::paths::NamePath,
         ("If-Match" = Option<String>, Header, description = "The `ETag` read (optional)"),
     ),
     responses(
@@ -692,7 +692,7 @@ where
 #[cfg_attr(feature = "openapi", utoipa::path(post, path = "/v1/agents/{name}/disable",
     tag = "agents",
     params(
-        ("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64),
+        crate::paths::NamePath,
         ("If-Match" = Option<String>, Header, description = "The `ETag` read (optional)"),
     ),
     responses(

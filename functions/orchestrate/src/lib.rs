@@ -16,6 +16,8 @@ pub mod error;
 pub mod identity;
 #[cfg(feature = "openapi")]
 pub mod openapi;
+#[cfg(feature = "openapi")]
+pub mod paths;
 pub mod routes;
 pub mod secrets;
 pub mod service;

@@ -10,10 +10,10 @@
 //!    success names the type it answers with (`body = ...`), and each error the operation
 //!    itself can give is one of the shared responses here (`response = crate::openapi::
 //!    NotFound`…). Every operation is tenant-scoped unless it says `security(())`: those get
-//!    `X-Tenant-Id`, 400, 401 and 503 from [`TenantScoped`];
+//!    `X-Tenant-Id`, 400, 401 and 503 from `TenantScoped`;
 //! 2. add it to the `routes!` table in the crate root, which serves it and documents it;
 //! 3. give each new body type `#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]`;
-//! 4. if it creates something other operations name by id, list them in [`LINKS`];
+//! 4. if it creates something other operations name by id, list them in `LINKS`;
 //! 5. regenerate the file:
 //!    `cargo run -q -p baton-orchestrate --features openapi --example openapi > docs/openapi.json`.
 

@@ -170,7 +170,7 @@ pub async fn list_secrets<S, Q>(
 
 /// One secret's name, reference and dates; never its value.
 #[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/secrets/{name}", tag = "tenancy",
-    params(("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)),
+    params(crate::paths::NamePath),
     responses(
         (status = 200, body = SecretView),
         (status = 404, response = crate::openapi::NotFound),
@@ -198,7 +198,7 @@ pub async fn get_secret<S, Q>(
 /// Stores a value as the tenant's secret `name` (an agent's `api_key` then names its
 /// `reference`). The value is write-only: no answer, log or item ever holds it.
 #[cfg_attr(feature = "openapi", utoipa::path(put, path = "/v1/secrets/{name}", tag = "tenancy",
-    params(("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)),
+    params(crate::paths::NamePath),
     request_body(content = SecretInput, example = json!({ "value": "sk-..." })),
     responses(
         (status = 200, description = "Its value replaced", body = SecretView),
@@ -282,7 +282,7 @@ pub async fn put_secret<S: TenantCounters, Q>(
 // An agent whose key went away would fail every call, so the agents that name it are listed
 // instead (409, as the registry's guard).
 #[cfg_attr(feature = "openapi", utoipa::path(delete, path = "/v1/secrets/{name}", tag = "tenancy",
-    params(("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)),
+    params(crate::paths::NamePath),
     responses(
         (status = 200, body = SecretDeleted),
         (status = 404, response = crate::openapi::NotFound),

@@ -45,7 +45,7 @@ pub async fn open_session<S: ApiStore, Q>(
 /// A session, unless it ended or idled out.
 #[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/sessions/{id}",
     tag = "conversations",
-    params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36)),
+    params(crate::paths::IdPath),
     responses(
         (status = 200, body = crate::bodies::SessionView),
         (status = 404, response = crate::openapi::NotFound),
@@ -69,7 +69,7 @@ pub async fn get_session<S: ApiStore, Q>(
 /// Ends a session and removes everything it holds.
 #[cfg_attr(feature = "openapi", utoipa::path(delete, path = "/v1/sessions/{id}",
     tag = "conversations",
-    params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36)),
+    params(crate::paths::IdPath),
     responses(
         (status = 200, body = SessionEnded),
         (status = 404, response = crate::openapi::NotFound),
@@ -97,7 +97,7 @@ pub async fn end_session<S: ApiStore, Q>(
 /// Sends a message: a turn, answered within `wait` seconds (200) or still running (202).
 #[cfg_attr(feature = "openapi", utoipa::path(post, path = "/v1/sessions/{id}/messages",
     tag = "conversations",
-    params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36)),
+    params(crate::paths::IdPath),
     request_body = TurnInput,
     responses(
         (status = 200, description = "The turn ended, or the session is paused for a human",
@@ -128,8 +128,7 @@ pub async fn send_message<S: ApiStore, Q: TaskQueue>(
 #[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/sessions/{id}/turns/{turn}",
     tag = "conversations",
     params(
-        ("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36),
-        ("turn" = u32, Path, minimum = 1),
+        crate::paths::TurnPath,
     ),
     responses(
         (status = 200, body = crate::bodies::TurnView),
@@ -153,7 +152,7 @@ pub async fn get_turn<S: ApiStore, Q>(
 /// Resumes a session paused for a human, with the human's reply if any.
 #[cfg_attr(feature = "openapi", utoipa::path(post, path = "/v1/sessions/{id}/resume",
     tag = "conversations",
-    params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36)),
+    params(crate::paths::IdPath),
     request_body = Option<conversation::ResumeInput>,
     responses(
         (status = 200, body = crate::bodies::SessionResumed),

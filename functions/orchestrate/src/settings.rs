@@ -45,7 +45,7 @@ fn capability<'a>(call: &Call<'a>) -> Result<&'a str, ApiError> {
 /// A capability's routing defaults (the built-in ones if none were set).
 #[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/capabilities/{name}",
     tag = "settings",
-    params(("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length = 64)),
+    params(crate::paths::CapabilityPath),
     responses((status = 200, body = crate::bodies::CapabilityView))))]
 pub async fn get_capability<S: ConfigStore, Q>(
     api: &Api<S, Q>,
@@ -61,7 +61,7 @@ pub async fn get_capability<S: ConfigStore, Q>(
 /// Sets a capability's routing defaults.
 #[cfg_attr(feature = "openapi", utoipa::path(put, path = "/v1/capabilities/{name}",
     tag = "settings",
-    params(("name" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length = 64)),
+    params(crate::paths::CapabilityPath),
     request_body = CapabilityDefaultsInput,
     responses(
         (status = 200, body = crate::bodies::CapabilityView),

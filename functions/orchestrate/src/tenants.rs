@@ -49,7 +49,7 @@ where
 /// A tenant's quotas (the operator's scope only).
 #[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/tenants/{id}/quotas",
     tag = "tenancy",
-    params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)),
+    params(crate::paths::TenantPath),
     responses(
         (status = 200, body = QuotaView),
         (status = 403, response = crate::openapi::Forbidden),
@@ -69,7 +69,7 @@ where
 /// field left out keeps the default.
 #[cfg_attr(feature = "openapi", utoipa::path(put, path = "/v1/tenants/{id}/quotas",
     tag = "tenancy",
-    params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)),
+    params(crate::paths::TenantPath),
     request_body(content = QuotaOverrides,
         example = json!({ "tasks_per_second": 20, "running_workflows": 50 })),
     responses(

@@ -276,7 +276,7 @@ fn workflow_id(call: &Call<'_>) -> Result<WorkflowId, ApiError> {
 
 /// A workflow and all its tasks (outputs over 8 KiB left out: see `output_truncated`).
 #[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/workflows/{id}", tag = "workflows",
-    params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36)),
+    params(crate::paths::IdPath),
     responses(
         (status = 200, body = WorkflowDetail),
         (status = 404, response = crate::openapi::NotFound),
@@ -293,7 +293,7 @@ pub async fn get_workflow<S: ApiStore, Q>(
 /// The workflow's plan, from what is learned now.
 #[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/workflows/{id}/plan",
     tag = "workflows",
-    params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36)),
+    params(crate::paths::IdPath),
     responses(
         (status = 200, body = WorkflowPlan),
         (status = 404, response = crate::openapi::NotFound),
@@ -463,8 +463,7 @@ fn attempt(a: &AttemptRecord) -> AttemptView {
 #[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/workflows/{id}/tasks/{task}",
     tag = "workflows",
     params(
-        ("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36),
-        ("task" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64),
+        crate::paths::TaskPath,
     ),
     responses(
         (status = 200, body = TaskView),
@@ -496,7 +495,7 @@ pub async fn workflow_task<S: ApiStore, Q>(
 /// Every transition of the workflow, oldest first, derived from what is stored.
 #[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/workflows/{id}/history",
     tag = "workflows",
-    params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36)),
+    params(crate::paths::IdPath),
     responses(
         (status = 200, body = WorkflowHistory),
         (status = 404, response = crate::openapi::NotFound),
@@ -539,7 +538,7 @@ pub async fn workflow_history<S: ApiStore, Q>(
 #[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/workflows/{id}/graph",
     tag = "workflows",
     params(
-        ("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36),
+        crate::paths::IdPath,
         ("format" = inline(Option<GraphFormatName>), Query, description = "`mermaid` (the default) or `dot`"),
     ),
     responses(
@@ -705,7 +704,7 @@ fn decode_cursor(token: &str) -> Option<String> {
 #[cfg_attr(feature = "openapi", utoipa::path(post, path = "/v1/workflows/{id}/cancel",
     tag = "workflows",
     params(
-        ("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36),
+        crate::paths::IdPath,
         ("force" = Option<bool>, Query, description = "Also stop waiting on running tasks"),
     ),
     responses(
@@ -723,7 +722,7 @@ pub async fn cancel_workflow<S: ApiStore, Q: TaskQueue>(
 /// Pauses the workflow: nothing new starts; running tasks finish and keep their results.
 #[cfg_attr(feature = "openapi", utoipa::path(post, path = "/v1/workflows/{id}/pause",
     tag = "workflows",
-    params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36)),
+    params(crate::paths::IdPath),
     responses(
         (status = 200, body = ControlAnswer),
         (status = 404, response = crate::openapi::NotFound),
@@ -739,7 +738,7 @@ pub async fn pause_workflow<S: ApiStore, Q: TaskQueue>(
 /// Resumes a paused workflow: what became ready meanwhile starts now.
 #[cfg_attr(feature = "openapi", utoipa::path(post, path = "/v1/workflows/{id}/resume",
     tag = "workflows",
-    params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36)),
+    params(crate::paths::IdPath),
     responses(
         (status = 200, body = ControlAnswer),
         (status = 404, response = crate::openapi::NotFound),
@@ -756,7 +755,7 @@ pub async fn resume_workflow<S: ApiStore, Q: TaskQueue>(
 /// again as new attempts; succeeded ones keep their outputs.
 #[cfg_attr(feature = "openapi", utoipa::path(post, path = "/v1/workflows/{id}/retry",
     tag = "workflows",
-    params(("id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36)),
+    params(crate::paths::IdPath),
     responses(
         (status = 200, body = ControlAnswer),
         (status = 404, response = crate::openapi::NotFound),

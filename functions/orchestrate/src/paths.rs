@@ -1,0 +1,59 @@
+//! The path parameters of the document, declared once (each handler parses its own at entry,
+//! with the same rules: [`baton_types::ids`]).
+
+// The fields exist for their attributes.
+#![allow(dead_code)]
+
+use utoipa::IntoParams;
+
+/// A workflow's or a session's id.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct IdPath {
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36)]
+    id: String,
+}
+
+/// An agent's or a secret's name.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct NamePath {
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)]
+    name: String,
+}
+
+/// A capability, which may hold `:`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct CapabilityPath {
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length = 64)]
+    name: String,
+}
+
+/// A tenant's id.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TenantPath {
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)]
+    id: String,
+}
+
+/// A task of a workflow.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TaskPath {
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36)]
+    id: String,
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)]
+    task: String,
+}
+
+/// A turn of a session.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TurnPath {
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 36)]
+    id: String,
+    #[param(minimum = 1)]
+    turn: u32,
+}
