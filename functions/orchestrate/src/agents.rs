@@ -639,7 +639,7 @@ where
 #[cfg_attr(feature = "openapi", utoipa::path(delete, path = "/v1/agents/{name}", tag = "agents",
     params(
         crate::paths::NamePath,
-        ("If-Match" = Option<String>, Header, description = "The `ETag` read (optional)"),
+        crate::paths::OptionalIfMatch,
     ),
     responses(
         (status = 200, body = AgentDeleted),
@@ -670,7 +670,7 @@ where
     tag = "agents",
     params(
         crate::paths::NamePath,
-        ("If-Match" = Option<String>, Header, description = "The `ETag` read (optional)"),
+        crate::paths::OptionalIfMatch,
     ),
     responses(
         (status = 200, body = crate::bodies::AgentView, headers(("ETag" = String))),
@@ -693,7 +693,7 @@ where
     tag = "agents",
     params(
         crate::paths::NamePath,
-        ("If-Match" = Option<String>, Header, description = "The `ETag` read (optional)"),
+        crate::paths::OptionalIfMatch,
     ),
     responses(
         (status = 200, body = crate::bodies::AgentView, headers(("ETag" = String))),

@@ -1,5 +1,5 @@
-//! The path parameters of the document, declared once (each handler parses its own at entry,
-//! with the same rules: [`baton_types::ids`]).
+//! The parameters operations share in the document, declared once; each handler parses its
+//! own where it starts, by the same rules ([`baton_types::ids`]).
 
 // The fields exist for their attributes.
 #![allow(dead_code)]
@@ -56,4 +56,13 @@ pub struct TurnPath {
     id: String,
     #[param(minimum = 1)]
     turn: u32,
+}
+
+/// The version a change to an agent was decided on, when the caller names one.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct OptionalIfMatch {
+    /// The `ETag` read (optional)
+    #[param(rename = "If-Match")]
+    if_match: Option<String>,
 }
