@@ -891,7 +891,7 @@ pub fn server_timing(timing: &TurnTiming, total_ms: u64) -> String {
     parts.join(", ")
 }
 
-/// Seed 001's `OrchestratorQuery`, the body of `POST /orchestrate`.
+/// The body of `POST /orchestrate`, the compatibility endpoint: one message of a conversation.
 #[derive(Debug, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]

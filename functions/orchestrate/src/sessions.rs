@@ -168,7 +168,7 @@ pub async fn resume_session<S: ApiStore, Q>(
     conversation::resume(api, &tenant, call.param("id"), call.request).await
 }
 
-/// Seed 001's `OrchestratorQuery`: a turn of the conversation `conversation_id`, opened if new.
+/// The compatibility endpoint: a turn of the conversation `conversation_id`, opened if new.
 #[cfg_attr(feature = "openapi", utoipa::path(post, path = "/orchestrate", tag = "conversations",
     request_body = OrchestratorQuery,
     responses(
