@@ -32,12 +32,7 @@ async fn deps_with_workflow() -> Deps {
 }
 
 async fn claim_a(deps: &Deps, lease_until_ms: i64) {
-    let a = deps
-        .store
-        .task(&tenant(), &id("w"), &id("a"))
-        .await
-        .unwrap()
-        .unwrap();
+    let a = deps.store.stored_task("w", "a").await;
     let claim = deps
         .store
         .claim_task(
@@ -65,12 +60,7 @@ async fn an_attempt_whose_handler_died_goes_back_to_routing_as_the_same_attempt(
             ..SweepReport::default()
         }
     );
-    let a = deps
-        .store
-        .task(&tenant(), &id("w"), &id("a"))
-        .await
-        .unwrap()
-        .unwrap();
+    let a = deps.store.stored_task("w", "a").await;
     assert_eq!(
         (a.status, a.attempt, a.lease_expirations),
         (TaskStatus::Queued, 1, 1)
@@ -97,12 +87,7 @@ async fn a_task_whose_handlers_keep_dying_fails_lease_expired() {
         now += 2;
         sweep(&deps, now).await;
     }
-    let view = deps
-        .store
-        .workflow(&tenant(), &id("w"))
-        .await
-        .unwrap()
-        .unwrap();
+    let view = deps.store.stored_view("w").await;
     let a = &view.tasks[0];
     assert_eq!(a.status, TaskStatus::Failed);
     assert_eq!(
@@ -124,12 +109,7 @@ async fn a_queued_task_nobody_took_is_sent_again_even_when_a_requeue_response_wa
         "the send never happened"
     );
     // The lease the lost write set runs out in turn: the next sweep after it sends the task.
-    let a = deps
-        .store
-        .task(&tenant(), &id("w"), &id("a"))
-        .await
-        .unwrap()
-        .unwrap();
+    let a = deps.store.stored_task("w", "a").await;
     let report = sweep(&deps, a.lease_until_ms.unwrap() + 1).await;
     assert_eq!(report.redispatched, 1);
     let sent = deps.queue.drain_route();
@@ -158,12 +138,7 @@ async fn the_repair_runs_a_follow_up_that_was_cut_short() {
     let later = START + 400_000;
     let report = sweep(&deps, later).await;
     assert_eq!((report.workflows_checked, report.repaired), (1, 1));
-    let view = deps
-        .store
-        .workflow(&tenant(), &id("w"))
-        .await
-        .unwrap()
-        .unwrap();
+    let view = deps.store.stored_view("w").await;
     assert_eq!(view.workflow.tasks_done, ["a"]);
     assert_eq!(view.tasks[1].status, TaskStatus::Queued);
     let sent: Vec<_> = deps
@@ -189,12 +164,7 @@ async fn a_workflow_past_its_deadline_fails_with_its_unfinished_tasks_cancelled(
     deps.store.create_workflow(&late).await.unwrap();
     let report = sweep(&deps, START + 40_000).await;
     assert_eq!(report.deadlines, 1);
-    let view = deps
-        .store
-        .workflow(&tenant(), &id("late"))
-        .await
-        .unwrap()
-        .unwrap();
+    let view = deps.store.stored_view("late").await;
     assert!(view.tasks.iter().all(|t| t.status == TaskStatus::Cancelled));
     let w = view.workflow;
     assert_eq!(w.status, WorkflowStatus::Failed);

@@ -7,7 +7,7 @@ use baton_chain::memory::fixtures::{
     ScriptedInvoker, AGENT,
 };
 use baton_chain::memory::{Fault, MemoryQueue, MemoryStore};
-use baton_chain::store::{WorkflowControls, WorkflowStore};
+use baton_chain::store::WorkflowControls;
 use baton_execute_agent::{handle_batch, ExecuteDeps};
 use baton_types::clock::now_ms;
 use baton_types::control::Hold;
@@ -40,12 +40,7 @@ async fn deliver(deps: &Deps, message: &ExecuteMessage) -> SqsBatchResponse {
 }
 
 async fn status(deps: &Deps, task: &str) -> (TaskStatus, u32) {
-    let t = deps
-        .store
-        .task(&tenant(), &id("w"), &id(task))
-        .await
-        .unwrap()
-        .unwrap();
+    let t = deps.store.stored_task("w", task).await;
     (t.status, t.attempt)
 }
 
@@ -55,12 +50,7 @@ async fn a_claimed_attempt_calls_its_agent_and_ends_the_task() {
     let response = deliver(&deps, &execute_message(task_ref("w", "a", 1))).await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(deps.invoker.calls().len(), 1);
-    let a = deps
-        .store
-        .task(&tenant(), &id("w"), &id("a"))
-        .await
-        .unwrap()
-        .unwrap();
+    let a = deps.store.stored_task("w", "a").await;
     assert_eq!(
         (a.status, a.output),
         (TaskStatus::Succeeded, Some(json!({"answer": 1})))
@@ -91,12 +81,7 @@ async fn a_redelivered_message_calls_the_agent_once() {
     let response = deliver(&deps, &message).await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(deps.invoker.calls().len(), 1);
-    let view = deps
-        .store
-        .workflow(&tenant(), &id("w"))
-        .await
-        .unwrap()
-        .unwrap();
+    let view = deps.store.stored_view("w").await;
     assert_eq!(view.tasks[0].attempts.len(), 1);
     assert_eq!(view.workflow.tasks_done, ["a"]);
 }

@@ -99,12 +99,7 @@ async fn a_task_no_agent_can_take_fails_and_its_dependents_are_skipped() {
         .unwrap();
     let response = deliver(&deps, &[route_message(task_ref("w", "a", 1))]).await;
     assert!(response.batch_item_failures.is_empty());
-    let view = deps
-        .store
-        .workflow(&tenant(), &id("w"))
-        .await
-        .unwrap()
-        .unwrap();
+    let view = deps.store.stored_view("w").await;
     let a = &view.tasks[0];
     assert_eq!(a.status, TaskStatus::Failed);
     assert_eq!(
@@ -136,12 +131,7 @@ async fn an_end_whose_response_was_lost_is_safe_to_deliver_again() {
     );
     let response = deliver(&deps, &[message]).await;
     assert!(response.batch_item_failures.is_empty());
-    let view = deps
-        .store
-        .workflow(&tenant(), &id("w"))
-        .await
-        .unwrap()
-        .unwrap();
+    let view = deps.store.stored_view("w").await;
     assert_eq!(view.tasks[0].attempts.len(), 1, "the attempt ended once");
     assert_eq!(view.workflow.tasks_done, ["a", "b"]);
     assert_eq!(view.workflow.status, WorkflowStatus::Failed);
@@ -168,12 +158,7 @@ async fn a_full_agent_makes_the_task_wait_without_spending_an_attempt() {
     let sent = deps.queue.drain();
     assert!(sent.execute.is_empty());
     assert_eq!((sent.route.len(), sent.route[0].0.waits), (1, 1));
-    let a = deps
-        .store
-        .task(&tenant(), &id("w"), &id("a"))
-        .await
-        .unwrap()
-        .unwrap();
+    let a = deps.store.stored_task("w", "a").await;
     assert_eq!(
         (a.status, a.attempt, a.attempts.len()),
         (TaskStatus::Queued, 1, 0)

@@ -243,6 +243,26 @@ pub fn agent_name() -> AgentName {
     AgentName::parse(AGENT).expect("a valid agent name")
 }
 
+impl super::MemoryStore {
+    /// The fixture tenant's task, which must exist.
+    pub async fn stored_task(&self, workflow_id: &str, task_id: &str) -> TaskRecord {
+        use crate::store::WorkflowStore;
+        self.task(&tenant(), &id(workflow_id), &id(task_id))
+            .await
+            .expect("the memory store answers")
+            .expect("the task exists")
+    }
+
+    /// The fixture tenant's workflow, which must exist.
+    pub async fn stored_view(&self, workflow_id: &str) -> WorkflowView {
+        use crate::store::WorkflowStore;
+        self.workflow(&tenant(), &id(workflow_id))
+            .await
+            .expect("the memory store answers")
+            .expect("the workflow exists")
+    }
+}
+
 impl Harness {
     /// A harness holding the fixture workflow `id` of `tasks`, created at `now_ms`.
     pub async fn with_workflow(id: &str, tasks: &[(&str, &[&str])], now_ms: i64) -> Self {
@@ -261,21 +281,11 @@ impl Harness {
     }
 
     pub async fn task(&self, workflow_id: &str, task_id: &str) -> TaskRecord {
-        use crate::store::WorkflowStore;
-        self.store
-            .task(&tenant(), &id(workflow_id), &id(task_id))
-            .await
-            .expect("the memory store answers")
-            .expect("the task exists")
+        self.store.stored_task(workflow_id, task_id).await
     }
 
     pub async fn view(&self, workflow_id: &str) -> WorkflowView {
-        use crate::store::WorkflowStore;
-        self.store
-            .workflow(&tenant(), &id(workflow_id))
-            .await
-            .expect("the memory store answers")
-            .expect("the workflow exists")
+        self.store.stored_view(workflow_id).await
     }
 
     /// Claims the task's current attempt on [`AGENT`] under `token`.
