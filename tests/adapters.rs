@@ -463,6 +463,7 @@ async fn outcomes_are_learned_once_even_when_recorded_concurrently() {
         finished_at_ms: now_ms(),
         counts_for_circuit: true,
         breaker: None,
+        details: Default::default(),
     };
     assert_eq!(
         store

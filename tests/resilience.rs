@@ -178,6 +178,7 @@ async fn seed_history(stack: &LocalStack, agent: &str, success: bool) {
             finished_at_ms: now_ms(),
             counts_for_circuit: success,
             breaker: None,
+            details: Default::default(),
         })
         .collect();
     stack

@@ -30,6 +30,7 @@ use baton_types::records::{
 };
 use baton_types::registry::UnreadableAgent;
 use baton_types::resources::{AgentLoad, Limits, Resources};
+use baton_types::results::{PastResult, ResultQuery};
 use baton_types::retry::RetryPolicySpec;
 use baton_types::routing::{CapabilityDefaults, RouteDecision, RoutingView};
 use baton_types::session::Session;
@@ -1014,6 +1015,14 @@ pub trait LearningStore: Send + Sync {
         half_life_ms: i64,
         expires_at_s: i64,
     ) -> Result<Vec<bool>, StoreError>;
+    /// The agent's remembered results that `query` asks for, newest first (see
+    /// [`baton_types::results`]).
+    async fn past_results(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentName,
+        query: &ResultQuery,
+    ) -> Result<Vec<PastResult>, StoreError>;
     /// Stats of the given agents on one task type, keyed by agent name (absent: no history).
     async fn agent_stats(
         &self,

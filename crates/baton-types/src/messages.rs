@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::circuit::BreakerSettings;
 use crate::ids::{AgentName, TaskId, TenantId, WorkflowId};
 use crate::outcome::{FailureKind, TokenUsage};
+use crate::results::{CallDetails, PastResult};
 use crate::routing::RouteDecision;
 use crate::task::{TaskProfile, TaskStatus};
 
@@ -75,6 +76,10 @@ pub struct RouteMessage {
     /// each time, without spending an attempt.
     #[serde(default, skip_serializing_if = "is_first_send")]
     pub waits: u32,
+    /// When the attempt became ready, kept while it waits for room: what its queue wait is
+    /// counted from. Set by route on the attempt's first pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_at_ms: Option<i64>,
 }
 
 fn is_first_send(dispatch: &u32) -> bool {
@@ -102,6 +107,7 @@ impl RouteMessage {
             avoid: Vec::new(),
             dispatch: 0,
             waits: 0,
+            ready_at_ms: None,
         }
     }
 }
@@ -123,6 +129,9 @@ pub struct ExecuteMessage {
     /// sent back to wait keeps it, so it is not taken for a late copy.
     #[serde(default, skip_serializing_if = "is_first_send")]
     pub dispatch: u32,
+    /// When the attempt became ready (see [`RouteMessage::ready_at_ms`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_at_ms: Option<i64>,
 }
 
 /// A message of one tenant's: SQS fair queues keep one tenant's backlog from delaying
@@ -179,6 +188,28 @@ pub struct OutcomeMessage {
     /// The agent's own breaker settings, when it has some.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker: Option<BreakerSettings>,
+    /// What is remembered of the call besides its outcome (absent in older messages).
+    #[serde(flatten)]
+    pub details: CallDetails,
+}
+
+impl OutcomeMessage {
+    /// The call as memory keeps it.
+    pub fn past_result(&self) -> PastResult {
+        PastResult {
+            workflow_id: self.task.workflow_id.clone(),
+            task_id: self.task.task_id.clone(),
+            attempt: self.task.attempt,
+            agent: self.agent.clone(),
+            task_type: self.task_type.clone(),
+            success: self.success,
+            failure: self.failure,
+            latency_ms: self.latency_ms,
+            usage: self.usage,
+            finished_at_ms: self.finished_at_ms,
+            details: self.details.clone(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -236,6 +267,7 @@ mod tests {
             profile: TaskProfile::default(),
             waits: 0,
             dispatch: 0,
+            ready_at_ms: None,
             route: RouteDecision {
                 primary: "a".parse().unwrap(),
                 fallbacks: vec!["b".parse().unwrap()],

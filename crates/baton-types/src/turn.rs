@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::conversation::{Analysis, ConversationState, ProgressChange, TurnPlan};
 use super::ids::{SessionId, WorkflowId};
+use super::text::prefix_within;
 
 /// The most async results one turn shows: a turn's start is one transaction of at most 100
 /// items (the session, the turn, two workflow records, at most 33 tasks waited for and 32
@@ -254,26 +255,6 @@ pub fn kept_answer(output: &Value, url: String) -> (Value, Option<String>) {
 /// Whether an agent's `state` is small enough to keep.
 pub fn state_fits(state: &Value) -> bool {
     state.to_string().len() <= AGENT_STATE_BYTES
-}
-
-/// The longest start of `text` that takes at most `max_bytes` written as a JSON string
-/// (quotes and escapes included), never splitting a character.
-fn prefix_within(text: &str, max_bytes: usize) -> &str {
-    let mut kept = 2; // the quotes
-    let mut end = 0;
-    for (at, c) in text.char_indices() {
-        let escaped = match c {
-            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
-            c if (c as u32) < 0x20 => 6,
-            c => c.len_utf8(),
-        };
-        if kept + escaped > max_bytes {
-            break;
-        }
-        kept += escaped;
-        end = at + c.len_utf8();
-    }
-    &text[..end]
 }
 
 /// Results bounded together, each with the URL of its whole: each at most

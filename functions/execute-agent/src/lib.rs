@@ -42,8 +42,10 @@ use baton_types::messages::{
 };
 use baton_types::outcome::{FailureKind, TaskFailure};
 use baton_types::records::TaskRecord;
+use baton_types::results::{self, CallDetails};
 use baton_types::retry::RetryPolicy;
 use baton_types::task::{AttemptOutcome, AttemptRecord};
+use baton_types::text::clipped;
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::Map;
 use tracing::Instrument;
@@ -138,6 +140,7 @@ where
                 );
                 again.waits = message.waits;
                 again.dispatch = message.dispatch;
+                again.ready_at_ms = message.ready_at_ms;
                 return wait_for_capacity(&deps.store, &deps.queue, &deps.settings, &again, now)
                     .await;
             }
@@ -196,7 +199,7 @@ where
         ClaimOutcome::AlreadyFinished(record) => {
             tracing::info!("duplicate delivery of a finished attempt; resuming its follow-up");
             complete_task(&deps.store, &deps.queue, &deps.settings, &record, now).await?;
-            return send_outcome(deps, &record, task.attempt, agent).await;
+            return send_outcome(deps, message, &record, task.attempt, agent).await;
         }
         ClaimOutcome::NotClaimable(record) if record.retries_after(task.attempt) => {
             tracing::info!("duplicate delivery of a failed attempt; re-sending its retry");
@@ -210,7 +213,7 @@ where
                 now,
             )
             .await?;
-            return send_outcome(deps, &record, task.attempt, agent).await;
+            return send_outcome(deps, message, &record, task.attempt, agent).await;
         }
         ClaimOutcome::Held(record, hold) => {
             tracing::info!(
@@ -341,7 +344,7 @@ where
     .await?;
     match concluded {
         Concluded::Final(record) | Concluded::Retrying(record) => {
-            send_outcome(deps, &record, task.attempt, agent).await
+            send_outcome(deps, message, &record, task.attempt, agent).await
         }
         Concluded::Superseded => {
             tracing::warn!(
@@ -417,6 +420,7 @@ where
 /// attempts that called the agent and say something about it are learned from.
 async fn send_outcome<S, Q, I>(
     deps: &ExecuteDeps<S, Q, I>,
+    message: &ExecuteMessage,
     record: &TaskRecord,
     attempt: u32,
     agent: &Agent,
@@ -427,14 +431,19 @@ where
     let Some(ended) = record.attempts.iter().rev().find(|a| a.attempt == attempt) else {
         return Ok(());
     };
-    let Some(outcome) = outcome_of(record, ended, agent) else {
+    let Some(outcome) = outcome_of(message, record, ended, agent) else {
         return Ok(());
     };
     deps.queue.send_outcome(&outcome).await?;
     Ok(())
 }
 
-fn outcome_of(record: &TaskRecord, ended: &AttemptRecord, agent: &Agent) -> Option<OutcomeMessage> {
+fn outcome_of(
+    message: &ExecuteMessage,
+    record: &TaskRecord,
+    ended: &AttemptRecord,
+    agent: &Agent,
+) -> Option<OutcomeMessage> {
     let called = ended.agent.as_ref()?;
     let says_something = ended
         .error
@@ -464,5 +473,41 @@ fn outcome_of(record: &TaskRecord, ended: &AttemptRecord, agent: &Agent) -> Opti
         breaker: (*called == agent.name)
             .then_some(agent.circuit_breaker)
             .flatten(),
+        details: call_details(message, record, ended),
     })
+}
+
+/// What is remembered of the call besides its outcome. A conversation's turns keep no
+/// previews: what was said belongs to the session, and goes with it.
+fn call_details(
+    message: &ExecuteMessage,
+    record: &TaskRecord,
+    ended: &AttemptRecord,
+) -> CallDetails {
+    let in_conversation = record.profile.turn.is_some();
+    let output_preview = match (&record.output, &record.output_preview) {
+        (Some(output), _) => Some(results::preview(output)),
+        (None, Some(start)) => Some(clipped(start, results::PREVIEW_BYTES)),
+        (None, None) => None,
+    };
+    CallDetails {
+        capability: record.capability.clone(),
+        queue_wait_ms: message
+            .ready_at_ms
+            .zip(ended.started_at_ms)
+            .map(|(ready, started)| (started - ready).max(0) as u64),
+        busy_waits: message.waits,
+        strategy: Some(message.route.strategy),
+        deadline_slack_ms: record
+            .profile
+            .deadline_at_ms
+            .zip(ended.started_at_ms)
+            .map(|(deadline, started)| deadline - started),
+        failure_message: ended
+            .error
+            .as_ref()
+            .map(|f| results::normalise_failure(&f.message)),
+        input_preview: (!in_conversation).then(|| results::preview(&record.input)),
+        output_preview: output_preview.filter(|_| !in_conversation),
+    }
 }

@@ -47,7 +47,9 @@ async fn status(deps: &Deps, task: &str) -> (TaskStatus, u32) {
 #[tokio::test]
 async fn a_claimed_attempt_calls_its_agent_and_ends_the_task() {
     let deps = deps_answering(vec![Ok(json!({"answer": 1}))]).await;
-    let response = deliver(&deps, &execute_message(task_ref("w", "a", 1))).await;
+    let mut message = execute_message(task_ref("w", "a", 1));
+    message.ready_at_ms = Some(baton_types::clock::now_ms() - 5_000);
+    let response = deliver(&deps, &message).await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(deps.invoker.calls().len(), 1);
     let a = deps.store.stored_task("w", "a").await;
@@ -61,6 +63,11 @@ async fn a_claimed_attempt_calls_its_agent_and_ends_the_task() {
     assert_eq!(sent.outcomes.len(), 1);
     assert!(sent.outcomes[0].success);
     assert_eq!(sent.outcomes[0].agent, AGENT);
+    // What memory keeps of the call: its queue wait and the starts of its input and output.
+    let details = &sent.outcomes[0].details;
+    assert!(details.queue_wait_ms.is_some_and(|w| w >= 5_000), "{details:?}");
+    assert_eq!(details.output_preview.as_deref(), Some(r#"{"answer":1}"#));
+    assert!(details.input_preview.is_some());
 }
 
 #[tokio::test]

@@ -22,6 +22,7 @@ fn outcome(agent: &str, task: &str, success: bool) -> OutcomeMessage {
         finished_at_ms: 10_000,
         counts_for_circuit: true,
         breaker: None,
+        details: Default::default(),
     }
 }
 

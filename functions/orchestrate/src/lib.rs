@@ -14,6 +14,7 @@ pub mod bodies;
 pub mod conversation;
 pub mod error;
 pub mod identity;
+pub mod memory;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 #[cfg(feature = "openapi")]
@@ -260,6 +261,8 @@ routes! {
     PUT "/v1/priorities" => settings::set_priorities,
 
     GET "/v1/stats" => stats::stats,
+    GET "/v1/memory/recent" => memory::recent,
+    GET "/v1/memory/relevant" => memory::relevant,
 
     GET "/v1/secrets" => secrets::list_secrets,
     GET "/v1/secrets/{name}" => secrets::get_secret,

@@ -122,9 +122,15 @@ where
             return Ok(());
         }
         // Retries and waits are delayed on purpose: only a first send's wait is queueing.
-        if task.attempt == 1 && message.waits == 0 {
+        let first_pass = task.attempt == 1 && message.waits == 0;
+        if first_pass {
             baton_chain::metrics::queue_wait(delivery.sent_at_ms, now);
         }
+        // A first send became ready when it was sent; a retry when its delay ran out.
+        let ready_at_ms = message.ready_at_ms.unwrap_or(match delivery.sent_at_ms {
+            Some(sent) if first_pass => sent.min(now),
+            _ => now,
+        });
         // A message older than the dispatch time-out may have been sent again by cleanup
         // (a backlog, not a loss): only the newest copy goes on, so a backlog is not doubled.
         let may_have_newer_copy = delivery
@@ -247,6 +253,7 @@ where
                         route,
                         waits: message.waits,
                         dispatch: message.dispatch,
+                        ready_at_ms: Some(ready_at_ms),
                     })
                     .await?;
                 baton_chain::metrics::routed(strategy);
@@ -264,7 +271,11 @@ where
             }
             Ok(RoutePlan::Busy { message: why }) => {
                 tracing::info!(reason = %why, "no room on any agent");
-                wait_for_capacity(&deps.store, &deps.queue, &deps.settings, &message, now).await
+                let waiting = RouteMessage {
+                    ready_at_ms: Some(ready_at_ms),
+                    ..message.clone()
+                };
+                wait_for_capacity(&deps.store, &deps.queue, &deps.settings, &waiting, now).await
             }
             Err(no_agent) => {
                 tracing::warn!(capability = %message.capability, "no capable agent; the task fails");

@@ -184,8 +184,20 @@ pub fn stats_sk(task_type: &str) -> String {
     format!("STATS#{task_type}")
 }
 
-pub fn outcome_sk(workflow_id: &str, task_id: &str, attempt: u32) -> String {
-    format!("OUTCOME#{workflow_id}#{task_id}#{attempt}")
+/// A remembered call's sort key: by the time it finished, so an agent's results read newest
+/// first and by window; the rest makes it the attempt's own (a redelivery writes the same key).
+pub fn result_sk(finished_at_ms: i64, workflow_id: &str, task_id: &str, attempt: u32) -> String {
+    format!(
+        "{RESULT_PREFIX}{}#{workflow_id}#{task_id}#{attempt}",
+        result_time(finished_at_ms)
+    )
+}
+
+pub const RESULT_PREFIX: &str = "RESULT#";
+
+/// A time as result keys write it: fixed width, so that keys sort by time.
+pub fn result_time(at_ms: i64) -> String {
+    format!("{:013}", at_ms.clamp(0, 9_999_999_999_999))
 }
 
 pub fn lease_shard(workflow_id: &str) -> String {

@@ -1,6 +1,6 @@
 //! Outcome history, learned statistics and circuits, in the memory table.
 //!
-//! One agent's outcomes are learned in one transaction: a history record per outcome
+//! One agent's outcomes are learned in one transaction: a result item per outcome
 //! (conditional on not existing, so each counts once), the stats record of each task type
 //! and, when it changed, the agent's circuit (both under an optimistic lock on `version`).
 
@@ -12,6 +12,7 @@ use super::*;
 use baton_types::circuit::CircuitCall;
 use baton_types::ids::{AgentName, TenantId};
 use baton_types::learning::DecayedEvidence;
+use baton_types::results::{PastResult, ResultQuery};
 
 /// Stats records and the circuit are rewritten whole; `version` guards against lost updates.
 const VERSION: &str = "version";
@@ -90,39 +91,20 @@ fn circuit_item(pk: &str, agent: &str, circuit: &Circuit, version: u64, now_ms: 
     item
 }
 
-/// The history record of one outcome, written only if it does not exist yet.
+/// The result item of one outcome, written only if it does not exist yet: each counts once.
 fn outcome_put(
     table: &str,
     pk: &str,
     outcome: &OutcomeMessage,
     expires_at_s: i64,
 ) -> Result<Put, StoreError> {
-    let mut item = HashMap::from([
-        (PK.into(), s(pk)),
-        (
-            SK.into(),
-            s(keys::outcome_sk(
-                &outcome.task.workflow_id,
-                &outcome.task.task_id,
-                outcome.task.attempt,
-            )),
-        ),
-        ("task_type".into(), s(outcome.task_type.as_str())),
-        ("success".into(), AttributeValue::Bool(outcome.success)),
-        ("latency_ms".into(), n(outcome.latency_ms)),
-        ("finished_at".into(), n(outcome.finished_at_ms)),
-        (EXPIRES_AT.into(), n(expires_at_s)),
-    ]);
-    if let Some(failure) = outcome.failure {
-        item.insert("failure".into(), json(&failure)?);
-    }
-    if let Some(usage) = outcome.usage {
-        item.insert("input_tokens".into(), n(usage.input_tokens));
-        item.insert("output_tokens".into(), n(usage.output_tokens));
-    }
     Put::builder()
         .table_name(table)
-        .set_item(Some(item))
+        .set_item(Some(super::results::result_item(
+            pk,
+            outcome,
+            expires_at_s,
+        )?))
         .condition_expression("attribute_not_exists(pk)")
         .build()
         .map_err(|e| StoreError::Request(Box::new(e)))
@@ -377,6 +359,15 @@ impl LearningStore for DynamoStore {
                 })
             })
             .collect()
+    }
+
+    async fn past_results(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentName,
+        query: &ResultQuery,
+    ) -> Result<Vec<PastResult>, StoreError> {
+        self.query_results(tenant, agent, query).await
     }
 
     async fn agent_stats(

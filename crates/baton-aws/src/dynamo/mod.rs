@@ -8,6 +8,7 @@ mod config;
 mod controls;
 pub mod keys;
 mod learning;
+mod results;
 mod sessions;
 mod slots;
 mod stats;

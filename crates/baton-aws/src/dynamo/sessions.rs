@@ -215,7 +215,12 @@ impl DynamoStore {
                         (PK.into(), s(keys::memory_agent_pk(tenant, agent))),
                         (
                             SK.into(),
-                            s(keys::outcome_sk(workflow_id, task_id, attempt.attempt)),
+                            s(keys::result_sk(
+                                attempt.finished_at_ms,
+                                workflow_id,
+                                task_id,
+                                attempt.attempt,
+                            )),
                         ),
                     ]));
                 }

@@ -170,6 +170,7 @@ pub fn execute_message(task: TaskRef) -> ExecuteMessage {
         },
         waits: 0,
         dispatch: 0,
+        ready_at_ms: None,
     }
 }
 

@@ -1,7 +1,7 @@
 //! The memory table in memory: routing's shared state (`baton_aws::dynamo::slots`) and what
 //! the learner keeps (`learning`, `stats`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 
@@ -12,6 +12,7 @@ use baton_types::ids::{AgentName, TaskId, TenantId, WorkflowId};
 use baton_types::learning::AgentStats;
 use baton_types::messages::OutcomeMessage;
 use baton_types::resources::{AgentLoad, Limits, Resources};
+use baton_types::results::{PastResult, ResultQuery};
 use baton_types::routing::RoutingView;
 use baton_types::stats::LearnedStats;
 
@@ -31,8 +32,8 @@ pub(super) struct Memory {
     turns: HashMap<(String, String), u64>,
     /// Calls in flight by agent, then holder. An agent has an entry once a slot was taken.
     slots: HashMap<AgentKey, HashMap<String, SlotHeld>>,
-    /// Outcomes learned, by agent: (workflow, task, attempt).
-    history: HashMap<AgentKey, BTreeSet<(WorkflowId, TaskId, u32)>>,
+    /// Outcomes learned, by agent, then (workflow, task, attempt): the results remembered.
+    history: HashMap<AgentKey, BTreeMap<(WorkflowId, TaskId, u32), PastResult>>,
     /// Stats by agent, then task type.
     stats: HashMap<AgentKey, BTreeMap<String, AgentStats>>,
     circuits: HashMap<AgentKey, Circuit>,
@@ -197,7 +198,11 @@ impl LearningStore for MemoryStore {
                     o.task.task_id.clone(),
                     o.task.attempt,
                 );
-                learned.push(history.insert(id));
+                let new = !history.contains_key(&id);
+                if new {
+                    history.insert(id, o.past_result());
+                }
+                learned.push(new);
             }
             let mut new: Vec<&OutcomeMessage> = outcomes
                 .iter()
@@ -231,6 +236,28 @@ impl LearningStore for MemoryStore {
                 memory.circuits.insert(key, circuit);
             }
             Ok(learned)
+        })
+    }
+
+    async fn past_results(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentName,
+        query: &ResultQuery,
+    ) -> Result<Vec<PastResult>, StoreError> {
+        self.run("past_results", |state| {
+            let mut found: Vec<PastResult> = state
+                .learning
+                .history
+                .get(&agent_key(tenant, agent))
+                .into_iter()
+                .flat_map(|history| history.values())
+                .filter(|r| query.matches(r))
+                .cloned()
+                .collect();
+            found.sort_by_key(|r| std::cmp::Reverse(r.finished_at_ms));
+            found.truncate(query.limit);
+            Ok(found)
         })
     }
 
