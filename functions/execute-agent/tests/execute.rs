@@ -65,7 +65,10 @@ async fn a_claimed_attempt_calls_its_agent_and_ends_the_task() {
     assert_eq!(sent.outcomes[0].agent, AGENT);
     // What memory keeps of the call: its queue wait and the starts of its input and output.
     let details = &sent.outcomes[0].details;
-    assert!(details.queue_wait_ms.is_some_and(|w| w >= 5_000), "{details:?}");
+    assert!(
+        details.queue_wait_ms.is_some_and(|w| w >= 5_000),
+        "{details:?}"
+    );
     assert_eq!(details.output_preview.as_deref(), Some(r#"{"answer":1}"#));
     assert!(details.input_preview.is_some());
 }

@@ -1,0 +1,153 @@
+//! What Baton remembers, on the local stack: recent results after mixed outcomes, relevant
+//! memories, and refusals of questions that name nothing.
+
+use std::sync::Arc;
+
+use baton_local::agents::AgentReply;
+use baton_tests::*;
+use serde_json::{json, Value};
+
+/// A writer that fails any topic naming "broken" with a 500, and writes about the rest.
+fn writer(call: &Value) -> AgentReply {
+    let topic = call["input"]["topic"].as_str().unwrap_or_default();
+    if topic.contains("broken") {
+        AgentReply::error(500, "upstream 503 after 1200 ms")
+    } else {
+        AgentReply::ok(json!({ "text": format!("an article about {topic}") }))
+    }
+}
+
+async fn memory(stack: &baton_local::stack::LocalStack, query: &str) -> Answer {
+    get(stack, &format!("/v1/memory/{query}")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recent_results_and_relevant_memories_follow_mixed_outcomes() {
+    let stack = start_stack("memory", |_| {}).await;
+    let server = agent(Arc::new(writer)).await;
+    register_agent(&stack, "writer", &server, &["write"]).await;
+    let once = json!({ "max_attempts": 1 });
+    let workflow = json!({
+        "name": "articles",
+        "tasks": [
+            { "id": "revenue", "capability": "write", "input": { "topic": "the quarterly revenue report" } },
+            { "id": "weather", "capability": "write", "input": { "topic": "the weather in Lisbon" } },
+            { "id": "pipeline", "capability": "write", "retry": once, "input": { "topic": "a broken pipeline" } },
+        ],
+    });
+    let id = submit(&stack, &workflow).await;
+    assert_eq!(wait_until_finished(&stack, &id).await["status"], "failed");
+
+    // Learning is off the critical path: the results appear once learn has run.
+    let recent = eventually("three results remembered", || async {
+        let answer = memory(&stack, "recent?task_type=write").await;
+        let results = answer.body["results"].as_array()?.clone();
+        (answer.status == 200 && results.len() == 3).then_some(results)
+    })
+    .await;
+    let times: Vec<&str> = recent
+        .iter()
+        .map(|r| r["finished_at"].as_str().unwrap())
+        .collect();
+    let mut newest_first = times.clone();
+    newest_first.sort_by(|a, b| b.cmp(a));
+    assert_eq!(times, newest_first, "newest first");
+    for result in &recent {
+        assert_eq!(
+            (result["agent"].as_str(), result["workflow_id"].as_str()),
+            (Some("writer"), Some(id.as_str()))
+        );
+        assert!(
+            result["duration_ms"].is_u64() && result["queue_wait_ms"].is_u64(),
+            "{result:#}"
+        );
+        let preview = result["input_preview"].as_str().expect("an input preview");
+        assert!(preview.len() <= 160, "{preview}");
+    }
+    let revenue = recent
+        .iter()
+        .find(|r| r["task_id"] == "revenue")
+        .expect("revenue");
+    assert_eq!(revenue["outcome"], "succeeded");
+    assert!(revenue["output_preview"]
+        .as_str()
+        .unwrap()
+        .contains("quarterly revenue"));
+
+    let failed = memory(&stack, "recent?outcome=failed").await;
+    assert_eq!(failed.status, 200);
+    let failed = failed.body["results"].as_array().unwrap().clone();
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert_eq!(
+        (failed[0]["task_id"].as_str(), failed[0]["failure"].as_str()),
+        (Some("pipeline"), Some("http_status"))
+    );
+    let message = failed[0]["failure_message"]
+        .as_str()
+        .expect("a failure message");
+    assert!(
+        !message.chars().any(|c| c.is_ascii_digit()),
+        "numbers normalised: {message}"
+    );
+
+    let one = memory(&stack, "recent?agent=writer&limit=1").await;
+    assert_eq!(one.body["results"].as_array().unwrap().len(), 1);
+
+    // Relevant memories: the revenue article shares the query's words; the weather does not.
+    let relevant = memory(
+        &stack,
+        "relevant?q=revenue%20report%20summary&task_type=write",
+    )
+    .await;
+    assert_eq!(relevant.status, 200, "{:#}", relevant.body);
+    let relevant = relevant.body["results"].as_array().unwrap().clone();
+    assert_eq!(
+        relevant.first().map(|r| &r["task_id"]),
+        Some(&json!("revenue")),
+        "{relevant:#?}"
+    );
+    assert!(relevant.iter().all(|r| r["task_id"] != "weather"));
+    assert!(relevant[0]["relevance"].as_f64().unwrap() > 0.0);
+
+    // Questions that name nothing, or ask badly, are refused and change nothing.
+    for (query, status) in [
+        ("recent?task_type=never-learned", 404),
+        ("recent?agent=nobody", 404),
+        ("recent?agent=a%20b", 400),
+        ("recent?outcome=maybe", 400),
+        ("recent?limit=0", 400),
+        ("recent?limit=101", 400),
+        ("relevant?task_type=write", 400),
+        ("relevant?q=x&limit=21", 400),
+        ("patterns-nowhere", 404),
+    ] {
+        let answer = memory(&stack, query).await;
+        assert_eq!(answer.status, status, "{query}: {:#}", answer.body);
+        assert!(
+            answer.body["error"]["message"].is_string(),
+            "{query}: {:#}",
+            answer.body
+        );
+    }
+
+    // Another tenant remembers nothing of these.
+    let other = request(
+        &stack,
+        reqwest::Method::GET,
+        "/v1/memory/recent",
+        None,
+        Some("someone-else"),
+    )
+    .await;
+    assert_eq!(other.status, 200);
+    assert_eq!(other.body["results"], json!([]));
+    let other = request(
+        &stack,
+        reqwest::Method::GET,
+        "/v1/memory/recent?task_type=write",
+        None,
+        Some("someone-else"),
+    )
+    .await;
+    assert_eq!(other.status, 404);
+}
