@@ -109,6 +109,49 @@ async fn recent_results_and_relevant_memories_follow_mixed_outcomes() {
     assert!(relevant.iter().all(|r| r["task_id"] != "weather"));
     assert!(relevant[0]["relevance"].as_f64().unwrap() > 0.0);
 
+    // A task that asks for memories: its agent receives the most relevant past results.
+    let follow_up = json!({
+        "name": "follow-up",
+        "tasks": [{
+            "id": "next",
+            "capability": "write",
+            "memory": { "relevant": 2 },
+            "input": { "topic": "next quarter's revenue report" },
+        }],
+    });
+    let next = submit(&stack, &follow_up).await;
+    assert_eq!(
+        wait_until_finished(&stack, &next).await["status"],
+        "succeeded"
+    );
+    let call = server
+        .calls()
+        .into_iter()
+        .find(|c| c.body["task_id"] == "next")
+        .expect("the follow-up's call");
+    let memories = call.body["memories"]
+        .as_array()
+        .expect("memories in the call")
+        .clone();
+    assert!(!memories.is_empty() && memories.len() <= 2, "{memories:#?}");
+    assert_eq!(memories[0]["task_id"], "revenue", "{memories:#?}");
+    assert!(memories[0]["output_preview"]
+        .as_str()
+        .unwrap()
+        .contains("revenue"));
+    for bad in [
+        json!({ "relevant": 0 }),
+        json!({ "relevant": 21 }),
+        json!({ "recent": 2 }),
+    ] {
+        let workflow = json!({
+            "name": "bad-memory",
+            "tasks": [{ "id": "t", "capability": "write", "memory": bad }],
+        });
+        let answer = post(&stack, "/v1/workflows", &workflow.to_string()).await;
+        assert_eq!(answer.status, 400, "{bad}: {:#}", answer.body);
+    }
+
     // Questions that name nothing, or ask badly, are refused and change nothing.
     for (query, status) in [
         ("recent?task_type=never-learned", 404),

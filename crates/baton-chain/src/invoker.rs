@@ -24,6 +24,9 @@ pub struct AgentCall<'a> {
     pub capability: &'a str,
     pub input: &'a Value,
     pub dependencies: Map<String, Value>,
+    /// Past results the task asked for (`memory.relevant`), most relevant first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub memories: Vec<Value>,
     /// How long to wait for the answer: the smaller of the task's and the agent's time-outs.
     #[serde(skip)]
     pub timeout_ms: u64,

@@ -61,6 +61,9 @@ pub struct TaskSpec {
     pub deadline: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_s: Option<f64>,
+    /// Past results to give the agent: `{"relevant": N}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<crate::results::MemoryAsk>,
 }
 
 impl TaskSpec {
@@ -80,6 +83,7 @@ impl TaskSpec {
             resources: None,
             deadline: None,
             deadline_s: None,
+            memory: None,
         }
     }
 }
@@ -468,21 +472,7 @@ mod tests {
     use serde_json::json;
 
     fn task(id: &str, deps: &[&str]) -> TaskSpec {
-        TaskSpec {
-            id: id.to_owned(),
-            capability: "test".to_owned(),
-            input: serde_json::Value::Null,
-            depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
-            retry: None,
-            fallback: None,
-            timeout_s: None,
-            task_type: None,
-            routing: None,
-            priority: None,
-            resources: None,
-            deadline: None,
-            deadline_s: None,
-        }
+        TaskSpec::shape(id, "test", deps.iter().map(|d| (*d).to_owned()).collect())
     }
 
     fn diamond() -> Vec<TaskSpec> {

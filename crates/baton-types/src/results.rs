@@ -29,6 +29,30 @@ const MAX_WORDS: usize = 64;
 /// How fast a memory's recency fades: it counts half after this long.
 const RECENCY_HALF_LIFE_MS: f64 = 7.0 * 24.0 * 3_600_000.0;
 
+/// What a task asks of memory: its agent receives the `relevant` past results of its task
+/// type most like its input (see [`most_relevant`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MemoryAsk {
+    /// How many, from 1 to 20.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 20))]
+    pub relevant: u32,
+}
+
+impl MemoryAsk {
+    pub fn check(&self) -> Result<(), String> {
+        if (1..=MAX_RELEVANT as u32).contains(&self.relevant) {
+            Ok(())
+        } else {
+            Err(format!(
+                "relevant must be from 1 to {MAX_RELEVANT}, got {}",
+                self.relevant
+            ))
+        }
+    }
+}
+
 /// What execute-agent knows of a call beyond its outcome, carried to learn with it.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -194,6 +218,20 @@ pub fn most_relevant(
     });
     scored.truncate(limit);
     scored
+}
+
+/// A past result as an agent receives it among its memories.
+pub fn memory_of(relevance: f64, result: &PastResult) -> Value {
+    serde_json::json!({
+        "workflow_id": result.workflow_id,
+        "task_id": result.task_id,
+        "agent": result.agent,
+        "outcome": if result.success { "succeeded" } else { "failed" },
+        "finished_at_ms": result.finished_at_ms,
+        "input_preview": result.details.input_preview,
+        "output_preview": result.details.output_preview,
+        "relevance": (relevance * 1000.0).round() / 1000.0,
+    })
 }
 
 /// Several agents' results (each newest first) as one list, newest first, at most `limit`.

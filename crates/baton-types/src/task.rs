@@ -91,6 +91,9 @@ pub struct TaskProfile {
     /// [`crate::quota`]). Only on tasks admitted beyond the tenant's burst.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paced_until_ms: Option<i64>,
+    /// Past results its agent receives with the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<crate::results::MemoryAsk>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -32,7 +32,7 @@ use baton_chain::invoker::{AgentCall, AgentInvoker};
 use baton_chain::queue::TaskQueue;
 use baton_chain::store::{
     new_claim_token, AgentRegistry, AttemptHolder, ChainStore, ClaimOutcome, DependencyOutputs,
-    RoutingState, SlotGrant, SlotHold, MAX_DEPENDENCY_BYTES,
+    LearningStore, RoutingState, SlotGrant, SlotHold, MAX_DEPENDENCY_BYTES,
 };
 use baton_types::agent::Agent;
 use baton_types::clock::now_ms;
@@ -42,12 +42,12 @@ use baton_types::messages::{
 };
 use baton_types::outcome::{FailureKind, TaskFailure};
 use baton_types::records::TaskRecord;
-use baton_types::results::{self, CallDetails};
+use baton_types::results::{self, CallDetails, ResultQuery};
 use baton_types::retry::RetryPolicy;
 use baton_types::task::{AttemptOutcome, AttemptRecord};
 use baton_types::text::clipped;
 use lambda_runtime::{Error, LambdaEvent};
-use serde_json::Map;
+use serde_json::{Map, Value};
 use tracing::Instrument;
 
 pub struct ExecuteDeps<S, Q, I> {
@@ -75,7 +75,7 @@ pub async fn handle_batch<S, Q, I>(
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error>
 where
-    S: ChainStore + AgentRegistry + RoutingState,
+    S: ChainStore + AgentRegistry + RoutingState + LearningStore,
     Q: TaskQueue,
     I: AgentInvoker,
 {
@@ -93,7 +93,7 @@ async fn execute<S, Q, I>(
     sent_at_ms: Option<i64>,
 ) -> Result<(), ChainError>
 where
-    S: ChainStore + AgentRegistry + RoutingState,
+    S: ChainStore + AgentRegistry + RoutingState + LearningStore,
     Q: TaskQueue,
     I: AgentInvoker,
 {
@@ -173,7 +173,7 @@ async fn run_attempt<S, Q, I>(
     sent_at_ms: Option<i64>,
 ) -> Result<(), ChainError>
 where
-    S: ChainStore + AgentRegistry,
+    S: ChainStore + AgentRegistry + LearningStore,
     Q: TaskQueue,
     I: AgentInvoker,
 {
@@ -292,6 +292,7 @@ where
             .into_iter()
             .map(|(id, output)| (id.into_string(), output))
             .collect::<Map<_, _>>(),
+        memories: relevant_memories(deps, &claimed, &input).await?,
         timeout_ms: claimed
             .timeout_ms
             .map_or(agent.timeout_ms, |t| t.min(agent.timeout_ms)),
@@ -414,6 +415,49 @@ where
     );
     conclude_attempt(&deps.store, &deps.queue, &deps.settings, conclusion).await?;
     Ok(())
+}
+
+/// The past results the task asked for (`memory.relevant`), most like its input first: of
+/// its task type, on the agents that offer its capability, its own earlier attempts left out.
+async fn relevant_memories<S, Q, I>(
+    deps: &ExecuteDeps<S, Q, I>,
+    record: &TaskRecord,
+    input: &Value,
+) -> Result<Vec<Value>, ChainError>
+where
+    S: AgentRegistry + LearningStore,
+{
+    let Some(ask) = record.profile.memory else {
+        return Ok(Vec::new());
+    };
+    let now = now_ms();
+    let query = ResultQuery {
+        task_type: Some(record.profile.learning_type(&record.capability).to_string()),
+        success: None,
+        since_ms: 0,
+        until_ms: now,
+        limit: results::MAX_RESULTS,
+    };
+    let agents = deps.agents.agents(&deps.store, &record.tenant).await?;
+    let mut found = Vec::new();
+    for agent in agents
+        .iter()
+        .filter(|a| a.has_capability(&record.capability))
+    {
+        found.extend(
+            deps.store
+                .past_results(&record.tenant, &agent.name, &query)
+                .await?,
+        );
+    }
+    found.retain(|r| !(r.workflow_id == record.workflow_id && r.task_id == record.id));
+    let words = results::words(&input.to_string());
+    Ok(
+        results::most_relevant(&words, found, now, ask.relevant as usize)
+            .into_iter()
+            .map(|(relevance, result)| results::memory_of(relevance, &result))
+            .collect(),
+    )
 }
 
 /// Tells the learner how the agent did on `attempt`, from the attempt's stored record. Only

@@ -472,6 +472,7 @@ where
         capability: CLASSIFY,
         input: &input,
         dependencies: Map::new(),
+        memories: Vec::new(),
         timeout_ms: classifier.timeout_ms.min(CLASSIFIER_TIMEOUT_MS),
     };
     let verdict = match invoker.invoke(classifier, &call).await {

@@ -1178,6 +1178,11 @@ fn task_profile(
         .transpose()?
         .unwrap_or_default();
     let deadline_at_ms = parse_deadline(task.deadline.as_deref(), task.deadline_s, now)?;
+    if let Some(memory) = &task.memory {
+        memory
+            .check()
+            .map_err(|reason| ("memory".to_string(), reason))?;
+    }
     let score = multipliers.score(priority.unwrap_or_default(), task.task_type.as_deref());
     Ok(TaskProfile {
         task_type: task.task_type.clone(),
@@ -1186,6 +1191,7 @@ fn task_profile(
         priority,
         band: Band::of_score(score),
         deadline_at_ms,
+        memory: task.memory,
         ..TaskProfile::default()
     })
 }

@@ -152,6 +152,7 @@ mod tests {
             capability: "summarize",
             input: &input,
             dependencies: Default::default(),
+            memories: Vec::new(),
             timeout_ms: 1_000,
         };
         let body: Value = serde_json::from_slice(&payload(&call)).unwrap();

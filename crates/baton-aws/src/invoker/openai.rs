@@ -28,6 +28,7 @@ pub fn request_body(target: &OpenAiTarget, call: &AgentCall<'_>) -> Result<Value
         target.system_prompt.as_deref(),
         call.input,
         &call.dependencies,
+        &call.memories,
     )
     .map_err(|why| {
         TaskFailure::new(
@@ -193,6 +194,7 @@ mod tests {
             capability: "chat",
             input: &input,
             dependencies: Map::new(),
+            memories: Vec::new(),
             timeout_ms: 1_000,
         };
         let body = request_body(&target(), &call).unwrap();

@@ -4,6 +4,8 @@
 //! - The agent's `system_prompt`, if it has one, comes first.
 //! - The outputs of the task's dependencies, if any, follow as one more system text:
 //!   [`DEPENDENCIES_PREAMBLE`] and then a JSON object of each dependency's id to its output.
+//! - The past results the task asked for (`memory.relevant`), if any, follow the same way:
+//!   [`MEMORIES_PREAMBLE`] and then their JSON list, most relevant first.
 //! - Then the conversation: an openai task whose input has a `messages` array sends it as it
 //!   is (each a `{role, content}` object); otherwise one user message holds the input's text:
 //!   `input.prompt` or `input.text` if it is a string, the input itself if it is a string, and
@@ -12,6 +14,7 @@
 use serde_json::{json, Map, Value};
 
 pub const DEPENDENCIES_PREAMBLE: &str = "Results of the steps this one depends on:";
+pub const MEMORIES_PREAMBLE: &str = "Past results of similar tasks, most relevant first:";
 /// The roles a Chat Completions message may take.
 const CHAT_ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
 
@@ -36,12 +39,19 @@ pub fn dependencies_text(dependencies: &Map<String, Value>) -> Option<String> {
     })
 }
 
-/// The system texts, in order: the agent's prompt, then the dependencies' outputs.
-pub fn system_texts(system_prompt: Option<&str>, dependencies: &Map<String, Value>) -> Vec<String> {
+/// The system texts, in order: the agent's prompt, the dependencies' outputs, the memories.
+pub fn system_texts(
+    system_prompt: Option<&str>,
+    dependencies: &Map<String, Value>,
+    memories: &[Value],
+) -> Vec<String> {
+    let memories = (!memories.is_empty())
+        .then(|| format!("{MEMORIES_PREAMBLE}\n{}", Value::Array(memories.to_vec())));
     system_prompt
         .map(str::to_string)
         .into_iter()
         .chain(dependencies_text(dependencies))
+        .chain(memories)
         .collect()
 }
 
@@ -51,8 +61,9 @@ pub fn chat_messages(
     system_prompt: Option<&str>,
     input: &Value,
     dependencies: &Map<String, Value>,
+    memories: &[Value],
 ) -> Result<Vec<Value>, String> {
-    let mut messages: Vec<Value> = system_texts(system_prompt, dependencies)
+    let mut messages: Vec<Value> = system_texts(system_prompt, dependencies, memories)
         .into_iter()
         .map(|text| json!({ "role": "system", "content": text }))
         .collect();
@@ -107,11 +118,12 @@ mod tests {
     }
 
     #[test]
-    fn one_user_message_follows_the_system_prompt_and_the_dependencies() {
+    fn one_user_message_follows_the_system_prompt_the_dependencies_and_the_memories() {
         let messages = chat_messages(
             Some("Be brief."),
             &json!({"prompt": "Sum it up"}),
             &deps(json!({"fetch": {"n": 2}})),
+            &[json!({"task_id": "earlier"})],
         )
         .unwrap();
         assert_eq!(
@@ -119,10 +131,11 @@ mod tests {
             vec![
                 json!({"role": "system", "content": "Be brief."}),
                 json!({"role": "system", "content": format!("{DEPENDENCIES_PREAMBLE}\n{{\"fetch\":{{\"n\":2}}}}")}),
+                json!({"role": "system", "content": format!("{MEMORIES_PREAMBLE}\n[{{\"task_id\":\"earlier\"}}]")}),
                 json!({"role": "user", "content": "Sum it up"}),
             ]
         );
-        let bare = chat_messages(None, &json!({"a": 1}), &Map::new()).unwrap();
+        let bare = chat_messages(None, &json!({"a": 1}), &Map::new(), &[]).unwrap();
         assert_eq!(bare, vec![json!({"role": "user", "content": r#"{"a":1}"#})]);
     }
 
@@ -133,7 +146,7 @@ mod tests {
             {"role": "assistant", "content": "Hi"},
             {"role": "user", "content": [{"type": "text", "text": "More"}]},
         ]);
-        let messages = chat_messages(None, &json!({"messages": given}), &Map::new()).unwrap();
+        let messages = chat_messages(None, &json!({"messages": given}), &Map::new(), &[]).unwrap();
         assert_eq!(Value::Array(messages), given);
         for (bad, says) in [
             (json!({"messages": "hi"}), "must be an array"),
@@ -151,14 +164,17 @@ mod tests {
                 "messages[1]",
             ),
         ] {
-            let err = chat_messages(None, &bad, &Map::new()).unwrap_err();
+            let err = chat_messages(None, &bad, &Map::new(), &[]).unwrap_err();
             assert!(err.contains(says), "{bad}: {err}");
         }
     }
 
     #[test]
     fn system_texts_leave_out_what_is_absent() {
-        assert!(system_texts(None, &Map::new()).is_empty());
-        assert_eq!(system_texts(Some("p"), &Map::new()), vec!["p".to_string()]);
+        assert!(system_texts(None, &Map::new(), &[]).is_empty());
+        assert_eq!(
+            system_texts(Some("p"), &Map::new(), &[]),
+            vec!["p".to_string()]
+        );
     }
 }
