@@ -115,7 +115,7 @@ where
                     let until = turn + dispatch_timeout_ms(settings);
                     store.extend_dispatch(&task, 0, until).await?;
                 }
-                ready.push(RouteMessage::new(task, capability, profile));
+                ready.push(RouteMessage::new(task, capability, *profile));
             }
         }
     }

@@ -191,7 +191,7 @@ pub enum Release {
     Ready {
         attempt: u32,
         capability: String,
-        profile: TaskProfile,
+        profile: Box<TaskProfile>,
     },
     /// It still waits for other dependencies.
     StillWaiting,

@@ -853,7 +853,7 @@ impl WorkflowStore for DynamoStore {
                     Release::Ready {
                         attempt: current.attempt,
                         capability: current.capability,
-                        profile: current.profile,
+                        profile: Box::new(current.profile),
                     }
                 } else {
                     Release::Moved
@@ -879,7 +879,7 @@ impl WorkflowStore for DynamoStore {
         let ready = Release::Ready {
             attempt: current.attempt,
             capability: current.capability,
-            profile: current.profile,
+            profile: Box::new(current.profile),
         };
         Ok(match conditional_update(queue, ReturnValue::None).await? {
             Conditional::Applied(_) => ready,

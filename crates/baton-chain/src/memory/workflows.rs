@@ -647,7 +647,7 @@ impl WorkflowStore for MemoryStore {
             let ready = Release::Ready {
                 attempt: r.attempt,
                 capability: r.capability.clone(),
-                profile: r.profile.clone(),
+                profile: Box::new(r.profile.clone()),
             };
             match r.status {
                 TaskStatus::Waiting if r.deps_remaining == 0 => {}
