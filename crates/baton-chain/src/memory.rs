@@ -23,6 +23,7 @@
 //! be injected per method ([`MemoryStore::inject`]): a request that fails, a write whose
 //! response is lost, or one that the SDK sends again and that meets its own effect.
 
+mod improvements;
 mod learning;
 mod registry;
 mod sessions;
@@ -64,6 +65,8 @@ struct State {
     sessions: BTreeMap<(TenantId, SessionId), sessions::SessionPartition>,
     registry: registry::Registry,
     learning: learning::Memory,
+    /// Suggestions by tenant, then id.
+    suggestions: BTreeMap<TenantId, BTreeMap<String, baton_types::suggestions::StoredSuggestion>>,
 }
 
 /// Faults to inject and calls made, by method name.

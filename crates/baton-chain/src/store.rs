@@ -34,6 +34,7 @@ use baton_types::results::{PastResult, ResultQuery};
 use baton_types::retry::RetryPolicySpec;
 use baton_types::routing::{CapabilityDefaults, RouteDecision, RoutingView};
 use baton_types::session::Session;
+use baton_types::suggestions::StoredSuggestion;
 use baton_types::task::{AttemptRecord, TaskProfile, TaskStatus, WorkflowStatus};
 use baton_types::turn::{AgentInstance, AsyncResult, TurnRecord};
 
@@ -1058,6 +1059,29 @@ pub trait LearningStore: Send + Sync {
 
 /// What the API's stats read beyond the other ports: every learned stats record of some agents,
 /// and how many of a tenant's workflows are running.
+/// Self-improvement suggestions, kept whole under the tenant (see
+/// [`baton_types::suggestions`]). Writes are conditioned, so concurrent analyses and people
+/// never overwrite each other.
+#[async_trait]
+pub trait ImprovementStore: Send + Sync {
+    /// The tenant's suggestions, newest first, at most
+    /// [`baton_types::suggestions::MAX_KEPT`].
+    async fn suggestions(&self, tenant: &TenantId) -> Result<Vec<StoredSuggestion>, StoreError>;
+    /// Stores a new suggestion; false if one of its id exists already.
+    async fn create_suggestion(
+        &self,
+        tenant: &TenantId,
+        suggestion: &StoredSuggestion,
+    ) -> Result<bool, StoreError>;
+    /// Replaces the suggestion if the stored one is still at `suggestion.version - 1`; false if
+    /// it moved on.
+    async fn update_suggestion(
+        &self,
+        tenant: &TenantId,
+        suggestion: &StoredSuggestion,
+    ) -> Result<bool, StoreError>;
+}
+
 #[async_trait]
 pub trait StatsStore: Send + Sync {
     /// Every task type's stats record of each of `agents` (one query per agent).

@@ -29,6 +29,7 @@ pub mod roles;
 pub mod routing;
 pub mod session;
 pub mod stats;
+pub mod suggestions;
 pub mod task;
 pub mod tenancy;
 pub mod text;

@@ -14,6 +14,7 @@ pub mod bodies;
 pub mod conversation;
 pub mod error;
 pub mod identity;
+pub mod improvements;
 pub mod memory;
 #[cfg(feature = "openapi")]
 pub mod openapi;
@@ -37,8 +38,8 @@ use baton_chain::config::Settings;
 use baton_chain::invoker::AgentInvoker;
 use baton_chain::queue::{QueueStats, TaskQueue};
 use baton_chain::store::{
-    AdmissionStore, AgentRegistry, ConfigStore, LearningStore, RoutingState, SessionStore,
-    StatsStore, TenantCounters, TurnStore, WorkflowControls, WorkflowStore,
+    AdmissionStore, AgentRegistry, ConfigStore, ImprovementStore, LearningStore, RoutingState,
+    SessionStore, StatsStore, TenantCounters, TurnStore, WorkflowControls, WorkflowStore,
 };
 use baton_types::ids::{AgentName, TenantId};
 use baton_types::learning::AgentStats;
@@ -123,6 +124,7 @@ pub trait ApiStore:
     + SessionStore
     + TurnStore
     + StatsStore
+    + ImprovementStore
 {
 }
 
@@ -138,6 +140,7 @@ impl<S> ApiStore for S where
         + SessionStore
         + TurnStore
         + StatsStore
+        + ImprovementStore
 {
 }
 
@@ -263,6 +266,12 @@ routes! {
     GET "/v1/stats" => stats::stats,
     GET "/v1/memory/recent" => memory::recent,
     GET "/v1/memory/relevant" => memory::relevant,
+
+    POST "/v1/improvements/analyze" => improvements::analyze,
+    GET "/v1/improvements" => improvements::list,
+    GET "/v1/improvements/report" => improvements::report,
+    POST "/v1/improvements/{id}/dismiss" => improvements::dismiss,
+    POST "/v1/improvements/{id}/applied" => improvements::applied,
 
     GET "/v1/secrets" => secrets::list_secrets,
     GET "/v1/secrets/{name}" => secrets::get_secret,

@@ -93,6 +93,7 @@ fn spec() -> utoipa::openapi::OpenApi {
         (name = "workflows", description = "DAGs of tasks routed to agents."),
         (name = "conversations", description = "Sessions and their turns, and the compatibility endpoint `/orchestrate`."),
         (name = "settings", description = "The tenant's routing defaults and priority multipliers."),
+        (name = "improvements", description = "Suggestions from measured data, each with the API call a person could make; Baton never applies one itself."),
         (name = "memory", description = "What Baton remembers: recent results and relevant memories."),
         (name = "observe", description = "Routing, health, learning, queues and running workflows at a glance."),
         (name = "tenancy", description = "The tenant's own secrets (write-only values) and quotas; the operator's quotas per tenant."),

@@ -66,3 +66,11 @@ pub struct OptionalIfMatch {
     #[param(rename = "If-Match")]
     if_match: Option<String>,
 }
+
+/// A suggestion's id.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct SuggestionPath {
+    #[param(pattern = "^[0-9a-f]{16}-[0-9]{1,6}$", max_length = 24)]
+    id: String,
+}

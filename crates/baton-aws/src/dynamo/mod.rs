@@ -6,6 +6,7 @@
 mod agents;
 mod config;
 mod controls;
+mod improvements;
 pub mod keys;
 mod learning;
 mod results;
