@@ -79,6 +79,16 @@ async fn a_backlog_behind_a_concurrency_limit_is_suggested_applied_by_a_person_a
     assert_eq!((again.status, same.len()), (200, 1), "{:#}", open.body);
     assert_eq!(same[0]["id"], raise["id"]);
 
+    // The analysis found a pattern too: the writer is the preferred agent, from now on.
+    let patterns = get(&stack, "/v1/memory/patterns/write").await;
+    let history = patterns.body["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "found once, kept once: {history:#?}");
+    assert_eq!(
+        (history[0]["kind"].as_str(), history[0]["subject"].as_str()),
+        (Some("preferred_agent"), Some("writer"))
+    );
+    assert!(history[0]["valid_to_ms"].is_null(), "it still holds");
+
     // Baton applied nothing: the agent is as it was.
     assert_eq!(agent_view(&stack, "writer").await["max_concurrency"], 1);
 

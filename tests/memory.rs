@@ -93,6 +93,34 @@ async fn recent_results_and_relevant_memories_follow_mixed_outcomes() {
     let one = memory(&stack, "recent?agent=writer&limit=1").await;
     assert_eq!(one.body["results"].as_array().unwrap().len(), 1);
 
+    // Patterns: what was learned for the task type, per agent, with the failures that recur.
+    let patterns = memory(&stack, "patterns/write").await;
+    assert_eq!(patterns.status, 200, "{:#}", patterns.body);
+    let writer_pattern = &patterns.body["agents"][0];
+    assert_eq!(
+        (
+            writer_pattern["agent"].as_str(),
+            writer_pattern["calls"].as_u64()
+        ),
+        (Some("writer"), Some(3))
+    );
+    assert!(
+        (writer_pattern["success_rate"].as_f64().unwrap() - 0.667).abs() < 0.01,
+        "{writer_pattern:#}"
+    );
+    assert!(writer_pattern["latency_p50_ms"].is_u64() && writer_pattern["latency_p90_ms"].is_u64());
+    let failures = patterns.body["failure_patterns"].as_array().unwrap();
+    assert_eq!(
+        (
+            failures.len(),
+            failures[0]["kind"].as_str(),
+            failures[0]["count"].as_u64()
+        ),
+        (1, Some("http_status"), Some(1))
+    );
+    assert_eq!(patterns.body["route_now"]["agent"], "writer");
+    assert_eq!(patterns.body["history"], json!([]), "no analysis has run");
+
     // Relevant memories: the revenue article shares the query's words; the weather does not.
     let relevant = memory(
         &stack,
@@ -163,6 +191,7 @@ async fn recent_results_and_relevant_memories_follow_mixed_outcomes() {
         ("relevant?task_type=write", 400),
         ("relevant?q=x&limit=21", 400),
         ("patterns-nowhere", 404),
+        ("patterns/never-learned", 404),
     ] {
         let answer = memory(&stack, query).await;
         assert_eq!(answer.status, status, "{query}: {:#}", answer.body);

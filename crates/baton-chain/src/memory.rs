@@ -56,6 +56,9 @@ pub enum Fault {
     Retried,
 }
 
+/// One task type's patterns by (kind, subject, valid from).
+type PatternIntervals = BTreeMap<(String, String, i64), baton_types::patterns::Pattern>;
+
 /// The store's state: every table the adapter writes, by what its items are keyed on.
 #[derive(Default)]
 struct State {
@@ -65,6 +68,8 @@ struct State {
     sessions: BTreeMap<(TenantId, SessionId), sessions::SessionPartition>,
     registry: registry::Registry,
     learning: learning::Memory,
+    /// Patterns by (tenant, task type), then (kind, subject, valid from).
+    patterns: BTreeMap<(TenantId, String), PatternIntervals>,
     /// Suggestions by tenant, then id.
     suggestions: BTreeMap<TenantId, BTreeMap<String, baton_types::suggestions::StoredSuggestion>>,
 }

@@ -23,6 +23,7 @@ use baton_types::ids::{AgentName, SessionId, TaskId, TenantId, WorkflowId};
 use baton_types::learning::AgentStats;
 use baton_types::messages::{OutcomeMessage, TaskRef};
 use baton_types::outcome::TaskFailure;
+use baton_types::patterns::Pattern;
 use baton_types::priority::Multipliers;
 use baton_types::quota::{PaceState, PaceStep, QuotaOverrides};
 use baton_types::records::{
@@ -1080,6 +1081,33 @@ pub trait ImprovementStore: Send + Sync {
         tenant: &TenantId,
         suggestion: &StoredSuggestion,
     ) -> Result<bool, StoreError>;
+}
+
+/// A task type's patterns, kept as intervals (see [`baton_types::patterns`]): opened once,
+/// closed once, never rewritten.
+#[async_trait]
+pub trait PatternStore: Send + Sync {
+    /// The task type's patterns, newest first, at most
+    /// [`baton_types::patterns::MAX_HISTORY`].
+    async fn patterns(
+        &self,
+        tenant: &TenantId,
+        task_type: &str,
+    ) -> Result<Vec<Pattern>, StoreError>;
+    /// Keeps a newly holding pattern (a repeat of the same write changes nothing).
+    async fn open_pattern(
+        &self,
+        tenant: &TenantId,
+        task_type: &str,
+        pattern: &Pattern,
+    ) -> Result<(), StoreError>;
+    /// Closes an open pattern with its `valid_to_ms`; one closed already stays as it was.
+    async fn close_pattern(
+        &self,
+        tenant: &TenantId,
+        task_type: &str,
+        pattern: &Pattern,
+    ) -> Result<(), StoreError>;
 }
 
 #[async_trait]

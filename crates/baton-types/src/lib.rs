@@ -18,6 +18,7 @@ pub mod learning;
 pub mod messages;
 pub mod names;
 pub mod outcome;
+pub mod patterns;
 pub mod priority;
 pub mod quota;
 pub mod records;

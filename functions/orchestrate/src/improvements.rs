@@ -10,14 +10,17 @@
 
 use std::collections::BTreeMap;
 
-use baton_chain::store::{AgentRegistry, ConfigStore, ImprovementStore, LearningStore, StoreError};
+use baton_chain::store::{
+    AgentRegistry, ConfigStore, ImprovementStore, LearningStore, PatternStore, StoreError,
+};
 use baton_types::agent::AgentTarget;
 use baton_types::clock::{now_ms, rfc3339};
 use baton_types::ids::{AgentName, TenantId};
 use baton_types::improvements::{
     self, AgentFacts, CallFact, Evidence, Suggestion, SuggestionPriority,
 };
-use baton_types::results::ResultQuery;
+use baton_types::patterns;
+use baton_types::results::{PastResult, ResultQuery};
 use baton_types::suggestions::{
     call_fact, suggestion_id, within, MeasuredImpact, StoredSuggestion, SuggestionStatus,
     DEFAULT_WINDOW_HOURS, MAX_WINDOW_HOURS,
@@ -37,6 +40,8 @@ const RULES: &str = "rules";
 /// Results read per agent for one analysis: the window's newest.
 const CALLS_PER_AGENT: usize = 2_000;
 const HOUR_MS: f64 = 3_600_000.0;
+/// Task types whose patterns one analysis refreshes.
+const MAX_PATTERN_TYPES: usize = 50;
 
 /// The body of `POST /v1/improvements/analyze`.
 #[derive(Debug, Default, Deserialize)]
@@ -129,7 +134,7 @@ pub struct Report {
     responses((status = 200, body = Analysis))))]
 pub async fn analyze<S, Q>(api: &Api<S, Q>, call: &Call<'_>) -> Result<Response<Body>, ApiError>
 where
-    S: AgentRegistry + ConfigStore + LearningStore + ImprovementStore,
+    S: AgentRegistry + ConfigStore + LearningStore + ImprovementStore + PatternStore,
 {
     let tenant = &call.tenant()?;
     let body: &[u8] = call.request.body().as_ref();
@@ -158,14 +163,16 @@ pub async fn analyze_tenant<S, Q>(
     now: i64,
 ) -> Result<Analysis, ApiError>
 where
-    S: AgentRegistry + ConfigStore + LearningStore + ImprovementStore,
+    S: AgentRegistry + ConfigStore + LearningStore + ImprovementStore + PatternStore,
 {
     let since = now - window_ms;
     let list = timed("store", api.store.agent_list(tenant)).await?;
     let names: Vec<AgentName> = list.agents.iter().map(|a| a.name.clone()).collect();
     let config = timed("store", api.store.tenant_config(tenant)).await?;
     let circuits = timed("store", api.store.circuits(tenant, &names)).await?;
-    let calls = calls_between(api, tenant, &names, since, now).await?;
+    let results = results_between(api, tenant, &names, since, now).await?;
+    refresh_patterns(api, tenant, &results, now).await?;
+    let calls: Vec<CallFact> = results.iter().map(call_fact).collect();
     let agents = list
         .agents
         .iter()
@@ -284,7 +291,11 @@ where
     };
     let list = timed("store", api.store.agent_list(tenant)).await?;
     let names: Vec<AgentName> = list.agents.iter().map(|a| a.name.clone()).collect();
-    let calls = calls_between(api, tenant, &names, earliest, now).await?;
+    let calls: Vec<CallFact> = results_between(api, tenant, &names, earliest, now)
+        .await?
+        .iter()
+        .map(call_fact)
+        .collect();
     for i in pending {
         let Some(windows) = kept[i].impact_windows(now) else {
             continue;
@@ -303,14 +314,14 @@ where
     Ok(())
 }
 
-/// The tenant's calls that finished in `[since, until]`, newest first per agent.
-async fn calls_between<S, Q>(
+/// The tenant's results that finished in `[since, until]`, newest first per agent.
+async fn results_between<S, Q>(
     api: &Api<S, Q>,
     tenant: &TenantId,
     agents: &[AgentName],
     since: i64,
     until: i64,
-) -> Result<Vec<CallFact>, ApiError>
+) -> Result<Vec<PastResult>, ApiError>
 where
     S: LearningStore,
 {
@@ -322,7 +333,38 @@ where
         limit: CALLS_PER_AGENT,
     };
     let found = results_of(api, tenant, agents, &query).await?;
-    Ok(found.iter().flatten().map(call_fact).collect())
+    Ok(found.into_iter().flatten().collect())
+}
+
+/// Brings each task type's patterns up to what the window's results show: those that stopped
+/// holding closed, new ones opened (see [`baton_types::patterns`]).
+async fn refresh_patterns<S, Q>(
+    api: &Api<S, Q>,
+    tenant: &TenantId,
+    results: &[PastResult],
+    now: i64,
+) -> Result<(), ApiError>
+where
+    S: PatternStore,
+{
+    let mut by_type: BTreeMap<&str, Vec<PastResult>> = BTreeMap::new();
+    for r in results {
+        by_type
+            .entry(r.task_type.as_str())
+            .or_default()
+            .push(r.clone());
+    }
+    for (task_type, results) in by_type.into_iter().take(MAX_PATTERN_TYPES) {
+        let kept = timed("store", api.store.patterns(tenant, task_type)).await?;
+        let (closed, opened) = patterns::reconcile(&kept, &patterns::holding(&results), now);
+        for pattern in &closed {
+            timed("store", api.store.close_pattern(tenant, task_type, pattern)).await?;
+        }
+        for pattern in &opened {
+            timed("store", api.store.open_pattern(tenant, task_type, pattern)).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The tenant's suggestions, newest first: of one status, one priority, or all.

@@ -38,8 +38,9 @@ use baton_chain::config::Settings;
 use baton_chain::invoker::AgentInvoker;
 use baton_chain::queue::{QueueStats, TaskQueue};
 use baton_chain::store::{
-    AdmissionStore, AgentRegistry, ConfigStore, ImprovementStore, LearningStore, RoutingState,
-    SessionStore, StatsStore, TenantCounters, TurnStore, WorkflowControls, WorkflowStore,
+    AdmissionStore, AgentRegistry, ConfigStore, ImprovementStore, LearningStore, PatternStore,
+    RoutingState, SessionStore, StatsStore, TenantCounters, TurnStore, WorkflowControls,
+    WorkflowStore,
 };
 use baton_types::ids::{AgentName, TenantId};
 use baton_types::learning::AgentStats;
@@ -125,6 +126,7 @@ pub trait ApiStore:
     + TurnStore
     + StatsStore
     + ImprovementStore
+    + PatternStore
 {
 }
 
@@ -141,6 +143,7 @@ impl<S> ApiStore for S where
         + TurnStore
         + StatsStore
         + ImprovementStore
+        + PatternStore
 {
 }
 
@@ -266,6 +269,7 @@ routes! {
     GET "/v1/stats" => stats::stats,
     GET "/v1/memory/recent" => memory::recent,
     GET "/v1/memory/relevant" => memory::relevant,
+    GET "/v1/memory/patterns/{task_type}" => memory::patterns,
 
     POST "/v1/improvements/analyze" => improvements::analyze,
     GET "/v1/improvements" => improvements::list,

@@ -1,4 +1,5 @@
-//! What Baton remembers, asked through `/v1/memory`: recent results and relevant memories.
+//! What Baton remembers, asked through `/v1/memory`: recent results, relevant memories, and
+//! the patterns learned for a task type.
 //!
 //! Reads only: the registry (cached), the learned stats that say which task types exist, and
 //! the result items of the agents asked about, newest first and bounded per agent (see
@@ -7,10 +8,11 @@
 
 use std::collections::BTreeSet;
 
-use baton_chain::store::{AgentRegistry, LearningStore, StatsStore};
+use baton_chain::store::{AgentRegistry, LearningStore, PatternStore, RoutingState, StatsStore};
 use baton_types::clock::{now_ms, rfc3339};
 use baton_types::ids::{AgentName, TenantId};
 use baton_types::outcome::{FailureKind, TokenUsage};
+use baton_types::patterns::{self, FailurePattern, Pattern, Trend};
 use baton_types::results::{self, PastResult, ResultQuery, MAX_RELEVANT, MAX_RESULTS};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -311,4 +313,161 @@ where
         .buffer_unordered(READ_CONCURRENCY)
         .try_collect::<Vec<_>>();
     Ok(timed("store", reads).await?)
+}
+
+/// One agent's record on a task type.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AgentPattern {
+    pub agent: String,
+    /// Calls learned, in all.
+    pub calls: u64,
+    pub success_rate: f64,
+    /// Its newer remembered results against its older ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trend: Option<Trend>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_p50_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_p90_ms: Option<u64>,
+    /// Tokens read and written per call, over the calls learned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_call: Option<f64>,
+    pub circuit_open: bool,
+}
+
+/// The agent learned routing would choose now, and why.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RouteNow {
+    pub agent: String,
+    /// The learned strategy's evidence for it: a lower bound of its decayed success rate.
+    pub confidence: f64,
+    pub calls: u64,
+    pub success_rate: f64,
+}
+
+/// The body of `GET /v1/memory/patterns/{task_type}`.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Patterns {
+    pub task_type: String,
+    pub agents: Vec<AgentPattern>,
+    /// Failures among the remembered results, by kind and normalised message.
+    pub failure_patterns: Vec<FailurePattern>,
+    /// None when no enabled agent with a closed circuit has learned this type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route_now: Option<RouteNow>,
+    /// Patterns the analyses found, as intervals, newest first: open ones have no `valid_to_ms`.
+    pub history: Vec<Pattern>,
+}
+
+/// What Baton has learned for a task type: each agent's success rate and trend, latency,
+/// tokens, the failures that recur, the agent learned routing would pick now, and the
+/// patterns found over time.
+#[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/memory/patterns/{task_type}", tag = "memory",
+    params(("task_type" = String, Path, min_length = 1, max_length = 128)),
+    responses(
+        (status = 200, body = Patterns),
+        (status = 404, response = crate::openapi::NotFound),
+    )))]
+pub async fn patterns<S, Q>(api: &Api<S, Q>, call: &Call<'_>) -> Result<Response<Body>, ApiError>
+where
+    S: AgentRegistry + LearningStore + StatsStore + RoutingState + PatternStore,
+{
+    let tenant = &call.tenant()?;
+    let task_type = call.param("task_type");
+    let not_learned =
+        || ApiError::NotFound(format!("nothing was learned under task type `{task_type}`"));
+    if task_type.is_empty() || task_type.chars().count() > 128 {
+        return Err(not_learned());
+    }
+    let list = timed("store", api.store.agent_list(tenant)).await?;
+    let names: Vec<AgentName> = list.agents.iter().map(|a| a.name.clone()).collect();
+    let learned = timed("store", api.store.learned_stats(tenant, &names)).await?;
+    let learned: Vec<_> = learned
+        .into_iter()
+        .filter(|l| l.task_type == task_type)
+        .collect();
+    if learned.is_empty() {
+        return Err(not_learned());
+    }
+    let agents: Vec<AgentName> = names
+        .into_iter()
+        .filter(|n| learned.iter().any(|l| l.agent == n.as_str()))
+        .collect();
+    let now = now_ms();
+    let query = ResultQuery {
+        task_type: Some(task_type.to_string()),
+        success: None,
+        since_ms: 0,
+        until_ms: now,
+        limit: MAX_RESULTS,
+    };
+    let (found, circuits, history) = futures::try_join!(
+        results_of(api, tenant, &agents, &query),
+        async { Ok::<_, ApiError>(api.store.circuits(tenant, &agents).await?) },
+        async { Ok::<_, ApiError>(api.store.patterns(tenant, task_type).await?) },
+    )?;
+    let results: Vec<PastResult> = found.into_iter().flatten().collect();
+    let half_life = api.settings.half_life_ms();
+    let is_open = |agent: &str| circuits.get(agent).is_some_and(|c| c.open);
+    let mut views = Vec::with_capacity(learned.len());
+    let mut route_now: Option<RouteNow> = None;
+    for record in &learned {
+        let stats = &record.stats;
+        let mut own: Vec<PastResult> = results
+            .iter()
+            .filter(|r| *r.agent == *record.agent)
+            .cloned()
+            .collect();
+        own.sort_by_key(|r| std::cmp::Reverse(r.finished_at_ms));
+        let mut latencies: Vec<u64> = own.iter().map(|r| r.latency_ms).collect();
+        let success_rate = rate(stats.successes, stats.count);
+        let enabled = list
+            .agents
+            .iter()
+            .any(|a| a.enabled && *a.name == *record.agent);
+        let confidence = stats.confidence(now, half_life);
+        if enabled
+            && !is_open(&record.agent)
+            && route_now
+                .as_ref()
+                .is_none_or(|best| confidence > best.confidence)
+        {
+            route_now = Some(RouteNow {
+                agent: record.agent.clone(),
+                confidence: (confidence * 1000.0).round() / 1000.0,
+                calls: stats.count,
+                success_rate,
+            });
+        }
+        views.push(AgentPattern {
+            agent: record.agent.clone(),
+            calls: stats.count,
+            success_rate,
+            trend: patterns::trend(&own),
+            latency_p50_ms: patterns::percentile(&mut latencies, 50.0),
+            latency_p90_ms: patterns::percentile(&mut latencies, 90.0),
+            tokens_per_call: (stats.count > 0 && stats.input_tokens + stats.output_tokens > 0)
+                .then(|| (stats.input_tokens + stats.output_tokens) as f64 / stats.count as f64),
+            circuit_open: is_open(&record.agent),
+        });
+    }
+    let body = Patterns {
+        task_type: task_type.to_string(),
+        agents: views,
+        failure_patterns: patterns::failure_patterns(&results),
+        route_now,
+        history,
+    };
+    Ok(json_response(200, &body))
+}
+
+fn rate(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        ((part as f64 / whole as f64) * 1000.0).round() / 1000.0
+    }
 }

@@ -1,4 +1,4 @@
-//! Suggestions in the memory table: one item each under `{tenant}#IMPROVEMENTS`, the record
+//! Suggestions and patterns in the memory table: one item each under `{tenant}#IMPROVEMENTS`, the record
 //! whole as JSON beside its `version`. A create is conditioned on the id being free, an
 //! update on the version it read; a write that meets its own earlier effect (the SDK resent
 //! a request whose response was lost) is recognised by the record it finds.
@@ -7,12 +7,17 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 
 use super::*;
-use baton_chain::store::ImprovementStore;
+use baton_chain::store::{ImprovementStore, PatternStore};
 use baton_types::ids::TenantId;
+use baton_types::patterns::{Pattern, MAX_HISTORY};
 use baton_types::suggestions::{StoredSuggestion, MAX_KEPT};
 
 const RECORD: &str = "record";
 const VERSION: &str = "version";
+/// How long a suggestion is kept after its last change.
+const SUGGESTION_LIFETIME_S: i64 = 182 * 86_400;
+/// How long a pattern is kept after it began.
+const PATTERN_LIFETIME_S: i64 = 365 * 86_400;
 
 fn suggestions_pk(tenant: &TenantId) -> String {
     format!("{tenant}#IMPROVEMENTS")
@@ -36,6 +41,11 @@ impl DynamoStore {
             .item(SK, s(suggestion.id.as_str()))
             .item(RECORD, s(record.as_str()))
             .item(VERSION, n(suggestion.version))
+            // Kept half a year after its last change.
+            .item(
+                EXPIRES_AT,
+                n(suggestion.updated_at_ms / 1000 + SUGGESTION_LIFETIME_S),
+            )
             .condition_expression(condition)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         if let Some(previous) = previous {
@@ -109,5 +119,116 @@ impl ImprovementStore for DynamoStore {
         let previous = suggestion.version.saturating_sub(1);
         self.put_suggestion(tenant, suggestion, "version = :previous", Some(previous))
             .await
+    }
+}
+
+fn patterns_pk(tenant: &TenantId, task_type: &str) -> String {
+    format!("{tenant}#PATTERNS#{task_type}")
+}
+
+/// A pattern's sort key: its kind, subject and start; the same pattern is the same item.
+fn pattern_sk(pattern: &Pattern) -> String {
+    format!(
+        "{}#{}#{}",
+        pattern.kind.as_str(),
+        pattern.subject,
+        keys::result_time(pattern.valid_from_ms)
+    )
+}
+
+#[async_trait]
+impl PatternStore for DynamoStore {
+    async fn patterns(
+        &self,
+        tenant: &TenantId,
+        task_type: &str,
+    ) -> Result<Vec<Pattern>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.memory_table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(patterns_pk(tenant, task_type)))
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        let mut patterns: Vec<Pattern> = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|item| {
+                let mut pattern: Pattern = Attrs(item).json(RECORD).ok().flatten()?;
+                pattern.valid_to_ms = Attrs(item).opt_n("valid_to").ok().flatten();
+                Some(pattern)
+            })
+            .collect();
+        patterns.sort_by_key(|p| std::cmp::Reverse(p.valid_from_ms));
+        patterns.truncate(MAX_HISTORY);
+        Ok(patterns)
+    }
+
+    async fn open_pattern(
+        &self,
+        tenant: &TenantId,
+        task_type: &str,
+        pattern: &Pattern,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.memory_table)
+            .item(PK, s(patterns_pk(tenant, task_type)))
+            .item(SK, s(pattern_sk(pattern)))
+            .item(RECORD, s(json_text(pattern)?))
+            // Long-term, yet bounded: a pattern goes a year after it began.
+            .item(
+                EXPIRES_AT,
+                n(pattern.valid_from_ms / 1000 + PATTERN_LIFETIME_S),
+            )
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Opened before: by this write whose response was lost, or a concurrent analysis.
+            Err(SdkError::ServiceError(err))
+                if err.err().is_conditional_check_failed_exception() =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(dynamo_error(e)),
+        }
+    }
+
+    async fn close_pattern(
+        &self,
+        tenant: &TenantId,
+        task_type: &str,
+        pattern: &Pattern,
+    ) -> Result<(), StoreError> {
+        let Some(valid_to) = pattern.valid_to_ms else {
+            return Ok(());
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.memory_table)
+            .key(PK, s(patterns_pk(tenant, task_type)))
+            .key(SK, s(pattern_sk(pattern)))
+            .update_expression("SET valid_to = :to")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(valid_to)")
+            .expression_attribute_values(":to", n(valid_to))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Closed before, or gone: what it says stands.
+            Err(SdkError::ServiceError(err))
+                if err.err().is_conditional_check_failed_exception() =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(dynamo_error(e)),
+        }
     }
 }

@@ -1,11 +1,12 @@
-//! Suggestions in memory: one map per tenant, writes conditioned on the version as the
+//! Suggestions and patterns in memory: one map per tenant, writes conditioned on the version as the
 //! adapter's are, and a write that meets its own earlier effect taken as done.
 
 use async_trait::async_trait;
 
 use super::MemoryStore;
-use crate::store::{ImprovementStore, StoreError};
+use crate::store::{ImprovementStore, PatternStore, StoreError};
 use baton_types::ids::TenantId;
+use baton_types::patterns::{Pattern, MAX_HISTORY};
 use baton_types::suggestions::{StoredSuggestion, MAX_KEPT};
 
 #[async_trait]
@@ -56,6 +57,72 @@ impl ImprovementStore for MemoryStore {
                 Some(stored) => Ok(stored == suggestion),
                 None => Ok(false),
             }
+        })
+    }
+}
+
+fn pattern_key(pattern: &Pattern) -> (String, String, i64) {
+    (
+        pattern.kind.as_str().to_string(),
+        pattern.subject.clone(),
+        pattern.valid_from_ms,
+    )
+}
+
+#[async_trait]
+impl PatternStore for MemoryStore {
+    async fn patterns(
+        &self,
+        tenant: &TenantId,
+        task_type: &str,
+    ) -> Result<Vec<Pattern>, StoreError> {
+        self.run("patterns", |state| {
+            let mut all: Vec<Pattern> = state
+                .patterns
+                .get(&(tenant.clone(), task_type.to_string()))
+                .into_iter()
+                .flat_map(|kept| kept.values().cloned())
+                .collect();
+            all.sort_by_key(|p| std::cmp::Reverse(p.valid_from_ms));
+            all.truncate(MAX_HISTORY);
+            Ok(all)
+        })
+    }
+
+    async fn open_pattern(
+        &self,
+        tenant: &TenantId,
+        task_type: &str,
+        pattern: &Pattern,
+    ) -> Result<(), StoreError> {
+        self.run("open_pattern", |state| {
+            let kept = state
+                .patterns
+                .entry((tenant.clone(), task_type.to_string()))
+                .or_default();
+            kept.entry(pattern_key(pattern))
+                .or_insert_with(|| pattern.clone());
+            Ok(())
+        })
+    }
+
+    async fn close_pattern(
+        &self,
+        tenant: &TenantId,
+        task_type: &str,
+        pattern: &Pattern,
+    ) -> Result<(), StoreError> {
+        self.run("close_pattern", |state| {
+            let kept = state
+                .patterns
+                .entry((tenant.clone(), task_type.to_string()))
+                .or_default();
+            if let Some(stored) = kept.get_mut(&pattern_key(pattern)) {
+                if stored.valid_to_ms.is_none() {
+                    stored.valid_to_ms = pattern.valid_to_ms;
+                }
+            }
+            Ok(())
         })
     }
 }
