@@ -128,7 +128,9 @@ async fn a_backlog_behind_a_concurrency_limit_is_suggested_applied_by_a_person_a
 
     // The same work again: the report measures the queue wait before and after.
     run_backlog(&stack, "after", 2 * TASKS).await;
-    let impact = eventually("the impact measured", || async {
+    // The before-window grows with the time since the change, up to the analysis window, until
+    // it holds enough of the first backlog's calls (which waited up to 30 s each).
+    let impact = patiently("the impact measured", || async {
         let report = get(&stack, "/v1/improvements/report").await;
         assert_eq!(report.status, 200, "{:#}", report.body);
         let impacts = report.body["impacts"].as_array()?.clone();
@@ -187,4 +189,19 @@ async fn a_backlog_behind_a_concurrency_limit_is_suggested_applied_by_a_person_a
     )
     .await;
     assert_eq!(theirs.body["suggestions"], json!([]));
+}
+
+/// `eventually`, for a condition that waits on wall time passing: up to four minutes.
+async fn patiently<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..960 {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("never happened: {what}");
 }
