@@ -16,6 +16,7 @@ pub mod attempt;
 pub mod cache;
 pub mod causes;
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod finish;
 pub mod hold;

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use baton_types::agent::Agent;
 use baton_types::circuit::{Circuit, Probe};
+use baton_types::contexts::StoredContext;
 use baton_types::control::{Control, ControlChange, ControlEvent, ControlState, Hold, TaskReset};
 use baton_types::conversation::ConversationState;
 use baton_types::health::AgentHealth;
@@ -1060,6 +1061,31 @@ pub trait LearningStore: Send + Sync {
 
 /// What the API's stats read beyond the other ports: every learned stats record of some agents,
 /// and how many of a tenant's workflows are running.
+/// Contexts, kept whole under the tenant (see [`baton_types::contexts`]).
+#[async_trait]
+pub trait ContextStore: Send + Sync {
+    /// The context, expired or not (the caller decides what an expired one means).
+    async fn context(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<Option<StoredContext>, StoreError>;
+    /// Writes `context` if the stored one is at `context.version - 1` (none stored: version
+    /// 1); false if it moved on. A write that meets its own earlier effect counts as done.
+    async fn write_context(
+        &self,
+        tenant: &TenantId,
+        context: &StoredContext,
+    ) -> Result<bool, StoreError>;
+    /// Deletes the context if it is at `version`; false if it moved on or is gone.
+    async fn delete_context(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+    ) -> Result<bool, StoreError>;
+}
+
 /// Self-improvement suggestions, kept whole under the tenant (see
 /// [`baton_types::suggestions`]). Writes are conditioned, so concurrent analyses and people
 /// never overwrite each other.

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod circuit;
 pub mod clock;
+pub mod contexts;
 pub mod control;
 pub mod conversation;
 pub mod dag;

@@ -1,4 +1,4 @@
-//! Suggestions and patterns in the memory table: one item each under `{tenant}#IMPROVEMENTS`, the record
+//! Suggestions, patterns and contexts in the memory table: one item each under `{tenant}#IMPROVEMENTS`, the record
 //! whole as JSON beside its `version`. A create is conditioned on the id being free, an
 //! update on the version it read; a write that meets its own earlier effect (the SDK resent
 //! a request whose response was lost) is recognised by the record it finds.
@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 
 use super::*;
-use baton_chain::store::{ImprovementStore, PatternStore};
+use baton_chain::store::{ContextStore, ImprovementStore, PatternStore};
+use baton_types::contexts::StoredContext;
 use baton_types::ids::TenantId;
 use baton_types::patterns::{Pattern, MAX_HISTORY};
 use baton_types::suggestions::{StoredSuggestion, MAX_KEPT};
@@ -227,6 +228,108 @@ impl PatternStore for DynamoStore {
                 if err.err().is_conditional_check_failed_exception() =>
             {
                 Ok(())
+            }
+            Err(e) => Err(dynamo_error(e)),
+        }
+    }
+}
+
+fn contexts_pk(tenant: &TenantId) -> String {
+    format!("{tenant}#CONTEXTS")
+}
+
+#[async_trait]
+impl ContextStore for DynamoStore {
+    async fn context(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<Option<StoredContext>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.memory_table)
+            .key(PK, s(contexts_pk(tenant)))
+            .key(SK, s(name))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        out.item
+            .map(|item| {
+                Attrs(&item)
+                    .json::<StoredContext>(RECORD)?
+                    .ok_or_else(|| StoreError::Corrupt(format!("context `{name}` has no record")))
+            })
+            .transpose()
+    }
+
+    async fn write_context(
+        &self,
+        tenant: &TenantId,
+        context: &StoredContext,
+    ) -> Result<bool, StoreError> {
+        let record = json_text(context)?;
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.memory_table)
+            .item(PK, s(contexts_pk(tenant)))
+            .item(SK, s(context.name.as_str()))
+            .item(RECORD, s(record.as_str()))
+            .item(VERSION, n(context.version))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some(at) = context.expires_at_ms {
+            // DynamoDB's TTL deletes it some time after; reads treat it as gone at once.
+            request = request.item(EXPIRES_AT, n(at / 1000 + 1));
+        }
+        request = if context.version <= 1 {
+            request.condition_expression("attribute_not_exists(pk)")
+        } else {
+            request
+                .condition_expression("version = :previous")
+                .expression_attribute_values(":previous", n(context.version - 1))
+        };
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(err))
+                if err.err().is_conditional_check_failed_exception() =>
+            {
+                let existing = match err.into_err() {
+                    PutItemError::ConditionalCheckFailedException(e) => e.item,
+                    _ => None,
+                };
+                Ok(
+                    existing
+                        .is_some_and(|item| Attrs(&item).opt_s(RECORD) == Some(record.as_str())),
+                )
+            }
+            Err(e) => Err(dynamo_error(e)),
+        }
+    }
+
+    async fn delete_context(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.memory_table)
+            .key(PK, s(contexts_pk(tenant)))
+            .key(SK, s(name))
+            .condition_expression("version = :version")
+            .expression_attribute_values(":version", n(version))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(err))
+                if err.err().is_conditional_check_failed_exception() =>
+            {
+                Ok(false)
             }
             Err(e) => Err(dynamo_error(e)),
         }

@@ -1,10 +1,11 @@
-//! Suggestions and patterns in memory: one map per tenant, writes conditioned on the version as the
+//! Suggestions, patterns and contexts in memory: one map per tenant, writes conditioned on the version as the
 //! adapter's are, and a write that meets its own earlier effect taken as done.
 
 use async_trait::async_trait;
 
 use super::MemoryStore;
-use crate::store::{ImprovementStore, PatternStore, StoreError};
+use crate::store::{ContextStore, ImprovementStore, PatternStore, StoreError};
+use baton_types::contexts::StoredContext;
 use baton_types::ids::TenantId;
 use baton_types::patterns::{Pattern, MAX_HISTORY};
 use baton_types::suggestions::{StoredSuggestion, MAX_KEPT};
@@ -123,6 +124,58 @@ impl PatternStore for MemoryStore {
                 }
             }
             Ok(())
+        })
+    }
+}
+
+#[async_trait]
+impl ContextStore for MemoryStore {
+    async fn context(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<Option<StoredContext>, StoreError> {
+        self.run("context", |state| {
+            Ok(state
+                .contexts
+                .get(&(tenant.clone(), name.to_string()))
+                .cloned())
+        })
+    }
+
+    async fn write_context(
+        &self,
+        tenant: &TenantId,
+        context: &StoredContext,
+    ) -> Result<bool, StoreError> {
+        self.run("write_context", |state| {
+            let key = (tenant.clone(), context.name.clone());
+            let stored = state.contexts.get(&key);
+            let current = stored.map_or(0, |c| c.version);
+            if current + 1 == context.version {
+                state.contexts.insert(key, context.clone());
+                Ok(true)
+            } else {
+                Ok(stored == Some(context))
+            }
+        })
+    }
+
+    async fn delete_context(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u64,
+    ) -> Result<bool, StoreError> {
+        self.run("delete_context", |state| {
+            let key = (tenant.clone(), name.to_string());
+            match state.contexts.get(&key) {
+                Some(stored) if stored.version == version => {
+                    state.contexts.remove(&key);
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
         })
     }
 }
