@@ -206,6 +206,7 @@ async fn a_host_that_resolves_to_a_refused_address_is_not_called() {
         input: &input,
         dependencies: Default::default(),
         memories: Vec::new(),
+        context: None,
         timeout_ms: 5_000,
     };
     let invoker = HttpAgentInvoker::new(&policy).expect("client");

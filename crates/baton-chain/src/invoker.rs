@@ -27,6 +27,10 @@ pub struct AgentCall<'a> {
     /// Past results the task asked for (`memory.relevant`), most relevant first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub memories: Vec<Value>,
+    /// The shared context the task names, as it was read: `{name, version, value}`. The
+    /// agent may answer `context_update`, a merge patch Baton applies to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
     /// How long to wait for the answer: the smaller of the task's and the agent's time-outs.
     #[serde(skip)]
     pub timeout_ms: u64,

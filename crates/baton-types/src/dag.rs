@@ -64,6 +64,13 @@ pub struct TaskSpec {
     /// Past results to give the agent: `{"relevant": N}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<crate::results::MemoryAsk>,
+    /// The shared context its agent receives and may update (overrides the workflow's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)
+    )]
+    pub context: Option<String>,
 }
 
 impl TaskSpec {
@@ -84,6 +91,7 @@ impl TaskSpec {
             deadline: None,
             deadline_s: None,
             memory: None,
+            context: None,
         }
     }
 }

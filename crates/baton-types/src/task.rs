@@ -94,6 +94,9 @@ pub struct TaskProfile {
     /// Past results its agent receives with the call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<crate::results::MemoryAsk>,
+    /// The shared context its agent receives with the call and may update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {

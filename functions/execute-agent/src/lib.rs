@@ -25,17 +25,19 @@ use baton_chain::attempt::{
 };
 use baton_chain::cache::AgentCache;
 use baton_chain::config::Settings;
+use baton_chain::context::{self, UpdateOutcome};
 use baton_chain::error::ChainError;
 use baton_chain::finish::complete_task;
 use baton_chain::hold::honour_hold;
 use baton_chain::invoker::{AgentCall, AgentInvoker};
 use baton_chain::queue::TaskQueue;
 use baton_chain::store::{
-    new_claim_token, AgentRegistry, AttemptHolder, ChainStore, ClaimOutcome, DependencyOutputs,
-    LearningStore, RoutingState, SlotGrant, SlotHold, MAX_DEPENDENCY_BYTES,
+    new_claim_token, AgentRegistry, AttemptHolder, ChainStore, ClaimOutcome, ContextStore,
+    DependencyOutputs, LearningStore, RoutingState, SlotGrant, SlotHold, MAX_DEPENDENCY_BYTES,
 };
 use baton_types::agent::Agent;
 use baton_types::clock::now_ms;
+use baton_types::contexts::StoredContext;
 use baton_types::ids::AgentName;
 use baton_types::messages::{
     ExecuteMessage, OutcomeMessage, RouteMessage, TaskRef, FORMAT_VERSION,
@@ -75,7 +77,7 @@ pub async fn handle_batch<S, Q, I>(
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error>
 where
-    S: ChainStore + AgentRegistry + RoutingState + LearningStore,
+    S: ChainStore + AgentRegistry + RoutingState + LearningStore + ContextStore,
     Q: TaskQueue,
     I: AgentInvoker,
 {
@@ -93,7 +95,7 @@ async fn execute<S, Q, I>(
     sent_at_ms: Option<i64>,
 ) -> Result<(), ChainError>
 where
-    S: ChainStore + AgentRegistry + RoutingState + LearningStore,
+    S: ChainStore + AgentRegistry + RoutingState + LearningStore + ContextStore,
     Q: TaskQueue,
     I: AgentInvoker,
 {
@@ -173,7 +175,7 @@ async fn run_attempt<S, Q, I>(
     sent_at_ms: Option<i64>,
 ) -> Result<(), ChainError>
 where
-    S: ChainStore + AgentRegistry + LearningStore,
+    S: ChainStore + AgentRegistry + LearningStore + ContextStore,
     Q: TaskQueue,
     I: AgentInvoker,
 {
@@ -293,6 +295,7 @@ where
             .map(|(id, output)| (id.into_string(), output))
             .collect::<Map<_, _>>(),
         memories: relevant_memories(deps, &claimed, &input).await?,
+        context: shared_context(deps, &claimed).await?,
         timeout_ms: claimed
             .timeout_ms
             .map_or(agent.timeout_ms, |t| t.min(agent.timeout_ms)),
@@ -302,6 +305,10 @@ where
     let latency_ms = started.elapsed().as_millis() as u64;
     let usage = answer.as_ref().ok().and_then(|a| a.usage);
     let result = answer.map(|a| a.output);
+    let result = match result {
+        Ok(output) => apply_context_update(deps, &claimed, task, output).await?,
+        failed => failed,
+    };
     baton_chain::metrics::agent_call(&agent.name, latency_ms, result.is_err());
     match &result {
         Ok(_) => tracing::info!(
@@ -415,6 +422,57 @@ where
     );
     conclude_attempt(&deps.store, &deps.queue, &deps.settings, conclusion).await?;
     Ok(())
+}
+
+/// The shared context the task names, as the agent receives it (an expired or deleted one
+/// reads as empty, at version 0).
+async fn shared_context<S, Q, I>(
+    deps: &ExecuteDeps<S, Q, I>,
+    record: &TaskRecord,
+) -> Result<Option<Value>, ChainError>
+where
+    S: ContextStore,
+{
+    let Some(name) = &record.profile.context else {
+        return Ok(None);
+    };
+    let now = now_ms();
+    let context = deps
+        .store
+        .context(&record.tenant, name)
+        .await?
+        .filter(|c| !c.is_expired(now))
+        .unwrap_or_else(|| StoredContext::empty(name, now));
+    Ok(Some(context.for_call()))
+}
+
+/// Applies the agent's `context_update` (a merge patch) to the task's context, once per
+/// attempt. An update that would pass the context's budget fails the attempt, so no update is
+/// silently dropped.
+async fn apply_context_update<S, Q, I>(
+    deps: &ExecuteDeps<S, Q, I>,
+    record: &TaskRecord,
+    task: &TaskRef,
+    output: Value,
+) -> Result<Result<Value, TaskFailure>, ChainError>
+where
+    S: ContextStore,
+{
+    let (Some(name), Some(patch)) = (&record.profile.context, output.get("context_update")) else {
+        return Ok(Ok(output));
+    };
+    let key = task.idempotency_key();
+    match context::apply_update(&deps.store, &record.tenant, name, patch, &key, now_ms()).await? {
+        UpdateOutcome::Applied { version } => {
+            tracing::info!(context = %name, version, "context updated");
+            Ok(Ok(output))
+        }
+        UpdateOutcome::AlreadyApplied => Ok(Ok(output)),
+        UpdateOutcome::Refused(why) => Ok(Err(TaskFailure::new(
+            FailureKind::InvalidResponse,
+            format!("the agent's context_update to `{name}` was refused: {why}"),
+        ))),
+    }
 }
 
 /// The past results the task asked for (`memory.relevant`), most like its input first: of

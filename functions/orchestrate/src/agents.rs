@@ -273,7 +273,7 @@ fn guard_error(error: GuardError, agent: Option<&Agent>) -> ApiError {
     }
 }
 
-fn if_match(request: &Request) -> Result<Option<IfMatch>, ApiError> {
+pub(crate) fn if_match(request: &Request) -> Result<Option<IfMatch>, ApiError> {
     let Some(header) = request.headers().get(lambda_http::http::header::IF_MATCH) else {
         return Ok(None);
     };

@@ -473,6 +473,7 @@ where
         input: &input,
         dependencies: Map::new(),
         memories: Vec::new(),
+        context: None,
         timeout_ms: classifier.timeout_ms.min(CLASSIFIER_TIMEOUT_MS),
     };
     let verdict = match invoker.invoke(classifier, &call).await {

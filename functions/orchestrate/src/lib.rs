@@ -11,6 +11,7 @@
 pub mod admission;
 pub mod agents;
 pub mod bodies;
+pub mod contexts;
 pub mod conversation;
 pub mod error;
 pub mod identity;
@@ -38,9 +39,9 @@ use baton_chain::config::Settings;
 use baton_chain::invoker::AgentInvoker;
 use baton_chain::queue::{QueueStats, TaskQueue};
 use baton_chain::store::{
-    AdmissionStore, AgentRegistry, ConfigStore, ImprovementStore, LearningStore, PatternStore,
-    RoutingState, SessionStore, StatsStore, TenantCounters, TurnStore, WorkflowControls,
-    WorkflowStore,
+    AdmissionStore, AgentRegistry, ConfigStore, ContextStore, ImprovementStore, LearningStore,
+    PatternStore, RoutingState, SessionStore, StatsStore, TenantCounters, TurnStore,
+    WorkflowControls, WorkflowStore,
 };
 use baton_types::ids::{AgentName, TenantId};
 use baton_types::learning::AgentStats;
@@ -127,6 +128,7 @@ pub trait ApiStore:
     + StatsStore
     + ImprovementStore
     + PatternStore
+    + ContextStore
 {
 }
 
@@ -144,6 +146,7 @@ impl<S> ApiStore for S where
         + StatsStore
         + ImprovementStore
         + PatternStore
+        + ContextStore
 {
 }
 
@@ -270,6 +273,10 @@ routes! {
     GET "/v1/memory/recent" => memory::recent,
     GET "/v1/memory/relevant" => memory::relevant,
     GET "/v1/memory/patterns/{task_type}" => memory::patterns,
+    PUT "/v1/contexts/{name}" => contexts::put_context,
+    GET "/v1/contexts/{name}" => contexts::get_context,
+    PATCH "/v1/contexts/{name}" => contexts::patch_context,
+    DELETE "/v1/contexts/{name}" => contexts::delete_context,
 
     POST "/v1/improvements/analyze" => improvements::analyze,
     GET "/v1/improvements" => improvements::list,

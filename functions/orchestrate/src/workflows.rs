@@ -4,8 +4,8 @@
 use baton_chain::hold::{reconcile, Reconciled};
 use baton_chain::queue::TaskQueue;
 use baton_chain::store::{
-    AdmissionStore, AgentRegistry, ConfigStore, ControlApplied, ControlWrite, LearningStore,
-    NewTask, NewWorkflow, WorkflowFilter, WorkflowStore,
+    AdmissionStore, AgentRegistry, ConfigStore, ContextStore, ControlApplied, ControlWrite,
+    LearningStore, NewTask, NewWorkflow, WorkflowFilter, WorkflowStore,
 };
 use baton_types::clock::{now_ms, parse_rfc3339, rfc3339};
 use baton_types::control::{
@@ -946,6 +946,12 @@ pub struct WorkflowSubmission {
     /// The workflow's deadline, in seconds from submission.
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 900))]
     timeout_s: Option<i64>,
+    /// The shared context every task's agent receives and may update (a task may name its own).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)
+    )]
+    context: Option<String>,
 }
 
 /// What every task of a workflow gets unless it says otherwise.
@@ -998,7 +1004,7 @@ pub async fn submit_workflow<S, Q>(
     call: &Call<'_>,
 ) -> Result<Response<Body>, ApiError>
 where
-    S: WorkflowStore + ConfigStore + AgentRegistry + LearningStore + AdmissionStore,
+    S: WorkflowStore + ConfigStore + AgentRegistry + LearningStore + AdmissionStore + ContextStore,
     Q: TaskQueue,
 {
     let tenant = &call.tenant()?;
@@ -1014,6 +1020,7 @@ where
     } = timed_sync("validate", || {
         validate_workflow(&submission, &multipliers, now)
     })?;
+    check_contexts(api, tenant, &settings, now).await?;
 
     // Quotas: a workflow more than the tenant may run, or tasks past its backlog, store
     // nothing; admitted tasks get their turns at its pace.
@@ -1142,6 +1149,47 @@ where
         response.headers_mut().insert("location", location);
     }
     Ok(response)
+}
+
+/// The most contexts one workflow's tasks may name.
+const MAX_CONTEXTS_PER_WORKFLOW: usize = 10;
+
+/// Every context the tasks name exists for the tenant, now: one that does not (or another
+/// tenant's, which reads the same) refuses the submission, which stores nothing.
+async fn check_contexts<S, Q>(
+    api: &Api<S, Q>,
+    tenant: &TenantId,
+    settings: &[TaskSettings],
+    now: i64,
+) -> Result<(), ApiError>
+where
+    S: ContextStore,
+{
+    let names: std::collections::BTreeSet<&str> = settings
+        .iter()
+        .filter_map(|s| s.profile.context.as_deref())
+        .collect();
+    if names.len() > MAX_CONTEXTS_PER_WORKFLOW {
+        return Err(ApiError::invalid(
+            format!(
+                "the tasks name {} contexts; a workflow may name at most {MAX_CONTEXTS_PER_WORKFLOW}",
+                names.len()
+            ),
+            json!({ "field": "context" }),
+        ));
+    }
+    for name in names {
+        let live = timed("store", api.store.context(tenant, name))
+            .await?
+            .filter(|c| !c.is_expired(now));
+        if live.is_none() {
+            return Err(ApiError::invalid(
+                format!("context `{name}` does not exist; create it with PUT /v1/contexts/{name}"),
+                json!({ "field": "context", "context": name }),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A turn this close to now is now: its task is sent at once.
@@ -1341,7 +1389,18 @@ fn validate_workflow(
         let field_error = |(field, reason): (String, String)| {
             ApiError::invalid(format!("task `{}`: {field}: {reason}", task.id), at(&field))
         };
-        let profile = task_profile(task, multipliers, now).map_err(field_error)?;
+        let mut profile = task_profile(task, multipliers, now).map_err(field_error)?;
+        profile.context = task.context.clone().or_else(|| submission.context.clone());
+        if let Some(context) = &profile.context {
+            AgentName::parse(context).map_err(|e| {
+                let field = if task.context.is_some() {
+                    "context"
+                } else {
+                    "workflow.context"
+                };
+                ApiError::invalid(format!("task `{}`: context: {e}", task.id), at(field))
+            })?;
+        }
         settings.push(TaskSettings {
             retry,
             fallback: task.fallback.unwrap_or(true),

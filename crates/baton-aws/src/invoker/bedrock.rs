@@ -44,11 +44,7 @@ pub async fn converse(
     call: &AgentCall<'_>,
 ) -> Result<AgentAnswer, TaskFailure> {
     let subject = format!("model `{}`", target.model_id);
-    let system = prompt::system_texts(
-        target.system_prompt.as_deref(),
-        &call.dependencies,
-        &call.memories,
-    );
+    let system = prompt::system_texts(target.system_prompt.as_deref(), prompt::Extras::of(call));
     let defaults = InferenceSettings::default();
     let inference = target.inference.as_ref().unwrap_or(&defaults);
     let body = request_body(

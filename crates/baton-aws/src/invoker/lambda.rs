@@ -153,6 +153,7 @@ mod tests {
             input: &input,
             dependencies: Default::default(),
             memories: Vec::new(),
+            context: None,
             timeout_ms: 1_000,
         };
         let body: Value = serde_json::from_slice(&payload(&call)).unwrap();

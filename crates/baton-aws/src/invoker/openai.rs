@@ -27,8 +27,7 @@ pub fn request_body(target: &OpenAiTarget, call: &AgentCall<'_>) -> Result<Value
     let messages = prompt::chat_messages(
         target.system_prompt.as_deref(),
         call.input,
-        &call.dependencies,
-        &call.memories,
+        prompt::Extras::of(call),
     )
     .map_err(|why| {
         TaskFailure::new(
@@ -195,6 +194,7 @@ mod tests {
             input: &input,
             dependencies: Map::new(),
             memories: Vec::new(),
+            context: None,
             timeout_ms: 1_000,
         };
         let body = request_body(&target(), &call).unwrap();

@@ -5,7 +5,8 @@
 //! - The outputs of the task's dependencies, if any, follow as one more system text:
 //!   [`DEPENDENCIES_PREAMBLE`] and then a JSON object of each dependency's id to its output.
 //! - The past results the task asked for (`memory.relevant`), if any, follow the same way:
-//!   [`MEMORIES_PREAMBLE`] and then their JSON list, most relevant first.
+//!   [`MEMORIES_PREAMBLE`] and then their JSON list, most relevant first; then the task's
+//!   shared context, if it names one: [`CONTEXT_PREAMBLE`] and `{name, version, value}`.
 //! - Then the conversation: an openai task whose input has a `messages` array sends it as it
 //!   is (each a `{role, content}` object); otherwise one user message holds the input's text:
 //!   `input.prompt` or `input.text` if it is a string, the input itself if it is a string, and
@@ -15,6 +16,8 @@ use serde_json::{json, Map, Value};
 
 pub const DEPENDENCIES_PREAMBLE: &str = "Results of the steps this one depends on:";
 pub const MEMORIES_PREAMBLE: &str = "Past results of similar tasks, most relevant first:";
+pub const CONTEXT_PREAMBLE: &str =
+    "The shared context of this work ({name, version, value}); answer `context_update`, a JSON merge patch, to change it:";
 /// The roles a Chat Completions message may take.
 const CHAT_ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
 
@@ -39,19 +42,43 @@ pub fn dependencies_text(dependencies: &Map<String, Value>) -> Option<String> {
     })
 }
 
-/// The system texts, in order: the agent's prompt, the dependencies' outputs, the memories.
-pub fn system_texts(
-    system_prompt: Option<&str>,
-    dependencies: &Map<String, Value>,
-    memories: &[Value],
-) -> Vec<String> {
-    let memories = (!memories.is_empty())
-        .then(|| format!("{MEMORIES_PREAMBLE}\n{}", Value::Array(memories.to_vec())));
+/// What a call adds to a model's system texts besides the agent's prompt.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extras<'a> {
+    pub dependencies: Option<&'a Map<String, Value>>,
+    pub memories: &'a [Value],
+    /// `{name, version, value}` of the task's shared context.
+    pub context: Option<&'a Value>,
+}
+
+impl<'a> Extras<'a> {
+    pub fn of(call: &'a baton_chain::invoker::AgentCall<'_>) -> Self {
+        Extras {
+            dependencies: Some(&call.dependencies),
+            memories: &call.memories,
+            context: call.context.as_ref(),
+        }
+    }
+}
+
+/// The system texts, in order: the agent's prompt, the dependencies' outputs, the memories,
+/// the shared context.
+pub fn system_texts(system_prompt: Option<&str>, extras: Extras<'_>) -> Vec<String> {
+    let memories = (!extras.memories.is_empty()).then(|| {
+        format!(
+            "{MEMORIES_PREAMBLE}\n{}",
+            Value::Array(extras.memories.to_vec())
+        )
+    });
+    let context = extras
+        .context
+        .map(|context| format!("{CONTEXT_PREAMBLE}\n{context}"));
     system_prompt
         .map(str::to_string)
         .into_iter()
-        .chain(dependencies_text(dependencies))
+        .chain(extras.dependencies.and_then(dependencies_text))
         .chain(memories)
+        .chain(context)
         .collect()
 }
 
@@ -60,10 +87,9 @@ pub fn system_texts(
 pub fn chat_messages(
     system_prompt: Option<&str>,
     input: &Value,
-    dependencies: &Map<String, Value>,
-    memories: &[Value],
+    extras: Extras<'_>,
 ) -> Result<Vec<Value>, String> {
-    let mut messages: Vec<Value> = system_texts(system_prompt, dependencies, memories)
+    let mut messages: Vec<Value> = system_texts(system_prompt, extras)
         .into_iter()
         .map(|text| json!({ "role": "system", "content": text }))
         .collect();
@@ -122,8 +148,11 @@ mod tests {
         let messages = chat_messages(
             Some("Be brief."),
             &json!({"prompt": "Sum it up"}),
-            &deps(json!({"fetch": {"n": 2}})),
-            &[json!({"task_id": "earlier"})],
+            Extras {
+                dependencies: Some(&deps(json!({"fetch": {"n": 2}}))),
+                memories: &[json!({"task_id": "earlier"})],
+                context: None,
+            },
         )
         .unwrap();
         assert_eq!(
@@ -135,7 +164,7 @@ mod tests {
                 json!({"role": "user", "content": "Sum it up"}),
             ]
         );
-        let bare = chat_messages(None, &json!({"a": 1}), &Map::new(), &[]).unwrap();
+        let bare = chat_messages(None, &json!({"a": 1}), Extras::default()).unwrap();
         assert_eq!(bare, vec![json!({"role": "user", "content": r#"{"a":1}"#})]);
     }
 
@@ -146,7 +175,7 @@ mod tests {
             {"role": "assistant", "content": "Hi"},
             {"role": "user", "content": [{"type": "text", "text": "More"}]},
         ]);
-        let messages = chat_messages(None, &json!({"messages": given}), &Map::new(), &[]).unwrap();
+        let messages = chat_messages(None, &json!({"messages": given}), Extras::default()).unwrap();
         assert_eq!(Value::Array(messages), given);
         for (bad, says) in [
             (json!({"messages": "hi"}), "must be an array"),
@@ -164,16 +193,16 @@ mod tests {
                 "messages[1]",
             ),
         ] {
-            let err = chat_messages(None, &bad, &Map::new(), &[]).unwrap_err();
+            let err = chat_messages(None, &bad, Extras::default()).unwrap_err();
             assert!(err.contains(says), "{bad}: {err}");
         }
     }
 
     #[test]
     fn system_texts_leave_out_what_is_absent() {
-        assert!(system_texts(None, &Map::new(), &[]).is_empty());
+        assert!(system_texts(None, Extras::default()).is_empty());
         assert_eq!(
-            system_texts(Some("p"), &Map::new(), &[]),
+            system_texts(Some("p"), Extras::default()),
             vec!["p".to_string()]
         );
     }
