@@ -510,3 +510,57 @@ async fn a_stack_that_calls_only_http_agents_builds_no_aws_agent_client() {
     );
     assert!(!stack.execute_deps().invoker.aws_client_built());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_openai_agent_in_a_conversation_receives_the_earlier_turns_as_its_history() {
+    let stack = start_stack("openai-history", |_| {}).await;
+    let stand_ins = stand_ins(&stack);
+    register_kind(
+        &stack,
+        "talker",
+        "chat",
+        json!({ "kind": "openai", "base_url": format!("{}/v1", stand_ins.openai.url()),
+                "model": openai_service::BRIEF_MODEL, "api_key": stand_ins.key_parameter,
+                "system_prompt": "Be brief.", "conversation": { "role": "core" } }),
+    )
+    .await;
+    let opened = post(&stack, "/v1/sessions", "{}").await;
+    assert_eq!(opened.status, 201, "{:#}", opened.body);
+    let session = opened.body["session_id"].as_str().unwrap().to_string();
+    let path = format!("/v1/sessions/{session}/messages");
+    let texts = [
+        "Tell me about queues. They decouple.",
+        "And retries? They repeat.",
+        "Summing up now. Thanks.",
+    ];
+    for text in texts {
+        let answer = post(&stack, &path, &json!({ "text": text }).to_string()).await;
+        assert_eq!(
+            (answer.status, answer.body["status"].as_str()),
+            (200, Some("answered")),
+            "{:#}",
+            answer.body
+        );
+    }
+    let calls = stand_ins.openai.calls();
+    assert_eq!(calls.len(), 3);
+    let third = &calls[2]["request"]["messages"];
+    assert_eq!(
+        third,
+        &json!([
+            { "role": "system", "content": "Be brief." },
+            { "role": "user", "content": texts[0] },
+            { "role": "assistant", "content": "Tell me about queues." },
+            { "role": "user", "content": texts[1] },
+            { "role": "assistant", "content": "And retries?" },
+            { "role": "user", "content": texts[2] },
+        ]),
+        "the third call carries the first two turns"
+    );
+    let first = &calls[0]["request"]["messages"];
+    assert_eq!(
+        first.as_array().unwrap().len(),
+        2,
+        "no history before the first turn: {first:#}"
+    );
+}

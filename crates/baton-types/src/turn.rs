@@ -241,10 +241,14 @@ pub const ANSWER_BYTES: usize = 96 * 1024;
 pub const AGENT_STATE_BYTES: usize = 64 * 1024;
 
 /// The answering agent's output as its turn keeps it: the answer (without `state`) within
-/// [`ANSWER_BYTES`], and its `response` text, cut to fit when the answer is.
+/// [`ANSWER_BYTES`], and its `response` text (a model's `content`), cut to fit when the answer is.
 pub fn kept_answer(output: &Value, url: String) -> (Value, Option<String>) {
     let answer = Kept::new(public_answer(output), ANSWER_BYTES, Some(url));
-    let response = output.get("response").and_then(Value::as_str);
+    // An agent's `response`, or a model's text (`content`, as openai and bedrock agents answer).
+    let response = output
+        .get("response")
+        .or_else(|| output.get("content"))
+        .and_then(Value::as_str);
     let response = match &answer {
         Kept::Whole(_) => response.map(str::to_string),
         Kept::Cut(_) => response.map(|text| prefix_within(text, ANSWER_BYTES).to_string()),

@@ -49,6 +49,7 @@ pub async fn converse(
     let inference = target.inference.as_ref().unwrap_or(&defaults);
     let body = request_body(
         &system,
+        &prompt::history(call.input),
         &prompt::input_text(call.input),
         inference,
         max_tokens,
@@ -80,7 +81,13 @@ pub async fn converse(
 
 /// Converse's request: the system texts, the input as one user message, and the inference
 /// configuration with the cap applied.
-fn request_body(system: &[String], input: &str, settings: &InferenceSettings, cap: u32) -> Value {
+fn request_body(
+    system: &[String],
+    history: &[(String, String)],
+    input: &str,
+    settings: &InferenceSettings,
+    cap: u32,
+) -> Value {
     let mut inference = Map::new();
     inference.insert(
         "maxTokens".into(),
@@ -95,8 +102,15 @@ fn request_body(system: &[String], input: &str, settings: &InferenceSettings, ca
     if !settings.stop_sequences.is_empty() {
         inference.insert("stopSequences".into(), json!(settings.stop_sequences));
     }
+    // A conversation's earlier turns first, alternating as Converse requires.
+    let text = |role: &str, text: &str| json!({"role": role, "content": [{"text": text}]});
+    let messages: Vec<Value> = history
+        .iter()
+        .flat_map(|(asked, answered)| [text("user", asked), text("assistant", answered)])
+        .chain([text("user", input)])
+        .collect();
     let mut body = json!({
-        "messages": [{"role": "user", "content": [{"text": input}]}],
+        "messages": messages,
         "inferenceConfig": inference,
     });
     if !system.is_empty() {

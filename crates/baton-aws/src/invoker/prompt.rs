@@ -8,7 +8,8 @@
 //!   [`MEMORIES_PREAMBLE`] and then their JSON list, most relevant first; then the task's
 //!   shared context, if it names one: [`CONTEXT_PREAMBLE`] and `{name, version, value}`.
 //! - Then the conversation: an openai task whose input has a `messages` array sends it as it
-//!   is (each a `{role, content}` object); otherwise one user message holds the input's text:
+//!   is (each a `{role, content}` object); otherwise a conversation's earlier turns come first
+//!   as user and assistant messages ([`history`]), then one user message holds the input's text:
 //!   `input.prompt` or `input.text` if it is a string, the input itself if it is a string, and
 //!   the input as JSON otherwise.
 
@@ -20,6 +21,24 @@ pub const CONTEXT_PREAMBLE: &str =
     "The shared context of this work ({name, version, value}); answer `context_update`, a JSON merge patch, to change it:";
 /// The roles a Chat Completions message may take.
 const CHAT_ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
+
+/// A conversation's earlier turns, oldest first, as (user, assistant) texts: what a model in a
+/// conversation receives as its message history. A turn's input carries them as
+/// `context.recent_turns` (the session's last turns, each cut to 2,000 characters); a turn
+/// that has no answer is left out, so the roles keep alternating.
+pub fn history(input: &Value) -> Vec<(String, String)> {
+    input
+        .pointer("/context/recent_turns")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|turn| {
+            let text = turn.get("text")?.as_str()?;
+            let response = turn.get("response")?.as_str()?;
+            Some((text.to_string(), response.to_string()))
+        })
+        .collect()
+}
 
 /// The user's text for a task's input.
 pub fn input_text(input: &Value) -> String {
@@ -104,7 +123,13 @@ pub fn chat_messages(
             messages.extend(given.iter().cloned());
         }
         Some(_) => return Err("`messages` must be an array of {role, content} objects".into()),
-        None => messages.push(json!({ "role": "user", "content": input_text(input) })),
+        None => {
+            for (asked, answered) in history(input) {
+                messages.push(json!({ "role": "user", "content": asked }));
+                messages.push(json!({ "role": "assistant", "content": answered }));
+            }
+            messages.push(json!({ "role": "user", "content": input_text(input) }));
+        }
     }
     Ok(messages)
 }
@@ -129,6 +154,33 @@ mod tests {
 
     fn deps(value: Value) -> Map<String, Value> {
         value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn a_conversation_turn_sends_the_earlier_turns_as_history() {
+        let input = json!({
+            "text": "And tomorrow?",
+            "context": { "recent_turns": [
+                { "turn": 1, "text": "Weather today?", "response": "Sunny." },
+                { "turn": 2, "text": "Failed turn", "response": null },
+                { "turn": 3, "text": "Wind?", "response": "Calm." },
+            ]},
+        });
+        let messages = chat_messages(None, &input, Extras::default()).unwrap();
+        let turns: Vec<(&str, &str)> = messages
+            .iter()
+            .map(|m| (m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            turns,
+            [
+                ("user", "Weather today?"),
+                ("assistant", "Sunny."),
+                ("user", "Wind?"),
+                ("assistant", "Calm."),
+                ("user", "And tomorrow?"),
+            ]
+        );
     }
 
     #[test]
