@@ -759,3 +759,30 @@ async fn concurrent_submissions_of_one_tenant_never_lose_each_others_tasks() {
     let step = PaceStep::new(&quotas, 100, now);
     assert_eq!(turns, step.turns_ms(step.floor_us));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_daily_analysis_is_scheduled_once_found_when_due_and_moved_on() {
+    use baton_chain::store::AnalysisSchedule;
+    let stack = api_only_stack("analyses").await;
+    let store = &stack.execute_deps().store;
+    let (acme, other) = (id("acme"), id("other"));
+    store.schedule_analysis(&acme, 1_000).await.unwrap();
+    store.schedule_analysis(&acme, 9_000).await.unwrap();
+    store.schedule_analysis(&other, 5_000).await.unwrap();
+    assert_eq!(
+        store.due_analyses(2_000, 10).await.unwrap(),
+        [acme.clone()],
+        "kept its first time"
+    );
+    assert_eq!(
+        store.due_analyses(6_000, 10).await.unwrap(),
+        [acme.clone(), other.clone()]
+    );
+    assert_eq!(
+        store.due_analyses(6_000, 1).await.unwrap(),
+        [acme.clone()],
+        "the longest due first"
+    );
+    store.reschedule_analysis(&acme, 100_000).await.unwrap();
+    assert_eq!(store.due_analyses(6_000, 10).await.unwrap(), [other]);
+}

@@ -20,6 +20,7 @@ pub mod context;
 pub mod error;
 pub mod finish;
 pub mod hold;
+pub mod improve;
 pub mod invoker;
 #[cfg(any(test, feature = "memory"))]
 pub mod memory;

@@ -70,6 +70,8 @@ struct State {
     learning: learning::Memory,
     /// Patterns by (tenant, task type), then (kind, subject, valid from).
     patterns: BTreeMap<(TenantId, String), PatternIntervals>,
+    /// When each tenant's analysis is due.
+    analyses: BTreeMap<TenantId, i64>,
     /// Contexts by (tenant, name).
     contexts: BTreeMap<(TenantId, String), baton_types::contexts::StoredContext>,
     /// Suggestions by tenant, then id.

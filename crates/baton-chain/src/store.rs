@@ -1136,6 +1136,22 @@ pub trait PatternStore: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
+/// When each tenant's daily analysis is due (see [`crate::improve`]).
+#[async_trait]
+pub trait AnalysisSchedule: Send + Sync {
+    /// Marks the tenant for daily analyses, the first due at `due_at_ms`; a tenant marked
+    /// already keeps its time.
+    async fn schedule_analysis(&self, tenant: &TenantId, due_at_ms: i64) -> Result<(), StoreError>;
+    /// Tenants whose analysis was due before `now_ms`, at most `limit`, the longest due first.
+    async fn due_analyses(&self, now_ms: i64, limit: usize) -> Result<Vec<TenantId>, StoreError>;
+    /// The tenant's next analysis, due at `due_at_ms`.
+    async fn reschedule_analysis(
+        &self,
+        tenant: &TenantId,
+        due_at_ms: i64,
+    ) -> Result<(), StoreError>;
+}
+
 #[async_trait]
 pub trait StatsStore: Send + Sync {
     /// Every task type's stats record of each of `agents` (one query per agent).

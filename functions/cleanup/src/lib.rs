@@ -33,10 +33,12 @@ use baton_chain::config::Settings;
 use baton_chain::error::ChainError;
 use baton_chain::finish::{complete_task, finish_at, finish_if_done, follow_up_incomplete};
 use baton_chain::hold::reconcile;
+use baton_chain::improve;
 use baton_chain::prober::HealthProber;
 use baton_chain::queue::TaskQueue;
 use baton_chain::store::{
-    AgentRegistry, AttemptHolder, ChainStore, ExpiredLease, SessionStore, StoreError,
+    AgentRegistry, AnalysisSchedule, AttemptHolder, ChainStore, ConfigStore, ExpiredLease,
+    ImprovementStore, LearningStore, PatternStore, SessionStore, StoreError,
 };
 use baton_types::clock::now_ms;
 use baton_types::health::after_probe;
@@ -58,6 +60,11 @@ pub const SESSION_LIMIT: i32 = 100;
 /// Health probes per sweep, shared round-robin among the tenants of the due checks read
 /// (`domain::health::DUE_READ_FACTOR` times as many, oldest first).
 pub const PROBE_LIMIT: i32 = 100;
+/// Tenants' daily analyses one sweep runs at most, time left permitting: each reads a day of
+/// results, so a few per minute keep a sweep within its budget.
+pub const ANALYSES_PER_SWEEP: usize = 2;
+/// A tenant whose analysis failed is tried again this much later, so it never holds up others.
+const ANALYSIS_RETRY_MS: i64 = 3_600_000;
 /// When an agent found not probeable (disabled) is due again, if the index still holds it.
 const UNPROBED_WAIT_MS: i64 = 86_400_000;
 /// Leases and workflows handled at once: a sweep must fit in the function's 60 s.
@@ -103,6 +110,8 @@ pub struct SweepReport {
     pub probed: u32,
     /// Sessions ended by their idle time-out, with everything they held.
     pub sessions_ended: u32,
+    /// Tenants' daily self-improvement analyses run.
+    pub analyses: u32,
     /// Items that could not be handled this time (logged; retried on the next sweep).
     pub errors: u32,
 }
@@ -113,7 +122,7 @@ pub async fn handle_tick<S, Q, P>(
     _event: LambdaEvent<serde_json::Value>,
 ) -> Result<SweepReport, Error>
 where
-    S: ChainStore + AgentRegistry + SessionStore,
+    S: ChainStore + AgentRegistry + SessionStore + AnalysisStores,
     Q: TaskQueue,
     P: HealthProber,
 {
@@ -123,7 +132,7 @@ where
 /// Everything one tick does, as of `now`.
 pub async fn sweep<S, Q, P>(deps: &CleanupDeps<S, Q, P>, now: i64) -> SweepReport
 where
-    S: ChainStore + AgentRegistry + SessionStore,
+    S: ChainStore + AgentRegistry + SessionStore + AnalysisStores,
     Q: TaskQueue,
     P: HealthProber,
 {
@@ -133,6 +142,7 @@ where
     sweep_workflows(deps, now, until, &mut report).await;
     probe_agents(deps, now, &mut report).await;
     end_idle_sessions(deps, now, &mut report).await;
+    run_due_analyses(deps, now, until, &mut report).await;
     if report != SweepReport::default() {
         tracing::info!(?report, "sweep done");
     }
@@ -647,6 +657,59 @@ where
                 tracing::error!(%error, "session not ended; the next sweep tries again");
                 report.errors += 1;
             }
+        }
+    }
+}
+
+/// What the daily analysis needs of the store.
+pub trait AnalysisStores:
+    ConfigStore + LearningStore + ImprovementStore + PatternStore + AnalysisSchedule
+{
+}
+
+impl<S> AnalysisStores for S where
+    S: ConfigStore + LearningStore + ImprovementStore + PatternStore + AnalysisSchedule
+{
+}
+
+/// Runs the tenants' daily self-improvement analyses that are due, while the sweep has time:
+/// suggestions and patterns are written, nothing is applied.
+async fn run_due_analyses<S, Q, P>(
+    deps: &CleanupDeps<S, Q, P>,
+    now: i64,
+    until: std::time::Instant,
+    report: &mut SweepReport,
+) where
+    S: AgentRegistry + AnalysisStores,
+{
+    let due = match deps.store.due_analyses(now, ANALYSES_PER_SWEEP).await {
+        Ok(due) => due,
+        Err(error) => {
+            tracing::error!(%error, "analysis index query failed");
+            report.errors += 1;
+            return;
+        }
+    };
+    for tenant in due {
+        if std::time::Instant::now() >= until {
+            break;
+        }
+        let next = match improve::analyze(&deps.store, &tenant, improve::DAILY_WINDOW_MS, now).await
+        {
+            Ok(run) => {
+                tracing::info!(%tenant, calls = run.calls, suggestions = run.written.len(), "daily analysis done");
+                report.analyses += 1;
+                now + improve::DAILY_WINDOW_MS
+            }
+            Err(error) => {
+                tracing::error!(%tenant, %error, "daily analysis failed; tried again later");
+                report.errors += 1;
+                now + ANALYSIS_RETRY_MS
+            }
+        };
+        if let Err(error) = deps.store.reschedule_analysis(&tenant, next).await {
+            tracing::error!(%tenant, %error, "next analysis not scheduled; the next sweep runs it again");
+            report.errors += 1;
         }
     }
 }

@@ -225,3 +225,72 @@ async fn an_idle_session_is_ended_with_everything_it_held() {
     assert_eq!(deps.store.session(&tenant(), &id("s")).await.unwrap(), None);
     assert_eq!(sweep(&deps, START + 62_000).await.sessions_ended, 0);
 }
+
+#[tokio::test]
+async fn a_due_daily_analysis_runs_once_writes_suggestions_and_comes_back_a_day_later() {
+    use baton_chain::memory::fixtures::CAPABILITY;
+    use baton_chain::store::{AnalysisSchedule, ImprovementStore, LearningStore};
+    use baton_types::messages::{OutcomeMessage, FORMAT_VERSION};
+    use baton_types::results::CallDetails;
+
+    let deps = deps_with_workflow().await;
+    let now = START + 3_600_000;
+    // The only agent of its capability, called a dozen times in the last day.
+    let outcomes: Vec<OutcomeMessage> = (0..12)
+        .map(|i| OutcomeMessage {
+            v: FORMAT_VERSION,
+            task: task_ref(&format!("w{i}"), "a", 1),
+            agent: agent_name(),
+            task_type: CAPABILITY.into(),
+            success: true,
+            latency_ms: 100,
+            failure: None,
+            usage: None,
+            finished_at_ms: now - 60_000 + i,
+            counts_for_circuit: true,
+            breaker: None,
+            details: CallDetails {
+                capability: CAPABILITY.into(),
+                ..CallDetails::default()
+            },
+        })
+        .collect();
+    deps.store
+        .record_outcomes(&outcomes, 600_000, 0)
+        .await
+        .unwrap();
+    deps.store
+        .schedule_analysis(&tenant(), now - 1)
+        .await
+        .unwrap();
+
+    let report = sweep(&deps, now).await;
+    assert_eq!(report.analyses, 1, "{report:?}");
+    let suggestions = deps.store.suggestions(&tenant()).await.unwrap();
+    assert!(
+        suggestions
+            .iter()
+            .any(|s| s.suggestion.rule == "add_fallback"),
+        "{suggestions:#?}"
+    );
+    // Applied by nobody: the agent is as it was.
+    let agent = deps
+        .store
+        .agent(&tenant(), &agent_name())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(agent.enabled);
+
+    assert_eq!(
+        sweep(&deps, now + 1).await.analyses,
+        0,
+        "not due again at once"
+    );
+    let next_day = now + 24 * 3_600_000 + 1;
+    assert_eq!(
+        deps.store.due_analyses(next_day, 10).await.unwrap(),
+        [tenant()],
+        "due again a day later"
+    );
+}

@@ -7,9 +7,11 @@
 //! `PATCH` need the `ETag` the client read, in `If-Match`.
 
 use baton_aws::invoker::guard::check_url_resolves;
+use baton_chain::improve;
 use baton_chain::queue::TaskQueue;
 use baton_chain::store::{
-    AgentChange, AgentCount, AgentList, AgentRegistry, ConfigStore, LearningStore, RoutingState,
+    AgentChange, AgentCount, AgentList, AgentRegistry, AnalysisSchedule, ConfigStore,
+    LearningStore, RoutingState,
 };
 use baton_types::agent::{Agent, AgentError, AgentRegistration};
 use baton_types::circuit::CircuitState;
@@ -331,7 +333,7 @@ async fn apply<S, Q>(
     decide: impl Fn(&AgentList) -> Result<Decision, ApiError>,
 ) -> Result<Response<Body>, ApiError>
 where
-    S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
+    S: AgentRegistry + RoutingState + LearningStore + ConfigStore + AnalysisSchedule,
 {
     let agent_limit = crate::admission::quotas(api, tenant).await?.agents;
     let change_id = uuid::Uuid::new_v4().to_string();
@@ -377,6 +379,13 @@ where
             return match stored {
                 Some(agent) => {
                     tracing::info!(%tenant, agent = %agent.name, version = agent.version, "agent stored");
+                    if status == 201 {
+                        // A tenant with agents gets a daily analysis; the first a day on.
+                        let first = now_ms() + improve::DAILY_WINDOW_MS;
+                        if let Err(error) = api.store.schedule_analysis(tenant, first).await {
+                            tracing::warn!(%error, "the daily analysis not scheduled; the next registration tries again");
+                        }
+                    }
                     agent_response(api, tenant, &agent, status).await
                 }
                 None => {
@@ -469,7 +478,7 @@ pub async fn register_agent<S, Q>(
     call: &Call<'_>,
 ) -> Result<Response<Body>, ApiError>
 where
-    S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
+    S: AgentRegistry + RoutingState + LearningStore + ConfigStore + AnalysisSchedule,
     Q: TaskQueue,
 {
     let tenant = &call.tenant()?;
@@ -536,7 +545,7 @@ pub async fn replace_agent<S, Q>(
     call: &Call<'_>,
 ) -> Result<Response<Body>, ApiError>
 where
-    S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
+    S: AgentRegistry + RoutingState + LearningStore + ConfigStore + AnalysisSchedule,
     Q: TaskQueue,
 {
     let tenant = &call.tenant()?;
@@ -589,7 +598,7 @@ where
     )))]
 pub async fn patch_agent<S, Q>(api: &Api<S, Q>, call: &Call<'_>) -> Result<Response<Body>, ApiError>
 where
-    S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
+    S: AgentRegistry + RoutingState + LearningStore + ConfigStore + AnalysisSchedule,
     Q: TaskQueue,
 {
     let tenant = &call.tenant()?;
@@ -653,7 +662,7 @@ pub async fn delete_agent<S, Q>(
     call: &Call<'_>,
 ) -> Result<Response<Body>, ApiError>
 where
-    S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
+    S: AgentRegistry + RoutingState + LearningStore + ConfigStore + AnalysisSchedule,
 {
     let tenant = &call.tenant()?;
     let name = &agent_name(call)?;
@@ -683,7 +692,7 @@ pub async fn enable_agent<S, Q>(
     call: &Call<'_>,
 ) -> Result<Response<Body>, ApiError>
 where
-    S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
+    S: AgentRegistry + RoutingState + LearningStore + ConfigStore + AnalysisSchedule,
 {
     set_enabled(api, call, true).await
 }
@@ -706,7 +715,7 @@ pub async fn disable_agent<S, Q>(
     call: &Call<'_>,
 ) -> Result<Response<Body>, ApiError>
 where
-    S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
+    S: AgentRegistry + RoutingState + LearningStore + ConfigStore + AnalysisSchedule,
 {
     set_enabled(api, call, false).await
 }
@@ -718,7 +727,7 @@ async fn set_enabled<S, Q>(
     enabled: bool,
 ) -> Result<Response<Body>, ApiError>
 where
-    S: AgentRegistry + RoutingState + LearningStore + ConfigStore,
+    S: AgentRegistry + RoutingState + LearningStore + ConfigStore + AnalysisSchedule,
 {
     let tenant = &call.tenant()?;
     let name = &agent_name(call)?;

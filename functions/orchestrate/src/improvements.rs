@@ -5,43 +5,31 @@
 //! **Baton never applies a suggestion.** Each names the API call a person could make; only
 //! that person's own call changes anything, and `applied` only records that it was made. The
 //! analysis reads the registry, the tenant's settings, the agents' circuits and their results
-//! in the window (bounded per agent, see [`baton_types::results`]); the rules are pure
-//! ([`baton_types::improvements`]).
+//! in the window (bounded per agent); the analysis itself is the chain's
+//! ([`baton_chain::improve`]), which the scheduled function also runs daily.
 
 use std::collections::BTreeMap;
 
+use baton_chain::improve;
 use baton_chain::store::{
-    AgentRegistry, ConfigStore, ImprovementStore, LearningStore, PatternStore, StoreError,
+    AgentRegistry, ConfigStore, ImprovementStore, LearningStore, PatternStore,
 };
-use baton_types::agent::AgentTarget;
 use baton_types::clock::{now_ms, rfc3339};
-use baton_types::ids::{AgentName, TenantId};
-use baton_types::improvements::{
-    self, AgentFacts, CallFact, Evidence, Suggestion, SuggestionPriority,
-};
-use baton_types::patterns;
-use baton_types::results::{PastResult, ResultQuery};
+use baton_types::ids::TenantId;
+use baton_types::improvements::{Suggestion, SuggestionPriority};
 use baton_types::suggestions::{
-    call_fact, suggestion_id, within, MeasuredImpact, StoredSuggestion, SuggestionStatus,
-    DEFAULT_WINDOW_HOURS, MAX_WINDOW_HOURS,
+    MeasuredImpact, StoredSuggestion, SuggestionStatus, DEFAULT_WINDOW_HOURS, MAX_WINDOW_HOURS,
 };
 use lambda_http::{Body, RequestExt, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{json_response, ApiError};
-use crate::memory::results_of;
 use crate::routes::{parse_body, Call};
 use crate::timing::timed;
 use crate::Api;
 
-/// Who the rules' suggestions are from.
-const RULES: &str = "rules";
-/// Results read per agent for one analysis: the window's newest.
-const CALLS_PER_AGENT: usize = 2_000;
 const HOUR_MS: f64 = 3_600_000.0;
-/// Task types whose patterns one analysis refreshes.
-const MAX_PATTERN_TYPES: usize = 50;
 
 /// The body of `POST /v1/improvements/analyze`.
 #[derive(Debug, Default, Deserialize)]
@@ -155,7 +143,7 @@ where
     Ok(json_response(200, &analysis))
 }
 
-/// One analysis of the tenant's last `window_ms`, its findings written.
+/// One analysis of the tenant's last `window_ms`, its findings written, as the API shows it.
 pub async fn analyze_tenant<S, Q>(
     api: &Api<S, Q>,
     tenant: &TenantId,
@@ -165,206 +153,17 @@ pub async fn analyze_tenant<S, Q>(
 where
     S: AgentRegistry + ConfigStore + LearningStore + ImprovementStore + PatternStore,
 {
-    let since = now - window_ms;
-    let list = timed("store", api.store.agent_list(tenant)).await?;
-    let names: Vec<AgentName> = list.agents.iter().map(|a| a.name.clone()).collect();
-    let config = timed("store", api.store.tenant_config(tenant)).await?;
-    let circuits = timed("store", api.store.circuits(tenant, &names)).await?;
-    let results = results_between(api, tenant, &names, since, now).await?;
-    refresh_patterns(api, tenant, &results, now).await?;
-    let calls: Vec<CallFact> = results.iter().map(call_fact).collect();
-    let agents = list
-        .agents
-        .iter()
-        .map(|agent| AgentFacts {
-            name: agent.name.to_string(),
-            kind: agent.kind().as_str().to_string(),
-            model: match &agent.target {
-                AgentTarget::Openai(target) => Some(target.model.clone()),
-                AgentTarget::Bedrock(target) => Some(target.model_id.clone()),
-                AgentTarget::Http { .. } | AgentTarget::Lambda { .. } => None,
-            },
-            capabilities: agent.capabilities.clone(),
-            enabled: agent.enabled,
-            version: agent.version,
-            max_concurrency: agent.max_concurrency,
-            timeout_ms: agent.timeout_ms,
-            // What the circuit record says: open now, or opened within the window.
-            circuit_opens: circuits.get(agent.name.as_str()).map_or(0, |c| {
-                u32::from(c.open || c.opened_at_ms.is_some_and(|at| at >= since))
-            }),
-            has_health_check: agent.health_check.is_some(),
-        })
-        .collect();
-    let evidence = Evidence {
-        window_start_ms: since,
-        window_end_ms: now,
-        agents,
-        calls,
-        strategies: config
-            .capabilities
-            .iter()
-            .filter_map(|(capability, defaults)| {
-                Some((capability.clone(), defaults.routing?.as_str().to_string()))
-            })
-            .collect(),
-        priority_multipliers: config.multipliers.clone(),
-    };
-    let found = improvements::analyze(&evidence);
-    let mut kept = timed("store", api.store.suggestions(tenant)).await?;
-    let mut written = Vec::with_capacity(found.len());
-    for suggestion in found {
-        if let Some(stored) = keep(api, tenant, &mut kept, suggestion, window_ms, now).await? {
-            written.push(SuggestionView::from(&stored));
-        }
-    }
-    measure_impacts(api, tenant, &mut kept, now).await?;
+    let run = timed(
+        "analysis",
+        improve::analyze(&api.store, tenant, window_ms, now),
+    )
+    .await?;
     Ok(Analysis {
-        window_start: rfc3339(since),
-        window_end: rfc3339(now),
-        calls: evidence.calls.len(),
-        suggestions: written,
+        window_start: rfc3339(run.window_start_ms),
+        window_end: rfc3339(run.window_end_ms),
+        calls: run.calls,
+        suggestions: run.written.iter().map(SuggestionView::from).collect(),
     })
-}
-
-/// Writes a finding: the open suggestion of its rule and subject refreshed, or a new one.
-async fn keep<S, Q>(
-    api: &Api<S, Q>,
-    tenant: &TenantId,
-    kept: &mut Vec<StoredSuggestion>,
-    suggestion: Suggestion,
-    window_ms: i64,
-    now: i64,
-) -> Result<Option<StoredSuggestion>, StoreError>
-where
-    S: ImprovementStore,
-{
-    let same = |s: &&StoredSuggestion| {
-        s.suggestion.rule == suggestion.rule && s.suggestion.subject == suggestion.subject
-    };
-    if let Some(open) = kept
-        .iter()
-        .filter(same)
-        .find(|s| s.status == SuggestionStatus::Open)
-    {
-        let refreshed = open.refreshed(suggestion, window_ms, now);
-        // Lost to a person's action or another analysis: theirs stands.
-        return Ok(api
-            .store
-            .update_suggestion(tenant, &refreshed)
-            .await?
-            .then_some(refreshed));
-    }
-    let earlier = kept.iter().filter(same).count();
-    let id = suggestion_id(&suggestion.rule, &suggestion.subject, earlier);
-    let new = StoredSuggestion::found(id, suggestion, RULES, window_ms, now);
-    if api.store.create_suggestion(tenant, &new).await? {
-        kept.push(new.clone());
-        Ok(Some(new))
-    } else {
-        // Another analysis wrote it first: one record, not two.
-        Ok(None)
-    }
-}
-
-/// Measures the impact of each applied suggestion whose impact is not final yet, and records
-/// each that both windows hold enough calls for.
-async fn measure_impacts<S, Q>(
-    api: &Api<S, Q>,
-    tenant: &TenantId,
-    kept: &mut [StoredSuggestion],
-    now: i64,
-) -> Result<(), ApiError>
-where
-    S: AgentRegistry + LearningStore + ImprovementStore,
-{
-    let pending: Vec<usize> = (0..kept.len())
-        .filter(|&i| kept[i].impact_windows(now).is_some())
-        .collect();
-    let Some(earliest) = pending
-        .iter()
-        .filter_map(|&i| kept[i].impact_windows(now))
-        .map(|w| w.before.0)
-        .min()
-    else {
-        return Ok(());
-    };
-    let list = timed("store", api.store.agent_list(tenant)).await?;
-    let names: Vec<AgentName> = list.agents.iter().map(|a| a.name.clone()).collect();
-    let calls: Vec<CallFact> = results_between(api, tenant, &names, earliest, now)
-        .await?
-        .iter()
-        .map(call_fact)
-        .collect();
-    for i in pending {
-        let Some(windows) = kept[i].impact_windows(now) else {
-            continue;
-        };
-        let impact = improvements::impact(
-            kept[i].metric(),
-            &within(&calls, windows.before),
-            &within(&calls, windows.after),
-        );
-        let Some(impact) = impact else { continue };
-        let measured = kept[i].measured(impact, &windows, now);
-        if timed("store", api.store.update_suggestion(tenant, &measured)).await? {
-            kept[i] = measured;
-        }
-    }
-    Ok(())
-}
-
-/// The tenant's results that finished in `[since, until]`, newest first per agent.
-async fn results_between<S, Q>(
-    api: &Api<S, Q>,
-    tenant: &TenantId,
-    agents: &[AgentName],
-    since: i64,
-    until: i64,
-) -> Result<Vec<PastResult>, ApiError>
-where
-    S: LearningStore,
-{
-    let query = ResultQuery {
-        task_type: None,
-        success: None,
-        since_ms: since,
-        until_ms: until,
-        limit: CALLS_PER_AGENT,
-    };
-    let found = results_of(api, tenant, agents, &query).await?;
-    Ok(found.into_iter().flatten().collect())
-}
-
-/// Brings each task type's patterns up to what the window's results show: those that stopped
-/// holding closed, new ones opened (see [`baton_types::patterns`]).
-async fn refresh_patterns<S, Q>(
-    api: &Api<S, Q>,
-    tenant: &TenantId,
-    results: &[PastResult],
-    now: i64,
-) -> Result<(), ApiError>
-where
-    S: PatternStore,
-{
-    let mut by_type: BTreeMap<&str, Vec<PastResult>> = BTreeMap::new();
-    for r in results {
-        by_type
-            .entry(r.task_type.as_str())
-            .or_default()
-            .push(r.clone());
-    }
-    for (task_type, results) in by_type.into_iter().take(MAX_PATTERN_TYPES) {
-        let kept = timed("store", api.store.patterns(tenant, task_type)).await?;
-        let (closed, opened) = patterns::reconcile(&kept, &patterns::holding(&results), now);
-        for pattern in &closed {
-            timed("store", api.store.close_pattern(tenant, task_type, pattern)).await?;
-        }
-        for pattern in &opened {
-            timed("store", api.store.open_pattern(tenant, task_type, pattern)).await?;
-        }
-    }
-    Ok(())
 }
 
 /// The tenant's suggestions, newest first: of one status, one priority, or all.
@@ -496,7 +295,11 @@ where
 {
     let tenant = &call.tenant()?;
     let mut kept = timed("store", api.store.suggestions(tenant)).await?;
-    measure_impacts(api, tenant, &mut kept, now_ms()).await?;
+    timed(
+        "analysis",
+        improve::measure_impacts(&api.store, tenant, &mut kept, now_ms()),
+    )
+    .await?;
     let mut counts: BTreeMap<String, usize> = SuggestionStatus::NAMES
         .iter()
         .map(|name| (name.to_string(), 0))

@@ -39,8 +39,8 @@ use baton_chain::config::Settings;
 use baton_chain::invoker::AgentInvoker;
 use baton_chain::queue::{QueueStats, TaskQueue};
 use baton_chain::store::{
-    AdmissionStore, AgentRegistry, ConfigStore, ContextStore, ImprovementStore, LearningStore,
-    PatternStore, RoutingState, SessionStore, StatsStore, TenantCounters, TurnStore,
+    AdmissionStore, AgentRegistry, AnalysisSchedule, ConfigStore, ContextStore, ImprovementStore,
+    LearningStore, PatternStore, RoutingState, SessionStore, StatsStore, TenantCounters, TurnStore,
     WorkflowControls, WorkflowStore,
 };
 use baton_types::ids::{AgentName, TenantId};
@@ -129,6 +129,7 @@ pub trait ApiStore:
     + ImprovementStore
     + PatternStore
     + ContextStore
+    + AnalysisSchedule
 {
 }
 
@@ -147,6 +148,7 @@ impl<S> ApiStore for S where
         + ImprovementStore
         + PatternStore
         + ContextStore
+        + AnalysisSchedule
 {
 }
 

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 
 use super::*;
-use baton_chain::store::{ContextStore, ImprovementStore, PatternStore};
+use baton_chain::store::{AnalysisSchedule, ContextStore, ImprovementStore, PatternStore};
 use baton_types::contexts::StoredContext;
 use baton_types::ids::TenantId;
 use baton_types::patterns::{Pattern, MAX_HISTORY};
@@ -333,5 +333,66 @@ impl ContextStore for DynamoStore {
             }
             Err(e) => Err(dynamo_error(e)),
         }
+    }
+}
+
+impl DynamoStore {
+    fn analysis_put(
+        &self,
+        tenant: &TenantId,
+        due_at_ms: i64,
+    ) -> aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder {
+        self.client
+            .put_item()
+            .table_name(&self.state_table)
+            .item(PK, s(keys::config_pk(tenant)))
+            .item(SK, s(keys::ANALYSIS_SK))
+            .item(keys::SWEEP_SHARD, s(keys::ANALYSIS_SWEEP))
+            .item(keys::SWEEP_AT, n(due_at_ms))
+    }
+}
+
+#[async_trait]
+impl AnalysisSchedule for DynamoStore {
+    async fn schedule_analysis(&self, tenant: &TenantId, due_at_ms: i64) -> Result<(), StoreError> {
+        let result = self
+            .analysis_put(tenant, due_at_ms)
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Marked already: it keeps its time.
+            Err(SdkError::ServiceError(err))
+                if err.err().is_conditional_check_failed_exception() =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(dynamo_error(e)),
+        }
+    }
+
+    async fn due_analyses(&self, now_ms: i64, limit: usize) -> Result<Vec<TenantId>, StoreError> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX).max(1);
+        let due = self
+            .due_in_sweeps(keys::ANALYSIS_SWEEP.to_string(), now_ms, limit)
+            .await?;
+        Ok(due
+            .iter()
+            .filter_map(|item| keys::parse_config_pk(Attrs(item).opt_s(PK)?))
+            .filter_map(|tenant| stored_tenant(tenant).ok())
+            .collect())
+    }
+
+    async fn reschedule_analysis(
+        &self,
+        tenant: &TenantId,
+        due_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.analysis_put(tenant, due_at_ms)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        Ok(())
     }
 }

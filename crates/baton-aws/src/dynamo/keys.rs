@@ -52,6 +52,10 @@ pub const HEALTH_SWEEP: &str = "HEALTH";
 pub const CIRCUIT_SK: &str = "CIRCUIT";
 /// The sweeps-index partition of open sessions.
 pub const SESSION_SWEEP: &str = "SESSION";
+/// The sweeps-index partition of the tenants' daily analyses (one item each, in the tenant's
+/// config partition).
+pub const ANALYSIS_SWEEP: &str = "ANALYSIS";
+pub const ANALYSIS_SK: &str = "ANALYSIS";
 pub const SESSION_SK: &str = "SESSION";
 pub const LOAD_SK: &str = "LOAD";
 
@@ -152,6 +156,11 @@ pub const ASYNC_PREFIX: &str = "ASYNC#";
 
 pub fn config_pk(tenant: &str) -> String {
     format!("{tenant}#CONFIG")
+}
+
+/// The tenant of a config partition's key.
+pub fn parse_config_pk(pk: &str) -> Option<&str> {
+    pk.strip_suffix("#CONFIG")
 }
 
 pub const CAPABILITY_PREFIX: &str = "CAPABILITY#";

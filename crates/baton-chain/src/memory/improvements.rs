@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 
 use super::MemoryStore;
-use crate::store::{ContextStore, ImprovementStore, PatternStore, StoreError};
+use crate::store::{AnalysisSchedule, ContextStore, ImprovementStore, PatternStore, StoreError};
 use baton_types::contexts::StoredContext;
 use baton_types::ids::TenantId;
 use baton_types::patterns::{Pattern, MAX_HISTORY};
@@ -176,6 +176,44 @@ impl ContextStore for MemoryStore {
                 }
                 _ => Ok(false),
             }
+        })
+    }
+}
+
+#[async_trait]
+impl AnalysisSchedule for MemoryStore {
+    async fn schedule_analysis(&self, tenant: &TenantId, due_at_ms: i64) -> Result<(), StoreError> {
+        self.run("schedule_analysis", |state| {
+            state.analyses.entry(tenant.clone()).or_insert(due_at_ms);
+            Ok(())
+        })
+    }
+
+    async fn due_analyses(&self, now_ms: i64, limit: usize) -> Result<Vec<TenantId>, StoreError> {
+        self.run("due_analyses", |state| {
+            let mut due: Vec<(i64, TenantId)> = state
+                .analyses
+                .iter()
+                .filter(|(_, at)| **at < now_ms)
+                .map(|(tenant, at)| (*at, tenant.clone()))
+                .collect();
+            due.sort();
+            Ok(due
+                .into_iter()
+                .take(limit)
+                .map(|(_, tenant)| tenant)
+                .collect())
+        })
+    }
+
+    async fn reschedule_analysis(
+        &self,
+        tenant: &TenantId,
+        due_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.run("reschedule_analysis", |state| {
+            state.analyses.insert(tenant.clone(), due_at_ms);
+            Ok(())
         })
     }
 }

@@ -1,0 +1,261 @@
+//! One self-improvement analysis of a tenant, and the impact measures of what a person
+//! applied: used by the API (`POST /v1/improvements/analyze`, the report) and by the
+//! scheduled function (daily per tenant).
+//!
+//! Reads the registry, the tenant's settings, the agents' circuits and their results in the
+//! window (bounded per agent); the rules are pure ([`baton_types::improvements`]); writes only
+//! suggestions and patterns, conditioned so concurrent analyses write each once. **Nothing
+//! here changes an agent or a setting.**
+
+use std::collections::BTreeMap;
+
+use baton_types::agent::AgentTarget;
+use baton_types::ids::{AgentName, TenantId};
+use baton_types::improvements::{self, AgentFacts, CallFact, Evidence, Suggestion};
+use baton_types::patterns;
+use baton_types::results::{PastResult, ResultQuery};
+use baton_types::suggestions::{
+    call_fact, suggestion_id, within, StoredSuggestion, SuggestionStatus,
+};
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use crate::store::{
+    AgentRegistry, ConfigStore, ImprovementStore, LearningStore, PatternStore, StoreError,
+};
+
+/// Who the rules' suggestions are from.
+const RULES: &str = "rules";
+/// Results read per agent for one analysis: the window's newest.
+const CALLS_PER_AGENT: usize = 2_000;
+/// Agents read at once.
+const READ_CONCURRENCY: usize = 8;
+/// Task types whose patterns one analysis refreshes.
+const MAX_PATTERN_TYPES: usize = 50;
+/// The window the scheduled analysis reads: a day.
+pub const DAILY_WINDOW_MS: i64 = 24 * 3_600_000;
+
+/// What one analysis read and wrote.
+#[derive(Debug, Clone)]
+pub struct AnalysisRun {
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    /// The agent calls the window held.
+    pub calls: usize,
+    /// New suggestions and open ones refreshed.
+    pub written: Vec<StoredSuggestion>,
+}
+
+/// Analyses the tenant's last `window_ms` and writes what the rules find: new suggestions and
+/// the figures of open ones found again; refreshes the patterns; measures pending impacts.
+pub async fn analyze<S>(
+    store: &S,
+    tenant: &TenantId,
+    window_ms: i64,
+    now: i64,
+) -> Result<AnalysisRun, StoreError>
+where
+    S: AgentRegistry + ConfigStore + LearningStore + ImprovementStore + PatternStore + ?Sized,
+{
+    let since = now - window_ms;
+    let list = store.agent_list(tenant).await?;
+    let names: Vec<AgentName> = list.agents.iter().map(|a| a.name.clone()).collect();
+    let config = store.tenant_config(tenant).await?;
+    let circuits = store.circuits(tenant, &names).await?;
+    let results = results_between(store, tenant, &names, since, now).await?;
+    refresh_patterns(store, tenant, &results, now).await?;
+    let calls: Vec<CallFact> = results.iter().map(call_fact).collect();
+    let agents = list
+        .agents
+        .iter()
+        .map(|agent| AgentFacts {
+            name: agent.name.to_string(),
+            kind: agent.kind().as_str().to_string(),
+            model: match &agent.target {
+                AgentTarget::Openai(target) => Some(target.model.clone()),
+                AgentTarget::Bedrock(target) => Some(target.model_id.clone()),
+                AgentTarget::Http { .. } | AgentTarget::Lambda { .. } => None,
+            },
+            capabilities: agent.capabilities.clone(),
+            enabled: agent.enabled,
+            version: agent.version,
+            max_concurrency: agent.max_concurrency,
+            timeout_ms: agent.timeout_ms,
+            // What the circuit record says: open now, or opened within the window.
+            circuit_opens: circuits.get(agent.name.as_str()).map_or(0, |c| {
+                u32::from(c.open || c.opened_at_ms.is_some_and(|at| at >= since))
+            }),
+            has_health_check: agent.health_check.is_some(),
+        })
+        .collect();
+    let evidence = Evidence {
+        window_start_ms: since,
+        window_end_ms: now,
+        agents,
+        calls,
+        strategies: config
+            .capabilities
+            .iter()
+            .filter_map(|(capability, defaults)| {
+                Some((capability.clone(), defaults.routing?.as_str().to_string()))
+            })
+            .collect(),
+        priority_multipliers: config.multipliers.clone(),
+    };
+    let found = improvements::analyze(&evidence);
+    let mut kept = store.suggestions(tenant).await?;
+    let mut written = Vec::with_capacity(found.len());
+    for suggestion in found {
+        if let Some(stored) = keep(store, tenant, &mut kept, suggestion, window_ms, now).await? {
+            written.push(stored);
+        }
+    }
+    measure_impacts(store, tenant, &mut kept, now).await?;
+    Ok(AnalysisRun {
+        window_start_ms: since,
+        window_end_ms: now,
+        calls: evidence.calls.len(),
+        written,
+    })
+}
+
+/// Writes a finding: the open suggestion of its rule and subject refreshed, or a new one.
+async fn keep<S>(
+    store: &S,
+    tenant: &TenantId,
+    kept: &mut Vec<StoredSuggestion>,
+    suggestion: Suggestion,
+    window_ms: i64,
+    now: i64,
+) -> Result<Option<StoredSuggestion>, StoreError>
+where
+    S: ImprovementStore + ?Sized,
+{
+    let same = |s: &&StoredSuggestion| {
+        s.suggestion.rule == suggestion.rule && s.suggestion.subject == suggestion.subject
+    };
+    if let Some(open) = kept
+        .iter()
+        .filter(same)
+        .find(|s| s.status == SuggestionStatus::Open)
+    {
+        let refreshed = open.refreshed(suggestion, window_ms, now);
+        // Lost to a person's action or another analysis: theirs stands.
+        return Ok(store
+            .update_suggestion(tenant, &refreshed)
+            .await?
+            .then_some(refreshed));
+    }
+    let earlier = kept.iter().filter(same).count();
+    let id = suggestion_id(&suggestion.rule, &suggestion.subject, earlier);
+    let new = StoredSuggestion::found(id, suggestion, RULES, window_ms, now);
+    if store.create_suggestion(tenant, &new).await? {
+        kept.push(new.clone());
+        Ok(Some(new))
+    } else {
+        // Another analysis wrote it first: one record, not two.
+        Ok(None)
+    }
+}
+
+/// Measures the impact of each applied suggestion whose impact is not final yet, and records
+/// each that both windows hold enough calls for.
+pub async fn measure_impacts<S>(
+    store: &S,
+    tenant: &TenantId,
+    kept: &mut [StoredSuggestion],
+    now: i64,
+) -> Result<(), StoreError>
+where
+    S: AgentRegistry + LearningStore + ImprovementStore + ?Sized,
+{
+    let Some(earliest) = kept
+        .iter()
+        .filter_map(|s| s.impact_windows(now))
+        .map(|w| w.before.0)
+        .min()
+    else {
+        return Ok(());
+    };
+    let list = store.agent_list(tenant).await?;
+    let names: Vec<AgentName> = list.agents.iter().map(|a| a.name.clone()).collect();
+    let calls: Vec<CallFact> = results_between(store, tenant, &names, earliest, now)
+        .await?
+        .iter()
+        .map(call_fact)
+        .collect();
+    for suggestion in kept.iter_mut() {
+        let Some(windows) = suggestion.impact_windows(now) else {
+            continue;
+        };
+        let impact = improvements::impact(
+            suggestion.metric(),
+            &within(&calls, windows.before),
+            &within(&calls, windows.after),
+        );
+        let Some(impact) = impact else { continue };
+        let measured = suggestion.measured(impact, &windows, now);
+        if store.update_suggestion(tenant, &measured).await? {
+            *suggestion = measured;
+        }
+    }
+    Ok(())
+}
+
+/// The tenant's results that finished in `[since, until]`, newest first per agent.
+async fn results_between<S>(
+    store: &S,
+    tenant: &TenantId,
+    agents: &[AgentName],
+    since: i64,
+    until: i64,
+) -> Result<Vec<PastResult>, StoreError>
+where
+    S: LearningStore + ?Sized,
+{
+    let query = ResultQuery {
+        task_type: None,
+        success: None,
+        since_ms: since,
+        until_ms: until,
+        limit: CALLS_PER_AGENT,
+    };
+    let query = &query;
+    // Owned names: futures that borrow from the iterator are not `Send` for every lifetime.
+    let found: Vec<Vec<PastResult>> = stream::iter(agents.to_vec())
+        .map(|agent| async move { store.past_results(tenant, &agent, query).await })
+        .buffer_unordered(READ_CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(found.into_iter().flatten().collect())
+}
+
+/// Brings each task type's patterns up to what the window's results show: those that stopped
+/// holding closed, new ones opened (see [`baton_types::patterns`]).
+async fn refresh_patterns<S>(
+    store: &S,
+    tenant: &TenantId,
+    results: &[PastResult],
+    now: i64,
+) -> Result<(), StoreError>
+where
+    S: PatternStore + ?Sized,
+{
+    let mut by_type: BTreeMap<&str, Vec<PastResult>> = BTreeMap::new();
+    for r in results {
+        by_type
+            .entry(r.task_type.as_str())
+            .or_default()
+            .push(r.clone());
+    }
+    for (task_type, results) in by_type.into_iter().take(MAX_PATTERN_TYPES) {
+        let kept = store.patterns(tenant, task_type).await?;
+        let (closed, opened) = patterns::reconcile(&kept, &patterns::holding(&results), now);
+        for pattern in &closed {
+            store.close_pattern(tenant, task_type, pattern).await?;
+        }
+        for pattern in &opened {
+            store.open_pattern(tenant, task_type, pattern).await?;
+        }
+    }
+    Ok(())
+}
