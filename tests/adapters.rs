@@ -451,6 +451,8 @@ async fn a_finished_task_is_counted_once_and_the_workflow_completes_once() {
 async fn outcomes_are_learned_once_even_when_recorded_concurrently() {
     let stack = api_only_stack("outcomes").await;
     let store = &stack.learn_deps().store;
+    // An attempt's outcome is built from its one stored record: a copy ends at the same time.
+    let finished_at_ms = now_ms();
     let outcome = |task: &str, success: bool| OutcomeMessage {
         v: FORMAT_VERSION,
         task: attempt("w", task, 1),
@@ -460,7 +462,7 @@ async fn outcomes_are_learned_once_even_when_recorded_concurrently() {
         latency_ms: 40,
         failure: None,
         usage: None,
-        finished_at_ms: now_ms(),
+        finished_at_ms,
         counts_for_circuit: true,
         breaker: None,
         details: Default::default(),
@@ -771,7 +773,7 @@ async fn a_tenants_daily_analysis_is_scheduled_once_found_when_due_and_moved_on(
     store.schedule_analysis(&other, 5_000).await.unwrap();
     assert_eq!(
         store.due_analyses(2_000, 10).await.unwrap(),
-        [acme.clone()],
+        vec![acme.clone()],
         "kept its first time"
     );
     assert_eq!(
@@ -780,7 +782,7 @@ async fn a_tenants_daily_analysis_is_scheduled_once_found_when_due_and_moved_on(
     );
     assert_eq!(
         store.due_analyses(6_000, 1).await.unwrap(),
-        [acme.clone()],
+        vec![acme.clone()],
         "the longest due first"
     );
     store.reschedule_analysis(&acme, 100_000).await.unwrap();
