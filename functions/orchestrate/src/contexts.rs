@@ -122,7 +122,10 @@ pub async fn put_context<S: ContextStore, Q>(
     call: &Call<'_>,
 ) -> Result<Response<Body>, ApiError> {
     let tenant = call.tenant()?;
-    let name = context_name(call)?;
+    // A name that breaks the rules cannot be created: bad input, not an absent context.
+    let name = call.param("name").to_string();
+    AgentName::parse(&name)
+        .map_err(|e| ApiError::invalid(format!("name: {e}"), json!({ "parameter": "name" })))?;
     let condition = if_match(call.request)?;
     let input: ContextInput = parse_body(call.request)?;
     let (stored, live) = current(api, call, &name).await?;
