@@ -533,6 +533,7 @@ async fn an_openai_agent_in_a_conversation_receives_the_earlier_turns_as_its_his
         "And retries? They repeat.",
         "Summing up now. Thanks.",
     ];
+    let mut answers = Vec::new();
     for text in texts {
         let answer = post(&stack, &path, &json!({ "text": text }).to_string()).await;
         assert_eq!(
@@ -541,7 +542,14 @@ async fn an_openai_agent_in_a_conversation_receives_the_earlier_turns_as_its_his
             "{:#}",
             answer.body
         );
+        answers.push(answer.body);
     }
+    assert!(answers[0]["history"].is_null(), "the first turn has none");
+    assert_eq!(
+        answers[2]["history"],
+        json!({ "earlier_turns": 2 }),
+        "nothing dropped yet"
+    );
     let calls = stand_ins.openai.calls();
     assert_eq!(calls.len(), 3);
     let third = &calls[2]["request"]["messages"];

@@ -578,6 +578,31 @@ impl ConversationState {
     }
 }
 
+/// What a turn's agents received of the conversation before it: the earlier turns kept (at
+/// most [`RECENT_TURNS`]), and through which turn older ones were dropped. No summary is kept:
+/// a dropped turn is gone from what the agents see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HistoryNote {
+    /// The earlier turns the agents received (a model as its message history).
+    pub earlier_turns: u32,
+    /// Turns 1 to this one were dropped, being older than the last [`RECENT_TURNS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_through: Option<u32>,
+}
+
+impl HistoryNote {
+    /// The note of turn `turn` (1-based); None for the first, which has no history.
+    pub fn of(turn: u32) -> Option<HistoryNote> {
+        let earlier = turn.checked_sub(1).filter(|n| *n > 0)?;
+        let kept = earlier.min(RECENT_TURNS as u32);
+        Some(HistoryNote {
+            earlier_turns: kept,
+            dropped_through: (earlier > kept).then_some(earlier - kept),
+        })
+    }
+}
+
 /// Checkpoints from a list of descriptions (or `{id?, description}` objects).
 fn generated(task_id: &str, list: Option<&Value>) -> Vec<Checkpoint> {
     let Some(Value::Array(items)) = list else {
@@ -660,6 +685,25 @@ mod tests {
                 "keywords": ["Sleep", "bed time"], "task_types": ["sleep_advice"],
             })),
         ]
+    }
+
+    #[test]
+    fn a_turn_says_how_much_history_its_agents_received_and_what_was_dropped() {
+        assert_eq!(HistoryNote::of(1), None);
+        assert_eq!(
+            HistoryNote::of(3),
+            Some(HistoryNote {
+                earlier_turns: 2,
+                dropped_through: None
+            })
+        );
+        assert_eq!(
+            HistoryNote::of(RECENT_TURNS as u32 + 4),
+            Some(HistoryNote {
+                earlier_turns: RECENT_TURNS as u32,
+                dropped_through: Some(3)
+            })
+        );
     }
 
     #[test]

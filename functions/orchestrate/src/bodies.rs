@@ -336,6 +336,10 @@ pub struct TurnView {
     pub status: TurnStatus,
     /// The answering agent's text.
     pub response: Option<String>,
+    /// The earlier turns the agents received, and which older ones were dropped (absent on
+    /// the first turn).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<baton_types::conversation::HistoryNote>,
     /// The answering agent's answer (its `state` kept out); past 96 KiB, `{"truncated": true,
     /// "bytes", "preview", "url"}` with the url that serves it whole.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]

@@ -748,6 +748,7 @@ pub fn turn_view(turn: &TurnRecord) -> TurnView {
         turn: turn.turn,
         status: turn.status,
         response: turn.response.clone(),
+        history: baton_types::conversation::HistoryNote::of(turn.turn),
         answer: turn.answer.clone(),
         error: turn.error.clone(),
         analysis: turn.analysis.clone(),
