@@ -205,3 +205,89 @@ where
     }
     panic!("never happened: {what}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_tenants_analyst_receives_the_evidence_and_its_suggestions_are_kept_as_its_own() {
+    let stack = start_stack("analyst", |_| {}).await;
+    let writer = agent_replying(AgentReply::ok(json!({ "text": "done" }))).await;
+    register_agent(&stack, "writer", &writer, &["write"]).await;
+    run_backlog(&stack, "work", TASKS).await;
+    let advice = json!({ "suggestions": [
+        {
+            "subject": "writer",
+            "title": "Give writer a shorter prompt",
+            "area": "optimisation",
+            "priority": "low",
+            "expected_impact": "Fewer tokens per call",
+            "evidence": { "seen": "long prompts" },
+            "change": { "method": "PATCH", "path": "/v1/agents/writer", "body": { "timeout_ms": 9000 } },
+            "metric": { "kind": "success_rate", "agent": "writer" },
+        },
+        { "title": "Somewhere else", "area": "optimisation", "priority": "low",
+          "expected_impact": "none", "metric": { "kind": "success_rate", "agent": "writer" },
+          "change": { "method": "POST", "path": "https://elsewhere.example/v1/x" } },
+    ]});
+    let analyst = agent_replying(AgentReply::ok(advice)).await;
+    register_agent(&stack, "analyst", &analyst, &["improvements.analyze"]).await;
+    let before = agent_view(&stack, "writer").await;
+
+    let analysis = post(&stack, "/v1/improvements/analyze", r#"{"window_hours": 1}"#).await;
+    assert_eq!(analysis.status, 200, "{:#}", analysis.body);
+    let workflow = analysis.body["analyst_workflow_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the analyst is asked: {:#}", analysis.body))
+        .to_string();
+    assert_eq!(
+        wait_until_finished(&stack, &workflow).await["status"],
+        "succeeded"
+    );
+    let digest = &analyst.calls()[0].body["input"];
+    let writer_figures = digest["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "writer")
+        .unwrap_or_else(|| panic!("the writer in {digest:#}"));
+    assert_eq!(writer_figures["calls"], TASKS, "{digest:#}");
+    assert_eq!(writer_figures["succeeded"], TASKS);
+
+    let theirs = eventually("the analyst's suggestion is kept", || async {
+        let listed = get(&stack, "/v1/improvements?status=open").await.body;
+        let theirs: Vec<Value> = listed["suggestions"]
+            .as_array()?
+            .iter()
+            .filter(|s| s["analyzer"] == "analyst")
+            .cloned()
+            .collect();
+        (!theirs.is_empty()).then_some(theirs)
+    })
+    .await;
+    assert_eq!(
+        theirs.len(),
+        1,
+        "the one off Baton's API is left out: {theirs:#?}"
+    );
+    assert_eq!(
+        (theirs[0]["rule"].as_str(), theirs[0]["subject"].as_str()),
+        (Some("advice"), Some("writer"))
+    );
+    assert_eq!(theirs[0]["change"]["body"]["timeout_ms"], 9000);
+    // Only suggested: the writer is as it was.
+    assert_eq!(agent_view(&stack, "writer").await, before);
+
+    // Asked again, the analyst's same suggestion is refreshed, not doubled.
+    let again = post(&stack, "/v1/improvements/analyze", r#"{"window_hours": 1}"#).await;
+    let workflow = again.body["analyst_workflow_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_until_finished(&stack, &workflow).await;
+    let listed = get(&stack, "/v1/improvements").await.body;
+    let count = listed["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["analyzer"] == "analyst")
+        .count();
+    assert_eq!(count, 1, "{listed:#}");
+}

@@ -572,3 +572,116 @@ async fn an_openai_agent_in_a_conversation_receives_the_earlier_turns_as_its_his
         "no history before the first turn: {first:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_conversation_is_summarised_by_the_tenants_summarizer_and_the_answer_says_so() {
+    let stack = start_stack("openai-summary", |_| {}).await;
+    let stand_ins = stand_ins(&stack);
+    let openai = |system: &str, conversation: Option<Value>| {
+        let mut target = json!({ "kind": "openai", "base_url": format!("{}/v1", stand_ins.openai.url()),
+                "model": openai_service::BRIEF_MODEL, "api_key": stand_ins.key_parameter,
+                "system_prompt": system });
+        if let Some(conversation) = conversation {
+            target["conversation"] = conversation;
+        }
+        target
+    };
+    register_kind(
+        &stack,
+        "talker",
+        "chat",
+        openai("Be brief.", Some(json!({ "role": "core" }))),
+    )
+    .await;
+    // Not a session member: the tenant's summarizer is found by its capability.
+    register_kind(&stack, "keeper", "summarize", openai("Summarise.", None)).await;
+    let opened = post(&stack, "/v1/sessions", r#"{"history_turns": 2}"#).await;
+    assert_eq!(opened.status, 201, "{:#}", opened.body);
+    let session = opened.body["session_id"].as_str().unwrap().to_string();
+    let say = |n: u32| {
+        let (stack, session) = (&stack, &session);
+        async move {
+            let path = format!("/v1/sessions/{session}/messages");
+            let text = format!("Message number {n}. More words.");
+            let answer = post(stack, &path, &json!({ "text": text }).to_string()).await;
+            assert_eq!(answer.body["status"], "answered", "{:#}", answer.body);
+            answer.body
+        }
+    };
+    let summary_through = |through: u32| {
+        let (stack, session) = (&stack, &session);
+        async move {
+            eventually("the summary is kept", || async {
+                let view = get(stack, &format!("/v1/sessions/{session}")).await.body;
+                (view["summary"]["through_turn"].as_u64() >= Some(through as u64)).then_some(view)
+            })
+            .await
+        }
+    };
+    say(1).await;
+    say(2).await;
+    let third = say(3).await;
+    assert_eq!(third["history"], json!({ "earlier_turns": 2 }));
+    assert_eq!(third["agents"]["summarizer"], "keeper");
+    assert_eq!(third["agents"]["summarizes_through"], 1, "{:#}", third);
+    let view = summary_through(1).await;
+    assert_eq!(view["summary"]["agent"], "keeper");
+    assert_eq!(
+        view["summary"]["text"],
+        "Update the running summary of this conversation with the turns below."
+    );
+    assert_eq!(view["history_turns"], 2);
+    let fourth = say(4).await;
+    assert_eq!(
+        fourth["history"],
+        json!({ "earlier_turns": 2, "summarized_through": 1 }),
+        "turns 2 and 3 word for word, turn 1 in the summary"
+    );
+    let calls = stand_ins.openai.calls();
+    let summarizer_call = calls
+        .iter()
+        .find(|c| c["request"]["messages"][0]["content"] == "Summarise.")
+        .expect("the summarizer was called");
+    let asked = summarizer_call["request"]["messages"][1]["content"]
+        .as_str()
+        .unwrap();
+    assert!(
+        asked.contains("Turn 1\nUser: Message number 1. More words.\nAssistant: Message number 1."),
+        "{asked}"
+    );
+    assert!(
+        !asked.contains("number 2"),
+        "only turn 1 is folded: {asked}"
+    );
+    let fourth_call = calls
+        .iter()
+        .rfind(|c| c["request"]["messages"][0]["content"] == "Be brief.")
+        .unwrap();
+    let contents: Vec<&str> = fourth_call["request"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        contents,
+        [
+            "Be brief.",
+            "Summary of the earlier conversation, through turn 1:\nUpdate the running summary of this conversation with the turns below.",
+            "Message number 2. More words.",
+            "Message number 2.",
+            "Message number 3. More words.",
+            "Message number 3.",
+            "Message number 4. More words.",
+        ]
+    );
+    // The fourth turn folds turn 2; the summary moves on and the history keeps turns 3 and 4.
+    let view = summary_through(2).await;
+    let kept: Vec<u64> = view["recent_turns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["turn"].as_u64().unwrap())
+        .collect();
+    assert_eq!(kept, [3, 4]);
+}

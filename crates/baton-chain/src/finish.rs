@@ -1,7 +1,8 @@
 //! What follows a task's final end, whoever ended it (execute-agent after calling the agent,
 //! route when no agent can take the task, cleanup when leases ran out, a control): count the
 //! task on its workflow, release or skip its dependents, and finish the workflow once every
-//! task has ended. The last step of the chain: it calls only the turn step ([`crate::turn`]).
+//! task has ended. The last step of the chain: it calls only the turn step ([`crate::turn`]) and
+//! the analyst's ([`crate::improve`]).
 //!
 //! Every step is a conditional write, so a redelivered message, or the scheduled repair that
 //! trusts no message, can run this again from the start: only the steps that did not happen
@@ -47,7 +48,7 @@ pub fn finish_at(settings: &Settings, now_ms: i64) -> Finish {
     }
 }
 
-pub(crate) fn dispatch_timeout_ms(settings: &Settings) -> i64 {
+pub fn dispatch_timeout_ms(settings: &Settings) -> i64 {
     settings.dispatch_timeout.as_millis() as i64
 }
 
@@ -66,6 +67,7 @@ where
 {
     // Before the task is counted: a count proves this step ran (the repair goes by counts).
     crate::turn::on_task_ended(store, record, now_ms).await?;
+    crate::improve::on_task_ended(store, record, now_ms).await?;
     let finish = finish_at(settings, now_ms);
     let (tenant, workflow_id) = (&record.tenant, &record.workflow_id);
     let progress = count_task(

@@ -6,21 +6,34 @@
 //! window (bounded per agent); the rules are pure ([`baton_types::improvements`]); writes only
 //! suggestions and patterns, conditioned so concurrent analyses write each once. **Nothing
 //! here changes an agent or a setting.**
+//!
+//! When the tenant has an analyst (an agent with `improvements.analyze`), each analysis also
+//! submits it a one-task workflow with the evidence digested ([`baton_types::advice`]); when
+//! that task ends, the chain keeps the suggestions it answered, marked as the analyst's
+//! ([`on_task_ended`]).
 
 use std::collections::BTreeMap;
 
+use baton_types::advice;
 use baton_types::agent::AgentTarget;
-use baton_types::ids::{AgentName, TenantId};
+use baton_types::ids::{AgentName, TaskId, TenantId, WorkflowId};
 use baton_types::improvements::{self, AgentFacts, CallFact, Evidence, Suggestion};
+use baton_types::messages::{RouteMessage, TaskRef};
 use baton_types::patterns;
+use baton_types::records::TaskRecord;
 use baton_types::results::{PastResult, ResultQuery};
 use baton_types::suggestions::{
     call_fact, suggestion_id, within, StoredSuggestion, SuggestionStatus,
 };
+use baton_types::task::{TaskProfile, TaskStatus};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
+use crate::config::Settings;
+use crate::finish::dispatch_timeout_ms;
+use crate::queue::TaskQueue;
 use crate::store::{
-    AgentRegistry, ConfigStore, ImprovementStore, LearningStore, PatternStore, StoreError,
+    AgentRegistry, ConfigStore, ImprovementStore, LearningStore, NewTask, NewWorkflow,
+    PatternStore, StoreError, WorkflowStore,
 };
 
 /// Who the rules' suggestions are from.
@@ -43,18 +56,35 @@ pub struct AnalysisRun {
     pub calls: usize,
     /// New suggestions and open ones refreshed.
     pub written: Vec<StoredSuggestion>,
+    /// The workflow that asks the tenant's analyst, if it has one.
+    pub advisor_workflow: Option<WorkflowId>,
+}
+
+/// What an analysis needs to ask the tenant's analyst: a workflow of one task, sent to
+/// routing.
+pub struct Advisor<'a, Q: ?Sized> {
+    pub queue: &'a Q,
+    pub settings: &'a Settings,
 }
 
 /// Analyses the tenant's last `window_ms` and writes what the rules find: new suggestions and
 /// the figures of open ones found again; refreshes the patterns; measures pending impacts.
-pub async fn analyze<S>(
+pub async fn analyze<S, Q>(
     store: &S,
+    advisor: &Advisor<'_, Q>,
     tenant: &TenantId,
     window_ms: i64,
     now: i64,
 ) -> Result<AnalysisRun, StoreError>
 where
-    S: AgentRegistry + ConfigStore + LearningStore + ImprovementStore + PatternStore + ?Sized,
+    S: AgentRegistry
+        + ConfigStore
+        + LearningStore
+        + ImprovementStore
+        + PatternStore
+        + WorkflowStore
+        + ?Sized,
+    Q: TaskQueue + ?Sized,
 {
     let since = now - window_ms;
     let list = store.agent_list(tenant).await?;
@@ -105,33 +135,157 @@ where
     let mut kept = store.suggestions(tenant).await?;
     let mut written = Vec::with_capacity(found.len());
     for suggestion in found {
-        if let Some(stored) = keep(store, tenant, &mut kept, suggestion, window_ms, now).await? {
+        let found = Found {
+            suggestion,
+            analyzer: RULES,
+            window_ms,
+        };
+        if let Some(stored) = keep(store, tenant, &mut kept, found, now).await? {
             written.push(stored);
         }
     }
     measure_impacts(store, tenant, &mut kept, now).await?;
+    let analyst = list
+        .agents
+        .iter()
+        .any(|a| a.enabled && a.has_capability(advice::ANALYZE));
+    let advisor_workflow = if analyst {
+        let digest = advice::advisor_input(&evidence, &improvements::analyze(&evidence));
+        Some(ask_analyst(store, advisor, tenant, digest, window_ms, now).await?)
+    } else {
+        None
+    };
     Ok(AnalysisRun {
         window_start_ms: since,
         window_end_ms: now,
         calls: evidence.calls.len(),
         written,
+        advisor_workflow,
     })
 }
 
-/// Writes a finding: the open suggestion of its rule and subject refreshed, or a new one.
+/// Submits the analyst's task: routed by its capability like any task, retried like any, and
+/// kept when it ends ([`on_task_ended`]). A lost send is sent again by cleanup.
+async fn ask_analyst<S, Q>(
+    store: &S,
+    advisor: &Advisor<'_, Q>,
+    tenant: &TenantId,
+    digest: serde_json::Value,
+    window_ms: i64,
+    now: i64,
+) -> Result<WorkflowId, StoreError>
+where
+    S: WorkflowStore + ?Sized,
+    Q: TaskQueue + ?Sized,
+{
+    let workflow_id =
+        WorkflowId::parse(&uuid::Uuid::now_v7().to_string()).expect("a UUID is a workflow id");
+    let task_id = TaskId::parse("analyze").expect("a task id");
+    let profile = TaskProfile {
+        advice_window_ms: Some(window_ms),
+        ..TaskProfile::default()
+    };
+    let settings = advisor.settings;
+    let workflow = NewWorkflow {
+        tenant: tenant.clone(),
+        workflow_id: workflow_id.clone(),
+        name: "improvements analysis".into(),
+        created_at_ms: now,
+        dispatch_until_ms: now + dispatch_timeout_ms(settings),
+        deadline_at_ms: None,
+        check_at_ms: now + settings.repair_after.as_millis() as i64,
+        counted: false,
+        tasks: vec![NewTask {
+            id: task_id.clone(),
+            capability: advice::ANALYZE.into(),
+            profile: profile.clone(),
+            input: digest,
+            depends_on: Vec::new(),
+            dependents: Vec::new(),
+            status: TaskStatus::Queued,
+            dispatch_until_ms: None,
+            retry: None,
+            fallback: true,
+            timeout_ms: None,
+        }],
+    };
+    store.create_workflow(&workflow).await?;
+    let task = TaskRef {
+        tenant: tenant.clone(),
+        workflow_id: workflow_id.clone(),
+        task_id,
+        attempt: 1,
+    };
+    let message = RouteMessage::new(task, advice::ANALYZE.to_string(), profile);
+    if let Err(error) = advisor.queue.send_route(&[message]).await {
+        // The task holds a dispatch lease: cleanup sends it when the lease runs out.
+        tracing::error!(%error, "the analyst's task not sent; cleanup will send it");
+    }
+    Ok(workflow_id)
+}
+
+/// Keeps the suggestions of an analyst's answer when its task succeeds, marked as its own;
+/// nothing for any other task. A redelivery writes nothing twice: each is created once, or
+/// refreshes the analyst's open suggestion of the same subject.
+pub async fn on_task_ended<S>(store: &S, record: &TaskRecord, now_ms: i64) -> Result<(), StoreError>
+where
+    S: WorkflowStore + ImprovementStore + ?Sized,
+{
+    let Some(window_ms) = record.profile.advice_window_ms else {
+        return Ok(());
+    };
+    if record.status != TaskStatus::Succeeded {
+        return Ok(());
+    }
+    let Some(analyst) = &record.agent else {
+        return Ok(());
+    };
+    let output = store.whole_output(record).await?;
+    let (advised, refused) = advice::advised(output.as_ref().unwrap_or(&serde_json::Value::Null));
+    for why in &refused {
+        tracing::warn!(tenant = %record.tenant, %analyst, reason = %why, "an analyst's suggestion left out");
+    }
+    let tenant = &record.tenant;
+    let mut kept = store.suggestions(tenant).await?;
+    for suggestion in advised {
+        let found = Found {
+            suggestion,
+            analyzer: analyst.as_str(),
+            window_ms,
+        };
+        keep(store, tenant, &mut kept, found, now_ms).await?;
+    }
+    Ok(())
+}
+
+/// One finding, with who found it and over what window.
+struct Found<'a> {
+    suggestion: Suggestion,
+    analyzer: &'a str,
+    window_ms: i64,
+}
+
+/// Writes a finding: the open suggestion of its finder, rule and subject refreshed, or a new
+/// one.
 async fn keep<S>(
     store: &S,
     tenant: &TenantId,
     kept: &mut Vec<StoredSuggestion>,
-    suggestion: Suggestion,
-    window_ms: i64,
+    found: Found<'_>,
     now: i64,
 ) -> Result<Option<StoredSuggestion>, StoreError>
 where
     S: ImprovementStore + ?Sized,
 {
+    let Found {
+        suggestion,
+        analyzer,
+        window_ms,
+    } = found;
     let same = |s: &&StoredSuggestion| {
-        s.suggestion.rule == suggestion.rule && s.suggestion.subject == suggestion.subject
+        s.analyzer == analyzer
+            && s.suggestion.rule == suggestion.rule
+            && s.suggestion.subject == suggestion.subject
     };
     if let Some(open) = kept
         .iter()
@@ -146,8 +300,14 @@ where
             .then_some(refreshed));
     }
     let earlier = kept.iter().filter(same).count();
-    let id = suggestion_id(&suggestion.rule, &suggestion.subject, earlier);
-    let new = StoredSuggestion::found(id, suggestion, RULES, window_ms, now);
+    // The rules' ids stay as they were; an analyst's are its own.
+    let rule = if analyzer == RULES {
+        suggestion.rule.clone()
+    } else {
+        format!("{}#{analyzer}", suggestion.rule)
+    };
+    let id = suggestion_id(&rule, &suggestion.subject, earlier);
+    let new = StoredSuggestion::found(id, suggestion, analyzer, window_ms, now);
     if store.create_suggestion(tenant, &new).await? {
         kept.push(new.clone());
         Ok(Some(new))

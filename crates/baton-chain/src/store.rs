@@ -27,6 +27,7 @@ use baton_types::outcome::TaskFailure;
 use baton_types::patterns::Pattern;
 use baton_types::priority::Multipliers;
 use baton_types::quota::{PaceState, PaceStep, QuotaOverrides};
+use baton_types::recall::RunningSummary;
 use baton_types::records::{
     progress_outcome, ArchivedDrive, TaskRecord, WorkflowRecord, WorkflowView,
 };
@@ -247,6 +248,14 @@ pub trait WorkflowStore: Send + Sync {
         &self,
         stored: &baton_types::records::StoredPayload,
     ) -> Result<Value, StoreError>;
+    /// A task's output whole, read from the payload bucket when its item holds only a
+    /// pointer.
+    async fn whole_output(&self, record: &TaskRecord) -> Result<Option<Value>, StoreError> {
+        match (&record.output, &record.output_ref) {
+            (None, Some(stored)) => Ok(Some(self.stored_payload(stored).await?)),
+            (output, _) => Ok(output.clone()),
+        }
+    }
     /// One task with its input and output read whole, also from the payload bucket (None:
     /// no such task). [`WorkflowStore::task`] reads the item only.
     async fn task_whole(
@@ -759,12 +768,28 @@ pub trait TurnStore: Send + Sync {
         state: Option<&Value>,
         now_ms: i64,
     ) -> Result<(), StoreError>;
+    /// Keeps a conversation's running summary, unless the session keeps one of the same or
+    /// later turns already, has ended, or is another opening than `generation` (when known).
+    async fn record_summary(
+        &self,
+        tenant: &TenantId,
+        session_id: &SessionId,
+        generation: Option<&str>,
+        summary: &RunningSummary,
+    ) -> Result<(), StoreError>;
 }
 
-/// What ending a task needs: its workflow, and the conversation turn it may belong to.
-pub trait ChainStore: WorkflowStore + WorkflowControls + SessionStore + TurnStore {}
+/// What ending a task needs: its workflow, the conversation turn it may belong to, and the
+/// suggestions an analyst's task answers.
+pub trait ChainStore:
+    WorkflowStore + WorkflowControls + SessionStore + TurnStore + ImprovementStore
+{
+}
 
-impl<S: WorkflowStore + WorkflowControls + SessionStore + TurnStore + ?Sized> ChainStore for S {}
+impl<S> ChainStore for S where
+    S: WorkflowStore + WorkflowControls + SessionStore + TurnStore + ImprovementStore + ?Sized
+{
+}
 
 /// A session with what its turns need.
 #[derive(Debug, Clone)]

@@ -16,6 +16,8 @@ use serde_json::{json, Map, Value};
 
 use baton_types::conversation::{AgentAnswer, ConversationState, TurnSummary, TurnTask};
 use baton_types::ids::{AgentName, TenantId};
+use baton_types::recall::{self, RunningSummary};
+use baton_types::session::Session;
 
 use crate::store::{SessionStore, StoreError, TurnFinish, TurnStore, WorkflowStore};
 use baton_types::records::{TaskRecord, WorkflowView};
@@ -36,7 +38,13 @@ pub async fn call_input<S>(store: &S, record: &TaskRecord, agent: &str) -> Resul
 where
     S: SessionStore + ?Sized,
 {
-    let Some(turn) = &record.profile.turn else {
+    let Some(turn) = record
+        .profile
+        .turn
+        .as_ref()
+        .filter(|t| t.summarizes_through.is_none())
+    else {
+        // The summarizer's input holds all it needs: the summary so far and the turns to fold.
         return Ok(record.input.clone());
     };
     let mut input = match &record.input {
@@ -48,8 +56,10 @@ where
         Some(bundle) => {
             let session = &bundle.session;
             let conversation = &session.state;
+            let recent: Vec<&TurnSummary> = recall::kept_turns(conversation).collect();
             let context = json!({
-                "recent_turns": conversation.recent,
+                "summary": conversation.summary,
+                "recent_turns": recent,
                 "checkpoints": conversation.checkpoints(),
                 "task_stack": conversation.task_stack,
                 "flags": conversation.flags,
@@ -79,6 +89,9 @@ where
     let Some(turn) = &record.profile.turn else {
         return Ok(());
     };
+    if let Some(through_turn) = turn.summarizes_through {
+        return keep_summary(store, record, turn, through_turn).await;
+    }
     match (turn.role, record.status) {
         (Role::Async, TaskStatus::Succeeded | TaskStatus::Failed) => {
             keep_async_result(store, record, turn).await
@@ -101,7 +114,7 @@ where
     S: WorkflowStore + SessionStore + TurnStore + ?Sized,
 {
     let agent = agent_of(record);
-    let output = whole_output(store, record).await?;
+    let output = store.whole_output(record).await?;
     let result = match (&output, &record.failure) {
         (Some(output), _) => public_answer(output),
         (None, failure) => json!({ "error": failure }),
@@ -129,15 +142,42 @@ where
         .await
 }
 
-/// A task's output whole, read from the payload bucket when its item holds only a pointer.
-async fn whole_output<S>(store: &S, record: &TaskRecord) -> Result<Option<Value>, StoreError>
+/// Keeps the summary a summarizer answered, unless a summary of later turns is kept already. A
+/// failed or empty answer keeps nothing: its turns wait for the next fold.
+async fn keep_summary<S>(
+    store: &S,
+    record: &TaskRecord,
+    turn: &TurnTask,
+    through_turn: u32,
+) -> Result<(), StoreError>
 where
-    S: WorkflowStore + ?Sized,
+    S: WorkflowStore + TurnStore + ?Sized,
 {
-    match (&record.output, &record.output_ref) {
-        (None, Some(stored)) => Ok(Some(store.stored_payload(stored).await?)),
-        (output, _) => Ok(output.clone()),
+    if record.status != TaskStatus::Succeeded {
+        return Ok(());
     }
+    let Some(text) = store
+        .whole_output(record)
+        .await?
+        .as_ref()
+        .and_then(recall::summary_of)
+    else {
+        tracing::warn!(agent = agent_of(record), "a summarizer answered no summary");
+        return Ok(());
+    };
+    let summary = RunningSummary {
+        through_turn,
+        text,
+        agent: agent_of(record).to_string(),
+    };
+    store
+        .record_summary(
+            &record.tenant,
+            &turn.session,
+            turn.generation.as_deref(),
+            &summary,
+        )
+        .await
 }
 
 /// The agent a turn's task names (its task id is the agent's name).
@@ -174,10 +214,10 @@ where
     // The answers are needed whole: the answer, the helpers' state and progress.
     for task in &mut view.tasks {
         if task.output.is_none() && task.output_ref.is_some() {
-            task.output = whole_output(store, task).await?;
+            task.output = store.whole_output(task).await?;
         }
     }
-    let ended = conclude(&turn, &session.state, &view, now_ms);
+    let ended = conclude(&turn, &session, &view, now_ms);
     let finished = store
         .finish_turn(
             tenant,
@@ -208,12 +248,8 @@ struct EndedTurn {
     instances: Vec<(String, Option<Value>)>,
 }
 
-fn conclude(
-    turn: &TurnRecord,
-    before: &ConversationState,
-    view: &WorkflowView,
-    now_ms: i64,
-) -> EndedTurn {
+fn conclude(turn: &TurnRecord, session: &Session, view: &WorkflowView, now_ms: i64) -> EndedTurn {
+    let before = &session.state;
     let plan = &turn.plan;
     let answering = plan.answering().unwrap_or_default();
     let task = |agent: &str| view.tasks.iter().find(|t| agent_of(t) == agent);
@@ -288,13 +324,18 @@ fn conclude(
         })
         .collect();
     let checkpoint_progress = state.apply(&answers);
-    state.remember(TurnSummary {
-        turn: turn.turn,
-        text: truncated(&turn.text),
-        response: response.as_deref().map(truncated),
-        agents: answers.iter().map(|a| a.agent.to_string()).collect(),
-        human_reply: None,
-    });
+    recall::remember(
+        &mut state,
+        TurnSummary {
+            turn: turn.turn,
+            text: truncated(&turn.text),
+            response: response.as_deref().map(truncated),
+            agents: answers.iter().map(|a| a.agent.to_string()).collect(),
+            human_reply: None,
+        },
+        session.history_turns,
+        plan.summarizer.is_some(),
+    );
 
     let instances = succeeded
         .iter()
@@ -437,6 +478,7 @@ mod tests {
                 turn: 1,
                 role,
                 generation: Some(GENERATION.into()),
+                summarizes_through: None,
             }),
             ..TaskProfile::default()
         }
@@ -465,6 +507,7 @@ mod tests {
             turns: 0,
             active_turn: None,
             state: ConversationState::open("main", checkpoints),
+            history_turns: recall::DEFAULT_HISTORY_TURNS,
             generation: Some(GENERATION.into()),
         };
         harness
@@ -503,7 +546,10 @@ mod tests {
                 }],
                 background: vec!["bg".parse().unwrap()],
                 generators: Vec::new(),
+                summarizer: None,
+                summarizes_through: None,
             },
+            history: None,
             workflow_id: id(WAITED),
             async_workflow_id: Some(id(ASYNC)),
             status: TurnStatus::Running,
@@ -791,6 +837,55 @@ mod tests {
         // Nobody waits for it: the turn still runs.
         assert_eq!(bundle.session.active_turn, Some(1));
         assert_eq!(turn_one(&harness).await.status, TurnStatus::Running);
+    }
+
+    #[tokio::test]
+    async fn a_summarizers_answer_is_kept_once_and_never_replaces_a_later_summary() {
+        let harness = turn_running().await;
+        harness
+            .run(ASYNC, "bg", Ok(json!({ "ok": true })), 1_000)
+            .await;
+        let bg = harness.task(ASYNC, "bg").await;
+        let summarizer = |through: u32, output: Value| {
+            let mut record = bg.clone();
+            record.output = Some(output);
+            record.profile.turn.as_mut().unwrap().summarizes_through = Some(through);
+            record
+        };
+        harness
+            .store
+            .inject("record_summary", Fault::LoseResponse, 1);
+        let first = summarizer(4, json!({ "content": "  turns one to four  " }));
+        assert!(on_task_ended(&harness.store, &first, 1_100).await.is_err());
+        on_task_ended(&harness.store, &first, 1_200).await.unwrap();
+        let stale = summarizer(2, json!({ "content": "older" }));
+        on_task_ended(&harness.store, &stale, 1_300).await.unwrap();
+        let mut failed = summarizer(6, json!({ "content": "never" }));
+        failed.status = TaskStatus::Failed;
+        on_task_ended(&harness.store, &failed, 1_400).await.unwrap();
+
+        let bundle = bundle(&harness).await;
+        assert_eq!(
+            bundle.session.state.summary,
+            Some(RunningSummary {
+                through_turn: 4,
+                text: "turns one to four".into(),
+                agent: "bg".into(),
+            })
+        );
+        assert_eq!(
+            bundle.pending.len(),
+            1,
+            "bg's own run only: a summary is not an async result"
+        );
+        // The summarizer's own call carries only its input; the others' carry the summary.
+        assert_eq!(
+            call_input(&harness.store, &first, "bg").await.unwrap(),
+            first.input
+        );
+        let core = harness.task(WAITED, "core").await;
+        let input = call_input(&harness.store, &core, "core").await.unwrap();
+        assert_eq!(input["context"]["summary"]["through_turn"], 4);
     }
 
     #[tokio::test]

@@ -13,8 +13,6 @@ use super::roles::Role;
 /// The longest message a turn takes, in characters.
 pub const MAX_TURN_TEXT_CHARS: usize = 8_000;
 pub const MAX_CHANNEL_CHARS: usize = 64;
-/// How many past turns the conversation keeps and sends to agents as context.
-pub const RECENT_TURNS: usize = 10;
 /// How long a turn's HTTP call waits for the answer by default, and at most: API Gateway
 /// gives up on an integration after 29 s.
 pub const DEFAULT_WAIT_S: f64 = 25.0;
@@ -38,6 +36,9 @@ pub struct TurnTask {
     /// the same id changes nothing of a later one. None on tasks from before generations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<String>,
+    /// The summarizer's task: it folds the turns up to this one into the running summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summarizes_through: Option<u32>,
 }
 
 /// How the agent that answers was found.
@@ -180,6 +181,15 @@ pub struct TurnPlan {
     #[serde(rename = "async", default, skip_serializing_if = "Vec::is_empty")]
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub background: Vec<AgentName>,
+    /// The tenant's `summarize` agent, which keeps the conversation's running summary: older
+    /// turns wait for it rather than being dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub summarizer: Option<AgentName>,
+    /// This turn also calls the summarizer, in the background, to fold the turns up to this
+    /// one into the summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summarizes_through: Option<u32>,
     /// The agents among those waited for whose answers may set the checkpoints.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
@@ -236,6 +246,8 @@ pub fn plan_turn(
                 sync: Vec::new(),
                 background: Vec::new(),
                 generators: generators(&[agent]),
+                summarizer: None,
+                summarizes_through: None,
             });
         }
     }
@@ -260,6 +272,8 @@ pub fn plan_turn(
         sync,
         background: helpers(Role::Async).map(|a| a.name.clone()).collect(),
         generators: generators(&waited),
+        summarizer: None,
+        summarizes_through: None,
     })
 }
 
@@ -392,7 +406,10 @@ pub struct TurnSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ConversationState {
     pub task_stack: Vec<StackTask>,
+    /// The turns agents receive word for word, oldest first (see [`crate::recall`]).
     pub recent: Vec<TurnSummary>,
+    /// The summary of the older turns, when the tenant has a `summarize` agent.
+    pub summary: Option<crate::recall::RunningSummary>,
     pub flags: Flags,
 }
 
@@ -569,38 +586,6 @@ impl ConversationState {
             task.status = StackTaskStatus::Complete;
         }
     }
-
-    /// Records the turn in the recent history, keeping the last [`RECENT_TURNS`].
-    pub fn remember(&mut self, summary: TurnSummary) {
-        self.recent.push(summary);
-        let excess = self.recent.len().saturating_sub(RECENT_TURNS);
-        self.recent.drain(..excess);
-    }
-}
-
-/// What a turn's agents received of the conversation before it: the earlier turns kept (at
-/// most [`RECENT_TURNS`]), and through which turn older ones were dropped. No summary is kept:
-/// a dropped turn is gone from what the agents see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct HistoryNote {
-    /// The earlier turns the agents received (a model as its message history).
-    pub earlier_turns: u32,
-    /// Turns 1 to this one were dropped, being older than the last [`RECENT_TURNS`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dropped_through: Option<u32>,
-}
-
-impl HistoryNote {
-    /// The note of turn `turn` (1-based); None for the first, which has no history.
-    pub fn of(turn: u32) -> Option<HistoryNote> {
-        let earlier = turn.checked_sub(1).filter(|n| *n > 0)?;
-        let kept = earlier.min(RECENT_TURNS as u32);
-        Some(HistoryNote {
-            earlier_turns: kept,
-            dropped_through: (earlier > kept).then_some(earlier - kept),
-        })
-    }
 }
 
 /// Checkpoints from a list of descriptions (or `{id?, description}` objects).
@@ -685,25 +670,6 @@ mod tests {
                 "keywords": ["Sleep", "bed time"], "task_types": ["sleep_advice"],
             })),
         ]
-    }
-
-    #[test]
-    fn a_turn_says_how_much_history_its_agents_received_and_what_was_dropped() {
-        assert_eq!(HistoryNote::of(1), None);
-        assert_eq!(
-            HistoryNote::of(3),
-            Some(HistoryNote {
-                earlier_turns: 2,
-                dropped_through: None
-            })
-        );
-        assert_eq!(
-            HistoryNote::of(RECENT_TURNS as u32 + 4),
-            Some(HistoryNote {
-                earlier_turns: RECENT_TURNS as u32,
-                dropped_through: Some(3)
-            })
-        );
     }
 
     #[test]
@@ -897,21 +863,10 @@ mod tests {
     }
 
     #[test]
-    fn human_intervention_pauses_and_recent_turns_are_bounded() {
+    fn human_intervention_pauses() {
         let mut s = state(&[]);
         let human = json!({ "requires_human": true });
         s.apply(&[answer("human", &human)]);
         assert!(s.flags.requires_human && s.flags.is_paused);
-        for turn in 0..15 {
-            s.remember(TurnSummary {
-                turn,
-                text: "t".into(),
-                response: None,
-                agents: Vec::new(),
-                human_reply: None,
-            });
-        }
-        assert_eq!(s.recent.len(), RECENT_TURNS);
-        assert_eq!(s.recent[0].turn, 5);
     }
 }

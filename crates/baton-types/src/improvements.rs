@@ -352,7 +352,7 @@ fn percentile(values: impl IntoIterator<Item = u64>, p: f64) -> Option<u64> {
     sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
 }
 
-fn p50(calls: &[&CallFact], figure: impl Fn(&CallFact) -> u64) -> Option<u64> {
+pub(crate) fn p50(calls: &[&CallFact], figure: impl Fn(&CallFact) -> u64) -> Option<u64> {
     percentile(calls.iter().map(|c| figure(c)), 50.0)
 }
 
@@ -402,7 +402,7 @@ fn percent(rate: f64) -> String {
     format!("{:.0}%", rate * 100.0)
 }
 
-fn group<'a>(
+pub(crate) fn group<'a>(
     calls: impl Iterator<Item = &'a CallFact>,
     key: impl Fn(&'a CallFact) -> &'a String,
 ) -> BTreeMap<&'a str, Vec<&'a CallFact>> {

@@ -2,6 +2,7 @@
 //! Pure: no I/O, no AWS, tested without mocks. Every other crate depends on this one, and it
 //! depends on none of them.
 
+pub mod advice;
 pub mod agent;
 pub mod circuit;
 pub mod clock;
@@ -22,6 +23,7 @@ pub mod outcome;
 pub mod patterns;
 pub mod priority;
 pub mod quota;
+pub mod recall;
 pub mod records;
 pub mod registry;
 pub mod resources;

@@ -9,6 +9,7 @@ use super::conversation::{
 };
 use super::ids::SessionId;
 use super::names::{check_name, NameKind};
+use super::recall::{DEFAULT_HISTORY_TURNS, MAX_HISTORY_TURNS};
 
 /// A session ends after this long without a turn.
 pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 2 * 3_600;
@@ -34,6 +35,10 @@ pub struct SessionInput {
     /// The main task's name (default `main`).
     #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub task: Option<String>,
+    /// How many earlier turns agents receive word for word (default 10); older ones are
+    /// summarised by the tenant's `summarize` agent if it has one, otherwise dropped.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 20))]
+    pub history_turns: Option<i64>,
 }
 
 /// A session as stored.
@@ -50,6 +55,8 @@ pub struct Session {
     /// The turn running now, if one is.
     pub active_turn: Option<u32>,
     pub state: ConversationState,
+    /// How many earlier turns agents receive word for word (see [`crate::recall`]).
+    pub history_turns: u32,
     /// Which opening of this id the session is: fresh at each creation and carried by every
     /// item the session writes, so that an end that read an earlier opening's items never
     /// deletes a later one's. None: a session stored before generations were.
@@ -159,6 +166,18 @@ impl SessionInput {
                 ));
             }
         }
+        let history_turns = match self.history_turns {
+            None => DEFAULT_HISTORY_TURNS,
+            Some(n) => u32::try_from(n)
+                .ok()
+                .filter(|n| (1..=MAX_HISTORY_TURNS).contains(n))
+                .ok_or_else(|| {
+                    invalid(
+                        "history_turns",
+                        format!("must be between 1 and {MAX_HISTORY_TURNS}, got {n}"),
+                    )
+                })?,
+        };
         let task = self.task.unwrap_or_else(|| MAIN_TASK.into());
         if task.trim().is_empty() || task.chars().count() > 200 {
             return Err(invalid("task", "a task name has 1 to 200 characters"));
@@ -173,6 +192,7 @@ impl SessionInput {
             turns: 0,
             active_turn: None,
             state: ConversationState::open(&task, checkpoints),
+            history_turns,
             generation: Some(new_generation()),
         })
     }

@@ -97,6 +97,10 @@ pub struct TaskProfile {
     /// The shared context its agent receives with the call and may update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
+    /// An analysis's call of the tenant's analyst (see [`crate::advice`]): the suggestions it
+    /// answers are kept, found over this window (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advice_window_ms: Option<i64>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::conversation::{Analysis, ConversationState, ProgressChange, TurnPlan};
 use super::ids::{SessionId, WorkflowId};
+use super::recall::HistoryNote;
 use super::text::prefix_within;
 
 /// The most async results one turn shows: a turn's start is one transaction of at most 100
@@ -92,6 +93,9 @@ pub struct TurnRecord {
     pub services: Option<Vec<String>>,
     pub analysis: Analysis,
     pub plan: TurnPlan,
+    /// What the agents received of the conversation before this turn, as it stood when the
+    /// turn started.
+    pub history: Option<HistoryNote>,
     /// The workflow of the agents the turn waits for.
     pub workflow_id: WorkflowId,
     /// The workflow of its async agents, if it has any.

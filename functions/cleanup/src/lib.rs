@@ -680,7 +680,8 @@ async fn run_due_analyses<S, Q, P>(
     until: std::time::Instant,
     report: &mut SweepReport,
 ) where
-    S: AgentRegistry + AnalysisStores,
+    S: ChainStore + AgentRegistry + AnalysisStores,
+    Q: TaskQueue,
 {
     let due = match deps.store.due_analyses(now, ANALYSES_PER_SWEEP).await {
         Ok(due) => due,
@@ -694,8 +695,18 @@ async fn run_due_analyses<S, Q, P>(
         if std::time::Instant::now() >= until {
             break;
         }
-        let next = match improve::analyze(&deps.store, &tenant, improve::DAILY_WINDOW_MS, now).await
-        {
+        let advisor = improve::Advisor {
+            queue: &deps.queue,
+            settings: &deps.settings,
+        };
+        let analysis = improve::analyze(
+            &deps.store,
+            &advisor,
+            &tenant,
+            improve::DAILY_WINDOW_MS,
+            now,
+        );
+        let next = match analysis.await {
             Ok(run) => {
                 tracing::info!(%tenant, calls = run.calls, suggestions = run.written.len(), "daily analysis done");
                 report.analyses += 1;

@@ -214,6 +214,7 @@ async fn an_idle_session_is_ended_with_everything_it_held() {
         turns: 0,
         active_turn: None,
         state: Default::default(),
+        history_turns: 10,
         generation: Some("g1".into()),
     };
     deps.store

@@ -289,7 +289,14 @@ pub struct SessionView {
     /// The current task's checkpoints.
     pub checkpoints: Vec<Checkpoint>,
     pub task_stack: Vec<StackTask>,
+    /// The earlier turns agents receive word for word, oldest first: those the summary does
+    /// not cover.
     pub recent_turns: Vec<TurnSummary>,
+    /// How many earlier turns agents receive word for word.
+    pub history_turns: u32,
+    /// The running summary of the older turns, kept by the tenant's `summarize` agent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<baton_types::recall::RunningSummary>,
     pub requires_human: bool,
     pub is_paused: bool,
     pub instances: Vec<InstanceView>,
@@ -336,10 +343,11 @@ pub struct TurnView {
     pub status: TurnStatus,
     /// The answering agent's text.
     pub response: Option<String>,
-    /// The earlier turns the agents received, and which older ones were dropped (absent on
-    /// the first turn).
+    /// What the agents received of the conversation before this turn: how many earlier turns
+    /// word for word, through which turn a running summary covered the older ones, and
+    /// through which they were dropped (absent on the first turn).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub history: Option<baton_types::conversation::HistoryNote>,
+    pub history: Option<baton_types::recall::HistoryNote>,
     /// The answering agent's answer (its `state` kept out); past 96 KiB, `{"truncated": true,
     /// "bytes", "preview", "url"}` with the url that serves it whole.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]

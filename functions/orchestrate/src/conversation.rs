@@ -24,6 +24,7 @@ use baton_types::conversation::{
 use baton_types::ids::{AgentName, SessionId, TaskId, TenantId, WorkflowId};
 use baton_types::messages::{RouteMessage, TaskRef};
 use baton_types::priority::{Band, Priority};
+use baton_types::recall::{self, HistoryNote};
 use baton_types::roles::Role;
 use baton_types::session::{Session, SessionInput};
 use baton_types::task::{TaskProfile, TaskStatus};
@@ -222,7 +223,7 @@ where
     )
     .await;
     let analysis_ms = analysis_started.elapsed().as_millis() as u64;
-    let plan = plan_turn(
+    let mut plan = plan_turn(
         &members,
         analysis.detected_agent.as_deref(),
         ask.services.as_deref(),
@@ -238,6 +239,17 @@ where
     })?;
 
     let turn_number = session.turns + 1;
+    // The tenant's summarizer keeps the conversation's older turns as a running summary; a
+    // turn with enough turns waiting also calls it to fold them.
+    plan.summarizer = registered
+        .iter()
+        .find(|a| a.enabled && a.has_capability(recall::SUMMARIZE))
+        .map(|a| a.name.clone());
+    let folded = plan
+        .summarizer
+        .as_ref()
+        .and_then(|_| recall::fold_due(&session.state, session.history_turns));
+    plan.summarizes_through = folded.as_ref().and_then(|f| f.last()).map(|t| t.turn);
     let shown: Vec<AsyncResult> = bundle
         .pending
         .iter()
@@ -264,6 +276,7 @@ where
                 "detected_agent": analysis.detected_agent,
             }),
             async_agent_results: &async_agent_results,
+            fold_input: folded.map(|turns| recall::fold_input(&session.state, &turns)),
             now_ms: created_at_ms,
         },
     )?;
@@ -286,6 +299,7 @@ where
             .map(|names| names.iter().map(String::from).collect()),
         analysis,
         plan,
+        history: HistoryNote::of(&session.state, turn_number),
         workflow_id: workflows[0].workflow_id.clone(),
         async_workflow_id: workflows.get(1).map(|w| w.workflow_id.clone()),
         status: TurnStatus::Running,
@@ -523,6 +537,8 @@ struct TurnShape<'a> {
     base_input: Value,
     /// The async results the turn shows: in the answering agent's input only.
     async_agent_results: &'a Map<String, Value>,
+    /// The summarizer's input, when the turn folds older turns into the summary.
+    fold_input: Option<Value>,
     now_ms: i64,
 }
 
@@ -570,6 +586,7 @@ fn turn_workflows<S, Q>(
                     turn: shape.turn,
                     role,
                     generation: shape.session.generation.clone(),
+                    summarizes_through: None,
                 }),
                 ..TaskProfile::default()
             },
@@ -625,12 +642,32 @@ fn turn_workflows<S, Q>(
         tasks,
     };
     let mut workflows = vec![workflow("", waited)];
-    if !plan.background.is_empty() {
-        let background = plan
-            .background
-            .iter()
-            .map(|agent| task(agent, Role::Async, Vec::new(), Vec::new()))
-            .collect::<Result<_, _>>()?;
+    let mut background: Vec<NewTask> = plan
+        .background
+        .iter()
+        .map(|agent| task(agent, Role::Async, Vec::new(), Vec::new()))
+        .collect::<Result<_, _>>()?;
+    if let (Some(summarizer), Some(through), Some(input)) = (
+        &plan.summarizer,
+        plan.summarizes_through,
+        shape.fold_input.clone(),
+    ) {
+        let mut fold = task(summarizer, Role::Async, Vec::new(), Vec::new())?;
+        // Its own id: the summarizer may also be one of the session's async agents.
+        let taken = |id: &str| background.iter().any(|t| t.id.as_str() == id);
+        let free = [summarizer.to_string(), format!("{summarizer}-summary")]
+            .into_iter()
+            .find(|id| !taken(id))
+            .unwrap_or_default();
+        fold.id = task_id(&free)?;
+        fold.capability = recall::SUMMARIZE.into();
+        fold.input = input;
+        if let Some(turn) = fold.profile.turn.as_mut() {
+            turn.summarizes_through = Some(through);
+        }
+        background.push(fold);
+    }
+    if !background.is_empty() {
         workflows.push(workflow(" (async)", background));
     }
     Ok(workflows)
@@ -748,7 +785,7 @@ pub fn turn_view(turn: &TurnRecord) -> TurnView {
         turn: turn.turn,
         status: turn.status,
         response: turn.response.clone(),
-        history: baton_types::conversation::HistoryNote::of(turn.turn),
+        history: turn.history,
         answer: turn.answer.clone(),
         error: turn.error.clone(),
         analysis: turn.analysis.clone(),
@@ -812,7 +849,9 @@ pub fn session_view(bundle: &SessionBundle) -> SessionView {
         active_turn: session.active_turn,
         checkpoints: session.state.checkpoints().to_vec(),
         task_stack: session.state.task_stack.clone(),
-        recent_turns: session.state.recent.clone(),
+        recent_turns: recall::kept_turns(&session.state).cloned().collect(),
+        history_turns: session.history_turns,
+        summary: session.state.summary.clone(),
         requires_human: session.state.flags.requires_human,
         is_paused: session.state.flags.is_paused,
         instances: bundle

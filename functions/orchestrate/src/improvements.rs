@@ -11,8 +11,9 @@
 use std::collections::BTreeMap;
 
 use baton_chain::improve;
+use baton_chain::queue::TaskQueue;
 use baton_chain::store::{
-    AgentRegistry, ConfigStore, ImprovementStore, LearningStore, PatternStore,
+    AgentRegistry, ConfigStore, ImprovementStore, LearningStore, PatternStore, WorkflowStore,
 };
 use baton_types::clock::{now_ms, rfc3339};
 use baton_types::ids::TenantId;
@@ -96,6 +97,10 @@ pub struct Analysis {
     pub calls: usize,
     /// What this analysis found: new suggestions and open ones it refreshed.
     pub suggestions: Vec<SuggestionView>,
+    /// The workflow that asks the tenant's analyst (an agent with `improvements.analyze`),
+    /// if it has one: its suggestions are added, marked as its own, when its task ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analyst_workflow_id: Option<String>,
 }
 
 /// The body of `GET /v1/improvements`.
@@ -116,13 +121,20 @@ pub struct Report {
 }
 
 /// Analyses the window's calls and writes what the rules find: new suggestions, and the
-/// figures of open ones found again. Applies nothing.
+/// figures of open ones found again; asks the tenant's analyst, if it has one, for its own.
+/// Applies nothing.
 #[cfg_attr(feature = "openapi", utoipa::path(post, path = "/v1/improvements/analyze", tag = "improvements",
     request_body(content = Option<AnalyzeInput>, example = json!({ "window_hours": 24 })),
     responses((status = 200, body = Analysis))))]
 pub async fn analyze<S, Q>(api: &Api<S, Q>, call: &Call<'_>) -> Result<Response<Body>, ApiError>
 where
-    S: AgentRegistry + ConfigStore + LearningStore + ImprovementStore + PatternStore,
+    S: AgentRegistry
+        + ConfigStore
+        + LearningStore
+        + ImprovementStore
+        + PatternStore
+        + WorkflowStore,
+    Q: TaskQueue,
 {
     let tenant = &call.tenant()?;
     let body: &[u8] = call.request.body().as_ref();
@@ -151,11 +163,21 @@ pub async fn analyze_tenant<S, Q>(
     now: i64,
 ) -> Result<Analysis, ApiError>
 where
-    S: AgentRegistry + ConfigStore + LearningStore + ImprovementStore + PatternStore,
+    S: AgentRegistry
+        + ConfigStore
+        + LearningStore
+        + ImprovementStore
+        + PatternStore
+        + WorkflowStore,
+    Q: TaskQueue,
 {
+    let advisor = improve::Advisor {
+        queue: &api.queue,
+        settings: &api.settings,
+    };
     let run = timed(
         "analysis",
-        improve::analyze(&api.store, tenant, window_ms, now),
+        improve::analyze(&api.store, &advisor, tenant, window_ms, now),
     )
     .await?;
     Ok(Analysis {
@@ -163,6 +185,7 @@ where
         window_end: rfc3339(run.window_end_ms),
         calls: run.calls,
         suggestions: run.written.iter().map(SuggestionView::from).collect(),
+        analyst_workflow_id: run.advisor_workflow.as_ref().map(String::from),
     })
 }
 

@@ -15,6 +15,7 @@ use crate::dynamo::keys::{
 };
 use baton_chain::store::{SessionContents, SessionItem};
 use baton_types::conversation::{ConversationState, Flags, TurnSummary};
+use baton_types::recall;
 use baton_types::session::{Session, MAX_IDLE_TIMEOUT_S};
 use baton_types::task::AttemptRecord;
 use baton_types::turn::{AgentInstance, AsyncResult, Kept};
@@ -28,6 +29,10 @@ pub(super) const SESSION_ITEM_TTL_S: i64 = MAX_IDLE_TIMEOUT_S as i64 + TTL_BACKS
 /// The attributes of the conversation's parts, each written only when it changed.
 pub(super) const TASK_STACK: &str = "task_stack";
 pub(super) const RECENT: &str = "recent";
+/// The running summary, and the turn it covers through: a number, so that a write is
+/// conditioned on the summary only ever moving forward.
+pub(super) const SUMMARY: &str = "summary";
+pub(super) const SUMMARY_THROUGH: &str = "summary_through";
 pub(super) const REQUIRES_HUMAN: &str = "requires_human";
 pub(super) const IS_PAUSED: &str = "is_paused";
 /// The session's generation, on its record and on every item it writes.
@@ -81,6 +86,7 @@ fn session_item(tenant: &TenantId, session: &Session) -> Result<Item, StoreError
         ("idle_timeout_s".into(), n(session.idle_timeout_s)),
         ("created_at".into(), n(session.created_at_ms)),
         ("turns".into(), n(session.turns)),
+        ("history_turns".into(), n(session.history_turns)),
         (TASK_STACK.into(), json(&session.state.task_stack)?),
         (RECENT.into(), json(&session.state.recent)?),
         (
@@ -95,6 +101,10 @@ fn session_item(tenant: &TenantId, session: &Session) -> Result<Item, StoreError
     ]);
     if let Some(generation) = &session.generation {
         item.insert(GENERATION.into(), s(generation.as_str()));
+    }
+    if let Some(summary) = &session.state.summary {
+        item.insert(SUMMARY.into(), json(summary)?);
+        item.insert(SUMMARY_THROUGH.into(), n(summary.through_turn));
     }
     item.extend(expiry_attrs(session, session.last_active_at_ms));
     Ok(item)
@@ -114,11 +124,15 @@ pub(super) fn session_record(item: &Item) -> Result<Session, StoreError> {
         state: ConversationState {
             task_stack: a.json(TASK_STACK)?.unwrap_or_default(),
             recent: a.json(RECENT)?.unwrap_or_default(),
+            summary: a.json(SUMMARY)?,
             flags: Flags {
                 requires_human: a.bool(REQUIRES_HUMAN).unwrap_or(false),
                 is_paused: a.bool(IS_PAUSED).unwrap_or(false),
             },
         },
+        history_turns: a
+            .opt_n("history_turns")?
+            .unwrap_or(recall::DEFAULT_HISTORY_TURNS),
         generation: a.opt_s(GENERATION).map(str::to_string),
     })
 }

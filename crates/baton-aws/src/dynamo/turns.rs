@@ -5,10 +5,11 @@
 use async_trait::async_trait;
 use baton_types::ids::SessionId;
 use baton_types::ids::TenantId;
+use baton_types::recall::RunningSummary;
 
 use super::sessions::{
     expiry_attrs, same_generation, session_record, GENERATION, IS_PAUSED, RECENT, REQUIRES_HUMAN,
-    SESSION_ITEM_TTL_S, TASK_STACK,
+    SESSION_ITEM_TTL_S, SUMMARY, SUMMARY_THROUGH, TASK_STACK,
 };
 use super::workflows::workflow_items;
 use super::*;
@@ -54,6 +55,9 @@ fn turn_item(
     if let Some(id) = &turn.async_workflow_id {
         item.insert("async_workflow_id".into(), s(id.as_str()));
     }
+    if let Some(history) = &turn.history {
+        item.insert("history".into(), json(history)?);
+    }
     if let Some(generation) = generation {
         item.insert(GENERATION.into(), s(generation));
     }
@@ -96,6 +100,7 @@ fn turn_record(item: &Item) -> Result<TurnRecord, StoreError> {
         plan: a
             .json("plan")?
             .ok_or_else(|| StoreError::Corrupt("turn without its plan".into()))?,
+        history: a.json("history")?,
         workflow_id: stored_id(a.s("workflow_id")?)?,
         async_workflow_id: a.opt_s("async_workflow_id").map(stored_id).transpose()?,
         status: a.parsed("status")?,
@@ -447,5 +452,38 @@ impl TurnStore for DynamoStore {
         ];
         // Refused: the session has ended, or the result was kept before (a redelivery).
         self.transact(items).await.map(|_| ())
+    }
+
+    async fn record_summary(
+        &self,
+        tenant: &TenantId,
+        session_id: &SessionId,
+        generation: Option<&str>,
+        summary: &RunningSummary,
+    ) -> Result<(), StoreError> {
+        let mut condition = String::from(
+            "attribute_exists(pk) AND (attribute_not_exists(#through) OR #through < :through)",
+        );
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.state_table)
+            .key(PK, s(keys::session_pk(tenant, session_id)))
+            .key(SK, s(SESSION_SK))
+            .update_expression("SET #summary = :summary, #through = :through")
+            .expression_attribute_names("#summary", SUMMARY)
+            .expression_attribute_names("#through", SUMMARY_THROUGH)
+            .expression_attribute_values(":summary", json(summary)?)
+            .expression_attribute_values(":through", n(summary.through_turn));
+        if let Some(generation) = generation {
+            condition.push_str(" AND #generation = :generation");
+            update = update
+                .expression_attribute_names("#generation", GENERATION)
+                .expression_attribute_values(":generation", s(generation));
+        }
+        // Refused: the session has ended, or keeps this summary (a redelivery) or a later one.
+        conditional_update(update.condition_expression(condition), ReturnValue::None)
+            .await
+            .map(|_| ())
     }
 }

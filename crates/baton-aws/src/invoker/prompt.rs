@@ -2,6 +2,8 @@
 //! invokers send what these functions build.
 //!
 //! - The agent's `system_prompt`, if it has one, comes first.
+//! - A conversation's running summary, if it has one, follows: [`SUMMARY_PREAMBLE`], the last
+//!   turn it covers, and its text.
 //! - The outputs of the task's dependencies, if any, follow as one more system text:
 //!   [`DEPENDENCIES_PREAMBLE`] and then a JSON object of each dependency's id to its output.
 //! - The past results the task asked for (`memory.relevant`), if any, follow the same way:
@@ -17,6 +19,8 @@ use serde_json::{json, Map, Value};
 
 pub const DEPENDENCIES_PREAMBLE: &str = "Results of the steps this one depends on:";
 pub const MEMORIES_PREAMBLE: &str = "Past results of similar tasks, most relevant first:";
+/// Before a conversation's running summary, followed by the last turn it covers.
+pub const SUMMARY_PREAMBLE: &str = "Summary of the earlier conversation, through turn";
 pub const CONTEXT_PREAMBLE: &str =
     "The shared context of this work ({name, version, value}); answer `context_update`, a JSON merge patch, to change it:";
 /// The roles a Chat Completions message may take.
@@ -64,6 +68,9 @@ pub fn dependencies_text(dependencies: &Map<String, Value>) -> Option<String> {
 /// What a call adds to a model's system texts besides the agent's prompt.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Extras<'a> {
+    /// A conversation's running summary, `{through_turn, text}` (its turn's
+    /// `context.summary`).
+    pub summary: Option<&'a Value>,
     pub dependencies: Option<&'a Map<String, Value>>,
     pub memories: &'a [Value],
     /// `{name, version, value}` of the task's shared context.
@@ -73,6 +80,10 @@ pub struct Extras<'a> {
 impl<'a> Extras<'a> {
     pub fn of(call: &'a baton_chain::invoker::AgentCall<'_>) -> Self {
         Extras {
+            summary: call
+                .input
+                .pointer("/context/summary")
+                .filter(|s| !s.is_null()),
             dependencies: Some(&call.dependencies),
             memories: &call.memories,
             context: call.context.as_ref(),
@@ -80,9 +91,14 @@ impl<'a> Extras<'a> {
     }
 }
 
-/// The system texts, in order: the agent's prompt, the dependencies' outputs, the memories,
-/// the shared context.
+/// The system texts, in order: the agent's prompt, the conversation's summary, the
+/// dependencies' outputs, the memories, the shared context.
 pub fn system_texts(system_prompt: Option<&str>, extras: Extras<'_>) -> Vec<String> {
+    let summary = extras.summary.and_then(|summary| {
+        let text = summary.get("text")?.as_str()?;
+        let through = summary.get("through_turn")?;
+        Some(format!("{SUMMARY_PREAMBLE} {through}:\n{text}"))
+    });
     let memories = (!extras.memories.is_empty()).then(|| {
         format!(
             "{MEMORIES_PREAMBLE}\n{}",
@@ -95,6 +111,7 @@ pub fn system_texts(system_prompt: Option<&str>, extras: Extras<'_>) -> Vec<Stri
     system_prompt
         .map(str::to_string)
         .into_iter()
+        .chain(summary)
         .chain(extras.dependencies.and_then(dependencies_text))
         .chain(memories)
         .chain(context)
@@ -184,6 +201,37 @@ mod tests {
     }
 
     #[test]
+    fn a_running_summary_comes_before_the_turns_it_does_not_cover() {
+        let input = json!({
+            "text": "And now?",
+            "context": {
+                "summary": { "through_turn": 4, "text": "They planned a trip.", "agent": "sum" },
+                "recent_turns": [{ "turn": 5, "text": "Where to?", "response": "Oslo." }],
+            },
+        });
+        let summary = input.pointer("/context/summary");
+        let extras = Extras {
+            summary,
+            ..Extras::default()
+        };
+        let messages = chat_messages(Some("Be brief."), &input, extras).unwrap();
+        let contents: Vec<&str> = messages
+            .iter()
+            .map(|m| m["content"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            contents,
+            [
+                "Be brief.",
+                "Summary of the earlier conversation, through turn 4:\nThey planned a trip.",
+                "Where to?",
+                "Oslo.",
+                "And now?",
+            ]
+        );
+    }
+
+    #[test]
     fn the_input_text_is_the_prompt_the_text_or_the_input_itself() {
         assert_eq!(input_text(&json!({"prompt": "hi", "text": "no"})), "hi");
         assert_eq!(
@@ -204,6 +252,7 @@ mod tests {
                 dependencies: Some(&deps(json!({"fetch": {"n": 2}}))),
                 memories: &[json!({"task_id": "earlier"})],
                 context: None,
+                summary: None,
             },
         )
         .unwrap();

@@ -10,6 +10,7 @@ use super::{MemoryStore, State};
 use crate::store::*;
 use baton_types::conversation::TurnSummary;
 use baton_types::ids::{SessionId, TenantId};
+use baton_types::recall::RunningSummary;
 use baton_types::session::Session;
 use baton_types::turn::{AgentInstance, AsyncResult, TurnRecord, TurnStatus};
 
@@ -511,6 +512,34 @@ impl TurnStore for MemoryStore {
                 },
             );
             partition.call_instance(generation, &result.agent, result.turn, state, now_ms);
+            Ok(())
+        })
+    }
+
+    async fn record_summary(
+        &self,
+        tenant: &TenantId,
+        session_id: &SessionId,
+        generation: Option<&str>,
+        summary: &RunningSummary,
+    ) -> Result<(), StoreError> {
+        self.run("record_summary", |store| {
+            let Some(record) = store
+                .sessions
+                .get_mut(&key(tenant, session_id))
+                .and_then(|p| p.record.as_mut())
+                .filter(|r| generation.is_none() || r.session.generation.as_deref() == generation)
+            else {
+                return Ok(());
+            };
+            let state = &mut record.session.state;
+            if state
+                .summary
+                .as_ref()
+                .is_none_or(|kept| kept.through_turn < summary.through_turn)
+            {
+                state.summary = Some(summary.clone());
+            }
             Ok(())
         })
     }
