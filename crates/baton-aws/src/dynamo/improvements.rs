@@ -24,34 +24,49 @@ fn suggestions_pk(tenant: &TenantId) -> String {
     format!("{tenant}#IMPROVEMENTS")
 }
 
+/// A record's key in the memory table, its JSON and its version.
+struct Versioned {
+    pk: String,
+    sk: String,
+    record: String,
+    version: u64,
+    /// The version it replaces; None: it is new, and no record may be there.
+    previous: Option<u64>,
+    /// When DynamoDB's TTL may delete it (epoch s).
+    expires_at_s: Option<i64>,
+}
+
 impl DynamoStore {
-    /// Puts the suggestion under `condition`; true if written now or by this same write before.
-    async fn put_suggestion(
-        &self,
-        tenant: &TenantId,
-        suggestion: &StoredSuggestion,
-        condition: &str,
-        previous: Option<u64>,
-    ) -> Result<bool, StoreError> {
-        let record = json_text(suggestion)?;
+    /// Puts a versioned record: a new one only where none is, a later one only over the
+    /// version it replaces. True if written now, or by this same write before (the SDK resent a
+    /// request whose response was lost: the record found is this one).
+    async fn put_versioned(&self, versioned: Versioned) -> Result<bool, StoreError> {
+        let Versioned {
+            pk,
+            sk,
+            record,
+            version,
+            previous,
+            expires_at_s,
+        } = versioned;
         let mut request = self
             .client
             .put_item()
             .table_name(&self.memory_table)
-            .item(PK, s(suggestions_pk(tenant)))
-            .item(SK, s(suggestion.id.as_str()))
+            .item(PK, s(pk))
+            .item(SK, s(sk))
             .item(RECORD, s(record.as_str()))
-            .item(VERSION, n(suggestion.version))
-            // Kept half a year after its last change.
-            .item(
-                EXPIRES_AT,
-                n(suggestion.updated_at_ms / 1000 + SUGGESTION_LIFETIME_S),
-            )
-            .condition_expression(condition)
+            .item(VERSION, n(version))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        if let Some(previous) = previous {
-            request = request.expression_attribute_values(":previous", n(previous));
+        if let Some(at) = expires_at_s {
+            request = request.item(EXPIRES_AT, n(at));
         }
+        request = match previous {
+            None => request.condition_expression("attribute_not_exists(pk)"),
+            Some(previous) => request
+                .condition_expression("version = :previous")
+                .expression_attribute_values(":previous", n(previous)),
+        };
         match request.send().await {
             Ok(_) => Ok(true),
             Err(SdkError::ServiceError(err))
@@ -68,6 +83,24 @@ impl DynamoStore {
             }
             Err(e) => Err(dynamo_error(e)),
         }
+    }
+
+    async fn put_suggestion(
+        &self,
+        tenant: &TenantId,
+        suggestion: &StoredSuggestion,
+        previous: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        self.put_versioned(Versioned {
+            pk: suggestions_pk(tenant),
+            sk: suggestion.id.clone(),
+            record: json_text(suggestion)?,
+            version: suggestion.version,
+            previous,
+            // Kept half a year after its last change.
+            expires_at_s: Some(suggestion.updated_at_ms / 1000 + SUGGESTION_LIFETIME_S),
+        })
+        .await
     }
 }
 
@@ -108,8 +141,7 @@ impl ImprovementStore for DynamoStore {
         tenant: &TenantId,
         suggestion: &StoredSuggestion,
     ) -> Result<bool, StoreError> {
-        self.put_suggestion(tenant, suggestion, "attribute_not_exists(pk)", None)
-            .await
+        self.put_suggestion(tenant, suggestion, None).await
     }
 
     async fn update_suggestion(
@@ -118,7 +150,7 @@ impl ImprovementStore for DynamoStore {
         suggestion: &StoredSuggestion,
     ) -> Result<bool, StoreError> {
         let previous = suggestion.version.saturating_sub(1);
-        self.put_suggestion(tenant, suggestion, "version = :previous", Some(previous))
+        self.put_suggestion(tenant, suggestion, Some(previous))
             .await
     }
 }
@@ -269,43 +301,16 @@ impl ContextStore for DynamoStore {
         tenant: &TenantId,
         context: &StoredContext,
     ) -> Result<bool, StoreError> {
-        let record = json_text(context)?;
-        let mut request = self
-            .client
-            .put_item()
-            .table_name(&self.memory_table)
-            .item(PK, s(contexts_pk(tenant)))
-            .item(SK, s(context.name.as_str()))
-            .item(RECORD, s(record.as_str()))
-            .item(VERSION, n(context.version))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        if let Some(at) = context.expires_at_ms {
+        self.put_versioned(Versioned {
+            pk: contexts_pk(tenant),
+            sk: context.name.clone(),
+            record: json_text(context)?,
+            version: context.version,
+            previous: (context.version > 1).then(|| context.version - 1),
             // DynamoDB's TTL deletes it some time after; reads treat it as gone at once.
-            request = request.item(EXPIRES_AT, n(at / 1000 + 1));
-        }
-        request = if context.version <= 1 {
-            request.condition_expression("attribute_not_exists(pk)")
-        } else {
-            request
-                .condition_expression("version = :previous")
-                .expression_attribute_values(":previous", n(context.version - 1))
-        };
-        match request.send().await {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(err))
-                if err.err().is_conditional_check_failed_exception() =>
-            {
-                let existing = match err.into_err() {
-                    PutItemError::ConditionalCheckFailedException(e) => e.item,
-                    _ => None,
-                };
-                Ok(
-                    existing
-                        .is_some_and(|item| Attrs(&item).opt_s(RECORD) == Some(record.as_str())),
-                )
-            }
-            Err(e) => Err(dynamo_error(e)),
-        }
+            expires_at_s: context.expires_at_ms.map(|at| at / 1000 + 1),
+        })
+        .await
     }
 
     async fn delete_context(
