@@ -223,3 +223,86 @@ async fn recent_results_and_relevant_memories_follow_mixed_outcomes() {
     .await;
     assert_eq!(other.status, 404);
 }
+
+/// `count` tasks of type `report` for `capability`, each on `topic`, tried once.
+fn reports(name: &str, capability: &str, topic: &str, count: usize) -> Value {
+    let tasks: Vec<Value> = (0..count)
+        .map(|i| {
+            json!({ "id": format!("{capability}{i}"), "capability": capability, "type": "report",
+                    "retry": { "max_attempts": 1 }, "input": { "topic": topic } })
+        })
+        .collect();
+    json!({ "name": name, "tasks": tasks })
+}
+
+async fn run_reports(stack: &baton_local::stack::LocalStack, workflow: &Value, learned: usize) {
+    let id = submit(stack, workflow).await;
+    wait_until_finished(stack, &id).await;
+    eventually("every call learned", || async {
+        let answer = memory(stack, "recent?task_type=report&limit=100").await;
+        (answer.body["results"].as_array()?.len() >= learned).then_some(())
+    })
+    .await;
+}
+
+/// The patterns of `report`, as the analysis leaves them: `(kind, subject, closed)`.
+async fn analysed_patterns(stack: &baton_local::stack::LocalStack) -> Vec<(String, String, bool)> {
+    let analysis = post(stack, "/v1/improvements/analyze", r#"{"window_hours": 1}"#).await;
+    assert_eq!(analysis.status, 200, "{:#}", analysis.body);
+    let patterns = memory(stack, "patterns/report").await.body;
+    let mut history: Vec<(String, String, bool)> = patterns["history"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a history: {patterns:#}"))
+        .iter()
+        .map(|p| {
+            let text = |field: &str| p[field].as_str().unwrap_or_default().to_string();
+            (text("kind"), text("subject"), p["valid_to_ms"].is_i64())
+        })
+        .collect();
+    history.sort();
+    history
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pattern_that_stops_holding_is_closed_and_the_history_keeps_it() {
+    let stack = start_stack("patterns", |_| {}).await;
+    let quick = agent(Arc::new(writer)).await;
+    let slow = agent(Arc::new(|call: &Value| {
+        writer(call).after(std::time::Duration::from_millis(60))
+    }))
+    .await;
+    register_agent(&stack, "quick", &quick, &["quick"]).await;
+    register_agent(&stack, "slow", &slow, &["slow"]).await;
+    let mut both = reports("both", "quick", "sales", 5);
+    let slow_tasks = reports("", "slow", "sales", 5)["tasks"].clone();
+    both["tasks"]
+        .as_array_mut()
+        .unwrap()
+        .extend(slow_tasks.as_array().unwrap().iter().cloned());
+    run_reports(&stack, &both, 10).await;
+    // Both always succeed; the quick one answers sooner, so it is the one to route to.
+    assert_eq!(
+        analysed_patterns(&stack).await,
+        [("preferred_agent".to_string(), "quick".to_string(), false)]
+    );
+
+    run_reports(&stack, &reports("broken", "quick", "a broken feed", 4), 14).await;
+    let history = analysed_patterns(&stack).await;
+    let kinds: Vec<(&str, &str, bool)> = history
+        .iter()
+        .map(|(kind, subject, closed)| (kind.as_str(), subject.as_str(), *closed))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("preferred_agent", "quick", true),
+            ("preferred_agent", "slow", false),
+            (
+                "recurring_failure",
+                r#"http_status: agent answered HTTP #: {"error":"upstream # after # ms"}"#,
+                false
+            ),
+        ],
+        "quick stopped being preferred: closed, not overwritten; slow and the failure opened"
+    );
+}
