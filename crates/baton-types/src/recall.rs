@@ -86,12 +86,11 @@ pub fn fold_due(state: &ConversationState, history_turns: u32) -> Option<Vec<Tur
         return None;
     }
     let leave = (history_turns as usize).div_ceil(2);
-    Some(
-        waiting[..waiting.len() - leave]
-            .iter()
-            .map(|t| (*t).clone())
-            .collect(),
-    )
+    let folded: Vec<TurnSummary> = waiting[..waiting.len() - leave]
+        .iter()
+        .map(|t| (*t).clone())
+        .collect();
+    (!folded.is_empty()).then_some(folded)
 }
 
 /// The input of the summarizer's call: an instruction a model follows as its prompt, with the
@@ -220,6 +219,13 @@ mod tests {
         let text = input["text"].as_str().unwrap();
         assert!(text.contains("Turn 1\nUser: asked 1\nAssistant: answered 1"));
         assert!(!text.contains("asked 3"), "{text}");
+    }
+
+    #[test]
+    fn with_one_turn_kept_the_fold_waits_for_a_second() {
+        assert_eq!(fold_due(&after_turns(1, 1, true), 1), None);
+        let folded = fold_due(&after_turns(2, 1, true), 1).unwrap();
+        assert_eq!(folded.iter().map(|t| t.turn).collect::<Vec<_>>(), [1]);
     }
 
     #[test]
