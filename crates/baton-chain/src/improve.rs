@@ -47,6 +47,24 @@ const MAX_PATTERN_TYPES: usize = 50;
 /// The window the scheduled analysis reads: a day.
 pub const DAILY_WINDOW_MS: i64 = 24 * 3_600_000;
 
+/// What an analysis reads and writes: the registry, the settings, the results, the
+/// suggestions, the patterns, and the analyst's workflow.
+pub trait AnalysisStore:
+    AgentRegistry + ConfigStore + LearningStore + ImprovementStore + PatternStore + WorkflowStore
+{
+}
+
+impl<S> AnalysisStore for S where
+    S: AgentRegistry
+        + ConfigStore
+        + LearningStore
+        + ImprovementStore
+        + PatternStore
+        + WorkflowStore
+        + ?Sized
+{
+}
+
 /// What one analysis read and wrote.
 #[derive(Debug, Clone)]
 pub struct AnalysisRun {
@@ -77,13 +95,7 @@ pub async fn analyze<S, Q>(
     now: i64,
 ) -> Result<AnalysisRun, StoreError>
 where
-    S: AgentRegistry
-        + ConfigStore
-        + LearningStore
-        + ImprovementStore
-        + PatternStore
-        + WorkflowStore
-        + ?Sized,
+    S: AnalysisStore + ?Sized,
     Q: TaskQueue + ?Sized,
 {
     let since = now - window_ms;

@@ -33,12 +33,12 @@ use baton_chain::config::Settings;
 use baton_chain::error::ChainError;
 use baton_chain::finish::{complete_task, finish_at, finish_if_done, follow_up_incomplete};
 use baton_chain::hold::reconcile;
-use baton_chain::improve;
+use baton_chain::improve::{self, AnalysisStore};
 use baton_chain::prober::HealthProber;
 use baton_chain::queue::TaskQueue;
 use baton_chain::store::{
-    AgentRegistry, AnalysisSchedule, AttemptHolder, ChainStore, ConfigStore, ExpiredLease,
-    ImprovementStore, LearningStore, PatternStore, SessionStore, StoreError,
+    AgentRegistry, AnalysisSchedule, AttemptHolder, ChainStore, ExpiredLease, SessionStore,
+    StoreError,
 };
 use baton_types::clock::now_ms;
 use baton_types::health::after_probe;
@@ -662,15 +662,9 @@ where
 }
 
 /// What the daily analysis needs of the store.
-pub trait AnalysisStores:
-    ConfigStore + LearningStore + ImprovementStore + PatternStore + AnalysisSchedule
-{
-}
+pub trait AnalysisStores: AnalysisStore + AnalysisSchedule {}
 
-impl<S> AnalysisStores for S where
-    S: ConfigStore + LearningStore + ImprovementStore + PatternStore + AnalysisSchedule
-{
-}
+impl<S> AnalysisStores for S where S: AnalysisStore + AnalysisSchedule {}
 
 /// Runs the tenants' daily self-improvement analyses that are due, while the sweep has time:
 /// suggestions and patterns are written, nothing is applied.

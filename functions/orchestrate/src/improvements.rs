@@ -10,11 +10,9 @@
 
 use std::collections::BTreeMap;
 
-use baton_chain::improve;
+use baton_chain::improve::{self, AnalysisStore};
 use baton_chain::queue::TaskQueue;
-use baton_chain::store::{
-    AgentRegistry, ConfigStore, ImprovementStore, LearningStore, PatternStore, WorkflowStore,
-};
+use baton_chain::store::{AgentRegistry, ImprovementStore, LearningStore};
 use baton_types::clock::{now_ms, rfc3339};
 use baton_types::ids::TenantId;
 use baton_types::improvements::{Suggestion, SuggestionPriority};
@@ -128,12 +126,7 @@ pub struct Report {
     responses((status = 200, body = Analysis))))]
 pub async fn analyze<S, Q>(api: &Api<S, Q>, call: &Call<'_>) -> Result<Response<Body>, ApiError>
 where
-    S: AgentRegistry
-        + ConfigStore
-        + LearningStore
-        + ImprovementStore
-        + PatternStore
-        + WorkflowStore,
+    S: AnalysisStore,
     Q: TaskQueue,
 {
     let tenant = &call.tenant()?;
@@ -163,12 +156,7 @@ pub async fn analyze_tenant<S, Q>(
     now: i64,
 ) -> Result<Analysis, ApiError>
 where
-    S: AgentRegistry
-        + ConfigStore
-        + LearningStore
-        + ImprovementStore
-        + PatternStore
-        + WorkflowStore,
+    S: AnalysisStore,
     Q: TaskQueue,
 {
     let advisor = improve::Advisor {
