@@ -48,7 +48,7 @@ pub fn finish_at(settings: &Settings, now_ms: i64) -> Finish {
     }
 }
 
-pub fn dispatch_timeout_ms(settings: &Settings) -> i64 {
+pub(crate) fn dispatch_timeout_ms(settings: &Settings) -> i64 {
     settings.dispatch_timeout.as_millis() as i64
 }
 

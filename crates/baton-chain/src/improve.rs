@@ -29,7 +29,6 @@ use baton_types::task::{TaskProfile, TaskStatus};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::config::Settings;
-use crate::finish::dispatch_timeout_ms;
 use crate::queue::TaskQueue;
 use crate::store::{
     AgentRegistry, ConfigStore, ImprovementStore, LearningStore, NewTask, NewWorkflow,
@@ -203,7 +202,7 @@ where
         workflow_id: workflow_id.clone(),
         name: "improvements analysis".into(),
         created_at_ms: now,
-        dispatch_until_ms: now + dispatch_timeout_ms(settings),
+        dispatch_until_ms: now + settings.dispatch_timeout.as_millis() as i64,
         deadline_at_ms: None,
         check_at_ms: now + settings.repair_after.as_millis() as i64,
         counted: false,

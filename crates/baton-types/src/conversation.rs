@@ -388,6 +388,17 @@ pub struct StackTask {
     pub checkpoints: Vec<Checkpoint>,
 }
 
+/// The summary of a conversation's older turns, kept by the tenant's `summarize` agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RunningSummary {
+    /// The summary covers the turns up to this one.
+    pub through_turn: u32,
+    pub text: String,
+    /// The agent that wrote it.
+    pub agent: String,
+}
+
 /// One past turn, as agents see it in their context.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -406,10 +417,11 @@ pub struct TurnSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ConversationState {
     pub task_stack: Vec<StackTask>,
-    /// The turns agents receive word for word, oldest first (see [`crate::recall`]).
+    /// The turns agents receive word for word, oldest first: those the summary does not
+    /// cover, within the session's `history_turns`.
     pub recent: Vec<TurnSummary>,
     /// The summary of the older turns, when the tenant has a `summarize` agent.
-    pub summary: Option<crate::recall::RunningSummary>,
+    pub summary: Option<RunningSummary>,
     pub flags: Flags,
 }
 

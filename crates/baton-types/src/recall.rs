@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+pub use super::conversation::RunningSummary;
 use super::conversation::{ConversationState, TurnSummary};
 use super::text::clipped;
 
@@ -22,17 +23,6 @@ pub const DEFAULT_HISTORY_TURNS: u32 = 10;
 pub const MAX_HISTORY_TURNS: u32 = 20;
 /// The longest summary kept, in bytes: longer answers are cut.
 pub const MAX_SUMMARY_BYTES: usize = 4 * 1024;
-
-/// The summary of a conversation's older turns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct RunningSummary {
-    /// The summary covers the turns up to this one.
-    pub through_turn: u32,
-    pub text: String,
-    /// The agent that wrote it.
-    pub agent: String,
-}
 
 /// What a turn's agents received of the conversation before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
