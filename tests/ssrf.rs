@@ -208,6 +208,7 @@ async fn a_host_that_resolves_to_a_refused_address_is_not_called() {
         memories: Vec::new(),
         context: None,
         timeout_ms: 5_000,
+        stream: None,
     };
     let invoker = HttpAgentInvoker::new(&policy).expect("client");
     let failure = invoker.invoke(&agent, &call).await.unwrap_err();

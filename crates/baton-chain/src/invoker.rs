@@ -34,6 +34,27 @@ pub struct AgentCall<'a> {
     /// How long to wait for the answer: the smaller of the task's and the agent's time-outs.
     #[serde(skip)]
     pub timeout_ms: u64,
+    /// Where the agent's text goes as it arrives, when the task streams; an agent kind that
+    /// can stream asks its agent to.
+    #[serde(skip)]
+    pub stream: Option<&'a dyn StreamSink>,
+}
+
+/// Why a stream was stopped before its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamStopped {
+    pub reason: String,
+}
+
+/// Where a streaming call's text goes as it arrives: the attempt's part of the task's stream
+/// (see [`crate::stream`]).
+#[async_trait]
+pub trait StreamSink: Send + Sync + std::fmt::Debug {
+    /// Text the agent produced. Err: stop reading the agent's stream and close it (the task
+    /// was cancelled); the call fails with that reason.
+    async fn text(&self, text: &str) -> Result<(), StreamStopped>;
+    /// The call's stream ended, answered or not: what is collected is written.
+    async fn close(&self);
 }
 
 /// An agent's answer to one call: the task's output, and the tokens it used if known.

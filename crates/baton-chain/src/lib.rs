@@ -29,4 +29,5 @@ pub mod payload;
 pub mod prober;
 pub mod queue;
 pub mod store;
+pub mod stream;
 pub mod turn;

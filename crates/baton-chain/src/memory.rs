@@ -27,6 +27,7 @@ mod improvements;
 mod learning;
 mod registry;
 mod sessions;
+mod streams;
 mod workflows;
 
 pub mod fixtures;
@@ -40,7 +41,7 @@ use async_trait::async_trait;
 use crate::payload::{PayloadError, PayloadStore};
 use crate::queue::{QueueError, TaskQueue};
 use crate::store::StoreError;
-use baton_types::ids::{SessionId, TenantId, WorkflowId};
+use baton_types::ids::{SessionId, TaskId, TenantId, WorkflowId};
 use baton_types::messages::{ExecuteMessage, OutcomeMessage, RouteMessage};
 
 /// What an injected fault does to one call of a store method.
@@ -76,7 +77,11 @@ struct State {
     contexts: BTreeMap<(TenantId, String), baton_types::contexts::StoredContext>,
     /// Suggestions by tenant, then id.
     suggestions: BTreeMap<TenantId, BTreeMap<String, baton_types::suggestions::StoredSuggestion>>,
+    /// Tasks' streams by (tenant, workflow, task), then each batch by its first event's number.
+    streams: BTreeMap<(TenantId, WorkflowId, TaskId), StreamBatches>,
 }
+
+type StreamBatches = BTreeMap<u64, Vec<baton_types::stream::StreamEvent>>;
 
 /// Faults to inject and calls made, by method name.
 #[derive(Default)]

@@ -37,6 +37,7 @@ use baton_types::results::{PastResult, ResultQuery};
 use baton_types::retry::RetryPolicySpec;
 use baton_types::routing::{CapabilityDefaults, RouteDecision, RoutingView};
 use baton_types::session::Session;
+use baton_types::stream::StreamEvent;
 use baton_types::suggestions::StoredSuggestion;
 use baton_types::task::{AttemptRecord, TaskProfile, TaskStatus, WorkflowStatus};
 use baton_types::turn::{AgentInstance, AsyncResult, TurnRecord};
@@ -1087,6 +1088,43 @@ pub trait LearningStore: Send + Sync {
 /// What the API's stats read beyond the other ports: every learned stats record of some agents,
 /// and how many of a tenant's workflows are running.
 /// Contexts, kept whole under the tenant (see [`baton_types::contexts`]).
+/// Tasks' streams (see [`baton_types::stream`]): numbered events, appended in batches by the
+/// attempt that produces them, read from any number on.
+#[async_trait]
+pub trait StreamLog: Send + Sync {
+    /// The task's last event, read strongly: the writer numbers on from it.
+    async fn last_event(
+        &self,
+        tenant: &TenantId,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
+    ) -> Result<Option<StreamEvent>, StoreError>;
+    /// Appends `events`, numbered on from the last (at most [`MAX_BATCH_EVENTS`] of them);
+    /// false when another writer took the first one's number first (nothing is written). This
+    /// write's own effect, its response lost, counts as written.
+    async fn append_events(
+        &self,
+        tenant: &TenantId,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
+        events: &[StreamEvent],
+        expires_at_s: i64,
+    ) -> Result<bool, StoreError>;
+    /// The task's events numbered after `after`, in order, at most `limit`.
+    async fn events_after(
+        &self,
+        tenant: &TenantId,
+        workflow_id: &WorkflowId,
+        task_id: &TaskId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StreamEvent>, StoreError>;
+}
+
+/// The most events one append writes: a reader looks that far back for the batch that holds
+/// the event it asks for.
+pub const MAX_BATCH_EVENTS: u64 = 8;
+
 #[async_trait]
 pub trait ContextStore: Send + Sync {
     /// The context, expired or not (the caller decides what an expired one means).

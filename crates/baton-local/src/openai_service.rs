@@ -3,6 +3,9 @@
 //! - [`BRIEF_MODEL`] with its first sentence;
 //! - [`KEYWORDS_MODEL`] with its most frequent words.
 //!
+//! With `"stream": true` it answers server-sent chunks, a word every [`STREAM_PACE`], as the
+//! Chat Completions API streams them.
+//!
 //! It wants `Authorization: Bearer <its key>` (401 otherwise), counts tokens in words, cuts
 //! the answer at `max_tokens`, answers 404 for an unknown model, and
 //! [`OpenAiService::throttle_next`] makes the next calls answer 429 with `Retry-After: 1`.
@@ -13,12 +16,15 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::stand_in::{limit_words, serve, tokens, CallLog, ModelRule, Served};
 
 pub const BRIEF_MODEL: &str = "baton-brief";
 pub const KEYWORDS_MODEL: &str = "baton-keywords";
+/// How long the server takes per streamed chunk: about a model's pace per token.
+pub const STREAM_PACE: std::time::Duration = std::time::Duration::from_millis(20);
 
 struct Server {
     key: String,
@@ -134,6 +140,13 @@ async fn complete(State(server): State<Arc<Server>>, headers: HeaderMap, body: S
     let read: u64 = messages.iter().map(|m| tokens(&text_of(m))).sum();
     let (answer, cut) = limit_words(&rule.answer(&text_of(last)), request["max_tokens"].as_u64());
     let written = tokens(&answer);
+    let usage = json!({ "prompt_tokens": read, "completion_tokens": written, "total_tokens": read + written });
+    let finish_reason = if cut { "length" } else { "stop" };
+    if request["stream"] == true {
+        let with_usage =
+            request.pointer("/stream_options/include_usage") == Some(&Value::Bool(true));
+        return streamed(&model, &answer, finish_reason, with_usage.then_some(usage));
+    }
     axum::Json(json!({
         "id": format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
         "object": "chat.completion",
@@ -144,7 +157,41 @@ async fn complete(State(server): State<Arc<Server>>, headers: HeaderMap, body: S
             "message": { "role": "assistant", "content": answer },
             "finish_reason": if cut { "length" } else { "stop" },
         }],
-        "usage": { "prompt_tokens": read, "completion_tokens": written, "total_tokens": read + written },
+        "usage": usage,
     }))
     .into_response()
+}
+
+/// The answer as Chat Completions streams it: a role chunk, a chunk per word every
+/// [`STREAM_PACE`], the finish reason, the usage when asked for, then `[DONE]`.
+fn streamed(model: &str, answer: &str, finish_reason: &str, usage: Option<Value>) -> Response {
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let chunk = |choices: Value| json!({ "id": id, "object": "chat.completion.chunk", "model": model, "choices": choices });
+    let mut events = vec![chunk(
+        json!([{ "index": 0, "delta": { "role": "assistant" } }]),
+    )];
+    events.extend(
+        answer
+            .split_inclusive(' ')
+            .map(|word| chunk(json!([{ "index": 0, "delta": { "content": word } }]))),
+    );
+    events.push(chunk(
+        json!([{ "index": 0, "delta": {}, "finish_reason": finish_reason }]),
+    ));
+    if let Some(usage) = usage {
+        let mut last = chunk(json!([]));
+        last["usage"] = usage;
+        events.push(last);
+    }
+    let mut lines: Vec<String> = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+    lines.push("data: [DONE]\n\n".into());
+    let paced = futures::stream::iter(lines).then(|line| async move {
+        tokio::time::sleep(STREAM_PACE).await;
+        Ok::<_, std::convert::Infallible>(line)
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(axum::body::Body::from_stream(paced))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }

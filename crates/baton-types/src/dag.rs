@@ -71,6 +71,10 @@ pub struct TaskSpec {
         schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length = 64)
     )]
     pub context: Option<String>,
+    /// Stream the agent's answer as it is produced: clients read it from
+    /// `GET /v1/workflows/{id}/tasks/{task}/events` (model agents; default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
 }
 
 impl TaskSpec {
@@ -92,6 +96,7 @@ impl TaskSpec {
             deadline_s: None,
             memory: None,
             context: None,
+            stream: None,
         }
     }
 }

@@ -33,6 +33,7 @@ pub mod roles;
 pub mod routing;
 pub mod session;
 pub mod stats;
+pub mod stream;
 pub mod suggestions;
 pub mod task;
 pub mod tenancy;

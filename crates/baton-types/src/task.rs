@@ -101,6 +101,10 @@ pub struct TaskProfile {
     /// answers are kept, found over this window (ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advice_window_ms: Option<i64>,
+    /// Its agent's answer is streamed into the task's event log as it is produced (see
+    /// [`crate::stream`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
 }
 
 fn is_zero(n: &u32) -> bool {

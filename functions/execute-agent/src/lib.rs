@@ -27,14 +27,16 @@ use baton_chain::cache::AgentCache;
 use baton_chain::config::Settings;
 use baton_chain::context::{self, UpdateOutcome};
 use baton_chain::error::ChainError;
-use baton_chain::finish::complete_task;
+use baton_chain::finish::{complete_task, finish_at};
 use baton_chain::hold::honour_hold;
-use baton_chain::invoker::{AgentCall, AgentInvoker};
+use baton_chain::invoker::{AgentCall, AgentInvoker, StreamSink};
 use baton_chain::queue::TaskQueue;
 use baton_chain::store::{
     new_claim_token, AgentRegistry, AttemptHolder, ChainStore, ClaimOutcome, ContextStore,
-    DependencyOutputs, LearningStore, RoutingState, SlotGrant, SlotHold, MAX_DEPENDENCY_BYTES,
+    DependencyOutputs, LearningStore, RoutingState, SlotGrant, SlotHold, StreamLog,
+    MAX_DEPENDENCY_BYTES,
 };
+use baton_chain::stream::AttemptStream;
 use baton_types::agent::Agent;
 use baton_types::clock::now_ms;
 use baton_types::contexts::StoredContext;
@@ -77,7 +79,7 @@ pub async fn handle_batch<S, Q, I>(
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error>
 where
-    S: ChainStore + AgentRegistry + RoutingState + LearningStore + ContextStore,
+    S: ChainStore + AgentRegistry + RoutingState + LearningStore + ContextStore + StreamLog,
     Q: TaskQueue,
     I: AgentInvoker,
 {
@@ -95,7 +97,7 @@ async fn execute<S, Q, I>(
     sent_at_ms: Option<i64>,
 ) -> Result<(), ChainError>
 where
-    S: ChainStore + AgentRegistry + RoutingState + LearningStore + ContextStore,
+    S: ChainStore + AgentRegistry + RoutingState + LearningStore + ContextStore + StreamLog,
     Q: TaskQueue,
     I: AgentInvoker,
 {
@@ -175,7 +177,7 @@ async fn run_attempt<S, Q, I>(
     sent_at_ms: Option<i64>,
 ) -> Result<(), ChainError>
 where
-    S: ChainStore + AgentRegistry + LearningStore + ContextStore,
+    S: ChainStore + AgentRegistry + LearningStore + ContextStore + StreamLog,
     Q: TaskQueue,
     I: AgentInvoker,
 {
@@ -283,6 +285,18 @@ where
     };
     // A conversation turn's agent gets the conversation as it is now, and its own state.
     let input = baton_chain::turn::call_input(&deps.store, &claimed, &agent.name).await?;
+    // A streaming task's text goes to its log as it comes, kept as long as the task.
+    let stream = claimed.profile.stream.then(|| {
+        AttemptStream::new(
+            &deps.store,
+            task.tenant.clone(),
+            task.workflow_id.clone(),
+            task.task_id.clone(),
+            task.attempt,
+            agent.name.to_string(),
+            finish_at(&deps.settings, now).expires_at_s,
+        )
+    });
     let call = AgentCall {
         task,
         workflow_id: &task.workflow_id,
@@ -299,6 +313,7 @@ where
         timeout_ms: claimed
             .timeout_ms
             .map_or(agent.timeout_ms, |t| t.min(agent.timeout_ms)),
+        stream: stream.as_ref().map(|s| s as &dyn StreamSink),
     };
     let started = Instant::now();
     let answer = deps.invoker.invoke(agent, &call).await;

@@ -489,6 +489,7 @@ where
         memories: Vec::new(),
         context: None,
         timeout_ms: classifier.timeout_ms.min(CLASSIFIER_TIMEOUT_MS),
+        stream: None,
     };
     let verdict = match invoker.invoke(classifier, &call).await {
         Ok(answer) => match answer.output.get("agent") {

@@ -27,6 +27,7 @@ pub mod service;
 pub mod sessions;
 pub mod settings;
 pub mod stats;
+pub mod streams;
 pub mod tenants;
 pub mod timing;
 pub mod views;
@@ -40,8 +41,8 @@ use baton_chain::invoker::AgentInvoker;
 use baton_chain::queue::{QueueStats, TaskQueue};
 use baton_chain::store::{
     AdmissionStore, AgentRegistry, AnalysisSchedule, ConfigStore, ContextStore, ImprovementStore,
-    LearningStore, PatternStore, RoutingState, SessionStore, StatsStore, TenantCounters, TurnStore,
-    WorkflowControls, WorkflowStore,
+    LearningStore, PatternStore, RoutingState, SessionStore, StatsStore, StreamLog, TenantCounters,
+    TurnStore, WorkflowControls, WorkflowStore,
 };
 use baton_types::ids::{AgentName, TenantId};
 use baton_types::learning::AgentStats;
@@ -130,6 +131,7 @@ pub trait ApiStore:
     + PatternStore
     + ContextStore
     + AnalysisSchedule
+    + StreamLog
 {
 }
 
@@ -149,6 +151,7 @@ impl<S> ApiStore for S where
         + PatternStore
         + ContextStore
         + AnalysisSchedule
+        + StreamLog
 {
 }
 
@@ -250,6 +253,7 @@ routes! {
     GET "/v1/workflows/{id}" => workflows::get_workflow,
     GET "/v1/workflows/{id}/plan" => workflows::workflow_plan,
     GET "/v1/workflows/{id}/tasks/{task}" => workflows::workflow_task,
+    GET "/v1/workflows/{id}/tasks/{task}/events" => streams::task_events,
     GET "/v1/workflows/{id}/history" => workflows::workflow_history,
     GET "/v1/workflows/{id}/graph" => workflows::workflow_graph,
     POST "/v1/workflows/{id}/cancel" => workflows::cancel_workflow,

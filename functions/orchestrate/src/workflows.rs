@@ -1240,6 +1240,7 @@ fn task_profile(
         band: Band::of_score(score),
         deadline_at_ms,
         memory: task.memory,
+        stream: task.stream.unwrap_or(false),
         ..TaskProfile::default()
     })
 }

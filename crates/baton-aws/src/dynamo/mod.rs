@@ -13,6 +13,7 @@ mod results;
 mod sessions;
 mod slots;
 mod stats;
+mod streams;
 mod turns;
 mod workflows;
 

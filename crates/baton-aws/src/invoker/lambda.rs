@@ -155,6 +155,7 @@ mod tests {
             memories: Vec::new(),
             context: None,
             timeout_ms: 1_000,
+            stream: None,
         };
         let body: Value = serde_json::from_slice(&payload(&call)).unwrap();
         assert_eq!(body["input"], input);

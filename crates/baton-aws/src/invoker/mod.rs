@@ -123,8 +123,35 @@ pub(crate) async fn send(
     call: &AgentCall<'_>,
     request: reqwest::RequestBuilder,
 ) -> Result<HttpAnswer, TaskFailure> {
-    let transport = |e: reqwest::Error| transport_failure(agent, call, &e);
-    let mut response = request.send().await.map_err(transport)?;
+    let mut opened = open(agent, call, request).await?;
+    let body = opened.read_all().await?;
+    Ok(HttpAnswer {
+        status: opened.status,
+        retry_after_ms: opened.retry_after_ms,
+        body,
+    })
+}
+
+/// An agent's response whose body is still to be read.
+pub(crate) struct Opened<'a> {
+    pub status: reqwest::StatusCode,
+    pub retry_after_ms: Option<u64>,
+    response: reqwest::Response,
+    agent: &'a Agent,
+    timeout_ms: u64,
+    read: usize,
+}
+
+/// Sends a call and takes the answer's status and headers; a redirect is a failure.
+pub(crate) async fn open<'a>(
+    agent: &'a Agent,
+    call: &AgentCall<'_>,
+    request: reqwest::RequestBuilder,
+) -> Result<Opened<'a>, TaskFailure> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| transport_failure(agent, call.timeout_ms, &e))?;
     let status = response.status();
     if status.is_redirection() {
         let location = response
@@ -142,24 +169,59 @@ pub(crate) async fn send(
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport)? {
-        if body.len() + chunk.len() > MAX_OUTPUT_BYTES {
-            return Err(TaskFailure::new(
-                FailureKind::OutputTooLarge,
-                format!(
-                    "agent `{}` answered more than {MAX_OUTPUT_BYTES} bytes",
-                    agent.name
-                ),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(HttpAnswer {
+    Ok(Opened {
         status,
         retry_after_ms,
-        body,
+        response,
+        agent,
+        timeout_ms: call.timeout_ms,
+        read: 0,
     })
+}
+
+impl Opened<'_> {
+    /// The answer's media type, without its parameters.
+    pub fn content_type(&self) -> String {
+        self.response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_default()
+    }
+
+    /// The next part of the body as it arrives; None at its end. The whole body may be at
+    /// most [`MAX_OUTPUT_BYTES`].
+    pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, TaskFailure> {
+        let chunk = self
+            .response
+            .chunk()
+            .await
+            .map_err(|e| transport_failure(self.agent, self.timeout_ms, &e))?;
+        if let Some(chunk) = &chunk {
+            self.read += chunk.len();
+            if self.read > MAX_OUTPUT_BYTES {
+                return Err(TaskFailure::new(
+                    FailureKind::OutputTooLarge,
+                    format!(
+                        "agent `{}` answered more than {MAX_OUTPUT_BYTES} bytes",
+                        self.agent.name
+                    ),
+                ));
+            }
+        }
+        Ok(chunk)
+    }
+
+    /// The whole body.
+    pub async fn read_all(&mut self) -> Result<Vec<u8>, TaskFailure> {
+        let mut body = Vec::new();
+        while let Some(chunk) = self.chunk().await? {
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
 }
 
 /// `Retry-After` as a wait in milliseconds: delta-seconds, or an HTTP date after `now`.
@@ -172,15 +234,15 @@ pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<u64>
     Some(at.duration_since(now).map_or(0, |d| d.as_millis() as u64))
 }
 
-fn transport_failure(agent: &Agent, call: &AgentCall<'_>, err: &reqwest::Error) -> TaskFailure {
+fn transport_failure(agent: &Agent, timeout_ms: u64, err: &reqwest::Error) -> TaskFailure {
     if let Some(refusal) = guard::refusal_of(err) {
         guard::refused_call_failure(&agent.name, refusal)
     } else if err.is_timeout() {
         TaskFailure::new(
             FailureKind::Timeout,
             format!(
-                "agent `{}` did not answer within {} ms",
-                agent.name, call.timeout_ms
+                "agent `{}` did not answer within {timeout_ms} ms",
+                agent.name
             ),
         )
     } else {

@@ -7,6 +7,11 @@
 //! model, finish_reason, usage: {input_tokens, output_tokens}}` from the first choice. 429 and
 //! 5xx are retried (after `Retry-After` when given), other 4xx are not, and a 2xx whose body
 //! is not a completion is an invalid response.
+//!
+//! A task that streams asks for `"stream": true` with the usage at the end, and passes the
+//! text of each server-sent chunk to the attempt's stream as it comes; the output is what the
+//! chunks add up to, in the same shape. A server that answers a whole completion instead is
+//! taken as it is.
 
 use std::time::Duration;
 
@@ -14,11 +19,12 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::secrets::SecretReader;
-use super::{guard, prompt, send, HttpAnswer};
-use baton_chain::invoker::{AgentAnswer, AgentCall};
+use super::{guard, open, prompt, Opened};
+use baton_chain::invoker::{AgentAnswer, AgentCall, StreamSink};
 use baton_types::agent::{Agent, OpenAiTarget};
 use baton_types::endpoint::{check_url, EndpointPolicy};
 use baton_types::outcome::{FailureKind, TaskFailure, TokenUsage};
+use baton_types::stream::{ChatStream, SseDecoder};
 
 const ERROR_EXCERPT_CHARS: usize = 300;
 
@@ -111,11 +117,15 @@ pub async fn complete(
     let url = completions_url(&target.base_url);
     // A literal address never reaches the guard's resolver: check the URL itself.
     check_url(&url, policy).map_err(|refusal| guard::forbidden_failure(agent_name, &refusal))?;
-    let body = request_body(target, call)?;
     let key = match &target.api_key {
         Some(reference) => Some(secrets.api_key(&call.task.tenant, reference).await?),
         None => None,
     };
+    let mut body = request_body(target, call)?;
+    if call.stream.is_some() {
+        body["stream"] = Value::Bool(true);
+        body["stream_options"] = json!({ "include_usage": true });
+    }
     let mut request = client
         .post(url)
         .timeout(Duration::from_millis(call.timeout_ms))
@@ -124,12 +134,10 @@ pub async fn complete(
     if let Some(key) = &key {
         request = request.bearer_auth(key.expose());
     }
-    let HttpAnswer {
-        status,
-        retry_after_ms,
-        body: bytes,
-    } = send(agent, call, request).await?;
+    let mut opened = open(agent, call, request).await?;
+    let status = opened.status;
     if !status.is_success() {
+        let bytes = opened.read_all().await?;
         if status == reqwest::StatusCode::UNAUTHORIZED {
             // The key may have been rotated: the next attempt reads it again.
             if let Some(reference) = &target.api_key {
@@ -145,15 +153,70 @@ pub async fn complete(
             excerpt = excerpt.replace(key.expose(), "[api key]");
         }
         let mut failure = TaskFailure::http_status(status.as_u16(), excerpt.trim());
-        failure.retry_after_ms = retry_after_ms.filter(|_| failure.retryable);
+        failure.retry_after_ms = opened.retry_after_ms.filter(|_| failure.retryable);
         return Err(failure);
     }
-    answer(&bytes).map_err(|why| {
+    let invalid = |why: String| {
         TaskFailure::new(
             FailureKind::InvalidResponse,
             format!("agent `{agent_name}` answered {status} with a body that is not a chat completion: {why}"),
         )
-    })
+    };
+    match call.stream {
+        // A server that does not stream answers the whole completion: taken as it is.
+        Some(sink) if opened.content_type() == "text/event-stream" => {
+            let streamed = read_stream(&mut opened, sink).await;
+            sink.close().await;
+            streamed?.map_err(invalid)
+        }
+        _ => answer(&opened.read_all().await?).map_err(invalid),
+    }
+}
+
+/// Reads a streamed completion, passing its text to `sink` as it comes; the inner Err says
+/// why the stream is not a completion.
+async fn read_stream(
+    opened: &mut Opened<'_>,
+    sink: &dyn StreamSink,
+) -> Result<Result<AgentAnswer, String>, TaskFailure> {
+    let mut decoder = SseDecoder::default();
+    let mut chat = ChatStream::default();
+    while !chat.done {
+        let Some(bytes) = opened.chunk().await? else {
+            break;
+        };
+        let events = match decoder.feed(&bytes) {
+            Ok(events) => events,
+            Err(why) => return Ok(Err(why)),
+        };
+        for event in events {
+            let text = match chat.apply(&event.data) {
+                Ok(text) => text,
+                Err(why) => return Ok(Err(why)),
+            };
+            if !text.is_empty() {
+                sink.text(&text)
+                    .await
+                    .map_err(|stopped| TaskFailure::new(FailureKind::Cancelled, stopped.reason))?;
+            }
+        }
+    }
+    if !chat.done && chat.finish_reason.is_none() {
+        return Ok(Err("the stream ended before its last chunk".into()));
+    }
+    let usage = chat.usage.map(|(input_tokens, output_tokens)| TokenUsage {
+        input_tokens,
+        output_tokens,
+    });
+    Ok(Ok(AgentAnswer {
+        output: json!({
+            "content": chat.content,
+            "model": chat.model,
+            "finish_reason": chat.finish_reason,
+            "usage": usage,
+        }),
+        usage,
+    }))
 }
 
 #[cfg(test)]
@@ -196,6 +259,7 @@ mod tests {
             memories: Vec::new(),
             context: None,
             timeout_ms: 1_000,
+            stream: None,
         };
         let body = request_body(&target(), &call).unwrap();
         assert_eq!(body["model"], "small");

@@ -1,0 +1,157 @@
+//! One attempt's part of its task's stream (see [`baton_types::stream`]): the text an agent
+//! streams, collected in batches and appended to the task's log, numbered on from its last
+//! event. The first batch opens the attempt (closing one left open); writing never fails the
+//! call: a batch that cannot be written is logged and the call goes on, and its text is still
+//! in the answer.
+
+use async_trait::async_trait;
+use futures::lock::Mutex;
+
+use baton_types::clock::now_ms;
+use baton_types::ids::{TaskId, TenantId, WorkflowId};
+use baton_types::stream::{opening, Batcher, EventKind, StreamEvent};
+
+use crate::invoker::{StreamSink, StreamStopped};
+use crate::store::{StoreError, StreamLog};
+
+/// The stream of one attempt of one task.
+pub struct AttemptStream<'a, S: ?Sized> {
+    store: &'a S,
+    tenant: TenantId,
+    workflow_id: WorkflowId,
+    task_id: TaskId,
+    attempt: u32,
+    agent: String,
+    expires_at_s: i64,
+    state: Mutex<Written>,
+}
+
+/// What the attempt has written: its events' next number once it has opened, and the text
+/// waiting for its batch.
+#[derive(Debug, Default)]
+struct Written {
+    next_seq: Option<u64>,
+    batcher: Batcher,
+    /// A batch could not be written: the rest of the attempt's text is not logged.
+    broken: bool,
+}
+
+impl<S: ?Sized> std::fmt::Debug for AttemptStream<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttemptStream")
+            .field("task_id", &self.task_id)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, S> AttemptStream<'a, S>
+where
+    S: StreamLog + ?Sized,
+{
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: &'a S,
+        tenant: TenantId,
+        workflow_id: WorkflowId,
+        task_id: TaskId,
+        attempt: u32,
+        agent: String,
+        expires_at_s: i64,
+    ) -> Self {
+        AttemptStream {
+            store,
+            tenant,
+            workflow_id,
+            task_id,
+            attempt,
+            agent,
+            expires_at_s,
+            state: Mutex::new(Written::default()),
+        }
+    }
+
+    /// Writes `text` as the attempt's next chunk, opening the attempt first if it has not.
+    async fn write(&self, written: &mut Written, text: Option<String>) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut events = match written.next_seq {
+            Some(_) => Vec::new(),
+            None => {
+                let last = self
+                    .store
+                    .last_event(&self.tenant, &self.workflow_id, &self.task_id)
+                    .await?;
+                opening(last.as_ref(), self.attempt, &self.agent, now)
+            }
+        };
+        let next = written
+            .next_seq
+            .unwrap_or_else(|| events.last().map_or(1, |e| e.seq + 1));
+        if let Some(text) = text {
+            events.push(StreamEvent {
+                seq: next,
+                at_ms: now,
+                attempt: self.attempt,
+                kind: EventKind::Chunk { text },
+            });
+        }
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        let following = last.seq + 1;
+        let appended = self
+            .store
+            .append_events(
+                &self.tenant,
+                &self.workflow_id,
+                &self.task_id,
+                &events,
+                self.expires_at_s,
+            )
+            .await?;
+        if appended {
+            written.next_seq = Some(following);
+        } else {
+            // Another writer holds these numbers: a handler of this attempt that was thought
+            // lost. Its stream stands; this one's text is still in the answer.
+            tracing::warn!(task = %self.task_id, attempt = self.attempt, "another writer streams this task; the rest is not logged");
+            written.broken = true;
+        }
+        Ok(())
+    }
+
+    async fn flush(&self, written: &mut Written, text: Option<String>) {
+        if written.broken {
+            return;
+        }
+        if let Err(error) = self.write(written, text).await {
+            tracing::warn!(%error, task = %self.task_id, "a stream batch not written; the rest is not logged");
+            written.broken = true;
+        }
+    }
+}
+
+#[async_trait]
+impl<S> StreamSink for AttemptStream<'_, S>
+where
+    S: StreamLog + ?Sized,
+{
+    async fn text(&self, text: &str) -> Result<(), StreamStopped> {
+        let mut written = self.state.lock().await;
+        let due = written.batcher.push(text, now_ms());
+        // The attempt opens with its first text, so a client sees it start at once.
+        if due.is_some() || written.next_seq.is_none() {
+            let batch = due.or_else(|| written.batcher.take());
+            self.flush(&mut written, batch).await;
+        }
+        Ok(())
+    }
+
+    async fn close(&self) {
+        let mut written = self.state.lock().await;
+        let rest = written.batcher.take();
+        if rest.is_some() {
+            self.flush(&mut written, rest).await;
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Streaming on the local stack: an agent's answer reaches clients as it is produced, as a
+//! numbered log read from any point over the HTTP API.
+
+use baton_local::openai_service::BRIEF_MODEL;
+use baton_local::stack::LocalStack;
+use baton_tests::*;
+use serde_json::{json, Value};
+
+const TEXT: &str = "Streams carry an answer while it is written, word after word after word. \
+                    Nothing else.";
+
+/// Every event of a task's stream, read in pieces of at most one answer each, `after` the
+/// last number read, until the stream ends.
+async fn read_stream(stack: &LocalStack, workflow: &str, task: &str) -> Vec<Value> {
+    let mut events: Vec<Value> = Vec::new();
+    let mut after = 0;
+    for _ in 0..200 {
+        let path = format!("/v1/workflows/{workflow}/tasks/{task}/events?after={after}&wait=5");
+        let answer = get(stack, &path).await;
+        assert_eq!(answer.status, 200, "{:#}", answer.body);
+        events.extend(answer.body["events"].as_array().unwrap().iter().cloned());
+        after = answer.body["next_after"].as_u64().unwrap();
+        if answer.body["done"] == true {
+            return events;
+        }
+    }
+    panic!("the stream never ended: {events:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_openai_agents_answer_streams_and_its_chunks_add_up_to_the_output() {
+    let stack = start_stack("stream-openai", |_| {}).await;
+    let stand_ins = stack.stand_ins().expect("the stack runs the stand-ins");
+    register(
+        &stack,
+        json!({
+            "name": "writer", "capabilities": ["write"], "timeout_ms": 10000,
+            "kind": "openai", "base_url": format!("{}/v1", stand_ins.openai.url()),
+            "model": BRIEF_MODEL, "api_key": stand_ins.key_parameter,
+        }),
+    )
+    .await;
+    let workflow = json!({ "name": "streamed", "tasks": [
+        { "id": "t", "capability": "write", "stream": true, "input": { "text": TEXT } },
+    ]});
+    let id = submit(&stack, &workflow).await;
+    let events = read_stream(&stack, &id, "t").await;
+    let finished = wait_until_finished(&stack, &id).await;
+    assert_eq!(finished["status"], "succeeded", "{finished:#}");
+
+    let numbers: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        numbers,
+        (1..=events.len() as u64).collect::<Vec<_>>(),
+        "numbered from 1, each once, in order"
+    );
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"start"));
+    assert_eq!(kinds.last(), Some(&"end"));
+    assert!(
+        kinds[1..kinds.len() - 1].iter().all(|k| *k == "chunk"),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.len() > 3,
+        "the answer came in more than one chunk: {kinds:?}"
+    );
+    let streamed: String = events.iter().filter_map(|e| e["text"].as_str()).collect();
+    let output = &task(&finished, "t")["output"];
+    assert_eq!(
+        output["content"].as_str(),
+        Some(streamed.as_str()),
+        "the chunks add up to the recorded output"
+    );
+    assert_eq!(
+        streamed,
+        "Streams carry an answer while it is written, word after word after word."
+    );
+    assert_eq!(events.last().unwrap()["status"], "succeeded");
+    // The stand-in was asked to stream, with the usage at the end.
+    let calls = stand_ins.openai.calls();
+    assert_eq!(calls[0]["request"]["stream"], true);
+    assert!(output["usage"]["output_tokens"].as_u64().unwrap() > 0);
+
+    // Read again from the middle: the same events, from there on.
+    let middle = numbers[numbers.len() / 2];
+    let again = get(
+        &stack,
+        &format!("/v1/workflows/{id}/tasks/t/events?after={middle}&wait=0"),
+    )
+    .await;
+    let again: Vec<Value> = again.body["events"].as_array().unwrap().clone();
+    assert_eq!(again, events[middle as usize..].to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_that_does_not_stream_has_only_its_end_and_bad_reads_are_refused() {
+    let stack = start_stack("stream-plain", |_| {}).await;
+    let server = agent_replying(baton_local::agents::AgentReply::ok(json!({ "ok": true }))).await;
+    register_agent(&stack, "plain", &server, &["work"]).await;
+    let id = submit(
+        &stack,
+        &json!({ "name": "plain", "tasks": [{ "id": "t", "capability": "work", "input": {} }] }),
+    )
+    .await;
+    let events = read_stream(&stack, &id, "t").await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(
+        (events[0]["seq"].as_u64(), events[0]["type"].as_str()),
+        (Some(1), Some("end"))
+    );
+    let past = get(
+        &stack,
+        &format!("/v1/workflows/{id}/tasks/t/events?after=1"),
+    )
+    .await;
+    assert_eq!(
+        (
+            past.status,
+            past.body["events"].clone(),
+            past.body["done"].clone()
+        ),
+        (200, json!([]), json!(true))
+    );
+    for (query, field) in [
+        ("after=-1", "after"),
+        ("after=x", "after"),
+        ("wait=99", "wait"),
+    ] {
+        let bad = get(
+            &stack,
+            &format!("/v1/workflows/{id}/tasks/t/events?{query}"),
+        )
+        .await;
+        assert_eq!(bad.status, 400, "{query}: {:#}", bad.body);
+        assert_eq!(bad.body["error"]["details"]["field"], field);
+    }
+    for path in [
+        format!("/v1/workflows/{id}/tasks/nope/events"),
+        "/v1/workflows/nope/tasks/t/events".to_string(),
+    ] {
+        assert_eq!(get(&stack, &path).await.status, 404, "{path}");
+    }
+    let theirs = request(
+        &stack,
+        reqwest::Method::GET,
+        &format!("/v1/workflows/{id}/tasks/t/events?wait=0"),
+        None,
+        Some("someone-else"),
+    )
+    .await;
+    assert_eq!(theirs.status, 404, "another tenant's task is not there");
+}
