@@ -74,3 +74,15 @@ pub struct SuggestionPath {
     #[param(pattern = "^[0-9a-f]{16}-[0-9]{1,6}$", max_length = 24)]
     id: String,
 }
+
+/// Where a stream read starts, and how long it waits.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// The number of the last event read (default 0: from the start).
+    #[param(minimum = 0, maximum = 9_007_199_254_740_991_i64)]
+    after: Option<u64>,
+    /// Seconds to wait for an event when none follows yet (default 10).
+    #[param(minimum = 0, maximum = 25)]
+    wait: Option<f64>,
+}

@@ -45,8 +45,7 @@ pub struct TaskEvents {
     tag = "workflows",
     params(
         crate::paths::TaskPath,
-        ("after" = Option<u64>, Query, description = "The number of the last event read (default 0: from the start)"),
-        ("wait" = Option<f64>, Query, description = "Seconds to wait for an event when none follows yet: 0 to 25, default 10"),
+        crate::paths::EventsQuery,
     ),
     responses(
         (status = 200, body = TaskEvents),
