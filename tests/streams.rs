@@ -151,3 +151,110 @@ async fn a_task_that_does_not_stream_has_only_its_end_and_bad_reads_are_refused(
     .await;
     assert_eq!(theirs.status, 404, "another tenant's task is not there");
 }
+
+fn text_parts(words: &[&str]) -> Vec<Value> {
+    words.iter().map(|w| json!({ "text": w })).collect()
+}
+
+async fn streamed_task(stack: &LocalStack, name: &str) -> String {
+    let workflow = json!({ "name": name, "tasks": [
+        { "id": "t", "capability": "write", "stream": true,
+          "retry": { "max_attempts": 3, "backoff": "fixed", "base_ms": 50, "jitter": "none" },
+          "input": { "text": "anything" } },
+    ]});
+    submit(stack, &workflow).await
+}
+
+fn texts_by_attempt(events: &[Value]) -> Vec<(u64, String)> {
+    let mut by_attempt: Vec<(u64, String)> = Vec::new();
+    for event in events.iter().filter(|e| e["type"] == "chunk") {
+        let attempt = event["attempt"].as_u64().unwrap();
+        let text = event["text"].as_str().unwrap();
+        match by_attempt.last_mut() {
+            Some((a, t)) if *a == attempt => t.push_str(text),
+            _ => by_attempt.push((attempt, text.to_string())),
+        }
+    }
+    by_attempt
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_http_agent_streams_server_sent_events_or_ndjson() {
+    let stack = start_stack("stream-http", |_| {}).await;
+    let pace = std::time::Duration::from_millis(30);
+    let mut parts = text_parts(&["one ", "two ", "three"]);
+    parts.push(json!({ "output": { "answer": "one two three", "words": 3 } }));
+    let sse = agent_replying(baton_local::agents::AgentReply::streamed(
+        true, &parts, pace,
+    ))
+    .await;
+    register_agent(&stack, "sse", &sse, &["write"]).await;
+    let id = streamed_task(&stack, "sse").await;
+    let events = read_stream(&stack, &id, "t").await;
+    let finished = wait_until_finished(&stack, &id).await;
+    assert_eq!(
+        task(&finished, "t")["output"],
+        json!({ "answer": "one two three", "words": 3 }),
+        "the last part is the output"
+    );
+    assert_eq!(
+        texts_by_attempt(&events),
+        [(1, "one two three".to_string())]
+    );
+
+    let stack = start_stack("stream-ndjson", |_| {}).await;
+    let lines = baton_local::agents::AgentReply::streamed(false, &text_parts(&["a", "b"]), pace);
+    let ndjson = agent_replying(lines).await;
+    register_agent(&stack, "ndjson", &ndjson, &["write"]).await;
+    let id = streamed_task(&stack, "ndjson").await;
+    let events = read_stream(&stack, &id, "t").await;
+    let finished = wait_until_finished(&stack, &id).await;
+    assert_eq!(task(&finished, "t")["output"], json!({ "text": "ab" }));
+    assert_eq!(texts_by_attempt(&events), [(1, "ab".to_string())]);
+    let call = &ndjson.calls()[0];
+    assert!(call.body["input"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_mid_stream_shows_the_abandoned_attempt_and_the_next() {
+    let stack = start_stack("stream-retry", |_| {}).await;
+    let pace = std::time::Duration::from_millis(20);
+    let broken =
+        baton_local::agents::AgentReply::streamed(true, &text_parts(&["half ", "an "]), pace)
+            .broken();
+    let whole = baton_local::agents::AgentReply::streamed(
+        true,
+        &text_parts(&["the ", "whole ", "answer"]),
+        pace,
+    );
+    let server = agent_scripted(vec![broken], whole).await;
+    register_agent(&stack, "flaky", &server, &["write"]).await;
+    let id = streamed_task(&stack, "retried").await;
+    let events = read_stream(&stack, &id, "t").await;
+    let finished = wait_until_finished(&stack, &id).await;
+    assert_eq!(finished["status"], "succeeded", "{finished:#}");
+    assert_eq!(
+        task(&finished, "t")["output"],
+        json!({ "text": "the whole answer" }),
+        "only the last attempt's text is the output"
+    );
+    let kinds: Vec<(u64, &str)> = events
+        .iter()
+        .filter(|e| e["type"] != "chunk")
+        .map(|e| (e["attempt"].as_u64().unwrap(), e["type"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [(1, "start"), (1, "abandoned"), (2, "start"), (2, "end")],
+        "{events:#?}"
+    );
+    assert_eq!(
+        texts_by_attempt(&events),
+        [
+            (1, "half an ".to_string()),
+            (2, "the whole answer".to_string())
+        ]
+    );
+    let numbers: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, (1..=events.len() as u64).collect::<Vec<_>>());
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -23,6 +24,11 @@ pub struct AgentReply {
     pub delay: Duration,
     /// Extra response headers, e.g. `Retry-After`.
     pub headers: Vec<(&'static str, String)>,
+    /// A streamed answer instead of `body`: its content type, and its parts, each sent after
+    /// the pace.
+    pub stream: Option<(&'static str, Vec<String>, Duration)>,
+    /// The streamed answer breaks off after its parts: the connection is cut.
+    pub broken: bool,
 }
 
 impl AgentReply {
@@ -33,7 +39,33 @@ impl AgentReply {
             raw: None,
             delay: Duration::ZERO,
             headers: Vec::new(),
+            stream: None,
+            broken: false,
         }
+    }
+
+    /// A streamed answer: `parts` as server-sent events (`sse`) or NDJSON lines, one every
+    /// `pace`.
+    pub fn streamed(sse: bool, parts: &[Value], pace: Duration) -> Self {
+        let (content_type, parts) = if sse {
+            let events = parts.iter().map(|p| format!("data: {p}\n\n")).collect();
+            ("text/event-stream", events)
+        } else {
+            (
+                "application/x-ndjson",
+                parts.iter().map(|p| format!("{p}\n")).collect(),
+            )
+        };
+        AgentReply {
+            stream: Some((content_type, parts, pace)),
+            ..AgentReply::ok(Value::Null)
+        }
+    }
+
+    /// The same streamed answer, cut off after its parts.
+    pub fn broken(mut self) -> Self {
+        self.broken = true;
+        self
     }
 
     pub fn error(status: u16, message: &str) -> Self {
@@ -43,6 +75,8 @@ impl AgentReply {
             raw: None,
             delay: Duration::ZERO,
             headers: Vec::new(),
+            stream: None,
+            broken: false,
         }
     }
 
@@ -183,6 +217,23 @@ async fn answer(
         tokio::time::sleep(reply.delay).await;
     }
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some((content_type, parts, pace)) = reply.stream {
+        let cut = reply
+            .broken
+            .then(|| Err(std::io::Error::other("the agent broke off its answer")));
+        let paced = futures::stream::iter(parts.into_iter().map(Ok).chain(cut)).then(
+            move |part| async move {
+                tokio::time::sleep(pace).await;
+                part
+            },
+        );
+        return (
+            status,
+            [(axum::http::header::CONTENT_TYPE, content_type)],
+            axum::body::Body::from_stream(paced),
+        )
+            .into_response();
+    }
     let mut response = match reply.raw {
         Some(text) => (
             status,

@@ -233,6 +233,43 @@ impl SseDecoder {
     }
 }
 
+/// An http agent's streamed answer, from server-sent events or NDJSON lines: each a JSON
+/// object, `{"text": "…"}` adding text, `{"output": {…}}` giving the task's output. Without an
+/// `output`, the output is `{"text": all the text}`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct AgentStream {
+    pub text: String,
+    pub output: Option<Value>,
+}
+
+impl AgentStream {
+    /// Applies one event or line: the text it adds; Err when it is not one of the two.
+    pub fn apply(&mut self, data: &str) -> Result<String, String> {
+        let data = data.trim();
+        if data.is_empty() {
+            return Ok(String::new());
+        }
+        let value: Value = serde_json::from_str(data).map_err(|e| format!("not JSON: {e}"))?;
+        if let Some(output) = value.get("output") {
+            self.output = Some(output.clone());
+            return Ok(String::new());
+        }
+        match value.get("text").and_then(Value::as_str) {
+            Some(text) => {
+                self.text.push_str(text);
+                Ok(text.to_string())
+            }
+            None => Err("each part is {\"text\": …} or {\"output\": …}".into()),
+        }
+    }
+
+    /// The task's output the parts add up to.
+    pub fn output(self) -> Value {
+        self.output
+            .unwrap_or_else(|| serde_json::json!({ "text": self.text }))
+    }
+}
+
 /// A streamed Chat Completion as its chunks add up: the text, the model, why it finished, and
 /// the usage when the server reports it.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -407,6 +444,21 @@ mod tests {
         );
         let after_abandon = opening(Some(&retry[0]), 2, "b", 8);
         assert_eq!(after_abandon.len(), 1, "already closed");
+    }
+
+    #[test]
+    fn an_agents_parts_add_up_to_its_text_or_its_output() {
+        let mut stream = AgentStream::default();
+        assert_eq!(stream.apply(r#"{"text": "Hel"}"#).unwrap(), "Hel");
+        assert_eq!(stream.apply(" ").unwrap(), "");
+        assert_eq!(stream.apply(r#"{"text": "lo"}"#).unwrap(), "lo");
+        assert_eq!(stream.clone().output(), json!({ "text": "Hello" }));
+        stream
+            .apply(r#"{"output": {"answer": "Hello", "n": 1}}"#)
+            .unwrap();
+        assert_eq!(stream.output(), json!({ "answer": "Hello", "n": 1 }));
+        assert!(AgentStream::default().apply("{}").is_err());
+        assert!(AgentStream::default().apply("text").is_err());
     }
 
     #[test]

@@ -8,6 +8,12 @@
 //! the task's output; anything else is a failure, classed as retryable or not. A 429 or 503
 //! may carry `Retry-After` (seconds or an HTTP date), which the next attempt waits for.
 //!
+//! A task that streams is sent with `Accept: text/event-stream, application/x-ndjson,
+//! application/json`. The agent may answer JSON as always, or stream: server-sent events or
+//! NDJSON lines, each a JSON object, `{"text": "…"}` for text as it is written (passed on to the
+//! task's stream) and, optionally, a last `{"output": {…}}` that is the task's output; without
+//! it the output is `{"text": all the text}`.
+//!
 //! The other kinds have adapters of their own: [`lambda`], [`openai`] and [`bedrock`], and
 //! [`AgentInvokers`] sends each call to its agent's kind.
 
@@ -26,10 +32,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use baton_chain::invoker::{AgentAnswer, AgentCall, AgentInvoker, MAX_OUTPUT_BYTES};
+use baton_chain::invoker::{AgentAnswer, AgentCall, AgentInvoker, StreamSink, MAX_OUTPUT_BYTES};
 use baton_types::agent::Agent;
 use baton_types::endpoint::{check_url, EndpointPolicy};
 use baton_types::outcome::{FailureKind, TaskFailure};
+use baton_types::stream::{AgentStream, Lines, SseDecoder};
 
 const ERROR_EXCERPT_CHARS: usize = 300;
 
@@ -75,61 +82,99 @@ impl AgentInvoker for HttpAgentInvoker {
         // A literal address never reaches the guard's resolver: check the URL itself.
         check_url(endpoint, &self.policy)
             .map_err(|refusal| guard::forbidden_failure(&agent.name, &refusal))?;
-        let request = self
+        let mut request = self
             .client
             .post(endpoint)
             .timeout(Duration::from_millis(call.timeout_ms))
             .header("Idempotency-Key", call.task.idempotency_key())
             .json(call);
-        let HttpAnswer {
-            status,
-            retry_after_ms,
-            body,
-        } = send(agent, call, request).await?;
+        if call.stream.is_some() {
+            request = request.header(reqwest::header::ACCEPT, STREAM_ACCEPT);
+        }
+        let mut opened = open(agent, call, request).await?;
+        let status = opened.status;
+        let content_type = opened.content_type();
+        let streamed = match call.stream {
+            Some(sink) if status.is_success() && STREAM_TYPES.contains(&content_type.as_str()) => {
+                let parts = read_parts(&mut opened, sink, content_type == SSE).await;
+                sink.close().await;
+                Some(parts?)
+            }
+            _ => None,
+        };
+        let invalid = |why: String| {
+            TaskFailure::new(
+                FailureKind::InvalidResponse,
+                format!(
+                    "agent `{}` answered {status} with a body that is not JSON: {why}",
+                    agent.name
+                ),
+            )
+        };
+        if let Some(parts) = streamed {
+            return parts.map(AgentAnswer::reported).map_err(invalid);
+        }
+        let body = opened.read_all().await?;
         if !status.is_success() {
             let excerpt: String = String::from_utf8_lossy(&body)
                 .chars()
                 .take(ERROR_EXCERPT_CHARS)
                 .collect();
             let mut failure = TaskFailure::http_status(status.as_u16(), excerpt.trim());
-            failure.retry_after_ms = retry_after_ms.filter(|_| failure.retryable);
+            failure.retry_after_ms = opened.retry_after_ms.filter(|_| failure.retryable);
             return Err(failure);
         }
         serde_json::from_slice(&body)
             .map(AgentAnswer::reported)
-            .map_err(|e| {
-                TaskFailure::new(
-                    FailureKind::InvalidResponse,
-                    format!(
-                        "agent `{}` answered {status} with a body that is not JSON: {e}",
-                        agent.name
-                    ),
-                )
-            })
+            .map_err(|e| invalid(e.to_string()))
     }
 }
 
-/// An agent's answer over HTTP, read up to [`MAX_OUTPUT_BYTES`].
-pub(crate) struct HttpAnswer {
-    pub status: reqwest::StatusCode,
-    pub retry_after_ms: Option<u64>,
-    pub body: Vec<u8>,
-}
+const SSE: &str = "text/event-stream";
+const NDJSON: &str = "application/x-ndjson";
+/// The answers a streaming http agent may give, preferred first.
+const STREAM_TYPES: [&str; 2] = [SSE, NDJSON];
+const STREAM_ACCEPT: &str = "text/event-stream, application/x-ndjson;q=0.9, application/json;q=0.8";
 
-/// Sends a call to an agent over HTTP and reads its answer: a redirect is a failure (it is
-/// never followed), and so is an answer larger than an output may be.
-pub(crate) async fn send(
-    agent: &Agent,
-    call: &AgentCall<'_>,
-    request: reqwest::RequestBuilder,
-) -> Result<HttpAnswer, TaskFailure> {
-    let mut opened = open(agent, call, request).await?;
-    let body = opened.read_all().await?;
-    Ok(HttpAnswer {
-        status: opened.status,
-        retry_after_ms: opened.retry_after_ms,
-        body,
-    })
+/// Reads an http agent's streamed answer, server-sent events or NDJSON lines, passing its text
+/// to `sink` as it comes; the inner Err says why it is not a streamed answer.
+async fn read_parts(
+    opened: &mut Opened<'_>,
+    sink: &dyn StreamSink,
+    sse: bool,
+) -> Result<Result<serde_json::Value, String>, TaskFailure> {
+    let mut events = SseDecoder::default();
+    let mut lines = Lines::default();
+    let mut stream = AgentStream::default();
+    loop {
+        let chunk = opened.chunk().await?;
+        let parts: Vec<String> = match (&chunk, sse) {
+            (Some(bytes), true) => match events.feed(bytes) {
+                Ok(found) => found.into_iter().map(|e| e.data).collect(),
+                Err(why) => return Ok(Err(why)),
+            },
+            (Some(bytes), false) => match lines.feed(bytes) {
+                Ok(found) => found,
+                Err(why) => return Ok(Err(why)),
+            },
+            (None, true) => events.finish().map(|e| e.data).into_iter().collect(),
+            (None, false) => lines.finish().into_iter().collect(),
+        };
+        for part in parts {
+            let text = match stream.apply(&part) {
+                Ok(text) => text,
+                Err(why) => return Ok(Err(why)),
+            };
+            if !text.is_empty() {
+                sink.text(&text)
+                    .await
+                    .map_err(|stopped| TaskFailure::new(FailureKind::Cancelled, stopped.reason))?;
+            }
+        }
+        if chunk.is_none() {
+            return Ok(Ok(stream.output()));
+        }
+    }
 }
 
 /// An agent's response whose body is still to be read.
@@ -142,7 +187,8 @@ pub(crate) struct Opened<'a> {
     read: usize,
 }
 
-/// Sends a call and takes the answer's status and headers; a redirect is a failure.
+/// Sends a call and takes the answer's status and headers: a redirect is a failure (it is
+/// never followed), and so is a body larger than an output may be, as it is read.
 pub(crate) async fn open<'a>(
     agent: &'a Agent,
     call: &AgentCall<'_>,
