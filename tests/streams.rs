@@ -258,3 +258,44 @@ async fn a_retry_mid_stream_shows_the_abandoned_attempt_and_the_next() {
     let numbers: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(numbers, (1..=events.len() as u64).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancel_stops_the_agents_stream_and_the_agent_sees_it_closed() {
+    let stack = start_stack("stream-cancel", |_| {}).await;
+    let words: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let slow = baton_local::agents::AgentReply::streamed(
+        true,
+        &text_parts(&words),
+        std::time::Duration::from_millis(100),
+    );
+    let server = agent_replying(slow).await;
+    register(
+        &stack,
+        json!({ "name": "slow", "endpoint": server.url, "capabilities": ["write"], "timeout_ms": 30000 }),
+    )
+    .await;
+    let id = streamed_task(&stack, "cancelled").await;
+    eventually("the answer has begun", || async {
+        let path = format!("/v1/workflows/{id}/tasks/t/events?after=0&wait=1");
+        let answer = get(&stack, &path).await;
+        let events = answer.body["events"].as_array()?.clone();
+        events.iter().any(|e| e["type"] == "chunk").then_some(())
+    })
+    .await;
+    let cancel = post(&stack, &format!("/v1/workflows/{id}/cancel"), "{}").await;
+    assert_eq!(cancel.status, 200, "{:#}", cancel.body);
+    let events = read_stream(&stack, &id, "t").await;
+    let finished = wait_until_finished(&stack, &id).await;
+    assert_eq!(finished["status"], "cancelled", "{finished:#}");
+    assert_eq!(events.last().unwrap()["status"], "cancelled");
+    eventually("the agent saw its stream closed", || async {
+        (server.streams_cut() == 1).then_some(())
+    })
+    .await;
+    let streamed: String = events.iter().filter_map(|e| e["text"].as_str()).collect();
+    assert!(
+        streamed.len() < words.concat().len(),
+        "the stream stopped before the answer's end: {streamed}"
+    );
+}

@@ -150,8 +150,17 @@ where
         Ok(output) => AttemptEnd::Succeeded(output),
         Err(failure) => {
             entry.outcome = AttemptOutcome::Failed;
-            let retry = (failure.retryable && policy.allows_retry_after(drive_attempt))
-                .then(|| policy.delay_ms(drive_attempt, failure.retry_after_ms, jitter_fraction()));
+            // A call a control stopped (its stream was closed on a pause or a cancel) is not
+            // the agent's failure: the task waits as for a retry, and the hold decides what
+            // follows, whatever attempts the policy has left.
+            let stopped = failure.kind == FailureKind::Cancelled;
+            let retry = if stopped {
+                Some(0)
+            } else {
+                (failure.retryable && policy.allows_retry_after(drive_attempt)).then(|| {
+                    policy.delay_ms(drive_attempt, failure.retry_after_ms, jitter_fraction())
+                })
+            };
             entry.error = Some(failure.clone());
             match retry {
                 Some(delay_ms) => {

@@ -3,6 +3,10 @@
 //! event. The first batch opens the attempt (closing one left open); writing never fails the
 //! call: a batch that cannot be written is logged and the call goes on, and its text is still
 //! in the answer.
+//!
+//! Before each batch the task is read again: once its workflow is paused or cancelled, the
+//! stream stops (the invoker closes the agent's stream, and the attempt ends as stopped, for
+//! the hold to settle), so no model writes on for nobody for longer than one batch.
 
 use async_trait::async_trait;
 use futures::lock::Mutex;
@@ -12,7 +16,9 @@ use baton_types::ids::{TaskId, TenantId, WorkflowId};
 use baton_types::stream::{opening, Batcher, EventKind, StreamEvent};
 
 use crate::invoker::{StreamSink, StreamStopped};
-use crate::store::{StoreError, StreamLog};
+use baton_types::control::Hold;
+
+use crate::store::{StoreError, StreamLog, WorkflowStore};
 
 /// The stream of one attempt of one task.
 pub struct AttemptStream<'a, S: ?Sized> {
@@ -47,7 +53,7 @@ impl<S: ?Sized> std::fmt::Debug for AttemptStream<'_, S> {
 
 impl<'a, S> AttemptStream<'a, S>
 where
-    S: StreamLog + ?Sized,
+    S: StreamLog + WorkflowStore + ?Sized,
 {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -120,21 +126,50 @@ where
         Ok(())
     }
 
-    async fn flush(&self, written: &mut Written, text: Option<String>) {
+    /// The hold a pause or a cancel put on the task since the call began, if any.
+    async fn held(&self) -> Result<Option<Hold>, StoreError> {
+        let task = self
+            .store
+            .task(&self.tenant, &self.workflow_id, &self.task_id)
+            .await?;
+        Ok(task.and_then(|t| t.hold))
+    }
+
+    async fn flush(
+        &self,
+        written: &mut Written,
+        text: Option<String>,
+    ) -> Result<(), StreamStopped> {
+        match self.held().await {
+            Ok(Some(hold)) => {
+                return Err(StreamStopped {
+                    reason: format!(
+                        "the workflow was {}d while the agent streamed",
+                        hold.as_str()
+                    ),
+                })
+            }
+            Ok(None) => {}
+            // Not known: the stream goes on, and the next batch looks again.
+            Err(error) => {
+                tracing::warn!(%error, task = %self.task_id, "the task not read before a batch")
+            }
+        }
         if written.broken {
-            return;
+            return Ok(());
         }
         if let Err(error) = self.write(written, text).await {
             tracing::warn!(%error, task = %self.task_id, "a stream batch not written; the rest is not logged");
             written.broken = true;
         }
+        Ok(())
     }
 }
 
 #[async_trait]
 impl<S> StreamSink for AttemptStream<'_, S>
 where
-    S: StreamLog + ?Sized,
+    S: StreamLog + WorkflowStore + ?Sized,
 {
     async fn text(&self, text: &str) -> Result<(), StreamStopped> {
         let mut written = self.state.lock().await;
@@ -142,16 +177,21 @@ where
         // The attempt opens with its first text, so a client sees it start at once.
         if due.is_some() || written.next_seq.is_none() {
             let batch = due.or_else(|| written.batcher.take());
-            self.flush(&mut written, batch).await;
+            self.flush(&mut written, batch).await?;
         }
         Ok(())
     }
 
     async fn close(&self) {
         let mut written = self.state.lock().await;
-        let rest = written.batcher.take();
-        if rest.is_some() {
-            self.flush(&mut written, rest).await;
+        if written.broken {
+            return;
+        }
+        // What the agent wrote before its stream ended or was stopped.
+        if let Some(rest) = written.batcher.take() {
+            if let Err(error) = self.write(&mut written, Some(rest)).await {
+                tracing::warn!(%error, task = %self.task_id, "the last stream batch not written");
+            }
         }
     }
 }

@@ -1,14 +1,13 @@
 //! Agents as real local HTTP servers: a small server that answers with a behaviour and keeps a
 //! record of every call, and the example agents the local stack runs.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -117,6 +116,8 @@ pub struct AgentServer {
     pub url: String,
     calls: Arc<Mutex<Vec<ReceivedCall>>>,
     healthy: Arc<AtomicBool>,
+    /// Streamed answers whose client closed the connection before their end.
+    streams_cut: Arc<AtomicUsize>,
     stop: watch::Sender<bool>,
 }
 
@@ -130,6 +131,8 @@ impl AgentServer {
         let recorded = calls.clone();
         let healthy = Arc::new(AtomicBool::new(true));
         let health = healthy.clone();
+        let streams_cut = Arc::new(AtomicUsize::new(0));
+        let cut = streams_cut.clone();
         let app = axum::Router::new()
             .route(
                 "/health",
@@ -150,7 +153,8 @@ impl AgentServer {
             .fallback(move |request: Request| {
                 let behaviour = behaviour.clone();
                 let recorded = recorded.clone();
-                async move { answer(request, &behaviour, &recorded).await }
+                let cut = cut.clone();
+                async move { answer(request, &behaviour, &recorded, cut).await }
             });
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -163,6 +167,7 @@ impl AgentServer {
             url,
             calls,
             healthy,
+            streams_cut,
             stop,
         })
     }
@@ -170,6 +175,12 @@ impl AgentServer {
     /// Makes `GET /health` answer 200 (healthy) or 503.
     pub fn set_healthy(&self, healthy: bool) {
         self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    /// How many streamed answers were not sent to their end: their client closed the
+    /// connection, or the answer broke off.
+    pub fn streams_cut(&self) -> usize {
+        self.streams_cut.load(Ordering::SeqCst)
     }
 
     /// Every call received so far, in order.
@@ -184,10 +195,25 @@ impl Drop for AgentServer {
     }
 }
 
+/// Counts a streamed answer dropped before its last part: its client went away.
+struct CutWatch {
+    finished: bool,
+    cut: Arc<AtomicUsize>,
+}
+
+impl Drop for CutWatch {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.cut.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
 async fn answer(
     request: Request,
     behaviour: &Behaviour,
     calls: &Mutex<Vec<ReceivedCall>>,
+    streams_cut: Arc<AtomicUsize>,
 ) -> Response {
     let idempotency_key = request
         .headers()
@@ -221,10 +247,23 @@ async fn answer(
         let cut = reply
             .broken
             .then(|| Err(std::io::Error::other("the agent broke off its answer")));
-        let paced = futures::stream::iter(parts.into_iter().map(Ok).chain(cut)).then(
-            move |part| async move {
+        let parts: Vec<std::io::Result<String>> = parts.into_iter().map(Ok).chain(cut).collect();
+        let watch = CutWatch {
+            finished: false,
+            cut: streams_cut,
+        };
+        let paced = futures::stream::unfold(
+            (parts.into_iter(), watch),
+            move |(mut parts, mut watch)| async move {
                 tokio::time::sleep(pace).await;
-                part
+                match parts.next() {
+                    Some(part) => Some((part, (parts, watch))),
+                    None => {
+                        watch.finished = true;
+                        drop(watch);
+                        None
+                    }
+                }
             },
         );
         return (

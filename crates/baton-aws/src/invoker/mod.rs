@@ -32,7 +32,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use baton_chain::invoker::{AgentAnswer, AgentCall, AgentInvoker, StreamSink, MAX_OUTPUT_BYTES};
+use baton_chain::invoker::{
+    AgentAnswer, AgentCall, AgentInvoker, StreamSink, StreamStopped, MAX_OUTPUT_BYTES,
+};
 use baton_types::agent::Agent;
 use baton_types::endpoint::{check_url, EndpointPolicy};
 use baton_types::outcome::{FailureKind, TaskFailure};
@@ -130,6 +132,11 @@ impl AgentInvoker for HttpAgentInvoker {
     }
 }
 
+/// A call whose stream a pause or a cancel stopped: the attempt ends for the hold to settle.
+pub(crate) fn stopped_failure(stopped: StreamStopped) -> TaskFailure {
+    TaskFailure::new(FailureKind::Cancelled, stopped.reason)
+}
+
 const SSE: &str = "text/event-stream";
 const NDJSON: &str = "application/x-ndjson";
 /// The answers a streaming http agent may give, preferred first.
@@ -166,9 +173,7 @@ async fn read_parts(
                 Err(why) => return Ok(Err(why)),
             };
             if !text.is_empty() {
-                sink.text(&text)
-                    .await
-                    .map_err(|stopped| TaskFailure::new(FailureKind::Cancelled, stopped.reason))?;
+                sink.text(&text).await.map_err(stopped_failure)?;
             }
         }
         if chunk.is_none() {

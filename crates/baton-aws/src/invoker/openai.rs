@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::secrets::SecretReader;
-use super::{guard, open, prompt, Opened};
+use super::{guard, open, prompt, stopped_failure, Opened};
 use baton_chain::invoker::{AgentAnswer, AgentCall, StreamSink};
 use baton_types::agent::{Agent, OpenAiTarget};
 use baton_types::endpoint::{check_url, EndpointPolicy};
@@ -195,9 +195,7 @@ async fn read_stream(
                 Err(why) => return Ok(Err(why)),
             };
             if !text.is_empty() {
-                sink.text(&text)
-                    .await
-                    .map_err(|stopped| TaskFailure::new(FailureKind::Cancelled, stopped.reason))?;
+                sink.text(&text).await.map_err(stopped_failure)?;
             }
         }
     }
