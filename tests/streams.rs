@@ -299,3 +299,44 @@ async fn a_cancel_stops_the_agents_stream_and_the_agent_sees_it_closed() {
         "the stream stopped before the answer's end: {streamed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_conversation_turn_streams_its_answer() {
+    let stack = start_stack("stream-turn", |_| {}).await;
+    let stand_ins = stack.stand_ins().expect("the stack runs the stand-ins");
+    register(
+        &stack,
+        json!({
+            "name": "talker", "capabilities": ["chat"], "timeout_ms": 10000,
+            "kind": "openai", "base_url": format!("{}/v1", stand_ins.openai.url()),
+            "model": BRIEF_MODEL, "api_key": stand_ins.key_parameter,
+            "conversation": { "role": "core" },
+        }),
+    )
+    .await;
+    let opened = post(&stack, "/v1/sessions", "{}").await;
+    let session = opened.body["session_id"].as_str().unwrap().to_string();
+    let turn = post(
+        &stack,
+        &format!("/v1/sessions/{session}/messages"),
+        &json!({ "text": TEXT }).to_string(),
+    )
+    .await;
+    assert_eq!(turn.body["status"], "answered", "{:#}", turn.body);
+    let events_path = turn.body["events"]
+        .as_str()
+        .expect("the turn names its stream");
+    let (workflow, task) = {
+        let parts: Vec<&str> = events_path.trim_matches('/').split('/').collect();
+        (parts[2].to_string(), parts[4].to_string())
+    };
+    assert_eq!(workflow, turn.body["workflow_id"].as_str().unwrap());
+    let events = read_stream(&stack, &workflow, &task).await;
+    let streamed: String = events.iter().filter_map(|e| e["text"].as_str()).collect();
+    assert_eq!(
+        turn.body["response"].as_str(),
+        Some(streamed.as_str()),
+        "{events:#?}"
+    );
+    assert!(events.iter().filter(|e| e["type"] == "chunk").count() > 1);
+}

@@ -359,6 +359,10 @@ pub struct TurnView {
     /// Which agents answer the turn, in what order.
     pub agents: TurnPlan,
     pub workflow_id: String,
+    /// Where the answering agent's answer streams as it is written: its task's events
+    /// (`GET` it with `?after=N`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<String>,
     pub async_workflow_id: Option<String>,
     pub checkpoints: Vec<Checkpoint>,
     pub checkpoint_progress: Vec<ProgressChange>,

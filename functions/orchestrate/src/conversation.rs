@@ -582,6 +582,8 @@ fn turn_workflows<S, Q>(
                 priority: Some(Priority::High),
                 band: Band::High,
                 agent: Some(agent.clone()),
+                // The answer streams to the person waiting for it, when its agent streams.
+                stream: matches!(role, Role::Core | Role::Specialist),
                 turn: Some(TurnTask {
                     session: shape.session.id.clone(),
                     turn: shape.turn,
@@ -792,6 +794,12 @@ pub fn turn_view(turn: &TurnRecord) -> TurnView {
         analysis: turn.analysis.clone(),
         agents: turn.plan.clone(),
         workflow_id: (&turn.workflow_id).into(),
+        events: turn.plan.answering().map(|agent| {
+            format!(
+                "{}/events",
+                baton_types::turn::task_url(&turn.workflow_id, agent)
+            )
+        }),
         async_workflow_id: turn.async_workflow_id.as_ref().map(String::from),
         checkpoints: state.checkpoints().to_vec(),
         checkpoint_progress: turn.checkpoint_progress.clone(),
