@@ -1,6 +1,6 @@
 //! `baton chat` (and `baton-local chat`): an interactive conversation with a running stack's
-//! agents, one turn per line typed. `/resume [reply]`, `/session`, `/end` and `/quit` are
-//! commands.
+//! agents, one turn per line typed, the answer printed as it is written when its agent
+//! streams. `/resume [reply]`, `/session`, `/end` and `/quit` are commands.
 
 use std::io::{BufRead, Write};
 use std::time::Duration;
@@ -18,8 +18,9 @@ pub struct ChatOptions {
     /// Continue this session instead of opening a new one.
     #[arg(long)]
     pub session: Option<String>,
-    /// Seconds each message waits for its answer before it is fetched later.
-    #[arg(long, default_value_t = 25.0)]
+    /// Seconds each message waits for its whole answer; 0 (the default) follows the answer's
+    /// stream as it is written.
+    #[arg(long, default_value_t = 0.0)]
     pub wait: f64,
 }
 
@@ -125,16 +126,64 @@ pub async fn chat(options: ChatOptions) -> Result<(), Box<dyn std::error::Error>
                         Some(message),
                     )
                     .await?;
-                let turn = match status {
-                    200 => body,
-                    202 => follow(&client, &path, &body).await?,
+                let (turn, streamed) = match status {
+                    200 => (body, false),
+                    202 => {
+                        let streamed = print_stream(&client, &body).await?;
+                        (follow(&client, &path, &body).await?, streamed)
+                    }
                     _ => {
                         println!("! {}", error_message(&body));
                         continue;
                     }
                 };
-                show(&turn);
+                show(&turn, streamed);
             }
+        }
+    }
+}
+
+/// Prints the answer's stream as it comes, until it ends; whether any text came.
+async fn print_stream(
+    client: &Client,
+    accepted: &Value,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    let Some(events) = accepted["events"].as_str() else {
+        return Ok(false);
+    };
+    let mut after = 0;
+    let mut printed = false;
+    loop {
+        let (status, read) = client
+            .send(
+                reqwest::Method::GET,
+                &format!("{events}?after={after}&wait=10"),
+                None,
+            )
+            .await?;
+        if status != 200 {
+            return Ok(printed);
+        }
+        for event in read["events"].as_array().into_iter().flatten() {
+            match (event["type"].as_str(), event["text"].as_str()) {
+                (Some("chunk"), Some(text)) => {
+                    if !printed {
+                        print!("baton> ");
+                        printed = true;
+                    }
+                    print!("{text}");
+                    std::io::stdout().flush()?;
+                }
+                (Some("abandoned"), _) if printed => println!(" [cut off; tried again]"),
+                _ => {}
+            }
+        }
+        after = read["next_after"].as_u64().unwrap_or(after);
+        if read["done"] == true {
+            if printed {
+                println!();
+            }
+            return Ok(printed);
         }
     }
 }
@@ -161,8 +210,10 @@ async fn follow(
     }
 }
 
-fn show(turn: &Value) {
+/// The turn's answer and what it did; its response only if it was not streamed.
+fn show(turn: &Value, streamed: bool) {
     match turn["response"].as_str() {
+        Some(_) if streamed => {}
         Some(response) => println!("baton> {response}"),
         None if turn["is_paused"] == true => {
             println!("baton> (paused for a person: /resume [reply] lifts it)")
