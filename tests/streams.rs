@@ -340,3 +340,35 @@ async fn a_conversation_turn_streams_its_answer() {
     );
     assert!(events.iter().filter(|e| e["type"] == "chunk").count() > 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bedrock_agent_streams_through_converse_stream() {
+    let stack = start_stack("stream-bedrock", |_| {}).await;
+    let stand_ins = stack.stand_ins().expect("the stack runs the stand-ins");
+    register(
+        &stack,
+        json!({
+            "name": "brief", "capabilities": ["write"], "timeout_ms": 10000,
+            "kind": "bedrock", "model_id": baton_local::bedrock_service::BRIEF_MODEL,
+        }),
+    )
+    .await;
+    let workflow = json!({ "name": "streamed", "tasks": [
+        { "id": "t", "capability": "write", "stream": true, "input": { "text": TEXT } },
+    ]});
+    let id = submit(&stack, &workflow).await;
+    let events = read_stream(&stack, &id, "t").await;
+    let finished = wait_until_finished(&stack, &id).await;
+    assert_eq!(finished["status"], "succeeded", "{finished:#}");
+    let output = &task(&finished, "t")["output"];
+    let streamed: String = events.iter().filter_map(|e| e["text"].as_str()).collect();
+    assert_eq!(output["content"].as_str(), Some(streamed.as_str()));
+    assert_eq!(
+        streamed,
+        "Streams carry an answer while it is written, word after word after word."
+    );
+    assert_eq!(output["stop_reason"], "end_turn");
+    assert!(output["usage"]["output_tokens"].as_u64().unwrap() > 0);
+    assert!(events.iter().filter(|e| e["type"] == "chunk").count() > 1);
+    assert_eq!(stand_ins.bedrock.calls()[0]["operation"], "converse-stream");
+}

@@ -195,6 +195,11 @@ impl SignedClient {
 
     /// Signs and sends the request, and reads the whole answer, whatever its status.
     pub async fn send(&self, request: Request<'_>) -> Result<Answer, SignedError> {
+        Answer::read(self.open(request).await?).await
+    }
+
+    /// Signs and sends the request, and gives the answer with its body still to read.
+    pub async fn open(&self, request: Request<'_>) -> Result<reqwest::Response, SignedError> {
         let url = format!("{}{}", self.endpoint(&request)?, request.path);
         let credentials = self
             .aws
@@ -230,7 +235,13 @@ impl SignedClient {
         for (name, value) in instructions.headers() {
             http = http.header(name, value);
         }
-        let response = http.body(request.body).send().await.map_err(transport)?;
+        http.body(request.body).send().await.map_err(transport)
+    }
+}
+
+impl Answer {
+    /// The answer with its whole body.
+    pub async fn read(response: reqwest::Response) -> Result<Answer, SignedError> {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(transport)?.to_vec();

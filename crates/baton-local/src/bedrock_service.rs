@@ -1,5 +1,6 @@
-//! A stand-in for the Bedrock Runtime Converse API (`POST /model/{modelId}/converse`), whose
-//! models answer the last user message by rule:
+//! A stand-in for the Bedrock Runtime Converse API (`POST /model/{modelId}/converse`, and
+//! `converse-stream`, which answers the same as an event stream, a word every
+//! [`STREAM_PACE`]), whose models answer the last user message by rule:
 //! - [`BRIEF_MODEL`] with its first sentence;
 //! - [`KEYWORDS_MODEL`] with its most frequent words.
 //!
@@ -10,9 +11,12 @@
 
 use std::sync::Arc;
 
+use aws_smithy_eventstream::frame::write_message_to;
+use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::stand_in::{limit_words, tokens, CallLog, ModelRule, StandIn};
@@ -20,9 +24,12 @@ use crate::stand_in::{limit_words, tokens, CallLog, ModelRule, StandIn};
 pub const BRIEF_MODEL: &str = "baton.brief-v1";
 pub const KEYWORDS_MODEL: &str = "baton.keywords-v1";
 
-/// The Converse stand-in; its log holds `{model_id, request}` per request.
+/// How long the stream takes per word: about a model's pace per token.
+pub const STREAM_PACE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The Converse stand-in; its log holds `{model_id, operation, request}` per request.
 pub async fn start() -> std::io::Result<StandIn> {
-    StandIn::start("/model/{model_id}/converse", converse).await
+    StandIn::start("/model/{model_id}/{operation}", converse).await
 }
 
 fn aws_error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -44,11 +51,16 @@ fn texts(blocks: &Value) -> Vec<&str> {
 
 async fn converse(
     State(log): State<Arc<CallLog>>,
-    Path(model_id): Path<String>,
+    Path((model_id, operation)): Path<(String, String)>,
     body: String,
 ) -> Response {
+    let streams = match operation.as_str() {
+        "converse" => false,
+        "converse-stream" => true,
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
     let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    if log.record(json!({ "model_id": model_id, "request": request })) {
+    if log.record(json!({ "model_id": model_id, "operation": operation, "request": request })) {
         return aws_error(
             StatusCode::TOO_MANY_REQUESTS,
             "ThrottlingException",
@@ -97,11 +109,70 @@ async fn converse(
         stop_reason = "max_tokens";
     }
     let written = tokens(&answer);
+    let usage =
+        json!({ "inputTokens": read, "outputTokens": written, "totalTokens": read + written });
+    if streams {
+        return streamed(&answer, stop_reason, usage);
+    }
     axum::Json(json!({
         "output": { "message": { "role": "assistant", "content": [{ "text": answer }] } },
         "stopReason": stop_reason,
-        "usage": { "inputTokens": read, "outputTokens": written, "totalTokens": read + written },
+        "usage": usage,
         "metrics": { "latencyMs": 1 },
     }))
     .into_response()
+}
+
+/// One event of an event stream, framed as AWS frames it.
+fn frame(event_type: &str, payload: &Value) -> Vec<u8> {
+    let message = Message::new(payload.to_string().into_bytes())
+        .add_header(Header::new(
+            ":event-type",
+            HeaderValue::String(event_type.to_string().into()),
+        ))
+        .add_header(Header::new(
+            ":message-type",
+            HeaderValue::String("event".into()),
+        ))
+        .add_header(Header::new(
+            ":content-type",
+            HeaderValue::String("application/json".into()),
+        ));
+    let mut bytes = Vec::new();
+    // Writing a message this small into a Vec cannot fail.
+    let _ = write_message_to(&message, &mut bytes);
+    bytes
+}
+
+/// The answer as ConverseStream sends it: the message's start, a delta per word, the block's
+/// and the message's stop, then the usage.
+fn streamed(answer: &str, stop_reason: &str, usage: Value) -> Response {
+    let mut frames = vec![frame("messageStart", &json!({ "role": "assistant" }))];
+    frames.extend(answer.split_inclusive(' ').map(|word| {
+        frame(
+            "contentBlockDelta",
+            &json!({ "contentBlockIndex": 0, "delta": { "text": word } }),
+        )
+    }));
+    frames.push(frame(
+        "contentBlockStop",
+        &json!({ "contentBlockIndex": 0 }),
+    ));
+    frames.push(frame("messageStop", &json!({ "stopReason": stop_reason })));
+    frames.push(frame(
+        "metadata",
+        &json!({ "usage": usage, "metrics": { "latencyMs": 1 } }),
+    ));
+    let paced = futures::stream::iter(frames).then(|bytes| async move {
+        tokio::time::sleep(STREAM_PACE).await;
+        Ok::<_, std::convert::Infallible>(bytes)
+    });
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/vnd.amazon.eventstream",
+        )],
+        axum::body::Body::from_stream(paced),
+    )
+        .into_response()
 }

@@ -59,7 +59,44 @@ pub async fn call(
     codes: &ErrorCodes,
 ) -> Result<Answer, TaskFailure> {
     let service = request.service.label;
-    let answer = client.send(request).await.map_err(|e| match e {
+    let answer = client
+        .send(request)
+        .await
+        .map_err(|e| signed_failure(service, subject, e))?;
+    refused(answer, service, subject, codes)
+}
+
+/// Sends a signed request for `subject` whose answer streams: the response, its body still to
+/// read, once its status says it is not an error.
+pub async fn open(
+    client: &SignedClient,
+    request: Request<'_>,
+    subject: &str,
+    codes: &ErrorCodes,
+) -> Result<reqwest::Response, TaskFailure> {
+    let service = request.service.label;
+    let response = client
+        .open(request)
+        .await
+        .map_err(|e| signed_failure(service, subject, e))?;
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    let answer = Answer::read(response)
+        .await
+        .map_err(|e| signed_failure(service, subject, e))?;
+    Err(refused(answer, service, subject, codes)
+        .err()
+        .unwrap_or_else(|| {
+            TaskFailure::new(
+                FailureKind::ServiceError,
+                format!("{service} refused {subject}"),
+            )
+        }))
+}
+
+fn signed_failure(service: &str, subject: &str, e: SignedError) -> TaskFailure {
+    match e {
         SignedError::Timeout => TaskFailure::new(
             FailureKind::Timeout,
             format!("{service} did not answer in time for {subject}"),
@@ -76,7 +113,16 @@ pub async fn call(
             failure.retryable = false;
             failure
         }
-    })?;
+    }
+}
+
+/// The answer, or the failure its code and status say when it is an error.
+fn refused(
+    answer: Answer,
+    service: &str,
+    subject: &str,
+    codes: &ErrorCodes,
+) -> Result<Answer, TaskFailure> {
     if answer.is_success() {
         return Ok(answer);
     }

@@ -5,13 +5,20 @@
 //! inference configuration. The output is `{content, stop_reason, usage: {input_tokens,
 //! output_tokens}}`. Throttling and Bedrock's own faults are retried; a request Bedrock
 //! refuses (validation, access, an unknown model) and a model's own error are not.
+//!
+//! A task that streams calls ConverseStream instead and reads its event stream (AWS's binary
+//! framing): each `contentBlockDelta`'s text goes to the attempt's stream as it comes, and
+//! the output is the same as Converse's, built from the deltas, `messageStop` and `metadata`.
+//! An exception in the stream fails the call as the same error answered at once would.
 
 use serde_json::{json, Map, Value};
 
 use super::aws::{self, ErrorCodes};
 use super::prompt;
 use crate::signed::{segment, Request, SignedClient, BEDROCK};
-use baton_chain::invoker::{AgentAnswer, AgentCall};
+use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
+use aws_smithy_types::event_stream::Message;
+use baton_chain::invoker::{AgentAnswer, AgentCall, StreamSink, MAX_OUTPUT_BYTES};
 use baton_types::agent::{BedrockTarget, InferenceSettings};
 use baton_types::outcome::{FailureKind, TaskFailure, TokenUsage};
 
@@ -54,13 +61,33 @@ pub async fn converse(
         inference,
         max_tokens,
     );
+    let operation = if call.stream.is_some() {
+        "converse-stream"
+    } else {
+        "converse"
+    };
     let request = Request {
         service: BEDROCK,
         endpoint,
-        path: format!("/model/{}/converse", segment(&target.model_id)),
+        path: format!("/model/{}/{operation}", segment(&target.model_id)),
         headers: vec![("content-type", "application/json".into())],
         body: body.to_string().into_bytes(),
     };
+    if let Some(sink) = call.stream {
+        let mut response = aws::open(client, request, &subject, &BEDROCK_CODES).await?;
+        let streamed = read_stream(&mut response, sink, &subject).await;
+        sink.close().await;
+        let stream = streamed?;
+        let usage = stream.usage;
+        return Ok(AgentAnswer {
+            output: answer(
+                Some(stream.content),
+                stream.stop_reason.as_deref().unwrap_or("end_turn"),
+                usage,
+            ),
+            usage,
+        });
+    }
     let response = aws::call(client, request, &subject, &BEDROCK_CODES).await?;
     let reply = aws::json_body(&response, BEDROCK.label, &subject)?;
     let Some(stop_reason) = reply["stopReason"].as_str() else {
@@ -77,6 +104,122 @@ pub async fn converse(
         output: answer(reply_text(&reply), stop_reason, usage),
         usage,
     })
+}
+
+/// A ConverseStream answer as its events add up.
+#[derive(Debug, Default)]
+struct ConverseStream {
+    content: String,
+    stop_reason: Option<String>,
+    usage: Option<TokenUsage>,
+}
+
+/// Reads ConverseStream's events, passing each delta's text to `sink`.
+async fn read_stream(
+    response: &mut reqwest::Response,
+    sink: &dyn StreamSink,
+    subject: &str,
+) -> Result<ConverseStream, TaskFailure> {
+    let invalid = |why: String| {
+        TaskFailure::new(
+            FailureKind::InvalidResponse,
+            format!("Bedrock's stream for {subject} is not an event stream: {why}"),
+        )
+    };
+    let mut decoder = MessageFrameDecoder::new();
+    let mut buffer = bytes::BytesMut::new();
+    let mut stream = ConverseStream::default();
+    let mut read = 0usize;
+    loop {
+        let chunk = response.chunk().await.map_err(|e| {
+            TaskFailure::new(
+                FailureKind::Connection,
+                format!("Bedrock's stream for {subject} broke off: {e}"),
+            )
+        })?;
+        let Some(chunk) = chunk else {
+            break;
+        };
+        read += chunk.len();
+        if read > MAX_OUTPUT_BYTES {
+            return Err(TaskFailure::new(
+                FailureKind::OutputTooLarge,
+                format!("Bedrock's stream for {subject} passed {MAX_OUTPUT_BYTES} bytes"),
+            ));
+        }
+        buffer.extend_from_slice(&chunk);
+        while let DecodedFrame::Complete(message) = decoder
+            .decode_frame(&mut buffer)
+            .map_err(|e| invalid(e.to_string()))?
+        {
+            let text = stream.apply(&message, subject)?;
+            if !text.is_empty() {
+                sink.text(&text).await.map_err(super::stopped_failure)?;
+            }
+        }
+    }
+    if stream.stop_reason.is_none() {
+        return Err(invalid("it ended before messageStop".into()));
+    }
+    Ok(stream)
+}
+
+/// A header's string value.
+fn header<'a>(message: &'a Message, name: &str) -> Option<&'a str> {
+    message
+        .headers()
+        .iter()
+        .find(|h| h.name().as_str() == name)
+        .and_then(|h| h.value().as_string().ok())
+        .map(|v| v.as_str())
+}
+
+impl ConverseStream {
+    /// Applies one event: the text it adds. An exception event is the failure it names.
+    fn apply(&mut self, message: &Message, subject: &str) -> Result<String, TaskFailure> {
+        let payload: Value = serde_json::from_slice(message.payload()).unwrap_or(Value::Null);
+        if header(message, ":message-type") == Some("exception") {
+            // Its type in lower camel case: the same codes as Converse's errors.
+            let kind = header(message, ":exception-type").unwrap_or("InternalServerException");
+            let mut code = kind.to_string();
+            if let Some(first) = code.get_mut(0..1) {
+                first.make_ascii_uppercase();
+            }
+            let status = if BEDROCK_CODES.permanent.contains(&code.as_str()) {
+                400
+            } else {
+                500
+            };
+            return Err(aws::service_failure(
+                BEDROCK.label,
+                subject,
+                Some(&code),
+                payload["message"].as_str(),
+                status,
+                &BEDROCK_CODES,
+            ));
+        }
+        match header(message, ":event-type") {
+            Some("contentBlockDelta") => {
+                let text = payload["delta"]["text"].as_str().unwrap_or_default();
+                self.content.push_str(text);
+                Ok(text.to_string())
+            }
+            Some("messageStop") => {
+                self.stop_reason = payload["stopReason"].as_str().map(str::to_string);
+                Ok(String::new())
+            }
+            Some("metadata") => {
+                let usage = &payload["usage"];
+                self.usage = Some(TokenUsage {
+                    input_tokens: usage["inputTokens"].as_u64().unwrap_or(0),
+                    output_tokens: usage["outputTokens"].as_u64().unwrap_or(0),
+                });
+                Ok(String::new())
+            }
+            _ => Ok(String::new()),
+        }
+    }
 }
 
 /// Converse's request: the system texts, the input as one user message, and the inference
