@@ -372,3 +372,35 @@ async fn a_bedrock_agent_streams_through_converse_stream() {
     assert!(events.iter().filter(|e| e["type"] == "chunk").count() > 1);
     assert_eq!(stand_ins.bedrock.calls()[0]["operation"], "converse-stream");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn text_is_written_while_the_agent_pauses_not_held_until_its_next_part() {
+    let stack = start_stack("stream-pause", |_| {}).await;
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let parts = text_parts(&["first ", "second ", "third"]);
+    let reply = baton_local::agents::AgentReply::streamed(
+        true,
+        &parts,
+        std::time::Duration::from_millis(20),
+    )
+    .gated(2, gate.clone());
+    let server = agent_replying(reply).await;
+    register_agent(&stack, "pausing", &server, &["write"]).await;
+    let id = streamed_task(&stack, "paused").await;
+    // The agent holds its third part: the second is written while it waits.
+    eventually("the text before the agent's pause is written", || async {
+        let path = format!("/v1/workflows/{id}/tasks/t/events?after=0&wait=1");
+        let answer = get(&stack, &path).await;
+        let text: String = answer.body["events"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| e["text"].as_str())
+            .collect();
+        (text == "first second ").then_some(())
+    })
+    .await;
+    gate.notify_one();
+    let events = read_stream(&stack, &id, "t").await;
+    let streamed: String = events.iter().filter_map(|e| e["text"].as_str()).collect();
+    assert_eq!(streamed, "first second third");
+}

@@ -53,6 +53,9 @@ pub trait StreamSink: Send + Sync + std::fmt::Debug {
     /// Text the agent produced. Err: stop reading the agent's stream and close it (the task
     /// was cancelled); the call fails with that reason.
     async fn text(&self, text: &str) -> Result<(), StreamStopped>;
+    /// Time passed with no text: what waits is written if its batch is due. Called while
+    /// the agent's stream is quiet, so text is never held until its next part.
+    async fn tick(&self) -> Result<(), StreamStopped>;
     /// The call's stream ended, answered or not: what is collected is written.
     async fn close(&self);
 }

@@ -182,6 +182,14 @@ where
         Ok(())
     }
 
+    async fn tick(&self) -> Result<(), StreamStopped> {
+        let mut written = self.state.lock().await;
+        if let Some(batch) = written.batcher.due(now_ms()) {
+            self.flush(&mut written, Some(batch)).await?;
+        }
+        Ok(())
+    }
+
     async fn close(&self) {
         let mut written = self.state.lock().await;
         if written.broken {

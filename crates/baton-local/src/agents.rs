@@ -28,6 +28,8 @@ pub struct AgentReply {
     pub stream: Option<(&'static str, Vec<String>, Duration)>,
     /// The streamed answer breaks off after its parts: the connection is cut.
     pub broken: bool,
+    /// The streamed answer stops after this many parts until the gate is opened.
+    pub gate: Option<(usize, Arc<tokio::sync::Notify>)>,
 }
 
 impl AgentReply {
@@ -40,6 +42,7 @@ impl AgentReply {
             headers: Vec::new(),
             stream: None,
             broken: false,
+            gate: None,
         }
     }
 
@@ -61,6 +64,12 @@ impl AgentReply {
         }
     }
 
+    /// The same streamed answer, held after its first `parts` until `gate` is notified.
+    pub fn gated(mut self, parts: usize, gate: Arc<tokio::sync::Notify>) -> Self {
+        self.gate = Some((parts, gate));
+        self
+    }
+
     /// The same streamed answer, cut off after its parts.
     pub fn broken(mut self) -> Self {
         self.broken = true;
@@ -76,6 +85,7 @@ impl AgentReply {
             headers: Vec::new(),
             stream: None,
             broken: false,
+            gate: None,
         }
     }
 
@@ -252,16 +262,25 @@ async fn answer(
             finished: false,
             cut: streams_cut,
         };
+        let gate = reply.gate;
         let paced = futures::stream::unfold(
-            (parts.into_iter(), watch),
-            move |(mut parts, mut watch)| async move {
-                tokio::time::sleep(pace).await;
-                match parts.next() {
-                    Some(part) => Some((part, (parts, watch))),
-                    None => {
-                        watch.finished = true;
-                        drop(watch);
-                        None
+            (parts.into_iter().enumerate(), watch),
+            move |(mut parts, mut watch)| {
+                let gate = gate.clone();
+                async move {
+                    tokio::time::sleep(pace).await;
+                    match parts.next() {
+                        Some((i, part)) => {
+                            if let Some((_, gate)) = gate.filter(|(at, _)| *at == i) {
+                                gate.notified().await;
+                            }
+                            Some((part, (parts, watch)))
+                        }
+                        None => {
+                            watch.finished = true;
+                            drop(watch);
+                            None
+                        }
                     }
                 }
             },

@@ -14,6 +14,7 @@
 use serde_json::{json, Map, Value};
 
 use super::aws::{self, ErrorCodes};
+use super::next_part;
 use super::prompt;
 use crate::signed::{segment, Request, SignedClient, BEDROCK};
 use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
@@ -131,12 +132,19 @@ async fn read_stream(
     let mut stream = ConverseStream::default();
     let mut read = 0usize;
     loop {
-        let chunk = response.chunk().await.map_err(|e| {
-            TaskFailure::new(
-                FailureKind::Connection,
-                format!("Bedrock's stream for {subject} broke off: {e}"),
-            )
-        })?;
+        let chunk = response.chunk();
+        let chunk = next_part(
+            async {
+                chunk.await.map_err(|e| {
+                    TaskFailure::new(
+                        FailureKind::Connection,
+                        format!("Bedrock's stream for {subject} broke off: {e}"),
+                    )
+                })
+            },
+            sink,
+        )
+        .await?;
         let Some(chunk) = chunk else {
             break;
         };

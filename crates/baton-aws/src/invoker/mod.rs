@@ -132,6 +132,22 @@ impl AgentInvoker for HttpAgentInvoker {
     }
 }
 
+/// The next part of a streamed body, ticking `sink` every batch period while it waits, so
+/// text already read is written on time however long the agent pauses.
+pub(crate) async fn next_part<T, F>(part: F, sink: &dyn StreamSink) -> Result<T, TaskFailure>
+where
+    F: std::future::Future<Output = Result<T, TaskFailure>>,
+{
+    let period = Duration::from_millis(baton_types::stream::FLUSH_MS as u64);
+    let mut part = std::pin::pin!(part);
+    loop {
+        tokio::select! {
+            read = &mut part => return read,
+            () = tokio::time::sleep(period) => sink.tick().await.map_err(stopped_failure)?,
+        }
+    }
+}
+
 /// A call whose stream a pause or a cancel stopped: the attempt ends for the hold to settle.
 pub(crate) fn stopped_failure(stopped: StreamStopped) -> TaskFailure {
     TaskFailure::new(FailureKind::Cancelled, stopped.reason)
@@ -154,7 +170,7 @@ async fn read_parts(
     let mut lines = Lines::default();
     let mut stream = AgentStream::default();
     loop {
-        let chunk = opened.chunk().await?;
+        let chunk = next_part(opened.chunk(), sink).await?;
         let parts: Vec<String> = match (&chunk, sse) {
             (Some(bytes), true) => match events.feed(bytes) {
                 Ok(found) => found.into_iter().map(|e| e.data).collect(),

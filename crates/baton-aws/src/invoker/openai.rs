@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::secrets::SecretReader;
-use super::{guard, open, prompt, stopped_failure, Opened};
+use super::{guard, next_part, open, prompt, stopped_failure, Opened};
 use baton_chain::invoker::{AgentAnswer, AgentCall, StreamSink};
 use baton_types::agent::{Agent, OpenAiTarget};
 use baton_types::endpoint::{check_url, EndpointPolicy};
@@ -182,7 +182,7 @@ async fn read_stream(
     let mut decoder = SseDecoder::default();
     let mut chat = ChatStream::default();
     while !chat.done {
-        let Some(bytes) = opened.chunk().await? else {
+        let Some(bytes) = next_part(opened.chunk(), sink).await? else {
             break;
         };
         let events = match decoder.feed(&bytes) {
