@@ -404,3 +404,45 @@ async fn text_is_written_while_the_agent_pauses_not_held_until_its_next_part() {
     let streamed: String = events.iter().filter_map(|e| e["text"].as_str()).collect();
     assert_eq!(streamed, "first second third");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lambda_agent_streams_through_invoke_with_response_stream() {
+    use baton_local::lambda_service::{function, FAILS, STREAMS, SUMMARIZE};
+    let stack = start_stack("stream-lambda", |_| {}).await;
+    let tenant = "default";
+    for (name, example) in [("streams", STREAMS), ("whole", SUMMARIZE), ("fails", FAILS)] {
+        register(
+            &stack,
+            json!({
+                "name": name, "capabilities": [name], "timeout_ms": 10000,
+                "kind": "lambda", "function": function(tenant, example),
+                "retry": { "max_attempts": 1 },
+            }),
+        )
+        .await;
+    }
+    let workflow = json!({ "name": "lambdas", "tasks": [
+        { "id": "streams", "capability": "streams", "stream": true, "input": { "text": TEXT } },
+        { "id": "whole", "capability": "whole", "stream": true, "input": { "text": TEXT } },
+        { "id": "fails", "capability": "fails", "stream": true, "input": { "text": TEXT } },
+    ]});
+    let id = submit(&stack, &workflow).await;
+    let streamed = read_stream(&stack, &id, "streams").await;
+    let finished = wait_until_finished(&stack, &id).await;
+    let text: String = streamed.iter().filter_map(|e| e["text"].as_str()).collect();
+    let summary = "Streams carry an answer while it is written, word after word after word.";
+    assert_eq!(text, summary);
+    assert_eq!(
+        task(&finished, "streams")["output"],
+        json!({ "summary": summary })
+    );
+    assert!(streamed.iter().filter(|e| e["type"] == "chunk").count() > 1);
+    // A function that does not stream answers its result whole, and it is the output.
+    assert_eq!(task(&finished, "whole")["output"]["summary"], summary);
+    let whole = read_stream(&stack, &id, "whole").await;
+    assert!(whole.iter().all(|e| e["type"] != "chunk"), "{whole:#?}");
+    // A function that fails fails the task as a plain invoke's failure would.
+    let failed = task(&finished, "fails");
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["error"]["kind"], "function_error", "{failed:#}");
+}

@@ -11,15 +11,14 @@
 
 use std::sync::Arc;
 
-use aws_smithy_eventstream::frame::write_message_to;
-use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use serde_json::{json, Value};
 
-use crate::stand_in::{limit_words, tokens, CallLog, ModelRule, StandIn};
+use crate::stand_in::{
+    event_frame, event_stream, limit_words, tokens, CallLog, ModelRule, StandIn,
+};
 
 pub const BRIEF_MODEL: &str = "baton.brief-v1";
 pub const KEYWORDS_MODEL: &str = "baton.keywords-v1";
@@ -123,30 +122,16 @@ async fn converse(
     .into_response()
 }
 
-/// One event of an event stream, framed as AWS frames it.
-fn frame(event_type: &str, payload: &Value) -> Vec<u8> {
-    let message = Message::new(payload.to_string().into_bytes())
-        .add_header(Header::new(
-            ":event-type",
-            HeaderValue::String(event_type.to_string().into()),
-        ))
-        .add_header(Header::new(
-            ":message-type",
-            HeaderValue::String("event".into()),
-        ))
-        .add_header(Header::new(
-            ":content-type",
-            HeaderValue::String("application/json".into()),
-        ));
-    let mut bytes = Vec::new();
-    // Writing a message this small into a Vec cannot fail.
-    let _ = write_message_to(&message, &mut bytes);
-    bytes
-}
-
 /// The answer as ConverseStream sends it: the message's start, a delta per word, the block's
 /// and the message's stop, then the usage.
 fn streamed(answer: &str, stop_reason: &str, usage: Value) -> Response {
+    let frame = |event_type: &str, payload: &Value| {
+        event_frame(
+            event_type,
+            "application/json",
+            payload.to_string().into_bytes(),
+        )
+    };
     let mut frames = vec![frame("messageStart", &json!({ "role": "assistant" }))];
     frames.extend(answer.split_inclusive(' ').map(|word| {
         frame(
@@ -163,16 +148,5 @@ fn streamed(answer: &str, stop_reason: &str, usage: Value) -> Response {
         "metadata",
         &json!({ "usage": usage, "metrics": { "latencyMs": 1 } }),
     ));
-    let paced = futures::stream::iter(frames).then(|bytes| async move {
-        tokio::time::sleep(STREAM_PACE).await;
-        Ok::<_, std::convert::Infallible>(bytes)
-    });
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/vnd.amazon.eventstream",
-        )],
-        axum::body::Body::from_stream(paced),
-    )
-        .into_response()
+    event_stream(frames, STREAM_PACE)
 }

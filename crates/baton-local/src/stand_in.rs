@@ -165,6 +165,38 @@ pub fn limit_words(answer: &str, max_tokens: Option<u64>) -> (String, bool) {
     }
 }
 
+/// One event of an AWS event stream, framed as AWS frames it.
+pub fn event_frame(event_type: &str, content_type: &str, payload: Vec<u8>) -> Vec<u8> {
+    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+    let string = |value: &str| HeaderValue::String(value.to_string().into());
+    let message = Message::new(payload)
+        .add_header(Header::new(":event-type", string(event_type)))
+        .add_header(Header::new(":message-type", string("event")))
+        .add_header(Header::new(":content-type", string(content_type)));
+    let mut bytes = Vec::new();
+    // Writing a message into a Vec cannot fail.
+    let _ = aws_smithy_eventstream::frame::write_message_to(&message, &mut bytes);
+    bytes
+}
+
+/// An AWS event stream answer: `frames`, one every `pace`.
+pub fn event_stream(frames: Vec<Vec<u8>>, pace: std::time::Duration) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use futures::StreamExt;
+    let paced = futures::stream::iter(frames).then(move |bytes| async move {
+        tokio::time::sleep(pace).await;
+        Ok::<_, std::convert::Infallible>(bytes)
+    });
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/vnd.amazon.eventstream",
+        )],
+        axum::body::Body::from_stream(paced),
+    )
+        .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,11 @@
 
 use serde_json::Value;
 
+use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
+use aws_smithy_types::event_stream::Message;
+use baton_chain::invoker::{StreamSink, MAX_OUTPUT_BYTES};
+
+use super::{next_part, stopped_failure};
 use crate::signed::{Answer, Request, SignedClient, SignedError};
 use baton_types::outcome::{FailureKind, TaskFailure};
 use baton_types::tenancy::redact_aws_identifiers;
@@ -135,6 +140,72 @@ fn refused(
         answer.status,
         codes,
     ))
+}
+
+/// Reads an AWS event stream (the binary framing of ConverseStream and
+/// InvokeWithResponseStream), giving each message to `on_message`, whose text goes to `sink`;
+/// the body may be at most [`MAX_OUTPUT_BYTES`].
+pub async fn read_events(
+    response: &mut reqwest::Response,
+    sink: &dyn StreamSink,
+    service: &str,
+    subject: &str,
+    mut on_message: impl FnMut(&Message) -> Result<String, TaskFailure>,
+) -> Result<(), TaskFailure> {
+    let mut decoder = MessageFrameDecoder::new();
+    let mut buffer = bytes::BytesMut::new();
+    let mut read = 0usize;
+    loop {
+        let chunk = response.chunk();
+        let chunk = next_part(
+            async {
+                chunk.await.map_err(|e| {
+                    TaskFailure::new(
+                        FailureKind::Connection,
+                        format!("{service}'s stream for {subject} broke off: {e}"),
+                    )
+                })
+            },
+            sink,
+        )
+        .await?;
+        let Some(chunk) = chunk else {
+            return Ok(());
+        };
+        read += chunk.len();
+        if read > MAX_OUTPUT_BYTES {
+            return Err(TaskFailure::new(
+                FailureKind::OutputTooLarge,
+                format!("{service}'s stream for {subject} passed {MAX_OUTPUT_BYTES} bytes"),
+            ));
+        }
+        buffer.extend_from_slice(&chunk);
+        loop {
+            let frame = decoder.decode_frame(&mut buffer).map_err(|e| {
+                TaskFailure::new(
+                    FailureKind::InvalidResponse,
+                    format!("{service}'s stream for {subject} is not an event stream: {e}"),
+                )
+            })?;
+            let DecodedFrame::Complete(message) = frame else {
+                break;
+            };
+            let text = on_message(&message)?;
+            if !text.is_empty() {
+                sink.text(&text).await.map_err(stopped_failure)?;
+            }
+        }
+    }
+}
+
+/// An event stream message's header, as a string.
+pub fn header<'a>(message: &'a Message, name: &str) -> Option<&'a str> {
+    message
+        .headers()
+        .iter()
+        .find(|h| h.name().as_str() == name)
+        .and_then(|h| h.value().as_string().ok())
+        .map(|v| v.as_str())
 }
 
 /// A successful answer's JSON body.

@@ -14,12 +14,10 @@
 use serde_json::{json, Map, Value};
 
 use super::aws::{self, ErrorCodes};
-use super::next_part;
 use super::prompt;
 use crate::signed::{segment, Request, SignedClient, BEDROCK};
-use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
 use aws_smithy_types::event_stream::Message;
-use baton_chain::invoker::{AgentAnswer, AgentCall, StreamSink, MAX_OUTPUT_BYTES};
+use baton_chain::invoker::{AgentAnswer, AgentCall, StreamSink};
 use baton_types::agent::{BedrockTarget, InferenceSettings};
 use baton_types::outcome::{FailureKind, TaskFailure, TokenUsage};
 
@@ -121,74 +119,27 @@ async fn read_stream(
     sink: &dyn StreamSink,
     subject: &str,
 ) -> Result<ConverseStream, TaskFailure> {
-    let invalid = |why: String| {
-        TaskFailure::new(
-            FailureKind::InvalidResponse,
-            format!("Bedrock's stream for {subject} is not an event stream: {why}"),
-        )
-    };
-    let mut decoder = MessageFrameDecoder::new();
-    let mut buffer = bytes::BytesMut::new();
     let mut stream = ConverseStream::default();
-    let mut read = 0usize;
-    loop {
-        let chunk = response.chunk();
-        let chunk = next_part(
-            async {
-                chunk.await.map_err(|e| {
-                    TaskFailure::new(
-                        FailureKind::Connection,
-                        format!("Bedrock's stream for {subject} broke off: {e}"),
-                    )
-                })
-            },
-            sink,
-        )
-        .await?;
-        let Some(chunk) = chunk else {
-            break;
-        };
-        read += chunk.len();
-        if read > MAX_OUTPUT_BYTES {
-            return Err(TaskFailure::new(
-                FailureKind::OutputTooLarge,
-                format!("Bedrock's stream for {subject} passed {MAX_OUTPUT_BYTES} bytes"),
-            ));
-        }
-        buffer.extend_from_slice(&chunk);
-        while let DecodedFrame::Complete(message) = decoder
-            .decode_frame(&mut buffer)
-            .map_err(|e| invalid(e.to_string()))?
-        {
-            let text = stream.apply(&message, subject)?;
-            if !text.is_empty() {
-                sink.text(&text).await.map_err(super::stopped_failure)?;
-            }
-        }
-    }
+    aws::read_events(response, sink, "Bedrock", subject, |message| {
+        stream.apply(message, subject)
+    })
+    .await?;
     if stream.stop_reason.is_none() {
-        return Err(invalid("it ended before messageStop".into()));
+        return Err(TaskFailure::new(
+            FailureKind::InvalidResponse,
+            format!("Bedrock's stream for {subject} ended before messageStop"),
+        ));
     }
     Ok(stream)
-}
-
-/// A header's string value.
-fn header<'a>(message: &'a Message, name: &str) -> Option<&'a str> {
-    message
-        .headers()
-        .iter()
-        .find(|h| h.name().as_str() == name)
-        .and_then(|h| h.value().as_string().ok())
-        .map(|v| v.as_str())
 }
 
 impl ConverseStream {
     /// Applies one event: the text it adds. An exception event is the failure it names.
     fn apply(&mut self, message: &Message, subject: &str) -> Result<String, TaskFailure> {
         let payload: Value = serde_json::from_slice(message.payload()).unwrap_or(Value::Null);
-        if header(message, ":message-type") == Some("exception") {
+        if aws::header(message, ":message-type") == Some("exception") {
             // Its type in lower camel case: the same codes as Converse's errors.
-            let kind = header(message, ":exception-type").unwrap_or("InternalServerException");
+            let kind = aws::header(message, ":exception-type").unwrap_or("InternalServerException");
             let mut code = kind.to_string();
             if let Some(first) = code.get_mut(0..1) {
                 first.make_ascii_uppercase();
@@ -207,7 +158,7 @@ impl ConverseStream {
                 &BEDROCK_CODES,
             ));
         }
-        match header(message, ":event-type") {
+        match aws::header(message, ":event-type") {
             Some("contentBlockDelta") => {
                 let text = payload["delta"]["text"].as_str().unwrap_or_default();
                 self.content.push_str(text);

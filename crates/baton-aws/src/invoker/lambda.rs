@@ -4,13 +4,19 @@
 //! it as a header) and `tenant`. The function's JSON result is the task's output. A function error (the
 //! function threw, or timed out) fails the task for good; throttling and Lambda's own faults
 //! are retried.
+//!
+//! A task that streams is invoked with InvokeWithResponseStream. A function that streams its
+//! response writes NDJSON lines, the http agents' contract: `{"text": "…"}` as text is written
+//! (passed on to the task's stream) and, optionally, last, `{"output": {…}}`. A function that
+//! does not stream returns its JSON result as usual, and it is the output.
 
 use serde_json::Value;
 
 use super::aws::{self, ErrorCodes};
 use crate::signed::{segment, Request, SignedClient, LAMBDA};
-use baton_chain::invoker::{AgentAnswer, AgentCall, MAX_OUTPUT_BYTES};
+use baton_chain::invoker::{AgentAnswer, AgentCall, StreamSink, MAX_OUTPUT_BYTES};
 use baton_types::outcome::{FailureKind, TaskFailure};
+use baton_types::stream::{AgentStream, Lines};
 
 /// Lambda's error codes for Invoke, by whether another try can succeed.
 pub const LAMBDA_CODES: ErrorCodes = ErrorCodes {
@@ -54,6 +60,25 @@ pub async fn invoke(
     call: &AgentCall<'_>,
 ) -> Result<AgentAnswer, TaskFailure> {
     let subject = format!("function `{function}`");
+    if let Some(sink) = call.stream {
+        let request = Request {
+            service: LAMBDA,
+            endpoint,
+            path: format!(
+                "/2021-11-15/functions/{}/response-streaming-invocations",
+                segment(function)
+            ),
+            headers: vec![
+                ("content-type", "application/json".into()),
+                ("x-amz-invocation-type", "RequestResponse".into()),
+            ],
+            body: payload(call),
+        };
+        let mut response = aws::open(client, request, &subject, &LAMBDA_CODES).await?;
+        let streamed = read_stream(&mut response, sink, &subject).await;
+        sink.close().await;
+        return streamed.map(AgentAnswer::reported);
+    }
     let request = Request {
         service: LAMBDA,
         endpoint,
@@ -88,6 +113,110 @@ pub async fn invoke(
         )
     })?;
     Ok(AgentAnswer::reported(output))
+}
+
+/// What a streaming invocation returned: NDJSON parts as they come, or a whole JSON result.
+#[derive(Default)]
+struct Streamed {
+    lines: Lines,
+    parts: AgentStream,
+    /// Not NDJSON parts: the payload is kept whole, to be read as one JSON result.
+    whole: Option<Vec<u8>>,
+    /// `InvokeComplete`'s error, if the function failed.
+    error: Option<(String, String)>,
+    /// Why a part after the first was not one of the contract's.
+    invalid: Option<String>,
+}
+
+impl Streamed {
+    fn payload(&mut self, bytes: &[u8]) -> String {
+        if let Some(whole) = &mut self.whole {
+            whole.extend_from_slice(bytes);
+            return String::new();
+        }
+        let mut text = String::new();
+        let lines = self.lines.feed(bytes).unwrap_or_default();
+        for line in lines {
+            match self.parts.apply(&line) {
+                Ok(part) => text.push_str(&part),
+                Err(_) if self.parts.text.is_empty() && self.parts.output.is_none() => {
+                    // Not the streaming contract: a plain result, read whole at the end.
+                    let mut whole = line.into_bytes();
+                    whole.push(b'\n');
+                    self.whole = Some(whole);
+                    return text;
+                }
+                Err(why) => {
+                    self.invalid.get_or_insert(why);
+                }
+            }
+        }
+        text
+    }
+
+    fn output(mut self, subject: &str) -> Result<Value, TaskFailure> {
+        if let Some((code, details)) = self.error {
+            return Err(TaskFailure::new(
+                FailureKind::FunctionError,
+                format!(
+                    "{subject} failed ({code}): {}",
+                    function_error_message(details.as_bytes())
+                ),
+            ));
+        }
+        if let Some(why) = self.invalid {
+            return Err(TaskFailure::new(
+                FailureKind::InvalidResponse,
+                format!("{subject} streamed a part that is not one of the contract's: {why}"),
+            ));
+        }
+        if self.whole.is_none() {
+            if let Some(last) = self.lines.finish() {
+                if self.parts.apply(&last).is_err() && self.parts.text.is_empty() {
+                    self.whole = Some(last.into_bytes());
+                }
+            }
+        }
+        match self.whole {
+            Some(whole) => serde_json::from_slice(&whole).map_err(|e| {
+                TaskFailure::new(
+                    FailureKind::InvalidResponse,
+                    format!("{subject} returned a result that is not JSON: {e}"),
+                )
+            }),
+            None => Ok(self.parts.output()),
+        }
+    }
+}
+
+/// Reads InvokeWithResponseStream's events: `PayloadChunk`s, then `InvokeComplete`.
+async fn read_stream(
+    response: &mut reqwest::Response,
+    sink: &dyn StreamSink,
+    subject: &str,
+) -> Result<Value, TaskFailure> {
+    let mut streamed = Streamed::default();
+    aws::read_events(
+        response,
+        sink,
+        "Lambda",
+        subject,
+        |message| match aws::header(message, ":event-type") {
+            Some("PayloadChunk") => Ok(streamed.payload(message.payload())),
+            Some("InvokeComplete") => {
+                let complete: Value =
+                    serde_json::from_slice(message.payload()).unwrap_or(Value::Null);
+                if let Some(code) = complete["ErrorCode"].as_str().filter(|c| !c.is_empty()) {
+                    let details = complete["ErrorDetails"].as_str().unwrap_or_default();
+                    streamed.error = Some((code.to_string(), details.to_string()));
+                }
+                Ok(String::new())
+            }
+            _ => Ok(String::new()),
+        },
+    )
+    .await?;
+    streamed.output(subject)
 }
 
 /// The call as the function receives it: with the tenant, so that a function can keep its
