@@ -25,9 +25,8 @@ pub const MAX_EVENTS_PER_READ: usize = 500;
 /// are longer is not one Baton reads.
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 
-/// One event of a task's stream.
+/// One event of a task's stream. (The API document describes it flat, as it is written.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StreamEvent {
     /// Its number in the task's stream, from 1.
     pub seq: u64,
@@ -40,7 +39,6 @@ pub struct StreamEvent {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     /// An attempt's call began answering.

@@ -34,11 +34,50 @@ const POLL: Duration = Duration::from_millis(200);
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskEvents {
     /// The events after `after`, in order.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<EventDoc>))]
     pub events: Vec<StreamEvent>,
     /// What to pass as `after` next: the last event's number (or `after` when none came).
     pub next_after: u64,
     /// The stream has ended: its `end` event is in this answer or an earlier one.
     pub done: bool,
+}
+
+/// One event of a stream as it is written: its number, time and attempt, its `type`, and the
+/// fields of that type.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[schema(as = StreamEvent)]
+#[allow(dead_code)]
+pub struct EventDoc {
+    /// Its number in the task's stream, from 1.
+    seq: u64,
+    /// When it was written (epoch ms).
+    at_ms: i64,
+    /// The attempt it belongs to.
+    attempt: u32,
+    r#type: EventType,
+    /// `start`: the agent called.
+    agent: Option<String>,
+    /// `chunk`: text the agent produced.
+    text: Option<String>,
+    /// `abandoned`: why the attempt stopped without its answer.
+    reason: Option<String>,
+    /// `end`: the task's final status.
+    status: Option<String>,
+    /// `end`: the start of its output.
+    output_preview: Option<String>,
+}
+
+/// What an event says.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum EventType {
+    Start,
+    Chunk,
+    Abandoned,
+    End,
 }
 
 #[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/workflows/{id}/tasks/{task}/events",
