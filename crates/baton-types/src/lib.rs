@@ -34,6 +34,7 @@ pub mod routing;
 pub mod session;
 pub mod stats;
 pub mod stream;
+pub mod stream_token;
 pub mod suggestions;
 pub mod task;
 pub mod tenancy;

@@ -67,6 +67,26 @@ impl EventKind {
     }
 }
 
+/// The event as a server-sent event: its number as `id`, so that a client's `Last-Event-ID`
+/// resumes right after it, its type as `event`, and itself as one line of `data`.
+pub fn sse_frame(event: &StreamEvent) -> String {
+    let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".into());
+    format!(
+        "id: {}\nevent: {}\ndata: {data}\n\n",
+        event.seq,
+        event.kind.name()
+    )
+}
+
+/// The number after which a client resumes: its `Last-Event-ID`, else its `after`, else 0;
+/// None when one is given and is not a number.
+pub fn resume_after(last_event_id: Option<&str>, after: Option<&str>) -> Option<u64> {
+    match last_event_id.or(after) {
+        None => Some(0),
+        Some(n) => n.trim().parse().ok(),
+    }
+}
+
 /// The events that open attempt `attempt`, by `agent`, after the task's last event: an
 /// `abandoned` for an attempt left open (an earlier one that failed mid-stream, or this one,
 /// whose handler was lost and which is called again), then `start`; numbered on from `last`.
@@ -457,6 +477,34 @@ mod tests {
         assert_eq!(stream.output(), json!({ "answer": "Hello", "n": 1 }));
         assert!(AgentStream::default().apply("{}").is_err());
         assert!(AgentStream::default().apply("text").is_err());
+    }
+
+    #[test]
+    fn an_event_is_framed_for_server_sent_events_and_a_resume_starts_after_its_number() {
+        let event = StreamEvent {
+            seq: 7,
+            at_ms: 1,
+            attempt: 1,
+            kind: EventKind::Chunk {
+                text: "two\nlines".into(),
+            },
+        };
+        let frame = sse_frame(&event);
+        assert!(frame.starts_with("id: 7\nevent: chunk\ndata: {"), "{frame}");
+        assert!(frame.ends_with("}\n\n"));
+        assert_eq!(
+            frame.matches('\n').count(),
+            4,
+            "the data is one line: {frame}"
+        );
+        let mut decoder = SseDecoder::default();
+        let decoded = decoder.feed(frame.as_bytes()).unwrap();
+        let back: StreamEvent = serde_json::from_str(&decoded[0].data).unwrap();
+        assert_eq!(back, event);
+        assert_eq!(resume_after(Some("7"), Some("3")), Some(7));
+        assert_eq!(resume_after(None, Some("3")), Some(3));
+        assert_eq!(resume_after(None, None), Some(0));
+        assert_eq!(resume_after(Some("x"), None), None);
     }
 
     #[test]

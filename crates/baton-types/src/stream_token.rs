@@ -1,0 +1,134 @@
+//! Stream tokens: what lets a client open a stream where it cannot send its credentials (a
+//! browser's `EventSource` sends no headers). The authenticated API mints one for a tenant and
+//! one stream path, valid for minutes; the streaming endpoint accepts nothing else. A token is
+//! the claims in base64url, a dot, and their HMAC-SHA256 under the deployment's key. Pure: the
+//! key is given.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// How long a token opens streams: a client that reconnects later asks for a new one.
+pub const TOKEN_TTL_S: i64 = 15 * 60;
+/// The shortest key accepted: HMAC-SHA256's block is 64 bytes; 32 random bytes are its
+/// security.
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// What a token says: whose stream, which one, until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamClaims {
+    /// The tenant.
+    pub t: String,
+    /// The stream's path, e.g. `/v1/workflows/{id}/tasks/{task}/events`.
+    pub p: String,
+    /// When it stops opening streams (epoch s).
+    pub e: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the stream token is malformed")]
+    Malformed,
+    #[error("the stream token's signature does not match")]
+    BadSignature,
+    #[error("the stream token has expired; ask for a new one")]
+    Expired,
+    #[error("the stream token is for another stream")]
+    OtherStream,
+    #[error("the stream key is shorter than {MIN_KEY_BYTES} bytes")]
+    WeakKey,
+}
+
+fn mac(key: &[u8]) -> Result<Hmac<Sha256>, TokenError> {
+    if key.len() < MIN_KEY_BYTES {
+        return Err(TokenError::WeakKey);
+    }
+    Hmac::<Sha256>::new_from_slice(key).map_err(|_| TokenError::WeakKey)
+}
+
+/// A token for `claims`, signed with `key`.
+pub fn mint(key: &[u8], claims: &StreamClaims) -> Result<String, TokenError> {
+    let body =
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).map_err(|_| TokenError::Malformed)?);
+    let mut mac = mac(key)?;
+    mac.update(body.as_bytes());
+    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    Ok(format!("{body}.{signature}"))
+}
+
+/// The claims of `token` if `key` signed it, it has not expired at `now_s`, and it is for
+/// `path`; the signature is compared in constant time.
+pub fn verify(key: &[u8], token: &str, path: &str, now_s: i64) -> Result<StreamClaims, TokenError> {
+    let (body, signature) = token.split_once('.').ok_or(TokenError::Malformed)?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| TokenError::Malformed)?;
+    let mut mac = mac(key)?;
+    mac.update(body.as_bytes());
+    mac.verify_slice(&signature)
+        .map_err(|_| TokenError::BadSignature)?;
+    let claims: StreamClaims = URL_SAFE_NO_PAD
+        .decode(body)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or(TokenError::Malformed)?;
+    if now_s >= claims.e {
+        return Err(TokenError::Expired);
+    }
+    if claims.p != path {
+        return Err(TokenError::OtherStream);
+    }
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const PATH: &str = "/v1/workflows/w1/tasks/t/events";
+
+    fn claims() -> StreamClaims {
+        StreamClaims {
+            t: "acme".into(),
+            p: PATH.into(),
+            e: 1_000,
+        }
+    }
+
+    #[test]
+    fn a_token_opens_its_stream_until_it_expires() {
+        let token = mint(KEY, &claims()).unwrap();
+        assert_eq!(verify(KEY, &token, PATH, 999), Ok(claims()));
+        assert_eq!(verify(KEY, &token, PATH, 1_000), Err(TokenError::Expired));
+        assert_eq!(
+            verify(KEY, &token, "/v1/workflows/w2/tasks/t/events", 999),
+            Err(TokenError::OtherStream)
+        );
+    }
+
+    #[test]
+    fn a_changed_token_or_another_key_is_refused() {
+        let token = mint(KEY, &claims()).unwrap();
+        let other_key = b"fedcba9876543210fedcba9876543210";
+        assert_eq!(
+            verify(other_key, &token, PATH, 1),
+            Err(TokenError::BadSignature)
+        );
+        // Another tenant's claims under the same signature.
+        let (_, signature) = token.split_once('.').unwrap();
+        let forged_claims = StreamClaims {
+            t: "other".into(),
+            ..claims()
+        };
+        let forged_body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged_claims).unwrap());
+        let forged = format!("{forged_body}.{signature}");
+        assert_eq!(verify(KEY, &forged, PATH, 1), Err(TokenError::BadSignature));
+        for bad in ["", "abc", "abc.", ".abc", "a.b.c", "!!.??"] {
+            assert!(verify(KEY, bad, PATH, 1).is_err(), "{bad}");
+        }
+        assert_eq!(mint(b"short", &claims()), Err(TokenError::WeakKey));
+    }
+}
