@@ -27,19 +27,25 @@ async fn read_stream(stack: &LocalStack, workflow: &str, task: &str) -> Vec<Valu
     panic!("the stream never ended: {events:#?}");
 }
 
+/// Registers an openai agent on the stand-in's brief model, with `extra` fields.
+async fn register_openai(stack: &LocalStack, name: &str, capability: &str, extra: Value) {
+    let stand_ins = stack.stand_ins().expect("the stack runs the stand-ins");
+    let mut body = json!({
+        "name": name, "capabilities": [capability], "timeout_ms": 10000,
+        "kind": "openai", "base_url": format!("{}/v1", stand_ins.openai.url()),
+        "model": BRIEF_MODEL, "api_key": stand_ins.key_parameter,
+    });
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().cloned().unwrap_or_default());
+    register(stack, body).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_openai_agents_answer_streams_and_its_chunks_add_up_to_the_output() {
     let stack = start_stack("stream-openai", |_| {}).await;
     let stand_ins = stack.stand_ins().expect("the stack runs the stand-ins");
-    register(
-        &stack,
-        json!({
-            "name": "writer", "capabilities": ["write"], "timeout_ms": 10000,
-            "kind": "openai", "base_url": format!("{}/v1", stand_ins.openai.url()),
-            "model": BRIEF_MODEL, "api_key": stand_ins.key_parameter,
-        }),
-    )
-    .await;
+    register_openai(&stack, "writer", "write", json!({})).await;
     let workflow = json!({ "name": "streamed", "tasks": [
         { "id": "t", "capability": "write", "stream": true, "input": { "text": TEXT } },
     ]});
@@ -303,15 +309,11 @@ async fn a_cancel_stops_the_agents_stream_and_the_agent_sees_it_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_conversation_turn_streams_its_answer() {
     let stack = start_stack("stream-turn", |_| {}).await;
-    let stand_ins = stack.stand_ins().expect("the stack runs the stand-ins");
-    register(
+    register_openai(
         &stack,
-        json!({
-            "name": "talker", "capabilities": ["chat"], "timeout_ms": 10000,
-            "kind": "openai", "base_url": format!("{}/v1", stand_ins.openai.url()),
-            "model": BRIEF_MODEL, "api_key": stand_ins.key_parameter,
-            "conversation": { "role": "core" },
-        }),
+        "talker",
+        "chat",
+        json!({ "conversation": { "role": "core" } }),
     )
     .await;
     let opened = post(&stack, "/v1/sessions", "{}").await;

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use futures::lock::Mutex;
 
 use baton_types::clock::now_ms;
-use baton_types::ids::{TaskId, TenantId, WorkflowId};
+use baton_types::messages::TaskRef;
 use baton_types::stream::{opening, Batcher, EventKind, StreamEvent};
 
 use crate::invoker::{StreamSink, StreamStopped};
@@ -23,10 +23,8 @@ use crate::store::{StoreError, StreamLog, WorkflowStore};
 /// The stream of one attempt of one task.
 pub struct AttemptStream<'a, S: ?Sized> {
     store: &'a S,
-    tenant: TenantId,
-    workflow_id: WorkflowId,
-    task_id: TaskId,
-    attempt: u32,
+    /// The task and the attempt that streams.
+    task: TaskRef,
     agent: String,
     expires_at_s: i64,
     state: Mutex<Written>,
@@ -45,8 +43,7 @@ struct Written {
 impl<S: ?Sized> std::fmt::Debug for AttemptStream<'_, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AttemptStream")
-            .field("task_id", &self.task_id)
-            .field("attempt", &self.attempt)
+            .field("task", &self.task)
             .finish_non_exhaustive()
     }
 }
@@ -55,22 +52,11 @@ impl<'a, S> AttemptStream<'a, S>
 where
     S: StreamLog + WorkflowStore + ?Sized,
 {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        store: &'a S,
-        tenant: TenantId,
-        workflow_id: WorkflowId,
-        task_id: TaskId,
-        attempt: u32,
-        agent: String,
-        expires_at_s: i64,
-    ) -> Self {
+    /// The stream of `task`'s attempt, by `agent`; its events expire at `expires_at_s`.
+    pub fn new(store: &'a S, task: TaskRef, agent: String, expires_at_s: i64) -> Self {
         AttemptStream {
             store,
-            tenant,
-            workflow_id,
-            task_id,
-            attempt,
+            task,
             agent,
             expires_at_s,
             state: Mutex::new(Written::default()),
@@ -85,9 +71,13 @@ where
             None => {
                 let last = self
                     .store
-                    .last_event(&self.tenant, &self.workflow_id, &self.task_id)
+                    .last_event(
+                        &self.task.tenant,
+                        &self.task.workflow_id,
+                        &self.task.task_id,
+                    )
                     .await?;
-                opening(last.as_ref(), self.attempt, &self.agent, now)
+                opening(last.as_ref(), self.task.attempt, &self.agent, now)
             }
         };
         let next = written
@@ -97,7 +87,7 @@ where
             events.push(StreamEvent {
                 seq: next,
                 at_ms: now,
-                attempt: self.attempt,
+                attempt: self.task.attempt,
                 kind: EventKind::Chunk { text },
             });
         }
@@ -108,9 +98,9 @@ where
         let appended = self
             .store
             .append_events(
-                &self.tenant,
-                &self.workflow_id,
-                &self.task_id,
+                &self.task.tenant,
+                &self.task.workflow_id,
+                &self.task.task_id,
                 &events,
                 self.expires_at_s,
             )
@@ -120,7 +110,7 @@ where
         } else {
             // Another writer holds these numbers: a handler of this attempt that was thought
             // lost. Its stream stands; this one's text is still in the answer.
-            tracing::warn!(task = %self.task_id, attempt = self.attempt, "another writer streams this task; the rest is not logged");
+            tracing::warn!(task = %self.task.task_id, attempt = self.task.attempt, "another writer streams this task; the rest is not logged");
             written.broken = true;
         }
         Ok(())
@@ -130,7 +120,11 @@ where
     async fn held(&self) -> Result<Option<Hold>, StoreError> {
         let task = self
             .store
-            .task(&self.tenant, &self.workflow_id, &self.task_id)
+            .task(
+                &self.task.tenant,
+                &self.task.workflow_id,
+                &self.task.task_id,
+            )
             .await?;
         Ok(task.and_then(|t| t.hold))
     }
@@ -152,14 +146,14 @@ where
             Ok(None) => {}
             // Not known: the stream goes on, and the next batch looks again.
             Err(error) => {
-                tracing::warn!(%error, task = %self.task_id, "the task not read before a batch")
+                tracing::warn!(%error, task = %self.task.task_id, "the task not read before a batch")
             }
         }
         if written.broken {
             return Ok(());
         }
         if let Err(error) = self.write(written, text).await {
-            tracing::warn!(%error, task = %self.task_id, "a stream batch not written; the rest is not logged");
+            tracing::warn!(%error, task = %self.task.task_id, "a stream batch not written; the rest is not logged");
             written.broken = true;
         }
         Ok(())
@@ -198,7 +192,7 @@ where
         // What the agent wrote before its stream ended or was stopped.
         if let Some(rest) = written.batcher.take() {
             if let Err(error) = self.write(&mut written, Some(rest)).await {
-                tracing::warn!(%error, task = %self.task_id, "the last stream batch not written");
+                tracing::warn!(%error, task = %self.task.task_id, "the last stream batch not written");
             }
         }
     }

@@ -289,10 +289,7 @@ where
     let stream = claimed.profile.stream.then(|| {
         AttemptStream::new(
             &deps.store,
-            task.tenant.clone(),
-            task.workflow_id.clone(),
-            task.task_id.clone(),
-            task.attempt,
+            task.clone(),
             agent.name.to_string(),
             finish_at(&deps.settings, now).expires_at_s,
         )
