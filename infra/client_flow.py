@@ -11,12 +11,19 @@ import uuid
 
 from baton_client import Client
 from baton_client.api.agents import list_agents, register_agent
-from baton_client.api.workflows import get_workflow, list_workflows, submit_workflow, workflow_history
+from baton_client.api.workflows import (
+    get_workflow,
+    list_workflows,
+    submit_workflow,
+    task_events,
+    workflow_history,
+)
 from baton_client.models import (
     AgentKind,
     AgentList,
     AgentRegistration,
     AgentView,
+    TaskEvents,
     WorkflowAccepted,
     WorkflowDetail,
     WorkflowHistory,
@@ -95,6 +102,15 @@ def main(api):
     if not events or history.status != "succeeded":
         raise SystemExit(f"client-flow: unexpected history: {history.to_dict()}")
     print(f"client-flow: history of {len(events)} events: {', '.join(events)}")
+
+    # A finished task's stream, read from the start: its end (the example agents answer whole).
+    stream = expect(
+        task_events.sync_detailed(workflow_id, "again", client=own, after=0, wait=0), 200, TaskEvents
+    )
+    kinds = [e.type_.value for e in stream.events]
+    if not stream.done or kinds[-1:] != ["end"]:
+        raise SystemExit(f"client-flow: unexpected stream: {stream.to_dict()}")
+    print(f"client-flow: stream of {len(kinds)} events, done: {', '.join(kinds)}")
     print("client-flow: ok")
 
 
