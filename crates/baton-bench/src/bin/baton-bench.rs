@@ -2,14 +2,16 @@
 //! stack, and prices them. A benchmark: it reports numbers and asserts nothing about time.
 //!
 //! Usage: baton-bench [--workflows N] [--fail-first-attempt] [--output-bytes N]
-//!                    [--inline-payloads]
+//!                    [--inline-payloads] [--stream]
 //!
 //! With `--fail-first-attempt` the agent answers 503 to every task's first attempt, so each
 //! task takes exactly one retry: the difference from a plain run is what a retry costs. With
 //! `--output-bytes N` every output is padded to about N bytes of JSON: DynamoDB bills a write
 //! by the whole item's size, so this is what large outputs cost. With `--inline-payloads` the
 //! stack has no payload bucket, so every output stays on its item however large: what large
-//! outputs cost without the bucket.
+//! outputs cost without the bucket. With `--stream` every task streams: the agent answers
+//! server-sent events, `--output-bytes` of text in 32-byte parts, one every 20 ms (about a
+//! model's pace), so the figures are what a streamed answer of that size costs.
 //!
 //! The write units are counted twice. The estimate charges one unit per item written (two in
 //! a transaction), whatever its size. The meter asks the emulator, which adds up what DynamoDB
@@ -55,6 +57,18 @@ struct Args {
     /// Run without the payload bucket: every output stays on its item, however large.
     #[arg(long)]
     inline_payloads: bool,
+    /// Every task streams its answer: `--output-bytes` of text in 32-byte parts every 20 ms.
+    #[arg(long)]
+    stream: bool,
+}
+
+/// The parts of a streamed answer of `bytes` of text, 32 bytes each.
+fn streamed_parts(bytes: usize) -> Vec<Value> {
+    let text = "streamed ".repeat(bytes.div_ceil(9).max(1));
+    text.as_bytes()[..bytes.max(1)]
+        .chunks(32)
+        .map(|part| json!({ "text": String::from_utf8_lossy(part) }))
+        .collect()
 }
 
 /// The emulator's metered totals, once they have settled: two reads of the meter's file,
@@ -92,9 +106,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .insert("PAYLOAD_BUCKET".into(), String::new());
     }
     let stack = LocalStack::start_on_emulator(emulator.endpoint(), options).await?;
+    let parts = args.stream.then(|| streamed_parts(args.output_bytes));
     let agent = AgentServer::start(Arc::new(move |call: &Value| {
         if fail_first && call["attempt"] == 1 {
             AgentReply::error(503, "first attempts fail in this run")
+        } else if let Some(parts) = &parts {
+            AgentReply::streamed(true, parts, Duration::from_millis(20))
         } else {
             let mut output = json!({ "task": call["task_id"] });
             if !padding.is_empty() {
@@ -121,7 +138,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The chain is idle until the first workflow is posted.
     let metered_before = settled_meter(&meter_path).await?;
 
-    let diamond = json!({ "name": "diamond",
+    let mut diamond = json!({ "name": "diamond",
         "defaults": { "retry": { "backoff": "fixed", "base_ms": 0, "jitter": "none" } },
         "tasks": [
         { "id": "a", "capability": "work", "input": { "text": "x" } },
@@ -129,6 +146,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         { "id": "c", "capability": "work", "depends_on": ["a"] },
         { "id": "d", "capability": "work", "depends_on": ["b", "c"] }
     ]});
+    if args.stream {
+        for task in diamond["tasks"].as_array_mut().into_iter().flatten() {
+            task["stream"] = json!(true);
+        }
+    }
     let mut ids = Vec::new();
     for _ in 0..workflows {
         let accepted: Value = http
