@@ -4,7 +4,6 @@
 //! a request whose response was lost) is recognised by the record it finds.
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 
 use super::*;
 use baton_chain::store::{AnalysisSchedule, ContextStore, ImprovementStore, PatternStore};
@@ -56,8 +55,7 @@ impl DynamoStore {
             .item(PK, s(pk))
             .item(SK, s(sk))
             .item(RECORD, s(record.as_str()))
-            .item(VERSION, n(version))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+            .item(VERSION, n(version));
         if let Some(at) = expires_at_s {
             request = request.item(EXPIRES_AT, n(at));
         }
@@ -67,22 +65,11 @@ impl DynamoStore {
                 .condition_expression("version = :previous")
                 .expression_attribute_values(":previous", n(previous)),
         };
-        match request.send().await {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(err))
-                if err.err().is_conditional_check_failed_exception() =>
-            {
-                let existing = match err.into_err() {
-                    PutItemError::ConditionalCheckFailedException(e) => e.item,
-                    _ => None,
-                };
-                Ok(
-                    existing
-                        .is_some_and(|item| Attrs(&item).opt_s(RECORD) == Some(record.as_str())),
-                )
-            }
-            Err(e) => Err(dynamo_error(e)),
-        }
+        // Refused: by this same write before (the record found is this one), or another's.
+        Ok(match conditional_put(request).await? {
+            None => true,
+            Some(found) => Attrs(&found).opt_s(RECORD) == Some(record.as_str()),
+        })
     }
 
     async fn put_suggestion(

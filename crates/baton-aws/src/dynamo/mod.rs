@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
@@ -451,6 +452,29 @@ struct Projection {
 enum Conditional {
     Applied(Item),
     Rejected(Option<Item>),
+}
+
+/// Sends a conditional put: None if it was written, Some with the item found (empty when none
+/// was) if its condition failed.
+async fn conditional_put(builder: PutItemFluentBuilder) -> Result<Option<Item>, StoreError> {
+    let result = builder
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(None),
+        Err(SdkError::ServiceError(err))
+            if matches!(err.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+        {
+            match err.into_err() {
+                PutItemError::ConditionalCheckFailedException(e) => {
+                    Ok(Some(e.item.unwrap_or_default()))
+                }
+                _ => unreachable!("matched above"),
+            }
+        }
+        Err(e) => Err(dynamo_error(e)),
+    }
 }
 
 async fn conditional_update(

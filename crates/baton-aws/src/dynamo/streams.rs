@@ -3,10 +3,8 @@
 //! sort key the first event's number, zero-padded, so batches read in order and two writers of
 //! one number collide on one key.
 
-use async_trait::async_trait;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
-
 use super::*;
+use async_trait::async_trait;
 use baton_chain::store::{StreamLog, MAX_BATCH_EVENTS};
 use baton_types::ids::{TaskId, TenantId, WorkflowId};
 use baton_types::stream::StreamEvent;
@@ -76,7 +74,7 @@ impl StreamLog for DynamoStore {
             ));
         }
         let text = json_text(&events)?;
-        let result = self
+        let put = self
             .client
             .put_item()
             .table_name(&self.state_table)
@@ -85,24 +83,12 @@ impl StreamLog for DynamoStore {
             .item(EVENTS, s(text.as_str()))
             .item(LAST_SEQ, n(last.seq))
             .item(EXPIRES_AT, n(expires_at_s))
-            .condition_expression("attribute_not_exists(pk)")
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(err))
-                if err.err().is_conditional_check_failed_exception() =>
-            {
-                let existing = match err.into_err() {
-                    PutItemError::ConditionalCheckFailedException(e) => e.item,
-                    _ => None,
-                };
-                // Ours, its response lost; or another writer's: nothing written.
-                Ok(existing.is_some_and(|item| Attrs(&item).opt_s(EVENTS) == Some(text.as_str())))
-            }
-            Err(e) => Err(dynamo_error(e)),
-        }
+            .condition_expression("attribute_not_exists(pk)");
+        // Refused: ours, its response lost, or another writer's (nothing written).
+        Ok(match conditional_put(put).await? {
+            None => true,
+            Some(found) => Attrs(&found).opt_s(EVENTS) == Some(text.as_str()),
+        })
     }
 
     async fn events_after(
