@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates the project-local virtualenv (.venv) with the pinned emulator, with the template
-# linters when called with --lint, with the API fuzzer when called with --fuzz, and with the
-# Python client generator when called with --client.
+# linters when called with --lint, with the API fuzzer when called with --fuzz, with the
+# Python client generator when called with --client, and with the stream clients (httpx-sse,
+# Playwright for Debian's Chromium) when called with --streams.
 # Reinstalls only when a requirements file changed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,6 +29,7 @@ for option in "$@"; do
     --lint) install "$root/infra/requirements-lint.txt" ;;
     --fuzz) install "$root/infra/requirements-fuzz.txt" ;;
     --client) install "$root/infra/requirements-client.txt" ;;
-    *) echo "setup-venv: unknown option $option (--lint, --fuzz, --client)" >&2; exit 2 ;;
+    --streams) install "$root/infra/requirements-streams.txt" ;;
+    *) echo "setup-venv: unknown option $option (--lint, --fuzz, --client, --streams)" >&2; exit 2 ;;
   esac
 done

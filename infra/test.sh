@@ -4,6 +4,8 @@
 # Each test binary starts its own moto server; nothing needs to be running beforehand.
 # Then it fuzzes the HTTP API against its OpenAPI document (infra/fuzz-api.sh), and runs a
 # flow through a Python client generated from that document (infra/client-flow.sh).
+# Then third-party clients read the streams (infra/streams-flow.sh): httpx-sse drops and resumes
+# them with Last-Event-ID, and headless Chromium renders a turn's stream from a page (EventSource).
 # Extra arguments go to `cargo test`, and run those tests alone, without the fuzzing or the flow.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,6 +23,9 @@ if [ "$#" -eq 0 ]; then
   client_status=0
   infra/client-flow.sh || client_status=$?
   if [ "$status" -eq 0 ]; then status=$client_status; fi
+  streams_status=0
+  infra/streams-flow.sh || streams_status=$?
+  if [ "$status" -eq 0 ]; then status=$streams_status; fi
 fi
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
