@@ -152,6 +152,7 @@ async fn submit_follows_the_example_workflow_with_progress_lines_to_its_result()
     let options = SubmitOptions {
         file: project_root().join("examples/diamond.json"),
         timeout: None,
+        follow: false,
         client: aimed_at(&stack, false),
     };
     let workflow = client::submit(options, &mut out, ProgressView::lines(&mut progress))
@@ -203,12 +204,60 @@ async fn submit_follows_the_example_workflow_with_progress_lines_to_its_result()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn submit_follow_shows_each_tasks_events_as_the_stream_pushes_them() {
+    let (stack, _agents) = stack_with_examples("cli-follow").await;
+    let (mut out, mut progress) = (Vec::new(), Vec::new());
+    let options = SubmitOptions {
+        file: project_root().join("examples/diamond.json"),
+        timeout: None,
+        follow: true,
+        client: aimed_at(&stack, false),
+    };
+    let workflow = client::submit(options, &mut out, ProgressView::lines(&mut progress))
+        .await
+        .expect("the workflow succeeds");
+    let out = text(out);
+    let events: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .collect();
+    // Each of the four tasks: ready, started, ended, once each and in that order.
+    for task in ["clean", "stats", "shout", "report"] {
+        let mine: Vec<&str> = events
+            .iter()
+            .filter(|l| l.split_whitespace().nth(1) == Some(task))
+            .map(|l| l.split_whitespace().next().unwrap())
+            .collect();
+        assert_eq!(mine, ["ready", "started", "ended"], "{task}: {out}");
+    }
+    let clean_ended = events
+        .iter()
+        .position(|l| l.starts_with("  ended    clean"))
+        .unwrap();
+    let stats_ready = events
+        .iter()
+        .position(|l| l.starts_with("  ready    stats"))
+        .unwrap();
+    assert!(
+        clean_ended < stats_ready,
+        "a dependent is ready after its dependency: {out}"
+    );
+    assert!(out.contains("\nworkflow succeeded\n"), "{out}");
+    assert_eq!(workflow["status"], "succeeded");
+    assert!(
+        out.contains("status    succeeded\n"),
+        "the summary follows: {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn submit_with_json_prints_the_submission_and_the_finished_workflow() {
     let (stack, _agents) = stack_with_examples("cli-submit-json").await;
     let (mut out, mut progress) = (Vec::new(), Vec::new());
     let options = SubmitOptions {
         file: project_root().join("examples/diamond.json"),
         timeout: None,
+        follow: false,
         client: aimed_at(&stack, true),
     };
     let workflow = client::submit(options, &mut out, ProgressView::lines(&mut progress))
@@ -235,6 +284,7 @@ async fn a_workflow_that_fails_makes_submit_fail_after_showing_why() {
     let options = SubmitOptions {
         file: file.clone(),
         timeout: None,
+        follow: false,
         client: aimed_at(&stack, false),
     };
     let error = client::submit(options, &mut out, ProgressView::lines(&mut progress))
@@ -438,6 +488,7 @@ async fn pause_resume_and_cancel_steer_a_workflow_that_submit_follows_to_its_end
     let options = SubmitOptions {
         file: file.clone(),
         timeout: None,
+        follow: false,
         client: aimed_at(&stack, false),
     };
     let following = client::submit(options, &mut out, ProgressView::lines(&mut progress));

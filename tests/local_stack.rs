@@ -427,10 +427,12 @@ async fn a_restart_adds_the_index_a_newer_template_added_to_a_kept_table() {
         .retain(|a| !a.attribute_name.starts_with("list_") && a.attribute_name != "run_pk");
     let prefix = "index-upgrade";
     let s3 = baton_local::provision::s3_client(&config);
+    let secrets = aws_sdk_secretsmanager::Client::new(&config);
     let clients = baton_local::provision::ProvisionClients {
         dynamodb: &dynamodb,
         sqs: &sqs,
         s3: &s3,
+        secrets: &secrets,
     };
     let first = provision(&older, prefix, clients)
         .await

@@ -448,3 +448,404 @@ async fn a_lambda_agent_streams_through_invoke_with_response_stream() {
     assert_eq!(failed["status"], "failed");
     assert_eq!(failed["error"]["kind"], "function_error", "{failed:#}");
 }
+
+/// One server-sent event as a client reads it: its id, type and data.
+#[derive(Debug, Clone, PartialEq)]
+struct Pushed {
+    id: String,
+    event: String,
+    data: Value,
+}
+
+/// Reads server-sent events from the streaming endpoint until the stream closes, or until
+/// `stop_after` events have come (then the connection is dropped, as a client that goes away
+/// mid-stream). Answers the status and the events.
+async fn push(
+    url: &str,
+    last_event_id: Option<&str>,
+    stop_after: Option<usize>,
+) -> (u16, Vec<Pushed>) {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id);
+    }
+    let mut response = request
+        .send()
+        .await
+        .expect("the streaming endpoint answers");
+    let status = response.status().as_u16();
+    if status == 200 {
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+    }
+    let mut events = Vec::new();
+    let mut buffer = String::new();
+    while let Some(chunk) = response.chunk().await.expect("the stream reads") {
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+            };
+            if let (Some(id), Some(event), Some(data)) =
+                (field("id"), field("event"), field("data"))
+            {
+                events.push(Pushed {
+                    id,
+                    event,
+                    data: serde_json::from_str(&data).unwrap(),
+                });
+                if stop_after == Some(events.len()) {
+                    return (status, events);
+                }
+            }
+        }
+    }
+    (status, events)
+}
+
+/// A link to a stream on the streaming endpoint, from the API.
+async fn stream_link(stack: &LocalStack, path: &str) -> String {
+    let minted = post(
+        stack,
+        "/v1/stream-tokens",
+        &json!({ "path": path }).to_string(),
+    )
+    .await;
+    assert_eq!(minted.status, 201, "{:#}", minted.body);
+    let url = minted.body["url"].as_str().unwrap().to_string();
+    assert!(url.starts_with(&stack.stream_url), "{url}");
+    url
+}
+
+/// Each task's milestones as `task:type:attempt`, in the order of the stream.
+fn milestones(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match e["task"].as_str() {
+            Some(task) => format!("{task}:{}:{}", e["type"].as_str().unwrap(), e["attempt"]),
+            None => format!(
+                "{}:{}",
+                e["type"].as_str().unwrap(),
+                e["status"].as_str().unwrap_or("")
+            ),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workflows_events_reach_readers_and_sse_clients_once_each_in_order() {
+    let stack = start_stack("stream-workflow", |_| {}).await;
+    let flaky = agent_scripted(
+        vec![baton_local::agents::AgentReply::error(503, "busy")],
+        baton_local::agents::AgentReply::ok(json!({ "first": "done" })),
+    )
+    .await;
+    register_agent(&stack, "flaky", &flaky, &["first"]).await;
+    let steady = agent_replying(baton_local::agents::AgentReply::ok(json!({ "second": 2 }))).await;
+    register_agent(&stack, "steady", &steady, &["second"]).await;
+    let id = submit(
+        &stack,
+        &json!({ "name": "watched", "tasks": [
+            { "id": "a", "capability": "first", "input": {},
+              "retry": { "max_attempts": 3, "backoff": "fixed", "base_ms": 50, "jitter": "none" } },
+            { "id": "b", "capability": "second", "input": {}, "depends_on": ["a"] },
+        ]}),
+    )
+    .await;
+
+    // Over the HTTP API, in pieces.
+    let mut events: Vec<Value> = Vec::new();
+    let mut after = 0;
+    for _ in 0..100 {
+        let answer = get(
+            &stack,
+            &format!("/v1/workflows/{id}/events?after={after}&wait=5"),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{:#}", answer.body);
+        events.extend(answer.body["events"].as_array().unwrap().iter().cloned());
+        after = answer.body["next_after"].as_u64().unwrap();
+        if answer.body["done"] == true {
+            break;
+        }
+    }
+    assert_eq!(
+        milestones(&events),
+        [
+            "a:ready:1",
+            "a:started:1",
+            "a:retried:1",
+            "a:started:2",
+            "a:ended:2",
+            "b:ready:1",
+            "b:started:1",
+            "b:ended:1",
+            "end:succeeded"
+        ],
+        "{events:#?}"
+    );
+    let numbers: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, (1..=9).collect::<Vec<_>>());
+    assert_eq!(
+        events[2]["error"].as_str().map(|e| e.contains("503")),
+        Some(true),
+        "{:#}",
+        events[2]
+    );
+    assert_eq!(events[4]["output_preview"], r#"{"first":"done"}"#);
+
+    // Pushed: the same events, with their numbers as ids; a client that drops the
+    // connection and comes back with Last-Event-ID gets the rest once.
+    let url = stream_link(&stack, &format!("/v1/workflows/{id}/events")).await;
+    let (status, first) = push(&url, None, Some(4)).await;
+    assert_eq!(status, 200);
+    let (_, rest) = push(&url, Some(&first.last().unwrap().id), None).await;
+    let pushed: Vec<Pushed> = first.into_iter().chain(rest).collect();
+    assert_eq!(
+        pushed.iter().map(|p| p.data.clone()).collect::<Vec<_>>(),
+        events,
+        "every event once, in order, across the reconnect"
+    );
+    for (p, n) in pushed.iter().zip(1..) {
+        assert_eq!(p.id, n.to_string());
+        assert_eq!(p.event, p.data["type"].as_str().unwrap());
+    }
+    // Read to its end, the stream answers 204: an EventSource does not reconnect.
+    let (status, none) = push(&url, Some("9"), None).await;
+    assert_eq!((status, none.len()), (204, 0));
+    // A number the stream never gave is refused, not taken as a place to wait.
+    assert_eq!(push(&url, Some("10"), None).await.0, 400);
+    // A task's stream is pushed too.
+    let url = stream_link(&stack, &format!("/v1/workflows/{id}/tasks/b/events")).await;
+    let (_, task_events) = push(&url, None, None).await;
+    assert_eq!(
+        task_events
+            .iter()
+            .map(|p| p.event.as_str())
+            .collect::<Vec<_>>(),
+        ["end"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_open_only_with_their_own_tenants_token() {
+    let stack = start_stack("stream-tokens", |_| {}).await;
+    let server = agent_replying(baton_local::agents::AgentReply::ok(json!({ "ok": true }))).await;
+    register_agent(&stack, "plain", &server, &["work"]).await;
+    let id = submit(
+        &stack,
+        &json!({ "name": "mine", "tasks": [{ "id": "t", "capability": "work", "input": {} }] }),
+    )
+    .await;
+    let path = format!("/v1/workflows/{id}/events");
+    let url = stream_link(&stack, &path).await;
+    let base = format!("{}{path}", stack.stream_url);
+    let token = url.split("token=").nth(1).unwrap().to_string();
+
+    // Another tenant cannot have a link to it: the workflow is not there for them.
+    let theirs = request(
+        &stack,
+        reqwest::Method::POST,
+        "/v1/stream-tokens",
+        Some(&json!({ "path": path }).to_string()),
+        Some("someone-else"),
+    )
+    .await;
+    assert_eq!(theirs.status, 404, "{:#}", theirs.body);
+    assert_eq!(
+        theirs.body["error"]["message"],
+        format!("no stream at `{path}`"),
+        "as for a workflow that exists nowhere"
+    );
+    for bad in ["/v1/workflows", "/v1/agents/x/events", "not a path"] {
+        let refused = post(
+            &stack,
+            "/v1/stream-tokens",
+            &json!({ "path": bad }).to_string(),
+        )
+        .await;
+        assert_eq!(refused.status, 400, "{bad}: {:#}", refused.body);
+        assert_eq!(refused.body["error"]["details"]["field"], "path");
+    }
+
+    let client = reqwest::Client::new();
+    let status_of = |url: String, bearer: Option<String>| {
+        let client = client.clone();
+        async move {
+            let mut request = client.get(url);
+            if let Some(bearer) = bearer {
+                request = request.header("authorization", format!("Bearer {bearer}"));
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = if status == 200 {
+                Value::Null
+            } else {
+                response.json().await.unwrap()
+            };
+            (status, body)
+        }
+    };
+    // No token, a changed one, one for another stream: 401, in the API's error shape.
+    let (status, body) = status_of(base.clone(), None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let mut changed = token.clone();
+    changed.insert(3, 'x');
+    assert_eq!(
+        status_of(format!("{base}?token={changed}"), None).await.0,
+        401
+    );
+    let other = format!(
+        "{}/v1/workflows/{id}/tasks/t/events?token={token}",
+        stack.stream_url
+    );
+    assert_eq!(status_of(other, None).await.0, 401);
+    // The token as a bearer opens the stream as the query does.
+    assert_eq!(status_of(base.clone(), Some(token.clone())).await.0, 200);
+    // A bad Last-Event-ID is a 400.
+    let bad_resume = client
+        .get(&url)
+        .header("last-event-id", "x.y")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_resume.status().as_u16(), 400);
+    // CORS: the local stack lets any page read its streams.
+    let with_origin = client
+        .get(&url)
+        .header("origin", "http://localhost:8000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        with_origin.headers()["access-control-allow-origin"],
+        "http://localhost:8000"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_turns_stream_pushes_its_helpers_milestones_and_its_answers_tokens() {
+    let stack = start_stack("stream-turn-push", |_| {}).await;
+    let helper = agent_replying(baton_local::agents::AgentReply::ok(
+        json!({ "checked": true }),
+    ))
+    .await;
+    register(
+        &stack,
+        json!({ "name": "checker", "endpoint": helper.url, "capabilities": ["check"],
+                "conversation": { "role": "sync" } }),
+    )
+    .await;
+    register_openai(
+        &stack,
+        "talker",
+        "chat",
+        json!({ "conversation": { "role": "core" } }),
+    )
+    .await;
+    let opened = post(&stack, "/v1/sessions", "{}").await;
+    let session = opened.body["session_id"].as_str().unwrap().to_string();
+    let turn = post(
+        &stack,
+        &format!("/v1/sessions/{session}/messages"),
+        &json!({ "text": TEXT, "wait": 0 }).to_string(),
+    )
+    .await;
+    assert!([200, 202].contains(&turn.status), "{:#}", turn.body);
+    let stream = turn.body["stream"]
+        .as_str()
+        .expect("the turn names its stream");
+    let workflow = turn.body["workflow_id"].as_str().unwrap();
+    assert_eq!(
+        stream,
+        format!("/v1/workflows/{workflow}/events?task=talker")
+    );
+    let url = stream_link(&stack, stream).await;
+    let (status, pushed) = push(&url, None, None).await;
+    assert_eq!(status, 200);
+
+    // Ids count both streams, each on from its last: `workflow.task`.
+    let cursors: Vec<(u64, u64)> = pushed
+        .iter()
+        .map(|p| {
+            let (w, t) = p.id.split_once('.').expect("two numbers");
+            (w.parse().unwrap(), t.parse().unwrap())
+        })
+        .collect();
+    assert!(
+        cursors
+            .windows(2)
+            .all(|w| w[0] < w[1] && w[0].0 <= w[1].0 && w[0].1 <= w[1].1),
+        "{cursors:?}"
+    );
+    let helper_events: Vec<&str> = pushed
+        .iter()
+        .filter(|p| p.data["task"] == "checker")
+        .map(|p| p.event.as_str())
+        .collect();
+    assert_eq!(helper_events, ["ready", "started", "ended"], "{pushed:#?}");
+    let answer: String = pushed
+        .iter()
+        .filter(|p| p.event == "chunk")
+        .map(|p| p.data["text"].as_str().unwrap())
+        .collect();
+    let finished = get(&stack, &format!("/v1/sessions/{session}/turns/1")).await;
+    assert_eq!(
+        finished.body["response"].as_str(),
+        Some(answer.as_str()),
+        "{pushed:#?}"
+    );
+    assert!(pushed.iter().filter(|p| p.event == "chunk").count() > 1);
+    // Both streams end: the task's `end` and the workflow's.
+    assert_eq!(
+        pushed.iter().filter(|p| p.event == "end").count(),
+        2,
+        "{pushed:#?}"
+    );
+
+    // The answering task's `started` comes before its text, its text before its `ended`
+    // and the workflow's `end`.
+    let started = pushed
+        .iter()
+        .position(|p| p.event == "started" && p.data["task"] == "talker")
+        .unwrap();
+    let first_chunk = pushed.iter().position(|p| p.event == "chunk").unwrap();
+    assert!(started < first_chunk, "{pushed:#?}");
+    assert_eq!(push(&url, Some("99.99"), None).await.0, 400);
+    let last_chunk = pushed.iter().rposition(|p| p.event == "chunk").unwrap();
+    let ended = pushed
+        .iter()
+        .position(|p| p.event == "ended" && p.data["task"] == "talker");
+    assert!(Some(last_chunk) < ended, "{pushed:#?}");
+    assert_eq!(
+        pushed.last().unwrap().data["attempt"],
+        0,
+        "the workflow's end closes it"
+    );
+
+    // Resumed from the middle, the rest of each stream comes once, in its order.
+    let middle = pushed.len() / 2;
+    let (_, rest) = push(&url, Some(&pushed[middle].id), None).await;
+    let of_stream = |events: &[Pushed], workflow: bool| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|p| (p.data["task"].is_string() || p.data["attempt"] == 0) == workflow)
+            .map(|p| p.data.clone())
+            .collect()
+    };
+    for workflow in [true, false] {
+        assert_eq!(
+            of_stream(&rest, workflow),
+            of_stream(&pushed[middle + 1..], workflow),
+            "{rest:#?}"
+        );
+    }
+}

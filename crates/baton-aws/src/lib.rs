@@ -19,5 +19,6 @@ pub mod prober;
 pub mod s3;
 pub mod signed;
 pub mod sqs;
+pub mod streaming;
 pub mod telemetry;
 pub mod vault;

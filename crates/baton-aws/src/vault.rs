@@ -125,6 +125,20 @@ impl SecretsManagerVault {
     }
 }
 
+impl SecretsManagerVault {
+    /// A deployment secret's value (the stream tokens' key), by ARN or name.
+    pub async fn secret_string(&self, id: &str) -> Result<String, VaultError> {
+        let answer = self
+            .call("GetSecretValue", json!({"SecretId": id}))
+            .await?
+            .map_err(Refusal::into_error)?;
+        answer["SecretString"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| VaultError::Service(format!("secret `{id}` has no string value")))
+    }
+}
+
 /// A date as Secrets Manager's JSON has it (seconds since the epoch, with a fraction).
 fn millis(date: &Value) -> Option<i64> {
     date.as_f64()

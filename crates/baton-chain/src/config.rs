@@ -61,6 +61,20 @@ pub struct Settings {
     /// The bucket of payloads too large for their items (None: every payload stays inline,
     /// as far as its item's size allows).
     pub payload_bucket: Option<String>,
+    /// The streaming endpoint (the stream function's URL), and what its tokens are signed with.
+    pub stream: StreamSettings,
+}
+
+/// The streaming endpoint: where it is, the secret its tokens' key is kept in, and the
+/// browser origins it answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// Its base URL (orchestrate names it in the stream links it gives).
+    pub url: Option<String>,
+    /// The Secrets Manager secret (ARN) whose value signs and checks stream tokens.
+    pub key_secret: Option<String>,
+    /// Origins whose pages may read streams (CORS); empty: none.
+    pub origins: Vec<String>,
 }
 
 /// One queue per priority band. A band without its own queue configured uses the standard one.
@@ -244,6 +258,18 @@ impl Settings {
             quotas,
             operator_scope: text("BATON_OPERATOR_SCOPE", DEFAULT_OPERATOR_SCOPE),
             payload_bucket: optional("PAYLOAD_BUCKET"),
+            stream: StreamSettings {
+                url: optional("BATON_STREAM_URL").map(|u| u.trim_end_matches('/').to_string()),
+                key_secret: optional("BATON_STREAM_KEY_SECRET"),
+                origins: optional("BATON_STREAM_ORIGINS")
+                    .map(|list| {
+                        list.split(',')
+                            .map(|o| o.trim().trim_end_matches('/').to_string())
+                            .filter(|o| !o.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            },
         })
     }
 }

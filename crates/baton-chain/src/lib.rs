@@ -31,3 +31,4 @@ pub mod queue;
 pub mod store;
 pub mod stream;
 pub mod turn;
+pub mod watch;

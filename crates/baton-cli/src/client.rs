@@ -45,6 +45,7 @@ pub async fn submit(
     let SubmitOptions {
         file,
         timeout,
+        follow: follow_events,
         client: ClientOptions { target, json },
     } = options;
     let body = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -54,13 +55,11 @@ pub async fn submit(
     let id = accepted["workflow_id"]
         .as_str()
         .ok_or("no workflow_id in the answer")?;
-    let followed = follow(
-        &api,
-        id,
-        timeout.map(Duration::from_secs_f64),
-        &mut progress,
-    )
-    .await;
+    let timeout = timeout.map(Duration::from_secs_f64);
+    if follow_events {
+        crate::events::follow(&api, id, timeout, json, out).await?;
+    }
+    let followed = follow(&api, id, timeout, &mut progress).await;
     progress.finish();
     let workflow = followed?;
     print(out, json, &workflow, render::workflow_summary)?;

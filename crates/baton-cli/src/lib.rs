@@ -6,12 +6,15 @@
 //! - [`client`] the commands that ask the API once (or follow a workflow), through [`api`],
 //!   the one HTTP helper; [`render`] how answers are printed and [`progress`] how `submit`
 //!   shows a workflow running;
+//! - [`events`] shows a workflow's events as the streaming endpoint pushes them (`submit
+//!   --follow`);
 //! - [`chat`] holds a conversation with the conversational agents.
 
 pub mod api;
 pub mod chat;
 pub mod client;
 pub mod commands;
+pub mod events;
 pub mod options;
 pub mod progress;
 pub mod render;

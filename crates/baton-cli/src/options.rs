@@ -18,6 +18,10 @@ pub struct SubmitOptions {
     /// Stop following after this many seconds (the workflow goes on).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
+    /// Show each of the workflow's events as it happens (tasks ready, started, retried,
+    /// ended), pushed by the streaming endpoint, instead of a progress line.
+    #[arg(long)]
+    pub follow: bool,
     #[command(flatten)]
     pub client: ClientOptions,
 }

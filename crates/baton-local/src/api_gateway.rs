@@ -345,6 +345,15 @@ pub async fn serve<H, Fut>(
     }
 }
 
+/// The event a function URL sends for `parts` and `body`: the same payload v2 (a URL's
+/// route key is `$default`, which the handlers do not read).
+pub(crate) fn function_url_request(
+    parts: http::request::Parts,
+    body: Vec<u8>,
+) -> Result<Request, String> {
+    to_lambda_request(parts, body, None).map_err(|refusal| refusal.body())
+}
+
 /// The payload-v2 event of `request`; `authorizer` is what a passed authorizer hands over.
 fn to_lambda_request(
     parts: http::request::Parts,

@@ -207,6 +207,10 @@ pub async fn run(options: RunOptions) -> Result<(), Box<dyn std::error::Error>> 
 
     println!("\nBaton is running locally.\n");
     println!("  API        {}", stack.api_url);
+    println!(
+        "  streams    {} (links from POST /v1/stream-tokens)",
+        stack.stream_url
+    );
     println!("  emulator   {endpoint} (DynamoDB, SQS, SSM, Secrets Manager)");
     for (name, capability, server) in &agents {
         println!("  agent      {name:<13} {:<28} [{capability}]", server.url);
@@ -227,7 +231,7 @@ pub async fn run(options: RunOptions) -> Result<(), Box<dyn std::error::Error>> 
     }
     println!("\nSubmit the example workflow and watch it run:\n");
     println!(
-        "  cargo run -q -p baton-local -- submit examples/diamond.json --api {}\n",
+        "  cargo run -q -p baton-local -- submit examples/diamond.json --follow --api {}\n",
         stack.api_url
     );
     // The local API names the tenant by this header (a request without it is refused).

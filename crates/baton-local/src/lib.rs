@@ -3,7 +3,8 @@
 //! - [`emulator`] starts moto server from the project's virtualenv;
 //! - [`template`] and [`provision`] create the tables and queues `template.yaml` declares;
 //! - [`stack`] drives the five handlers as Lambda would: [`api_gateway`] for the HTTP API,
-//!   [`event_sources`] for the SQS event-source mappings and the schedule;
+//!   [`event_sources`] for the SQS event-source mappings and the schedule, [`function_url`]
+//!   for the streaming endpoint's function URL;
 //! - [`agents`] runs agents as real local HTTP servers, including the examples, and
 //!   [`conversation_agents`] holds the example conversational set;
 //! - [`stand_ins`] runs the APIs behind the other agent kinds as local servers:
@@ -24,6 +25,7 @@ pub mod conversation_agents;
 pub mod emulator;
 pub mod event_sources;
 pub mod faults;
+pub mod function_url;
 pub mod lambda_service;
 pub mod openai_service;
 pub mod provision;

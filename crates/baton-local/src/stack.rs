@@ -56,6 +56,8 @@ pub enum StackError {
     Listen { port: u16, source: std::io::Error },
     #[error("the HTTP client for agents could not be built: {0}")]
     Http(String),
+    #[error("the stream key: {0}")]
+    StreamKey(#[from] baton_aws::streaming::StreamKeyError),
     #[error("the fault-injecting proxy could not start: {0}")]
     Faults(std::io::Error),
     #[error("the SDK configuration has no endpoint to put the fault proxy in front of")]
@@ -130,10 +132,12 @@ impl StackOptions {
 /// Values the local stack uses over the template's: agents run on this machine, so loopback
 /// is allowed, over plain http too (the template's defaults allow neither), and the Bedrock
 /// stand-in's models are the allowed ones.
-const LOCAL_ENVIRONMENT: [(&str, &str); 3] = [
+/// Any page may read streams, since local pages come from files and ports of any kind.
+const LOCAL_ENVIRONMENT: [(&str, &str); 4] = [
     (HTTP_HOSTS_VAR, "127.0.0.1,localhost,[::1]"),
     (PRIVATE_NETWORKS_VAR, "127.0.0.0/8,::1/128"),
     ("BATON_BEDROCK_MODELS", "baton.brief-v1,baton.keywords-v1"),
+    ("BATON_STREAM_ORIGINS", "*"),
 ];
 
 fn local_default(name: &str) -> Option<String> {
@@ -162,6 +166,8 @@ type BatchHandler = Arc<
 /// A running local stack. Dropping it stops its servers, pollers and ticker.
 pub struct LocalStack {
     pub api_url: String,
+    /// The streaming endpoint (the stream function's URL).
+    pub stream_url: String,
     pub settings: Settings,
     /// Clients straight to the emulator (never through the fault proxy): provisioning, the
     /// event-source stand-ins, and tests that look at the tables and queues.
@@ -198,6 +204,7 @@ impl LocalStack {
                 dynamodb: &clients.dynamodb,
                 sqs: &clients.sqs,
                 s3: &crate::provision::s3_client(aws),
+                secrets: &aws_sdk_secretsmanager::Client::new(aws),
             },
         )
         .await?;
@@ -237,6 +244,16 @@ impl LocalStack {
                 .with_endpoints(endpoints))
         };
 
+        // The streaming endpoint's port first: orchestrate names it in the links it gives.
+        let stream_listener = TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(|source| StackError::Listen { port: 0, source })?;
+        let stream_url = format!(
+            "http://{}",
+            stream_listener
+                .local_addr()
+                .map_err(|source| StackError::Listen { port: 0, source })?
+        );
         let function = |binary: &'static str| -> Result<(&String, &FunctionSpec), StackError> {
             template
                 .functions
@@ -253,6 +270,7 @@ impl LocalStack {
                 };
                 (name == TENANT_SOURCE_VAR)
                     .then(|| tenant_source.to_string())
+                    .or_else(|| (name == "BATON_STREAM_URL").then(|| stream_url.clone()))
                     .or_else(|| options.env_overrides.get(name).cloned())
                     .or_else(|| local_default(name))
                     .or_else(|| resolve_value(&template, &provisioned, spec.environment.get(name)?))
@@ -296,6 +314,7 @@ impl LocalStack {
         let execute_fn = function("execute-agent")?;
         let learn_fn = function("learn")?;
         let cleanup_fn = function("cleanup")?;
+        let stream_fn = function("stream")?;
         if !orchestrate_fn.1.events.contains(&EventSpec::HttpApi) {
             return Err(StackError::MissingEvent {
                 function: orchestrate_fn.0.clone(),
@@ -307,18 +326,33 @@ impl LocalStack {
             _ => None,
         });
 
+        let vault = baton_aws::vault::SecretsManagerVault::new(&handler_clients.config);
         let api = {
             let s = settings_of(orchestrate_fn)?;
             let classifier = invokers(&s)?;
             let queue_stats = Arc::new(handler_clients.queue_stats(&s));
-            Arc::new(
-                Api::new(handler_clients.store(&s), handler_clients.queues(&s), s)
-                    .with_classifier(Arc::new(classifier))
-                    .with_queue_stats(queue_stats)
-                    .with_vault(Arc::new(baton_aws::vault::SecretsManagerVault::new(
-                        &handler_clients.config,
-                    ))),
-            )
+            let key = baton_aws::streaming::stream_key(&vault, &s.stream).await?;
+            let api = Api::new(handler_clients.store(&s), handler_clients.queues(&s), s)
+                .with_classifier(Arc::new(classifier))
+                .with_queue_stats(queue_stats)
+                .with_vault(Arc::new(baton_aws::vault::SecretsManagerVault::new(
+                    &handler_clients.config,
+                )));
+            Arc::new(match key {
+                Some(key) => api.with_stream_key(key),
+                None => api,
+            })
+        };
+        let streams = {
+            let s = settings_of(stream_fn)?;
+            let key = baton_aws::streaming::stream_key(&vault, &s.stream)
+                .await?
+                .unwrap_or_default();
+            Arc::new(baton_stream::StreamDeps {
+                store: handler_clients.store(&s),
+                settings: s,
+                key,
+            })
         };
         let route = {
             let s = settings_of(route_fn)?;
@@ -391,6 +425,19 @@ impl LocalStack {
                 stopped.clone(),
             )));
         }
+        tasks.push(tokio::spawn(crate::function_url::serve(
+            stream_listener,
+            move |request| {
+                let streams = streams.clone();
+                async move {
+                    match baton_stream::handle_request(streams, request).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    }
+                }
+            },
+            stopped.clone(),
+        )));
         // Lambda runs several batches of a queue at once; agents can be slow.
         let sqs = clients.sqs.clone();
         let spawn = |tasks: &mut Vec<JoinHandle<()>>,
@@ -459,6 +506,7 @@ impl LocalStack {
         }
         Ok(LocalStack {
             api_url,
+            stream_url,
             settings: execute.settings.clone(),
             clients,
             provisioned,

@@ -153,6 +153,14 @@ checked_id!(
     NameKind::Workflow
 );
 
+impl TaskId {
+    /// The name a workflow's own stream is kept under, beside its tasks' streams: no task has
+    /// it, since a task's id starts with a letter or a digit.
+    pub fn workflow_stream() -> Self {
+        TaskId("_workflow".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

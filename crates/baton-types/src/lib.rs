@@ -22,6 +22,7 @@ pub mod names;
 pub mod outcome;
 pub mod patterns;
 pub mod priority;
+pub mod progress;
 pub mod quota;
 pub mod recall;
 pub mod records;

@@ -47,12 +47,49 @@ pub enum EventKind {
     Chunk { text: String },
     /// The attempt stopped before its answer; what it streamed is not part of the output.
     Abandoned { reason: String },
-    /// The task is final: no event follows.
+    /// The task (or, in a workflow's stream, the workflow) is final: no event follows.
     End {
         status: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         output_preview: Option<String>,
     },
+    /// A workflow's task can run: its dependencies are done.
+    Ready {
+        task: String,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        drive: u32,
+    },
+    /// A workflow's task's attempt began, with its agent when one took it.
+    Started {
+        task: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        drive: u32,
+    },
+    /// A workflow's task's attempt failed, and another follows.
+    Retried {
+        task: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        drive: u32,
+    },
+    /// A workflow's task is final.
+    Ended {
+        task: String,
+        status: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output_preview: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        drive: u32,
+    },
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl EventKind {
@@ -63,27 +100,39 @@ impl EventKind {
             EventKind::Chunk { .. } => "chunk",
             EventKind::Abandoned { .. } => "abandoned",
             EventKind::End { .. } => "end",
+            EventKind::Ready { .. } => "ready",
+            EventKind::Started { .. } => "started",
+            EventKind::Retried { .. } => "retried",
+            EventKind::Ended { .. } => "ended",
         }
     }
 }
 
-/// The event as a server-sent event: its number as `id`, so that a client's `Last-Event-ID`
-/// resumes right after it, its type as `event`, and itself as one line of `data`.
-pub fn sse_frame(event: &StreamEvent) -> String {
+/// The event as a server-sent event: `id` (its number, or a cursor over several streams) so
+/// that a client's `Last-Event-ID` resumes right after it, its type as `event`, and itself as
+/// one line of `data`.
+pub fn sse_frame(event: &StreamEvent, id: &str) -> String {
     let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".into());
-    format!(
-        "id: {}\nevent: {}\ndata: {data}\n\n",
-        event.seq,
-        event.kind.name()
-    )
+    format!("id: {id}\nevent: {}\ndata: {data}\n\n", event.kind.name())
 }
 
-/// The number after which a client resumes: its `Last-Event-ID`, else its `after`, else 0;
-/// None when one is given and is not a number.
-pub fn resume_after(last_event_id: Option<&str>, after: Option<&str>) -> Option<u64> {
-    match last_event_id.or(after) {
-        None => Some(0),
-        Some(n) => n.trim().parse().ok(),
+/// Where a client resumes: its `Last-Event-ID`, else its `after`, else the start; each a
+/// number per stream read (`7`, or `3.7` for a workflow's events with one task's). None
+/// when one is given that is not `streams` numbers.
+pub fn resume_after(
+    last_event_id: Option<&str>,
+    after: Option<&str>,
+    streams: usize,
+) -> Option<Vec<u64>> {
+    match last_event_id.or(after).map(str::trim) {
+        None | Some("") => Some(vec![0; streams]),
+        Some(cursor) => {
+            let numbers: Vec<u64> = cursor
+                .split('.')
+                .map(|n| n.parse().ok())
+                .collect::<Option<_>>()?;
+            (numbers.len() == streams).then_some(numbers)
+        }
     }
 }
 
@@ -489,7 +538,7 @@ mod tests {
                 text: "two\nlines".into(),
             },
         };
-        let frame = sse_frame(&event);
+        let frame = sse_frame(&event, "7");
         assert!(frame.starts_with("id: 7\nevent: chunk\ndata: {"), "{frame}");
         assert!(frame.ends_with("}\n\n"));
         assert_eq!(
@@ -501,10 +550,13 @@ mod tests {
         let decoded = decoder.feed(frame.as_bytes()).unwrap();
         let back: StreamEvent = serde_json::from_str(&decoded[0].data).unwrap();
         assert_eq!(back, event);
-        assert_eq!(resume_after(Some("7"), Some("3")), Some(7));
-        assert_eq!(resume_after(None, Some("3")), Some(3));
-        assert_eq!(resume_after(None, None), Some(0));
-        assert_eq!(resume_after(Some("x"), None), None);
+        assert_eq!(resume_after(Some("7"), Some("3"), 1), Some(vec![7]));
+        assert_eq!(resume_after(None, Some("3"), 1), Some(vec![3]));
+        assert_eq!(resume_after(None, None, 2), Some(vec![0, 0]));
+        assert_eq!(resume_after(Some("4.9"), None, 2), Some(vec![4, 9]));
+        assert_eq!(resume_after(Some("x"), None, 1), None);
+        assert_eq!(resume_after(Some("4"), None, 2), None);
+        assert_eq!(resume_after(Some("4.-1"), None, 2), None);
     }
 
     #[test]

@@ -10,6 +10,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::ids::{TaskId, WorkflowId};
+
 /// How long a token opens streams: a client that reconnects later asks for a new one.
 pub const TOKEN_TTL_S: i64 = 15 * 60;
 /// The shortest key accepted: HMAC-SHA256's block is 64 bytes; 32 random bytes are its
@@ -83,6 +85,45 @@ pub fn verify(key: &[u8], token: &str, path: &str, now_s: i64) -> Result<StreamC
     Ok(claims)
 }
 
+/// A stream a token may open: a workflow's events, or one task's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamPath {
+    Workflow(WorkflowId),
+    Task(WorkflowId, TaskId),
+}
+
+impl StreamPath {
+    /// `/v1/workflows/{id}/events` or `/v1/workflows/{id}/tasks/{task}/events`; None for any
+    /// other path.
+    pub fn parse(path: &str) -> Option<Self> {
+        let rest = path
+            .strip_prefix("/v1/workflows/")?
+            .strip_suffix("/events")?;
+        match rest.split('/').collect::<Vec<_>>()[..] {
+            [id] => Some(StreamPath::Workflow(WorkflowId::parse(id).ok()?)),
+            [id, "tasks", task] => Some(StreamPath::Task(
+                WorkflowId::parse(id).ok()?,
+                TaskId::parse(task).ok()?,
+            )),
+            _ => None,
+        }
+    }
+
+    pub fn workflow_id(&self) -> &WorkflowId {
+        match self {
+            StreamPath::Workflow(id) | StreamPath::Task(id, _) => id,
+        }
+    }
+
+    /// The path it was read from.
+    pub fn path(&self) -> String {
+        match self {
+            StreamPath::Workflow(id) => format!("/v1/workflows/{id}/events"),
+            StreamPath::Task(id, task) => format!("/v1/workflows/{id}/tasks/{task}/events"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +148,25 @@ mod tests {
             verify(KEY, &token, "/v1/workflows/w2/tasks/t/events", 999),
             Err(TokenError::OtherStream)
         );
+    }
+
+    #[test]
+    fn only_stream_paths_are_streams() {
+        let task = StreamPath::parse(PATH).unwrap();
+        assert_eq!(task.path(), PATH);
+        assert_eq!(task.workflow_id().as_str(), "w1");
+        let workflow = StreamPath::parse("/v1/workflows/w1/events").unwrap();
+        assert_eq!(workflow, StreamPath::Workflow("w1".parse().unwrap()));
+        for other in [
+            "/v1/workflows/w1",
+            "/v1/workflows//events",
+            "/v1/workflows/w1/tasks/events",
+            "/v1/workflows/w1/tasks/t/x/events",
+            "/v1/workflows/../events",
+            "/v1/agents/a/events",
+        ] {
+            assert_eq!(StreamPath::parse(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -363,6 +363,10 @@ pub struct TurnView {
     /// (`GET` it with `?after=N`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<String>,
+    /// The turn's whole stream for the streaming endpoint: its helpers' milestones and the
+    /// answer's tokens. Pass it as `path` to `POST /v1/stream-tokens` for a link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
     pub async_workflow_id: Option<String>,
     pub checkpoints: Vec<Checkpoint>,
     pub checkpoint_progress: Vec<ProgressChange>,

@@ -800,6 +800,10 @@ pub fn turn_view(turn: &TurnRecord) -> TurnView {
                 baton_types::turn::task_url(&turn.workflow_id, agent)
             )
         }),
+        stream: turn
+            .plan
+            .answering()
+            .map(|agent| format!("/v1/workflows/{}/events?task={agent}", turn.workflow_id)),
         async_workflow_id: turn.async_workflow_id.as_ref().map(String::from),
         checkpoints: state.checkpoints().to_vec(),
         checkpoint_progress: turn.checkpoint_progress.clone(),

@@ -80,6 +80,9 @@ pub struct Api<S, Q> {
     pub queue_stats: Option<Arc<dyn QueueStats>>,
     /// Where tenants' secrets are kept (`/v1/secrets`); None: those routes answer 503.
     pub vault: Option<Arc<dyn SecretVault>>,
+    /// What stream tokens are signed with (the deployment's secret); None: no streaming
+    /// endpoint, and `POST /v1/stream-tokens` answers 503.
+    pub stream_key: Option<Arc<Vec<u8>>>,
 }
 
 impl<S, Q> Api<S, Q> {
@@ -95,7 +98,13 @@ impl<S, Q> Api<S, Q> {
             resolver: Arc::new(SystemResolver),
             queue_stats: None,
             vault: None,
+            stream_key: None,
         }
+    }
+
+    pub fn with_stream_key(mut self, key: Vec<u8>) -> Self {
+        self.stream_key = Some(Arc::new(key));
+        self
     }
 
     pub fn with_vault(mut self, vault: Arc<dyn SecretVault>) -> Self {
@@ -254,6 +263,8 @@ routes! {
     GET "/v1/workflows/{id}/plan" => workflows::workflow_plan,
     GET "/v1/workflows/{id}/tasks/{task}" => workflows::workflow_task,
     GET "/v1/workflows/{id}/tasks/{task}/events" => streams::task_events,
+    GET "/v1/workflows/{id}/events" => streams::workflow_events,
+    POST "/v1/stream-tokens" => streams::stream_token,
     GET "/v1/workflows/{id}/history" => workflows::workflow_history,
     GET "/v1/workflows/{id}/graph" => workflows::workflow_graph,
     POST "/v1/workflows/{id}/cancel" => workflows::cancel_workflow,

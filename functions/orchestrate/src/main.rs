@@ -8,8 +8,10 @@ async fn main() -> Result<(), Error> {
     baton_aws::emf::install("orchestrate")?;
     let classifier = std::sync::Arc::new(AgentInvokers::new(&settings, &clients.config)?);
     let queue_stats = std::sync::Arc::new(clients.queue_stats(&settings));
-    let vault = std::sync::Arc::new(baton_aws::vault::SecretsManagerVault::new(&clients.config));
-    let api = Api::new(
+    let vault = baton_aws::vault::SecretsManagerVault::new(&clients.config);
+    let stream_key = baton_aws::streaming::stream_key(&vault, &settings.stream).await?;
+    let vault = std::sync::Arc::new(vault);
+    let mut api = Api::new(
         clients.store(&settings),
         clients.queues(&settings),
         settings,
@@ -17,6 +19,9 @@ async fn main() -> Result<(), Error> {
     .with_classifier(classifier)
     .with_queue_stats(queue_stats)
     .with_vault(vault);
+    if let Some(key) = stream_key {
+        api = api.with_stream_key(key);
+    }
     run(service_fn(|request| {
         baton_aws::emf::flushed(handle_request(&api, request))
     }))

@@ -4,21 +4,27 @@
 //! when nothing follows yet, the answer waits up to `wait` seconds for it. Once the task is
 //! final, the stream closes with an `end` event numbered after its last, and `done` is true.
 //! Every task has a stream: one that did not stream has only its `end`.
+//!
+//! `GET /v1/workflows/{id}/events` is the workflow's own stream: its tasks' milestones
+//! (`ready`, `started`, `retried`, `ended`, with output previews) and its `end` (see
+//! [`baton_types::progress`]). `POST /v1/stream-tokens` gives a link to either stream on the
+//! streaming endpoint, which pushes them as server-sent events.
 
 use std::time::{Duration, Instant};
 
+use baton_chain::finish::finish_at;
 use baton_chain::store::{StreamLog, WorkflowStore};
+use baton_chain::watch::{self, StreamRead, WorkflowWatch};
 use baton_types::clock::now_ms;
-use baton_types::ids::{TaskId, TenantId, WorkflowId};
-use baton_types::records::TaskRecord;
-use baton_types::results;
-use baton_types::stream::{EventKind, StreamEvent, MAX_EVENTS_PER_READ};
+use baton_types::ids::{TaskId, WorkflowId};
+use baton_types::stream::StreamEvent;
+use baton_types::stream_token::{self, StreamClaims, StreamPath, TOKEN_TTL_S};
 use lambda_http::{Body, RequestExt, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{json_response, ApiError};
-use crate::routes::Call;
+use crate::routes::{parse_body, Call};
 use crate::timing::timed;
 use crate::Api;
 
@@ -26,8 +32,10 @@ use crate::Api;
 /// integration time-out.
 const DEFAULT_WAIT_S: f64 = 10.0;
 const MAX_WAIT_S: f64 = 25.0;
-/// How often a waiting answer looks again.
-const POLL: Duration = Duration::from_millis(200);
+/// How often a waiting answer looks again: a task's log is one small read; a workflow's
+/// events read the whole workflow.
+const TASK_POLL: Duration = Duration::from_millis(200);
+const WORKFLOW_POLL: Duration = Duration::from_millis(500);
 
 /// The body of a stream read.
 #[derive(Debug, Serialize)]
@@ -40,6 +48,16 @@ pub struct TaskEvents {
     pub next_after: u64,
     /// The stream has ended: its `end` event is in this answer or an earlier one.
     pub done: bool,
+}
+
+impl From<StreamRead> for TaskEvents {
+    fn from(read: StreamRead) -> Self {
+        TaskEvents {
+            events: read.events,
+            next_after: read.next_after,
+            done: read.done,
+        }
+    }
 }
 
 /// One event of a stream as it is written: its number, time and attempt, its `type`, and the
@@ -56,15 +74,21 @@ pub struct EventDoc {
     /// The attempt it belongs to.
     attempt: u32,
     r#type: EventType,
-    /// `start`: the agent called.
+    /// `start`, `started`: the agent called.
     agent: Option<String>,
+    /// A workflow's events: the task they are about.
+    task: Option<String>,
+    /// A workflow's events: the drive (0 until a redrive) of the task.
+    drive: Option<u32>,
+    /// `retried`, `ended`: the attempt's or the task's failure.
+    error: Option<String>,
     /// `chunk`: text the agent produced.
     text: Option<String>,
     /// `abandoned`: why the attempt stopped without its answer.
     reason: Option<String>,
-    /// `end`: the task's final status.
+    /// `end`, `ended`: the task's (or workflow's) final status.
     status: Option<String>,
-    /// `end`: the start of its output.
+    /// `end`, `ended`: the start of its output.
     output_preview: Option<String>,
 }
 
@@ -78,6 +102,10 @@ pub enum EventType {
     Chunk,
     Abandoned,
     End,
+    Ready,
+    Started,
+    Retried,
+    Ended,
 }
 
 #[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/workflows/{id}/tasks/{task}/events",
@@ -100,6 +128,78 @@ where
     let missing = || ApiError::NotFound(format!("workflow `{id}` has no task `{task}`"));
     let workflow_id = &WorkflowId::parse(id).map_err(|_| missing())?;
     let task_id = &TaskId::parse(task).map_err(|_| missing())?;
+    let (after, wait) = read_options(call)?;
+    if timed("store", api.store.workflow_status(tenant, workflow_id))
+        .await?
+        .is_none()
+    {
+        return Err(missing());
+    }
+    let until = Instant::now() + wait;
+    loop {
+        let read = timed(
+            "store",
+            watch::task_stream(&api.store, tenant, workflow_id, task_id, after),
+        )
+        .await?
+        .ok_or_else(missing)?;
+        if !read.events.is_empty() || read.done || Instant::now() >= until {
+            return Ok(json_response(200, &TaskEvents::from(read)));
+        }
+        tokio::time::sleep(TASK_POLL).await;
+    }
+}
+
+#[cfg_attr(feature = "openapi", utoipa::path(get, path = "/v1/workflows/{id}/events",
+    tag = "workflows",
+    params(
+        crate::paths::IdPath,
+        crate::paths::EventsQuery,
+    ),
+    responses(
+        (status = 200, body = TaskEvents,
+            description = "The workflow's events: its tasks' `ready`, `started`, `retried` and `ended`, then its `end`"),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+    )))]
+pub async fn workflow_events<S, Q>(
+    api: &Api<S, Q>,
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError>
+where
+    S: WorkflowStore + StreamLog,
+{
+    let tenant = &call.tenant()?;
+    let id = call.param("id");
+    let missing = || ApiError::NotFound(format!("workflow `{id}` does not exist"));
+    let workflow_id = &WorkflowId::parse(id).map_err(|_| missing())?;
+    let (after, wait) = read_options(call)?;
+    let until = Instant::now() + wait;
+    let mut watch = WorkflowWatch::default();
+    let expires_at_s = finish_at(&api.settings, now_ms()).expires_at_s;
+    loop {
+        let read = timed(
+            "store",
+            watch::workflow_stream(
+                &api.store,
+                &mut watch,
+                tenant,
+                workflow_id,
+                after,
+                expires_at_s,
+            ),
+        )
+        .await?
+        .ok_or_else(missing)?;
+        if !read.events.is_empty() || read.done || Instant::now() >= until {
+            return Ok(json_response(200, &TaskEvents::from(read)));
+        }
+        tokio::time::sleep(WORKFLOW_POLL).await;
+    }
+}
+
+/// A read's `after` and `wait`, each checked.
+fn read_options(call: &Call<'_>) -> Result<(u64, Duration), ApiError> {
     let query = call.request.query_string_parameters();
     let after = match query.first("after") {
         None => 0,
@@ -123,77 +223,115 @@ where
                 )
             })?,
     };
-    if timed("store", api.store.workflow_status(tenant, workflow_id))
-        .await?
-        .is_none()
-    {
-        return Err(missing());
-    }
-    let until = Instant::now() + Duration::from_secs_f64(wait);
-    loop {
-        let read = read(api, tenant, workflow_id, task_id, after).await?;
-        let Some(read) = read else {
-            return Err(missing());
-        };
-        if !read.events.is_empty() || read.done || Instant::now() >= until {
-            return Ok(json_response(200, &read));
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    Ok((after, Duration::from_secs_f64(wait)))
 }
 
-/// One look at the task's stream after `after`; None: no such task.
-async fn read<S, Q>(
+/// What a stream link is asked for.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct StreamTokenInput {
+    /// The stream: `/v1/workflows/{id}/events` (with `?task={task}`: one task's stream beside
+    /// the workflow's, as a conversation turn's `stream` names it) or
+    /// `/v1/workflows/{id}/tasks/{task}/events`.
+    #[cfg_attr(feature = "openapi", schema(example = "/v1/workflows/wf-1/events"))]
+    pub path: String,
+}
+
+/// A link that opens one stream on the streaming endpoint, for minutes.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StreamToken {
+    /// The token alone (send it as `?token=` or `Authorization: Bearer`).
+    pub token: String,
+    /// The stream's URL on the streaming endpoint, token included: open it with any
+    /// server-sent events client (`EventSource`); resume with `Last-Event-ID`.
+    pub url: String,
+    /// When the token stops opening streams (epoch s); a stream it opened runs on.
+    pub expires_at: i64,
+}
+
+#[cfg_attr(feature = "openapi", utoipa::path(post, path = "/v1/stream-tokens", tag = "workflows",
+    request_body = StreamTokenInput,
+    responses(
+        (status = 201, body = StreamToken),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 503, response = crate::openapi::Unavailable),
+    )))]
+pub async fn stream_token<S, Q>(
     api: &Api<S, Q>,
-    tenant: &TenantId,
-    workflow_id: &WorkflowId,
-    task_id: &TaskId,
-    after: u64,
-) -> Result<Option<TaskEvents>, ApiError>
+    call: &Call<'_>,
+) -> Result<Response<Body>, ApiError>
 where
-    S: WorkflowStore + StreamLog,
+    S: WorkflowStore,
 {
-    // The task's state first: every event written before it was final is then in the log.
-    let Some(record) = timed("store", api.store.task(tenant, workflow_id, task_id)).await? else {
-        return Ok(None);
+    let tenant = call.tenant()?;
+    let input: StreamTokenInput = parse_body(call.request)?;
+    let invalid = || {
+        ApiError::invalid(
+            format!(
+                "path must be /v1/workflows/{{id}}/events (with ?task={{task}} for one task's stream beside it) or /v1/workflows/{{id}}/tasks/{{task}}/events, got `{}`",
+                input.path.chars().take(200).collect::<String>()
+            ),
+            json!({ "field": "path" }),
+        )
     };
-    let mut events = timed(
-        "store",
-        api.store
-            .events_after(tenant, workflow_id, task_id, after, MAX_EVENTS_PER_READ),
-    )
-    .await?;
-    let mut done = false;
-    if record.status.is_terminal() && events.len() < MAX_EVENTS_PER_READ {
-        let last = timed("store", api.store.last_event(tenant, workflow_id, task_id))
-            .await?
-            .map_or(0, |e| e.seq);
-        let end_seq = last + 1;
-        let read_to = events.last().map_or(after, |e| e.seq);
-        if after >= end_seq {
-            done = true;
-        } else if read_to == last {
-            events.push(end_event(&record, end_seq));
-            done = true;
+    let (path, query) = input.path.split_once('?').unwrap_or((&input.path, ""));
+    let stream = StreamPath::parse(path).ok_or_else(invalid)?;
+    let beside = match (&stream, query) {
+        (_, "") => None,
+        (StreamPath::Workflow(_), query) => Some(
+            query
+                .strip_prefix("task=")
+                .and_then(|task| TaskId::parse(task).ok())
+                .ok_or_else(invalid)?,
+        ),
+        (StreamPath::Task(..), _) => return Err(invalid()),
+    };
+    // Another tenant's workflow answers as one that does not exist.
+    let workflow_id = stream.workflow_id();
+    let exists = match (&stream, &beside) {
+        (StreamPath::Workflow(_), None) => {
+            timed("store", api.store.workflow_status(&tenant, workflow_id))
+                .await?
+                .is_some()
         }
+        (StreamPath::Task(_, task), _) | (_, Some(task)) => {
+            timed("store", api.store.task(&tenant, workflow_id, task))
+                .await?
+                .is_some()
+        }
+    };
+    if !exists {
+        return Err(ApiError::NotFound(format!(
+            "no stream at `{}`",
+            input.path.chars().take(200).collect::<String>()
+        )));
     }
-    let next_after = events.last().map_or(after, |e| e.seq);
-    Ok(Some(TaskEvents {
-        events,
-        next_after,
-        done,
-    }))
-}
-
-/// The `end` of a final task's stream.
-fn end_event(record: &TaskRecord, seq: u64) -> StreamEvent {
-    StreamEvent {
-        seq,
-        at_ms: record.finished_at_ms.unwrap_or_else(now_ms),
-        attempt: record.attempt,
-        kind: EventKind::End {
-            status: record.status.to_string(),
-            output_preview: record.output.as_ref().map(results::preview),
+    let (Some(key), Some(base)) = (&api.stream_key, &api.settings.stream.url) else {
+        return Err(ApiError::Unavailable(
+            "this deployment has no streaming endpoint".into(),
+        ));
+    };
+    let expires_at = now_ms() / 1000 + TOKEN_TTL_S;
+    let claims = StreamClaims {
+        t: tenant.to_string(),
+        p: stream.path(),
+        e: expires_at,
+    };
+    let token = stream_token::mint(key, &claims)
+        .map_err(|e| ApiError::Unavailable(format!("stream tokens cannot be signed: {e}")))?;
+    let url = match beside {
+        Some(task) => format!("{base}{}?task={task}&token={token}", stream.path()),
+        None => format!("{base}{}?token={token}", stream.path()),
+    };
+    Ok(json_response(
+        201,
+        &StreamToken {
+            token,
+            url,
+            expires_at,
         },
-    }
+    ))
 }
