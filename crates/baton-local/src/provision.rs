@@ -1,8 +1,8 @@
-//! Creates the template's tables and queues in the emulator, under a name prefix so that
-//! several stacks (one per test) can share one emulator.
+//! Creates the template's tables, queues, buckets and secrets in the emulator, under a name
+//! prefix so that several stacks (one per test) can share one emulator.
 //!
 //! What already exists is kept: a stack restarted against the same emulator (after a crash,
-//! or on LocalStack that outlives it) picks up its tables, queues and their contents.
+//! or on LocalStack that outlives it) picks up its tables, queues, secrets and their contents.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use crate::template::{Resolve, TableSpec, Template};
+use crate::template::{Resolve, SecretSpec, TableSpec, Template};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
@@ -29,16 +29,20 @@ pub struct Provisioned {
     pub queues: BTreeMap<String, (String, String)>,
     /// logical id → bucket name
     pub buckets: BTreeMap<String, String>,
+    /// logical id → secret ARN
+    pub secrets: BTreeMap<String, String>,
 }
 
 impl Resolve for Provisioned {
-    /// `!Ref` of a table is its name and of a queue its URL, as in CloudFormation.
+    /// `!Ref` of a table is its name, of a queue its URL and of a secret its ARN, as in
+    /// CloudFormation.
     fn reference(&self, logical_id: &str) -> Option<String> {
         self.tables
             .get(logical_id)
             .cloned()
             .or_else(|| self.queues.get(logical_id).map(|(url, _)| url.clone()))
             .or_else(|| self.buckets.get(logical_id).cloned())
+            .or_else(|| self.secrets.get(logical_id).cloned())
     }
 }
 
@@ -48,6 +52,7 @@ pub struct ProvisionClients<'a> {
     pub dynamodb: &'a aws_sdk_dynamodb::Client,
     pub sqs: &'a aws_sdk_sqs::Client,
     pub s3: &'a aws_sdk_s3::Client,
+    pub secrets: &'a aws_sdk_secretsmanager::Client,
 }
 
 /// An S3 client for an emulator, which serves buckets by path rather than by host name.
@@ -81,7 +86,12 @@ pub async fn provision(
     prefix: &str,
     clients: ProvisionClients<'_>,
 ) -> Result<Provisioned, ProvisionError> {
-    let ProvisionClients { dynamodb, sqs, s3 } = clients;
+    let ProvisionClients {
+        dynamodb,
+        sqs,
+        s3,
+        secrets,
+    } = clients;
     let mut provisioned = Provisioned::default();
     for id in &template.buckets {
         let name = bucket_name(prefix, id);
@@ -100,6 +110,15 @@ pub async fn provision(
             }
         }
         provisioned.buckets.insert(id.clone(), name);
+    }
+    for (id, spec) in &template.secrets {
+        let arn = create_secret(secrets, &format!("{prefix}-{id}"), spec)
+            .await
+            .map_err(|message| ProvisionError::Create {
+                resource: id.clone(),
+                message,
+            })?;
+        provisioned.secrets.insert(id.clone(), arn);
     }
     for (id, spec) in &template.tables {
         let name = format!("{prefix}-{id}");
@@ -167,6 +186,77 @@ pub async fn provision(
         provisioned.queues.insert(id.clone(), (url, arn));
     }
     Ok(provisioned)
+}
+
+/// Creates a secret with a value made up as `GenerateSecretString` asks, and answers its ARN.
+/// A secret of that name from an earlier run is kept with its value: what was signed with it
+/// still checks.
+async fn create_secret(
+    secrets: &aws_sdk_secretsmanager::Client,
+    name: &str,
+    spec: &SecretSpec,
+) -> Result<String, String> {
+    let created = secrets
+        .create_secret()
+        .name(name)
+        .secret_string(generated_value(spec)?)
+        .send()
+        .await;
+    match created {
+        Ok(out) => out
+            .arn
+            .ok_or_else(|| "CreateSecret answered no ARN".to_string()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_exists_exception()) =>
+        {
+            secrets
+                .describe_secret()
+                .secret_id(name)
+                .send()
+                .await
+                .map_err(|e| display(&e))?
+                .arn
+                .ok_or_else(|| "DescribeSecret answered no ARN".to_string())
+        }
+        Err(e) => Err(display(&e)),
+    }
+}
+
+/// A secret's value: `spec.length` random letters and digits, alone or under the key of the
+/// JSON object `SecretStringTemplate` names.
+fn generated_value(spec: &SecretSpec) -> Result<String, String> {
+    let password = random_alphanumeric(spec.length);
+    let Some((object, key)) = &spec.json else {
+        return Ok(password);
+    };
+    let mut value: serde_json::Value = serde_json::from_str(object)
+        .map_err(|e| format!("SecretStringTemplate is not JSON: {e}"))?;
+    let fields = value
+        .as_object_mut()
+        .ok_or("SecretStringTemplate is not a JSON object")?;
+    fields.insert(key.clone(), password.into());
+    Ok(value.to_string())
+}
+
+/// `length` letters and digits drawn uniformly from the operating system's random source
+/// (through version-4 UUIDs).
+fn random_alphanumeric(length: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    // The largest multiple of the alphabet's size a byte holds: bytes from it up are dropped,
+    // so that every character is as likely.
+    const LIMIT: u8 = (256 / ALPHABET.len() * ALPHABET.len()) as u8;
+    let mut value = String::with_capacity(length);
+    while value.len() < length {
+        let bytes = *uuid::Uuid::new_v4().as_bytes();
+        // Bytes 6 and 8 carry the UUID's version and variant bits; the other 14 are random.
+        for (i, byte) in bytes.into_iter().enumerate() {
+            if i != 6 && i != 8 && byte < LIMIT && value.len() < length {
+                value.push(ALPHABET[usize::from(byte) % ALPHABET.len()] as char);
+            }
+        }
+    }
+    value
 }
 
 async fn create_table(
@@ -322,4 +412,71 @@ async fn add_missing_indexes(
 
 fn display<E: std::error::Error + Send + Sync + 'static>(e: &E) -> String {
     aws_smithy_types::error::display::DisplayErrorContext(e).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_secrets_have_the_asked_length_in_letters_and_digits() {
+        for length in [1, 32, 64, 100] {
+            let value = generated_value(&SecretSpec { length, json: None }).unwrap();
+            assert_eq!(value.len(), length);
+            assert!(value.bytes().all(|b| b.is_ascii_alphanumeric()), "{value}");
+        }
+        let spec = SecretSpec {
+            length: 64,
+            json: None,
+        };
+        assert_ne!(
+            generated_value(&spec).unwrap(),
+            generated_value(&spec).unwrap()
+        );
+        let json = SecretSpec {
+            length: 16,
+            json: Some((r#"{"user": "baton"}"#.into(), "password".into())),
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(&generated_value(&json).unwrap()).unwrap();
+        assert_eq!(value["user"], "baton");
+        assert_eq!(value["password"].as_str().map(str::len), Some(16));
+        let not_an_object = SecretSpec {
+            length: 16,
+            json: Some(("[]".into(), "password".into())),
+        };
+        assert!(generated_value(&not_an_object).is_err());
+    }
+
+    #[test]
+    fn a_secret_resolves_to_its_arn() {
+        let mut provisioned = Provisioned::default();
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:p-StreamKeySecret-AbCdEf";
+        provisioned
+            .secrets
+            .insert("StreamKeySecret".into(), arn.into());
+        provisioned
+            .tables
+            .insert("StateTable".into(), "p-StateTable".into());
+        assert_eq!(
+            provisioned.reference("StreamKeySecret").as_deref(),
+            Some(arn)
+        );
+        assert_eq!(
+            provisioned.reference("StateTable").as_deref(),
+            Some("p-StateTable")
+        );
+        assert_eq!(provisioned.reference("Missing"), None);
+        // The functions' `!Ref StreamKeySecret` is the ARN.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
+        let template = Template::load(&path).unwrap();
+        for function in ["StreamFunction", "OrchestrateFunction"] {
+            let value = &template.functions[function].environment["BATON_STREAM_KEY_SECRET"];
+            assert_eq!(
+                crate::template::resolve_value(&template, &provisioned, value).as_deref(),
+                Some(arn),
+                "{function}"
+            );
+        }
+    }
 }

@@ -1,5 +1,5 @@
-//! Reads `template.yaml`: the tables, queues and functions the local stack must stand up, so
-//! that local and cloud are described by one file and cannot drift.
+//! Reads `template.yaml`: the tables, queues, buckets, secrets and functions the local stack
+//! must stand up, so that local and cloud are described by one file and cannot drift.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -25,6 +25,8 @@ pub struct Template {
     /// S3 buckets, by logical id (their properties are the deployment's: encryption, public
     /// access, expiry; a local bucket only holds objects).
     pub buckets: Vec<String>,
+    /// Secrets Manager secrets whose value is generated, by logical id.
+    pub secrets: BTreeMap<String, SecretSpec>,
     pub functions: BTreeMap<String, FunctionSpec>,
     /// Parameter defaults, for `!Ref Parameter`.
     pub parameters: BTreeMap<String, String>,
@@ -88,6 +90,20 @@ pub struct QueueSpec {
     pub redrive: Option<(String, u32)>,
 }
 
+/// An `AWS::SecretsManager::Secret` with `GenerateSecretString`: Secrets Manager makes up its
+/// value when it creates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSpec {
+    /// `PasswordLength` (Secrets Manager's default: 32).
+    pub length: usize,
+    /// `SecretStringTemplate` and `GenerateStringKey`: the value is that JSON object with the
+    /// generated string under the key; without them, the generated string itself.
+    pub json: Option<(String, String)>,
+}
+
+/// Secrets Manager's `PasswordLength` when a template names none.
+const DEFAULT_SECRET_LENGTH: usize = 32;
+
 #[derive(Debug, Clone)]
 pub struct FunctionSpec {
     /// The binary the function runs (`Metadata.BuildProperties.Binary`).
@@ -136,6 +152,7 @@ impl Template {
             tables: BTreeMap::new(),
             queues: BTreeMap::new(),
             buckets: Vec::new(),
+            secrets: BTreeMap::new(),
             functions: BTreeMap::new(),
             parameters,
             list_parameters,
@@ -162,6 +179,31 @@ impl Template {
                     template.tables.insert(id, spec);
                 }
                 Some("AWS::S3::Bucket") => template.buckets.push(id),
+                Some("AWS::SecretsManager::Secret") => {
+                    let generate = props.get("GenerateSecretString").ok_or_else(|| {
+                        fail("only secrets with GenerateSecretString are supported".into())
+                    })?;
+                    let length = match generate.get("PasswordLength") {
+                        None => DEFAULT_SECRET_LENGTH,
+                        Some(v) => scalar(v)
+                            .and_then(|v| v.parse().ok())
+                            .filter(|&n| n > 0)
+                            .ok_or_else(|| {
+                                fail("PasswordLength must be a positive number".into())
+                            })?,
+                    };
+                    let text = |key: &str| generate.get(key).and_then(Value::as_str);
+                    let json = match (text("SecretStringTemplate"), text("GenerateStringKey")) {
+                        (None, None) => None,
+                        (Some(object), Some(key)) => Some((object.to_string(), key.to_string())),
+                        _ => {
+                            return Err(fail(
+                                "SecretStringTemplate and GenerateStringKey go together".into(),
+                            ))
+                        }
+                    };
+                    template.secrets.insert(id, SecretSpec { length, json });
+                }
                 Some("AWS::SQS::Queue") => {
                     let redrive = match props.get("RedrivePolicy") {
                         None => None,
@@ -382,6 +424,86 @@ mod tests {
         assert!(t.functions["RouteFunction"]
             .environment
             .contains_key("STATE_TABLE"));
+        // The stream function: served by its function URL, so no event source.
+        let stream = &t.functions["StreamFunction"];
+        assert_eq!(stream.binary, "stream");
+        assert!(stream.events.is_empty());
+        for name in [
+            "BATON_STREAM_KEY_SECRET",
+            "BATON_STREAM_ORIGINS",
+            "STATE_TABLE",
+        ] {
+            assert!(stream.environment.contains_key(name), "{name}");
+        }
+        for name in ["BATON_STREAM_KEY_SECRET", "BATON_STREAM_URL"] {
+            assert!(
+                t.functions["OrchestrateFunction"]
+                    .environment
+                    .contains_key(name),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            t.secrets["StreamKeySecret"],
+            SecretSpec {
+                length: 64,
+                json: None
+            }
+        );
+    }
+
+    #[test]
+    fn secrets_are_read_with_their_generation() {
+        let t = Template::parse(
+            r#"
+Resources:
+  Plain:
+    Type: AWS::SecretsManager::Secret
+    Properties:
+      GenerateSecretString: {}
+  Json:
+    Type: AWS::SecretsManager::Secret
+    Properties:
+      GenerateSecretString:
+        PasswordLength: 20
+        SecretStringTemplate: '{"user": "baton"}'
+        GenerateStringKey: password
+  Quiet:
+    Type: AWS::Serverless::Function
+    Metadata:
+      BuildProperties: { Binary: quiet }
+    Properties:
+      FunctionUrlConfig: { AuthType: NONE, InvokeMode: RESPONSE_STREAM }
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            t.secrets["Plain"],
+            SecretSpec {
+                length: 32,
+                json: None
+            }
+        );
+        assert_eq!(
+            t.secrets["Json"],
+            SecretSpec {
+                length: 20,
+                json: Some((r#"{"user": "baton"}"#.into(), "password".into()))
+            }
+        );
+        assert!(t.functions["Quiet"].events.is_empty());
+        for bad in [
+            "Properties: { SecretString: fixed }",
+            "Properties: { GenerateSecretString: { PasswordLength: 0 } }",
+            "Properties: { GenerateSecretString: { GenerateStringKey: password } }",
+        ] {
+            let text =
+                format!("Resources:\n  S:\n    Type: AWS::SecretsManager::Secret\n    {bad}\n");
+            assert!(
+                matches!(Template::parse(&text), Err(TemplateError::Resource { .. })),
+                "{bad}"
+            );
+        }
     }
 
     /// Nothing provisioned: `!Ref` falls back to parameter defaults.
@@ -460,6 +582,11 @@ Resources: {}
         assert_eq!(
             env("OrchestrateFunction", "BATON_OPERATOR_SCOPE").as_deref(),
             Some("baton/operator")
+        );
+        // No browser origin by default.
+        assert_eq!(
+            env("StreamFunction", "BATON_STREAM_ORIGINS").as_deref(),
+            Some("")
         );
         let running = t.tables["StateTable"]
             .global_secondary_indexes
