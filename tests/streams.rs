@@ -849,3 +849,35 @@ async fn a_turns_stream_pushes_its_helpers_milestones_and_its_answers_tokens() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancel_closes_the_openai_stand_ins_stream_so_the_model_stops() {
+    let stack = start_stack("stream-cancel-openai", |_| {}).await;
+    let stand_ins = stack.stand_ins().expect("the stack runs the stand-ins");
+    register_openai(&stack, "writer", "write", json!({})).await;
+    // One long sentence: the brief model streams all of it, a word every 20 ms (about 4 s).
+    let long: Vec<String> = (0..200).map(|i| format!("word{i}")).collect();
+    let workflow = json!({ "name": "cancelled", "tasks": [
+        { "id": "t", "capability": "write", "stream": true, "input": { "text": long.join(" ") } },
+    ]});
+    let id = submit(&stack, &workflow).await;
+    eventually("the answer has begun", || async {
+        let path = format!("/v1/workflows/{id}/tasks/t/events?after=0&wait=1");
+        let answer = get(&stack, &path).await;
+        let events = answer.body["events"].as_array()?.clone();
+        events.iter().any(|e| e["type"] == "chunk").then_some(())
+    })
+    .await;
+    let cancel = post(&stack, &format!("/v1/workflows/{id}/cancel"), "{}").await;
+    assert_eq!(cancel.status, 200, "{:#}", cancel.body);
+    let finished = wait_until_finished(&stack, &id).await;
+    assert_eq!(finished["status"], "cancelled", "{finished:#}");
+    eventually(
+        "the stand-in saw its stream closed before its end",
+        || async { (stand_ins.openai.streams_cut() == 1).then_some(()) },
+    )
+    .await;
+    let events = read_stream(&stack, &id, "t").await;
+    let streamed: String = events.iter().filter_map(|e| e["text"].as_str()).collect();
+    assert!(streamed.split_whitespace().count() < 200, "{streamed}");
+}

@@ -2,6 +2,8 @@
 //! record of every call, and the example agents the local stack runs.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::stand_in::CutWatch;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -205,20 +207,6 @@ impl Drop for AgentServer {
     }
 }
 
-/// Counts a streamed answer dropped before its last part: its client went away.
-struct CutWatch {
-    finished: bool,
-    cut: Arc<AtomicUsize>,
-}
-
-impl Drop for CutWatch {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.cut.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
-
 async fn answer(
     request: Request,
     behaviour: &Behaviour,
@@ -258,10 +246,7 @@ async fn answer(
             .broken
             .then(|| Err(std::io::Error::other("the agent broke off its answer")));
         let parts: Vec<std::io::Result<String>> = parts.into_iter().map(Ok).chain(cut).collect();
-        let watch = CutWatch {
-            finished: false,
-            cut: streams_cut,
-        };
+        let watch = CutWatch::new(streams_cut);
         let gate = reply.gate;
         let paced = futures::stream::unfold(
             (parts.into_iter().enumerate(), watch),
@@ -277,7 +262,7 @@ async fn answer(
                             Some((part, (parts, watch)))
                         }
                         None => {
-                            watch.finished = true;
+                            watch.finish();
                             drop(watch);
                             None
                         }

@@ -10,16 +10,16 @@
 //! the answer at `max_tokens`, answers 404 for an unknown model, and
 //! [`OpenAiService::throttle_next`] makes the next calls answer 429 with `Retry-After: 1`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use futures::StreamExt;
 use serde_json::{json, Value};
 
-use crate::stand_in::{limit_words, serve, tokens, CallLog, ModelRule, Served};
+use crate::stand_in::{limit_words, serve, tokens, CallLog, CutWatch, ModelRule, Served};
 
 pub const BRIEF_MODEL: &str = "baton-brief";
 pub const KEYWORDS_MODEL: &str = "baton-keywords";
@@ -29,6 +29,8 @@ pub const STREAM_PACE: std::time::Duration = std::time::Duration::from_millis(20
 struct Server {
     key: String,
     log: CallLog,
+    /// Streamed answers whose client went away before their end.
+    streams_cut: Arc<AtomicUsize>,
 }
 
 pub struct OpenAiService {
@@ -42,6 +44,7 @@ impl OpenAiService {
         let server = Arc::new(Server {
             key,
             log: CallLog::default(),
+            streams_cut: Arc::default(),
         });
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(complete))
@@ -63,6 +66,11 @@ impl OpenAiService {
 
     pub fn throttle_next(&self, calls: u32) {
         self.server.log.throttle_next(calls);
+    }
+
+    /// Streamed answers dropped before their end: their client closed the connection.
+    pub fn streams_cut(&self) -> usize {
+        self.server.streams_cut.load(Ordering::SeqCst)
     }
 
     /// Every request so far: `{authorization, request}`.
@@ -145,7 +153,14 @@ async fn complete(State(server): State<Arc<Server>>, headers: HeaderMap, body: S
     if request["stream"] == true {
         let with_usage =
             request.pointer("/stream_options/include_usage") == Some(&Value::Bool(true));
-        return streamed(&model, &answer, finish_reason, with_usage.then_some(usage));
+        let watch = CutWatch::new(server.streams_cut.clone());
+        return streamed(
+            &model,
+            &answer,
+            finish_reason,
+            with_usage.then_some(usage),
+            watch,
+        );
     }
     axum::Json(json!({
         "id": format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
@@ -164,7 +179,13 @@ async fn complete(State(server): State<Arc<Server>>, headers: HeaderMap, body: S
 
 /// The answer as Chat Completions streams it: a role chunk, a chunk per word every
 /// [`STREAM_PACE`], the finish reason, the usage when asked for, then `[DONE]`.
-fn streamed(model: &str, answer: &str, finish_reason: &str, usage: Option<Value>) -> Response {
+fn streamed(
+    model: &str,
+    answer: &str,
+    finish_reason: &str,
+    usage: Option<Value>,
+    watch: CutWatch,
+) -> Response {
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let chunk = |choices: Value| json!({ "id": id, "object": "chat.completion.chunk", "model": model, "choices": choices });
     let mut events = vec![chunk(
@@ -185,10 +206,19 @@ fn streamed(model: &str, answer: &str, finish_reason: &str, usage: Option<Value>
     }
     let mut lines: Vec<String> = events.iter().map(|e| format!("data: {e}\n\n")).collect();
     lines.push("data: [DONE]\n\n".into());
-    let paced = futures::stream::iter(lines).then(|line| async move {
-        tokio::time::sleep(STREAM_PACE).await;
-        Ok::<_, std::convert::Infallible>(line)
-    });
+    let paced = futures::stream::unfold(
+        (lines.into_iter(), watch),
+        |(mut lines, mut watch)| async move {
+            tokio::time::sleep(STREAM_PACE).await;
+            match lines.next() {
+                Some(line) => Some((Ok::<_, std::convert::Infallible>(line), (lines, watch))),
+                None => {
+                    watch.finish();
+                    None
+                }
+            }
+        },
+    );
     Response::builder()
         .header("content-type", "text/event-stream")
         .header("cache-control", "no-cache")

@@ -2,7 +2,7 @@
 //! with its call log and throttle, and the honest rules the stand-in models answer by. A leaf:
 //! the services use it and [`crate::stand_ins`] starts the services, so calls go one way.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
@@ -224,5 +224,34 @@ mod tests {
         let throttled: Vec<bool> = (0..3).map(|i| log.record(Value::from(i))).collect();
         assert_eq!(throttled, vec![true, true, false]);
         assert_eq!(log.calls().len(), 3);
+    }
+}
+
+/// Counts a streamed answer dropped before its last part: its client went away (a cancel, a
+/// pause, a time-out).
+pub(crate) struct CutWatch {
+    finished: bool,
+    cut: Arc<AtomicUsize>,
+}
+
+impl CutWatch {
+    pub(crate) fn new(cut: Arc<AtomicUsize>) -> Self {
+        CutWatch {
+            finished: false,
+            cut,
+        }
+    }
+
+    /// The answer was sent whole.
+    pub(crate) fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for CutWatch {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.cut.fetch_add(1, Ordering::SeqCst);
+        }
     }
 }
