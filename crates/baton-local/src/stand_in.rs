@@ -197,6 +197,35 @@ pub fn event_stream(frames: Vec<Vec<u8>>, pace: std::time::Duration) -> axum::re
         .into_response()
 }
 
+/// Counts a streamed answer dropped before its last part: its client went away (a cancel, a
+/// pause, a time-out).
+pub(crate) struct CutWatch {
+    finished: bool,
+    cut: Arc<AtomicUsize>,
+}
+
+impl CutWatch {
+    pub(crate) fn new(cut: Arc<AtomicUsize>) -> Self {
+        CutWatch {
+            finished: false,
+            cut,
+        }
+    }
+
+    /// The answer was sent whole.
+    pub(crate) fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for CutWatch {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.cut.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,34 +253,5 @@ mod tests {
         let throttled: Vec<bool> = (0..3).map(|i| log.record(Value::from(i))).collect();
         assert_eq!(throttled, vec![true, true, false]);
         assert_eq!(log.calls().len(), 3);
-    }
-}
-
-/// Counts a streamed answer dropped before its last part: its client went away (a cancel, a
-/// pause, a time-out).
-pub(crate) struct CutWatch {
-    finished: bool,
-    cut: Arc<AtomicUsize>,
-}
-
-impl CutWatch {
-    pub(crate) fn new(cut: Arc<AtomicUsize>) -> Self {
-        CutWatch {
-            finished: false,
-            cut,
-        }
-    }
-
-    /// The answer was sent whole.
-    pub(crate) fn finish(&mut self) {
-        self.finished = true;
-    }
-}
-
-impl Drop for CutWatch {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.cut.fetch_add(1, Ordering::SeqCst);
-        }
     }
 }
