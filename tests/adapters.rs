@@ -10,7 +10,7 @@ use baton_chain::store::{
 use baton_local::stack::LocalStack;
 use baton_tests::*;
 use baton_types::clock::now_ms;
-use baton_types::ids::TaskId;
+use baton_types::ids::{TaskId, TenantId};
 use baton_types::messages::{OutcomeMessage, RouteMessage, TaskRef, FORMAT_VERSION};
 use baton_types::task::{AttemptOutcome, AttemptRecord};
 use baton_types::task::{TaskStatus, WorkflowStatus};
@@ -787,4 +787,32 @@ async fn a_tenants_daily_analysis_is_scheduled_once_found_when_due_and_moved_on(
     );
     store.reschedule_analysis(&acme, 100_000).await.unwrap();
     assert_eq!(store.due_analyses(6_000, 10).await.unwrap(), [other]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_stream_slots_are_taken_freed_and_lapse() {
+    use baton_chain::store::StreamSlots;
+    let stack = api_only_stack("stream-slots").await;
+    let store = &stack.execute_deps().store;
+    let (tenant, other): (TenantId, TenantId) = ("acme".parse().unwrap(), "other".parse().unwrap());
+    let take = |tenant: &TenantId, id: &'static str, now: i64| {
+        let tenant = tenant.clone();
+        async move {
+            store
+                .take_stream_slot(&tenant, id, 2, now, now + 1_000)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(take(&tenant, "a", 0).await);
+    assert!(take(&tenant, "b", 0).await);
+    assert!(!take(&tenant, "c", 0).await, "two are held");
+    assert!(take(&other, "c", 0).await, "another tenant's are its own");
+    assert!(take(&tenant, "a", 10).await, "a held slot renews");
+    store.free_stream_slot(&tenant, "a").await.unwrap();
+    store.free_stream_slot(&tenant, "a").await.unwrap();
+    assert!(take(&tenant, "c", 20).await);
+    assert!(!take(&tenant, "d", 20).await);
+    // b and c lapse at 1,000 and 1,020: a slot never freed frees itself.
+    assert!(take(&tenant, "d", 1_500).await);
 }

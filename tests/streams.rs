@@ -881,3 +881,75 @@ async fn a_cancel_closes_the_openai_stand_ins_stream_so_the_model_stops() {
     let streamed: String = events.iter().filter_map(|e| e["text"].as_str()).collect();
     assert!(streamed.split_whitespace().count() < 200, "{streamed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenant_at_its_limit_of_open_streams_waits_and_other_tenants_do_not() {
+    let stack = start_stack("stream-slots", |options| {
+        options
+            .env_overrides
+            .insert("BATON_STREAMS_PER_TENANT".into(), "1".into());
+    })
+    .await;
+    let slow = agent_replying(
+        baton_local::agents::AgentReply::ok(json!({ "ok": true }))
+            .after(std::time::Duration::from_secs(30)),
+    )
+    .await;
+    let long =
+        json!({ "name": "long", "tasks": [{ "id": "t", "capability": "slow", "input": {} }] });
+    let mut links = Vec::new();
+    for tenant in [baton_local::LOCAL_TENANT, "neighbour"] {
+        let registered = request(
+            &stack,
+            reqwest::Method::POST,
+            "/v1/agents",
+            Some(&json!({ "name": "slow", "endpoint": slow.url, "capabilities": ["slow"], "timeout_ms": 60000 }).to_string()),
+            Some(tenant),
+        )
+        .await;
+        assert_eq!(registered.status, 201, "{:#}", registered.body);
+        let submitted = request(
+            &stack,
+            reqwest::Method::POST,
+            "/v1/workflows",
+            Some(&long.to_string()),
+            Some(tenant),
+        )
+        .await;
+        assert_eq!(submitted.status, 202, "{:#}", submitted.body);
+        let id = submitted.body["workflow_id"].as_str().unwrap().to_string();
+        let minted = request(
+            &stack,
+            reqwest::Method::POST,
+            "/v1/stream-tokens",
+            Some(&json!({ "path": format!("/v1/workflows/{id}/events") }).to_string()),
+            Some(tenant),
+        )
+        .await;
+        assert_eq!(minted.status, 201, "{:#}", minted.body);
+        links.push(minted.body["url"].as_str().unwrap().to_string());
+    }
+    let client = reqwest::Client::new();
+    let first = client.get(&links[0]).send().await.unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    // The tenant's one slot is held: a second stream waits, with Retry-After.
+    let second = client.get(&links[0]).send().await.unwrap();
+    assert_eq!(second.status().as_u16(), 429);
+    assert!(second.headers().contains_key("retry-after"));
+    let body: Value = second.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "quota_exceeded");
+    // Another tenant's streams do not count against it.
+    let neighbours = client.get(&links[1]).send().await.unwrap();
+    assert_eq!(neighbours.status().as_u16(), 200);
+    // The client goes away: its slot is freed, and the next stream opens.
+    drop(first);
+    eventually("the slot is free again", || {
+        let (client, link) = (client.clone(), links[0].clone());
+        async move {
+            let again = client.get(&link).send().await.ok()?;
+            (again.status().as_u16() == 200).then_some(())
+        }
+    })
+    .await;
+    drop(neighbours);
+}

@@ -75,6 +75,8 @@ pub struct StreamSettings {
     pub key_secret: Option<String>,
     /// Origins whose pages may read streams (CORS); empty: none.
     pub origins: Vec<String>,
+    /// Streams one tenant may have open at once on the endpoint.
+    pub per_tenant: u32,
 }
 
 /// One queue per priority band. A band without its own queue configured uses the standard one.
@@ -269,6 +271,11 @@ impl Settings {
                             .collect()
                     })
                     .unwrap_or_default(),
+                per_tenant: number(
+                    "BATON_STREAMS_PER_TENANT",
+                    baton_types::stream_token::DEFAULT_STREAMS_PER_TENANT as u64,
+                )?
+                .min(10_000) as u32,
             },
         })
     }

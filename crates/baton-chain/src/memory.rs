@@ -79,6 +79,8 @@ struct State {
     suggestions: BTreeMap<TenantId, BTreeMap<String, baton_types::suggestions::StoredSuggestion>>,
     /// Tasks' streams by (tenant, workflow, task), then each batch by its first event's number.
     streams: BTreeMap<(TenantId, WorkflowId, TaskId), StreamBatches>,
+    /// Each tenant's open streams on the streaming endpoint, and when each slot lapses.
+    stream_slots: BTreeMap<TenantId, BTreeMap<String, i64>>,
 }
 
 type StreamBatches = BTreeMap<u64, Vec<baton_types::stream::StreamEvent>>;

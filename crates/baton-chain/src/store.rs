@@ -1121,6 +1121,24 @@ pub trait StreamLog: Send + Sync {
     ) -> Result<Vec<StreamEvent>, StoreError>;
 }
 
+/// The tenant's open streams on the streaming endpoint, so one tenant's many streams cannot
+/// hold the capacity every tenant's streams (and the chain's functions) share.
+#[async_trait]
+pub trait StreamSlots: Send + Sync {
+    /// Takes one of the tenant's `limit` slots for the stream `id` until `until_ms`; false
+    /// when all are held. Lapsed slots (a function that died holding one) count as free.
+    async fn take_stream_slot(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        limit: u32,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Frees the slot of stream `id` (nothing if it is not held).
+    async fn free_stream_slot(&self, tenant: &TenantId, id: &str) -> Result<(), StoreError>;
+}
+
 /// The most events one append writes: a reader looks that far back for the batch that holds
 /// the event it asks for.
 pub const MAX_BATCH_EVENTS: u64 = 8;

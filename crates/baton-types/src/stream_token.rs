@@ -10,6 +10,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use std::collections::BTreeMap;
+
 use crate::ids::{TaskId, WorkflowId};
 
 /// How long a token opens streams: a client that reconnects later asks for a new one.
@@ -85,6 +87,31 @@ pub fn verify(key: &[u8], token: &str, path: &str, now_s: i64) -> Result<StreamC
     Ok(claims)
 }
 
+/// How many streams one tenant may have open at once, unless the deployment says otherwise.
+pub const DEFAULT_STREAMS_PER_TENANT: u32 = 20;
+
+/// The tenant's open streams (`open`: each one's id and when its slot lapses, epoch ms) with
+/// `id` added until `until_ms`, lapsed slots dropped; None when `limit` live ones are open.
+/// Taking a slot one already holds renews it.
+pub fn take_slot(
+    open: &BTreeMap<String, i64>,
+    id: &str,
+    limit: u32,
+    now_ms: i64,
+    until_ms: i64,
+) -> Option<BTreeMap<String, i64>> {
+    let mut live: BTreeMap<String, i64> = open
+        .iter()
+        .filter(|(other, lapses)| **lapses > now_ms && other.as_str() != id)
+        .map(|(other, lapses)| (other.clone(), *lapses))
+        .collect();
+    if live.len() >= limit as usize {
+        return None;
+    }
+    live.insert(id.to_string(), until_ms);
+    Some(live)
+}
+
 /// A stream a token may open: a workflow's events, or one task's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamPath {
@@ -148,6 +175,21 @@ mod tests {
             verify(KEY, &token, "/v1/workflows/w2/tasks/t/events", 999),
             Err(TokenError::OtherStream)
         );
+    }
+
+    #[test]
+    fn a_tenant_holds_at_most_its_limit_of_live_slots() {
+        let open = BTreeMap::from([("a".to_string(), 100), ("b".to_string(), 50)]);
+        // b lapsed at 50: one live slot of two.
+        let taken = take_slot(&open, "c", 2, 60, 200).unwrap();
+        assert_eq!(
+            taken,
+            BTreeMap::from([("a".into(), 100), ("c".into(), 200)])
+        );
+        assert_eq!(take_slot(&taken, "d", 2, 60, 200), None);
+        // Renewing one's own slot needs no room.
+        assert_eq!(take_slot(&taken, "a", 2, 60, 300).unwrap()["a"], 300);
+        assert_eq!(take_slot(&BTreeMap::new(), "x", 0, 0, 1), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use baton_chain::config::Settings;
 use baton_chain::finish::finish_at;
-use baton_chain::store::{StoreError, StreamLog, WorkflowStore};
+use baton_chain::store::{StoreError, StreamLog, StreamSlots, WorkflowStore};
 use baton_chain::watch::{self, WorkflowWatch};
 use baton_types::clock::now_ms;
 use baton_types::ids::{TaskId, TenantId, WorkflowId};
@@ -63,7 +63,7 @@ pub async fn handle_request<S>(
     request: Request,
 ) -> Result<Response<EventBody>, Infallible>
 where
-    S: WorkflowStore + StreamLog + 'static,
+    S: WorkflowStore + StreamLog + StreamSlots + 'static,
 {
     let origin = allowed_origin(&deps.settings, &request);
     let mut response = match open(deps, &request).await {
@@ -110,6 +110,7 @@ struct Refusal {
     status: StatusCode,
     code: &'static str,
     message: String,
+    retry_after_s: Option<u64>,
 }
 
 impl Refusal {
@@ -118,6 +119,7 @@ impl Refusal {
             status,
             code,
             message: message.into(),
+            retry_after_s: None,
         }
     }
 
@@ -129,6 +131,11 @@ impl Refusal {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(seconds) = self.retry_after_s {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
@@ -159,7 +166,7 @@ async fn open<S>(
     request: &Request,
 ) -> Result<Response<EventBody>, Refusal>
 where
-    S: WorkflowStore + StreamLog + 'static,
+    S: WorkflowStore + StreamLog + StreamSlots + 'static,
 {
     if request.method() == Method::OPTIONS {
         let mut response = Response::new(empty());
@@ -268,46 +275,25 @@ where
         *response.status_mut() = StatusCode::NO_CONTENT;
         return Ok(response);
     }
+    // Past its checks, the stream takes one of the tenant's slots for as long as it runs.
+    let slot = Slot::take(&reader).await?;
     let opening = format!("retry: {RETRY_MS}\n\n{first}");
     let started = Instant::now();
     let body = stream::unfold(
-        (reader, Some(opening), started, Instant::now()),
-        |(mut reader, pending, started, mut last_sent)| async move {
+        (reader, Some(opening), started, Instant::now(), slot),
+        |(mut reader, pending, started, mut last_sent, mut slot)| async move {
             if let Some(text) = pending {
-                return Some((
-                    Ok(Frame::data(Bytes::from(text))),
-                    (reader, None, started, Instant::now()),
-                ));
+                let frame = Ok(Frame::data(Bytes::from(text)));
+                return Some((frame, (reader, None, started, Instant::now(), slot)));
             }
-            loop {
-                if reader.done() || started.elapsed() >= MAX_RESPONSE {
-                    return None;
-                }
-                tokio::time::sleep(TASK_POLL).await;
-                match reader.read(false).await {
-                    Ok(Some(text)) if !text.is_empty() => {
-                        return Some((
-                            Ok(Frame::data(Bytes::from(text))),
-                            (reader, None, started, Instant::now()),
-                        ));
-                    }
-                    Ok(Some(_)) => {}
-                    // The workflow is gone (expired) or the table failed: the client reconnects.
-                    Ok(None) => return None,
-                    Err(error) => {
-                        tracing::warn!(
-                            ?error,
-                            "a stream's read failed; it closes for the client to reconnect"
-                        );
-                        return None;
-                    }
-                }
-                if last_sent.elapsed() >= HEARTBEAT {
-                    last_sent = Instant::now();
-                    return Some((
-                        Ok(Frame::data(Bytes::from_static(b": ping\n\n"))),
-                        (reader, None, started, last_sent),
-                    ));
+            match next_frame(&mut reader, started, &mut last_sent).await {
+                Some(bytes) => Some((
+                    Ok(Frame::data(bytes)),
+                    (reader, None, started, last_sent, slot),
+                )),
+                None => {
+                    slot.free().await;
+                    None
                 }
             }
         },
@@ -323,6 +309,114 @@ where
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// What the stream sends next: new events, or a heartbeat after [`HEARTBEAT`] of quiet; None
+/// once it has ended, has run [`MAX_RESPONSE`], or cannot be read (the client reconnects).
+async fn next_frame<S>(
+    reader: &mut Reader<S>,
+    started: Instant,
+    last_sent: &mut Instant,
+) -> Option<Bytes>
+where
+    S: WorkflowStore + StreamLog,
+{
+    loop {
+        if reader.done() || started.elapsed() >= MAX_RESPONSE {
+            return None;
+        }
+        tokio::time::sleep(TASK_POLL).await;
+        match reader.read(false).await {
+            Ok(Some(text)) if !text.is_empty() => {
+                *last_sent = Instant::now();
+                return Some(Bytes::from(text));
+            }
+            Ok(Some(_)) => {}
+            // The workflow is gone (expired): nothing more will come.
+            Ok(None) => return None,
+            Err(error) => {
+                tracing::warn!(
+                    ?error,
+                    "a stream's read failed; it closes for the client to reconnect"
+                );
+                return None;
+            }
+        }
+        if last_sent.elapsed() >= HEARTBEAT {
+            *last_sent = Instant::now();
+            return Some(Bytes::from_static(b": ping\n\n"));
+        }
+    }
+}
+
+/// One of the tenant's stream slots, held while the response streams: freed at its end, or,
+/// when the client goes away first, as the response is dropped; one never freed lapses after
+/// the longest response.
+struct Slot<S: StreamSlots + 'static> {
+    deps: Arc<StreamDeps<S>>,
+    tenant: TenantId,
+    id: String,
+    freed: bool,
+}
+
+impl<S> Slot<S>
+where
+    S: WorkflowStore + StreamLog + StreamSlots + 'static,
+{
+    async fn take(reader: &Reader<S>) -> Result<Self, Refusal> {
+        let deps = reader.deps.clone();
+        let limit = deps.settings.stream.per_tenant;
+        let id = format!("{}-{}", now_ms(), uuid::Uuid::new_v4().simple());
+        let now = now_ms();
+        let until = now + MAX_RESPONSE.as_millis() as i64 + 60_000;
+        if !deps
+            .store
+            .take_stream_slot(&reader.tenant, &id, limit, now, until)
+            .await?
+        {
+            let mut refusal = Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "quota_exceeded",
+                format!("this tenant has {limit} streams open, as many as it may; close one or wait for one to end"),
+            );
+            refusal.retry_after_s = Some(5);
+            return Err(refusal);
+        }
+        Ok(Slot {
+            deps,
+            tenant: reader.tenant.clone(),
+            id,
+            freed: false,
+        })
+    }
+
+    async fn free(&mut self) {
+        self.freed = true;
+        if let Err(error) = self
+            .deps
+            .store
+            .free_stream_slot(&self.tenant, &self.id)
+            .await
+        {
+            tracing::warn!(%error, "a stream slot not freed; it lapses by itself");
+        }
+    }
+}
+
+impl<S: StreamSlots + 'static> Drop for Slot<S> {
+    fn drop(&mut self) {
+        if self.freed {
+            return;
+        }
+        let (deps, tenant, id) = (self.deps.clone(), self.tenant.clone(), self.id.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = deps.store.free_stream_slot(&tenant, &id).await {
+                    tracing::warn!(%error, "a stream slot not freed; it lapses by itself");
+                }
+            });
+        }
+    }
 }
 
 /// Which streams one response carries.

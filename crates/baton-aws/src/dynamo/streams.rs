@@ -2,15 +2,26 @@
 //! (`{tenant}#WF#{workflow}#STREAM#{task}`, outside the partition a workflow's view reads), its
 //! sort key the first event's number, zero-padded, so batches read in order and two writers of
 //! one number collide on one key.
+//!
+//! A tenant's open streams are one item in its config partition (`STREAM_SLOTS`): the open
+//! streams and when each lapses, as JSON, rewritten under its version.
 
 use super::*;
 use async_trait::async_trait;
-use baton_chain::store::{StreamLog, MAX_BATCH_EVENTS};
+use std::collections::BTreeMap;
+
+use baton_chain::store::{StreamLog, StreamSlots, MAX_BATCH_EVENTS};
 use baton_types::ids::{TaskId, TenantId, WorkflowId};
 use baton_types::stream::StreamEvent;
+use baton_types::stream_token::take_slot;
 
 const EVENTS: &str = "events";
 const LAST_SEQ: &str = "last_seq";
+const SLOTS_SK: &str = "STREAM_SLOTS";
+const OPEN: &str = "open";
+const VERSION: &str = "version";
+/// Rounds of read and conditional write before a slot is given up as contended.
+const MAX_SLOT_ROUNDS: usize = 8;
 
 fn stream_pk(tenant: &TenantId, workflow_id: &WorkflowId, task_id: &TaskId) -> String {
     format!(
@@ -127,5 +138,114 @@ impl StreamLog for DynamoStore {
         }
         found.truncate(limit);
         Ok(found)
+    }
+}
+
+#[async_trait]
+impl StreamSlots for DynamoStore {
+    async fn take_stream_slot(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        limit: u32,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let pk = keys::config_pk(tenant.as_str());
+        for _ in 0..MAX_SLOT_ROUNDS {
+            let found = self
+                .client
+                .get_item()
+                .table_name(&self.state_table)
+                .key(PK, s(pk.as_str()))
+                .key(SK, s(SLOTS_SK))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(dynamo_error)?
+                .item;
+            let (open, version): (BTreeMap<String, i64>, Option<u64>) = match &found {
+                Some(item) => (
+                    Attrs(item).json(OPEN)?.unwrap_or_default(),
+                    Attrs(item).opt_n(VERSION)?,
+                ),
+                None => (BTreeMap::new(), None),
+            };
+            let Some(taken) = take_slot(&open, id, limit, now_ms, until_ms) else {
+                return Ok(false);
+            };
+            let lapses_s = taken.values().max().copied().unwrap_or(until_ms) / 1000 + 60;
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.state_table)
+                .item(PK, s(pk.as_str()))
+                .item(SK, s(SLOTS_SK))
+                .item(OPEN, s(json_text(&taken)?))
+                .item(VERSION, n(version.unwrap_or(0) + 1))
+                .item(EXPIRES_AT, n(lapses_s));
+            let put = match version {
+                Some(version) => put
+                    .condition_expression("#version = :version")
+                    .expression_attribute_names("#version", VERSION)
+                    .expression_attribute_values(":version", n(version)),
+                None => put.condition_expression("attribute_not_exists(pk)"),
+            };
+            match conditional_put(put).await? {
+                None => return Ok(true),
+                // Ours, its response lost: the slot is held.
+                Some(item) if Attrs(&item).opt_s(OPEN) == Some(json_text(&taken)?.as_str()) => {
+                    return Ok(true)
+                }
+                // Another open or close came first: read again.
+                Some(_) => {}
+            }
+        }
+        Err(StoreError::Busy(format!(
+            "tenant {tenant}'s stream slots kept changing"
+        )))
+    }
+
+    async fn free_stream_slot(&self, tenant: &TenantId, id: &str) -> Result<(), StoreError> {
+        let pk = keys::config_pk(tenant.as_str());
+        for _ in 0..MAX_SLOT_ROUNDS {
+            let Some(item) = self
+                .client
+                .get_item()
+                .table_name(&self.state_table)
+                .key(PK, s(pk.as_str()))
+                .key(SK, s(SLOTS_SK))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(dynamo_error)?
+                .item
+            else {
+                return Ok(());
+            };
+            let mut open: BTreeMap<String, i64> = Attrs(&item).json(OPEN)?.unwrap_or_default();
+            let version: u64 = Attrs(&item).n(VERSION)?;
+            if open.remove(id).is_none() {
+                return Ok(());
+            }
+            let lapses_s = open.values().max().copied().unwrap_or(0) / 1000 + 60;
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.state_table)
+                .item(PK, s(pk.as_str()))
+                .item(SK, s(SLOTS_SK))
+                .item(OPEN, s(json_text(&open)?))
+                .item(VERSION, n(version + 1))
+                .item(EXPIRES_AT, n(lapses_s))
+                .condition_expression("#version = :version")
+                .expression_attribute_names("#version", VERSION)
+                .expression_attribute_values(":version", n(version));
+            if conditional_put(put).await?.is_none() {
+                return Ok(());
+            }
+        }
+        // The slot lapses by itself.
+        Ok(())
     }
 }

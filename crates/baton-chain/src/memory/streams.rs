@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 
 use super::MemoryStore;
-use crate::store::{StoreError, StreamLog, MAX_BATCH_EVENTS};
+use crate::store::{StoreError, StreamLog, StreamSlots, MAX_BATCH_EVENTS};
 use baton_types::ids::{TaskId, TenantId, WorkflowId};
 use baton_types::stream::StreamEvent;
 
@@ -81,6 +81,38 @@ impl StreamLog for MemoryStore {
                 .take(limit)
                 .cloned()
                 .collect())
+        })
+    }
+}
+
+#[async_trait]
+impl StreamSlots for MemoryStore {
+    async fn take_stream_slot(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        limit: u32,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.run("take_stream_slot", |state| {
+            let open = state.stream_slots.entry(tenant.clone()).or_default();
+            match baton_types::stream_token::take_slot(open, id, limit, now_ms, until_ms) {
+                Some(taken) => {
+                    *open = taken;
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        })
+    }
+
+    async fn free_stream_slot(&self, tenant: &TenantId, id: &str) -> Result<(), StoreError> {
+        self.run("free_stream_slot", |state| {
+            if let Some(open) = state.stream_slots.get_mut(tenant) {
+                open.remove(id);
+            }
+            Ok(())
         })
     }
 }
