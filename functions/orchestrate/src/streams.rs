@@ -234,7 +234,13 @@ pub struct StreamTokenInput {
     /// The stream: `/v1/workflows/{id}/events` (with `?task={task}`: one task's stream beside
     /// the workflow's, as a conversation turn's `stream` names it) or
     /// `/v1/workflows/{id}/tasks/{task}/events`.
-    #[cfg_attr(feature = "openapi", schema(example = "/v1/workflows/wf-1/events"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            example = "/v1/workflows/wf-1/events",
+            pattern = "^/v1/workflows/[A-Za-z0-9][A-Za-z0-9_.-]{0,35}/(events(\\?task=[A-Za-z0-9][A-Za-z0-9_.-]{0,63})?|tasks/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}/events)$"
+        )
+    )]
     pub path: String,
 }
 
