@@ -306,24 +306,31 @@ async fn a_cancel_stops_the_agents_stream_and_the_agent_sees_it_closed() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_conversation_turn_streams_its_answer() {
-    let stack = start_stack("stream-turn", |_| {}).await;
+/// Registers `talker`, an openai core agent, opens a session and sends it `message`: the
+/// session and the turn's answer.
+async fn talkers_turn(stack: &LocalStack, message: Value) -> (String, Answer) {
     register_openai(
-        &stack,
+        stack,
         "talker",
         "chat",
         json!({ "conversation": { "role": "core" } }),
     )
     .await;
-    let opened = post(&stack, "/v1/sessions", "{}").await;
+    let opened = post(stack, "/v1/sessions", "{}").await;
     let session = opened.body["session_id"].as_str().unwrap().to_string();
     let turn = post(
-        &stack,
+        stack,
         &format!("/v1/sessions/{session}/messages"),
-        &json!({ "text": TEXT }).to_string(),
+        &message.to_string(),
     )
     .await;
+    (session, turn)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_conversation_turn_streams_its_answer() {
+    let stack = start_stack("stream-turn", |_| {}).await;
+    let (_, turn) = talkers_turn(&stack, json!({ "text": TEXT })).await;
     assert_eq!(turn.body["status"], "answered", "{:#}", turn.body);
     let events_path = turn.body["events"]
         .as_str()
@@ -744,21 +751,7 @@ async fn a_turns_stream_pushes_its_helpers_milestones_and_its_answers_tokens() {
                 "conversation": { "role": "sync" } }),
     )
     .await;
-    register_openai(
-        &stack,
-        "talker",
-        "chat",
-        json!({ "conversation": { "role": "core" } }),
-    )
-    .await;
-    let opened = post(&stack, "/v1/sessions", "{}").await;
-    let session = opened.body["session_id"].as_str().unwrap().to_string();
-    let turn = post(
-        &stack,
-        &format!("/v1/sessions/{session}/messages"),
-        &json!({ "text": TEXT, "wait": 0 }).to_string(),
-    )
-    .await;
+    let (session, turn) = talkers_turn(&stack, json!({ "text": TEXT, "wait": 0 })).await;
     assert!([200, 202].contains(&turn.status), "{:#}", turn.body);
     let stream = turn.body["stream"]
         .as_str()

@@ -141,6 +141,66 @@ impl StreamLog for DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// The tenant's open streams and their item's version (None: no item yet).
+    async fn stream_slots(
+        &self,
+        pk: &str,
+    ) -> Result<(BTreeMap<String, i64>, Option<u64>), StoreError> {
+        let found = self
+            .client
+            .get_item()
+            .table_name(&self.state_table)
+            .key(PK, s(pk))
+            .key(SK, s(SLOTS_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(dynamo_error)?
+            .item;
+        Ok(match &found {
+            Some(item) => (
+                Attrs(item).json(OPEN)?.unwrap_or_default(),
+                Attrs(item).opt_n(VERSION)?,
+            ),
+            None => (BTreeMap::new(), None),
+        })
+    }
+
+    /// Writes `open` over the version read; false when another open or close came first.
+    async fn put_stream_slots(
+        &self,
+        pk: &str,
+        open: &BTreeMap<String, i64>,
+        version: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let text = json_text(open)?;
+        // The item goes once its last slot has lapsed.
+        let lapses_s = open.values().max().copied().unwrap_or(0) / 1000 + 60;
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.state_table)
+            .item(PK, s(pk))
+            .item(SK, s(SLOTS_SK))
+            .item(OPEN, s(text.as_str()))
+            .item(VERSION, n(version.unwrap_or(0) + 1))
+            .item(EXPIRES_AT, n(lapses_s));
+        let put = match version {
+            Some(version) => put
+                .condition_expression("#version = :version")
+                .expression_attribute_names("#version", VERSION)
+                .expression_attribute_values(":version", n(version)),
+            None => put.condition_expression("attribute_not_exists(pk)"),
+        };
+        Ok(match conditional_put(put).await? {
+            None => true,
+            // Ours, its response lost.
+            Some(found) => Attrs(&found).opt_s(OPEN) == Some(text.as_str()),
+        })
+    }
+}
+
 #[async_trait]
 impl StreamSlots for DynamoStore {
     async fn take_stream_slot(
@@ -153,52 +213,12 @@ impl StreamSlots for DynamoStore {
     ) -> Result<bool, StoreError> {
         let pk = keys::config_pk(tenant.as_str());
         for _ in 0..MAX_SLOT_ROUNDS {
-            let found = self
-                .client
-                .get_item()
-                .table_name(&self.state_table)
-                .key(PK, s(pk.as_str()))
-                .key(SK, s(SLOTS_SK))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(dynamo_error)?
-                .item;
-            let (open, version): (BTreeMap<String, i64>, Option<u64>) = match &found {
-                Some(item) => (
-                    Attrs(item).json(OPEN)?.unwrap_or_default(),
-                    Attrs(item).opt_n(VERSION)?,
-                ),
-                None => (BTreeMap::new(), None),
-            };
+            let (open, version) = self.stream_slots(&pk).await?;
             let Some(taken) = take_slot(&open, id, limit, now_ms, until_ms) else {
                 return Ok(false);
             };
-            let lapses_s = taken.values().max().copied().unwrap_or(until_ms) / 1000 + 60;
-            let put = self
-                .client
-                .put_item()
-                .table_name(&self.state_table)
-                .item(PK, s(pk.as_str()))
-                .item(SK, s(SLOTS_SK))
-                .item(OPEN, s(json_text(&taken)?))
-                .item(VERSION, n(version.unwrap_or(0) + 1))
-                .item(EXPIRES_AT, n(lapses_s));
-            let put = match version {
-                Some(version) => put
-                    .condition_expression("#version = :version")
-                    .expression_attribute_names("#version", VERSION)
-                    .expression_attribute_values(":version", n(version)),
-                None => put.condition_expression("attribute_not_exists(pk)"),
-            };
-            match conditional_put(put).await? {
-                None => return Ok(true),
-                // Ours, its response lost: the slot is held.
-                Some(item) if Attrs(&item).opt_s(OPEN) == Some(json_text(&taken)?.as_str()) => {
-                    return Ok(true)
-                }
-                // Another open or close came first: read again.
-                Some(_) => {}
+            if self.put_stream_slots(&pk, &taken, version).await? {
+                return Ok(true);
             }
         }
         Err(StoreError::Busy(format!(
@@ -209,43 +229,12 @@ impl StreamSlots for DynamoStore {
     async fn free_stream_slot(&self, tenant: &TenantId, id: &str) -> Result<(), StoreError> {
         let pk = keys::config_pk(tenant.as_str());
         for _ in 0..MAX_SLOT_ROUNDS {
-            let Some(item) = self
-                .client
-                .get_item()
-                .table_name(&self.state_table)
-                .key(PK, s(pk.as_str()))
-                .key(SK, s(SLOTS_SK))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(dynamo_error)?
-                .item
-            else {
-                return Ok(());
-            };
-            let mut open: BTreeMap<String, i64> = Attrs(&item).json(OPEN)?.unwrap_or_default();
-            let version: u64 = Attrs(&item).n(VERSION)?;
-            if open.remove(id).is_none() {
-                return Ok(());
-            }
-            let lapses_s = open.values().max().copied().unwrap_or(0) / 1000 + 60;
-            let put = self
-                .client
-                .put_item()
-                .table_name(&self.state_table)
-                .item(PK, s(pk.as_str()))
-                .item(SK, s(SLOTS_SK))
-                .item(OPEN, s(json_text(&open)?))
-                .item(VERSION, n(version + 1))
-                .item(EXPIRES_AT, n(lapses_s))
-                .condition_expression("#version = :version")
-                .expression_attribute_names("#version", VERSION)
-                .expression_attribute_values(":version", n(version));
-            if conditional_put(put).await?.is_none() {
+            let (mut open, version) = self.stream_slots(&pk).await?;
+            if open.remove(id).is_none() || self.put_stream_slots(&pk, &open, version).await? {
                 return Ok(());
             }
         }
-        // The slot lapses by itself.
+        // Others kept changing the slots: this one lapses by itself.
         Ok(())
     }
 }
