@@ -543,7 +543,7 @@ where
             workflow_read = Some(read);
         }
         let mut text = String::new();
-        let (before, after) = match workflow_read {
+        let (before, after, workflow_done) = match workflow_read {
             Some(read) => {
                 let watched = self.task.as_ref().map(|t| t.as_str());
                 let closing = read.events.iter().position(|e| match &e.kind {
@@ -553,17 +553,24 @@ where
                 });
                 let mut events = read.events;
                 let rest = events.split_off(closing.unwrap_or(events.len()));
-                self.workflow_done = read.done;
-                (events, rest)
+                (events, rest, read.done)
             }
-            None => (Vec::new(), Vec::new()),
+            None => (Vec::new(), Vec::new(), self.workflow_done),
         };
         self.frames(&before, &mut text, true);
         if let Some(read) = task_read {
             self.frames(&read.events, &mut text, false);
             self.task_done = read.done;
         }
-        self.frames(&after, &mut text, true);
+        // The watched task's `ended` and the workflow's `end` wait for the task's stream to end:
+        // text written before the task ended may not have been read yet. Held back, they are
+        // read again (the workflow's number stays before them).
+        if self.task_done {
+            self.frames(&after, &mut text, true);
+            self.workflow_done = workflow_done;
+        } else if after.is_empty() {
+            self.workflow_done = workflow_done;
+        }
         Ok(Some(text))
     }
 
