@@ -97,13 +97,26 @@ class _WriteMeter:
             totals["write_units"] += units
             totals["writes"] += 1
 
+    def add_index_writes(self, table_name, before, after):
+        """Meters what the table's global secondary indexes are billed for one item's change
+        from `before` to `after` (`_index_entries` of each): under "<table>/<index>"."""
+        for name in before.keys() | after.keys():
+            units = _index_units(before.get(name), after.get(name))
+            if units:
+                self.add(f"{table_name}/{name}", units)
+
     def in_transaction(self):
         return getattr(self.local, "transaction", False)
 
     def totals(self):
         with self.lock:
             tables = {name: dict(t) for name, t in self.tables.items()}
-        return {"tables": tables, "write_units": sum(t["write_units"] for t in tables.values())}
+        index_units = sum(t["write_units"] for name, t in tables.items() if "/" in name)
+        return {
+            "tables": tables,
+            "write_units": sum(t["write_units"] for t in tables.values()),
+            "index_write_units": index_units,
+        }
 
 
 def _units(*sizes):
@@ -113,6 +126,37 @@ def _units(*sizes):
 
 def _item_size(item):
     return item.size() if item is not None else 0
+
+
+def _index_entries(table, item):
+    """The entries `item` has in the table's global secondary indexes, by index name: its index
+    key values and its projected attributes. An item lacking an index key is not in it."""
+    if item is None:
+        return {}
+    entries = {}
+    for index in table.global_indexes:
+        if all(item.attrs.get(k) is not None for k in index.schema_key_attrs):
+            projected = index.project(item)
+            keys = tuple(str(item.attrs[k].value) for k in index.schema_key_attrs)
+            entries[index.name] = (keys, json.dumps(projected.to_json(), sort_keys=True), projected.size())
+    return entries
+
+
+def _index_units(before, after):
+    """DynamoDB's rules for an index on an item's write: a new entry is one put, a removed one a
+    delete, a changed index key both, a changed projection one write of the larger entry, and
+    an entry whose projected attributes did not change nothing."""
+    if before is None and after is None:
+        return 0
+    if before is None:
+        return _units(after[2])
+    if after is None:
+        return _units(before[2])
+    if before[0] != after[0]:
+        return _units(before[2]) + _units(after[2])
+    if before[1] != after[1]:
+        return _units(before[2], after[2])
+    return 0
 
 
 def _key_of(table, attrs):
@@ -141,8 +185,9 @@ def meter_writes(meter) -> None:
       (validation, item too large) are not billed.
     An item's size is moto's Item.size(): the UTF-8 bytes of the attribute names and values
     (numbers by their decimal digits), which approximates DynamoDB's rules (those add a few
-    bytes per list, map and number, and count numbers by digit pairs). Writes to the indexes
-    (each GSI is billed on its own) are not counted. Item operations run one at a time (the
+    bytes per list, map and number, and count numbers by digit pairs). Each global secondary
+    index is billed on its own (`_index_units`), once even in a transaction, by the size of the
+    entry's projected attributes; they are metered under "<table>/<index>". Item operations run one at a time (the
     item lock), so the sizes before and after are those of this write alone."""
     original_put = DynamoDBBackend.put_item
     original_update = DynamoDBBackend.update_item
@@ -156,14 +201,16 @@ def meter_writes(meter) -> None:
                 return write(self, table_name, *args, **kwargs)
             table = self.get_table(table_name)
             key = key_of(table, *args, **kwargs)
-            before = _item_size(_stored(self, table.name, key))
+            stored = _stored(self, table.name, key)
+            before, indexed = _item_size(stored), _index_entries(table, stored)
             try:
                 result = write(self, table_name, *args, **kwargs)
             except ConditionalCheckFailed:
                 meter.add(table.name, _units(before))
                 raise
-            after = _item_size(_stored(self, table.name, key))
-            meter.add(table.name, _units(before, after))
+            stored = _stored(self, table.name, key)
+            meter.add(table.name, _units(before, _item_size(stored)))
+            meter.add_index_writes(table.name, indexed, _index_entries(table, stored))
             return result
 
         return wrapper
@@ -182,19 +229,22 @@ def meter_writes(meter) -> None:
             if table is None:
                 continue
             key = op["Key"] if "Key" in op else _key_of(table, op.get("Item", {}))
-            charges.append((table.name, key, _item_size(_stored(self, table.name, key))))
+            stored = _stored(self, table.name, key)
+            charges.append((table, key, _item_size(stored), _index_entries(table, stored)))
         meter.local.transaction = True
         try:
             result = original_transact(self, transact_items)
         except TransactionCanceledException:
-            for table_name, _, before in charges:
-                meter.add(table_name, 2 * _units(before))
+            for table, _, before, _ in charges:
+                meter.add(table.name, 2 * _units(before))
             raise
         finally:
             meter.local.transaction = False
-        for table_name, key, before in charges:
-            after = _item_size(_stored(self, table_name, key))
-            meter.add(table_name, 2 * _units(before, after))
+        for table, key, before, indexed in charges:
+            stored = _stored(self, table.name, key)
+            meter.add(table.name, 2 * _units(before, _item_size(stored)))
+            # Index writes are not transactional: billed once.
+            meter.add_index_writes(table.name, indexed, _index_entries(table, stored))
         return result
 
     DynamoDBBackend.put_item = metered(original_put, put_key)

@@ -243,6 +243,18 @@ async fn give_back(
     }
 }
 
+/// The event EventBridge's schedule invokes a function with, as of now.
+pub fn scheduled_event() -> LambdaEvent<Value> {
+    let event = json!({
+        "version": "0",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "time": baton_types::clock::rfc3339(baton_types::clock::now_ms()),
+        "detail": {},
+    });
+    LambdaEvent::new(event, Context::default())
+}
+
 /// Calls `handler` with a scheduled event every `every`, until `shutdown` turns true.
 pub async fn tick<H, Fut, R>(
     every: Duration,
@@ -261,17 +273,7 @@ pub async fn tick<H, Fut, R>(
             _ = shutdown.wait_for(|stop| *stop) => return,
             _ = interval.tick() => {}
         }
-        let event = json!({
-            "version": "0",
-            "detail-type": "Scheduled Event",
-            "source": "aws.events",
-            "time": baton_types::clock::rfc3339(baton_types::clock::now_ms()),
-            "detail": {},
-        });
-        if let Some(Err(error)) = deaths
-            .run(handler(LambdaEvent::new(event, Context::default())))
-            .await
-        {
+        if let Some(Err(error)) = deaths.run(handler(scheduled_event())).await {
             tracing::error!(%error, "scheduled handler failed");
         }
     }

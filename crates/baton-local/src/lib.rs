@@ -26,6 +26,7 @@ pub mod emulator;
 pub mod event_sources;
 pub mod faults;
 pub mod function_url;
+pub mod invocations;
 pub mod lambda_service;
 pub mod openai_service;
 pub mod provision;

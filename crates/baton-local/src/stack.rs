@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use crate::api_gateway::Authorizer;
 use crate::event_sources::{poll_queue, tick, HandlerDeaths, SqsSource};
 use crate::faults::{FaultPlan, FaultProxy};
+use crate::invocations::Invocations;
 use crate::provision::ProvisionClients;
 use crate::provision::{provision, ProvisionError, Provisioned};
 use crate::stand_ins::{StandInError, StandIns};
@@ -175,6 +176,9 @@ pub struct LocalStack {
     pub provisioned: Provisioned,
     /// Counts every AWS call the stack's handlers make.
     pub api_calls: ApiCallCounter,
+    /// Counts each function's invocations and their durations (the API's requests are
+    /// orchestrate's), what Lambda and API Gateway would bill.
+    pub invocations: Invocations,
     route: Arc<RouteDeps<Store, Queues>>,
     execute: Arc<ExecuteDeps<Store, Queues, AgentInvokers>>,
     cleanup: Arc<CleanupDeps<Store, Queues, HttpHealthProber>>,
@@ -196,6 +200,7 @@ impl LocalStack {
     ) -> Result<Self, StackError> {
         let template = Template::load(template_path)?;
         let api_calls = ApiCallCounter::default();
+        let invocations = Invocations::default();
         let clients = AwsClients::new(aws, Some(&api_calls));
         let provisioned = provision(
             &template,
@@ -407,12 +412,18 @@ impl LocalStack {
         );
         {
             let api = api.clone();
+            let invocations = invocations.clone();
             tasks.push(tokio::spawn(crate::api_gateway::serve(
                 listener,
                 move |request| {
                     let api = api.clone();
+                    let invocations = invocations.clone();
                     async move {
-                        baton_orchestrate::handle_request(&api, request)
+                        invocations
+                            .time(
+                                "orchestrate",
+                                baton_orchestrate::handle_request(&api, request),
+                            )
                             .await
                             .unwrap_or_else(|e| {
                                 let id = uuid::Uuid::new_v4().to_string();
@@ -425,12 +436,19 @@ impl LocalStack {
                 stopped.clone(),
             )));
         }
+        let stream_invocations = invocations.clone();
         tasks.push(tokio::spawn(crate::function_url::serve(
             stream_listener,
             move |request| {
                 let streams = streams.clone();
+                let invocations = stream_invocations.clone();
                 async move {
-                    match baton_stream::handle_request(streams, request).await {
+                    // Its duration here is the time to its response's head; Lambda bills it
+                    // until the streamed body ends.
+                    match invocations
+                        .time("stream", baton_stream::handle_request(streams, request))
+                        .await
+                    {
                         Ok(response) => response,
                         Err(never) => match never {},
                     }
@@ -441,16 +459,22 @@ impl LocalStack {
         // Lambda runs several batches of a queue at once; agents can be slow.
         let sqs = clients.sqs.clone();
         let spawn = |tasks: &mut Vec<JoinHandle<()>>,
+                     function: &'static str,
                      pollers: usize,
                      sources: Vec<SqsSource>,
                      handler: BatchHandler| {
             for source in sources {
                 for _ in 0..pollers {
                     let handler = handler.clone();
+                    let invocations = invocations.clone();
                     tasks.push(tokio::spawn(poll_queue(
                         sqs.clone(),
                         source.clone(),
-                        move |event| handler(event),
+                        move |event| {
+                            let invocation = handler(event);
+                            let invocations = invocations.clone();
+                            async move { invocations.time(function, invocation).await }
+                        },
                         deaths.clone(),
                         stopped.clone(),
                     )));
@@ -465,6 +489,7 @@ impl LocalStack {
             });
             spawn(
                 &mut tasks,
+                "route",
                 options.pollers.max(1),
                 sqs_sources(route_fn)?,
                 handler,
@@ -476,7 +501,13 @@ impl LocalStack {
                 let deps = deps.clone();
                 Box::pin(async move { baton_execute_agent::handle_batch(&deps, event).await })
             });
-            spawn(&mut tasks, 4, sqs_sources(execute_fn)?, handler);
+            spawn(
+                &mut tasks,
+                "execute-agent",
+                4,
+                sqs_sources(execute_fn)?,
+                handler,
+            );
         }
         if options.run_learn {
             let deps = learn.clone();
@@ -486,6 +517,7 @@ impl LocalStack {
             });
             spawn(
                 &mut tasks,
+                "learn",
                 options.pollers.max(1),
                 sqs_sources(learn_fn)?,
                 handler,
@@ -494,11 +526,17 @@ impl LocalStack {
         let every = options.sweep_every.or(schedule).unwrap_or(Duration::ZERO);
         if !every.is_zero() {
             let deps = cleanup.clone();
+            let invocations = invocations.clone();
             tasks.push(tokio::spawn(tick(
                 every,
                 move |event| {
                     let deps = deps.clone();
-                    async move { baton_cleanup::handle_tick(&deps, event).await }
+                    let invocations = invocations.clone();
+                    async move {
+                        invocations
+                            .time("cleanup", baton_cleanup::handle_tick(&deps, event))
+                            .await
+                    }
                 },
                 deaths.clone(),
                 stopped.clone(),
@@ -511,6 +549,7 @@ impl LocalStack {
             clients,
             provisioned,
             api_calls,
+            invocations,
             route,
             execute,
             cleanup,
@@ -593,6 +632,16 @@ impl LocalStack {
             .queues
             .get(logical_id)
             .map(|(url, _)| url.as_str())
+    }
+
+    /// Runs the scheduled cleanup once, now, as the schedule would; counted in `invocations`.
+    pub async fn sweep_once(&self) -> Result<(), String> {
+        let event = crate::event_sources::scheduled_event();
+        self.invocations
+            .time("cleanup", baton_cleanup::handle_tick(&self.cleanup, event))
+            .await
+            .map(|_| ())
+            .map_err(|error| error.to_string())
     }
 
     /// Does at `now_ms` what moto leaves undone: DynamoDB's TTL deletes every item of both

@@ -1,65 +1,116 @@
-//! Counts the AWS API calls the chain makes per task, for the diamond workflow, on the local
-//! stack, and prices them. A benchmark: it reports numbers and asserts nothing about time.
+//! The whole bill of Baton's work on the local stack, per task: DynamoDB write units by item
+//! size with every index's writes, read units, SQS requests (the mappings' receives and deletes
+//! included), Lambda invocations and GB-seconds, API Gateway requests, and the total at list
+//! prices (`baton_bench::bill`). It runs a diamond (a -> {b, c} -> d) and a 20-task fan-out
+//! (a -> 19 tasks) at each output size, then the idle cost of a deployment per month, and
+//! reports Baton's time per DAG level: from a task's agent answering to its dependent's agent
+//! being called. A benchmark: it reports numbers and asserts nothing about time.
 //!
-//! Usage: baton-bench [--workflows N] [--fail-first-attempt] [--output-bytes N]
-//!                    [--inline-payloads] [--stream]
+//! Usage: baton-bench [--tasks N] [--shapes diamond,fan-out] [--output-bytes 512,4096,32768]
+//!                    [--fail-first-attempt] [--inline-payloads] [--stream] [--idle-sweeps N]
 //!
 //! With `--fail-first-attempt` the agent answers 503 to every task's first attempt, so each
-//! task takes exactly one retry: the difference from a plain run is what a retry costs. With
-//! `--output-bytes N` every output is padded to about N bytes of JSON: DynamoDB bills a write
-//! by the whole item's size, so this is what large outputs cost. With `--inline-payloads` the
-//! stack has no payload bucket, so every output stays on its item however large: what large
-//! outputs cost without the bucket. With `--stream` every task streams: the agent answers
-//! server-sent events, `--output-bytes` of text in 32-byte parts, one every 20 ms (about a
-//! model's pace), so the figures are what a streamed answer of that size costs.
-//!
-//! The write units are counted twice. The estimate charges one unit per item written (two in
-//! a transaction), whatever its size. The meter asks the emulator, which adds up what DynamoDB
-//! would bill for each write by the item's size (see `meter_writes` in infra/emulator.py):
-//! one unit per KB begun of the larger of the item before and after, twice in a transaction.
-//! Neither counts the writes to the indexes, which DynamoDB bills on their own.
+//! task takes exactly one retry: the difference from a plain run is what a retry costs. Every
+//! output is padded to about `--output-bytes` of JSON: DynamoDB bills a write by the whole
+//! item's size. With `--inline-payloads` the stack has no payload bucket, so every output stays
+//! on its item however large. With `--stream` every task streams: the agent answers server-sent
+//! events, `--output-bytes` of text in 32-byte parts, one every 20 ms (about a model's pace).
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use baton_chain::store::LearningStore;
+use baton_bench::bill::{prices, print_bill, Bill, Usage};
+use baton_chain::store::{LearningStore, WorkflowStore};
 use baton_local::agents::{AgentReply, AgentServer};
 use baton_local::emulator::{sdk_config, Emulator};
 use baton_local::project_root;
 use baton_local::stack::{LocalStack, StackOptions};
+use baton_local::template::{EventSpec, Template};
+use baton_types::task::WorkflowStatus;
 use clap::Parser;
 use serde_json::{json, Value};
-
-/// List prices, us-east-1, on-demand / standard queue, in USD per million.
-const DYNAMODB_WRITE_UNIT: f64 = 0.625;
-const DYNAMODB_READ_UNIT: f64 = 0.125;
-const SQS_REQUEST: f64 = 0.40;
-/// S3 Standard: PUT and COPY requests, GET requests.
-const S3_PUT_REQUEST: f64 = 5.0;
-const S3_GET_REQUEST: f64 = 0.40;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "baton-bench",
-    about = "AWS calls and cost per task, for the diamond workflow"
+    about = "The whole AWS bill per task, by workflow shape and output size"
 )]
 struct Args {
-    /// Diamond workflows to run (four tasks each).
-    #[arg(long, default_value_t = 25)]
-    workflows: usize,
+    /// Tasks per run (shape and size): 25 diamonds or 5 fan-outs at 100.
+    #[arg(long, default_value_t = 100)]
+    tasks: usize,
+    /// The workflow shapes to run.
+    #[arg(long, value_delimiter = ',', default_values_t = [Shape::Diamond, Shape::FanOut])]
+    shapes: Vec<Shape>,
+    /// Pad every output to about these many bytes of JSON, a run each.
+    #[arg(long, value_delimiter = ',', default_values_t = [512, 4096, 32768])]
+    output_bytes: Vec<usize>,
     /// The agent fails every task's first attempt (503), so each task is retried once.
     #[arg(long)]
     fail_first_attempt: bool,
-    /// Pad every output to about this many bytes of JSON.
-    #[arg(long, default_value_t = 0)]
-    output_bytes: usize,
     /// Run without the payload bucket: every output stays on its item, however large.
     #[arg(long)]
     inline_payloads: bool,
     /// Every task streams its answer: `--output-bytes` of text in 32-byte parts every 20 ms.
     #[arg(long)]
     stream: bool,
+    /// Scheduled sweeps of the idle stack to measure, for the idle cost (0: none).
+    #[arg(long, default_value_t = 5)]
+    idle_sweeps: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Shape {
+    Diamond,
+    FanOut,
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Shape::Diamond => "diamond",
+            Shape::FanOut => "fan-out",
+        })
+    }
+}
+
+impl Shape {
+    /// The workflow's tasks: (id, dependencies).
+    fn tasks(self) -> Vec<(String, Vec<String>)> {
+        let root = || ("a".to_string(), vec![]);
+        match self {
+            Shape::Diamond => vec![
+                root(),
+                ("b".into(), vec!["a".into()]),
+                ("c".into(), vec!["a".into()]),
+                ("d".into(), vec!["b".into(), "c".into()]),
+            ],
+            Shape::FanOut => std::iter::once(root())
+                .chain((1..20).map(|i| (format!("t{i}"), vec!["a".into()])))
+                .collect(),
+        }
+    }
+
+    fn workflow(self, stream: bool) -> Value {
+        let tasks: Vec<Value> = self
+            .tasks()
+            .into_iter()
+            .map(|(id, depends_on)| {
+                let mut task = json!({ "id": id, "capability": "work", "depends_on": depends_on });
+                if depends_on.is_empty() {
+                    task["input"] = json!({ "text": "x" });
+                }
+                if stream {
+                    task["stream"] = json!(true);
+                }
+                task
+            })
+            .collect();
+        json!({ "name": self.to_string(),
+            "defaults": { "retry": { "backoff": "fixed", "base_ms": 0, "jitter": "none" } },
+            "tasks": tasks })
+    }
 }
 
 /// The parts of a streamed answer of `bytes` of text, 32 bytes each.
@@ -71,33 +122,55 @@ fn streamed_parts(bytes: usize) -> Vec<Value> {
         .collect()
 }
 
-/// The emulator's metered totals, once they have settled: two reads of the meter's file,
-/// more than two of its 200 ms rewrites apart, that agree.
-async fn settled_meter(path: &Path) -> Result<Value, Box<dyn std::error::Error>> {
-    let read = || -> Option<Value> { serde_json::from_slice(&std::fs::read(path).ok()?).ok() };
-    let mut last = None;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(450)).await;
-        let now = read();
-        if now.is_some() && now == last {
-            return Ok(now.unwrap_or_default());
-        }
-        last = now;
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
     }
-    Err(format!("the emulator's meter at {} did not settle", path.display()).into())
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// When the agent was called for each (workflow, task) of this run, first attempts only.
+type Calls = Arc<Mutex<HashMap<(String, String), Instant>>>;
+
+/// Baton's time per DAG level: for each dependent, from the last of its dependencies' agent
+/// calls (the agent answers at once) to its own agent call, in milliseconds, sorted.
+fn level_gaps(calls: &Calls, shape: Shape, workflows: &[String]) -> Vec<f64> {
+    let calls = calls.lock().unwrap_or_else(|p| p.into_inner());
+    let mut gaps = Vec::new();
+    for workflow in workflows {
+        let at = |task: &str| calls.get(&(workflow.clone(), task.to_string())).copied();
+        for (task, depends_on) in shape.tasks() {
+            let parents: Option<Vec<Instant>> = depends_on.iter().map(|d| at(d)).collect();
+            if let (Some(called), Some(Some(last))) =
+                (at(&task), parents.map(|p| p.into_iter().max()))
+            {
+                gaps.push(called.duration_since(last).as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    gaps.sort_by(f64::total_cmp);
+    gaps
+}
+
+/// One run's figures, for the summary.
+struct Run {
+    shape: Shape,
+    output_bytes: usize,
+    bill: Bill,
+    gaps: Vec<f64>,
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let workflows = args.workflows;
     let fail_first = args.fail_first_attempt;
-    let padding = "p".repeat(args.output_bytes.saturating_sub(40));
     let root = project_root();
     let meter_path =
         std::env::temp_dir().join(format!("baton-bench-meter-{}.json", std::process::id()));
     let emulator = Emulator::start_metered(&root, &meter_path)?;
     let mut options = StackOptions::new("baton-bench");
+    // The sweeps are measured on their own, idle, at the end.
     options.sweep_every = Some(Duration::ZERO);
     if args.inline_payloads {
         // An empty value is no bucket.
@@ -106,21 +179,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .insert("PAYLOAD_BUCKET".into(), String::new());
     }
     let stack = LocalStack::start_on_emulator(emulator.endpoint(), options).await?;
-    let parts = args.stream.then(|| streamed_parts(args.output_bytes));
-    let agent = AgentServer::start(Arc::new(move |call: &Value| {
-        if fail_first && call["attempt"] == 1 {
-            AgentReply::error(503, "first attempts fail in this run")
-        } else if let Some(parts) = &parts {
-            AgentReply::streamed(true, parts, Duration::from_millis(20))
-        } else {
-            let mut output = json!({ "task": call["task_id"] });
-            if !padding.is_empty() {
-                output["pad"] = json!(padding);
+    // What the agent answers: set for each run.
+    let reply: Arc<Mutex<AgentReply>> = Arc::new(Mutex::new(AgentReply::ok(json!({}))));
+    let calls: Calls = Default::default();
+    let agent = {
+        let (reply, calls) = (reply.clone(), calls.clone());
+        AgentServer::start(Arc::new(move |call: &Value| {
+            let key = (
+                call["workflow_id"].as_str().unwrap_or_default().to_string(),
+                call["task_id"].as_str().unwrap_or_default().to_string(),
+            );
+            if call["attempt"] == 1 {
+                let mut calls = calls.lock().unwrap_or_else(|p| p.into_inner());
+                calls.entry(key).or_insert_with(Instant::now);
             }
-            AgentReply::ok(output)
-        }
-    }))
-    .await?;
+            if fail_first && call["attempt"] == 1 {
+                AgentReply::error(503, "first attempts fail in this run")
+            } else {
+                reply.lock().unwrap_or_else(|p| p.into_inner()).clone()
+            }
+        }))
+        .await?
+    };
     let http = baton_cli::tenant_client(baton_cli::LOCAL_TENANT).build()?;
     let registered = http
         .post(format!("{}/v1/agents", stack.api_url))
@@ -134,168 +214,189 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !registered.status().is_success() {
         return Err(format!("agent registration failed: {}", registered.text().await?).into());
     }
-    stack.api_calls.reset();
-    // The chain is idle until the first workflow is posted.
-    let metered_before = settled_meter(&meter_path).await?;
-
-    let mut diamond = json!({ "name": "diamond",
-        "defaults": { "retry": { "backoff": "fixed", "base_ms": 0, "jitter": "none" } },
-        "tasks": [
-        { "id": "a", "capability": "work", "input": { "text": "x" } },
-        { "id": "b", "capability": "work", "depends_on": ["a"] },
-        { "id": "c", "capability": "work", "depends_on": ["a"] },
-        { "id": "d", "capability": "work", "depends_on": ["b", "c"] }
-    ]});
-    if args.stream {
-        for task in diamond["tasks"].as_array_mut().into_iter().flatten() {
-            task["stream"] = json!(true);
-        }
-    }
-    let mut ids = Vec::new();
-    for _ in 0..workflows {
-        let accepted: Value = http
-            .post(format!("{}/v1/workflows", stack.api_url))
-            .json(&diamond)
-            .send()
-            .await?
-            .json()
-            .await?;
-        ids.push(
-            accepted["workflow_id"]
-                .as_str()
-                .ok_or("no workflow id")?
-                .to_string(),
-        );
-    }
-    let mut status_polls = 0.0;
-    for id in &ids {
-        loop {
-            status_polls += 1.0;
-            let view: Value = http
-                .get(format!("{}/v1/workflows/{id}", stack.api_url))
-                .send()
-                .await?
-                .json()
-                .await?;
-            match view["status"].as_str() {
-                Some("running") => tokio::time::sleep(Duration::from_millis(100)).await,
-                Some("succeeded") => break,
-                other => return Err(format!("workflow {id} ended {other:?}").into()),
-            }
-        }
-    }
-    let tasks = (workflows * 4) as f64;
-    // Learning is off the critical path: wait until every outcome (each attempt's) is learned.
-    let outcomes = workflows as u64 * 4 * if fail_first { 2 } else { 1 };
     // Polled through a client of its own, so the polls stay out of the counts.
     let store = baton_aws::telemetry::AwsClients::new(&sdk_config(emulator.endpoint()), None)
         .store(&stack.settings);
-    loop {
-        let stats = store
-            .agent_stats(&"default".parse().unwrap(), "work", &["worker".parse()?])
-            .await?;
-        if stats.get("worker").map_or(0, |s| s.count) >= outcomes {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // The status polls above are this client's, not the chain's: each was one strongly
-    // consistent Query of one small partition. Leave them out.
-    let mut counts = stack.api_calls.snapshot();
-    let metered_after = settled_meter(&meter_path).await?;
-    for (kind, polls) in [
-        ("dynamodb.Query", status_polls),
-        ("dynamodb.read_units", status_polls),
-    ] {
-        if let Some(n) = counts.get_mut(kind) {
-            *n -= polls;
-        }
-    }
-
-    println!(
-        "Diamond workflow (a -> {{b, c}} -> d), {workflows} workflows, {} tasks, on moto{}{}{}\n",
-        tasks as u64,
-        if fail_first {
-            "; every task's first attempt fails and is retried once"
-        } else {
-            ""
-        },
-        if args.output_bytes > 0 {
-            format!("; outputs of about {} bytes", args.output_bytes)
-        } else {
-            String::new()
-        },
-        if args.inline_payloads {
-            "; no payload bucket"
-        } else {
-            ""
-        }
-    );
-    println!("{:<36} {:>10} {:>10}", "AWS calls", "total", "per task");
-    for (kind, n) in &counts {
-        println!("{kind:<36} {n:>10} {:>10.2}", n / tasks);
-    }
-    let sum = |prefix: &str, exclude: &[&str]| -> f64 {
-        counts
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix) && k.split('.').count() == 2)
-            .filter(|(k, _)| !exclude.iter().any(|e| k.ends_with(e)))
-            .map(|(_, v)| v)
-            .sum()
-    };
-    let sqs_requests = sum("sqs.", &["empty"]);
-    let empty_receives = counts
-        .get("sqs.ReceiveMessage.empty")
-        .copied()
-        .unwrap_or(0.0);
-    let sqs_busy = sqs_requests - empty_receives;
-    let write_units = counts.get("dynamodb.write_units").copied().unwrap_or(0.0);
-    let read_units = counts.get("dynamodb.read_units").copied().unwrap_or(0.0);
-    println!("\nPer task: {:.2} DynamoDB write units, {:.2} read units, {:.2} SQS requests ({:.2} excluding empty long polls)",
-        write_units / tasks, read_units / tasks, sqs_requests / tasks, sqs_busy / tasks);
-    let metered = |totals: &Value, field: &str| totals[field].as_f64().unwrap_or(0.0);
-    let metered_units =
-        metered(&metered_after, "write_units") - metered(&metered_before, "write_units");
-    println!(
-        "Metered write units per task (by item size, index writes not included): {:.2}",
-        metered_units / tasks
-    );
-    if let Some(tables) = metered_after["tables"].as_object() {
-        for (table, after) in tables {
-            let before = &metered_before["tables"][table];
-            let units = metered(after, "write_units") - metered(before, "write_units");
-            let writes = metered(after, "writes") - metered(before, "writes");
-            if writes > 0.0 {
-                println!(
-                    "  {table:<34} {:>7.2} units, {:>6.2} item writes per task",
-                    units / tasks,
-                    writes / tasks
-                );
+    let tenant: baton_types::ids::TenantId = "default".parse()?;
+    let mut learned = 0;
+    let mut runs = Vec::new();
+    for &shape in &args.shapes {
+        for &output_bytes in &args.output_bytes {
+            *reply.lock().unwrap_or_else(|p| p.into_inner()) = if args.stream {
+                AgentReply::streamed(
+                    true,
+                    &streamed_parts(output_bytes),
+                    Duration::from_millis(20),
+                )
+            } else {
+                let pad = "p".repeat(output_bytes.saturating_sub(40));
+                AgentReply::ok(json!({ "pad": pad }))
+            };
+            let per_workflow = shape.tasks().len();
+            let workflows = args.tasks.div_ceil(per_workflow).max(1);
+            let tasks = (workflows * per_workflow) as f64;
+            calls.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            // The chain is idle: the last run's outcomes are learned.
+            let before = Usage::now(&stack, &meter_path).await?;
+            let workflow = shape.workflow(args.stream);
+            let mut ids = Vec::new();
+            for _ in 0..workflows {
+                let accepted: Value = http
+                    .post(format!("{}/v1/workflows", stack.api_url))
+                    .json(&workflow)
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                let id = accepted["workflow_id"].as_str().ok_or("no workflow id")?;
+                ids.push(id.to_string());
             }
+            for id in &ids {
+                loop {
+                    match store.workflow_status(&tenant, &id.parse()?).await? {
+                        Some(WorkflowStatus::Running) => {
+                            tokio::time::sleep(Duration::from_millis(100)).await
+                        }
+                        Some(WorkflowStatus::Succeeded) => break,
+                        other => return Err(format!("workflow {id} ended {other:?}").into()),
+                    }
+                }
+            }
+            // Learning is off the critical path: wait until every outcome (each attempt's) is
+            // learned.
+            learned += tasks as u64 * if fail_first { 2 } else { 1 };
+            loop {
+                let stats = store
+                    .agent_stats(&tenant, "work", &["worker".parse()?])
+                    .await?;
+                if stats.get("worker").map_or(0, |s| s.count) >= learned {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let usage = Usage::now(&stack, &meter_path).await?.since(&before);
+            println!(
+                "\n== {shape}: {workflows} workflows, {} tasks, outputs of about {output_bytes} bytes{}{}{}",
+                tasks as u64,
+                if fail_first { "; every first attempt fails and is retried once" } else { "" },
+                if args.inline_payloads { "; no payload bucket" } else { "" },
+                if args.stream { "; streamed" } else { "" },
+            );
+            let bill = print_bill(&usage, tasks, "task");
+            let gaps = level_gaps(&calls, shape, &ids);
+            println!(
+                "Per DAG level, a task's agent answering to its dependent's agent call: p50 {:.0} ms, p99 {:.0} ms ({} dependents)",
+                percentile(&gaps, 50.0),
+                percentile(&gaps, 99.0),
+                gaps.len()
+            );
+            runs.push(Run {
+                shape,
+                output_bytes,
+                bill,
+                gaps,
+            });
         }
     }
-    let per_million = |per_task: f64, price: f64| per_task * price;
-    let dynamodb_cost = per_million(write_units / tasks, DYNAMODB_WRITE_UNIT)
-        + per_million(read_units / tasks, DYNAMODB_READ_UNIT);
-    let sqs_cost = per_million(sqs_busy / tasks, SQS_REQUEST);
-    println!(
-        "Cost per 1M tasks at list prices: DynamoDB ${dynamodb_cost:.2} + SQS ${sqs_cost:.2} = ${:.2} (Lambda and API Gateway not included)",
-        dynamodb_cost + sqs_cost
-    );
-    let metered_cost = per_million(metered_units / tasks, DYNAMODB_WRITE_UNIT)
-        + per_million(read_units / tasks, DYNAMODB_READ_UNIT);
-    // The payload bucket's requests (storage is cents a GB-month, left out).
-    let count = |name: &str| counts.get(name).copied().unwrap_or(0.0);
-    let s3_cost = per_million(
-        (count("s3.PutObject") + count("s3.CopyObject")) / tasks,
-        S3_PUT_REQUEST,
-    ) + per_million(count("s3.GetObject") / tasks, S3_GET_REQUEST);
-    println!(
-        "  with the metered write units: DynamoDB ${metered_cost:.2} + SQS ${sqs_cost:.2} + S3 ${s3_cost:.2} = ${:.2}",
-        metered_cost + sqs_cost + s3_cost
-    );
+    print_summary(&runs);
+    if args.idle_sweeps > 0 {
+        idle_cost(&stack, &meter_path, args.idle_sweeps).await?;
+    }
     stack.shutdown().await;
     drop(emulator);
     let _ = std::fs::remove_file(&meter_path);
+    Ok(())
+}
+
+fn print_summary(runs: &[Run]) {
+    println!("\n== Per task, by shape and output size ($ per 1M tasks at list prices; prices in crates/baton-bench/src/bill.rs)");
+    println!(
+        "{:<8} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>10} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "shape",
+        "output",
+        "WU",
+        "index",
+        "RU",
+        "SQS",
+        "λ",
+        "GB-s",
+        "API",
+        "$ Dynamo",
+        "$ SQS",
+        "$ λ",
+        "$ total",
+        "level p50/p99"
+    );
+    for run in runs {
+        let (bill, dollars) = (&run.bill, run.bill.dollars());
+        println!(
+            "{:<8} {:>7} {:>7.2} {:>7.2} {:>6.2} {:>6.2} {:>6.2} {:>10.6} {:>5.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>5.0}/{:.0} ms",
+            run.shape.to_string(),
+            run.output_bytes,
+            bill.write_units(),
+            bill.index_write_units,
+            bill.read_units,
+            bill.sqs_requests,
+            bill.lambda_invocations,
+            bill.gb_seconds,
+            bill.api_requests,
+            dollars.dynamodb,
+            dollars.sqs,
+            dollars.lambda,
+            dollars.total(),
+            percentile(&run.gaps, 50.0),
+            percentile(&run.gaps, 99.0),
+        );
+    }
+}
+
+/// Long polls of 20 s that Lambda's pollers keep open on each mapped queue when it is empty.
+/// AWS does not publish the idle poll rate; five pollers per queue is what a mapping starts
+/// with.
+const IDLE_POLLERS_PER_QUEUE: f64 = 5.0;
+const SECONDS_PER_MONTH: f64 = 30.0 * 24.0 * 3600.0;
+
+/// The cost per month of a deployment with no traffic: the mappings' empty long polls over
+/// every queue, and the scheduled sweep, measured over `sweeps` sweeps of the idle stack.
+async fn idle_cost(
+    stack: &LocalStack,
+    meter: &std::path::Path,
+    sweeps: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let template = Template::load(&project_root().join("template.yaml"))?;
+    let mut mapped_queues = 0;
+    let mut schedule_s = None;
+    for function in template.functions.values() {
+        for event in &function.events {
+            match event {
+                EventSpec::Sqs { .. } => mapped_queues += 1,
+                EventSpec::Schedule { every_s } => schedule_s = Some(*every_s),
+                EventSpec::HttpApi => {}
+            }
+        }
+    }
+    let before = Usage::now(stack, meter).await?;
+    for _ in 0..sweeps {
+        stack.sweep_once().await?;
+    }
+    let usage = Usage::now(stack, meter).await?.since(&before);
+    // The event-source stand-ins' own polls are not the deployment's: modelled below.
+    let mut sweep_usage = usage.clone();
+    sweep_usage
+        .calls
+        .retain(|k, _| !k.starts_with("sqs.ReceiveMessage"));
+    sweep_usage.invocations.retain(|k, _| *k == "cleanup");
+    println!("\n== Idle: one scheduled sweep, with one agent registered and nothing running");
+    let sweep = print_bill(&sweep_usage, sweeps as f64, "sweep");
+    let sweeps_per_month = schedule_s.map_or(0.0, |s| SECONDS_PER_MONTH / s as f64);
+    let polls_per_month = mapped_queues as f64 * IDLE_POLLERS_PER_QUEUE * SECONDS_PER_MONTH / 20.0;
+    let sweep_dollars = sweep.dollars().total() * sweeps_per_month / 1e6;
+    let poll_dollars = polls_per_month * prices::SQS_REQUEST / 1e6;
+    println!(
+        "Idle cost per month: {mapped_queues} mapped queues x {IDLE_POLLERS_PER_QUEUE} long polls of 20 s = {:.0} empty receives, ${poll_dollars:.2}; \
+         {sweeps_per_month:.0} sweeps, ${sweep_dollars:.2}; total ${:.2}",
+        polls_per_month,
+        poll_dollars + sweep_dollars
+    );
     Ok(())
 }

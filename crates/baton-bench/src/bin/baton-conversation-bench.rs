@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use baton_bench::bill::{print_bill, Usage};
 use baton_chain::store::LearningStore;
 use baton_local::agents::AgentServer;
 use baton_local::conversation_agents::conversation_set;
@@ -19,10 +20,6 @@ use baton_local::stack::{LocalStack, StackOptions};
 use baton_types::ids::AgentName;
 use clap::Parser;
 use serde_json::{json, Value};
-
-const DYNAMODB_WRITE_UNIT: f64 = 0.625;
-const DYNAMODB_READ_UNIT: f64 = 0.125;
-const SQS_REQUEST: f64 = 0.40;
 
 /// Messages that neither detect a specialist nor ask for a human: every turn runs the chain.
 const MESSAGES: [&str; 5] = [
@@ -88,7 +85,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sessions = args.sessions.max(1);
     let per_session = args.turns.div_ceil(sessions);
     let root = project_root();
-    let emulator = Emulator::start(&root)?;
+    let meter_path = std::env::temp_dir().join(format!(
+        "baton-turn-bench-meter-{}.json",
+        std::process::id()
+    ));
+    let emulator = Emulator::start_metered(&root, &meter_path)?;
     let mut options = StackOptions::new("baton-conversation-bench");
     options.sweep_every = Some(Duration::ZERO);
     let stack = LocalStack::start_on_emulator(emulator.endpoint(), options).await?;
@@ -115,7 +116,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         names.push((AgentName::parse(example.name)?, learned_as));
         servers.push(server);
     }
-    stack.api_calls.reset();
+    let before = Usage::now(&stack, &meter_path).await?;
 
     let mut overheads = Vec::new();
     let mut internal = Vec::new();
@@ -185,7 +186,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let counts = stack.api_calls.snapshot();
+    let usage = Usage::now(&stack, &meter_path).await?.since(&before);
     for list in [&mut overheads, &mut internal, &mut responses] {
         list.sort_by(|a, b| a.total_cmp(b));
     }
@@ -210,36 +211,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             list.iter().sum::<f64>() / list.len().max(1) as f64
         );
     }
-    println!("\n{:<36} {:>10} {:>10}", "AWS calls", "total", "per turn");
-    for (kind, count) in &counts {
-        println!("{kind:<36} {count:>10} {:>10.2}", count / n);
-    }
-    let sum = |prefix: &str| -> f64 {
-        counts
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix) && k.split('.').count() == 2)
-            .map(|(_, v)| v)
-            .sum()
-    };
-    let empty = counts
-        .get("sqs.ReceiveMessage.empty")
-        .copied()
-        .unwrap_or(0.0);
-    let sqs = sum("sqs.") - empty;
-    let writes = counts.get("dynamodb.write_units").copied().unwrap_or(0.0);
-    let reads = counts.get("dynamodb.read_units").copied().unwrap_or(0.0);
     let calls = servers.iter().map(|s| s.calls().len()).sum::<usize>() as f64;
     println!(
-        "\nPer turn ({:.1} agent calls, {} async results kept): {:.1} DynamoDB write units, {:.1} read units, {:.1} SQS requests (excluding empty long polls)",
-        calls / n,
-        async_expected,
-        writes / n,
-        reads / n,
-        sqs / n
+        "\n{:.1} agent calls per turn, {async_expected} async results kept",
+        calls / n
     );
-    let cost =
-        writes / n * DYNAMODB_WRITE_UNIT + reads / n * DYNAMODB_READ_UNIT + sqs / n * SQS_REQUEST;
-    println!("Cost per 1M turns at list prices: ${cost:.2} (DynamoDB and SQS; Lambda and API Gateway not included)");
+    let bill = print_bill(&usage, n, "turn");
+    println!(
+        "Per agent call: {:.2} write units ({:.2} items + {:.2} indexes)",
+        bill.write_units() * n / calls,
+        bill.item_write_units * n / calls,
+        bill.index_write_units * n / calls
+    );
     stack.shutdown().await;
+    drop(emulator);
+    let _ = std::fs::remove_file(&meter_path);
     Ok(())
 }
