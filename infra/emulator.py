@@ -84,26 +84,32 @@ def make_failed_updates_atomic() -> None:
 class _WriteMeter:
     """Running totals of the write units DynamoDB would bill, per table."""
 
-    def __init__(self):
+    def __init__(self, trace=None):
         self.lock = threading.Lock()
         self.tables = {}
+        # With BATON_EMULATOR_TRACE naming a file, every metered write is appended there as a
+        # JSON line (table, the item's sort key, units): which write costs what.
+        self.trace = open(trace, "a", buffering=1) if trace else None
         # Set while a TransactWriteItems runs on this thread: the puts, updates and deletes it
         # makes (and the rollback's) are metered by the transaction, not one by one.
         self.local = threading.local()
 
-    def add(self, table_name, units):
+    def add(self, table_name, units, key=None):
         with self.lock:
             totals = self.tables.setdefault(table_name, {"write_units": 0, "writes": 0})
             totals["write_units"] += units
             totals["writes"] += 1
+            if self.trace is not None:
+                sort_key = next((str(v.get("S", v)) for k, v in (key or {}).items() if k == "sk"), "")
+                self.trace.write(json.dumps({"table": table_name, "sk": sort_key, "units": units}) + "\n")
 
-    def add_index_writes(self, table_name, before, after):
+    def add_index_writes(self, table_name, before, after, key=None):
         """Meters what the table's global secondary indexes are billed for one item's change
         from `before` to `after` (`_index_entries` of each): under "<table>/<index>"."""
         for name in before.keys() | after.keys():
             units = _index_units(before.get(name), after.get(name))
             if units:
-                self.add(f"{table_name}/{name}", units)
+                self.add(f"{table_name}/{name}", units, key)
 
     def in_transaction(self):
         return getattr(self.local, "transaction", False)
@@ -206,11 +212,11 @@ def meter_writes(meter) -> None:
             try:
                 result = write(self, table_name, *args, **kwargs)
             except ConditionalCheckFailed:
-                meter.add(table.name, _units(before))
+                meter.add(table.name, _units(before), key)
                 raise
             stored = _stored(self, table.name, key)
-            meter.add(table.name, _units(before, _item_size(stored)))
-            meter.add_index_writes(table.name, indexed, _index_entries(table, stored))
+            meter.add(table.name, _units(before, _item_size(stored)), key)
+            meter.add_index_writes(table.name, indexed, _index_entries(table, stored), key)
             return result
 
         return wrapper
@@ -235,16 +241,16 @@ def meter_writes(meter) -> None:
         try:
             result = original_transact(self, transact_items)
         except TransactionCanceledException:
-            for table, _, before, _ in charges:
-                meter.add(table.name, 2 * _units(before))
+            for table, key, before, _ in charges:
+                meter.add(table.name, 2 * _units(before), key)
             raise
         finally:
             meter.local.transaction = False
         for table, key, before, indexed in charges:
             stored = _stored(self, table.name, key)
-            meter.add(table.name, 2 * _units(before, _item_size(stored)))
+            meter.add(table.name, 2 * _units(before, _item_size(stored)), key)
             # Index writes are not transactional: billed once.
-            meter.add_index_writes(table.name, indexed, _index_entries(table, stored))
+            meter.add_index_writes(table.name, indexed, _index_entries(table, stored), key)
         return result
 
     DynamoDBBackend.put_item = metered(original_put, put_key)
@@ -381,7 +387,7 @@ def main() -> None:
     # With BATON_EMULATOR_METER naming a file, the write units DynamoDB would bill are
     # metered (inside the item lock, after the rollbacks above) and published there.
     meter_path = os.environ.get("BATON_EMULATOR_METER")
-    meter = _WriteMeter() if meter_path else None
+    meter = _WriteMeter(os.environ.get("BATON_EMULATOR_TRACE")) if meter_path else None
     if meter is not None:
         meter_writes(meter)
     serialize_dynamodb_item_access()

@@ -20,7 +20,7 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
 use lambda_runtime::{Context, Error, LambdaEvent};
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -97,6 +97,9 @@ pub struct SqsSource {
     pub queue_url: String,
     pub queue_arn: String,
     pub batch_size: i32,
+    /// How long to gather a batch once a first message came (the mapping's
+    /// `MaximumBatchingWindowInSeconds`; zero: hand over what one receive returns).
+    pub batching_window: Duration,
 }
 
 /// Polls `source` and feeds batches to `handler` until `shutdown` turns true.
@@ -133,7 +136,7 @@ pub async fn poll_queue<H, Fut>(
             }
             return;
         };
-        let messages = match received {
+        let mut messages = match received {
             Ok(out) => out.messages.unwrap_or_default(),
             Err(error) => {
                 if *shutdown.borrow() {
@@ -147,6 +150,7 @@ pub async fn poll_queue<H, Fut>(
         if messages.is_empty() {
             continue;
         }
+        gather_batch(&sqs, &source, &mut messages).await;
         let records: Vec<Value> = messages
             .iter()
             .map(|m| {
@@ -224,12 +228,34 @@ pub async fn poll_queue<H, Fut>(
     }
 }
 
+/// Receives more messages into `messages` until the batch is full or the source's batching
+/// window, counted from the first message, has passed, as Lambda's mapping does.
+async fn gather_batch(sqs: &aws_sdk_sqs::Client, source: &SqsSource, messages: &mut Vec<Message>) {
+    let full = source.batch_size.clamp(1, 10) as usize;
+    let until = tokio::time::Instant::now() + source.batching_window;
+    while messages.len() < full {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let more = sqs
+            .receive_message()
+            .queue_url(&source.queue_url)
+            .max_number_of_messages((full - messages.len()) as i32)
+            .wait_time_seconds(left.as_secs().clamp(1, WAIT_SECONDS as u64) as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await;
+        match more {
+            Ok(out) => messages.extend(out.messages.unwrap_or_default()),
+            // What was gathered goes on; the next receive reports the failure.
+            Err(_) => return,
+        }
+    }
+}
+
 /// Makes received messages visible again at once.
-async fn give_back(
-    sqs: &aws_sdk_sqs::Client,
-    queue_url: &str,
-    messages: Vec<aws_sdk_sqs::types::Message>,
-) {
+async fn give_back(sqs: &aws_sdk_sqs::Client, queue_url: &str, messages: Vec<Message>) {
     for message in messages {
         if let Some(handle) = message.receipt_handle {
             let _ = sqs

@@ -87,9 +87,12 @@ pub struct StackOptions {
     pub handler_death_rate: f64,
     /// Batches of the route and learn queues handled at once (execute: four). One by default,
     /// which fills batches as Lambda does at light load (learning writes once per agent per
-    /// batch, and the template's batching window is not emulated); more keep up under heavy
-    /// load.
+    /// batch); more keep up under heavy load.
     pub pollers: usize,
+    /// Gathers batches for the template's `MaximumBatchingWindowInSeconds`, as the mappings do
+    /// (learn's 5 s). Off by default, so tests see each message at once; the cost benchmark
+    /// turns it on.
+    pub batching_windows: bool,
     /// The HTTP API's authorizer. None by default: the local stack runs as `AuthMode=header`
     /// and trusts `X-Tenant-Id`; `Authorizer::Jwt` plays the JWT authorizer of `AuthMode=jwt`.
     pub authorizer: Authorizer,
@@ -111,6 +114,7 @@ impl StackOptions {
             faults: None,
             handler_death_rate: 0.0,
             pollers: 1,
+            batching_windows: false,
             authorizer: Authorizer::None,
             stand_ins: true,
         }
@@ -294,12 +298,21 @@ impl LocalStack {
                     .events
                     .iter()
                     .filter_map(|e| match e {
-                        EventSpec::Sqs { queue, batch_size } => {
+                        EventSpec::Sqs {
+                            queue,
+                            batch_size,
+                            batching_window_s,
+                        } => {
                             let (queue_url, queue_arn) = provisioned.queues.get(queue)?.clone();
+                            let batching_window = match options.batching_windows {
+                                true => Duration::from_secs((*batching_window_s).into()),
+                                false => Duration::ZERO,
+                            };
                             Some(SqsSource {
                                 queue_url,
                                 queue_arn,
                                 batch_size: *batch_size as i32,
+                                batching_window,
                             })
                         }
                         _ => None,

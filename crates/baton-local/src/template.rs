@@ -116,9 +116,17 @@ pub struct FunctionSpec {
 /// `HttpApi` event or an `AWS::ApiGatewayV2::Integration`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventSpec {
-    Sqs { queue: String, batch_size: u32 },
+    /// `batching_window_s`: `MaximumBatchingWindowInSeconds`, how long the mapping gathers a
+    /// batch before it invokes the function (0: at once).
+    Sqs {
+        queue: String,
+        batch_size: u32,
+        batching_window_s: u32,
+    },
     HttpApi,
-    Schedule { every_s: u64 },
+    Schedule {
+        every_s: u64,
+    },
 }
 
 impl Template {
@@ -262,6 +270,8 @@ impl Template {
                                     || fail("SQS event Queue must be !GetAtt X.Arn".into()),
                                 )?,
                                 batch_size: number(&p, "BatchSize").unwrap_or(10),
+                                batching_window_s: number(&p, "MaximumBatchingWindowInSeconds")
+                                    .unwrap_or(0),
                             }),
                             Some("HttpApi") => events.push(EventSpec::HttpApi),
                             Some("Schedule") => {

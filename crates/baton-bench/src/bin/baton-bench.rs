@@ -172,6 +172,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut options = StackOptions::new("baton-bench");
     // The sweeps are measured on their own, idle, at the end.
     options.sweep_every = Some(Duration::ZERO);
+    // Batches gathered as the template's mappings gather them (learn: 5 s).
+    options.batching_windows = true;
     if args.inline_payloads {
         // An empty value is no bucket.
         options

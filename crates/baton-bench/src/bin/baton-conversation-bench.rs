@@ -92,6 +92,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let emulator = Emulator::start_metered(&root, &meter_path)?;
     let mut options = StackOptions::new("baton-conversation-bench");
     options.sweep_every = Some(Duration::ZERO);
+    // Batches gathered as the template's mappings gather them (learn: 5 s).
+    options.batching_windows = true;
     let stack = LocalStack::start_on_emulator(emulator.endpoint(), options).await?;
     let http = baton_cli::tenant_client(baton_cli::LOCAL_TENANT).build()?;
     let mut servers: Vec<AgentServer> = Vec::new();
