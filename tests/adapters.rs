@@ -229,6 +229,7 @@ async fn dependents_are_released_once_and_only_by_their_last_parent() {
                 &id("w2"),
                 &id("d"),
                 &id("b"),
+                false,
                 until
             )
             .await
@@ -242,6 +243,7 @@ async fn dependents_are_released_once_and_only_by_their_last_parent() {
                 &id("w2"),
                 &id("d"),
                 &id("b"),
+                false,
                 until
             )
             .await
@@ -256,6 +258,7 @@ async fn dependents_are_released_once_and_only_by_their_last_parent() {
                 &id("w2"),
                 &id("d"),
                 &id("c"),
+                false,
                 until
             )
             .await
@@ -273,6 +276,7 @@ async fn dependents_are_released_once_and_only_by_their_last_parent() {
                 &id("w2"),
                 &id("d"),
                 &id("c"),
+                false,
                 until
             )
             .await
@@ -291,6 +295,7 @@ async fn dependents_are_released_once_and_only_by_their_last_parent() {
                 &id("w2"),
                 &id("d"),
                 &id("b"),
+                false,
                 until
             )
             .await
@@ -298,6 +303,89 @@ async fn dependents_are_released_once_and_only_by_their_last_parent() {
         Release::Moved,
         "another parent does not"
     );
+    // b's only parent is a: a stores it in `sole_parent_of`, and releases it in one write.
+    let a = store
+        .task(&"acme".parse().unwrap(), &id("w2"), &id("a"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.sole_parent_of, ["b", "c"]);
+    let b = store
+        .task(&"acme".parse().unwrap(), &id("w2"), &id("b"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(b.sole_parent_of.is_empty(), "d has two parents");
+    for delivery in ["first", "again"] {
+        let released = store
+            .release_dependent(
+                &"acme".parse().unwrap(),
+                &id("w2"),
+                &id("b"),
+                &id("a"),
+                true,
+                until,
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(released, Release::Ready { attempt: 1, .. }),
+            "{delivery}: {released:?}"
+        );
+    }
+    let b = store
+        .task(&"acme".parse().unwrap(), &id("w2"), &id("b"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.status, TaskStatus::Queued);
+    assert_eq!((b.deps_remaining, b.lease_until_ms), (0, Some(until)));
+    assert_eq!(b.deps_done, ["a"]);
+    // A claim keeps a dispatch lease that is long enough (the lease index is not rekeyed) and
+    // extends one that is not.
+    let claimed = store
+        .claim_task(
+            &b.task_ref(),
+            &id("x"),
+            None,
+            "token-b",
+            until - 1_000,
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    let ClaimOutcome::Claimed(b) = claimed else {
+        panic!("b is claimed: {claimed:?}");
+    };
+    assert_eq!(
+        (b.status, b.lease_until_ms),
+        (TaskStatus::Running, Some(until))
+    );
+    let c_ref = store
+        .task(&"acme".parse().unwrap(), &id("w2"), &id("c"))
+        .await
+        .unwrap()
+        .unwrap()
+        .task_ref();
+    store
+        .release_dependent(
+            &"acme".parse().unwrap(),
+            &id("w2"),
+            &id("c"),
+            &id("a"),
+            true,
+            until,
+        )
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_task(&c_ref, &id("x"), None, "token-c", until + 5_000, now_ms())
+        .await
+        .unwrap();
+    let ClaimOutcome::Claimed(c) = claimed else {
+        panic!("c is claimed: {claimed:?}");
+    };
+    assert_eq!(c.lease_until_ms, Some(until + 5_000));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -535,6 +623,7 @@ async fn route_messages_are_sent_in_batches_of_ten() {
     stack
         .execute_deps()
         .queue
+        .queues()
         .send_route(&messages)
         .await
         .unwrap();
@@ -602,6 +691,7 @@ async fn a_join_released_by_many_parents_at_once_is_released_exactly_once() {
                     &id("wj"),
                     &id("join"),
                     &id(parent),
+                    false,
                     now + 60_000,
                 )
                 .await

@@ -105,6 +105,15 @@ async fn settle(stack: &LocalStack, queue: &str) {
     .await;
 }
 
+/// Just after a claimed task's lease runs out: the claim's own, or the dispatch lease it kept
+/// when that was longer.
+fn lease_end(claimed: &baton_types::records::TaskRecord) -> i64 {
+    claimed
+        .lease_until_ms
+        .expect("a claimed task holds a lease")
+        + 1
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_task_whose_lease_expired_is_picked_up_again_by_cleanup_and_finishes() {
     let (stack, server, id) = one_task_workflow("lease", |s| s.run_execute = false).await;
@@ -114,22 +123,22 @@ async fn a_task_whose_lease_expired_is_picked_up_again_by_cleanup_and_finishes()
     let attempt = execute_message(&first).task;
     let store = &stack.execute_deps().store;
     let now = now_ms();
-    assert!(matches!(
-        store
-            .claim_task(
-                &attempt,
-                &"worker".parse().unwrap(),
-                None,
-                "dead-handler",
-                now - 1,
-                now
-            )
-            .await
-            .unwrap(),
-        ClaimOutcome::Claimed(_)
-    ));
+    let claimed = store
+        .claim_task(
+            &attempt,
+            &"worker".parse().unwrap(),
+            None,
+            "dead-handler",
+            now - 1,
+            now,
+        )
+        .await
+        .unwrap();
+    let ClaimOutcome::Claimed(claimed) = claimed else {
+        panic!("claimed: {claimed:?}");
+    };
 
-    let report = baton_cleanup::sweep(stack.cleanup_deps(), now_ms()).await;
+    let report = baton_cleanup::sweep(stack.cleanup_deps(), lease_end(&claimed)).await;
     assert_eq!(report.reclaimed, 1, "{report:?}");
 
     // The same attempt is routed again, to the same agent: a lost lease is not a retry.
@@ -248,7 +257,7 @@ async fn a_task_whose_handlers_keep_dying_fails_after_its_lease_attempts() {
     let a = receive_one(&stack, "ExecuteQueue").await;
     let attempt = execute_message(&a).task;
     let now = now_ms();
-    stack
+    let claimed = stack
         .execute_deps()
         .store
         .claim_task(
@@ -261,8 +270,11 @@ async fn a_task_whose_handlers_keep_dying_fails_after_its_lease_attempts() {
         )
         .await
         .unwrap();
+    let ClaimOutcome::Claimed(claimed) = claimed else {
+        panic!("claimed: {claimed:?}");
+    };
 
-    let report = baton_cleanup::sweep(stack.cleanup_deps(), now_ms()).await;
+    let report = baton_cleanup::sweep(stack.cleanup_deps(), lease_end(&claimed)).await;
     assert_eq!(report.failed, 1, "{report:?}");
     let workflow = wait_until_finished(&stack, &id).await;
     assert_eq!(workflow["status"], "failed");
@@ -330,7 +342,7 @@ async fn overlapping_sweeps_reclaim_an_expired_lease_once() {
     let (stack, _server, _) = one_task_workflow("sweeps", |s| s.run_execute = false).await;
     let first = receive_one(&stack, "ExecuteQueue").await;
     let now = now_ms();
-    stack
+    let claimed = stack
         .execute_deps()
         .store
         .claim_task(
@@ -343,10 +355,13 @@ async fn overlapping_sweeps_reclaim_an_expired_lease_once() {
         )
         .await
         .unwrap();
+    let ClaimOutcome::Claimed(claimed) = claimed else {
+        panic!("claimed: {claimed:?}");
+    };
 
     let (a, b) = tokio::join!(
-        baton_cleanup::sweep(stack.cleanup_deps(), now_ms()),
-        baton_cleanup::sweep(stack.cleanup_deps(), now_ms())
+        baton_cleanup::sweep(stack.cleanup_deps(), lease_end(&claimed)),
+        baton_cleanup::sweep(stack.cleanup_deps(), lease_end(&claimed))
     );
     assert_eq!(a.reclaimed + b.reclaimed, 1, "{a:?} {b:?}");
     let second = receive_one(&stack, "ExecuteQueue").await;

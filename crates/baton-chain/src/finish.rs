@@ -94,7 +94,15 @@ where
     let mut ready = Vec::new();
     for chunk in record.dependents.chunks(RELEASE_CONCURRENCY) {
         let released = join_all(chunk.iter().map(|dependent| {
-            store.release_dependent(tenant, workflow_id, dependent, &record.id, dispatch_until)
+            let sole = record.sole_parent_of.contains(dependent);
+            store.release_dependent(
+                tenant,
+                workflow_id,
+                dependent,
+                &record.id,
+                sole,
+                dispatch_until,
+            )
         }))
         .await;
         for (dependent, release) in chunk.iter().zip(released) {
@@ -247,6 +255,7 @@ mod tests {
     fn task(id: &str, status: TaskStatus, dependents: &[&str]) -> TaskRecord {
         TaskRecord {
             dependents: dependents.iter().map(|d| d.parse().unwrap()).collect(),
+            sole_parent_of: Vec::new(),
             finished_at_ms: Some(0),
             ..baton_types::records::fixtures::task(id, &[], status, None)
         }

@@ -63,6 +63,21 @@ pub enum StoreError {
     Payload(#[from] crate::payload::PayloadError),
 }
 
+/// The dependents of `task` in `workflow` whose only dependency it is.
+pub fn sole_parent_of(workflow: &NewWorkflow, task: &NewTask) -> Vec<TaskId> {
+    let single: std::collections::HashSet<&TaskId> = workflow
+        .tasks
+        .iter()
+        .filter(|t| t.depends_on.len() == 1)
+        .map(|t| &t.id)
+        .collect();
+    task.dependents
+        .iter()
+        .filter(|d| single.contains(d))
+        .cloned()
+        .collect()
+}
+
 /// A task as written when its workflow is created.
 #[derive(Debug, Clone)]
 pub struct NewTask {
@@ -328,13 +343,16 @@ pub trait WorkflowStore: Send + Sync {
         outcome: WorkflowStatus,
         finish: Finish,
     ) -> Result<bool, StoreError>;
-    /// Counts `parent` as done on `dependent` once; queues it when it was the last.
+    /// Counts `parent` as done on `dependent` once; queues it when it was the last. `sole`:
+    /// `parent` is its only dependency (its `sole_parent_of`), so counting and queueing can
+    /// be one write.
     async fn release_dependent(
         &self,
         tenant: &TenantId,
         workflow_id: &WorkflowId,
         dependent: &TaskId,
         parent: &TaskId,
+        sole: bool,
         dispatch_until_ms: i64,
     ) -> Result<Release, StoreError>;
     /// waiting → skipped. Returns the task's dependents if it is skipped now or was before

@@ -17,7 +17,7 @@ use baton_cleanup::CleanupDeps;
 use baton_execute_agent::ExecuteDeps;
 use baton_learn::LearnDeps;
 use baton_orchestrate::Api;
-use baton_route::RouteDeps;
+use baton_route::{InlineRouting, RouteDeps};
 use baton_types::endpoint::{HTTP_HOSTS_VAR, PRIVATE_NETWORKS_VAR};
 use lambda_runtime::LambdaEvent;
 use std::sync::Arc;
@@ -154,6 +154,8 @@ fn local_default(name: &str) -> Option<String> {
 
 pub type Store = DynamoStore;
 pub type Queues = SqsQueues;
+/// execute-agent's queues: it routes the dependents it releases itself.
+pub type ExecuteQueues = InlineRouting<Store, Queues>;
 
 /// A queue-driven function's handler, as its event-source stand-in calls it.
 type BatchHandler = Arc<
@@ -184,7 +186,7 @@ pub struct LocalStack {
     /// orchestrate's), what Lambda and API Gateway would bill.
     pub invocations: Invocations,
     route: Arc<RouteDeps<Store, Queues>>,
-    execute: Arc<ExecuteDeps<Store, Queues, AgentInvokers>>,
+    execute: Arc<ExecuteDeps<Store, ExecuteQueues, AgentInvokers>>,
     cleanup: Arc<CleanupDeps<Store, Queues, HttpHealthProber>>,
     stand_ins: Option<StandIns>,
     learn: Arc<LearnDeps<Store>>,
@@ -383,9 +385,14 @@ impl LocalStack {
         let execute = {
             let s = settings_of(execute_fn)?;
             let invoker = invokers(&s)?;
-            Arc::new(ExecuteDeps::new(
+            let routing = RouteDeps::new(
                 handler_clients.store(&s),
                 handler_clients.queues(&s),
+                s.clone(),
+            );
+            Arc::new(ExecuteDeps::new(
+                handler_clients.store(&s),
+                InlineRouting::new(routing),
                 invoker,
                 s,
             ))
@@ -590,7 +597,7 @@ impl LocalStack {
     }
 
     /// The execute-agent handler's dependencies, to invoke it by hand.
-    pub fn execute_deps(&self) -> &ExecuteDeps<Store, Queues, AgentInvokers> {
+    pub fn execute_deps(&self) -> &ExecuteDeps<Store, ExecuteQueues, AgentInvokers> {
         &self.execute
     }
 

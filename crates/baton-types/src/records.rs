@@ -23,6 +23,8 @@ pub struct TaskRecord {
     pub input: Value,
     pub depends_on: Vec<TaskId>,
     pub dependents: Vec<TaskId>,
+    /// The dependents whose only dependency is this task: each is released in one write.
+    pub sole_parent_of: Vec<TaskId>,
     pub status: TaskStatus,
     /// The current attempt: the retry counter, and the `Idempotency-Key`'s last part.
     pub attempt: u32,
@@ -213,6 +215,7 @@ pub mod fixtures {
             input: serde_json::Value::Null,
             depends_on: deps.iter().map(|d| d.parse().unwrap()).collect(),
             dependents: Vec::new(),
+            sole_parent_of: Vec::new(),
             status,
             attempt: 1,
             deps_remaining: 0,

@@ -25,14 +25,14 @@ use baton_chain::cache::{AgentCache, ConfigCache, TtlCache};
 use baton_chain::config::Settings;
 use baton_chain::error::ChainError;
 use baton_chain::queue::delay_until;
-use baton_chain::queue::TaskQueue;
+use baton_chain::queue::{QueueError, TaskQueue};
 use baton_chain::store::{AgentRegistry, ChainStore, ConfigStore, LearningStore, RoutingState};
 use baton_types::agent::Agent;
 use baton_types::circuit::Probe;
 use baton_types::clock::now_ms;
 use baton_types::ids::{AgentName, TenantId};
 use baton_types::learning::AgentStats;
-use baton_types::messages::{ExecuteMessage, RouteMessage, FORMAT_VERSION};
+use baton_types::messages::{ExecuteMessage, OutcomeMessage, RouteMessage, FORMAT_VERSION};
 use baton_types::outcome::{FailureKind, TaskFailure};
 use baton_types::retry::RetryPolicy;
 use baton_types::routing::{
@@ -394,4 +394,78 @@ where
         tracing::info!("task moved on before it could be ended; acknowledged");
     }
     Ok(())
+}
+
+/// How many released tasks one `send_route` routes at once.
+const INLINE_CONCURRENCY: usize = 10;
+
+/// Routes released tasks where they are released, so that a DAG level costs one queue hop
+/// (execute to execute), not two (execute to route to execute). It is execute-agent's queue:
+/// `send_route` routes each message at once, as the route function would, and sends its
+/// execute message; a message it could not route (a store or queue error) goes to the route
+/// queue as before, so the worst case is today's path. Everything else goes to the queues as
+/// it is: delayed retries and waits for capacity, outcomes, and what routing itself sends. The
+/// route function keeps submissions, retries, waits and repairs.
+///
+/// Safe under the chain's rules: routing writes nothing on the happy path, and a message both
+/// routed here and sent to the route queue (a send whose response was lost) makes a second
+/// execute message, which the claim absorbs. A handler that dies between a release and its
+/// routing leaves the task queued under its dispatch lease, as a lost route message would.
+pub struct InlineRouting<S, Q> {
+    deps: RouteDeps<S, Q>,
+}
+
+impl<S, Q> InlineRouting<S, Q> {
+    pub fn new(deps: RouteDeps<S, Q>) -> Self {
+        InlineRouting { deps }
+    }
+
+    /// The queues themselves, for what must not be routed here.
+    pub fn queues(&self) -> &Q {
+        &self.deps.queue
+    }
+}
+
+#[async_trait::async_trait]
+impl<S, Q> TaskQueue for InlineRouting<S, Q>
+where
+    S: RouteStore,
+    Q: TaskQueue,
+{
+    async fn send_route(&self, messages: &[RouteMessage]) -> Result<(), QueueError> {
+        let mut unrouted = Vec::new();
+        for chunk in messages.chunks(INLINE_CONCURRENCY) {
+            let routed = futures::future::join_all(chunk.iter().map(|message| {
+                // Sent just now: no queue wait to report, and no older copy to check for.
+                route_message(&self.deps, message.clone(), Delivery { sent_at_ms: None })
+            }))
+            .await;
+            for (message, result) in chunk.iter().zip(routed) {
+                if let Err(error) = result {
+                    tracing::warn!(task = %message.task.task_id, %error, "routing here failed; the task goes to the route queue");
+                    unrouted.push(message.clone());
+                }
+            }
+        }
+        if unrouted.is_empty() {
+            return Ok(());
+        }
+        self.deps.queue.send_route(&unrouted).await
+    }
+
+    async fn send_route_after(
+        &self,
+        message: &RouteMessage,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        self.deps.queue.send_route_after(message, delay).await
+    }
+
+    async fn send_execute(&self, message: &ExecuteMessage) -> Result<(), QueueError> {
+        self.deps.queue.send_execute(message).await
+    }
+
+    async fn send_outcome(&self, message: &OutcomeMessage) -> Result<(), QueueError> {
+        self.deps.queue.send_outcome(message).await
+    }
 }

@@ -11,6 +11,8 @@ use baton_types::control::{Control, Hold};
 
 /// Attributes that place an item in the lease index.
 pub(super) const LEASE_ATTRS: &str = "lease_until, lease_shard";
+/// The dependents a task is the only dependency of (absent on items stored before it).
+const SOLE_PARENT_OF: &str = "sole_parent_of";
 
 fn task_item(
     workflow: &NewWorkflow,
@@ -44,6 +46,10 @@ fn task_item(
         );
         let until = task.dispatch_until_ms.unwrap_or(workflow.dispatch_until_ms);
         item.insert(LEASE_UNTIL.into(), n(until));
+    }
+    let sole = sole_parent_of(workflow, task);
+    if !sole.is_empty() {
+        item.insert(SOLE_PARENT_OF.into(), string_list(&sole));
     }
     if let Some(retry) = &task.retry {
         item.insert("retry".into(), json(retry)?);
@@ -128,6 +134,7 @@ pub(super) fn task_record(item: &Item) -> Result<TaskRecord, StoreError> {
         input: a.json("input")?.unwrap_or(Value::Null),
         depends_on: stored_ids(a.list("depends_on"))?,
         dependents: stored_ids(a.list("dependents"))?,
+        sole_parent_of: stored_ids(a.list(SOLE_PARENT_OF))?,
         status: a.parsed("status")?,
         attempt: a.n("attempt")?,
         deps_remaining: a.n("deps_remaining")?,
@@ -508,60 +515,86 @@ impl WorkflowStore for DynamoStore {
         lease_until_ms: i64,
         now_ms: i64,
     ) -> Result<ClaimOutcome, StoreError> {
-        let (set_decision, decision) = match decision {
-            Some(d) => (", decision = :decision", Some(json(d)?)),
-            None => ("", None),
+        let decision = decision.map(json).transpose()?;
+        // A lease already long enough (the dispatch lease, set at release) is kept: the claim
+        // then leaves the `leases` index's key alone, one index write instead of a delete and
+        // a put. A claim that needs a longer lease is refused by that condition alone and sets
+        // its own.
+        let claim = |extend_lease: bool| {
+            let (set_lease, keep_lease) = match extend_lease {
+                true => (", lease_until = :lease, lease_shard = :shard", ""),
+                false => ("", " AND lease_until >= :lease"),
+            };
+            let set_decision = if decision.is_some() {
+                ", decision = :decision"
+            } else {
+                ""
+            };
+            let update = self
+                .update_attempt(task)
+                .update_expression(format!(
+                    "SET #status = :running, #agent = :agent, started_at = :now, \
+                     claim_token = :token, \
+                     claims = if_not_exists(claims, :zero) + :one{set_lease}{set_decision}"
+                ))
+                .condition_expression(format!(
+                    "#status = :queued AND attempt = :attempt AND attribute_not_exists({HOLD}){keep_lease}"
+                ))
+                .expression_attribute_names("#agent", "agent")
+                .expression_attribute_values(":running", s(TaskStatus::Running.as_str()))
+                .expression_attribute_values(":queued", s(TaskStatus::Queued.as_str()))
+                .expression_attribute_values(":agent", s(agent))
+                .expression_attribute_values(":now", n(now_ms))
+                .expression_attribute_values(":lease", n(lease_until_ms))
+                .expression_attribute_values(":token", s(token))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":one", n(1));
+            let update = match extend_lease {
+                true => update
+                    .expression_attribute_values(":shard", s(keys::lease_shard(&task.workflow_id))),
+                false => update,
+            };
+            match &decision {
+                Some(decision) => update.expression_attribute_values(":decision", decision.clone()),
+                None => update,
+            }
         };
-        let update = self
-            .update_attempt(task)
-            .update_expression(format!(
-                "SET #status = :running, #agent = :agent, started_at = :now, \
-                 lease_until = :lease, lease_shard = :shard, claim_token = :token, \
-                 claims = if_not_exists(claims, :zero) + :one{set_decision}"
-            ))
-            .condition_expression(format!(
-                "#status = :queued AND attempt = :attempt AND attribute_not_exists({HOLD})"
-            ))
-            .expression_attribute_names("#agent", "agent")
-            .expression_attribute_values(":running", s(TaskStatus::Running.as_str()))
-            .expression_attribute_values(":queued", s(TaskStatus::Queued.as_str()))
-            .expression_attribute_values(":agent", s(agent))
-            .expression_attribute_values(":now", n(now_ms))
-            .expression_attribute_values(":lease", n(lease_until_ms))
-            .expression_attribute_values(":shard", s(keys::lease_shard(&task.workflow_id)))
-            .expression_attribute_values(":token", s(token))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1));
-        let update = match decision {
-            Some(decision) => update.expression_attribute_values(":decision", decision),
-            None => update,
-        };
-        Ok(
-            match conditional_update(update, ReturnValue::AllNew).await? {
-                // The call needs the input whole, wherever it is.
-                Conditional::Applied(item) => ClaimOutcome::Claimed(self.whole_task(&item).await?),
-                Conditional::Rejected(None) => ClaimOutcome::Missing,
-                Conditional::Rejected(Some(item)) => {
-                    let current = task_record(&item)?;
-                    if current.attempt != task.attempt {
-                        ClaimOutcome::NotClaimable(current)
-                    } else if current.status == TaskStatus::Running
-                        && current.claim_token.as_deref() == Some(token)
-                    {
-                        // This claim's own response was lost; the SDK's retry met it. The
-                        // call needs the input whole here too.
-                        ClaimOutcome::Claimed(self.whole_task(&item).await?)
-                    } else if current.status.has_result() {
-                        ClaimOutcome::AlreadyFinished(current)
-                    } else if let (TaskStatus::Queued, Some(hold)) = (current.status, current.hold)
-                    {
-                        ClaimOutcome::Held(current, hold)
-                    } else {
-                        ClaimOutcome::NotClaimable(current)
-                    }
+        let mut result = conditional_update(claim(false), ReturnValue::AllNew).await?;
+        if let Conditional::Rejected(Some(item)) = &result {
+            let current = task_record(item)?;
+            let lease_too_short = current.status == TaskStatus::Queued
+                && current.attempt == task.attempt
+                && current.hold.is_none()
+                && current
+                    .lease_until_ms
+                    .is_none_or(|until| until < lease_until_ms);
+            if lease_too_short {
+                result = conditional_update(claim(true), ReturnValue::AllNew).await?;
+            }
+        }
+        Ok(match result {
+            // The call needs the input whole, wherever it is.
+            Conditional::Applied(item) => ClaimOutcome::Claimed(self.whole_task(&item).await?),
+            Conditional::Rejected(None) => ClaimOutcome::Missing,
+            Conditional::Rejected(Some(item)) => {
+                let current = task_record(&item)?;
+                if current.attempt != task.attempt {
+                    ClaimOutcome::NotClaimable(current)
+                } else if current.status == TaskStatus::Running
+                    && current.claim_token.as_deref() == Some(token)
+                {
+                    // This claim's own response was lost; the SDK's retry met it. The
+                    // call needs the input whole here too.
+                    ClaimOutcome::Claimed(self.whole_task(&item).await?)
+                } else if current.status.has_result() {
+                    ClaimOutcome::AlreadyFinished(current)
+                } else if let (TaskStatus::Queued, Some(hold)) = (current.status, current.hold) {
+                    ClaimOutcome::Held(current, hold)
+                } else {
+                    ClaimOutcome::NotClaimable(current)
                 }
-            },
-        )
+            }
+        })
     }
 
     async fn task_outputs(
@@ -819,8 +852,41 @@ impl WorkflowStore for DynamoStore {
         workflow_id: &WorkflowId,
         dependent: &TaskId,
         parent: &TaskId,
+        sole: bool,
         dispatch_until_ms: i64,
     ) -> Result<Release, StoreError> {
+        if sole {
+            // Its only parent: counted and queued in one write. Refused, it is decided below
+            // on what the decrement finds (its own earlier write, or a task moved on).
+            let release = self
+                .update_task(tenant, workflow_id, dependent)
+                .update_expression(
+                    "SET deps_remaining = :zero, #status = :queued, lease_shard = :shard, \
+                     lease_until = :until, released_by = :parent ADD deps_done :parent_set",
+                )
+                .condition_expression(
+                    "#status = :waiting AND deps_remaining = :one \
+                     AND NOT contains(deps_done, :parent)",
+                )
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":queued", s(TaskStatus::Queued.as_str()))
+                .expression_attribute_values(":waiting", s(TaskStatus::Waiting.as_str()))
+                .expression_attribute_values(":shard", s(keys::lease_shard(workflow_id)))
+                .expression_attribute_values(":until", n(dispatch_until_ms))
+                .expression_attribute_values(":parent", s(parent))
+                .expression_attribute_values(":parent_set", string_set(&[parent]));
+            if let Conditional::Applied(item) =
+                conditional_update(release, ReturnValue::AllNew).await?
+            {
+                let current = task_record(&item)?;
+                return Ok(Release::Ready {
+                    attempt: current.attempt,
+                    capability: current.capability,
+                    profile: Box::new(current.profile),
+                });
+            }
+        }
         // Count the parent once: the set of counted parents makes the decrement idempotent.
         let decrement = self
             .update_task(tenant, workflow_id, dependent)

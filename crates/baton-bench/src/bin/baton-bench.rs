@@ -55,6 +55,10 @@ struct Args {
     /// Every task streams its answer: `--output-bytes` of text in 32-byte parts every 20 ms.
     #[arg(long)]
     stream: bool,
+    /// Workflows of each shape run one at a time after the cost runs, for Baton's time per DAG
+    /// level without a backlog (0: none).
+    #[arg(long, default_value_t = 20)]
+    latency_workflows: usize,
     /// Scheduled sweeps of the idle stack to measure, for the idle cost (0: none).
     #[arg(long, default_value_t = 5)]
     idle_sweeps: usize,
@@ -162,7 +166,7 @@ struct Run {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), Error> {
     let args = Args::parse();
     let fail_first = args.fail_first_attempt;
     let root = project_root();
@@ -243,26 +247,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let workflow = shape.workflow(args.stream);
             let mut ids = Vec::new();
             for _ in 0..workflows {
-                let accepted: Value = http
-                    .post(format!("{}/v1/workflows", stack.api_url))
-                    .json(&workflow)
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                let id = accepted["workflow_id"].as_str().ok_or("no workflow id")?;
-                ids.push(id.to_string());
+                ids.push(submit(&http, &stack.api_url, &workflow).await?);
             }
             for id in &ids {
-                loop {
-                    match store.workflow_status(&tenant, &id.parse()?).await? {
-                        Some(WorkflowStatus::Running) => {
-                            tokio::time::sleep(Duration::from_millis(100)).await
-                        }
-                        Some(WorkflowStatus::Succeeded) => break,
-                        other => return Err(format!("workflow {id} ended {other:?}").into()),
-                    }
-                }
+                wait_until_succeeded(&store, &tenant, id).await?;
             }
             // Learning is off the critical path: wait until every outcome (each attempt's) is
             // learned.
@@ -301,6 +289,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     print_summary(&runs);
+    if args.latency_workflows > 0 {
+        *reply.lock().unwrap_or_else(|p| p.into_inner()) =
+            AgentReply::ok(json!({ "pad": "p".repeat(472) }));
+        println!("\n== Per DAG level, one workflow at a time ({} of each shape, 0.5 KB outputs): a task's agent answering to its dependent's agent call", args.latency_workflows);
+        for &shape in &args.shapes {
+            calls.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            let mut ids = Vec::new();
+            for _ in 0..args.latency_workflows {
+                let id = submit(&http, &stack.api_url, &shape.workflow(false)).await?;
+                wait_until_succeeded(&store, &tenant, &id).await?;
+                ids.push(id);
+            }
+            let gaps = level_gaps(&calls, shape, &ids);
+            println!(
+                "{shape:<8} p50 {:.0} ms, p99 {:.0} ms ({} dependents)",
+                percentile(&gaps, 50.0),
+                percentile(&gaps, 99.0),
+                gaps.len()
+            );
+        }
+        println!(
+            "The emulator's own time per request: {}",
+            emulator_request_time(&store, &tenant).await?
+        );
+    }
     if args.idle_sweeps > 0 {
         idle_cost(&stack, &meter_path, args.idle_sweeps).await?;
     }
@@ -308,6 +321,56 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(emulator);
     let _ = std::fs::remove_file(&meter_path);
     Ok(())
+}
+
+type Error = Box<dyn std::error::Error>;
+
+/// Submits `workflow` through the API; its id.
+async fn submit(http: &reqwest::Client, api_url: &str, workflow: &Value) -> Result<String, Error> {
+    let accepted: Value = http
+        .post(format!("{api_url}/v1/workflows"))
+        .json(workflow)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = accepted["workflow_id"].as_str().ok_or("no workflow id")?;
+    Ok(id.to_string())
+}
+
+/// Waits until workflow `id` has succeeded, polling the table through a client of its own.
+async fn wait_until_succeeded(
+    store: &impl WorkflowStore,
+    tenant: &baton_types::ids::TenantId,
+    id: &str,
+) -> Result<(), Error> {
+    loop {
+        match store.workflow_status(tenant, &id.parse()?).await? {
+            Some(WorkflowStatus::Running) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Some(WorkflowStatus::Succeeded) => return Ok(()),
+            other => return Err(format!("workflow {id} ended {other:?}").into()),
+        }
+    }
+}
+
+/// The emulator's own round trip for a one-item read, p50 and p99 of 200.
+async fn emulator_request_time(
+    store: &impl WorkflowStore,
+    tenant: &baton_types::ids::TenantId,
+) -> Result<String, Error> {
+    let mut times = Vec::new();
+    let missing = "no-such-workflow".parse()?;
+    for _ in 0..200 {
+        let started = Instant::now();
+        store.workflow_status(tenant, &missing).await?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(format!(
+        "p50 {:.1} ms, p99 {:.1} ms (a GetItem)",
+        percentile(&times, 50.0),
+        percentile(&times, 99.0)
+    ))
 }
 
 fn print_summary(runs: &[Run]) {

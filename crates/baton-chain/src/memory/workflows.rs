@@ -163,6 +163,7 @@ impl State {
                     input: task.input.clone(),
                     depends_on: task.depends_on.clone(),
                     dependents: task.dependents.clone(),
+                    sole_parent_of: sole_parent_of(workflow, task),
                     status: task.status,
                     attempt: 1,
                     deps_remaining: task.depends_on.len() as u32,
@@ -630,6 +631,7 @@ impl WorkflowStore for MemoryStore {
         workflow_id: &WorkflowId,
         dependent: &TaskId,
         parent: &TaskId,
+        _sole: bool,
         dispatch_until_ms: i64,
     ) -> Result<Release, StoreError> {
         self.run("release_dependent", |state| {
