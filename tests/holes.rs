@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use baton_chain::finish::finish_at;
-use baton_chain::store::{AttemptEnd, Ended, WorkflowStore};
+use baton_chain::store::{AttemptEnd, ClaimOutcome, Ended, WorkflowStore};
 use baton_local::agents::AgentReply;
 use baton_local::faults::{Fault, FaultPlan, FaultRule};
 use baton_local::stack::{LocalStack, StackOptions};
@@ -105,7 +105,7 @@ async fn a_fail_whose_follow_up_broke_off_is_finished_by_the_repair_sweep() {
     let a = receive_one(&stack, "ExecuteQueue").await;
     let now = now_ms();
     let store = &stack.execute_deps().store;
-    store
+    let claimed = store
         .claim_task(
             &execute_message(&a).task,
             &"worker".parse().unwrap(),
@@ -116,6 +116,14 @@ async fn a_fail_whose_follow_up_broke_off_is_finished_by_the_repair_sweep() {
         )
         .await
         .unwrap();
+    // The claim kept the dispatch lease, which outlasts its own.
+    let ClaimOutcome::Claimed(claimed) = claimed else {
+        panic!("claimed: {claimed:?}");
+    };
+    let lease_end = claimed
+        .lease_until_ms
+        .expect("a claimed task holds a lease")
+        + 1;
 
     // Cleanup fails a (its leases are used up), and the call that counts it is throttled
     // through all the SDK's attempts: the task is failed, out of the lease index, and no
@@ -124,7 +132,7 @@ async fn a_fail_whose_follow_up_broke_off_is_finished_by_the_repair_sweep() {
         &stack,
         throttle("UpdateItem", &["tasks_remaining = tasks_remaining"], 3),
     );
-    let report = sweep_at(&stack, now_ms()).await;
+    let report = sweep_at(&stack, lease_end).await;
     assert_eq!(report.errors, 1, "{report:?}");
     let stuck = workflow_view(&stack, &id).await;
     assert_eq!(task(&stuck, "a")["status"], "failed");
@@ -132,7 +140,8 @@ async fn a_fail_whose_follow_up_broke_off_is_finished_by_the_repair_sweep() {
     assert_eq!(stuck["status"], "running");
 
     // The repair sweep finds the workflow by its index and runs the follow-up again.
-    let report = sweep_at(&stack, after_repair_delay(&stack)).await;
+    let repair_at = lease_end + stack.settings.repair_after.as_millis() as i64 + 15_000;
+    let report = sweep_at(&stack, repair_at).await;
     assert!(report.repaired >= 1, "{report:?}");
     let workflow = wait_until_finished(&stack, &id).await;
     assert_eq!(workflow["status"], "failed");

@@ -123,6 +123,19 @@ pub async fn settled_meter(path: &Path) -> Result<Value, String> {
     ))
 }
 
+/// Milliseconds billed per invocation, by function.
+pub type Durations = BTreeMap<&'static str, f64>;
+
+/// Each function's mean billed milliseconds per invocation in `usage`.
+pub fn durations(usage: &Usage) -> Durations {
+    usage
+        .invocations
+        .iter()
+        .filter(|(_, i)| i.count > 0)
+        .map(|(function, i)| (*function, i.billed_ms as f64 / i.count as f64))
+        .collect()
+}
+
 /// One unit of work's bill: the figures per unit and their dollars per million units.
 #[derive(Debug, Clone, Default)]
 pub struct Bill {
@@ -140,6 +153,13 @@ pub struct Bill {
 impl Bill {
     /// `usage` spread over `units` units of work.
     pub fn of(usage: &Usage, units: f64) -> Self {
+        Self::with_durations(usage, units, &Durations::new())
+    }
+
+    /// As [`Bill::of`], with each function in `durations` billed at that many milliseconds
+    /// per invocation instead of what `usage` measured (durations measured without a backlog,
+    /// when `usage`'s ran under one).
+    pub fn with_durations(usage: &Usage, units: f64, durations: &Durations) -> Self {
         let per = |n: f64| n / units;
         let (mut items, mut indexes) = (0.0, 0.0);
         for (name, (written, _)) in &usage.metered {
@@ -156,14 +176,21 @@ impl Bill {
             .sum::<f64>()
             - usage.call("sqs.ReceiveMessage.empty");
         let invocations: u64 = usage.invocations.values().map(|i| i.count).sum();
-        let billed_ms: u64 = usage.invocations.values().map(|i| i.billed_ms).sum();
+        let billed_ms: f64 = usage
+            .invocations
+            .iter()
+            .map(|(function, i)| match durations.get(function) {
+                Some(ms) => i.count as f64 * ms,
+                None => i.billed_ms as f64,
+            })
+            .sum();
         Bill {
             item_write_units: per(items),
             index_write_units: per(indexes),
             read_units: per(usage.call("dynamodb.read_units")),
             sqs_requests: per(sqs),
             lambda_invocations: per(invocations as f64),
-            gb_seconds: per(billed_ms as f64 / 1000.0 * prices::LAMBDA_MEMORY_GB),
+            gb_seconds: per(billed_ms / 1000.0 * prices::LAMBDA_MEMORY_GB),
             api_requests: per(usage
                 .invocations
                 .get("orchestrate")
@@ -209,8 +236,9 @@ impl Dollars {
 }
 
 /// Prints `usage` per `unit` (of which there were `units`): every call, the meter by table and
-/// index, each function's invocations, and the bill in dollars. Returns the bill.
-pub fn print_bill(usage: &Usage, units: f64, unit: &str) -> Bill {
+/// index, each function's invocations, and the bill in dollars, Lambda's at `durations` where
+/// they name the function. Returns the bill.
+pub fn print_bill(usage: &Usage, units: f64, unit: &str, durations: &Durations) -> Bill {
     println!(
         "{:<40} {:>10} {:>10}",
         "AWS calls",
@@ -242,7 +270,7 @@ pub fn print_bill(usage: &Usage, units: f64, unit: &str) -> Bill {
             );
         }
     }
-    let bill = Bill::of(usage, units);
+    let bill = Bill::with_durations(usage, units, durations);
     let dollars = bill.dollars();
     println!(
         "Per {unit}: {:.2} write units ({:.2} items + {:.2} indexes), {:.2} read units, \

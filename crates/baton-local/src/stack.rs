@@ -154,7 +154,7 @@ fn local_default(name: &str) -> Option<String> {
 
 pub type Store = DynamoStore;
 pub type Queues = SqsQueues;
-/// execute-agent's queues: it routes the dependents it releases itself.
+/// orchestrate's and execute-agent's queues: each routes the tasks it makes ready itself.
 pub type ExecuteQueues = InlineRouting<Store, Queues>;
 
 /// A queue-driven function's handler, as its event-source stand-in calls it.
@@ -347,12 +347,24 @@ impl LocalStack {
         });
 
         let vault = baton_aws::vault::SecretsManagerVault::new(&handler_clients.config);
+        // Ready tasks are routed where they become ready, as deployed; without the route
+        // function (a test holding tasks back) every one goes through the route queue.
+        let run_route = options.run_route;
+        let in_place = |routing: RouteDeps<Store, Queues>| match run_route {
+            true => InlineRouting::new(routing),
+            false => InlineRouting::with_limit(routing, 0),
+        };
         let api = {
             let s = settings_of(orchestrate_fn)?;
             let classifier = invokers(&s)?;
             let queue_stats = Arc::new(handler_clients.queue_stats(&s));
             let key = baton_aws::streaming::stream_key(&vault, &s.stream).await?;
-            let api = Api::new(handler_clients.store(&s), handler_clients.queues(&s), s)
+            let routing = RouteDeps::new(
+                handler_clients.store(&s),
+                handler_clients.queues(&s),
+                s.clone(),
+            );
+            let api = Api::new(handler_clients.store(&s), in_place(routing), s)
                 .with_classifier(Arc::new(classifier))
                 .with_queue_stats(queue_stats)
                 .with_vault(Arc::new(baton_aws::vault::SecretsManagerVault::new(
@@ -392,7 +404,7 @@ impl LocalStack {
             );
             Arc::new(ExecuteDeps::new(
                 handler_clients.store(&s),
-                InlineRouting::new(routing),
+                in_place(routing),
                 invoker,
                 s,
             ))

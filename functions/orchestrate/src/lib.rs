@@ -165,6 +165,19 @@ impl<S> ApiStore for S where
 }
 
 /// The Lambda handler: every outcome, including errors, is an HTTP response.
+/// A response handed to Lambda as it is. lambda_http's conversion of a `Response<B>` decodes
+/// a text body again by its charset, which links encoding_rs' tables (about 130 KB) for
+/// charsets the API never sends; every body here is already a `Body`.
+pub struct AsIs(pub Response<Body>);
+
+impl lambda_http::IntoResponse for AsIs {
+    fn into_response(
+        self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>> {
+        Box::pin(std::future::ready(self.0))
+    }
+}
+
 pub async fn handle_request<S, Q>(
     api: &Api<S, Q>,
     request: Request,

@@ -1,5 +1,6 @@
 use baton_aws::invoker::AgentInvokers;
-use baton_orchestrate::{handle_request, Api};
+use baton_orchestrate::{handle_request, Api, AsIs};
+use baton_route::{InlineRouting, RouteDeps};
 use lambda_http::{run, service_fn, Error};
 
 #[tokio::main]
@@ -11,9 +12,15 @@ async fn main() -> Result<(), Error> {
     let vault = baton_aws::vault::SecretsManagerVault::new(&clients.config);
     let stream_key = baton_aws::streaming::stream_key(&vault, &settings.stream).await?;
     let vault = std::sync::Arc::new(vault);
-    let mut api = Api::new(
+    // Ready tasks are routed here: a workflow's first level is one queue hop too.
+    let routing = RouteDeps::new(
         clients.store(&settings),
         clients.queues(&settings),
+        settings.clone(),
+    );
+    let mut api = Api::new(
+        clients.store(&settings),
+        InlineRouting::new(routing),
         settings,
     )
     .with_classifier(classifier)
@@ -23,7 +30,7 @@ async fn main() -> Result<(), Error> {
         api = api.with_stream_key(key);
     }
     run(service_fn(|request| {
-        baton_aws::emf::flushed(handle_request(&api, request))
+        baton_aws::emf::flushed(async { handle_request(&api, request).await.map(AsIs) })
     }))
     .await
 }

@@ -396,14 +396,17 @@ where
     Ok(())
 }
 
-/// How many released tasks one `send_route` routes at once.
+/// How many ready tasks one `send_route` routes at once.
 const INLINE_CONCURRENCY: usize = 10;
+/// How many ready tasks one `send_route` routes itself; the rest go to the route queue, so a
+/// wide fan-out does not hold up the request or handler that released it.
+pub const INLINE_LIMIT: usize = 50;
 
-/// Routes released tasks where they are released, so that a DAG level costs one queue hop
-/// (execute to execute), not two (execute to route to execute). It is execute-agent's queue:
-/// `send_route` routes each message at once, as the route function would, and sends its
-/// execute message; a message it could not route (a store or queue error) goes to the route
-/// queue as before, so the worst case is today's path. Everything else goes to the queues as
+/// Routes ready tasks where they become ready, so that a DAG level costs one queue hop, not
+/// two (to route, then to execute). It is orchestrate's and execute-agent's queue: `send_route`
+/// routes each message at once (the first [`INLINE_LIMIT`]), as the route function would, and
+/// sends its execute message; a message it could not route (a store or queue error) and those
+/// past the limit go to the route queue as before, so the worst case is the two-hop path. Everything else goes to the queues as
 /// it is: delayed retries and waits for capacity, outcomes, and what routing itself sends. The
 /// route function keeps submissions, retries, waits and repairs.
 ///
@@ -413,11 +416,18 @@ const INLINE_CONCURRENCY: usize = 10;
 /// routing leaves the task queued under its dispatch lease, as a lost route message would.
 pub struct InlineRouting<S, Q> {
     deps: RouteDeps<S, Q>,
+    limit: usize,
 }
 
 impl<S, Q> InlineRouting<S, Q> {
     pub fn new(deps: RouteDeps<S, Q>) -> Self {
-        InlineRouting { deps }
+        Self::with_limit(deps, INLINE_LIMIT)
+    }
+
+    /// Routes at most `limit` tasks of a `send_route` itself (0: none; every task goes through
+    /// the route queue, as when a local stack runs without the route function).
+    pub fn with_limit(deps: RouteDeps<S, Q>, limit: usize) -> Self {
+        InlineRouting { deps, limit }
     }
 
     /// The queues themselves, for what must not be routed here.
@@ -433,8 +443,9 @@ where
     Q: TaskQueue,
 {
     async fn send_route(&self, messages: &[RouteMessage]) -> Result<(), QueueError> {
-        let mut unrouted = Vec::new();
-        for chunk in messages.chunks(INLINE_CONCURRENCY) {
+        let inline = messages.len().min(self.limit);
+        let mut unrouted = messages[inline..].to_vec();
+        for chunk in messages[..inline].chunks(INLINE_CONCURRENCY) {
             let routed = futures::future::join_all(chunk.iter().map(|message| {
                 // Sent just now: no queue wait to report, and no older copy to check for.
                 route_message(&self.deps, message.clone(), Delivery { sent_at_ms: None })

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use baton_bench::bill::{prices, print_bill, Bill, Usage};
+use baton_bench::bill::{self, prices, print_bill, Bill, Usage};
 use baton_chain::store::{LearningStore, WorkflowStore};
 use baton_local::agents::{AgentReply, AgentServer};
 use baton_local::emulator::{sdk_config, Emulator};
@@ -224,7 +224,50 @@ async fn main() -> Result<(), Error> {
     let store = baton_aws::telemetry::AwsClients::new(&sdk_config(emulator.endpoint()), None)
         .store(&stack.settings);
     let tenant: baton_types::ids::TenantId = "default".parse()?;
+    // Lambda is billed at the durations measured one workflow at a time: under the cost runs'
+    // backlog the emulator, not the handlers, sets how long an invocation takes.
+    let mut durations = bill::Durations::new();
+    // Every outcome, each attempt's, is learned before a run's figures are read.
+    let outcomes = |tasks: usize| tasks as u64 * if fail_first { 2 } else { 1 };
     let mut learned = 0;
+    if args.latency_workflows > 0 {
+        *reply.lock().unwrap_or_else(|p| p.into_inner()) =
+            AgentReply::ok(json!({ "pad": "p".repeat(472) }));
+        let before_latency = Usage::now(&stack, &meter_path).await?;
+        println!("\n== Per DAG level, one workflow at a time ({} of each shape, 0.5 KB outputs): a task's agent answering to its dependent's agent call", args.latency_workflows);
+        for &shape in &args.shapes {
+            calls.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            let mut ids = Vec::new();
+            for _ in 0..args.latency_workflows {
+                let id = submit(&http, &stack.api_url, &shape.workflow(false)).await?;
+                wait_until_succeeded(&store, &tenant, &id).await?;
+                ids.push(id);
+            }
+            let gaps = level_gaps(&calls, shape, &ids);
+            println!(
+                "{shape:<8} p50 {:.0} ms, p99 {:.0} ms ({} dependents)",
+                percentile(&gaps, 50.0),
+                percentile(&gaps, 99.0),
+                gaps.len()
+            );
+        }
+        println!(
+            "The emulator's own time per request: {}",
+            emulator_request_time(&store, &tenant).await?
+        );
+        learned += outcomes(
+            args.latency_workflows * args.shapes.iter().map(|s| s.tasks().len()).sum::<usize>(),
+        );
+        wait_until_learned(&store, &tenant, learned).await?;
+        let unloaded = Usage::now(&stack, &meter_path)
+            .await?
+            .since(&before_latency);
+        durations = bill::durations(&unloaded);
+        println!("Milliseconds billed per invocation, without a backlog (Lambda is billed at these below):");
+        for (function, ms) in &durations {
+            println!("  {function:<14} {ms:>7.1}");
+        }
+    }
     let mut runs = Vec::new();
     for &shape in &args.shapes {
         for &output_bytes in &args.output_bytes {
@@ -254,16 +297,8 @@ async fn main() -> Result<(), Error> {
             }
             // Learning is off the critical path: wait until every outcome (each attempt's) is
             // learned.
-            learned += tasks as u64 * if fail_first { 2 } else { 1 };
-            loop {
-                let stats = store
-                    .agent_stats(&tenant, "work", &["worker".parse()?])
-                    .await?;
-                if stats.get("worker").map_or(0, |s| s.count) >= learned {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            learned += outcomes(tasks as usize);
+            wait_until_learned(&store, &tenant, learned).await?;
             let usage = Usage::now(&stack, &meter_path).await?.since(&before);
             println!(
                 "\n== {shape}: {workflows} workflows, {} tasks, outputs of about {output_bytes} bytes{}{}{}",
@@ -272,7 +307,7 @@ async fn main() -> Result<(), Error> {
                 if args.inline_payloads { "; no payload bucket" } else { "" },
                 if args.stream { "; streamed" } else { "" },
             );
-            let bill = print_bill(&usage, tasks, "task");
+            let bill = print_bill(&usage, tasks, "task", &durations);
             let gaps = level_gaps(&calls, shape, &ids);
             println!(
                 "Per DAG level, a task's agent answering to its dependent's agent call: p50 {:.0} ms, p99 {:.0} ms ({} dependents)",
@@ -289,31 +324,6 @@ async fn main() -> Result<(), Error> {
         }
     }
     print_summary(&runs);
-    if args.latency_workflows > 0 {
-        *reply.lock().unwrap_or_else(|p| p.into_inner()) =
-            AgentReply::ok(json!({ "pad": "p".repeat(472) }));
-        println!("\n== Per DAG level, one workflow at a time ({} of each shape, 0.5 KB outputs): a task's agent answering to its dependent's agent call", args.latency_workflows);
-        for &shape in &args.shapes {
-            calls.lock().unwrap_or_else(|p| p.into_inner()).clear();
-            let mut ids = Vec::new();
-            for _ in 0..args.latency_workflows {
-                let id = submit(&http, &stack.api_url, &shape.workflow(false)).await?;
-                wait_until_succeeded(&store, &tenant, &id).await?;
-                ids.push(id);
-            }
-            let gaps = level_gaps(&calls, shape, &ids);
-            println!(
-                "{shape:<8} p50 {:.0} ms, p99 {:.0} ms ({} dependents)",
-                percentile(&gaps, 50.0),
-                percentile(&gaps, 99.0),
-                gaps.len()
-            );
-        }
-        println!(
-            "The emulator's own time per request: {}",
-            emulator_request_time(&store, &tenant).await?
-        );
-    }
     if args.idle_sweeps > 0 {
         idle_cost(&stack, &meter_path, args.idle_sweeps).await?;
     }
@@ -350,6 +360,23 @@ async fn wait_until_succeeded(
             Some(WorkflowStatus::Succeeded) => return Ok(()),
             other => return Err(format!("workflow {id} ended {other:?}").into()),
         }
+    }
+}
+
+/// Waits until the agent's learned stats count `outcomes` outcomes.
+async fn wait_until_learned(
+    store: &impl LearningStore,
+    tenant: &baton_types::ids::TenantId,
+    outcomes: u64,
+) -> Result<(), Error> {
+    loop {
+        let stats = store
+            .agent_stats(tenant, "work", &["worker".parse()?])
+            .await?;
+        if stats.get("worker").map_or(0, |s| s.count) >= outcomes {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -452,7 +479,12 @@ async fn idle_cost(
         .retain(|k, _| !k.starts_with("sqs.ReceiveMessage"));
     sweep_usage.invocations.retain(|k, _| *k == "cleanup");
     println!("\n== Idle: one scheduled sweep, with one agent registered and nothing running");
-    let sweep = print_bill(&sweep_usage, sweeps as f64, "sweep");
+    let sweep = print_bill(
+        &sweep_usage,
+        sweeps as f64,
+        "sweep",
+        &bill::Durations::new(),
+    );
     let sweeps_per_month = schedule_s.map_or(0.0, |s| SECONDS_PER_MONTH / s as f64);
     let polls_per_month = mapped_queues as f64 * IDLE_POLLERS_PER_QUEUE * SECONDS_PER_MONTH / 20.0;
     let sweep_dollars = sweep.dollars().total() * sweeps_per_month / 1e6;

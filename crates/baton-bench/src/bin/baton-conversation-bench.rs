@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use baton_bench::bill::{print_bill, Usage};
+use baton_bench::bill::{print_bill, Durations, Usage};
 use baton_chain::store::LearningStore;
 use baton_local::agents::AgentServer;
 use baton_local::conversation_agents::conversation_set;
@@ -218,7 +218,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "\n{:.1} agent calls per turn, {async_expected} async results kept",
         calls / n
     );
-    let bill = print_bill(&usage, n, "turn");
+    // Turns run one after another: the durations measured are unloaded.
+    let bill = print_bill(&usage, n, "turn", &Durations::new());
     println!(
         "Per agent call: {:.2} write units ({:.2} items + {:.2} indexes)",
         bill.write_units() * n / calls,
