@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use baton_chain::store::{AttemptEnd, ClaimOutcome, Ended, WorkflowStore};
+use baton_chain::store::{AttemptEnd, Ended};
 use baton_local::agents::AgentReply;
 use baton_local::agents::AgentServer;
 use baton_local::stack::{LocalStack, StackOptions};
@@ -121,22 +121,7 @@ async fn a_task_whose_lease_expired_is_picked_up_again_by_cleanup_and_finishes()
     // A handler claims attempt 1 and dies before its result is recorded; its lease runs out.
     let first = receive_one(&stack, "ExecuteQueue").await;
     let attempt = execute_message(&first).task;
-    let store = &stack.execute_deps().store;
-    let now = now_ms();
-    let claimed = store
-        .claim_task(
-            &attempt,
-            &"worker".parse().unwrap(),
-            None,
-            "dead-handler",
-            now - 1,
-            now,
-        )
-        .await
-        .unwrap();
-    let ClaimOutcome::Claimed(claimed) = claimed else {
-        panic!("claimed: {claimed:?}");
-    };
+    let claimed = claim_and_die(&stack, &attempt).await;
 
     let report = baton_cleanup::sweep(stack.cleanup_deps(), lease_end(&claimed)).await;
     assert_eq!(report.reclaimed, 1, "{report:?}");
@@ -256,23 +241,7 @@ async fn a_task_whose_handlers_keep_dying_fails_after_its_lease_attempts() {
     let id = submit(&stack, &chain()).await;
     let a = receive_one(&stack, "ExecuteQueue").await;
     let attempt = execute_message(&a).task;
-    let now = now_ms();
-    let claimed = stack
-        .execute_deps()
-        .store
-        .claim_task(
-            &attempt,
-            &"worker".parse().unwrap(),
-            None,
-            "died",
-            now - 1,
-            now,
-        )
-        .await
-        .unwrap();
-    let ClaimOutcome::Claimed(claimed) = claimed else {
-        panic!("claimed: {claimed:?}");
-    };
+    let claimed = claim_and_die(&stack, &attempt).await;
 
     let report = baton_cleanup::sweep(stack.cleanup_deps(), lease_end(&claimed)).await;
     assert_eq!(report.failed, 1, "{report:?}");
@@ -341,23 +310,7 @@ async fn a_duplicate_outcome_is_learned_once() {
 async fn overlapping_sweeps_reclaim_an_expired_lease_once() {
     let (stack, _server, _) = one_task_workflow("sweeps", |s| s.run_execute = false).await;
     let first = receive_one(&stack, "ExecuteQueue").await;
-    let now = now_ms();
-    let claimed = stack
-        .execute_deps()
-        .store
-        .claim_task(
-            &execute_message(&first).task,
-            &"worker".parse().unwrap(),
-            None,
-            "died",
-            now - 1,
-            now,
-        )
-        .await
-        .unwrap();
-    let ClaimOutcome::Claimed(claimed) = claimed else {
-        panic!("claimed: {claimed:?}");
-    };
+    let claimed = claim_and_die(&stack, &execute_message(&first).task).await;
 
     let (a, b) = tokio::join!(
         baton_cleanup::sweep(stack.cleanup_deps(), lease_end(&claimed)),

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use baton_chain::finish::finish_at;
-use baton_chain::store::{AttemptEnd, ClaimOutcome, Ended, WorkflowStore};
+use baton_chain::store::{AttemptEnd, Ended, WorkflowStore};
 use baton_local::agents::AgentReply;
 use baton_local::faults::{Fault, FaultPlan, FaultRule};
 use baton_local::stack::{LocalStack, StackOptions};
@@ -103,27 +103,7 @@ async fn a_fail_whose_follow_up_broke_off_is_finished_by_the_repair_sweep() {
     worker(&stack).await;
     let id = submit(&stack, &chain(&["a", "b"])).await;
     let a = receive_one(&stack, "ExecuteQueue").await;
-    let now = now_ms();
-    let store = &stack.execute_deps().store;
-    let claimed = store
-        .claim_task(
-            &execute_message(&a).task,
-            &"worker".parse().unwrap(),
-            None,
-            "died",
-            now - 1,
-            now,
-        )
-        .await
-        .unwrap();
-    // The claim kept the dispatch lease, which outlasts its own.
-    let ClaimOutcome::Claimed(claimed) = claimed else {
-        panic!("claimed: {claimed:?}");
-    };
-    let lease_end = claimed
-        .lease_until_ms
-        .expect("a claimed task holds a lease")
-        + 1;
+    let lease_end = lease_end(&claim_and_die(&stack, &execute_message(&a).task).await);
 
     // Cleanup fails a (its leases are used up), and the call that counts it is throttled
     // through all the SDK's attempts: the task is failed, out of the lease index, and no

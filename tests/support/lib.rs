@@ -115,6 +115,35 @@ pub async fn workflow_view(stack: &LocalStack, id: &str) -> Value {
     answer.body
 }
 
+/// Claims `task` for `worker` straight in the store, as a handler that then dies: the task as
+/// claimed. Its claim asks for a lease that has already run out, so the task holds the
+/// dispatch lease it kept; the sweep finds it expired at [`lease_end`].
+pub async fn claim_and_die(
+    stack: &LocalStack,
+    task: &baton_types::messages::TaskRef,
+) -> baton_types::records::TaskRecord {
+    use baton_chain::store::{ClaimOutcome, WorkflowStore};
+    let now = baton_types::clock::now_ms();
+    let claimed = stack
+        .execute_deps()
+        .store
+        .claim_task(task, &"worker".parse().unwrap(), None, "died", now - 1, now)
+        .await
+        .expect("claim");
+    match claimed {
+        ClaimOutcome::Claimed(record) => record,
+        other => panic!("not claimed: {other:?}"),
+    }
+}
+
+/// Just after a claimed task's lease runs out.
+pub fn lease_end(claimed: &baton_types::records::TaskRecord) -> i64 {
+    claimed
+        .lease_until_ms
+        .expect("a claimed task holds a lease")
+        + 1
+}
+
 /// What a handler that claimed `task` for `worker` and recorded `end` wrote, straight to the
 /// store, as if it then died before anything else: the claim and the ended attempt.
 pub async fn claim_and_record(

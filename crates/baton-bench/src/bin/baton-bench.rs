@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use baton_bench::bill::{self, prices, print_bill, Bill, Usage};
+use baton_bench::percentile;
 use baton_chain::store::{LearningStore, WorkflowStore};
 use baton_local::agents::{AgentReply, AgentServer};
 use baton_local::emulator::{sdk_config, Emulator};
@@ -124,14 +125,6 @@ fn streamed_parts(bytes: usize) -> Vec<Value> {
         .chunks(32)
         .map(|part| json!({ "text": String::from_utf8_lossy(part) }))
         .collect()
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// When the agent was called for each (workflow, task) of this run, first attempts only.

@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use baton_bench::bill::{print_bill, Durations, Usage};
+use baton_bench::percentile;
 use baton_chain::store::LearningStore;
 use baton_local::agents::AgentServer;
 use baton_local::conversation_agents::conversation_set;
@@ -43,14 +44,6 @@ struct Args {
     /// context).
     #[arg(long, default_value_t = 10)]
     sessions: usize,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// The agent time along the turn's longest dependency path, from its plan and timings.
