@@ -406,9 +406,10 @@ pub const INLINE_LIMIT: usize = 50;
 /// two (to route, then to execute). It is orchestrate's and execute-agent's queue: `send_route`
 /// routes each message at once (the first [`INLINE_LIMIT`]), as the route function would, and
 /// sends its execute message; a message it could not route (a store or queue error) and those
-/// past the limit go to the route queue as before, so the worst case is the two-hop path. Everything else goes to the queues as
-/// it is: delayed retries and waits for capacity, outcomes, and what routing itself sends. The
-/// route function keeps submissions, retries, waits and repairs.
+/// past the limit go to the route queue as before, so the worst case is the two-hop path.
+/// Everything else goes to the queues as it is: delayed retries and waits for capacity,
+/// outcomes, and what routing itself sends. The route function keeps those, and the sweep's
+/// resends.
 ///
 /// Safe under the chain's rules: routing writes nothing on the happy path, and a message both
 /// routed here and sent to the route queue (a send whose response was lost) makes a second
