@@ -386,6 +386,23 @@ async fn dependents_are_released_once_and_only_by_their_last_parent() {
         panic!("c is claimed: {claimed:?}");
     };
     assert_eq!(c.lease_until_ms, Some(until + 5_000));
+    // A dispatch lease past twice the claim's own span is not kept: a dead claim is found at
+    // its own lease.
+    let a_ref = store
+        .task(&"acme".parse().unwrap(), &id("w2"), &id("a"))
+        .await
+        .unwrap()
+        .unwrap()
+        .task_ref();
+    let now = now_ms();
+    let claimed = store
+        .claim_task(&a_ref, &id("x"), None, "token-a", now + 10_000, now)
+        .await
+        .unwrap();
+    let ClaimOutcome::Claimed(a) = claimed else {
+        panic!("a is claimed: {claimed:?}");
+    };
+    assert_eq!(a.lease_until_ms, Some(now + 10_000));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

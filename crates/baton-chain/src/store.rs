@@ -63,19 +63,15 @@ pub enum StoreError {
     Payload(#[from] crate::payload::PayloadError),
 }
 
-/// The dependents of `task` in `workflow` whose only dependency it is.
-pub fn sole_parent_of(workflow: &NewWorkflow, task: &NewTask) -> Vec<TaskId> {
-    let single: std::collections::HashSet<&TaskId> = workflow
-        .tasks
-        .iter()
-        .filter(|t| t.depends_on.len() == 1)
-        .map(|t| &t.id)
-        .collect();
-    task.dependents
-        .iter()
-        .filter(|d| single.contains(d))
-        .cloned()
-        .collect()
+/// For each task of `workflow`, the dependents whose only dependency it is (one pass).
+pub fn sole_parents(workflow: &NewWorkflow) -> HashMap<&TaskId, Vec<TaskId>> {
+    let mut sole: HashMap<&TaskId, Vec<TaskId>> = HashMap::new();
+    for task in &workflow.tasks {
+        if let [parent] = task.depends_on.as_slice() {
+            sole.entry(parent).or_default().push(task.id.clone());
+        }
+    }
+    sole
 }
 
 /// A task as written when its workflow is created.

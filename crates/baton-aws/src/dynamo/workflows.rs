@@ -19,6 +19,7 @@ fn task_item(
     position: usize,
     task: &NewTask,
     input: &Placed,
+    sole_parent_of: &[TaskId],
 ) -> Result<Item, StoreError> {
     let mut item = HashMap::from([
         (
@@ -47,9 +48,8 @@ fn task_item(
         let until = task.dispatch_until_ms.unwrap_or(workflow.dispatch_until_ms);
         item.insert(LEASE_UNTIL.into(), n(until));
     }
-    let sole = sole_parent_of(workflow, task);
-    if !sole.is_empty() {
-        item.insert(SOLE_PARENT_OF.into(), string_list(&sole));
+    if !sole_parent_of.is_empty() {
+        item.insert(SOLE_PARENT_OF.into(), string_list(sole_parent_of));
     }
     if let Some(retry) = &task.retry {
         item.insert("retry".into(), json(retry)?);
@@ -72,12 +72,16 @@ pub(super) fn workflow_items(
     workflow: &NewWorkflow,
     inputs: &[Placed],
 ) -> Result<(Vec<Item>, Item), StoreError> {
+    let sole = sole_parents(workflow);
     let tasks = workflow
         .tasks
         .iter()
         .zip(inputs)
         .enumerate()
-        .map(|(position, (task, input))| task_item(workflow, position, task, input))
+        .map(|(position, (task, input))| {
+            let sole = sole.get(&task.id).map_or(&[][..], Vec::as_slice);
+            task_item(workflow, position, task, input, sole)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let count = workflow.tasks.len();
     let mut record = HashMap::from([
@@ -518,12 +522,14 @@ impl WorkflowStore for DynamoStore {
         let decision = decision.map(json).transpose()?;
         // A lease already long enough (the dispatch lease, set at release) is kept: the claim
         // then leaves the `leases` index's key alone, one index write instead of a delete and
-        // a put. A claim that needs a longer lease is refused by that condition alone and sets
-        // its own.
-        let claim = |extend_lease: bool| {
-            let (set_lease, keep_lease) = match extend_lease {
+        // a put. It is kept only up to twice the claim's own span, so a dead claim is found
+        // soon even on a task whose resends pushed its dispatch lease far out. A claim refused
+        // for that condition alone sets its own lease.
+        let keep_until = now_ms + 2 * (lease_until_ms - now_ms).max(0);
+        let claim = |set_own_lease: bool| {
+            let (set_lease, keep_lease) = match set_own_lease {
                 true => (", lease_until = :lease, lease_shard = :shard", ""),
-                false => ("", " AND lease_until >= :lease"),
+                false => ("", " AND lease_until BETWEEN :lease AND :keep_until"),
             };
             let set_decision = if decision.is_some() {
                 ", decision = :decision"
@@ -549,10 +555,10 @@ impl WorkflowStore for DynamoStore {
                 .expression_attribute_values(":token", s(token))
                 .expression_attribute_values(":zero", n(0))
                 .expression_attribute_values(":one", n(1));
-            let update = match extend_lease {
+            let update = match set_own_lease {
                 true => update
                     .expression_attribute_values(":shard", s(keys::lease_shard(&task.workflow_id))),
-                false => update,
+                false => update.expression_attribute_values(":keep_until", n(keep_until)),
             };
             match &decision {
                 Some(decision) => update.expression_attribute_values(":decision", decision.clone()),
@@ -562,13 +568,13 @@ impl WorkflowStore for DynamoStore {
         let mut result = conditional_update(claim(false), ReturnValue::AllNew).await?;
         if let Conditional::Rejected(Some(item)) = &result {
             let current = task_record(item)?;
-            let lease_too_short = current.status == TaskStatus::Queued
+            let lease_unfit = current.status == TaskStatus::Queued
                 && current.attempt == task.attempt
                 && current.hold.is_none()
                 && current
                     .lease_until_ms
-                    .is_none_or(|until| until < lease_until_ms);
-            if lease_too_short {
+                    .is_none_or(|until| until < lease_until_ms || until > keep_until);
+            if lease_unfit {
                 result = conditional_update(claim(true), ReturnValue::AllNew).await?;
             }
         }

@@ -151,6 +151,7 @@ impl State {
             .workflows
             .entry(key(&workflow.tenant, &workflow.workflow_id))
             .or_default();
+        let mut sole = sole_parents(workflow);
         for task in &workflow.tasks {
             let queued = task.status == TaskStatus::Queued;
             let stored = StoredTask {
@@ -163,7 +164,7 @@ impl State {
                     input: task.input.clone(),
                     depends_on: task.depends_on.clone(),
                     dependents: task.dependents.clone(),
-                    sole_parent_of: sole_parent_of(workflow, task),
+                    sole_parent_of: sole.remove(&task.id).unwrap_or_default(),
                     status: task.status,
                     attempt: 1,
                     deps_remaining: task.depends_on.len() as u32,
