@@ -87,6 +87,7 @@ class _WriteMeter:
     def __init__(self, trace=None):
         self.lock = threading.Lock()
         self.tables = {}
+        self.kinds = {}
         # With BATON_EMULATOR_TRACE naming a file, every metered write is appended there as a
         # JSON line (table, the item's sort key, units): which write costs what.
         self.trace = open(trace, "a", buffering=1) if trace else None
@@ -94,22 +95,26 @@ class _WriteMeter:
         # makes (and the rollback's) are metered by the transaction, not one by one.
         self.local = threading.local()
 
-    def add(self, table_name, units, key=None):
+    def add(self, table_name, units, key=None, operation="write"):
+        sort_key = next((str(v.get("S", v)) for k, v in (key or {}).items() if k == "sk"), "")
+        # The item's kind (its sort key up to the first '#': TASK, WORKFLOW, STATS, ...) and the
+        # operation: where a unit of work's writes go, without the trace.
+        kind = f"{table_name} {sort_key.split('#', 1)[0] or '-'} {operation}"
         with self.lock:
-            totals = self.tables.setdefault(table_name, {"write_units": 0, "writes": 0})
-            totals["write_units"] += units
-            totals["writes"] += 1
+            for totals in (self.tables.setdefault(table_name, {"write_units": 0, "writes": 0}),
+                           self.kinds.setdefault(kind, {"write_units": 0, "writes": 0})):
+                totals["write_units"] += units
+                totals["writes"] += 1
             if self.trace is not None:
-                sort_key = next((str(v.get("S", v)) for k, v in (key or {}).items() if k == "sk"), "")
                 self.trace.write(json.dumps({"table": table_name, "sk": sort_key, "units": units}) + "\n")
 
-    def add_index_writes(self, table_name, before, after, key=None):
+    def add_index_writes(self, table_name, before, after, key=None, operation="write"):
         """Meters what the table's global secondary indexes are billed for one item's change
         from `before` to `after` (`_index_entries` of each): under "<table>/<index>"."""
         for name in before.keys() | after.keys():
             units = _index_units(before.get(name), after.get(name))
             if units:
-                self.add(f"{table_name}/{name}", units, key)
+                self.add(f"{table_name}/{name}", units, key, operation)
 
     def in_transaction(self):
         return getattr(self.local, "transaction", False)
@@ -117,9 +122,11 @@ class _WriteMeter:
     def totals(self):
         with self.lock:
             tables = {name: dict(t) for name, t in self.tables.items()}
+            kinds = {name: dict(t) for name, t in self.kinds.items()}
         index_units = sum(t["write_units"] for name, t in tables.items() if "/" in name)
         return {
             "tables": tables,
+            "kinds": kinds,
             "write_units": sum(t["write_units"] for t in tables.values()),
             "index_write_units": index_units,
         }
@@ -200,7 +207,7 @@ def meter_writes(meter) -> None:
     original_delete = DynamoDBBackend.delete_item
     original_transact = DynamoDBBackend.transact_write_items
 
-    def metered(write, key_of):
+    def metered(write, key_of, operation):
         @functools.wraps(write)
         def wrapper(self, table_name, *args, **kwargs):
             if meter.in_transaction():
@@ -212,11 +219,11 @@ def meter_writes(meter) -> None:
             try:
                 result = write(self, table_name, *args, **kwargs)
             except ConditionalCheckFailed:
-                meter.add(table.name, _units(before), key)
+                meter.add(table.name, _units(before), key, f"{operation} refused")
                 raise
             stored = _stored(self, table.name, key)
-            meter.add(table.name, _units(before, _item_size(stored)), key)
-            meter.add_index_writes(table.name, indexed, _index_entries(table, stored), key)
+            meter.add(table.name, _units(before, _item_size(stored)), key, operation)
+            meter.add_index_writes(table.name, indexed, _index_entries(table, stored), key, operation)
             return result
 
         return wrapper
@@ -242,26 +249,26 @@ def meter_writes(meter) -> None:
             result = original_transact(self, transact_items)
         except TransactionCanceledException:
             for table, key, before, _ in charges:
-                meter.add(table.name, 2 * _units(before), key)
+                meter.add(table.name, 2 * _units(before), key, "transaction refused")
             raise
         finally:
             meter.local.transaction = False
         for table, key, before, indexed in charges:
             stored = _stored(self, table.name, key)
-            meter.add(table.name, 2 * _units(before, _item_size(stored)), key)
+            meter.add(table.name, 2 * _units(before, _item_size(stored)), key, "transaction")
             # Index writes are not transactional: billed once.
-            meter.add_index_writes(table.name, indexed, _index_entries(table, stored), key)
+            meter.add_index_writes(table.name, indexed, _index_entries(table, stored), key, "transaction")
         return result
 
-    DynamoDBBackend.put_item = metered(original_put, put_key)
-    DynamoDBBackend.update_item = metered(original_update, given_key)
-    DynamoDBBackend.delete_item = metered(original_delete, given_key)
+    DynamoDBBackend.put_item = metered(original_put, put_key, "put")
+    DynamoDBBackend.update_item = metered(original_update, given_key, "update")
+    DynamoDBBackend.delete_item = metered(original_delete, given_key, "delete")
     DynamoDBBackend.transact_write_items = functools.wraps(original_transact)(transact_write_items)
 
 
 def publish_meter(meter, path):
     """Writes the meter's totals to `path` as JSON, {"tables": {name: {"write_units": n,
-    "writes": n}}, "write_units": total}, every 200 ms: to a temporary file renamed over
+    "writes": n}}, "kinds": {"<table> <item kind> <operation>": the same}, "write_units": total}, every 200 ms: to a temporary file renamed over
     `path`, so a reader never sees half a file. Returns the function that writes them, for
     a last write at exit."""
     def write() -> None:

@@ -7,6 +7,7 @@
 //!   endpoint guard, with [`signed`] requests to AWS APIs and [`vault`] for tenants' secrets;
 //! - [`prober`]: agents' health checks;
 //! - [`batch`]: the SQS batch helper every queue-driven function uses;
+//! - [`transport`]: the one HTTP stack of outbound calls, the SDK's too;
 //! - [`telemetry`] (start-up wiring, logs, API call counting) and [`emf`] (the metrics
 //!   recorder).
 
@@ -21,4 +22,5 @@ pub mod signed;
 pub mod sqs;
 pub mod streaming;
 pub mod telemetry;
+pub mod transport;
 pub mod vault;

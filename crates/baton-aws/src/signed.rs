@@ -163,7 +163,7 @@ impl SignedClient {
         if let Some(client) = self.http.get() {
             return Ok(client);
         }
-        let client = reqwest::Client::builder()
+        let client = crate::transport::reqwest_builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .map_err(|e| SignedError::Config(format!("the HTTP client: {e}")))?;

@@ -33,7 +33,8 @@ fn lambda_sdk_config() -> SdkConfig {
         .credentials_provider(
             aws_credential_types::provider::SharedCredentialsProvider::new(credentials),
         )
-        .time_source(aws_smithy_async::time::SystemTimeSource::new());
+        .time_source(aws_smithy_async::time::SystemTimeSource::new())
+        .http_client(crate::transport::sdk_http_client());
     config.set_endpoint_url(env("AWS_ENDPOINT_URL"));
     config.set_sleep_impl(aws_smithy_async::rt::sleep::default_async_sleep());
     config.build()
@@ -131,6 +132,7 @@ fn init_logging() {
 /// and the AWS clients, once.
 pub async fn init_function() -> Result<(Settings, AwsClients), baton_chain::config::ConfigError> {
     init_logging();
+    crate::transport::install_crypto_provider();
     let settings = Settings::from_env()?;
     Ok((settings, AwsClients::from_env().await))
 }

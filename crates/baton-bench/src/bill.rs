@@ -41,7 +41,10 @@ pub mod prices {
 pub struct Usage {
     pub calls: BTreeMap<String, f64>,
     /// The emulator's meter: per table and index (`<table>/<index>`), write units and writes.
-    pub metered: BTreeMap<String, (f64, f64)>,
+    pub metered: Metered,
+    /// The same by item kind and operation (`<table> <kind> <operation>`, e.g.
+    /// `baton-state TASK update`): where the units go.
+    pub metered_kinds: Metered,
     pub invocations: BTreeMap<&'static str, Invoked>,
 }
 
@@ -49,18 +52,10 @@ impl Usage {
     /// The stack's counts now, once the emulator's meter has settled.
     pub async fn now(stack: &LocalStack, meter: &Path) -> Result<Self, String> {
         let totals = settled_meter(meter).await?;
-        let metered = totals["tables"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(name, t)| {
-                let field = |f: &str| t[f].as_f64().unwrap_or(0.0);
-                (name.clone(), (field("write_units"), field("writes")))
-            })
-            .collect();
         Ok(Usage {
             calls: stack.api_calls.snapshot(),
-            metered,
+            metered: metered(&totals["tables"]),
+            metered_kinds: metered(&totals["kinds"]),
             invocations: stack.invocations.snapshot(),
         })
     }
@@ -71,14 +66,6 @@ impl Usage {
             .calls
             .iter()
             .map(|(k, v)| (k.clone(), v - earlier.calls.get(k).copied().unwrap_or(0.0)))
-            .collect();
-        let metered = self
-            .metered
-            .iter()
-            .map(|(k, (units, writes))| {
-                let (u, w) = earlier.metered.get(k).copied().unwrap_or_default();
-                (k.clone(), (units - u, writes - w))
-            })
             .collect();
         let invocations = self
             .invocations
@@ -94,7 +81,8 @@ impl Usage {
             .collect();
         Usage {
             calls,
-            metered,
+            metered: metered_since(&self.metered, &earlier.metered),
+            metered_kinds: metered_since(&self.metered_kinds, &earlier.metered_kinds),
             invocations,
         }
     }
@@ -102,6 +90,30 @@ impl Usage {
     fn call(&self, name: &str) -> f64 {
         self.calls.get(name).copied().unwrap_or(0.0)
     }
+}
+
+/// Write units and writes, by name.
+pub type Metered = BTreeMap<String, (f64, f64)>;
+
+/// One of the meter file's maps: `{name: {"write_units": n, "writes": n}}`.
+fn metered(totals: &Value) -> Metered {
+    let field = |t: &Value, f: &str| t[f].as_f64().unwrap_or(0.0);
+    totals
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, t)| (name.clone(), (field(t, "write_units"), field(t, "writes"))))
+        .collect()
+}
+
+/// What `now` metered after `earlier`.
+fn metered_since(now: &Metered, earlier: &Metered) -> Metered {
+    now.iter()
+        .map(|(k, (units, writes))| {
+            let (u, w) = earlier.get(k).copied().unwrap_or_default();
+            (k.clone(), (units - u, writes - w))
+        })
+        .collect()
 }
 
 /// The emulator's metered totals, once they have settled: two reads of the meter's file, more
@@ -235,6 +247,20 @@ impl Dollars {
     }
 }
 
+/// Prints a meter's lines per `unit`, the ones with writes.
+fn print_metered(title: &str, metered: &Metered, units: f64, unit: &str) {
+    println!("{title}, per {unit}:");
+    for (name, (written, writes)) in metered {
+        if *writes > 0.0 {
+            println!(
+                "  {name:<38} {:>7.2} units, {:>6.2} writes",
+                written / units,
+                writes / units
+            );
+        }
+    }
+}
+
 /// Prints `usage` per `unit` (of which there were `units`): every call, the meter by table and
 /// index, each function's invocations, and the bill in dollars, Lambda's at `durations` where
 /// they name the function. Returns the bill.
@@ -250,16 +276,13 @@ pub fn print_bill(usage: &Usage, units: f64, unit: &str, durations: &Durations) 
             println!("{kind:<40} {n:>10} {:>10.2}", n / units);
         }
     }
-    println!("Metered DynamoDB writes, per {unit}:");
-    for (name, (written, writes)) in &usage.metered {
-        if *writes > 0.0 {
-            println!(
-                "  {name:<38} {:>7.2} units, {:>6.2} writes",
-                written / units,
-                writes / units
-            );
-        }
-    }
+    print_metered("Metered DynamoDB writes", &usage.metered, units, unit);
+    print_metered(
+        "The same by item kind and operation",
+        &usage.metered_kinds,
+        units,
+        unit,
+    );
     println!("Lambda, per {unit}:");
     for (function, invoked) in &usage.invocations {
         if invoked.count > 0 {

@@ -107,6 +107,8 @@ pub fn sdk_config(endpoint: &str) -> SdkConfig {
             None,
             "baton-local",
         )))
+        // The functions' own HTTP client, so the local stack runs the stack they ship.
+        .http_client(baton_aws::transport::sdk_http_client())
         .build()
 }
 
@@ -114,7 +116,8 @@ pub fn sdk_config(endpoint: &str) -> SdkConfig {
 /// with the local region and throwaway credentials filled in where the environment has none.
 /// `AWS_ENDPOINT_URL` decides where the calls go: moto, LocalStack, or AWS itself.
 pub async fn sdk_config_from_env() -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(baton_aws::transport::sdk_http_client());
     if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none()
     {
         loader = loader.region(Region::new(LOCAL_REGION));

@@ -124,7 +124,7 @@ pub fn guarded_builder_with(
     policy: &EndpointPolicy,
     resolver: Arc<dyn HostResolver>,
 ) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
+    crate::transport::reqwest_builder()
         .dns_resolver(GuardedResolver {
             policy: Arc::new(policy.clone()),
             resolver,

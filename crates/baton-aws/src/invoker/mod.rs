@@ -57,8 +57,7 @@ impl HttpAgentInvoker {
         })
     }
 
-    /// Its guarded client, which the openai kind shares: one connection pool, and the TLS
-    /// roots loaded once at start-up.
+    /// Its guarded client, which the openai kind shares: one connection pool.
     pub(crate) fn client(&self) -> &reqwest::Client {
         &self.client
     }
